@@ -1,0 +1,8 @@
+// Package bpf holds porttrace's eBPF programs. The C source is compiled by
+// bpf2go into the committed porttrace_*_bpfel.{go,o} files, so building
+// porttrace needs no clang; `make generate` rebuilds them.
+package bpf
+
+// BPF2GO_CFLAGS comes from the Makefile: it adds the multiarch include folder
+// that <linux/types.h> needs on Debian.
+//go:generate go tool bpf2go -target amd64,arm64 -type event Porttrace porttrace.bpf.c -- -O2 -g -Wall -Werror

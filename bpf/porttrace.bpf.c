@@ -1,0 +1,397 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * porttrace's kernel side: report TCP state changes, accepts, binds and the
+ * life of timewait sockets into one ring buffer.
+ *
+ * Each hook exists in several forms (tp_btf, raw_tp, classic tracepoint,
+ * kprobe) because kernels differ in what they offer. Every form is a thin
+ * wrapper around one handler; user space deletes the forms it does not use
+ * from the collection before loading.
+ */
+#include "kernel.h"
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Set by user space before loading. 0 means "no filter". */
+const volatile __u16 filter_port = 0;
+const volatile __u16 filter_family = 0; /* AF_INET or AF_INET6 */
+/* Kernel address of tw_timer_handler, to recognise timewait timers. */
+const volatile __u64 tw_timer_handler_addr = 0;
+/* Length of one jiffy in nanoseconds (1e9 / CONFIG_HZ). */
+const volatile __u64 jiffy_ns = 0;
+
+enum event_kind {
+	EVENT_STATE = 1,
+	EVENT_BIND,
+	EVENT_ACCEPT,
+	EVENT_CONNECT, /* never emitted on Linux; keeps numbering aligned with Go */
+	EVENT_TIMEWAIT_START,
+	EVENT_TIMEWAIT_CANCEL,
+	EVENT_TIMEWAIT_EXPIRE,
+};
+
+/* The one record type of the ring buffer. Go decodes it by hand; a test
+ * checks that decoder against the layout bpf2go generates from this. */
+struct event {
+	__u64 ts_ns;      /* CLOCK_MONOTONIC */
+	__u64 sock;       /* struct sock * or struct inet_timewait_sock * */
+	__u64 timeout_ns; /* timewait lifetime left at ts_ns */
+	__u8 saddr[16];   /* local address; IPv4 in the first 4 bytes */
+	__u8 daddr[16];   /* remote address */
+	__u32 pid;        /* tgid of the task on the CPU */
+	__u32 netns;      /* network namespace inode */
+	__s32 err;        /* bind(2) return value */
+	__u16 sport;      /* local port, host order */
+	__u16 dport;      /* remote port, host order */
+	__u16 family;     /* AF_INET or AF_INET6 */
+	__u8 kind;        /* enum event_kind */
+	__u8 proto;       /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 oldstate;
+	__u8 newstate;
+	__u8 _pad[2];
+	char comm[16];
+};
+
+/* Puts struct event into the object's BTF, for bpf2go to generate its Go
+ * twin; a const pointer lands in .rodata, which exists anyway. */
+const struct event *const event_type = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20); /* resized by user space */
+} events SEC(".maps");
+
+/* Events that found the ring buffer full, per CPU so that counting them
+ * costs no atomic operation on the path that is already overloaded. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* A bind(2) between its entry and exit, by thread. */
+struct bind_args {
+	__u64 fd;
+	__u8 addr[16];
+	__u16 family;
+	__u16 port;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct bind_args);
+} binds SEC(".maps");
+
+
+static __always_inline bool port_wanted(__u16 a, __u16 b)
+{
+	return filter_port == 0 || a == filter_port || b == filter_port;
+}
+
+static __always_inline bool family_wanted(__u16 family)
+{
+	if (family != AF_INET && family != AF_INET6)
+		return false;
+	return filter_family == 0 || family == filter_family;
+}
+
+static __always_inline struct event *reserve(__u8 kind)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__u32 zero = 0;
+		__u64 *count = bpf_map_lookup_elem(&lost, &zero);
+		if (count)
+			(*count)++;
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->kind = kind;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return e;
+}
+
+/* Addresses, ports and namespace of a full or timewait socket: both start
+ * with struct sock_common. The local port comes from the caller because it
+ * is kept in a different field by each (see inet_sock in kernel.h). */
+static __always_inline void fill_endpoints(struct event *e, struct sock_common *skc, __u16 sport)
+{
+	e->family = BPF_CORE_READ(skc, skc_family);
+	e->sport = sport;
+	e->dport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	e->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	if (e->family == AF_INET) {
+		bpf_core_read(e->saddr, 4, &skc->skc_rcv_saddr);
+		bpf_core_read(e->daddr, 4, &skc->skc_daddr);
+	} else {
+		bpf_core_read(e->saddr, 16, &skc->skc_v6_rcv_saddr);
+		bpf_core_read(e->daddr, 16, &skc->skc_v6_daddr);
+	}
+}
+
+static __always_inline __u16 sock_sport(struct sock *sk)
+{
+	return bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+}
+
+static __always_inline __u16 timewait_sport(struct inet_timewait_sock *tw)
+{
+	return bpf_ntohs(BPF_CORE_READ(tw, tw_sport));
+}
+
+/* Cheap checks on the socket before reserving ring buffer space, so that
+ * unwatched traffic costs a few reads and no event. */
+static __always_inline bool sock_wanted(struct sock_common *skc, __u16 sport)
+{
+	__u16 family = BPF_CORE_READ(skc, skc_family);
+	__u16 dport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	return family_wanted(family) && port_wanted(sport, dport);
+}
+
+static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, __u8 newstate)
+{
+	struct event *e = reserve(kind);
+	if (!e)
+		return 0;
+	e->sock = (__u64)sk;
+	e->proto = IPPROTO_TCP;
+	e->oldstate = oldstate;
+	e->newstate = newstate;
+	fill_endpoints(e, (struct sock_common *)sk, sock_sport(sk));
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* ---- TCP state changes: sock:inet_sock_set_state or tcp_set_state ---- */
+
+static __always_inline int handle_set_state(struct sock *sk, int oldstate, int newstate)
+{
+	/* The tracepoint fires for every inet protocol; raw forms also fire
+	 * for no-op CLOSE->CLOSE and LISTEN->LISTEN calls. */
+	if (oldstate == newstate)
+		return 0;
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	if (!sock_wanted((struct sock_common *)sk, sock_sport(sk)))
+		return 0;
+	return emit_sock(EVENT_STATE, sk, oldstate, newstate);
+}
+
+/* tp_btf and raw_tp both receive the tracepoint's arguments as an array of
+ * u64; reads go through BPF_CORE_READ, so one body serves both. */
+SEC("tp_btf/inet_sock_set_state")
+int state_tp_btf(__u64 *ctx)
+{
+	return handle_set_state((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2]);
+}
+
+SEC("raw_tp/inet_sock_set_state")
+int state_raw_tp(__u64 *ctx)
+{
+	return handle_set_state((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2]);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int state_tracepoint(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	return handle_set_state((struct sock *)ctx->skaddr, ctx->oldstate, ctx->newstate);
+}
+
+/* tcp_set_state(sk, state) runs before the state is stored: the old state
+ * is still in the socket. */
+SEC("kprobe/tcp_set_state")
+int BPF_KPROBE(state_kprobe, struct sock *sk, int newstate)
+{
+	return handle_set_state(sk, BPF_CORE_READ(sk, __sk_common.skc_state), newstate);
+}
+
+/* ---- accept: who really owns a passive socket ---- */
+
+static __always_inline int handle_accept(struct sock *sk)
+{
+	if (!sk || !sock_wanted((struct sock_common *)sk, sock_sport(sk)))
+		return 0;
+	return emit_sock(EVENT_ACCEPT, sk, 0, BPF_CORE_READ(sk, __sk_common.skc_state));
+}
+
+/* Only the return value is read: the arguments changed in 6.10. */
+SEC("kretprobe/inet_csk_accept")
+int BPF_KRETPROBE(accept_kretprobe, struct sock *sk)
+{
+	return handle_accept(sk);
+}
+
+/* The socket behind a file descriptor of the current task. */
+static __always_inline struct sock *sock_of_fd(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	if (!file)
+		return NULL;
+	struct socket *sock = BPF_CORE_READ(file, private_data);
+	return BPF_CORE_READ(sock, sk);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int accept_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return handle_accept(sock_of_fd(ctx->ret));
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int accept4_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return handle_accept(sock_of_fd(ctx->ret));
+}
+
+/* ---- bind(2), TCP and UDP ---- */
+
+SEC("tracepoint/syscalls/sys_enter_bind")
+int bind_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	const void *uaddr = (const void *)ctx->args[1];
+	struct bind_args args = {.fd = ctx->args[0]};
+	__be16 port;
+
+	if (bpf_probe_read_user(&args.family, sizeof(args.family), uaddr))
+		return 0;
+	if (!family_wanted(args.family))
+		return 0;
+	/* sockaddr_in and sockaddr_in6 both keep the port at offset 2; the
+	 * address is at 4 and 8. */
+	if (bpf_probe_read_user(&port, sizeof(port), uaddr + 2))
+		return 0;
+	args.port = bpf_ntohs(port);
+	if (args.family == AF_INET)
+		bpf_probe_read_user(args.addr, 4, uaddr + 4);
+	else
+		bpf_probe_read_user(args.addr, 16, uaddr + 8);
+
+	__u64 tid = bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&binds, &tid, &args, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_bind")
+int bind_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct bind_args *args = bpf_map_lookup_elem(&binds, &tid);
+	if (!args)
+		return 0;
+
+	struct sock *sk = sock_of_fd(args->fd);
+	__u16 proto = sk ? BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) : 0;
+	/* A successful bind to port 0 got its port only now. */
+	__u16 port = (ctx->ret == 0 && sk) ? sock_sport(sk) : args->port;
+
+	if ((proto != IPPROTO_TCP && proto != IPPROTO_UDP) || !port_wanted(port, 0))
+		goto out;
+
+	struct event *e = reserve(EVENT_BIND);
+	if (!e)
+		goto out;
+	e->sock = (__u64)sk;
+	e->proto = proto;
+	e->family = args->family;
+	e->sport = port;
+	e->err = ctx->ret;
+	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	__builtin_memcpy(e->saddr, args->addr, sizeof(e->saddr));
+	bpf_ringbuf_submit(e, 0);
+out:
+	bpf_map_delete_elem(&binds, &tid);
+	return 0;
+}
+
+/* ---- timewait sockets, through the timer tracepoints ----
+ *
+ * sock:inet_sock_set_state never reports TIME_WAIT: tcp_time_wait() hands
+ * the connection to a separate inet_timewait_sock and moves the full socket
+ * to CLOSE. That timewait socket's life is its timer: armed when it is
+ * created (and re-armed when an orphan's FIN_WAIT2 becomes TIME_WAIT),
+ * stopped before it expires, is rescheduled or is killed early.
+ */
+
+static __always_inline struct inet_timewait_sock *timewait_of(struct timer_list *timer)
+{
+	if ((__u64)BPF_CORE_READ(timer, function) != tw_timer_handler_addr)
+		return NULL;
+	return (void *)timer - bpf_core_field_offset(struct inet_timewait_sock, tw_timer);
+}
+
+static __always_inline int handle_timer(__u8 kind, struct timer_list *timer)
+{
+	struct inet_timewait_sock *tw = timewait_of(timer);
+	if (!tw || !sock_wanted(&tw->__tw_common, timewait_sport(tw)))
+		return 0;
+
+	struct event *e = reserve(kind);
+	if (!e)
+		return 0;
+	e->sock = (__u64)tw;
+	e->proto = IPPROTO_TCP;
+	e->newstate = BPF_CORE_READ(tw, tw_substate);
+	fill_endpoints(e, &tw->__tw_common, timewait_sport(tw));
+	if (kind == EVENT_TIMEWAIT_START) {
+		long left = (long)(BPF_CORE_READ(timer, expires) - bpf_jiffies64());
+		e->timeout_ns = left > 0 ? left * jiffy_ns : 0;
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/timer_start")
+int timer_start_tp_btf(__u64 *ctx)
+{
+	return handle_timer(EVENT_TIMEWAIT_START, (struct timer_list *)ctx[0]);
+}
+
+SEC("tp_btf/timer_cancel")
+int timer_cancel_tp_btf(__u64 *ctx)
+{
+	return handle_timer(EVENT_TIMEWAIT_CANCEL, (struct timer_list *)ctx[0]);
+}
+
+SEC("tp_btf/timer_expire_entry")
+int timer_expire_tp_btf(__u64 *ctx)
+{
+	return handle_timer(EVENT_TIMEWAIT_EXPIRE, (struct timer_list *)ctx[0]);
+}
+
+SEC("raw_tp/timer_start")
+int timer_start_raw_tp(__u64 *ctx)
+{
+	return handle_timer(EVENT_TIMEWAIT_START, (struct timer_list *)ctx[0]);
+}
+
+SEC("raw_tp/timer_cancel")
+int timer_cancel_raw_tp(__u64 *ctx)
+{
+	return handle_timer(EVENT_TIMEWAIT_CANCEL, (struct timer_list *)ctx[0]);
+}
+
+SEC("raw_tp/timer_expire_entry")
+int timer_expire_raw_tp(__u64 *ctx)
+{
+	return handle_timer(EVENT_TIMEWAIT_EXPIRE, (struct timer_list *)ctx[0]);
+}

@@ -1,0 +1,478 @@
+package tracer
+
+import "net/netip"
+
+const (
+	// holdTimeoutNs bounds how long a socket's lines wait for what would
+	// complete them (the accepting process, the local port of a connect).
+	holdTimeoutNs = int64(1e9)
+	// holdCapacity is how many lines one socket may hold back.
+	holdCapacity = 4
+	// cancelGraceNs is how long a stopped timewait timer may wait for the
+	// re-arm or expiry that would follow at once on the same CPU before
+	// the stop counts as the socket being killed early.
+	cancelGraceNs = int64(100e6)
+)
+
+// Timewait reasons of a TIME_WAIT -> CLOSE record.
+const (
+	ReasonExpired = "expired"
+	ReasonKilled  = "killed"
+)
+
+// heldLine is a transition held back until its socket's record is complete.
+type heldLine struct {
+	timeNs     int64
+	durationNs int64
+	timeoutNs  int64
+	old, new   State
+	typ        RecordType
+}
+
+// sockState is what the correlator knows of one live socket.
+type sockState struct {
+	id       SockID
+	proto    Proto
+	family   Family
+	state    State
+	netns    uint32
+	saddr    netip.Addr
+	daddr    netip.Addr
+	sport    uint16
+	dport    uint16
+	sinceNs  int64 // when it entered state; 0 if unseen
+	pid      uint32
+	comm     Comm
+	ownerVia OwnerVia
+	// passive marks a socket born from a listener: its owner is whoever
+	// accepts it, which is only known later.
+	passive bool
+	// timewait marks a full socket that has handed over to a timewait
+	// socket: its coming X -> CLOSE is the kernel's bookkeeping, not news.
+	timewait bool
+	// cancelNs is when a timewait socket's timer was stopped, 0 if armed.
+	cancelNs int64
+	held     [holdCapacity]heldLine
+	nheld    uint8
+	heldNs   int64 // when the first held line was held
+}
+
+// tupleKey identifies a connection across the full socket and the timewait
+// socket that succeeds it.
+type tupleKey struct {
+	netns        uint32
+	saddr, daddr netip.Addr
+	sport, dport uint16
+}
+
+// portKey identifies a listening port.
+type portKey struct {
+	netns uint32
+	port  uint16
+}
+
+// Stats counts what the correlator saw, for the closing summary.
+type Stats struct {
+	Events      uint64
+	Records     uint64
+	Opened      uint64 // sockets that reached ESTABLISHED
+	Closed      uint64 // connections that closed (into TIME_WAIT or CLOSE)
+	Transitions [stateCount]uint64
+	Binds       uint64
+	BindErrors  uint64
+	// Gaps counts transitions whose old state was not the state porttrace
+	// last saw: an event was missed (lost in the kernel, or the socket
+	// predates porttrace).
+	Gaps uint64
+}
+
+// Correlator turns a source's events into owner-attributed records. It
+// keeps one entry per live socket and forgets it when the socket closes, so
+// its memory follows the number of live sockets, not the traffic.
+type Correlator struct {
+	emit func(*Record)
+
+	socks []sockState
+	free  []int32
+	byID  map[SockID]int32
+	// closing indexes sockets in the states tcp_time_wait() is called from,
+	// so that a new timewait socket finds the connection it continues.
+	closing   map[tupleKey]int32
+	listeners map[portKey][]int32
+	// waiting lists sockets with held lines or a stopped timewait timer:
+	// the only ones Tick has to look at.
+	waiting []SockID
+
+	rec   Record
+	stats Stats
+}
+
+// NewCorrelator returns a correlator that passes each record to emit. The
+// record is only valid during the call.
+func NewCorrelator(emit func(*Record)) *Correlator {
+	return &Correlator{
+		emit:      emit,
+		byID:      make(map[SockID]int32),
+		closing:   make(map[tupleKey]int32),
+		listeners: make(map[portKey][]int32),
+	}
+}
+
+// Stats returns the counters so far.
+func (c *Correlator) Stats() Stats { return c.stats }
+
+// Live returns how many sockets the correlator is tracking.
+func (c *Correlator) Live() int { return len(c.byID) }
+
+// Handle implements Handler.
+func (c *Correlator) Handle(ev *Event) {
+	c.stats.Events++
+	switch ev.Kind {
+	case KindState:
+		c.onState(ev)
+	case KindAccept, KindConnect:
+		c.onOwner(ev)
+	case KindBind:
+		c.onBind(ev)
+	case KindTimeWaitStart:
+		c.onTimeWaitStart(ev)
+	case KindTimeWaitCancel:
+		if i, ok := c.byID[ev.Sock]; ok && c.socks[i].cancelNs == 0 {
+			c.socks[i].cancelNs = ev.TimeNs
+			c.waiting = append(c.waiting, ev.Sock)
+		}
+	case KindTimeWaitExpire:
+		if i, ok := c.byID[ev.Sock]; ok {
+			c.endTimeWait(i, ev.TimeNs, ReasonExpired)
+		}
+	}
+}
+
+// Tick implements Handler: it releases held lines and settles stopped
+// timewait timers whose deadlines have passed.
+func (c *Correlator) Tick(nowNs int64) {
+	kept := c.waiting[:0]
+	for _, id := range c.waiting {
+		i, ok := c.byID[id]
+		if !ok {
+			continue
+		}
+		s := &c.socks[i]
+		switch {
+		case s.cancelNs != 0 && nowNs-s.cancelNs >= cancelGraceNs:
+			c.endTimeWait(i, s.cancelNs, ReasonKilled)
+		case s.nheld > 0 && nowNs-s.heldNs >= holdTimeoutNs:
+			c.release(s)
+		case s.cancelNs != 0 || s.nheld > 0:
+			kept = append(kept, id)
+		}
+	}
+	c.waiting = kept
+}
+
+// Flush releases everything held, as at the end of a trace.
+func (c *Correlator) Flush() {
+	for _, id := range c.waiting {
+		if i, ok := c.byID[id]; ok {
+			c.release(&c.socks[i])
+		}
+	}
+	c.waiting = c.waiting[:0]
+}
+
+func (c *Correlator) lookup(ev *Event) (int32, bool) {
+	i, ok := c.byID[ev.Sock]
+	if ok {
+		return i, false
+	}
+	if n := len(c.free); n > 0 {
+		i = c.free[n-1]
+		c.free = c.free[:n-1]
+	} else {
+		c.socks = append(c.socks, sockState{})
+		i = int32(len(c.socks) - 1)
+	}
+	c.socks[i] = sockState{id: ev.Sock, proto: ev.Proto}
+	c.byID[ev.Sock] = i
+	return i, true
+}
+
+func (c *Correlator) forget(i int32) {
+	s := &c.socks[i]
+	c.leaveState(i)
+	delete(c.byID, s.id)
+	*s = sockState{}
+	c.free = append(c.free, i)
+}
+
+// updateEndpoints copies the event's addresses, which fill in over a
+// socket's life (a connect gets its local port after SYN_SENT).
+func (s *sockState) updateEndpoints(ev *Event) {
+	s.family, s.netns = ev.Family, ev.NetNS
+	s.saddr, s.sport = ev.SAddr, ev.SPort
+	s.daddr, s.dport = ev.DAddr, ev.DPort
+}
+
+func (s *sockState) setOwner(ev *Event, via OwnerVia) {
+	s.pid, s.comm, s.ownerVia = ev.PID, ev.Comm, via
+}
+
+// complete says whether the socket's lines can be printed as they are.
+func (s *sockState) complete() bool {
+	if s.passive && s.ownerVia == OwnerUnknown {
+		return false
+	}
+	return !(s.state == StateSynSent && s.sport == 0)
+}
+
+func (s *sockState) tuple() tupleKey {
+	return tupleKey{netns: s.netns, saddr: s.saddr, daddr: s.daddr, sport: s.sport, dport: s.dport}
+}
+
+// processContext reports whether the kernel makes this transition only in
+// the context of a process acting on the socket (connect, listen, close,
+// shutdown), so that the event's PID is an owner rather than a bystander
+// interrupted by a softirq.
+func processContext(old, new State) bool {
+	switch {
+	case new == StateSynSent, new == StateListen:
+		return true
+	case new == StateFinWait1 && (old == StateEstablished || old == StateSynRecv):
+		return true
+	case new == StateLastAck && old == StateCloseWait:
+		return true
+	}
+	return false
+}
+
+func (c *Correlator) onState(ev *Event) {
+	i, fresh := c.lookup(ev)
+	s := &c.socks[i]
+	if fresh && (ev.OldState == StateListen || ev.OldState == StateSynRecv) && ev.NewState != StateClose {
+		s.passive = true
+	}
+	if s.timewait && ev.NewState == StateClose {
+		c.forget(i)
+		return
+	}
+
+	duration := int64(-1)
+	if !fresh && s.state == ev.OldState && s.sinceNs != 0 {
+		duration = ev.TimeNs - s.sinceNs
+	} else if !fresh {
+		c.stats.Gaps++
+	}
+	c.leaveState(i)
+	s.updateEndpoints(ev)
+	s.state, s.sinceNs = ev.NewState, ev.TimeNs
+	c.enterState(i)
+
+	switch {
+	case ev.NewState == StateSynSent:
+		s.setOwner(ev, OwnerConnect)
+	case ev.NewState == StateListen:
+		s.setOwner(ev, OwnerListen)
+	case s.ownerVia == OwnerUnknown && processContext(ev.OldState, ev.NewState):
+		s.setOwner(ev, OwnerClose)
+	}
+
+	typ := RecordState
+	if ev.NewState == StateListen {
+		typ = RecordListen
+	}
+	c.line(i, heldLine{timeNs: ev.TimeNs, durationNs: duration, old: ev.OldState, new: ev.NewState, typ: typ})
+	if ev.NewState == StateClose {
+		c.release(s)
+		c.forget(i)
+	}
+}
+
+// leaveState and enterState keep the indexes that depend on a socket's
+// state in step with it.
+func (c *Correlator) leaveState(i int32) {
+	s := &c.socks[i]
+	switch s.state {
+	case StateFinWait1, StateFinWait2, StateClosing:
+		delete(c.closing, s.tuple())
+	case StateListen:
+		key := portKey{s.netns, s.sport}
+		l := c.listeners[key]
+		for j, k := range l {
+			if k == i {
+				l = append(l[:j], l[j+1:]...)
+				break
+			}
+		}
+		if len(l) == 0 {
+			delete(c.listeners, key)
+		} else {
+			c.listeners[key] = l
+		}
+	}
+}
+
+func (c *Correlator) enterState(i int32) {
+	s := &c.socks[i]
+	switch s.state {
+	case StateFinWait1, StateFinWait2, StateClosing:
+		c.closing[s.tuple()] = i
+	case StateListen:
+		key := portKey{s.netns, s.sport}
+		c.listeners[key] = append(c.listeners[key], i)
+	case StateEstablished:
+		c.stats.Opened++
+	}
+}
+
+// onOwner records the process that accepted or connected a socket, and
+// releases the lines that were waiting for it.
+func (c *Correlator) onOwner(ev *Event) {
+	i, fresh := c.lookup(ev)
+	s := &c.socks[i]
+	if fresh {
+		s.updateEndpoints(ev)
+		s.state = ev.NewState
+	}
+	via := OwnerAccept
+	if ev.Kind == KindConnect {
+		via = OwnerConnect
+	}
+	s.setOwner(ev, via)
+	if s.complete() {
+		c.release(s)
+	}
+}
+
+func (c *Correlator) onBind(ev *Event) {
+	c.stats.Binds++
+	if ev.Err != 0 {
+		c.stats.BindErrors++
+	}
+	r := &c.rec
+	*r = Record{
+		TimeNs: ev.TimeNs, Type: RecordBind, Proto: ev.Proto, Family: ev.Family,
+		SAddr: ev.SAddr, SPort: ev.SPort, PID: ev.PID, Comm: ev.Comm, OwnerVia: OwnerBind,
+		NetNS: ev.NetNS, DurationNs: -1, Err: -ev.Err,
+	}
+	c.output(r)
+}
+
+// onTimeWaitStart follows a connection into its timewait socket: either a
+// new one, continuing the full socket with the same 4-tuple, or a known one
+// re-armed (an orphan's FIN_WAIT2 turned TIME_WAIT by the peer's FIN).
+func (c *Correlator) onTimeWaitStart(ev *Event) {
+	if i, ok := c.byID[ev.Sock]; ok {
+		s := &c.socks[i]
+		s.cancelNs = 0
+		if s.state != ev.NewState {
+			c.line(i, heldLine{timeNs: ev.TimeNs, durationNs: ev.TimeNs - s.sinceNs, timeoutNs: ev.TimeoutNs, old: s.state, new: ev.NewState, typ: RecordState})
+			s.state, s.sinceNs = ev.NewState, ev.TimeNs
+		}
+		return
+	}
+
+	key := tupleKey{netns: ev.NetNS, saddr: ev.SAddr, daddr: ev.DAddr, sport: ev.SPort, dport: ev.DPort}
+	tw, _ := c.lookup(ev)
+	t := &c.socks[tw]
+	t.updateEndpoints(ev)
+	old, duration := StateUnknown, int64(-1)
+	if full, ok := c.closing[key]; ok {
+		f := &c.socks[full]
+		old, duration = f.state, ev.TimeNs-f.sinceNs
+		t.pid, t.comm, t.ownerVia, t.passive = f.pid, f.comm, f.ownerVia, f.passive
+		t.held, t.nheld, t.heldNs = f.held, f.nheld, f.heldNs
+		if f.sinceNs == 0 {
+			duration = -1
+		}
+		c.leaveState(full)
+		f.state, f.timewait, f.nheld = StateClose, true, 0
+	} else {
+		c.stats.Gaps++
+	}
+	t.state, t.sinceNs = ev.NewState, ev.TimeNs
+	c.stats.Closed++
+	c.line(tw, heldLine{timeNs: ev.TimeNs, durationNs: duration, timeoutNs: ev.TimeoutNs, old: old, new: ev.NewState, typ: RecordState})
+}
+
+func (c *Correlator) endTimeWait(i int32, timeNs int64, reason string) {
+	s := &c.socks[i]
+	c.release(s)
+	c.stats.Transitions[StateClose]++
+	r := c.record(s, heldLine{timeNs: timeNs, durationNs: timeNs - s.sinceNs, old: s.state, new: StateClose, typ: RecordState})
+	r.Reason = reason
+	c.output(r)
+	c.forget(i)
+}
+
+// line prints a transition of socket i, or holds it while the socket's
+// record is incomplete.
+func (c *Correlator) line(i int32, l heldLine) {
+	s := &c.socks[i]
+	c.stats.Transitions[l.new]++
+	if l.new == StateClose && l.old != StateListen && l.old != StateSynSent && l.old != StateTimeWait {
+		c.stats.Closed++
+	}
+	if s.complete() {
+		c.release(s)
+		c.output(c.record(s, l))
+		return
+	}
+	if s.nheld == holdCapacity {
+		c.release(s)
+	}
+	if s.nheld == 0 {
+		s.heldNs = l.timeNs
+		c.waiting = append(c.waiting, s.id)
+	}
+	s.held[s.nheld] = l
+	s.nheld++
+}
+
+// release prints a socket's held lines with the best owner known now:
+// where nobody accepted a passive socket, the listener's owner.
+func (c *Correlator) release(s *sockState) {
+	if s.nheld == 0 {
+		return
+	}
+	if s.passive && s.ownerVia == OwnerUnknown {
+		if l, ok := c.listenerOf(s); ok {
+			s.pid, s.comm, s.ownerVia = l.pid, l.comm, OwnerListener
+		}
+	}
+	for _, l := range s.held[:s.nheld] {
+		c.output(c.record(s, l))
+	}
+	s.nheld = 0
+}
+
+// listenerOf finds the listener a passive socket arrived on: one bound to
+// its local address, else a wildcard one.
+func (c *Correlator) listenerOf(s *sockState) (*sockState, bool) {
+	var wildcard *sockState
+	for _, i := range c.listeners[portKey{s.netns, s.sport}] {
+		l := &c.socks[i]
+		if l.saddr == s.saddr {
+			return l, true
+		}
+		if l.saddr.IsUnspecified() {
+			wildcard = l
+		}
+	}
+	return wildcard, wildcard != nil
+}
+
+func (c *Correlator) record(s *sockState, l heldLine) *Record {
+	r := &c.rec
+	*r = Record{
+		TimeNs: l.timeNs, Type: l.typ, Proto: s.proto, Family: s.family, Old: l.old, New: l.new,
+		SAddr: s.saddr, DAddr: s.daddr, SPort: s.sport, DPort: s.dport,
+		PID: s.pid, Comm: s.comm, OwnerVia: s.ownerVia, NetNS: s.netns,
+		DurationNs: l.durationNs, TimeoutNs: l.timeoutNs,
+	}
+	return r
+}
+
+func (c *Correlator) output(r *Record) {
+	c.stats.Records++
+	c.emit(r)
+}

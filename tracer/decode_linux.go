@@ -1,0 +1,81 @@
+package tracer
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+)
+
+// Layout of struct event in bpf/porttrace.bpf.c. TestDecoderMatchesCLayout
+// checks these against the Go type bpf2go generates from the C.
+const (
+	offTime     = 0
+	offSock     = 8
+	offTimeout  = 16
+	offSAddr    = 24
+	offDAddr    = 40
+	offPID      = 56
+	offNetNS    = 60
+	offErr      = 64
+	offSPort    = 68
+	offDPort    = 70
+	offFamily   = 72
+	offKind     = 74
+	offProto    = 75
+	offOldState = 76
+	offNewState = 77
+	offComm     = 80
+	eventSize   = 96
+)
+
+var (
+	errShortEvent = errors.New("short event")
+	errBadKind    = errors.New("unknown event kind")
+	errBadFamily  = errors.New("unknown address family")
+	errBadState   = errors.New("unknown tcp state")
+)
+
+// decodeEvent fills ev from one ring buffer record. monoToWallNs converts
+// the kernel's CLOCK_MONOTONIC stamp to wall-clock time. It allocates
+// nothing: errors are preallocated.
+func decodeEvent(raw []byte, monoToWallNs int64, ev *Event) error {
+	if len(raw) < eventSize {
+		return errShortEvent
+	}
+	ne := binary.NativeEndian
+	kind := Kind(raw[offKind])
+	if kind < KindState || kind > KindTimeWaitExpire {
+		return errBadKind
+	}
+	old, new := State(raw[offOldState]), State(raw[offNewState])
+	if old >= stateCount || new >= stateCount {
+		return errBadState
+	}
+	switch ne.Uint16(raw[offFamily:]) {
+	case unix.AF_INET:
+		ev.Family = FamilyIPv4
+		ev.SAddr = netip.AddrFrom4([4]byte(raw[offSAddr:]))
+		ev.DAddr = netip.AddrFrom4([4]byte(raw[offDAddr:]))
+	case unix.AF_INET6:
+		ev.Family = FamilyIPv6
+		ev.SAddr = netip.AddrFrom16([16]byte(raw[offSAddr:]))
+		ev.DAddr = netip.AddrFrom16([16]byte(raw[offDAddr:]))
+	default:
+		return errBadFamily
+	}
+	ev.TimeNs = int64(ne.Uint64(raw[offTime:])) + monoToWallNs
+	ev.Kind = kind
+	ev.Proto = Proto(raw[offProto])
+	ev.OldState, ev.NewState = old, new
+	ev.Sock = SockID(ne.Uint64(raw[offSock:]))
+	ev.TimeoutNs = int64(ne.Uint64(raw[offTimeout:]))
+	ev.SPort = ne.Uint16(raw[offSPort:])
+	ev.DPort = ne.Uint16(raw[offDPort:])
+	ev.PID = ne.Uint32(raw[offPID:])
+	ev.NetNS = ne.Uint32(raw[offNetNS:])
+	ev.Err = int32(ne.Uint32(raw[offErr:]))
+	copy(ev.Comm[:], raw[offComm:offComm+CommLen])
+	return nil
+}

@@ -1,0 +1,206 @@
+// Package tracer holds porttrace's platform-neutral model: the events a
+// kernel source (eBPF on Linux, ETW on Windows) emits, the correlator that
+// turns them into per-socket owners and a TCP state-transition log, and the
+// text and JSON formats of that log.
+package tracer
+
+import (
+	"net/netip"
+)
+
+// Kind says what an Event reports.
+type Kind uint8
+
+const (
+	// KindState is a TCP state change of a full socket (tcp_set_state,
+	// Windows TcpTcbStateChange). PID is whoever was on the CPU, which on the
+	// passive side is a softirq bystander: the correlator decides whether to
+	// trust it.
+	KindState Kind = iota + 1
+	// KindBind is a bind(2) that returned: Err holds the negated errno of a
+	// failure. PID is the caller.
+	KindBind
+	// KindAccept is a socket handed to a process by accept(2). PID is the
+	// accepting process: the passive socket's real owner.
+	KindAccept
+	// KindConnect names the process that started an active open. Sources
+	// whose state events already run in the caller's context (Linux) never
+	// emit it; ETW does, because TcpTcbStateChange carries no process.
+	KindConnect
+	// KindTimeWaitStart is a timewait socket scheduled (or rescheduled) with
+	// its substate in NewState (TIME_WAIT, or FIN_WAIT2 for an orphan) and
+	// its lifetime in Timeout. Sock is the timewait socket itself: the full
+	// socket that became it is found by its 4-tuple.
+	KindTimeWaitStart
+	// KindTimeWaitCancel is a timewait socket's timer stopped: either the
+	// socket is being killed early (reuse, RST) or it is about to be
+	// rescheduled or expire. The correlator tells which from what follows.
+	KindTimeWaitCancel
+	// KindTimeWaitExpire is a timewait socket reaching the end of its
+	// lifetime.
+	KindTimeWaitExpire
+)
+
+var kindNames = [...]string{
+	KindState:          "state",
+	KindBind:           "bind",
+	KindAccept:         "accept",
+	KindConnect:        "connect",
+	KindTimeWaitStart:  "timewait_start",
+	KindTimeWaitCancel: "timewait_cancel",
+	KindTimeWaitExpire: "timewait_expire",
+}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) && kindNames[k] != "" {
+		return kindNames[k]
+	}
+	return "unknown"
+}
+
+// State is a TCP state numbered as Linux numbers them (include/net/tcp_states.h).
+// Other platforms map their own states onto these.
+type State uint8
+
+const (
+	StateUnknown     State = 0
+	StateEstablished State = 1
+	StateSynSent     State = 2
+	StateSynRecv     State = 3
+	StateFinWait1    State = 4
+	StateFinWait2    State = 5
+	StateTimeWait    State = 6
+	StateClose       State = 7
+	StateCloseWait   State = 8
+	StateLastAck     State = 9
+	StateListen      State = 10
+	StateClosing     State = 11
+	StateNewSynRecv  State = 12
+	stateCount             = 13
+)
+
+var stateNames = [stateCount]string{
+	StateUnknown:     "UNKNOWN",
+	StateEstablished: "ESTABLISHED",
+	StateSynSent:     "SYN_SENT",
+	StateSynRecv:     "SYN_RECV",
+	StateFinWait1:    "FIN_WAIT1",
+	StateFinWait2:    "FIN_WAIT2",
+	StateTimeWait:    "TIME_WAIT",
+	StateClose:       "CLOSE",
+	StateCloseWait:   "CLOSE_WAIT",
+	StateLastAck:     "LAST_ACK",
+	StateListen:      "LISTEN",
+	StateClosing:     "CLOSING",
+	StateNewSynRecv:  "NEW_SYN_RECV",
+}
+
+func (s State) String() string {
+	if s < stateCount {
+		return stateNames[s]
+	}
+	return "UNKNOWN"
+}
+
+// Proto is the transport protocol, numbered as IANA numbers it.
+type Proto uint8
+
+const (
+	ProtoTCP Proto = 6
+	ProtoUDP Proto = 17
+)
+
+func (p Proto) String() string {
+	switch p {
+	case ProtoTCP:
+		return "tcp"
+	case ProtoUDP:
+		return "udp"
+	}
+	return "unknown"
+}
+
+// Family is the address family of a socket.
+type Family uint8
+
+const (
+	FamilyIPv4 Family = 4
+	FamilyIPv6 Family = 6
+)
+
+func (f Family) String() string {
+	switch f {
+	case FamilyIPv4:
+		return "ipv4"
+	case FamilyIPv6:
+		return "ipv6"
+	}
+	return "unknown"
+}
+
+// CommLen is the size of a command name, as the Linux kernel's TASK_COMM_LEN.
+const CommLen = 16
+
+// Comm is a NUL-padded command name, kept as an array so that events carry it
+// without allocating.
+type Comm [CommLen]byte
+
+// CommFrom makes a Comm from a string, cut to fit.
+func CommFrom(s string) Comm {
+	var c Comm
+	copy(c[:CommLen-1], s)
+	return c
+}
+
+// Bytes returns the name without its NUL padding.
+func (c *Comm) Bytes() []byte {
+	for i, b := range c {
+		if b == 0 {
+			return c[:i]
+		}
+	}
+	return c[:]
+}
+
+func (c Comm) String() string { return string(c.Bytes()) }
+
+// SockID identifies one socket for as long as it lives: the kernel address of
+// a struct sock or inet_timewait_sock on Linux, the TCB pointer on Windows.
+// Addresses are reused after a socket is freed; the correlator forgets a
+// socket when it closes, so reuse starts a new life.
+type SockID uint64
+
+// Event is one observation from a kernel source. Sources fill it in place
+// and the correlator copies what it keeps, so a source can reuse one Event
+// for every observation.
+type Event struct {
+	// TimeNs is the wall-clock time of the observation in nanoseconds since
+	// the Unix epoch, derived from a monotonic kernel clock so that
+	// differences between events are exact.
+	TimeNs int64
+	Kind   Kind
+	Proto  Proto
+	Family Family
+	// OldState and NewState are the transition of a KindState event, and
+	// NewState the substate of a KindTimeWaitStart.
+	OldState State
+	NewState State
+	Sock     SockID
+	// SAddr:SPort is the socket's local end and DAddr:DPort its remote end,
+	// as in the kernel's sock:inet_sock_set_state tracepoint.
+	SAddr netip.Addr
+	DAddr netip.Addr
+	SPort uint16
+	DPort uint16
+	// PID and Comm are the process on the CPU when the event fired (for
+	// KindBind, KindAccept and KindConnect, the process that made the call).
+	PID  uint32
+	Comm Comm
+	// NetNS is the inode number of the socket's network namespace, 0 where
+	// the platform has none.
+	NetNS uint32
+	// Err is the negated errno of a failed bind, 0 on success.
+	Err int32
+	// TimeoutNs is a timewait socket's lifetime from TimeNs.
+	TimeoutNs int64
+}

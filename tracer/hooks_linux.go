@@ -1,0 +1,311 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
+)
+
+// form is how a program is attached.
+type form uint8
+
+const (
+	formTPBTF form = iota + 1
+	formRawTP
+	formTracepoint
+	formKprobe
+	formKretprobe
+)
+
+var formNames = [...]string{
+	formTPBTF:      "tp_btf",
+	formRawTP:      "raw_tp",
+	formTracepoint: "tracepoint",
+	formKprobe:     "kprobe",
+	formKretprobe:  "kretprobe",
+}
+
+func (f form) String() string { return formNames[f] }
+
+func (f form) isKprobe() bool { return f == formKprobe || f == formKretprobe }
+
+// attachment is one program and where it goes: a tracepoint name
+// ("inet_sock_set_state"), a tracefs event ("syscalls/sys_exit_bind") or a
+// kernel function.
+type attachment struct {
+	prog   string
+	target string
+}
+
+// alternative is one way to implement a hook: all its programs share a form.
+type alternative struct {
+	form  form
+	progs []attachment
+}
+
+// hook is something porttrace needs to see, with its alternatives from most
+// to least preferred in auto mode.
+type hook struct {
+	name string
+	// without says what is lost when no alternative can be attached; empty
+	// for a hook porttrace cannot run without.
+	without string
+	alts    []alternative
+}
+
+var hooks = []hook{
+	{
+		name: "state",
+		alts: []alternative{
+			{formTPBTF, []attachment{{"state_tp_btf", "inet_sock_set_state"}}},
+			{formRawTP, []attachment{{"state_raw_tp", "inet_sock_set_state"}}},
+			{formTracepoint, []attachment{{"state_tracepoint", "sock/inet_sock_set_state"}}},
+			{formKprobe, []attachment{{"state_kprobe", "tcp_set_state"}}},
+		},
+	},
+	{
+		name:    "accept",
+		without: "passive sockets are charged to the listener's owner",
+		alts: []alternative{
+			// The kretprobe also sees accepts that do not go through the
+			// accept syscalls (io_uring).
+			{formKretprobe, []attachment{{"accept_kretprobe", "inet_csk_accept"}}},
+			{formTracepoint, []attachment{
+				{"accept_exit", "syscalls/sys_exit_accept"},
+				{"accept4_exit", "syscalls/sys_exit_accept4"},
+			}},
+		},
+	},
+	{
+		name:    "bind",
+		without: "bind(2) calls and their errors are not shown",
+		alts: []alternative{
+			{formTracepoint, []attachment{
+				{"bind_enter", "syscalls/sys_enter_bind"},
+				{"bind_exit", "syscalls/sys_exit_bind"},
+			}},
+		},
+	},
+	{
+		name:    "timewait",
+		without: "TIME_WAIT is shown as the kernel's state tracepoint reports it (-> CLOSE)",
+		alts: []alternative{
+			{formTPBTF, []attachment{
+				{"timer_start_tp_btf", "timer_start"},
+				{"timer_cancel_tp_btf", "timer_cancel"},
+				{"timer_expire_tp_btf", "timer_expire_entry"},
+			}},
+			{formRawTP, []attachment{
+				{"timer_start_raw_tp", "timer_start"},
+				{"timer_cancel_raw_tp", "timer_cancel"},
+				{"timer_expire_raw_tp", "timer_expire_entry"},
+			}},
+		},
+	},
+}
+
+// kernel is what porttrace found out about the running kernel.
+type kernel struct {
+	btf             *btf.Spec
+	tracefs         string
+	haveRawTP       bool
+	kprobes         bool
+	twTimerHandler  uint64
+	missingTimewait string // why the timewait hook cannot work, if it cannot
+}
+
+// probeKernel finds out what the kernel offers. It fails only for what
+// porttrace cannot run without: BTF and the BPF ring buffer.
+func probeKernel(tracefs string) (*kernel, error) {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("kernel has no BTF (needs CONFIG_DEBUG_INFO_BTF, /sys/kernel/btf/vmlinux): %w", err)
+	}
+	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+		return nil, fmt.Errorf("kernel has no BPF ring buffer (needs Linux 5.8+): %w", err)
+	}
+	k := &kernel{
+		btf:         spec,
+		tracefs:     tracefs,
+		haveRawTP: features.HaveProgramType(ebpf.RawTracepoint) == nil,
+		// perf's kprobe PMU (4.17+) or tracefs's kprobe_events: either
+		// exists only with CONFIG_KPROBES.
+		kprobes: exists("/sys/bus/event_source/devices/kprobe/type") ||
+			(tracefs != "" && exists(filepath.Join(tracefs, "kprobe_events"))),
+	}
+	k.twTimerHandler, err = kallsymsAddr("tw_timer_handler")
+	if err != nil {
+		k.missingTimewait = err.Error()
+	}
+	return k, nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// available says whether the kernel has an alternative of a hook, and if
+// not, why.
+func (k *kernel) available(h *hook, alt alternative) (bool, string) {
+	// The timer programs recognise timewait timers by their handler.
+	if h.name == "timewait" && k.missingTimewait != "" {
+		return false, k.missingTimewait
+	}
+	for _, a := range alt.progs {
+		if ok, why := k.hasTarget(alt.form, a.target); !ok {
+			return false, why
+		}
+	}
+	return true, ""
+}
+
+func (k *kernel) hasTarget(f form, target string) (bool, string) {
+	switch f {
+	case formTPBTF, formRawTP:
+		var fn *btf.Typedef
+		if err := k.btf.TypeByName("btf_trace_"+target, &fn); err != nil {
+			return false, "no tracepoint " + target + " in kernel BTF"
+		}
+		if f == formRawTP && !k.haveRawTP {
+			return false, "no raw tracepoint programs (needs 4.17+)"
+		}
+		if f == formTPBTF {
+			if err := probeTPBTF(target); err != nil {
+				return false, "tp_btf programs do not load: " + err.Error()
+			}
+		}
+	case formTracepoint:
+		if k.tracefs == "" {
+			return false, "tracefs is not mounted"
+		}
+		if !exists(filepath.Join(k.tracefs, "events", target)) {
+			return false, "no tracepoint " + target
+		}
+	case formKprobe, formKretprobe:
+		if !k.kprobes {
+			return false, "kernel has no kprobes (CONFIG_KPROBES)"
+		}
+		var fn *btf.Func
+		if err := k.btf.TypeByName(target, &fn); err != nil {
+			return false, "no function " + target + " in kernel BTF"
+		}
+	}
+	return true, ""
+}
+
+// probeTPBTF loads a do-nothing tp_btf program on a tracepoint. The
+// features package probes tracing programs with fentry, which a kernel can
+// refuse (EPERM) while it accepts tp_btf.
+func probeTPBTF(target string) error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.Tracing,
+		AttachType:   ebpf.AttachTraceRawTp,
+		AttachTo:     target,
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		License:      "GPL",
+	})
+	if err != nil {
+		return err
+	}
+	return prog.Close()
+}
+
+// choice is the alternative picked for a hook, with the reason.
+type choice struct {
+	hook *hook
+	alt  alternative
+	why  string
+}
+
+// chooseHooks picks, for every hook, the first alternative the mode allows
+// and the kernel has. It fails when a hook porttrace needs has none, or the
+// mode demands kprobes the kernel lacks.
+func chooseHooks(k *kernel, mode ProbeMode) ([]choice, []string, error) {
+	var chosen []choice
+	var notes []string
+	for i := range hooks {
+		h := &hooks[i]
+		allowed := allowedAlternatives(h, mode)
+		var reasons []string
+		picked := false
+		for _, alt := range allowed {
+			ok, why := k.available(h, alt)
+			if !ok {
+				reasons = append(reasons, alt.form.String()+": "+why)
+				continue
+			}
+			why = "preferred"
+			if len(reasons) > 0 {
+				why = "fallback (" + strings.Join(reasons, "; ") + ")"
+			}
+			chosen = append(chosen, choice{hook: h, alt: alt, why: why})
+			picked = true
+			break
+		}
+		if picked {
+			continue
+		}
+		detail := strings.Join(reasons, "; ")
+		if h.without == "" || (mode == ProbeKprobe && hasKprobeForm(h)) {
+			return nil, nil, fmt.Errorf("no usable %s hook for --probe %s: %s", h.name, mode, detail)
+		}
+		notes = append(notes, fmt.Sprintf("%s: not attached (%s): %s", h.name, detail, h.without))
+	}
+	return chosen, notes, nil
+}
+
+func hasKprobeForm(h *hook) bool {
+	for _, alt := range h.alts {
+		if alt.form.isKprobe() {
+			return true
+		}
+	}
+	return false
+}
+
+// allowedAlternatives filters a hook's alternatives by the probe mode: a
+// forced kprobe mode keeps only kprobes where the hook has one, a forced
+// tracepoint mode drops kprobes.
+func allowedAlternatives(h *hook, mode ProbeMode) []alternative {
+	var out []alternative
+	for _, alt := range h.alts {
+		switch {
+		case mode == ProbeTracepoint && alt.form.isKprobe():
+		case mode == ProbeKprobe && hasKprobeForm(h) && !alt.form.isKprobe():
+		default:
+			out = append(out, alt)
+		}
+	}
+	return out
+}
+
+// kretprobeMaxActive is how many inet_csk_accept calls may be in flight at
+// once (each blocked accept holds one); the kernel's default of 2 x CPUs
+// would miss accepts on servers with many accepting threads.
+const kretprobeMaxActive = 4096
+
+func attach(alt alternative, a attachment, prog *ebpf.Program) (link.Link, error) {
+	switch alt.form {
+	case formTPBTF:
+		return link.AttachTracing(link.TracingOptions{Program: prog})
+	case formRawTP:
+		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: a.target, Program: prog})
+	case formTracepoint:
+		group, name, _ := strings.Cut(a.target, "/")
+		return link.Tracepoint(group, name, prog, nil)
+	case formKprobe:
+		return link.Kprobe(a.target, prog, nil)
+	case formKretprobe:
+		return link.Kretprobe(a.target, prog, &link.KprobeOptions{RetprobeMaxActive: kretprobeMaxActive})
+	}
+	return nil, errors.New("unknown attach form")
+}

@@ -1,0 +1,96 @@
+package tracer
+
+import "net/netip"
+
+// RecordType says what a line of porttrace's log reports.
+type RecordType uint8
+
+const (
+	// RecordState is a TCP state transition.
+	RecordState RecordType = iota + 1
+	// RecordListen is a TCP socket entering LISTEN.
+	RecordListen
+	// RecordBind is a bind(2), successful or not.
+	RecordBind
+)
+
+func (t RecordType) String() string {
+	switch t {
+	case RecordState:
+		return "state"
+	case RecordListen:
+		return "listen"
+	case RecordBind:
+		return "bind"
+	}
+	return "unknown"
+}
+
+// OwnerVia says how the correlator learned a socket's owner: which call the
+// owner made, or that it fell back to the listener's owner.
+type OwnerVia uint8
+
+const (
+	OwnerUnknown OwnerVia = iota
+	// OwnerConnect: the process called connect() (CLOSE -> SYN_SENT).
+	OwnerConnect
+	// OwnerListen: the process called listen().
+	OwnerListen
+	// OwnerAccept: the process accepted the connection.
+	OwnerAccept
+	// OwnerBind: the process called bind().
+	OwnerBind
+	// OwnerClose: the process closed or shut down a socket porttrace had
+	// not seen before.
+	OwnerClose
+	// OwnerListener: nobody accepted the connection (yet); it is charged to
+	// the process that owns the listener it arrived on.
+	OwnerListener
+)
+
+var ownerViaNames = [...]string{
+	OwnerUnknown:  "unknown",
+	OwnerConnect:  "connect",
+	OwnerListen:   "listen",
+	OwnerAccept:   "accept",
+	OwnerBind:     "bind",
+	OwnerClose:    "close",
+	OwnerListener: "listener",
+}
+
+func (o OwnerVia) String() string {
+	if int(o) < len(ownerViaNames) {
+		return ownerViaNames[o]
+	}
+	return "unknown"
+}
+
+// Record is one line of porttrace's log: a transition attributed to the
+// process that owns the socket.
+type Record struct {
+	TimeNs int64
+	Type   RecordType
+	Proto  Proto
+	Family Family
+	Old    State
+	New    State
+	SAddr  netip.Addr
+	DAddr  netip.Addr
+	SPort  uint16
+	DPort  uint16
+	// PID and Comm are the socket's owner; PID is 0 when nobody is known.
+	PID      uint32
+	Comm     Comm
+	OwnerVia OwnerVia
+	NetNS    uint32
+	// DurationNs is the time the socket spent in Old, or -1 when porttrace
+	// did not see it enter Old.
+	DurationNs int64
+	// TimeoutNs is the lifetime of a timewait socket, on transitions into
+	// TIME_WAIT or the timewait FIN_WAIT2.
+	TimeoutNs int64
+	// Err is the errno of a failed bind (positive), 0 otherwise.
+	Err int32
+	// Reason says why a timewait socket went: "expired" or "killed".
+	Reason string
+}

@@ -1,0 +1,85 @@
+package tracer
+
+import (
+	"context"
+	"fmt"
+)
+
+// Handler consumes a source's events. A source calls it from one goroutine
+// only, so a Handler needs no locking.
+type Handler interface {
+	// Handle receives one event. The event is only valid during the call.
+	Handle(ev *Event)
+	// Tick tells the handler the time (same clock as Event.TimeNs) when the
+	// source has nothing more to deliver for now, so that decisions waiting
+	// on later events can be taken by a deadline instead.
+	Tick(nowNs int64)
+}
+
+// Source is one platform's stream of kernel events: eBPF on Linux, ETW on
+// Windows.
+type Source interface {
+	// Run delivers events to h until ctx is done (it then returns nil) or
+	// the source fails.
+	Run(ctx context.Context, h Handler) error
+	// Lost returns how many events the kernel dropped because porttrace did
+	// not read them fast enough.
+	Lost() uint64
+	// Hooks describes each hook that was attached and why it was chosen.
+	Hooks() []string
+	// Close detaches everything the source attached.
+	Close() error
+}
+
+// ProbeMode chooses between hook families where a kernel offers several.
+type ProbeMode uint8
+
+const (
+	// ProbeAuto takes, for each hook, the best one the kernel has.
+	ProbeAuto ProbeMode = iota
+	// ProbeTracepoint uses only tracepoints (tp_btf, raw_tp, tracepoint).
+	ProbeTracepoint
+	// ProbeKprobe uses kprobes wherever a kprobe form of a hook exists.
+	ProbeKprobe
+)
+
+func (m ProbeMode) String() string {
+	switch m {
+	case ProbeTracepoint:
+		return "tracepoint"
+	case ProbeKprobe:
+		return "kprobe"
+	}
+	return "auto"
+}
+
+// ParseProbeMode reads the --probe flag.
+func ParseProbeMode(s string) (ProbeMode, error) {
+	for _, m := range []ProbeMode{ProbeAuto, ProbeTracepoint, ProbeKprobe} {
+		if s == m.String() {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("invalid probe mode %q: want auto, tracepoint or kprobe", s)
+}
+
+// Config says what a source watches.
+type Config struct {
+	// Port is the port to watch at either end of a socket; 0 watches all.
+	Port uint16
+	// Family restricts the watch to one address family; 0 watches both.
+	Family Family
+	// Probe chooses the hook family.
+	Probe ProbeMode
+	// BufferSize is the size in bytes of the kernel buffer events wait in
+	// for porttrace to read them; 0 takes the platform's default.
+	BufferSize int
+	// Logf, when set, receives verbose diagnostics (which hooks and why).
+	Logf func(format string, args ...any)
+}
+
+func (c *Config) logf(format string, args ...any) {
+	if c.Logf != nil {
+		c.Logf(format, args...)
+	}
+}

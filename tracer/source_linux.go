@@ -1,0 +1,253 @@
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/bpf"
+)
+
+// DefaultRingSize is the ring buffer's size: room for about 175,000 events,
+// over a second of a connection storm on a small machine.
+const DefaultRingSize = 16 << 20
+
+// tickInterval is how often the handler is ticked when no event arrives.
+const tickInterval = 100 * time.Millisecond
+
+// LinuxSource reads porttrace's eBPF programs' ring buffer.
+type LinuxSource struct {
+	coll          *ebpf.Collection
+	links         []link.Link
+	reader        *ringbuf.Reader
+	hooks         []string
+	unmountTrace  bool
+	monoToWallNs  int64
+	startMonoNs   int64
+	startTime     time.Time
+	malformed     uint64
+	firstDecodeEr error
+}
+
+var _ Source = (*LinuxSource)(nil)
+
+// Open loads and attaches porttrace's eBPF programs, choosing each hook from
+// what the kernel offers.
+func Open(cfg Config) (src *LinuxSource, err error) {
+	if err := checkPrivileges(); err != nil {
+		return nil, err
+	}
+	s := &LinuxSource{}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+
+	tracefs, mounted, err := ensureTracefs()
+	if err != nil {
+		return nil, err
+	}
+	s.unmountTrace = mounted
+	if mounted {
+		cfg.logf("mounted tracefs at %s (unmounted on exit)", tracefs)
+	}
+	k, err := probeKernel(tracefs)
+	if err != nil {
+		return nil, err
+	}
+	chosen, notes, err := chooseHooks(k, cfg.Probe)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range notes {
+		s.hooks = append(s.hooks, n)
+		cfg.logf("%s", n)
+	}
+
+	spec, err := loadSpec(cfg, k, chosen)
+	if err != nil {
+		return nil, err
+	}
+	s.coll, err = ebpf.NewCollection(spec)
+	if err != nil {
+		return nil, fmt.Errorf("loading eBPF programs: %w", err)
+	}
+
+	for _, c := range chosen {
+		for _, a := range c.alt.progs {
+			l, err := attach(c.alt, a, s.coll.Programs[a.prog])
+			if err != nil {
+				return nil, fmt.Errorf("attaching %s/%s: %w", c.alt.form, a.target, err)
+			}
+			s.links = append(s.links, l)
+		}
+		line := fmt.Sprintf("%s: %s %s: %s", c.hook.name, c.alt.form, targets(c.alt), c.why)
+		s.hooks = append(s.hooks, line)
+		cfg.logf("attached %s", line)
+	}
+
+	s.reader, err = ringbuf.NewReader(s.coll.Maps[bpf.PorttraceMapEvents])
+	if err != nil {
+		return nil, fmt.Errorf("opening ring buffer: %w", err)
+	}
+	var wall unix.Timespec
+	s.startMonoNs = monotonicNs()
+	s.startTime = time.Now()
+	_ = unix.ClockGettime(unix.CLOCK_REALTIME, &wall)
+	s.monoToWallNs = wall.Nano() - s.startMonoNs
+	return s, nil
+}
+
+func targets(alt alternative) string {
+	out := ""
+	for i, a := range alt.progs {
+		if i > 0 {
+			out += ","
+		}
+		out += a.target
+	}
+	return out
+}
+
+// loadSpec prepares the collection: only the chosen programs, the filters
+// and kernel facts as constants, the ring buffer sized.
+func loadSpec(cfg Config, k *kernel, chosen []choice) (*ebpf.CollectionSpec, error) {
+	spec, err := bpf.LoadPorttrace()
+	if err != nil {
+		return nil, err
+	}
+	keep := map[string]bool{}
+	for _, c := range chosen {
+		for _, a := range c.alt.progs {
+			keep[a.prog] = true
+		}
+	}
+	for name := range spec.Programs {
+		if !keep[name] {
+			delete(spec.Programs, name)
+		}
+	}
+
+	ringSize := cfg.BufferSize
+	if ringSize == 0 {
+		ringSize = DefaultRingSize
+	}
+	page := os.Getpagesize()
+	if ringSize < page || ringSize&(ringSize-1) != 0 {
+		return nil, fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", ringSize, page)
+	}
+	spec.Maps[bpf.PorttraceMapEvents].MaxEntries = uint32(ringSize)
+
+	family := uint16(0)
+	switch cfg.Family {
+	case FamilyIPv4:
+		family = unix.AF_INET
+	case FamilyIPv6:
+		family = unix.AF_INET6
+	}
+	jiffy, err := jiffyNs()
+	if err != nil {
+		return nil, err
+	}
+	for name, value := range map[string]any{
+		bpf.PorttraceVarFilterPort:         cfg.Port,
+		bpf.PorttraceVarFilterFamily:       family,
+		bpf.PorttraceVarTwTimerHandlerAddr: k.twTimerHandler,
+		bpf.PorttraceVarJiffyNs:            jiffy,
+	} {
+		if err := spec.Variables[name].Set(value); err != nil {
+			return nil, fmt.Errorf("setting %s: %w", name, err)
+		}
+	}
+	return spec, nil
+}
+
+// Hooks implements Source.
+func (s *LinuxSource) Hooks() []string { return s.hooks }
+
+// Lost implements Source: the per-CPU counts of events that found the ring
+// buffer full, summed.
+func (s *LinuxSource) Lost() uint64 {
+	var perCPU []uint64
+	if err := s.coll.Maps[bpf.PorttraceMapLost].Lookup(uint32(0), &perCPU); err != nil {
+		return 0
+	}
+	var total uint64
+	for _, n := range perCPU {
+		total += n
+	}
+	return total
+}
+
+// Malformed returns how many ring buffer records could not be decoded, and
+// the first such error.
+func (s *LinuxSource) Malformed() (uint64, error) { return s.malformed, s.firstDecodeEr }
+
+// nowNs is the current time on the events' clock, without a system call.
+func (s *LinuxSource) nowNs() int64 {
+	return s.startMonoNs + int64(time.Since(s.startTime)) + s.monoToWallNs
+}
+
+// Run implements Source.
+func (s *LinuxSource) Run(ctx context.Context, h Handler) error {
+	// Flush wakes a blocked read so that cancellation is seen at once.
+	stop := context.AfterFunc(ctx, func() { _ = s.reader.Flush() })
+	defer stop()
+
+	var rec ringbuf.Record
+	var ev Event
+	s.reader.SetDeadline(time.Now().Add(tickInterval))
+	for {
+		err := s.reader.ReadInto(&rec)
+		switch {
+		case err == nil:
+			if err := decodeEvent(rec.RawSample, s.monoToWallNs, &ev); err != nil {
+				if s.malformed == 0 {
+					s.firstDecodeEr = err
+				}
+				s.malformed++
+				continue
+			}
+			h.Handle(&ev)
+			if s.reader.AvailableBytes() == 0 {
+				h.Tick(s.nowNs())
+			}
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
+			h.Tick(s.nowNs())
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.reader.SetDeadline(time.Now().Add(tickInterval))
+		default:
+			return fmt.Errorf("reading ring buffer: %w", err)
+		}
+	}
+}
+
+// Close implements Source: it detaches every program and frees the maps.
+func (s *LinuxSource) Close() error {
+	var errs []error
+	if s.reader != nil {
+		errs = append(errs, s.reader.Close())
+	}
+	for _, l := range s.links {
+		errs = append(errs, l.Close())
+	}
+	s.links = nil
+	if s.coll != nil {
+		s.coll.Close()
+	}
+	if s.unmountTrace {
+		errs = append(errs, unmountTracefs())
+		s.unmountTrace = false
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,114 @@
+package tracer
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// Capability numbers from linux/capability.h; CAP_BPF and CAP_PERFMON split
+// out of CAP_SYS_ADMIN in 5.8.
+const (
+	capSysAdmin = 21
+	capPerfmon  = 38
+	capBPF      = 39
+)
+
+// ErrPrivileges is returned when porttrace lacks the capabilities to load
+// and attach eBPF programs.
+var ErrPrivileges = errors.New("needs CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8): run with sudo")
+
+// checkPrivileges fails early, with one clear line, where loading would fail
+// later with a bare EPERM.
+func checkPrivileges() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("reading capabilities: %w", err)
+	}
+	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	if has(capSysAdmin) || (has(capBPF) && has(capPerfmon)) {
+		return nil
+	}
+	return ErrPrivileges
+}
+
+// tracefsPath is where porttrace mounts tracefs when nothing has.
+const tracefsPath = "/sys/kernel/tracing"
+
+// ensureTracefs returns where tracefs is mounted, mounting it when it is
+// not: classic tracepoints and kprobe_events live there. mounted says
+// whether porttrace mounted it, and so must unmount it.
+func ensureTracefs() (path string, mounted bool, err error) {
+	for _, p := range []string{tracefsPath, "/sys/kernel/debug/tracing"} {
+		var fs unix.Statfs_t
+		if unix.Statfs(p, &fs) == nil && fs.Type == unix.TRACEFS_MAGIC {
+			return p, false, nil
+		}
+	}
+	if err := unix.Mount("nodev", tracefsPath, "tracefs", 0, ""); err != nil {
+		return "", false, fmt.Errorf("mounting tracefs at %s: %w", tracefsPath, err)
+	}
+	return tracefsPath, true, nil
+}
+
+func unmountTracefs() error {
+	if err := unix.Unmount(tracefsPath, unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("unmounting tracefs at %s: %w", tracefsPath, err)
+	}
+	return nil
+}
+
+// kallsymsAddr returns the address of a kernel symbol.
+func kallsymsAddr(symbol string) (uint64, error) {
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		return 0, fmt.Errorf("reading kernel symbols: %w", err)
+	}
+	defer f.Close()
+	want := []byte(" " + symbol)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// "ffffffff820089f0 t tw_timer_handler" (module symbols add " [mod]")
+		line := sc.Bytes()
+		addr, rest, ok := bytes.Cut(line, []byte(" "))
+		if !ok || len(rest) < 2 || !bytes.Equal(rest[1:], want) {
+			continue
+		}
+		a, err := strconv.ParseUint(string(addr), 16, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parsing /proc/kallsyms line %q: %w", line, err)
+		}
+		if a == 0 {
+			return 0, fmt.Errorf("kernel addresses are hidden in /proc/kallsyms (kptr_restrict): needs CAP_SYSLOG")
+		}
+		return a, nil
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("reading /proc/kallsyms: %w", err)
+	}
+	return 0, fmt.Errorf("no symbol %s in /proc/kallsyms", symbol)
+}
+
+// monotonicNs reads CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
+func monotonicNs() int64 {
+	var ts unix.Timespec
+	// CLOCK_MONOTONIC cannot fail on Linux.
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// jiffyNs is the length of a jiffy: the resolution of the coarse clocks is
+// the kernel tick, 1e9/CONFIG_HZ nanoseconds.
+func jiffyNs() (uint64, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGetres(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
+		return 0, fmt.Errorf("reading the kernel tick: %w", err)
+	}
+	return uint64(ts.Nano()), nil
+}

@@ -1,0 +1,2 @@
+// Package windows is porttrace's Windows source.
+package windows
