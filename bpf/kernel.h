@@ -17,6 +17,9 @@
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
+/* Go listens with MPTCP by default since 1.24: the listening TCP socket is
+ * then a subflow of an MPTCP socket, which is what bind(2) sees. */
+#define IPPROTO_MPTCP 262
 
 /* include/net/tcp_states.h */
 enum {

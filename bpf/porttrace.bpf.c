@@ -43,7 +43,7 @@ enum event_kind {
 struct event {
 	__u64 ts_ns;      /* CLOCK_MONOTONIC */
 	__u64 sock;       /* struct sock * or struct inet_timewait_sock * */
-	__u64 timeout_ns; /* timewait lifetime left at ts_ns */
+	__s64 timeout_ns; /* timewait timer: time left at ts_ns (< 0: overdue) */
 	__u8 saddr[16];   /* local address; IPv4 in the first 4 bytes */
 	__u8 daddr[16];   /* remote address */
 	__u32 pid;        /* tgid of the task on the CPU */
@@ -52,11 +52,11 @@ struct event {
 	__u16 sport;      /* local port, host order */
 	__u16 dport;      /* remote port, host order */
 	__u16 family;     /* AF_INET or AF_INET6 */
+	__u16 proto;      /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_MPTCP */
 	__u8 kind;        /* enum event_kind */
-	__u8 proto;       /* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 oldstate;
 	__u8 newstate;
-	__u8 _pad[2];
+	__u8 _pad;
 	char comm[16];
 };
 
@@ -304,7 +304,7 @@ int bind_exit(struct trace_event_raw_sys_exit *ctx)
 	/* A successful bind to port 0 got its port only now. */
 	__u16 port = (ctx->ret == 0 && sk) ? sock_sport(sk) : args->port;
 
-	if ((proto != IPPROTO_TCP && proto != IPPROTO_UDP) || !port_wanted(port, 0))
+	if ((proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_MPTCP) || !port_wanted(port, 0))
 		goto out;
 
 	struct event *e = reserve(EVENT_BIND);
@@ -352,10 +352,9 @@ static __always_inline int handle_timer(__u8 kind, struct timer_list *timer)
 	e->proto = IPPROTO_TCP;
 	e->newstate = BPF_CORE_READ(tw, tw_substate);
 	fill_endpoints(e, &tw->__tw_common, timewait_sport(tw));
-	if (kind == EVENT_TIMEWAIT_START) {
-		long left = (long)(BPF_CORE_READ(timer, expires) - bpf_jiffies64());
-		e->timeout_ns = left > 0 ? left * jiffy_ns : 0;
-	}
+	/* Re-arming a timer within its wheel bucket only moves its expiry,
+	 * without tracing: the expiry read at the end tells when it was. */
+	e->timeout_ns = (long)(BPF_CORE_READ(timer, expires) - bpf_jiffies64()) * (long)jiffy_ns;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

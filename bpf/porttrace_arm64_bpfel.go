@@ -26,7 +26,7 @@ type PorttraceEvent struct {
 	_         structs.HostLayout
 	TsNs      uint64
 	Sock      uint64
-	TimeoutNs uint64
+	TimeoutNs int64
 	Saddr     [16]uint8
 	Daddr     [16]uint8
 	Pid       uint32
@@ -35,11 +35,11 @@ type PorttraceEvent struct {
 	Sport     uint16
 	Dport     uint16
 	Family    uint16
+	Proto     uint16
 	Kind      uint8
-	Proto     uint8
 	Oldstate  uint8
 	Newstate  uint8
-	Pad       [2]uint8
+	Pad       uint8
 	Comm      [16]int8
 }
 

@@ -8,6 +8,8 @@ const (
 	holdTimeoutNs = int64(1e9)
 	// holdCapacity is how many lines one socket may hold back.
 	holdCapacity = 4
+	// timeWaitLenNs is TCP_TIMEWAIT_LEN, Linux's fixed TIME_WAIT lifetime.
+	timeWaitLenNs = int64(60e9)
 	// cancelGraceNs is how long a stopped timewait timer may wait for the
 	// re-arm or expiry that would follow at once on the same CPU before
 	// the stop counts as the socket being killed early.
@@ -47,14 +49,19 @@ type sockState struct {
 	// passive marks a socket born from a listener: its owner is whoever
 	// accepts it, which is only known later.
 	passive bool
-	// timewait marks a full socket that has handed over to a timewait
-	// socket: its coming X -> CLOSE is the kernel's bookkeeping, not news.
+	// handedOver marks a full socket that has handed its connection to a
+	// timewait socket: its coming X -> CLOSE is bookkeeping, not news.
+	handedOver bool
+	// timewait marks a timewait socket.
 	timewait bool
-	// cancelNs is when a timewait socket's timer was stopped, 0 if armed.
-	cancelNs int64
-	held     [holdCapacity]heldLine
-	nheld    uint8
-	heldNs   int64 // when the first held line was held
+	// cancelNs is when a timewait socket's timer was stopped, 0 if armed;
+	// endState and endExpiresNs are its substate and timer expiry then.
+	cancelNs     int64
+	endState     State
+	endExpiresNs int64
+	held         [holdCapacity]heldLine
+	nheld        uint8
+	heldNs       int64 // when the first held line was held
 }
 
 // tupleKey identifies a connection across the full socket and the timewait
@@ -137,12 +144,17 @@ func (c *Correlator) Handle(ev *Event) {
 	case KindTimeWaitStart:
 		c.onTimeWaitStart(ev)
 	case KindTimeWaitCancel:
-		if i, ok := c.byID[ev.Sock]; ok && c.socks[i].cancelNs == 0 {
-			c.socks[i].cancelNs = ev.TimeNs
-			c.waiting = append(c.waiting, ev.Sock)
+		if i, ok := c.byID[ev.Sock]; ok && c.socks[i].timewait {
+			s := &c.socks[i]
+			if s.cancelNs == 0 {
+				c.waiting = append(c.waiting, ev.Sock)
+			}
+			s.cancelNs, s.endState, s.endExpiresNs = ev.TimeNs, ev.NewState, ev.TimeNs+ev.TimeoutNs
 		}
 	case KindTimeWaitExpire:
-		if i, ok := c.byID[ev.Sock]; ok {
+		if i, ok := c.byID[ev.Sock]; ok && c.socks[i].timewait {
+			s := &c.socks[i]
+			s.endState, s.endExpiresNs = ev.NewState, ev.TimeNs+ev.TimeoutNs
 			c.endTimeWait(i, ev.TimeNs, ReasonExpired)
 		}
 	}
@@ -225,6 +237,15 @@ func (s *sockState) complete() bool {
 	return !(s.state == StateSynSent && s.sport == 0)
 }
 
+// durationUntil is the time from entering the current state to timeNs, or -1
+// when porttrace did not see the socket enter it.
+func (s *sockState) durationUntil(timeNs int64) int64 {
+	if s.sinceNs == 0 {
+		return -1
+	}
+	return timeNs - s.sinceNs
+}
+
 func (s *sockState) tuple() tupleKey {
 	return tupleKey{netns: s.netns, saddr: s.saddr, daddr: s.daddr, sport: s.sport, dport: s.dport}
 }
@@ -251,15 +272,17 @@ func (c *Correlator) onState(ev *Event) {
 	if fresh && (ev.OldState == StateListen || ev.OldState == StateSynRecv) && ev.NewState != StateClose {
 		s.passive = true
 	}
-	if s.timewait && ev.NewState == StateClose {
+	if s.handedOver && ev.NewState == StateClose {
 		c.forget(i)
 		return
 	}
 
 	duration := int64(-1)
-	if !fresh && s.state == ev.OldState && s.sinceNs != 0 {
-		duration = ev.TimeNs - s.sinceNs
-	} else if !fresh {
+	switch {
+	case fresh:
+	case s.state == ev.OldState:
+		duration = s.durationUntil(ev.TimeNs)
+	default:
 		c.stats.Gaps++
 	}
 	c.leaveState(i)
@@ -285,6 +308,31 @@ func (c *Correlator) onState(ev *Event) {
 		c.release(s)
 		c.forget(i)
 	}
+	if ev.OldState == StateLastAck && ev.NewState == StateClose {
+		c.peerAcked(ev)
+	}
+}
+
+// peerAcked: a local socket's LAST_ACK -> CLOSE means its FIN was acked. If
+// the peer is a local orphan in the timewait FIN_WAIT2 substate, that FIN
+// made it TIME_WAIT: the kernel re-arms its timer in a way the timer
+// tracepoints often do not show, so this is the moment to tell.
+func (c *Correlator) peerAcked(ev *Event) {
+	peer := tupleKey{netns: ev.NetNS, saddr: ev.DAddr, daddr: ev.SAddr, sport: ev.DPort, dport: ev.SPort}
+	if i, ok := c.closing[peer]; ok && c.socks[i].timewait {
+		c.enterTimeWait(i, ev.TimeNs)
+	}
+}
+
+// enterTimeWait moves a timewait socket from the FIN_WAIT2 substate to
+// TIME_WAIT at timeNs.
+func (c *Correlator) enterTimeWait(i int32, timeNs int64) {
+	s := &c.socks[i]
+	duration := s.durationUntil(timeNs)
+	c.leaveState(i)
+	s.state, s.sinceNs = StateTimeWait, timeNs
+	c.enterState(i)
+	c.line(i, heldLine{timeNs: timeNs, durationNs: duration, timeoutNs: timeWaitLenNs, old: StateFinWait2, new: StateTimeWait, typ: RecordState})
 }
 
 // leaveState and enterState keep the indexes that depend on a socket's
@@ -361,12 +409,11 @@ func (c *Correlator) onBind(ev *Event) {
 // new one, continuing the full socket with the same 4-tuple, or a known one
 // re-armed (an orphan's FIN_WAIT2 turned TIME_WAIT by the peer's FIN).
 func (c *Correlator) onTimeWaitStart(ev *Event) {
-	if i, ok := c.byID[ev.Sock]; ok {
+	if i, ok := c.byID[ev.Sock]; ok && c.socks[i].timewait {
 		s := &c.socks[i]
 		s.cancelNs = 0
-		if s.state != ev.NewState {
-			c.line(i, heldLine{timeNs: ev.TimeNs, durationNs: ev.TimeNs - s.sinceNs, timeoutNs: ev.TimeoutNs, old: s.state, new: ev.NewState, typ: RecordState})
-			s.state, s.sinceNs = ev.NewState, ev.TimeNs
+		if s.state == StateFinWait2 && ev.NewState == StateTimeWait {
+			c.enterTimeWait(i, ev.TimeNs)
 		}
 		return
 	}
@@ -375,30 +422,43 @@ func (c *Correlator) onTimeWaitStart(ev *Event) {
 	tw, _ := c.lookup(ev)
 	t := &c.socks[tw]
 	t.updateEndpoints(ev)
-	old, duration := StateUnknown, int64(-1)
+	t.timewait = true
+	old, sinceNs := StateUnknown, int64(0)
 	if full, ok := c.closing[key]; ok {
 		f := &c.socks[full]
-		old, duration = f.state, ev.TimeNs-f.sinceNs
+		old, sinceNs = f.state, f.sinceNs
 		t.pid, t.comm, t.ownerVia, t.passive = f.pid, f.comm, f.ownerVia, f.passive
 		t.held, t.nheld, t.heldNs = f.held, f.nheld, f.heldNs
-		if f.sinceNs == 0 {
-			duration = -1
-		}
 		c.leaveState(full)
-		f.state, f.timewait, f.nheld = StateClose, true, 0
+		f.state, f.handedOver, f.nheld = StateClose, true, 0
 	} else {
 		c.stats.Gaps++
 	}
-	t.state, t.sinceNs = ev.NewState, ev.TimeNs
 	c.stats.Closed++
+	if old == ev.NewState {
+		// An orphan closed in FIN_WAIT2 stays FIN_WAIT2: no transition.
+		t.state, t.sinceNs = old, sinceNs
+		c.enterState(tw)
+		return
+	}
+	t.sinceNs = sinceNs
+	duration := t.durationUntil(ev.TimeNs)
+	t.state, t.sinceNs = ev.NewState, ev.TimeNs
+	c.enterState(tw)
 	c.line(tw, heldLine{timeNs: ev.TimeNs, durationNs: duration, timeoutNs: ev.TimeoutNs, old: old, new: ev.NewState, typ: RecordState})
 }
 
+// endTimeWait closes a timewait socket. If it ends in TIME_WAIT while
+// porttrace still has it in FIN_WAIT2, the move happened unseen: its timer
+// was re-armed to TIME_WAIT's fixed lifetime then, so the expiry dates it.
 func (c *Correlator) endTimeWait(i int32, timeNs int64, reason string) {
 	s := &c.socks[i]
+	if s.state == StateFinWait2 && s.endState == StateTimeWait {
+		c.enterTimeWait(i, max(s.endExpiresNs-timeWaitLenNs, s.sinceNs))
+	}
 	c.release(s)
 	c.stats.Transitions[StateClose]++
-	r := c.record(s, heldLine{timeNs: timeNs, durationNs: timeNs - s.sinceNs, old: s.state, new: StateClose, typ: RecordState})
+	r := c.record(s, heldLine{timeNs: timeNs, durationNs: s.durationUntil(timeNs), old: s.state, new: StateClose, typ: RecordState})
 	r.Reason = reason
 	c.output(r)
 	c.forget(i)

@@ -22,10 +22,10 @@ const (
 	offSPort    = 68
 	offDPort    = 70
 	offFamily   = 72
-	offKind     = 74
-	offProto    = 75
-	offOldState = 76
-	offNewState = 77
+	offProto    = 74
+	offKind     = 76
+	offOldState = 77
+	offNewState = 78
 	offComm     = 80
 	eventSize   = 96
 )
@@ -67,7 +67,7 @@ func decodeEvent(raw []byte, monoToWallNs int64, ev *Event) error {
 	}
 	ev.TimeNs = int64(ne.Uint64(raw[offTime:])) + monoToWallNs
 	ev.Kind = kind
-	ev.Proto = Proto(raw[offProto])
+	ev.Proto = Proto(ne.Uint16(raw[offProto:]))
 	ev.OldState, ev.NewState = old, new
 	ev.Sock = SockID(ne.Uint64(raw[offSock:]))
 	ev.TimeoutNs = int64(ne.Uint64(raw[offTimeout:]))

@@ -102,12 +102,15 @@ func (s State) String() string {
 	return "UNKNOWN"
 }
 
-// Proto is the transport protocol, numbered as IANA numbers it.
-type Proto uint8
+// Proto is the transport protocol, numbered as Linux's IPPROTO_* constants.
+type Proto uint16
 
 const (
 	ProtoTCP Proto = 6
 	ProtoUDP Proto = 17
+	// ProtoMPTCP is Multipath TCP (IPPROTO_MPTCP). Its sockets carry TCP
+	// subflows, which are what TCP state changes report.
+	ProtoMPTCP Proto = 262
 )
 
 func (p Proto) String() string {
@@ -116,6 +119,8 @@ func (p Proto) String() string {
 		return "tcp"
 	case ProtoUDP:
 		return "udp"
+	case ProtoMPTCP:
+		return "mptcp"
 	}
 	return "unknown"
 }

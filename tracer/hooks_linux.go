@@ -133,8 +133,8 @@ func probeKernel(tracefs string) (*kernel, error) {
 		return nil, fmt.Errorf("kernel has no BPF ring buffer (needs Linux 5.8+): %w", err)
 	}
 	k := &kernel{
-		btf:         spec,
-		tracefs:     tracefs,
+		btf:       spec,
+		tracefs:   tracefs,
 		haveRawTP: features.HaveProgramType(ebpf.RawTracepoint) == nil,
 		// perf's kprobe PMU (4.17+) or tracefs's kprobe_events: either
 		// exists only with CONFIG_KPROBES.

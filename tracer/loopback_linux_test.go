@@ -1,0 +1,391 @@
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/porttrace/porttrace/bpf"
+)
+
+// needPrivileges skips a test that must load eBPF programs when run without
+// the capabilities, except in CI, where skipping would hide that nothing
+// was tested.
+func needPrivileges(t *testing.T) {
+	t.Helper()
+	if err := checkPrivileges(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI must run the privileged tests: %v", err)
+		}
+		t.Skip(err)
+	}
+}
+
+// recorder collects the records of a live trace.
+type recorder struct {
+	*Correlator
+	mu   sync.Mutex
+	recs []Record
+}
+
+func newRecorder() *recorder {
+	r := &recorder{}
+	r.Correlator = NewCorrelator(func(rec *Record) {
+		r.mu.Lock()
+		r.recs = append(r.recs, *rec)
+		r.mu.Unlock()
+	})
+	return r
+}
+
+func (r *recorder) records() []Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.recs)
+}
+
+// trace runs a source into a recorder until the test ends.
+func trace(t *testing.T, cfg Config) (*recorder, *LinuxSource) {
+	t.Helper()
+	src, err := Open(cfg)
+	if err != nil {
+		t.Fatalf("opening tracer: %v", err)
+	}
+	rec := newRecorder()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, rec) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+		if err := src.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return rec, src
+}
+
+// waitFor polls the records until done says they are complete.
+func waitFor(t *testing.T, rec *recorder, what string, done func([]Record) bool) []Record {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		recs := rec.records()
+		if done(recs) {
+			return recs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; records:\n%s", what, dump(recs))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func dump(recs []Record) string {
+	var b []byte
+	for i := range recs {
+		b = AppendJSON(b, &recs[i])
+	}
+	return string(b)
+}
+
+func freePort(t *testing.T, host string) uint16 {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return uint16(l.Addr().(*net.TCPAddr).Port)
+}
+
+// lines are the transitions of one socket, told apart by its ports, as
+// "OLD->NEW" with the owner's pid.
+func lines(recs []Record, sport, dport uint16) (transitions []string, pids []uint32) {
+	for _, r := range recs {
+		if r.Type != RecordBind && r.SPort == sport && r.DPort == dport {
+			transitions = append(transitions, r.Old.String()+"->"+r.New.String())
+			pids = append(pids, r.PID)
+		}
+	}
+	return transitions, pids
+}
+
+// clientPort finds the client's ephemeral port: its socket is the one
+// connected to the server port from another port.
+func clientPort(recs []Record, port uint16) uint16 {
+	for _, r := range recs {
+		if r.Type == RecordState && r.DPort == port && r.SPort != port && r.SPort != 0 {
+			return r.SPort
+		}
+	}
+	return 0
+}
+
+var (
+	activeClose  = []string{"CLOSE->SYN_SENT", "SYN_SENT->ESTABLISHED", "ESTABLISHED->FIN_WAIT1", "FIN_WAIT1->FIN_WAIT2", "FIN_WAIT2->TIME_WAIT"}
+	passiveClose = []string{"ESTABLISHED->CLOSE_WAIT", "CLOSE_WAIT->LAST_ACK", "LAST_ACK->CLOSE"}
+	// The accepting end starts from the listener; the connecting end is
+	// born in CLOSE.
+	acceptOpen  = []string{"LISTEN->SYN_RECV", "SYN_RECV->ESTABLISHED"}
+	connectOpen = []string{"CLOSE->SYN_SENT", "SYN_SENT->ESTABLISHED"}
+	activeTail  = activeClose[2:]
+)
+
+func expected(open, closing []string) []string { return append(slices.Clone(open), closing...) }
+
+// loopbackCase runs one connection between three processes (listener,
+// accepting child, client) and checks every line: the exact transitions of
+// both sockets in order, and the owner of each.
+func loopbackCase(t *testing.T, host string, first closer, probe ProbeMode) {
+	port := freePort(t, host)
+	addr := net.JoinHostPort(host, strconv.Itoa(int(port)))
+	rec, _ := trace(t, Config{Port: port, Probe: probe})
+
+	server := startRole(t, "server", addr, first)
+	listenerPID, acceptorPID := uint32(server.cmd.Process.Pid), server.childPID(t)
+	client := startRole(t, "client", addr, first)
+	clientPID := uint32(client.cmd.Process.Pid)
+	client.wait(t)
+	server.wait(t)
+
+	wantClient, wantServer := expected(connectOpen, passiveClose), expected(acceptOpen, activeTail)
+	if first == clientFirst {
+		wantClient, wantServer = activeClose, expected(acceptOpen, passiveClose)
+	}
+	recs := waitFor(t, rec, "both sockets to close and the listener to go", func(recs []Record) bool {
+		cport := clientPort(recs, port)
+		c, _ := lines(recs, cport, port)
+		s, _ := lines(recs, port, cport)
+		l, _ := lines(recs, port, 0)
+		return len(c) >= len(wantClient) && len(s) >= len(wantServer) && len(l) >= 2
+	})
+	cport := clientPort(recs, port)
+
+	check := func(who string, sport, dport uint16, want []string, owner uint32) {
+		t.Helper()
+		got, pids := lines(recs, sport, dport)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s socket transitions:\n got %v\nwant %v\nrecords:\n%s", who, got, want, dump(recs))
+		}
+		for i, pid := range pids {
+			if pid != owner {
+				t.Errorf("%s socket line %d (%s): owner pid %d, want %d", who, i, got[i], pid, owner)
+			}
+		}
+	}
+	check("client", cport, port, wantClient, clientPID)
+	check("server", port, cport, wantServer, acceptorPID)
+	check("listener", port, 0, []string{"CLOSE->LISTEN", "LISTEN->CLOSE"}, listenerPID)
+
+	binds := 0
+	for _, r := range recs {
+		if r.Type == RecordBind {
+			binds++
+			if r.PID != listenerPID || r.SPort != port || r.Err != 0 {
+				t.Errorf("bind line: pid %d port %d err %d, want pid %d port %d err 0", r.PID, r.SPort, r.Err, listenerPID, port)
+			}
+		}
+		if r.New == StateTimeWait && r.TimeoutNs <= 0 {
+			t.Errorf("TIME_WAIT line without its timeout: %+v", r)
+		}
+	}
+	if binds != 1 {
+		t.Errorf("got %d bind lines, want 1; records:\n%s", binds, dump(recs))
+	}
+}
+
+// probeModes are the modes worth running on this kernel: forcing kprobes
+// only where the kernel has them.
+func probeModes(t *testing.T) []ProbeMode {
+	modes := []ProbeMode{ProbeAuto, ProbeTracepoint}
+	if kernelHasKprobes(t) {
+		modes = append(modes, ProbeKprobe)
+	}
+	return modes
+}
+
+func kernelHasKprobes(t *testing.T) bool {
+	t.Helper()
+	tracefs, mounted, err := ensureTracefs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mounted {
+		defer unmountTracefs()
+	}
+	k, err := probeKernel(tracefs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.kprobes
+}
+
+func TestLoopbackOwnersAndTransitions(t *testing.T) {
+	needPrivileges(t)
+	for _, mode := range probeModes(t) {
+		for _, host := range []string{"127.0.0.1", "::1"} {
+			for _, first := range []closer{clientFirst, serverFirst} {
+				t.Run(fmt.Sprintf("%s/%s/%s-closes", mode, host, first), func(t *testing.T) {
+					loopbackCase(t, host, first, mode)
+				})
+			}
+		}
+	}
+}
+
+// TestEveryHookFormWorks forces each alternative of each hook that this
+// kernel offers, in turn, and checks it traces the same connection as the
+// preferred one: a fallback that only attaches is not enough.
+func TestEveryHookFormWorks(t *testing.T) {
+	needPrivileges(t)
+	tracefs, mounted, err := ensureTracefs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mounted {
+		defer unmountTracefs()
+	}
+	k, err := probeKernel(tracefs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := hooks
+	t.Cleanup(func() { hooks = all })
+	for hi, h := range all {
+		for _, alt := range h.alts {
+			if ok, why := k.available(&all[hi], alt); !ok {
+				t.Logf("%s %s not on this kernel: %s", h.name, alt.form, why)
+				continue
+			}
+			t.Run(h.name+"/"+alt.form.String(), func(t *testing.T) {
+				hooks = slices.Clone(all)
+				hooks[hi].alts = []alternative{alt}
+				loopbackCase(t, "127.0.0.1", clientFirst, ProbeAuto)
+			})
+		}
+	}
+}
+
+func TestBindEADDRINUSE(t *testing.T) {
+	needPrivileges(t)
+	port := freePort(t, "127.0.0.1")
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
+	rec, _ := trace(t, Config{Port: port})
+
+	server := startRole(t, "server", addr, clientFirst)
+	server.childPID(t)
+	binder := startRole(t, "bind", addr, clientFirst)
+	binderPID := uint32(binder.cmd.Process.Pid)
+	binder.wait(t)
+	startRole(t, "client", addr, clientFirst).wait(t)
+	server.wait(t)
+
+	const eaddrinuse = 98
+	waitFor(t, rec, "the failed bind", func(recs []Record) bool {
+		for _, r := range recs {
+			if r.Type == RecordBind && r.PID == binderPID {
+				if r.Err != eaddrinuse || r.SPort != port || r.Comm.String() == "" {
+					t.Fatalf("failed bind line: %+v, want err EADDRINUSE on port %d", r, port)
+				}
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestPortFilterInKernel checks that traffic on another port produces no
+// event at all, not merely no line.
+func TestPortFilterInKernel(t *testing.T) {
+	needPrivileges(t)
+	watched, other := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
+	rec, _ := trace(t, Config{Port: watched})
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(other)))
+	server := startRole(t, "server", addr, clientFirst)
+	server.childPID(t)
+	startRole(t, "client", addr, clientFirst).wait(t)
+	server.wait(t)
+	// A connection on the watched port afterwards marks the end: once its
+	// lines are in, anything from the other port would be too.
+	loopbackTraffic(t, watched)
+	waitFor(t, rec, "the watched port's connection", func(recs []Record) bool {
+		return clientPort(recs, watched) != 0
+	})
+	if n := rec.Stats().Events; n == 0 {
+		t.Fatal("no events at all")
+	}
+	for _, r := range rec.records() {
+		if r.SPort == other || r.DPort == other {
+			t.Fatalf("line for the unwatched port %d: %+v", other, r)
+		}
+	}
+}
+
+// loopbackTraffic makes one connection to port from this process.
+func loopbackTraffic(t *testing.T, port uint16) {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	s.Close()
+}
+
+func TestForcedKprobeModeOnKernelWithout(t *testing.T) {
+	needPrivileges(t)
+	if kernelHasKprobes(t) {
+		t.Skip("this kernel has kprobes: TestLoopbackOwnersAndTransitions runs --probe kprobe instead")
+	}
+	_, err := Open(Config{Probe: ProbeKprobe})
+	if err == nil || !strings.Contains(err.Error(), "CONFIG_KPROBES") {
+		t.Fatalf("Open with --probe kprobe on a kernel without kprobes: %v, want an error naming CONFIG_KPROBES", err)
+	}
+}
+
+// TestEveryProgramPassesVerifier loads every program of the object, the
+// kprobe ones included: on a kernel without kprobes they cannot attach,
+// but the verifier still checks them.
+func TestEveryProgramPassesVerifier(t *testing.T) {
+	needPrivileges(t)
+	spec, err := bpf.LoadPorttrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	coll, err := ebpf.NewCollection(spec)
+	var verr *ebpf.VerifierError
+	if errors.As(err, &verr) {
+		t.Fatalf("verifier: %+v", verr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coll.Close()
+	for _, name := range []string{bpf.PorttraceProgStateKprobe, bpf.PorttraceProgAcceptKretprobe} {
+		if coll.Programs[name] == nil {
+			t.Errorf("program %s not loaded", name)
+		}
+	}
+}

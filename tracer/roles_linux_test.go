@@ -1,0 +1,159 @@
+package tracer
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The privileged tests drive real loopback traffic from separate processes,
+// so that every owner can be told apart: the test binary runs itself again
+// in a role chosen by PORTTRACE_TEST_ROLE.
+func TestMain(m *testing.M) {
+	if role := os.Getenv("PORTTRACE_TEST_ROLE"); role != "" {
+		if err := runRole(role); err != nil {
+			fmt.Fprintf(os.Stderr, "role %s: %v\n", role, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// closer says which end of a test connection closes first.
+type closer string
+
+const (
+	clientFirst closer = "client"
+	serverFirst closer = "server"
+)
+
+func runRole(role string) error {
+	addr := os.Getenv("PORTTRACE_TEST_ADDR")
+	first := closer(os.Getenv("PORTTRACE_TEST_CLOSER"))
+	switch role {
+	case "server":
+		return serveWithChild(addr)
+	case "acceptor":
+		return acceptOne(first)
+	case "client":
+		return connectOnce(addr, first)
+	case "bind":
+		l, err := net.Listen("tcp", addr)
+		if err == nil {
+			l.Close()
+			return fmt.Errorf("bind to %s succeeded, want EADDRINUSE", addr)
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown role %q", role)
+}
+
+// serveWithChild listens, then hands the listener to a child process that
+// accepts: the pre-fork server shape, where the listener's owner and the
+// connection's owner differ. It prints the child's pid and waits for it.
+func serveWithChild(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	f, err := l.(*net.TCPListener).File()
+	if err != nil {
+		return err
+	}
+	child := exec.Command(os.Args[0])
+	child.Env = append(os.Environ(), "PORTTRACE_TEST_ROLE=acceptor")
+	child.ExtraFiles = []*os.File{f}
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		return err
+	}
+	f.Close()
+	fmt.Printf("acceptor %d\n", child.Process.Pid)
+	return child.Wait()
+}
+
+func acceptOne(first closer) error {
+	l, err := net.FileListener(os.NewFile(3, "listener"))
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	c, err := l.Accept()
+	if err != nil {
+		return err
+	}
+	return finish(c, first == serverFirst)
+}
+
+func connectOnce(addr string, first closer) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return finish(c, first == clientFirst)
+}
+
+// finish closes at once if this end closes first; otherwise it waits for
+// the peer's FIN (EOF) and then closes.
+func finish(c net.Conn, closeFirst bool) error {
+	if !closeFirst {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			c.Close()
+			return err
+		}
+	}
+	return c.Close()
+}
+
+// roleProc is a helper process started in a role.
+type roleProc struct {
+	cmd    *exec.Cmd
+	stdout *bufio.Reader
+}
+
+func startRole(t *testing.T, role, addr string, first closer) *roleProc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "PORTTRACE_TEST_ROLE="+role, "PORTTRACE_TEST_ADDR="+addr, "PORTTRACE_TEST_CLOSER="+string(first))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", role, err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return &roleProc{cmd: cmd, stdout: bufio.NewReader(out)}
+}
+
+// childPID reads the "acceptor PID" line a server prints.
+func (p *roleProc) childPID(t *testing.T) uint32 {
+	t.Helper()
+	line, err := p.stdout.ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading acceptor pid: %v", err)
+	}
+	pid, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(line), "acceptor "), 10, 32)
+	if err != nil {
+		t.Fatalf("bad acceptor line %q: %v", line, err)
+	}
+	return uint32(pid)
+}
+
+func (p *roleProc) wait(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("%s: %v", p.cmd.Env[len(p.cmd.Env)-3], err)
+	}
+}
