@@ -351,11 +351,9 @@ func (c *Correlator) leaveState(i int32) {
 				break
 			}
 		}
-		if len(l) == 0 {
-			delete(c.listeners, key)
-		} else {
-			c.listeners[key] = l
-		}
+		// An emptied slice stays, so that the port's next listen() does
+		// not allocate; ports are bounded, so is this.
+		c.listeners[key] = l
 	}
 }
 

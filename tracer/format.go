@@ -83,9 +83,12 @@ func AppendText(b []byte, r *Record, loc *time.Location, color bool) []byte {
 	b = pad(b, start, widthEndpoint+1)
 
 	start = len(b)
-	if r.Type == RecordBind {
+	switch {
+	case r.Type == RecordBind:
 		b = append(b, '-')
-	} else {
+	case r.DPort == 0 && (!r.DAddr.IsValid() || r.DAddr.IsUnspecified()):
+		b = append(b, '*') // a listener has no peer, as ss prints it
+	default:
 		b = appendEndpoint(b, r.DAddr, r.DPort)
 	}
 	b = pad(b, start, widthEndpoint+1)

@@ -1,0 +1,337 @@
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+)
+
+// The synthetic connection of these tests: server 10.0.0.1:8080, client
+// 10.0.0.2:40000. Processes: listener 100, accepting worker 200, client 300,
+// and 7, a bystander interrupted by a softirq.
+const (
+	listener = 100
+	worker   = 200
+	client   = 300
+	softirq  = 7
+
+	listenSock SockID = 0x1000
+	serverSock SockID = 0x2000
+	clientSock SockID = 0x3000
+	twSock     SockID = 0x4000
+)
+
+var (
+	serverAddr = netip.MustParseAddr("10.0.0.1")
+	clientAddr = netip.MustParseAddr("10.0.0.2")
+)
+
+type side uint8
+
+const (
+	atListener side = iota
+	atServer
+	atClient
+)
+
+// ev builds an event at time ms (milliseconds) for one of the sockets.
+func ev(ms int64, kind Kind, at side, sock SockID, old, new State, pid uint32) Event {
+	e := Event{TimeNs: ms * 1e6, Kind: kind, Proto: ProtoTCP, Family: FamilyIPv4, Sock: sock,
+		OldState: old, NewState: new, PID: pid, Comm: CommFrom(fmt.Sprint("p", pid)), NetNS: 1}
+	switch at {
+	case atListener:
+		e.SAddr, e.SPort, e.DAddr = serverAddr, 8080, netip.IPv4Unspecified()
+	case atServer:
+		e.SAddr, e.SPort, e.DAddr, e.DPort = serverAddr, 8080, clientAddr, 40000
+	case atClient:
+		e.SAddr, e.SPort, e.DAddr, e.DPort = clientAddr, 40000, serverAddr, 8080
+	}
+	return e
+}
+
+func state(ms int64, at side, sock SockID, old, new State, pid uint32) Event {
+	return ev(ms, KindState, at, sock, old, new, pid)
+}
+
+// tick is a pseudo-event: the source ran dry at this time.
+func tick(ms int64) Event { return Event{TimeNs: ms * 1e6} }
+
+// line renders a record compactly: "pid comm local>remote OLD->NEW via
+// duration [extras]".
+func line(r *Record) string {
+	s := fmt.Sprintf("%d %s:%d>%d %s->%s %s", r.PID, r.SAddr, r.SPort, r.DPort, r.Old, r.New, r.OwnerVia)
+	if r.DurationNs >= 0 {
+		s += fmt.Sprintf(" %dms", r.DurationNs/1e6)
+	}
+	if r.TimeoutNs > 0 {
+		s += fmt.Sprintf(" timeout=%ds", r.TimeoutNs/1e9)
+	}
+	if r.Reason != "" {
+		s += " " + r.Reason
+	}
+	return s
+}
+
+func correlate(events []Event) []string {
+	var out []string
+	c := NewCorrelator(func(r *Record) { out = append(out, line(r)) })
+	for i := range events {
+		if events[i].Kind == 0 {
+			c.Tick(events[i].TimeNs)
+			continue
+		}
+		c.Handle(&events[i])
+	}
+	c.Flush()
+	return out
+}
+
+// handshake is a connection opened on a listener owned by 100, with the
+// passive side's transitions running in a softirq on pid 7.
+func handshake() []Event {
+	return []Event{
+		state(0, atListener, listenSock, StateClose, StateListen, listener),
+		state(10, atClient, clientSock, StateClose, StateSynSent, client),
+		state(11, atServer, serverSock, StateListen, StateSynRecv, softirq),
+		state(12, atServer, serverSock, StateSynRecv, StateEstablished, softirq),
+		state(12, atClient, clientSock, StateSynSent, StateEstablished, softirq),
+	}
+}
+
+func TestCorrelator(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		events []Event
+		want   []string
+	}{{
+		name: "passive side owned by the accepting worker, not the softirq bystander",
+		events: append(handshake(),
+			ev(20, KindAccept, atServer, serverSock, 0, StateEstablished, worker),
+		),
+		want: []string{
+			"100 10.0.0.1:8080>0 CLOSE->LISTEN listen",
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40000>8080 SYN_SENT->ESTABLISHED connect 2ms",
+			"200 10.0.0.1:8080>40000 LISTEN->SYN_RECV accept",
+			"200 10.0.0.1:8080>40000 SYN_RECV->ESTABLISHED accept 1ms",
+		},
+	}, {
+		name: "never accepted: charged to the listener's owner after the hold timeout",
+		events: append(handshake(),
+			tick(500),
+			tick(1011),
+		),
+		want: []string{
+			"100 10.0.0.1:8080>0 CLOSE->LISTEN listen",
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40000>8080 SYN_SENT->ESTABLISHED connect 2ms",
+			"100 10.0.0.1:8080>40000 LISTEN->SYN_RECV listener",
+			"100 10.0.0.1:8080>40000 SYN_RECV->ESTABLISHED listener 1ms",
+		},
+	}, {
+		name: "accept seen before the handshake's state events (out of order)",
+		events: []Event{
+			state(0, atListener, listenSock, StateClose, StateListen, listener),
+			ev(12, KindAccept, atServer, serverSock, 0, StateEstablished, worker),
+			state(11, atServer, serverSock, StateListen, StateSynRecv, softirq),
+			state(12, atServer, serverSock, StateSynRecv, StateEstablished, softirq),
+		},
+		want: []string{
+			"100 10.0.0.1:8080>0 CLOSE->LISTEN listen",
+			"200 10.0.0.1:8080>40000 LISTEN->SYN_RECV accept",
+			"200 10.0.0.1:8080>40000 SYN_RECV->ESTABLISHED accept 1ms",
+		},
+	}, {
+		name: "a lost event leaves a gap: no duration across it, owner kept",
+		events: []Event{
+			state(10, atClient, clientSock, StateClose, StateSynSent, client),
+			// SYN_SENT -> ESTABLISHED was lost.
+			state(50, atClient, clientSock, StateEstablished, StateFinWait1, client),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 connect",
+		},
+	}, {
+		name: "connect's local port is filled in from the next event",
+		events: []Event{
+			func() Event { e := state(10, atClient, clientSock, StateClose, StateSynSent, client); e.SPort = 0; return e }(),
+			state(12, atClient, clientSock, StateSynSent, StateEstablished, softirq),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40000>8080 SYN_SENT->ESTABLISHED connect 2ms",
+		},
+	}, {
+		name: "a socket porttrace never saw is owned by whoever closes it",
+		events: []Event{
+			state(10, atServer, serverSock, StateEstablished, StateCloseWait, softirq),
+			state(20, atServer, serverSock, StateCloseWait, StateLastAck, worker),
+			state(21, atServer, serverSock, StateLastAck, StateClose, softirq),
+		},
+		want: []string{
+			"0 10.0.0.1:8080>40000 ESTABLISHED->CLOSE_WAIT unknown",
+			"200 10.0.0.1:8080>40000 CLOSE_WAIT->LAST_ACK close 10ms",
+			"200 10.0.0.1:8080>40000 LAST_ACK->CLOSE close 1ms",
+		},
+	}, {
+		name: "active close into TIME_WAIT, which expires",
+		events: []Event{
+			state(10, atClient, clientSock, StateClose, StateSynSent, client),
+			state(12, atClient, clientSock, StateSynSent, StateEstablished, softirq),
+			state(20, atClient, clientSock, StateEstablished, StateFinWait1, client),
+			state(21, atClient, clientSock, StateFinWait1, StateFinWait2, softirq),
+			timewait(30, KindTimeWaitStart, StateTimeWait, 60_000),
+			state(30, atClient, clientSock, StateFinWait2, StateClose, softirq),
+			timewait(60_030, KindTimeWaitCancel, StateTimeWait, 0),
+			timewait(60_030, KindTimeWaitExpire, StateTimeWait, 0),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40000>8080 SYN_SENT->ESTABLISHED connect 2ms",
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 connect 8ms",
+			"300 10.0.0.2:40000>8080 FIN_WAIT1->FIN_WAIT2 connect 1ms",
+			"300 10.0.0.2:40000>8080 FIN_WAIT2->TIME_WAIT connect 9ms timeout=60s",
+			"300 10.0.0.2:40000>8080 TIME_WAIT->CLOSE connect 60000ms expired",
+		},
+	}, {
+		name: "TIME_WAIT killed early: a stopped timer not re-armed within the grace",
+		events: []Event{
+			state(20, atClient, clientSock, StateEstablished, StateFinWait1, client),
+			timewait(30, KindTimeWaitStart, StateTimeWait, 60_000),
+			state(30, atClient, clientSock, StateFinWait1, StateClose, softirq),
+			timewait(5_000, KindTimeWaitCancel, StateTimeWait, 55_030),
+			tick(5_050),
+			tick(5_100),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 close",
+			"300 10.0.0.2:40000>8080 FIN_WAIT1->TIME_WAIT close 10ms timeout=60s",
+			"300 10.0.0.2:40000>8080 TIME_WAIT->CLOSE close 4970ms killed",
+		},
+	}, {
+		name: "orphan in FIN_WAIT2 stays FIN_WAIT2, re-armed into TIME_WAIT by the peer's FIN",
+		events: []Event{
+			state(20, atClient, clientSock, StateEstablished, StateFinWait1, client),
+			state(21, atClient, clientSock, StateFinWait1, StateFinWait2, softirq),
+			timewait(21, KindTimeWaitStart, StateFinWait2, 60_000),
+			state(21, atClient, clientSock, StateFinWait2, StateClose, softirq),
+			timewait(40, KindTimeWaitCancel, StateTimeWait, 59_981),
+			timewait(40, KindTimeWaitStart, StateTimeWait, 60_000),
+			tick(1_000),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 close",
+			"300 10.0.0.2:40000>8080 FIN_WAIT1->FIN_WAIT2 close 1ms",
+			"300 10.0.0.2:40000>8080 FIN_WAIT2->TIME_WAIT close 19ms timeout=60s",
+		},
+	}, {
+		name: "orphan's move to TIME_WAIT unseen by the timer: a local peer's LAST_ACK -> CLOSE tells",
+		events: []Event{
+			state(20, atClient, clientSock, StateEstablished, StateFinWait1, client),
+			state(21, atClient, clientSock, StateFinWait1, StateFinWait2, softirq),
+			timewait(21, KindTimeWaitStart, StateFinWait2, 60_000),
+			state(21, atClient, clientSock, StateFinWait2, StateClose, softirq),
+			state(30, atServer, serverSock, StateCloseWait, StateLastAck, worker),
+			state(31, atServer, serverSock, StateLastAck, StateClose, softirq),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 close",
+			"300 10.0.0.2:40000>8080 FIN_WAIT1->FIN_WAIT2 close 1ms",
+			"200 10.0.0.1:8080>40000 CLOSE_WAIT->LAST_ACK close",
+			"200 10.0.0.1:8080>40000 LAST_ACK->CLOSE close 1ms",
+			"300 10.0.0.2:40000>8080 FIN_WAIT2->TIME_WAIT close 10ms timeout=60s",
+		},
+	}, {
+		name: "orphan's move to TIME_WAIT unseen at all: dated from the timer's expiry at the end",
+		events: []Event{
+			state(20, atClient, clientSock, StateEstablished, StateFinWait1, client),
+			state(21, atClient, clientSock, StateFinWait1, StateFinWait2, softirq),
+			timewait(21, KindTimeWaitStart, StateFinWait2, 60_000),
+			state(21, atClient, clientSock, StateFinWait2, StateClose, softirq),
+			// The peer's FIN at 500 ms re-armed the timer to 60.5 s, unseen.
+			timewait(60_500, KindTimeWaitExpire, StateTimeWait, 0),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 close",
+			"300 10.0.0.2:40000>8080 FIN_WAIT1->FIN_WAIT2 close 1ms",
+			"300 10.0.0.2:40000>8080 FIN_WAIT2->TIME_WAIT close 479ms timeout=60s",
+			"300 10.0.0.2:40000>8080 TIME_WAIT->CLOSE close 60000ms expired",
+		},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := correlate(tc.events)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(tc.want))
+			}
+		})
+	}
+}
+
+// timewait builds an event of the client's timewait socket with its timer
+// due in dueMs.
+func timewait(ms int64, kind Kind, substate State, dueMs int64) Event {
+	e := ev(ms, kind, atClient, twSock, 0, substate, softirq)
+	e.TimeoutNs = dueMs * 1e6
+	return e
+}
+
+func join(lines []string) string {
+	s := ""
+	for i, l := range lines {
+		if i > 0 {
+			s += "\n  "
+		}
+		s += l
+	}
+	return s
+}
+
+// TestCorrelatorForgetsClosedSockets: memory follows live sockets, so a
+// storm of short connections leaves nothing behind.
+func TestCorrelatorForgetsClosedSockets(t *testing.T) {
+	c := NewCorrelator(func(*Record) {})
+	for i := range 10_000 {
+		sock := SockID(0x10000 + i)
+		for _, e := range []Event{
+			state(int64(i), atClient, sock, StateClose, StateSynSent, client),
+			state(int64(i), atClient, sock, StateSynSent, StateEstablished, softirq),
+			state(int64(i), atClient, sock, StateEstablished, StateCloseWait, softirq),
+			state(int64(i), atClient, sock, StateCloseWait, StateLastAck, client),
+			state(int64(i), atClient, sock, StateLastAck, StateClose, softirq),
+		} {
+			c.Handle(&e)
+		}
+	}
+	if n := c.Live(); n != 0 {
+		t.Errorf("%d sockets still tracked after all closed", n)
+	}
+	if s := c.Stats(); s.Opened != 10_000 || s.Closed != 10_000 {
+		t.Errorf("opened %d closed %d, want 10000 each", s.Opened, s.Closed)
+	}
+}
+
+func TestCorrelatorAllocatesNothingPerEvent(t *testing.T) {
+	c := NewCorrelator(func(*Record) {})
+	events := append(handshake(), ev(20, KindAccept, atServer, serverSock, 0, StateEstablished, worker),
+		state(30, atServer, serverSock, StateEstablished, StateCloseWait, softirq),
+		state(31, atServer, serverSock, StateCloseWait, StateLastAck, worker),
+		state(32, atServer, serverSock, StateLastAck, StateClose, softirq),
+		state(30, atClient, clientSock, StateEstablished, StateFinWait1, client),
+		state(31, atClient, clientSock, StateFinWait1, StateFinWait2, softirq),
+		timewait(31, KindTimeWaitStart, StateTimeWait, 60_000),
+		state(31, atClient, clientSock, StateFinWait2, StateClose, softirq),
+		timewait(60_031, KindTimeWaitExpire, StateTimeWait, 0),
+		state(40, atListener, listenSock, StateListen, StateClose, listener),
+	)
+	run := func() {
+		for i := range events {
+			c.Handle(&events[i])
+		}
+	}
+	run() // warm the maps and free lists
+	if n := testing.AllocsPerRun(100, run); n != 0 {
+		t.Errorf("%v allocations per connection", n)
+	}
+}

@@ -1,0 +1,132 @@
+package tracer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"reflect"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/bpf"
+)
+
+// TestDecoderMatchesCLayout checks the hand-written decoder against the Go
+// type bpf2go generates from the C struct: same size, same offsets, and a
+// record encoded from the generated type decodes to the same values.
+func TestDecoderMatchesCLayout(t *testing.T) {
+	var e bpf.PorttraceEvent
+	if got := int(unsafe.Sizeof(e)); got != eventSize {
+		t.Fatalf("struct event is %d bytes, decoder expects %d", got, eventSize)
+	}
+	offsets := map[string]uintptr{
+		"TsNs": offTime, "Sock": offSock, "TimeoutNs": offTimeout, "Saddr": offSAddr, "Daddr": offDAddr,
+		"Pid": offPID, "Netns": offNetNS, "Err": offErr, "Sport": offSPort, "Dport": offDPort,
+		"Family": offFamily, "Proto": offProto, "Kind": offKind, "Oldstate": offOldState,
+		"Newstate": offNewState, "Comm": offComm,
+	}
+	typ := reflect.TypeOf(e)
+	for i := 0; i < typ.NumField(); i++ {
+		f := typ.Field(i)
+		if f.Name == "_" || f.Name == "Pad" {
+			continue
+		}
+		want, ok := offsets[f.Name]
+		if !ok {
+			t.Errorf("C field %s is not decoded", f.Name)
+			continue
+		}
+		if f.Offset != want {
+			t.Errorf("field %s at offset %d in C, decoder reads %d", f.Name, f.Offset, want)
+		}
+	}
+
+	e = bpf.PorttraceEvent{
+		TsNs: 1_000, Sock: 0xffff888104f5c0c0, TimeoutNs: -4_000_000, Pid: 4242, Netns: 4026531833,
+		Err: -98, Sport: 8080, Dport: 51234, Family: unix.AF_INET6, Proto: 262,
+		Kind: uint8(KindTimeWaitCancel), Oldstate: uint8(StateFinWait1), Newstate: uint8(StateTimeWait),
+	}
+	copy(e.Saddr[:], netip.MustParseAddr("::1").AsSlice())
+	copy(e.Daddr[:], netip.MustParseAddr("2001:db8::7").AsSlice())
+	for i, c := range "nginx: worker" {
+		e.Comm[i] = int8(c)
+	}
+	var buf bytes.Buffer
+	if err := binary.Write(&buf, binary.NativeEndian, &e); err != nil {
+		t.Fatal(err)
+	}
+	var ev Event
+	if err := decodeEvent(buf.Bytes(), 5, &ev); err != nil {
+		t.Fatal(err)
+	}
+	want := Event{
+		TimeNs: 1_005, Kind: KindTimeWaitCancel, Proto: ProtoMPTCP, Family: FamilyIPv6,
+		OldState: StateFinWait1, NewState: StateTimeWait, Sock: 0xffff888104f5c0c0,
+		SAddr: netip.MustParseAddr("::1"), DAddr: netip.MustParseAddr("2001:db8::7"),
+		SPort: 8080, DPort: 51234, PID: 4242, Comm: CommFrom("nginx: worker"),
+		NetNS: 4026531833, Err: -98, TimeoutNs: -4_000_000,
+	}
+	if ev != want {
+		t.Errorf("decoded\n %+v\nwant\n %+v", ev, want)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	valid := make([]byte, eventSize)
+	binary.NativeEndian.PutUint16(valid[offFamily:], unix.AF_INET)
+	valid[offKind] = byte(KindState)
+	var ev Event
+	if err := decodeEvent(valid, 0, &ev); err != nil {
+		t.Fatalf("valid record: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func([]byte) []byte
+		want error
+	}{
+		{"short", func(b []byte) []byte { return b[:eventSize-1] }, errShortEvent},
+		{"kind 0", func(b []byte) []byte { b[offKind] = 0; return b }, errBadKind},
+		{"kind past last", func(b []byte) []byte { b[offKind] = byte(KindTimeWaitExpire) + 1; return b }, errBadKind},
+		{"family AF_UNIX", func(b []byte) []byte { binary.NativeEndian.PutUint16(b[offFamily:], unix.AF_UNIX); return b }, errBadFamily},
+		{"state 13", func(b []byte) []byte { b[offNewState] = 13; return b }, errBadState},
+	} {
+		raw := tc.edit(append([]byte(nil), valid...))
+		if err := decodeEvent(raw, 0, &ev); err != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestDecodeAllocatesNothing(t *testing.T) {
+	raw := make([]byte, eventSize)
+	binary.NativeEndian.PutUint16(raw[offFamily:], unix.AF_INET6)
+	raw[offKind] = byte(KindState)
+	var ev Event
+	if n := testing.AllocsPerRun(100, func() { decodeEvent(raw, 0, &ev) }); n != 0 {
+		t.Errorf("decodeEvent allocates %v times per event", n)
+	}
+}
+
+// FuzzDecodeEvent feeds the decoder arbitrary ring buffer records: it must
+// never panic, and whatever it accepts must be a consistent event.
+func FuzzDecodeEvent(f *testing.F) {
+	seed := make([]byte, eventSize)
+	binary.NativeEndian.PutUint16(seed[offFamily:], unix.AF_INET)
+	seed[offKind] = byte(KindState)
+	f.Add(seed)
+	f.Add(seed[:10])
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var ev Event
+		if err := decodeEvent(raw, 0, &ev); err != nil {
+			return
+		}
+		if ev.Kind < KindState || ev.Kind > KindTimeWaitExpire || ev.NewState >= stateCount || ev.OldState >= stateCount {
+			t.Fatalf("accepted an inconsistent event: %+v", ev)
+		}
+		if (ev.Family == FamilyIPv4) != ev.SAddr.Is4() {
+			t.Fatalf("family %v with address %v", ev.Family, ev.SAddr)
+		}
+	})
+}
