@@ -156,7 +156,11 @@ func TestCorrelator(t *testing.T) {
 	}, {
 		name: "connect's local port is filled in from the next event",
 		events: []Event{
-			func() Event { e := state(10, atClient, clientSock, StateClose, StateSynSent, client); e.SPort = 0; return e }(),
+			func() Event {
+				e := state(10, atClient, clientSock, StateClose, StateSynSent, client)
+				e.SPort = 0
+				return e
+			}(),
 			state(12, atClient, clientSock, StateSynSent, StateEstablished, softirq),
 		},
 		want: []string{

@@ -39,7 +39,9 @@ func sampleRecords() []Record {
 		with(func(r *Record) {
 			r.Old, r.New, r.PID, r.Comm, r.OwnerVia = StateEstablished, StateCloseWait, 0, Comm{}, OwnerUnknown
 		}),
-		with(func(r *Record) { r.Old, r.New, r.OwnerVia, r.DurationNs = StateSynRecv, StateEstablished, OwnerListener, 7_000 }),
+		with(func(r *Record) {
+			r.Old, r.New, r.OwnerVia, r.DurationNs = StateSynRecv, StateEstablished, OwnerListener, 7_000
+		}),
 		with(func(r *Record) {
 			r.Old, r.New, r.DurationNs, r.TimeoutNs = StateFinWait2, StateTimeWait, 1_500_000, 60e9
 		}),
