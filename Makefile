@@ -1,30 +1,50 @@
 # porttrace: build, regenerate the eBPF objects, test.
 GO ?= go
 MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
-export BPF2GO_CFLAGS := -I/usr/include/$(MULTIARCH)
+# bpf2go reads these; the multiarch folder holds <asm/types.h> on Debian.
 export BPF2GO_CC ?= clang
 export BPF2GO_STRIP ?= llvm-strip
+export BPF2GO_CFLAGS := -I/usr/include/$(MULTIARCH)
 
-.PHONY: build generate test lint bench clean
+VMTEST_DIR ?= /tmp/porttrace-vmtest
+
+.PHONY: build generate check-generated test lint vmtest test-windows bench clean
+
 build:
 	$(GO) build -o porttrace ./cmd/porttrace
 
-# Needs clang, llvm and libbpf-dev (Debian packages of the same names).
+# Needs clang, llvm and libbpf-dev (Debian packages of those names).
 generate:
 	cd bpf && $(GO) generate ./...
 
-# The test command of the README: unit tests, then the privileged ones as root.
-test:
-	$(GO) vet ./...
-	GOOS=windows $(GO) vet ./...
+# Fails when the committed eBPF objects are not what the C source builds.
+check-generated: generate
+	git diff --exit-code -- bpf/ || { echo "bpf/: generated files are stale: run make generate and commit" >&2; exit 1; }
+
+# The README's test command. Run as root: the privileged tests load eBPF
+# programs (with CI=true they fail instead of skipping without root).
+test: lint
 	$(GO) test -count=1 ./...
 
 lint:
-	test -z "$$(gofmt -l $$(git ls-files '*.go'))"
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$unformatted" || { echo "gofmt needed: $$unformatted" >&2; exit 1; }
 	$(GO) vet ./...
+	GOOS=windows $(GO) vet ./...
+	GOOS=windows $(GO) build ./...
+
+# The privileged tests inside Debian's 5.10, 6.1 and 6.12 kernels under qemu.
+vmtest:
+	mkdir -p $(VMTEST_DIR)
+	CGO_ENABLED=0 $(GO) test -c -o $(VMTEST_DIR)/tracer.test ./tracer
+	.ci/vmtest -- "tracer=$(VMTEST_DIR)/tracer.test -test.v -test.timeout 240s"
+
+# The Windows build's tests, under wine.
+test-windows:
+	.ci/wine-test
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./tracer/
 
 clean:
 	rm -f porttrace
+	rm -rf $(VMTEST_DIR)

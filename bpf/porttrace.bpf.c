@@ -218,6 +218,15 @@ int BPF_KPROBE(state_kprobe, struct sock *sk, int newstate)
 	return handle_set_state(sk, BPF_CORE_READ(sk, __sk_common.skc_state), newstate);
 }
 
+/* LISTEN and the SYN_RECV of a new passive socket are set by
+ * inet_sk_set_state(), not tcp_set_state(): the tracepoint sees both, a
+ * kprobe needs both functions. */
+SEC("kprobe/inet_sk_set_state")
+int BPF_KPROBE(inet_state_kprobe, struct sock *sk, int newstate)
+{
+	return handle_set_state(sk, BPF_CORE_READ(sk, __sk_common.skc_state), newstate);
+}
+
 /* ---- accept: who really owns a passive socket ---- */
 
 static __always_inline int handle_accept(struct sock *sk)

@@ -55,6 +55,7 @@ const (
 	PorttraceProgAcceptKretprobe   = "accept_kretprobe"
 	PorttraceProgBindEnter         = "bind_enter"
 	PorttraceProgBindExit          = "bind_exit"
+	PorttraceProgInetStateKprobe   = "inet_state_kprobe"
 	PorttraceProgStateKprobe       = "state_kprobe"
 	PorttraceProgStateRawTp        = "state_raw_tp"
 	PorttraceProgStateTpBtf        = "state_tp_btf"
@@ -119,6 +120,7 @@ type PorttraceProgramSpecs struct {
 	AcceptKretprobe  *ebpf.ProgramSpec `ebpf:"accept_kretprobe"`
 	BindEnter        *ebpf.ProgramSpec `ebpf:"bind_enter"`
 	BindExit         *ebpf.ProgramSpec `ebpf:"bind_exit"`
+	InetStateKprobe  *ebpf.ProgramSpec `ebpf:"inet_state_kprobe"`
 	StateKprobe      *ebpf.ProgramSpec `ebpf:"state_kprobe"`
 	StateRawTp       *ebpf.ProgramSpec `ebpf:"state_raw_tp"`
 	StateTpBtf       *ebpf.ProgramSpec `ebpf:"state_tp_btf"`
@@ -204,6 +206,7 @@ type PorttracePrograms struct {
 	AcceptKretprobe  *ebpf.Program `ebpf:"accept_kretprobe"`
 	BindEnter        *ebpf.Program `ebpf:"bind_enter"`
 	BindExit         *ebpf.Program `ebpf:"bind_exit"`
+	InetStateKprobe  *ebpf.Program `ebpf:"inet_state_kprobe"`
 	StateKprobe      *ebpf.Program `ebpf:"state_kprobe"`
 	StateRawTp       *ebpf.Program `ebpf:"state_raw_tp"`
 	StateTpBtf       *ebpf.Program `ebpf:"state_tp_btf"`
@@ -223,6 +226,7 @@ func (p *PorttracePrograms) Close() error {
 		p.AcceptKretprobe,
 		p.BindEnter,
 		p.BindExit,
+		p.InetStateKprobe,
 		p.StateKprobe,
 		p.StateRawTp,
 		p.StateTpBtf,

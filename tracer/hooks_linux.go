@@ -68,7 +68,10 @@ var hooks = []hook{
 			{formTPBTF, []attachment{{"state_tp_btf", "inet_sock_set_state"}}},
 			{formRawTP, []attachment{{"state_raw_tp", "inet_sock_set_state"}}},
 			{formTracepoint, []attachment{{"state_tracepoint", "sock/inet_sock_set_state"}}},
-			{formKprobe, []attachment{{"state_kprobe", "tcp_set_state"}}},
+			{formKprobe, []attachment{
+				{"state_kprobe", "tcp_set_state"},
+				{"inet_state_kprobe", "inet_sk_set_state"},
+			}},
 		},
 	},
 	{

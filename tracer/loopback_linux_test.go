@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/porttrace/porttrace/bpf"
 )
@@ -370,6 +371,9 @@ func TestForcedKprobeModeOnKernelWithout(t *testing.T) {
 // but the verifier still checks them.
 func TestEveryProgramPassesVerifier(t *testing.T) {
 	needPrivileges(t)
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatal(err)
+	}
 	spec, err := bpf.LoadPorttrace()
 	if err != nil {
 		t.Fatal(err)
@@ -383,7 +387,7 @@ func TestEveryProgramPassesVerifier(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer coll.Close()
-	for _, name := range []string{bpf.PorttraceProgStateKprobe, bpf.PorttraceProgAcceptKretprobe} {
+	for _, name := range []string{bpf.PorttraceProgStateKprobe, bpf.PorttraceProgInetStateKprobe, bpf.PorttraceProgAcceptKretprobe} {
 		if coll.Programs[name] == nil {
 			t.Errorf("program %s not loaded", name)
 		}

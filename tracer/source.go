@@ -63,6 +63,11 @@ func ParseProbeMode(s string) (ProbeMode, error) {
 	return 0, fmt.Errorf("invalid probe mode %q: want auto, tracepoint or kprobe", s)
 }
 
+// DefaultBufferSize is the kernel buffer's default size: on Linux, a ring
+// buffer with room for about 175,000 events, over a second of a connection
+// storm on a small machine.
+const DefaultBufferSize = 16 << 20
+
 // Config says what a source watches.
 type Config struct {
 	// Port is the port to watch at either end of a socket; 0 watches all.

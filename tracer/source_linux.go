@@ -10,14 +10,11 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/bpf"
 )
-
-// DefaultRingSize is the ring buffer's size: room for about 175,000 events,
-// over a second of a connection storm on a small machine.
-const DefaultRingSize = 16 << 20
 
 // tickInterval is how often the handler is ticked when no event arrives.
 const tickInterval = 100 * time.Millisecond
@@ -43,6 +40,11 @@ var _ Source = (*LinuxSource)(nil)
 func Open(cfg Config) (src *LinuxSource, err error) {
 	if err := checkPrivileges(); err != nil {
 		return nil, err
+	}
+	// Kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK; later ones
+	// to the memory cgroup, and then this does nothing.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK for eBPF maps: %w", err)
 	}
 	s := &LinuxSource{}
 	defer func() {
@@ -138,7 +140,7 @@ func loadSpec(cfg Config, k *kernel, chosen []choice) (*ebpf.CollectionSpec, err
 
 	ringSize := cfg.BufferSize
 	if ringSize == 0 {
-		ringSize = DefaultRingSize
+		ringSize = DefaultBufferSize
 	}
 	page := os.Getpagesize()
 	if ringSize < page || ringSize&(ringSize-1) != 0 {

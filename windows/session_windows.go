@@ -21,6 +21,16 @@ const (
 	bufferSizeKB = 64
 )
 
+// buffersFor is how many session buffers make up totalBytes, 0 leaving
+// the choice to ETW.
+func buffersFor(totalBytes int) uint32 {
+	const bufferBytes = bufferSizeKB << 10
+	if totalBytes <= 0 {
+		return 0
+	}
+	return uint32(min((totalBytes+bufferBytes-1)/bufferBytes, 1<<16))
+}
+
 // traceProperties is an EVENT_TRACE_PROPERTIES followed by room for the
 // session name, which StartTrace and ControlTrace copy there.
 type traceProperties struct {
@@ -59,6 +69,8 @@ var tcpipFilter = eventIDFilter{filterIn: 1, count: uint16(len(tcpipEventIDs)), 
 type session struct {
 	name   string
 	name16 *uint16
+	// maxBuffers bounds the session's buffers, 0 leaving it to ETW.
+	maxBuffers uint32
 	// logfile lives as long as the session: ETW reads it while
 	// ProcessTrace runs.
 	logfile winapi.EventTraceLogfile
@@ -70,15 +82,21 @@ type session struct {
 	finalLost uint64
 }
 
-// startSession starts a real-time session called name. A session of that
-// name already running is taken for one that a porttrace which did not shut
-// down cleanly left behind: it is stopped and the start retried once.
-func startSession(name string) (*session, error) {
+// startSession starts a real-time session called name whose buffers hold
+// up to bufferBytes (0: ETW's default). A session of that name already
+// running is taken for one that a porttrace which did not shut down
+// cleanly left behind: it is stopped and the start retried once.
+func startSession(name string, bufferBytes int) (*session, error) {
 	name16, err := xwin.UTF16PtrFromString(name)
 	if err != nil {
 		return nil, fmt.Errorf("starting etw session %q: %w", name, err)
 	}
-	s := &session{name: name, name16: name16, consumer: winapi.InvalidProcessTraceHandle}
+	s := &session{
+		name:       name,
+		name16:     name16,
+		maxBuffers: buffersFor(bufferBytes),
+		consumer:   winapi.InvalidProcessTraceHandle,
+	}
 	err = s.start()
 	if errors.Is(err, xwin.ERROR_ALREADY_EXISTS) {
 		if _, stopErr := controlTrace(0, name16, winapi.EventTraceControlStop); stopErr != nil {
@@ -100,6 +118,7 @@ func (s *session) start() error {
 	p.LogFileMode = winapi.EventTraceRealTimeMode | winapi.EventTraceUseMsFlushTimer
 	p.FlushTimer = uint32(flushInterval.Milliseconds())
 	p.BufferSize = bufferSizeKB
+	p.MaximumBuffers = s.maxBuffers
 	return winapi.StartTrace(&s.control, s.name16, &p.EventTraceProperties)
 }
 

@@ -97,7 +97,7 @@ func TestSessionRunsOrFailsCleanly(t *testing.T) {
 
 func TestStartSessionReplacesStaleSession(t *testing.T) {
 	name := fmt.Sprintf("porttrace-stale-%d", os.Getpid())
-	stale, err := startSession(name)
+	stale, err := startSession(name, 0)
 	if err != nil {
 		t.Skipf("cannot start etw sessions here: %v", err)
 	}
@@ -107,12 +107,23 @@ func TestStartSessionReplacesStaleSession(t *testing.T) {
 		duplicate.stop()
 		t.Skipf("StartTrace of a running session's name returned %v, not ERROR_ALREADY_EXISTS (wine's stub returns success)", err)
 	}
-	fresh, err := startSession(name)
+	fresh, err := startSession(name, 0)
 	if err != nil {
 		t.Fatalf("start over a stale session: %v", err)
 	}
 	if err := fresh.stop(); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestBuffersFor(t *testing.T) {
+	for _, c := range []struct {
+		bytes int
+		want  uint32
+	}{{0, 0}, {-1, 0}, {1, 1}, {64 << 10, 1}, {64<<10 + 1, 2}, {16 << 20, 256}, {1 << 40, 1 << 16}} {
+		if got := buffersFor(c.bytes); got != c.want {
+			t.Errorf("buffersFor(%d) = %d, want %d", c.bytes, got, c.want)
+		}
 	}
 }
 

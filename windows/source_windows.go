@@ -101,7 +101,7 @@ func open(cfg tracer.Config, name string) (_ *Source, err error) {
 	if unsafe.Sizeof(uintptr(0)) != 8 {
 		return nil, errors.New("etw tracing needs a 64-bit build of porttrace")
 	}
-	sess, err := startSession(name)
+	sess, err := startSession(name, cfg.BufferSize)
 	if err != nil {
 		return nil, err
 	}

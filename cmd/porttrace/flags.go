@@ -45,7 +45,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 30s); default: until Ctrl-C or SIGTERM")
 	fs.StringVar(&f.readyFile, "ready-file", "", "write this file once every probe is attached")
 	fs.StringVar(&probe, "probe", "auto", "hook family: auto, tracepoint or kprobe")
-	fs.IntVar(&bufferMiB, "buffer-size", tracer.DefaultRingSize>>20, "kernel ring buffer size in MiB (a power of two)")
+	fs.IntVar(&bufferMiB, "buffer-size", tracer.DefaultBufferSize>>20, "kernel ring buffer size in MiB (a power of two)")
 	fs.BoolVarP(&f.verbose, "verbose", "v", false, "say which hooks were attached and why")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
