@@ -266,8 +266,46 @@ func processContext(old, new State) bool {
 	return false
 }
 
+// reused reports whether the kernel has reused a known socket's address for
+// a new socket: a timewait socket's address coming back as a full socket's
+// or a new timewait socket's with other ends, or a socket being born again
+// (events of the old one's end were lost).
+func (s *sockState) reused(ev *Event) bool {
+	key := tupleKey{netns: ev.NetNS, saddr: ev.SAddr, daddr: ev.DAddr, sport: ev.SPort, dport: ev.DPort}
+	switch {
+	case ev.Kind == KindTimeWaitStart:
+		return !s.timewait || s.tuple() != key
+	case s.timewait:
+		return true
+	case ev.Kind == KindState && ev.OldState == StateClose:
+		return s.state != StateClose
+	}
+	return false
+}
+
+// lookupLife is lookup for an event that may start a new life at a reused
+// address (newLife says the caller knows it does): the old life is ended
+// first.
+func (c *Correlator) lookupLife(ev *Event, newLife bool) (int32, bool) {
+	if i, ok := c.byID[ev.Sock]; ok && (newLife || c.socks[i].reused(ev)) {
+		if s := &c.socks[i]; s.timewait {
+			// Its memory is reused, so it was freed: killed when its
+			// timer was stopped, or now if that went unseen.
+			end := ev.TimeNs
+			if s.cancelNs != 0 {
+				end = s.cancelNs
+			}
+			c.endTimeWait(i, end, ReasonKilled)
+		} else {
+			c.release(&c.socks[i])
+			c.forget(i)
+		}
+	}
+	return c.lookup(ev)
+}
+
 func (c *Correlator) onState(ev *Event) {
-	i, fresh := c.lookup(ev)
+	i, fresh := c.lookupLife(ev, false)
 	s := &c.socks[i]
 	if fresh && (ev.OldState == StateListen || ev.OldState == StateSynRecv) && ev.NewState != StateClose {
 		s.passive = true
@@ -407,7 +445,13 @@ func (c *Correlator) onBind(ev *Event) {
 // new one, continuing the full socket with the same 4-tuple, or a known one
 // re-armed (an orphan's FIN_WAIT2 turned TIME_WAIT by the peer's FIN).
 func (c *Correlator) onTimeWaitStart(ev *Event) {
-	if i, ok := c.byID[ev.Sock]; ok && c.socks[i].timewait {
+	key := tupleKey{netns: ev.NetNS, saddr: ev.SAddr, daddr: ev.DAddr, sport: ev.SPort, dport: ev.DPort}
+	// A full socket closing with this 4-tuple means a new timewait socket,
+	// even at the address of an old one with the same ends (the kernel
+	// kills a timewait socket to reuse its 4-tuple).
+	full, hasFull := c.closing[key]
+	hasFull = hasFull && !c.socks[full].timewait
+	if i, ok := c.byID[ev.Sock]; ok && !hasFull && !c.socks[i].reused(ev) {
 		s := &c.socks[i]
 		s.cancelNs = 0
 		if s.state == StateFinWait2 && ev.NewState == StateTimeWait {
@@ -416,13 +460,12 @@ func (c *Correlator) onTimeWaitStart(ev *Event) {
 		return
 	}
 
-	key := tupleKey{netns: ev.NetNS, saddr: ev.SAddr, daddr: ev.DAddr, sport: ev.SPort, dport: ev.DPort}
-	tw, _ := c.lookup(ev)
+	tw, _ := c.lookupLife(ev, hasFull)
 	t := &c.socks[tw]
 	t.updateEndpoints(ev)
 	t.timewait = true
 	old, sinceNs := StateUnknown, int64(0)
-	if full, ok := c.closing[key]; ok {
+	if hasFull {
 		f := &c.socks[full]
 		old, sinceNs = f.state, f.sinceNs
 		t.pid, t.comm, t.ownerVia, t.passive = f.pid, f.comm, f.ownerVia, f.passive

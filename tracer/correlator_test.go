@@ -263,6 +263,40 @@ func TestCorrelator(t *testing.T) {
 			"300 10.0.0.2:40000>8080 FIN_WAIT2->TIME_WAIT close 479ms timeout=60s",
 			"300 10.0.0.2:40000>8080 TIME_WAIT->CLOSE close 60000ms expired",
 		},
+	}, {
+		name: "a timewait socket's address reused by the next connection's timewait socket",
+		events: []Event{
+			state(20, atClient, clientSock, StateEstablished, StateFinWait1, client),
+			timewait(30, KindTimeWaitStart, StateTimeWait, 60_000),
+			state(30, atClient, clientSock, StateFinWait1, StateClose, softirq),
+			timewait(40, KindTimeWaitCancel, StateTimeWait, 59_990),
+			// The next connection, from port 40001, gets the same memory
+			// for its full and timewait sockets before the grace ends.
+			func() Event {
+				e := state(41, atClient, clientSock, StateClose, StateSynSent, client)
+				e.SPort = 40001
+				return e
+			}(),
+			func() Event {
+				e := state(42, atClient, clientSock, StateSynSent, StateFinWait1, client)
+				e.SPort = 40001
+				return e
+			}(),
+			func() Event { e := timewait(50, KindTimeWaitStart, StateTimeWait, 60_000); e.SPort = 40001; return e }(),
+			func() Event {
+				e := state(50, atClient, clientSock, StateFinWait1, StateClose, softirq)
+				e.SPort = 40001
+				return e
+			}(),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 close",
+			"300 10.0.0.2:40000>8080 FIN_WAIT1->TIME_WAIT close 10ms timeout=60s",
+			"300 10.0.0.2:40001>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40001>8080 SYN_SENT->FIN_WAIT1 connect 1ms",
+			"300 10.0.0.2:40000>8080 TIME_WAIT->CLOSE close 10ms killed",
+			"300 10.0.0.2:40001>8080 FIN_WAIT1->TIME_WAIT connect 8ms timeout=60s",
+		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := correlate(tc.events)

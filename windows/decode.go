@@ -207,7 +207,9 @@ var tcpipEventIDs = [...]uint16{
 
 // kindEndpoints marks an event the model has no kind for (a close, an
 // abort, a rundown): it is never delivered, but it names a Tcb's endpoints,
-// which the joiner lends to that Tcb's state changes.
+// which the joiner lends to that Tcb's state changes. Its NewState is the
+// Tcb's state where the event tells it: CLOSED for a connect request, the
+// current state for a rundown, StateUnknown otherwise.
 const kindEndpoints tracer.Kind = 0
 
 // decodeTCPIP decodes a Microsoft-Windows-TCPIP event into ev, which the
@@ -284,11 +286,13 @@ func decodeTcbEndpoints(r *payloadReader, ptrSize int, ev *tracer.Event) uint32 
 }
 
 // decodeRequestConnect decodes 1002 TcpRequestConnect, which names the
-// endpoints of an active open before its first state change. Its trailing
-// u32 RexmitCount is not needed.
+// endpoints of an active open before its first state change, so the Tcb is
+// still CLOSED. Its own state field (its meaning is not documented) and
+// the trailing u32 RexmitCount are not needed.
 func decodeRequestConnect(payload []byte, ptrSize int, ev *tracer.Event) error {
 	r := payloadReader{b: payload}
 	decodeTcbEndpoints(&r, ptrSize, ev)
+	ev.NewState = tracer.StateClose
 	return r.err
 }
 

@@ -153,6 +153,8 @@ func TestDecodeTCPIP(t *testing.T) {
 		ev.Sock &= 0xffffffff
 		return ev
 	}
+	requestEvent := v4Event(kindEndpoints, 0)
+	requestEvent.NewState = tracer.StateClose
 	rundownEvent := v4Event(kindEndpoints, 77)
 	rundownEvent.NewState = tracer.StateEstablished
 
@@ -177,7 +179,7 @@ func TestDecodeTCPIP(t *testing.T) {
 		{"1043 disconnect complete", idTCPDisconnectTcbComplete, 8, completion(local4, remote4, 5, 8, 1), v4Event(kindEndpoints, 5), 8},
 		{"1044 shutdown", idTCPShutdownTcb, 8, completion(local4, remote4, 5, 8, 1), v4Event(kindEndpoints, 5), 8},
 		{"1201 fin_wait2 timeout", idTCPDisconnectTcbFinWait2Timeout, 8, completion(local4, remote4, 5, 8, 0), v4Event(kindEndpoints, 5), 0},
-		{"1002 request connect", idTCPRequestConnect, 8, requestConnect(local4, remote4), v4Event(kindEndpoints, 0), 4},
+		{"1002 request connect", idTCPRequestConnect, 8, requestConnect(local4, remote4), requestEvent, 4},
 		{"1300 rundown", idTCPConnectionRundown, 8, rundown(local4, remote4, 4, 77), rundownEvent, 0},
 	}
 	for _, tt := range tests {

@@ -8,8 +8,9 @@ import (
 )
 
 const (
-	// maxTCBs bounds the endpoints remembered per Tcb. A Tcb that ends in
-	// TIME_WAIT may never report its end, so entries can outlive it.
+	// maxTCBs bounds how many Tcbs' endpoints are remembered. A Tcb that
+	// ends in TIME_WAIT may never report its end, so entries can outlive
+	// their Tcb.
 	maxTCBs = 1 << 16
 	// maxPending bounds the state changes waiting for their Tcb's
 	// endpoints.
@@ -25,16 +26,19 @@ type tcbEndpoints struct {
 	family       tracer.Family
 	saddr, daddr netip.Addr
 	sport, dport uint16
-	// state is the Tcb's last known state, StateUnknown until a state
-	// change or a rundown tells it.
+	// state is the Tcb's last known state: CLOSED before its first
+	// change, StateUnknown when it is somewhere in its life.
 	state tracer.State
 }
 
+// endpointsOf takes the endpoints that ev names, and the state it gives
+// the Tcb, if any (see kindEndpoints).
 func endpointsOf(ev *tracer.Event) tcbEndpoints {
 	return tcbEndpoints{
 		family: ev.Family,
 		saddr:  ev.SAddr, daddr: ev.DAddr,
 		sport: ev.SPort, dport: ev.DPort,
+		state: ev.NewState,
 	}
 }
 
@@ -97,9 +101,10 @@ func (j *tcbJoiner) push(ev *tracer.Event) {
 
 func (j *tcbJoiner) pushState(ev *tracer.Event) {
 	ep, known := j.tcbs[ev.Sock]
-	if known && ev.OldState == tracer.StateClose && ep.state != tracer.StateUnknown {
-		// A Tcb leaving CLOSED starts a new life at an address the
-		// kernel reused: what was known belongs to the previous one.
+	if known && ev.OldState == tracer.StateClose && ep.state != tracer.StateClose {
+		// A Tcb leaving CLOSED starts a new life. Unless what is known
+		// was learned for that life, it belongs to a previous one at the
+		// same address.
 		delete(j.tcbs, ev.Sock)
 		known = false
 	}
@@ -132,13 +137,12 @@ func (j *tcbJoiner) deliverState(ev *tracer.Event, ep *tcbEndpoints) {
 // changes that were waiting for them.
 func (j *tcbJoiner) learn(ev *tracer.Event) {
 	ep := endpointsOf(ev)
-	if old, ok := j.tcbs[ev.Sock]; ok && old.sameEnds(&ep) {
+	old, known := j.tcbs[ev.Sock]
+	if known && ep.state == tracer.StateUnknown && old.sameEnds(&ep) {
 		ep.state = old.state
-	} else if !ok && len(j.tcbs) >= maxTCBs {
-		j.forgetOneTCB()
 	}
-	if ev.Kind == kindEndpoints && ev.NewState != tracer.StateUnknown {
-		ep.state = ev.NewState // a rundown
+	if !known && len(j.tcbs) >= maxTCBs {
+		j.forgetOneTCB()
 	}
 	j.tcbs[ev.Sock] = ep
 	j.drainPending(ev.Sock, &ep)

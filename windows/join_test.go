@@ -104,7 +104,9 @@ func TestJoinerFamilyFilter(t *testing.T) {
 
 func TestJoinerRequestConnectNamesFirstChange(t *testing.T) {
 	j, rec := newTestJoiner(tracer.Config{Port: 8080})
-	j.push(named(kindEndpoints, 1, 8080)) // 1002 TcpRequestConnect
+	request := named(kindEndpoints, 1, 8080) // 1002 TcpRequestConnect
+	request.NewState = tracer.StateClose
+	j.push(request)
 	j.push(change(1, tracer.StateClose, tracer.StateSynSent, 1))
 	checkDelivered(t, rec.events, []step{{tracer.KindState, tracer.StateClose, tracer.StateSynSent, 8080}})
 }
@@ -129,6 +131,21 @@ func TestJoinerReusedTcb(t *testing.T) {
 	checkDelivered(t, rec.events, []step{
 		{tracer.KindConnect, 0, 0, 8080},
 		{tracer.KindState, tracer.StateFinWait2, tracer.StateTimeWait, 8080},
+		{tracer.KindState, tracer.StateClose, tracer.StateSynRecv, 9090},
+		{tracer.KindAccept, 0, 0, 9090},
+	})
+}
+
+func TestJoinerLateCloseEventDoesNotNameNextLife(t *testing.T) {
+	j, rec := newTestJoiner(tracer.Config{})
+	j.push(named(tracer.KindConnect, 1, 8080))
+	j.push(change(1, tracer.StateLastAck, tracer.StateClose, 1))
+	j.push(named(kindEndpoints, 1, 8080)) // 1043 TcpDisconnectTcbComplete, after the end
+	j.push(change(1, tracer.StateClose, tracer.StateSynRecv, 2))
+	j.push(named(tracer.KindAccept, 1, 9090))
+	checkDelivered(t, rec.events, []step{
+		{tracer.KindConnect, 0, 0, 8080},
+		{tracer.KindState, tracer.StateLastAck, tracer.StateClose, 8080},
 		{tracer.KindState, tracer.StateClose, tracer.StateSynRecv, 9090},
 		{tracer.KindAccept, 0, 0, 9090},
 	})
