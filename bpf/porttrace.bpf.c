@@ -210,19 +210,19 @@ int state_tracepoint(struct trace_event_raw_inet_sock_set_state *ctx)
 	return handle_set_state((struct sock *)ctx->skaddr, ctx->oldstate, ctx->newstate);
 }
 
-/* tcp_set_state(sk, state) runs before the state is stored: the old state
- * is still in the socket. */
-SEC("kprobe/tcp_set_state")
-int BPF_KPROBE(state_kprobe, struct sock *sk, int newstate)
+/* Without the tracepoint, kprobes on the two functions that fire it:
+ * inet_sk_state_store(), which tcp_set_state() ends with and listen() calls,
+ * and inet_sk_set_state(), which sets the SYN_RECV of a new passive socket.
+ * (A kprobe on tcp_set_state() itself would miss LISTEN and SYN_RECV.) Both
+ * run before the state is stored: the old state is still in the socket. */
+SEC("kprobe/inet_sk_state_store")
+int BPF_KPROBE(state_store_kprobe, struct sock *sk, int newstate)
 {
 	return handle_set_state(sk, BPF_CORE_READ(sk, __sk_common.skc_state), newstate);
 }
 
-/* LISTEN and the SYN_RECV of a new passive socket are set by
- * inet_sk_set_state(), not tcp_set_state(): the tracepoint sees both, a
- * kprobe needs both functions. */
 SEC("kprobe/inet_sk_set_state")
-int BPF_KPROBE(inet_state_kprobe, struct sock *sk, int newstate)
+int BPF_KPROBE(state_set_kprobe, struct sock *sk, int newstate)
 {
 	return handle_set_state(sk, BPF_CORE_READ(sk, __sk_common.skc_state), newstate);
 }

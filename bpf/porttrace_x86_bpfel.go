@@ -55,9 +55,9 @@ const (
 	PorttraceProgAcceptKretprobe   = "accept_kretprobe"
 	PorttraceProgBindEnter         = "bind_enter"
 	PorttraceProgBindExit          = "bind_exit"
-	PorttraceProgInetStateKprobe   = "inet_state_kprobe"
-	PorttraceProgStateKprobe       = "state_kprobe"
 	PorttraceProgStateRawTp        = "state_raw_tp"
+	PorttraceProgStateSetKprobe    = "state_set_kprobe"
+	PorttraceProgStateStoreKprobe  = "state_store_kprobe"
 	PorttraceProgStateTpBtf        = "state_tp_btf"
 	PorttraceProgStateTracepoint   = "state_tracepoint"
 	PorttraceProgTimerCancelRawTp  = "timer_cancel_raw_tp"
@@ -120,9 +120,9 @@ type PorttraceProgramSpecs struct {
 	AcceptKretprobe  *ebpf.ProgramSpec `ebpf:"accept_kretprobe"`
 	BindEnter        *ebpf.ProgramSpec `ebpf:"bind_enter"`
 	BindExit         *ebpf.ProgramSpec `ebpf:"bind_exit"`
-	InetStateKprobe  *ebpf.ProgramSpec `ebpf:"inet_state_kprobe"`
-	StateKprobe      *ebpf.ProgramSpec `ebpf:"state_kprobe"`
 	StateRawTp       *ebpf.ProgramSpec `ebpf:"state_raw_tp"`
+	StateSetKprobe   *ebpf.ProgramSpec `ebpf:"state_set_kprobe"`
+	StateStoreKprobe *ebpf.ProgramSpec `ebpf:"state_store_kprobe"`
 	StateTpBtf       *ebpf.ProgramSpec `ebpf:"state_tp_btf"`
 	StateTracepoint  *ebpf.ProgramSpec `ebpf:"state_tracepoint"`
 	TimerCancelRawTp *ebpf.ProgramSpec `ebpf:"timer_cancel_raw_tp"`
@@ -206,9 +206,9 @@ type PorttracePrograms struct {
 	AcceptKretprobe  *ebpf.Program `ebpf:"accept_kretprobe"`
 	BindEnter        *ebpf.Program `ebpf:"bind_enter"`
 	BindExit         *ebpf.Program `ebpf:"bind_exit"`
-	InetStateKprobe  *ebpf.Program `ebpf:"inet_state_kprobe"`
-	StateKprobe      *ebpf.Program `ebpf:"state_kprobe"`
 	StateRawTp       *ebpf.Program `ebpf:"state_raw_tp"`
+	StateSetKprobe   *ebpf.Program `ebpf:"state_set_kprobe"`
+	StateStoreKprobe *ebpf.Program `ebpf:"state_store_kprobe"`
 	StateTpBtf       *ebpf.Program `ebpf:"state_tp_btf"`
 	StateTracepoint  *ebpf.Program `ebpf:"state_tracepoint"`
 	TimerCancelRawTp *ebpf.Program `ebpf:"timer_cancel_raw_tp"`
@@ -226,9 +226,9 @@ func (p *PorttracePrograms) Close() error {
 		p.AcceptKretprobe,
 		p.BindEnter,
 		p.BindExit,
-		p.InetStateKprobe,
-		p.StateKprobe,
 		p.StateRawTp,
+		p.StateSetKprobe,
+		p.StateStoreKprobe,
 		p.StateTpBtf,
 		p.StateTracepoint,
 		p.TimerCancelRawTp,

@@ -69,8 +69,8 @@ var hooks = []hook{
 			{formRawTP, []attachment{{"state_raw_tp", "inet_sock_set_state"}}},
 			{formTracepoint, []attachment{{"state_tracepoint", "sock/inet_sock_set_state"}}},
 			{formKprobe, []attachment{
-				{"state_kprobe", "tcp_set_state"},
-				{"inet_state_kprobe", "inet_sk_set_state"},
+				{"state_store_kprobe", "inet_sk_state_store"},
+				{"state_set_kprobe", "inet_sk_set_state"},
 			}},
 		},
 	},

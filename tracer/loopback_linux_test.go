@@ -234,7 +234,7 @@ func kernelHasKprobes(t *testing.T) bool {
 	return k.kprobes
 }
 
-func TestLoopbackOwnersAndTransitions(t *testing.T) {
+func TestKernelLoopbackOwnersAndTransitions(t *testing.T) {
 	needPrivileges(t)
 	for _, mode := range probeModes(t) {
 		for _, host := range []string{"127.0.0.1", "::1"} {
@@ -247,10 +247,10 @@ func TestLoopbackOwnersAndTransitions(t *testing.T) {
 	}
 }
 
-// TestEveryHookFormWorks forces each alternative of each hook that this
+// TestKernelEveryHookFormWorks forces each alternative of each hook that this
 // kernel offers, in turn, and checks it traces the same connection as the
 // preferred one: a fallback that only attaches is not enough.
-func TestEveryHookFormWorks(t *testing.T) {
+func TestKernelEveryHookFormWorks(t *testing.T) {
 	needPrivileges(t)
 	tracefs, mounted, err := ensureTracefs()
 	if err != nil {
@@ -280,7 +280,7 @@ func TestEveryHookFormWorks(t *testing.T) {
 	}
 }
 
-func TestBindEADDRINUSE(t *testing.T) {
+func TestKernelBindEADDRINUSE(t *testing.T) {
 	needPrivileges(t)
 	port := freePort(t, "127.0.0.1")
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
@@ -308,9 +308,9 @@ func TestBindEADDRINUSE(t *testing.T) {
 	})
 }
 
-// TestPortFilterInKernel checks that traffic on another port produces no
+// TestKernelPortFilter checks that traffic on another port produces no
 // event at all, not merely no line.
-func TestPortFilterInKernel(t *testing.T) {
+func TestKernelPortFilter(t *testing.T) {
 	needPrivileges(t)
 	watched, other := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
 	rec, _ := trace(t, Config{Port: watched})
@@ -355,10 +355,10 @@ func loopbackTraffic(t *testing.T, port uint16) {
 	s.Close()
 }
 
-func TestForcedKprobeModeOnKernelWithout(t *testing.T) {
+func TestKernelForcedKprobeModeWithoutKprobes(t *testing.T) {
 	needPrivileges(t)
 	if kernelHasKprobes(t) {
-		t.Skip("this kernel has kprobes: TestLoopbackOwnersAndTransitions runs --probe kprobe instead")
+		t.Skip("this kernel has kprobes: TestKernelLoopbackOwnersAndTransitions runs --probe kprobe instead")
 	}
 	_, err := Open(Config{Probe: ProbeKprobe})
 	if err == nil || !strings.Contains(err.Error(), "CONFIG_KPROBES") {
@@ -366,10 +366,10 @@ func TestForcedKprobeModeOnKernelWithout(t *testing.T) {
 	}
 }
 
-// TestEveryProgramPassesVerifier loads every program of the object, the
+// TestKernelEveryProgramPassesVerifier loads every program of the object, the
 // kprobe ones included: on a kernel without kprobes they cannot attach,
 // but the verifier still checks them.
-func TestEveryProgramPassesVerifier(t *testing.T) {
+func TestKernelEveryProgramPassesVerifier(t *testing.T) {
 	needPrivileges(t)
 	if err := rlimit.RemoveMemlock(); err != nil {
 		t.Fatal(err)
@@ -387,7 +387,7 @@ func TestEveryProgramPassesVerifier(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer coll.Close()
-	for _, name := range []string{bpf.PorttraceProgStateKprobe, bpf.PorttraceProgInetStateKprobe, bpf.PorttraceProgAcceptKretprobe} {
+	for _, name := range []string{bpf.PorttraceProgStateStoreKprobe, bpf.PorttraceProgStateSetKprobe, bpf.PorttraceProgAcceptKretprobe} {
 		if coll.Programs[name] == nil {
 			t.Errorf("program %s not loaded", name)
 		}
