@@ -393,3 +393,50 @@ func TestKernelEveryProgramPassesVerifier(t *testing.T) {
 		}
 	}
 }
+
+// TestKernelHookChoice checks that auto mode takes the preferred form of
+// each hook wherever the kernel has it: the accept kretprobe where kprobes
+// exist, the syscall tracepoints where they do not.
+func TestKernelHookChoice(t *testing.T) {
+	needPrivileges(t)
+	kprobes := kernelHasKprobes(t)
+	for _, tc := range []struct {
+		mode ProbeMode
+		want []string
+	}{
+		{ProbeAuto, []string{"state: tp_btf inet_sock_set_state", "bind: tracepoint", "timewait: tp_btf timer_start"}},
+		{ProbeTracepoint, []string{"state: tp_btf inet_sock_set_state", "accept: tracepoint syscalls/sys_exit_accept", "bind: tracepoint"}},
+	} {
+		if tc.mode == ProbeAuto && kprobes {
+			tc.want = append(tc.want, "accept: kretprobe inet_csk_accept")
+		} else {
+			tc.want = append(tc.want, "accept: tracepoint syscalls/sys_exit_accept")
+		}
+		src, err := Open(Config{Probe: tc.mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hooks := strings.Join(src.Hooks(), "\n")
+		src.Close()
+		t.Logf("--probe %s on this kernel (kprobes: %v):\n%s", tc.mode, kprobes, hooks)
+		for _, w := range tc.want {
+			if !strings.Contains(hooks, w) {
+				t.Errorf("--probe %s: no hook %q among:\n%s", tc.mode, w, hooks)
+			}
+		}
+	}
+	if kprobes {
+		src, err := Open(Config{Probe: ProbeKprobe})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hooks := strings.Join(src.Hooks(), "\n")
+		src.Close()
+		t.Logf("--probe kprobe:\n%s", hooks)
+		for _, w := range []string{"state: kprobe inet_sk_state_store,inet_sk_set_state", "accept: kretprobe inet_csk_accept"} {
+			if !strings.Contains(hooks, w) {
+				t.Errorf("--probe kprobe: no hook %q among:\n%s", w, hooks)
+			}
+		}
+	}
+}
