@@ -3,9 +3,11 @@ module github.com/porttrace/porttrace
 go 1.26.8
 
 require (
-	github.com/cilium/ebpf v0.22.0 // indirect
-	github.com/spf13/pflag v1.1.0 // indirect
-	golang.org/x/sys v0.49.0 // indirect
+	github.com/cilium/ebpf v0.22.0
+	github.com/spf13/pflag v1.1.0
+	golang.org/x/sys v0.49.0
 )
+
+require github.com/mdlayher/netlink v1.11.2 // indirect
 
 tool github.com/cilium/ebpf/cmd/bpf2go

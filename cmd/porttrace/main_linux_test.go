@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI must run the privileged tests as root")
+		}
+		t.Skip("needs root")
+	}
+}
+
+// TestWithoutPrivileges runs porttrace as nobody: one line naming what is
+// missing, exit status 1.
+func TestWithoutPrivileges(t *testing.T) {
+	needRoot(t)
+	// The test binary sits in a folder only root may enter: copy it out.
+	dir, err := os.MkdirTemp("", "porttrace-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "porttrace")
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"PORTTRACE_ARGS=--port 8080"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("got %v, want exit status 1; stderr: %s", err, stderr.String())
+	}
+	want := "porttrace: needs CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8): run with sudo\n"
+	if stderr.String() != want {
+		t.Errorf("stderr %q, want %q", stderr.String(), want)
+	}
+}
+
+// TestJSONLines watches a real loopback connection with --json and checks
+// every field of every line against what this process did.
+func TestJSONLines(t *testing.T) {
+	needRoot(t)
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+
+	ready := filepath.Join(t.TempDir(), "ready")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--port", strconv.Itoa(port), "--json", "--ready-file", ready}, &stdout, &stderr)
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("porttrace stopped before it was ready: %v\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no ready file after 10s")
+		}
+	}
+
+	l, err = net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp4", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientPort := c.LocalAddr().(*net.TCPAddr).Port
+	c.Close()
+	s.Close()
+	l.Close()
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("porttrace: %v\n%s", err, stderr.String())
+	}
+
+	type line struct {
+		Time       string  `json:"time"`
+		Type       string  `json:"type"`
+		Proto      string  `json:"proto"`
+		Family     string  `json:"family"`
+		SAddr      string  `json:"saddr"`
+		SPort      int     `json:"sport"`
+		DAddr      *string `json:"daddr"`
+		DPort      *int    `json:"dport"`
+		Old        *string `json:"old"`
+		New        *string `json:"new"`
+		PID        int     `json:"pid"`
+		Comm       string  `json:"comm"`
+		OwnerVia   string  `json:"owner_via"`
+		NetNS      uint64  `json:"netns"`
+		DurationNs *int64  `json:"duration_ns"`
+		TimeoutNs  int64   `json:"timeout_ns"`
+		Reason     string  `json:"reason"`
+	}
+	var got []string
+	for _, raw := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		var ln line
+		dec := json.NewDecoder(strings.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&ln); err != nil {
+			t.Fatalf("line %q: %v", raw, err)
+		}
+		if _, err := time.Parse(time.RFC3339Nano, ln.Time); err != nil {
+			t.Errorf("time %q: %v", ln.Time, err)
+		}
+		if ln.Proto != "tcp" && ln.Proto != "mptcp" || ln.Family != "ipv4" || ln.SAddr != "127.0.0.1" || ln.PID != os.Getpid() || ln.NetNS == 0 {
+			t.Errorf("line %q: want proto tcp, family ipv4, saddr 127.0.0.1, pid %d, a netns", raw, os.Getpid())
+		}
+		if !strings.HasPrefix("porttrace.test", ln.Comm) || ln.Comm == "" {
+			t.Errorf("line %q: comm %q, want this test's", raw, ln.Comm)
+		}
+		desc := ln.Type
+		if ln.Old != nil {
+			desc += " " + *ln.Old + "->" + *ln.New + " " + strconv.Itoa(ln.SPort) + ">" + strconv.Itoa(*ln.DPort) + " " + ln.OwnerVia
+		}
+		got = append(got, desc)
+	}
+	p, cp := strconv.Itoa(port), strconv.Itoa(clientPort)
+	want := []string{
+		"bind",
+		"listen CLOSE->LISTEN " + p + ">0 listen",
+		"state CLOSE->SYN_SENT " + cp + ">" + p + " connect",
+		"state SYN_SENT->ESTABLISHED " + cp + ">" + p + " connect",
+		"state LISTEN->SYN_RECV " + p + ">" + cp + " accept",
+		"state SYN_RECV->ESTABLISHED " + p + ">" + cp + " accept",
+	}
+	for i, w := range want {
+		if i >= len(got) || got[i] != w {
+			t.Fatalf("lines:\n%s\nwant them to start with:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+	if !strings.Contains(stderr.String(), "events lost in the kernel: 0") {
+		t.Errorf("summary does not report the lost count: %s", stderr.String())
+	}
+}
