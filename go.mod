@@ -8,6 +8,12 @@ require (
 	golang.org/x/sys v0.49.0
 )
 
-require github.com/mdlayher/netlink v1.11.2 // indirect
+require (
+	github.com/google/go-cmp v0.7.0 // indirect
+	github.com/mdlayher/netlink v1.11.2
+	github.com/mdlayher/socket v0.6.0 // indirect
+	golang.org/x/net v0.53.0 // indirect
+	golang.org/x/sync v0.20.0 // indirect
+)
 
 tool github.com/cilium/ebpf/cmd/bpf2go

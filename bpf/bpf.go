@@ -6,3 +6,4 @@ package bpf
 // BPF2GO_CFLAGS comes from the Makefile: it adds the multiarch include folder
 // that <linux/types.h> needs on Debian.
 //go:generate go tool bpf2go -target amd64,arm64 -type event Porttrace porttrace.bpf.c -- -O2 -g -Wall -Werror
+//go:generate go tool bpf2go -target amd64,arm64 -type owner Owners owners.bpf.c -- -O2 -g -Wall -Werror

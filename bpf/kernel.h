@@ -72,6 +72,9 @@ struct sock_common {
 	};
 	unsigned short skc_family;
 	volatile unsigned char skc_state;
+	unsigned char skc_reuse : 4;
+	unsigned char skc_reuseport : 1;
+	unsigned char skc_ipv6only : 1;
 	possible_net_t skc_net;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
@@ -106,7 +109,13 @@ struct socket {
 	struct sock *sk;
 };
 
+struct inode {
+	unsigned short i_mode;
+	unsigned long i_ino;
+};
+
 struct file {
+	struct inode *f_inode;
 	void *private_data;
 };
 
@@ -120,7 +129,23 @@ struct files_struct {
 };
 
 struct task_struct {
+	int tgid;
+	char comm[16];
 	struct files_struct *files;
+};
+
+struct seq_file;
+
+/* Context of an iter/task_file program: one open file of one process. */
+struct bpf_iter_meta {
+	struct seq_file *seq;
+};
+
+struct bpf_iter__task_file {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
+	__u32 fd;
+	struct file *file;
 };
 
 struct trace_entry {

@@ -8,3 +8,7 @@ import (
 func openSource(cfg tracer.Config) (tracer.Source, error) {
 	return windows.Open(cfg)
 }
+
+func portReport(port uint16) (*tracer.PortReport, error) {
+	return windows.Who(port)
+}

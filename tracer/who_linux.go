@@ -1,0 +1,250 @@
+package tracer
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/bpf"
+)
+
+// Who answers "who owns this port?" from one sock_diag snapshot of the
+// port's sockets and one in-kernel walk of every process's open files that
+// writes out only the sockets on the port. Neither reads /proc for
+// processes that hold nothing on the port.
+func Who(port uint16) (*PortReport, error) {
+	if err := checkPrivileges(); err != nil {
+		return nil, err
+	}
+	sockets, err := diagSockets(port)
+	if err != nil {
+		return nil, err
+	}
+	owners, err := socketOwners(port)
+	if err != nil {
+		return nil, err
+	}
+	r := &PortReport{Port: port, Sockets: sockets, Processes: map[uint32]*Process{}}
+	r.addOwners(owners)
+	for pid, comm := range owners.comms() {
+		r.Processes[pid] = describeProcess(pid, comm)
+	}
+	return r, nil
+}
+
+// owner is one socket held by one process, as the iterator writes it.
+type owner struct {
+	sock, inode uint64
+	pid         uint32
+	family      Family
+	proto       Proto
+	state       State
+	local, peer netip.AddrPort
+	v6only      bool
+	comm        Comm
+}
+
+type owners []owner
+
+func (os owners) comms() map[uint32]string {
+	m := map[uint32]string{}
+	for _, o := range os {
+		m[o.pid] = o.comm.String()
+	}
+	return m
+}
+
+// addOwners joins the iterator's sockets to sock_diag's by inode. A socket
+// the iterator found that sock_diag did not list is added: an MPTCP socket
+// (which sock_diag lists only with the mptcp_diag module), or one opened
+// between the two looks. The unowned TCP listener behind an MPTCP listener
+// (its kernel-internal subflow) is folded into it.
+func (r *PortReport) addOwners(os owners) {
+	byInode := map[uint64]int{}
+	for i, s := range r.Sockets {
+		if s.Inode != 0 {
+			byInode[s.Inode] = i
+		}
+	}
+	for _, o := range os {
+		i, ok := byInode[o.inode]
+		if !ok {
+			r.Sockets = append(r.Sockets, PortSocket{
+				Proto: o.proto, Family: o.family, State: o.state, Local: o.local, Remote: o.peer,
+				V6Only: o.v6only, Inode: o.inode,
+			})
+			i = len(r.Sockets) - 1
+			byInode[o.inode] = i
+		}
+		s := &r.Sockets[i]
+		s.Sock = SockID(o.sock)
+		if !containsPID(s.PIDs, o.pid) {
+			s.PIDs = append(s.PIDs, o.pid)
+		}
+	}
+	r.Sockets = foldMPTCPSubflows(r.Sockets)
+}
+
+func containsPID(pids []uint32, pid uint32) bool {
+	for _, p := range pids {
+		if p == pid {
+			return true
+		}
+	}
+	return false
+}
+
+func foldMPTCPSubflows(sockets []PortSocket) []PortSocket {
+	isMPTCPListener := func(local netip.AddrPort) bool {
+		for _, s := range sockets {
+			if s.Proto == ProtoMPTCP && s.State == StateListen && s.Local == local {
+				return true
+			}
+		}
+		return false
+	}
+	out := sockets[:0]
+	for _, s := range sockets {
+		if s.Proto == ProtoTCP && s.State == StateListen && len(s.PIDs) == 0 && isMPTCPListener(s.Local) {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// socketOwners runs the socket_owners iterator for a port.
+func socketOwners(port uint16) (owners, error) {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK for eBPF: %w", err)
+	}
+	spec, err := bpf.LoadOwners()
+	if err != nil {
+		return nil, err
+	}
+	if err := spec.Variables[bpf.OwnersVarOwnerPort].Set(port); err != nil {
+		return nil, fmt.Errorf("setting owner_port: %w", err)
+	}
+	var objs bpf.OwnersObjects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		return nil, fmt.Errorf("loading the socket owner iterator: %w", err)
+	}
+	defer objs.Close()
+	it, err := link.AttachIter(link.IterOptions{Program: objs.SocketOwners})
+	if err != nil {
+		return nil, fmt.Errorf("attaching iter/task_file: %w", err)
+	}
+	defer it.Close()
+	rd, err := it.Open()
+	if err != nil {
+		return nil, fmt.Errorf("running iter/task_file: %w", err)
+	}
+	defer rd.Close()
+	raw, err := io.ReadAll(rd)
+	if err != nil {
+		return nil, fmt.Errorf("reading iter/task_file: %w", err)
+	}
+	return decodeOwners(raw)
+}
+
+// Layout of struct owner in bpf/owners.bpf.c; TestOwnerDecoderMatchesCLayout
+// checks it against bpf2go's generated type.
+const (
+	offOwnerSock   = 0
+	offOwnerInode  = 8
+	offOwnerSAddr  = 16
+	offOwnerDAddr  = 32
+	offOwnerPID    = 48
+	offOwnerFamily = 56
+	offOwnerProto  = 58
+	offOwnerSPort  = 60
+	offOwnerDPort  = 62
+	offOwnerState  = 64
+	offOwnerV6Only = 65
+	offOwnerComm   = 72
+	ownerSize      = 88
+)
+
+var errOwnerLength = errors.New("iterator output is not a whole number of owner records")
+
+func decodeOwners(raw []byte) (owners, error) {
+	if len(raw)%ownerSize != 0 {
+		return nil, errOwnerLength
+	}
+	ne := binary.NativeEndian
+	out := make(owners, 0, len(raw)/ownerSize)
+	for b := raw; len(b) > 0; b = b[ownerSize:] {
+		o := owner{
+			sock: ne.Uint64(b[offOwnerSock:]), inode: ne.Uint64(b[offOwnerInode:]),
+			pid: ne.Uint32(b[offOwnerPID:]), proto: Proto(ne.Uint16(b[offOwnerProto:])),
+			state: State(b[offOwnerState]), v6only: b[offOwnerV6Only] != 0,
+		}
+		if o.state >= stateCount {
+			return nil, errBadState
+		}
+		sport, dport := ne.Uint16(b[offOwnerSPort:]), ne.Uint16(b[offOwnerDPort:])
+		switch ne.Uint16(b[offOwnerFamily:]) {
+		case unix.AF_INET:
+			o.family = FamilyIPv4
+			o.local = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[offOwnerSAddr:])), sport)
+			o.peer = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[offOwnerDAddr:])), dport)
+		case unix.AF_INET6:
+			o.family = FamilyIPv6
+			o.local = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[offOwnerSAddr:])), sport)
+			o.peer = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[offOwnerDAddr:])), dport)
+		default:
+			return nil, errBadFamily
+		}
+		copy(o.comm[:], b[offOwnerComm:offOwnerComm+CommLen])
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+// describeProcess reads what /proc says of one process. A process that has
+// exited since keeps its command name and nothing else.
+func describeProcess(pid uint32, comm string) *Process {
+	p := &Process{PID: pid, Comm: comm}
+	dir := "/proc/" + strconv.FormatUint(uint64(pid), 10)
+	p.Exe, _ = os.Readlink(dir + "/exe")
+	if cmdline, err := os.ReadFile(dir + "/cmdline"); err == nil {
+		p.Cmdline = strings.TrimSpace(string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
+	}
+	if uid, ok := statusUID(dir + "/status"); ok {
+		p.User = uid
+		if u, err := user.LookupId(uid); err == nil {
+			p.User = u.Username
+		}
+	}
+	return p
+}
+
+// statusUID reads the real uid from /proc/PID/status ("Uid:\t0\t0\t0\t0").
+func statusUID(path string) (string, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "Uid:"); ok {
+			if fields := strings.Fields(rest); len(fields) > 0 {
+				return fields[0], true
+			}
+		}
+	}
+	return "", false
+}
