@@ -31,7 +31,7 @@ struct owner {
 	__u8 saddr[16];
 	__u8 daddr[16];
 	__u32 pid;
-	__u32 fd;
+	__u32 netns;
 	__u16 family;
 	__u16 proto;
 	__u16 sport;
@@ -71,7 +71,7 @@ int socket_owners(struct bpf_iter__task_file *ctx)
 		.sock = (__u64)sk,
 		.inode = BPF_CORE_READ(inode, i_ino),
 		.pid = BPF_CORE_READ(task, tgid),
-		.fd = ctx->fd,
+		.netns = BPF_CORE_READ(skc, skc_net.net, ns.inum),
 		.family = family,
 		.proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol),
 		.sport = sport,

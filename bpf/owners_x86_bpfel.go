@@ -20,7 +20,7 @@ type OwnersOwner struct {
 	Saddr  [16]uint8
 	Daddr  [16]uint8
 	Pid    uint32
-	Fd     uint32
+	Netns  uint32
 	Family uint16
 	Proto  uint16
 	Sport  uint16

@@ -131,6 +131,36 @@ func (c *Correlator) Stats() Stats { return c.stats }
 // Live returns how many sockets the correlator is tracking.
 func (c *Correlator) Live() int { return len(c.byID) }
 
+// Seed tells the correlator about the sockets that existed before the
+// trace, with the processes holding them, and emits a RecordSocket line for
+// each, so that a watch starts from what is there and later events of those
+// sockets are attributed to their owners. Sockets without a kernel identity
+// (timewait ones) or without a holder are only reported.
+func (c *Correlator) Seed(r *PortReport, timeNs int64) {
+	for _, ps := range r.Sockets {
+		var s sockState
+		s.proto, s.family, s.state, s.netns = ps.Proto, ps.Family, ps.State, ps.NetNS
+		s.saddr, s.sport = ps.Local.Addr(), ps.Local.Port()
+		s.daddr, s.dport = ps.Remote.Addr(), ps.Remote.Port()
+		if len(ps.PIDs) > 0 {
+			p := r.Processes[ps.PIDs[0]]
+			s.pid, s.comm, s.ownerVia = p.PID, CommFrom(p.Comm), OwnerSnapshot
+		}
+		if ps.Sock != 0 && ps.Proto == ProtoTCP {
+			if _, known := c.byID[ps.Sock]; !known {
+				ev := Event{Sock: ps.Sock, Proto: ps.Proto}
+				i, _ := c.lookup(&ev)
+				s.id = ps.Sock
+				c.socks[i] = s
+				c.enterState(i)
+			}
+		}
+		rec := c.record(&s, heldLine{timeNs: timeNs, durationNs: -1, new: ps.State, typ: RecordSocket})
+		rec.TimeoutNs = ps.TimerNs
+		c.output(rec)
+	}
+}
+
 // Handle implements Handler.
 func (c *Correlator) Handle(ev *Event) {
 	c.stats.Events++
@@ -327,6 +357,9 @@ func (c *Correlator) onState(ev *Event) {
 	s.updateEndpoints(ev)
 	s.state, s.sinceNs = ev.NewState, ev.TimeNs
 	c.enterState(i)
+	if ev.NewState == StateEstablished {
+		c.stats.Opened++
+	}
 
 	switch {
 	case ev.NewState == StateSynSent:
@@ -403,8 +436,6 @@ func (c *Correlator) enterState(i int32) {
 	case StateListen:
 		key := portKey{s.netns, s.sport}
 		c.listeners[key] = append(c.listeners[key], i)
-	case StateEstablished:
-		c.stats.Opened++
 	}
 }
 

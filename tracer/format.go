@@ -99,14 +99,18 @@ func AppendText(b []byte, r *Record, loc *time.Location, color bool) []byte {
 		c = stateColor(r)
 	}
 	b = append(b, c...)
-	if r.Type == RecordBind {
+	switch r.Type {
+	case RecordBind:
 		b = append(b, "BIND "...)
 		b = append(b, r.Proto.String()...)
 		if r.Err != 0 {
 			b = append(b, ' ')
 			b = append(b, ErrnoName(r.Err)...)
 		}
-	} else {
+	case RecordSocket:
+		b = append(b, "at start: "...)
+		b = append(b, r.New.String()...)
+	default:
 		b = append(b, r.Old.String()...)
 		b = append(b, " -> "...)
 		b = append(b, r.New.String()...)
@@ -122,7 +126,11 @@ func AppendText(b []byte, r *Record, loc *time.Location, color bool) []byte {
 	} else {
 		b = append(b, '-')
 	}
-	if r.TimeoutNs > 0 {
+	if r.TimeoutNs > 0 && r.Type == RecordSocket {
+		b = append(b, "  "...)
+		b = strconv.AppendFloat(b, float64(r.TimeoutNs)/1e9, 'f', 1, 64)
+		b = append(b, "s left"...)
+	} else if r.TimeoutNs > 0 {
 		b = append(b, "  timeout "...)
 		b = strconv.AppendFloat(b, float64(r.TimeoutNs)/1e9, 'f', 1, 64)
 		b = append(b, 's')
@@ -200,9 +208,13 @@ func AppendJSON(b []byte, r *Record) []byte {
 		b = r.DAddr.AppendTo(b)
 		b = append(b, `","dport":`...)
 		b = strconv.AppendUint(b, uint64(r.DPort), 10)
-		b = append(b, `,"old":"`...)
-		b = append(b, r.Old.String()...)
-		b = append(b, `","new":"`...)
+		if r.Type == RecordSocket {
+			b = append(b, `,"old":null,"new":"`...)
+		} else {
+			b = append(b, `,"old":"`...)
+			b = append(b, r.Old.String()...)
+			b = append(b, `","new":"`...)
+		}
 		b = append(b, r.New.String()...)
 		b = append(b, '"')
 	}

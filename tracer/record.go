@@ -12,6 +12,9 @@ const (
 	RecordListen
 	// RecordBind is a bind(2), successful or not.
 	RecordBind
+	// RecordSocket is a socket that existed when porttrace started, in its
+	// state then (New).
+	RecordSocket
 )
 
 func (t RecordType) String() string {
@@ -22,6 +25,8 @@ func (t RecordType) String() string {
 		return "listen"
 	case RecordBind:
 		return "bind"
+	case RecordSocket:
+		return "socket"
 	}
 	return "unknown"
 }
@@ -46,6 +51,8 @@ const (
 	// OwnerListener: nobody accepted the connection (yet); it is charged to
 	// the process that owns the listener it arrived on.
 	OwnerListener
+	// OwnerSnapshot: the process held the socket when porttrace started.
+	OwnerSnapshot
 )
 
 var ownerViaNames = [...]string{
@@ -56,6 +63,7 @@ var ownerViaNames = [...]string{
 	OwnerBind:     "bind",
 	OwnerClose:    "close",
 	OwnerListener: "listener",
+	OwnerSnapshot: "snapshot",
 }
 
 func (o OwnerVia) String() string {

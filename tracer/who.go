@@ -19,6 +19,8 @@ type PortSocket struct {
 	Remote netip.AddrPort
 	// V6Only is IPV6_V6ONLY: an IPv6 wildcard socket that takes no IPv4.
 	V6Only bool
+	// NetNS is the network namespace's inode number (0 where none).
+	NetNS uint32
 	// TimerNs is the time left on a timewait socket's timer.
 	TimerNs int64
 	// Inode identifies the socket in the kernel's socket tables (0 for a
@@ -213,6 +215,7 @@ type jsonSocket struct {
 	RemotePort uint16   `json:"dport"`
 	Scope      string   `json:"scope,omitempty"`
 	V6Only     bool     `json:"v6only,omitempty"`
+	NetNS      uint32   `json:"netns"`
 	TimerNs    int64    `json:"timer_ns,omitempty"`
 	PIDs       []uint32 `json:"pids"`
 	Seen       *Process `json:"seen,omitempty"`
@@ -236,7 +239,7 @@ func (r *PortReport) WriteJSON(w io.Writer) error {
 			Proto: s.Proto.String(), Family: s.Family.String(), State: socketState(&s),
 			Local: s.Local.Addr().String(), LocalPort: s.Local.Port(),
 			Remote: s.Remote.Addr().String(), RemotePort: s.Remote.Port(),
-			V6Only: s.V6Only, TimerNs: s.TimerNs, PIDs: s.PIDs, Seen: s.Seen,
+			V6Only: s.V6Only, NetNS: s.NetNS, TimerNs: s.TimerNs, PIDs: s.PIDs, Seen: s.Seen,
 		}
 		if js.PIDs == nil {
 			js.PIDs = []uint32{}

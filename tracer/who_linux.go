@@ -32,6 +32,14 @@ func Who(port uint16) (*PortReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	// sock_diag answers for porttrace's own network namespace.
+	var ns unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &ns); err != nil {
+		return nil, fmt.Errorf("reading the network namespace: %w", err)
+	}
+	for i := range sockets {
+		sockets[i].NetNS = uint32(ns.Ino)
+	}
 	owners, err := socketOwners(port)
 	if err != nil {
 		return nil, err
@@ -47,7 +55,7 @@ func Who(port uint16) (*PortReport, error) {
 // owner is one socket held by one process, as the iterator writes it.
 type owner struct {
 	sock, inode uint64
-	pid         uint32
+	pid, netns  uint32
 	family      Family
 	proto       Proto
 	state       State
@@ -83,7 +91,7 @@ func (r *PortReport) addOwners(os owners) {
 		if !ok {
 			r.Sockets = append(r.Sockets, PortSocket{
 				Proto: o.proto, Family: o.family, State: o.state, Local: o.local, Remote: o.peer,
-				V6Only: o.v6only, Inode: o.inode,
+				V6Only: o.v6only, Inode: o.inode, NetNS: o.netns,
 			})
 			i = len(r.Sockets) - 1
 			byInode[o.inode] = i
@@ -167,6 +175,7 @@ const (
 	offOwnerSAddr  = 16
 	offOwnerDAddr  = 32
 	offOwnerPID    = 48
+	offOwnerNetNS  = 52
 	offOwnerFamily = 56
 	offOwnerProto  = 58
 	offOwnerSPort  = 60
@@ -188,7 +197,7 @@ func decodeOwners(raw []byte) (owners, error) {
 	for b := raw; len(b) > 0; b = b[ownerSize:] {
 		o := owner{
 			sock: ne.Uint64(b[offOwnerSock:]), inode: ne.Uint64(b[offOwnerInode:]),
-			pid: ne.Uint32(b[offOwnerPID:]), proto: Proto(ne.Uint16(b[offOwnerProto:])),
+			pid: ne.Uint32(b[offOwnerPID:]), netns: ne.Uint32(b[offOwnerNetNS:]), proto: Proto(ne.Uint16(b[offOwnerProto:])),
 			state: State(b[offOwnerState]), v6only: b[offOwnerV6Only] != 0,
 		}
 		if o.state >= stateCount {

@@ -29,14 +29,24 @@ func watch(ctx context.Context, f *flags, stdout, stderr io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, f.duration)
 		defer cancel()
 	}
+	p := tracer.NewPrinter(stdout, tracer.PrinterOptions{JSON: f.json, Color: colorWanted(stdout), PID: f.pid})
+	p.Header()
+	// Start from what holds the port now; the probes are attached first so
+	// that nothing happens unseen between the snapshot and the trace.
+	if f.port != 0 {
+		snapshotNs := time.Now().UnixNano()
+		report, err := portReport(f.port)
+		if err != nil {
+			fmt.Fprintf(stderr, "porttrace: no snapshot of port %d's sockets: %v\n", f.port, err)
+		} else {
+			p.Correlator.Seed(report, snapshotNs)
+		}
+	}
 	if f.readyFile != "" {
 		if err := writeReadyFile(f.readyFile); err != nil {
 			return err
 		}
 	}
-
-	p := tracer.NewPrinter(stdout, tracer.PrinterOptions{JSON: f.json, Color: colorWanted(stdout), PID: f.pid})
-	p.Header()
 	lostDone := reportLost(ctx, src, stderr)
 	start := time.Now()
 	runErr := src.Run(ctx, p)
