@@ -161,6 +161,18 @@ func (c *Correlator) Seed(r *PortReport, timeNs int64) {
 	}
 }
 
+// timeWaitOwners calls fn for each socket in TIME_WAIT (or the timewait
+// FIN_WAIT2) on a local port whose owner is known: on Linux a timewait
+// socket, on Windows a TCB in TIME_WAIT.
+func (c *Correlator) timeWaitOwners(port uint16, fn func(*sockState)) {
+	for _, i := range c.byID {
+		s := &c.socks[i]
+		if (s.timewait || s.state == StateTimeWait) && s.sport == port && s.ownerVia != OwnerUnknown {
+			fn(s)
+		}
+	}
+}
+
 // Handle implements Handler.
 func (c *Correlator) Handle(ev *Event) {
 	c.stats.Events++

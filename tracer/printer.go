@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -13,6 +14,9 @@ import (
 // output so that lines appear as soon as the source runs dry.
 type Printer struct {
 	Correlator *Correlator
+
+	// mu lets the owner cache read the correlator while events flow.
+	mu sync.Mutex
 
 	w     *bufio.Writer
 	json  bool
@@ -71,11 +75,17 @@ func (p *Printer) print(r *Record) {
 }
 
 // Handle implements Handler.
-func (p *Printer) Handle(ev *Event) { p.Correlator.Handle(ev) }
+func (p *Printer) Handle(ev *Event) {
+	p.mu.Lock()
+	p.Correlator.Handle(ev)
+	p.mu.Unlock()
+}
 
 // Tick implements Handler.
 func (p *Printer) Tick(nowNs int64) {
+	p.mu.Lock()
 	p.Correlator.Tick(nowNs)
+	p.mu.Unlock()
 	p.w.Flush()
 }
 

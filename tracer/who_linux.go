@@ -49,6 +49,7 @@ func Who(port uint16) (*PortReport, error) {
 	for pid, comm := range owners.comms() {
 		r.Processes[pid] = describeProcess(pid, comm)
 	}
+	r.NameTimeWaitOwners()
 	return r, nil
 }
 

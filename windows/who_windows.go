@@ -30,5 +30,6 @@ func Who(port uint16) (*tracer.PortReport, error) {
 		}
 		r.Sockets = append(r.Sockets, s)
 	}
+	r.NameTimeWaitOwners()
 	return r, nil
 }

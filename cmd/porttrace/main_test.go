@@ -68,4 +68,3 @@ func TestVersion(t *testing.T) {
 		t.Errorf("--version printed %q", stdout.String())
 	}
 }
-

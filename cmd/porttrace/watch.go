@@ -42,6 +42,9 @@ func watch(ctx context.Context, f *flags, stdout, stderr io.Writer) error {
 			p.Correlator.Seed(report, snapshotNs)
 		}
 	}
+	if err := tracer.ServeCache(ctx, p); err != nil {
+		fmt.Fprintf(stderr, "porttrace: %v (porttrace who will not name TIME_WAIT owners from this watch)\n", err)
+	}
 	if f.readyFile != "" {
 		if err := writeReadyFile(f.readyFile); err != nil {
 			return err
