@@ -150,14 +150,15 @@ func expected(open, closing []string) []string { return append(slices.Clone(open
 // loopbackCase runs one connection between three processes (listener,
 // accepting child, client) and checks every line: the exact transitions of
 // both sockets in order, and the owner of each.
-func loopbackCase(t *testing.T, host string, first closer, probe ProbeMode) {
-	port := freePort(t, host)
-	addr := net.JoinHostPort(host, strconv.Itoa(int(port)))
+func loopbackCase(t *testing.T, listenHost, dialHost string, first closer, probe ProbeMode) {
+	port := freePort(t, listenHost)
+	listenAddr := net.JoinHostPort(listenHost, strconv.Itoa(int(port)))
+	dialAddr := net.JoinHostPort(dialHost, strconv.Itoa(int(port)))
 	rec, _ := trace(t, Config{Port: port, Probe: probe})
 
-	server := startRole(t, "server", addr, first)
+	server := startRole(t, "server", listenAddr, first)
 	listenerPID, acceptorPID := uint32(server.cmd.Process.Pid), server.childPID(t)
-	client := startRole(t, "client", addr, first)
+	client := startRole(t, "client", dialAddr, first)
 	clientPID := uint32(client.cmd.Process.Pid)
 	client.wait(t)
 	server.wait(t)
@@ -237,10 +238,12 @@ func kernelHasKprobes(t *testing.T) bool {
 func TestKernelLoopbackOwnersAndTransitions(t *testing.T) {
 	needPrivileges(t)
 	for _, mode := range probeModes(t) {
-		for _, host := range []string{"127.0.0.1", "::1"} {
+		// [::] reached over IPv4: the accepted socket is IPv6 with
+		// IPv4-mapped addresses, the client's is IPv4.
+		for _, hosts := range [][2]string{{"127.0.0.1", "127.0.0.1"}, {"::1", "::1"}, {"::", "127.0.0.1"}} {
 			for _, first := range []closer{clientFirst, serverFirst} {
-				t.Run(fmt.Sprintf("%s/%s/%s-closes", mode, host, first), func(t *testing.T) {
-					loopbackCase(t, host, first, mode)
+				t.Run(fmt.Sprintf("%s/%s-%s/%s-closes", mode, hosts[0], hosts[1], first), func(t *testing.T) {
+					loopbackCase(t, hosts[0], hosts[1], first, mode)
 				})
 			}
 		}
@@ -274,7 +277,7 @@ func TestKernelEveryHookFormWorks(t *testing.T) {
 			t.Run(h.name+"/"+alt.form.String(), func(t *testing.T) {
 				hooks = slices.Clone(all)
 				hooks[hi].alts = []alternative{alt}
-				loopbackCase(t, "127.0.0.1", clientFirst, ProbeAuto)
+				loopbackCase(t, "127.0.0.1", "127.0.0.1", clientFirst, ProbeAuto)
 			})
 		}
 	}

@@ -2,15 +2,21 @@ package tracer
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The privileged tests drive real loopback traffic from separate processes,
@@ -45,6 +51,8 @@ func runRole(role string) error {
 		return acceptOne(first)
 	case "client":
 		return connectOnce(addr, first)
+	case "hold":
+		return holdListener(addr, os.Getenv("PORTTRACE_TEST_REUSEPORT") != "")
 	case "bind":
 		l, err := net.Listen("tcp", addr)
 		if err == nil {
@@ -54,6 +62,36 @@ func runRole(role string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown role %q", role)
+}
+
+// holdListener listens (with SO_REUSEPORT if asked, as a pre-fork server
+// group does), says "ready" and holds the listener until stdin closes.
+func holdListener(addr string, reusePort bool) error {
+	var lc net.ListenConfig
+	if reusePort {
+		lc.SetMultipathTCP(false)
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			})
+			return errors.Join(err, serr)
+		}
+	}
+	// Go listens on a dual-stack [::] for "tcp" with 0.0.0.0: ask for
+	// IPv4 when the address is.
+	network := "tcp"
+	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Is4() {
+		network = "tcp4"
+	}
+	l, err := lc.Listen(context.Background(), network, addr)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin)
+	return nil
 }
 
 // serveWithChild listens, then hands the listener to a child process that
@@ -135,6 +173,35 @@ func startRole(t *testing.T, role, addr string, first closer) *roleProc {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	return &roleProc{cmd: cmd, stdout: bufio.NewReader(out)}
+}
+
+// startHolder starts a process holding a listener on addr and waits until
+// it listens; closing the returned function's stdin ends it.
+func startHolder(t *testing.T, addr string, reusePort bool) (pid uint32, stop func()) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "PORTTRACE_TEST_ROLE=hold", "PORTTRACE_TEST_ADDR="+addr)
+	if reusePort {
+		cmd.Env = append(cmd.Env, "PORTTRACE_TEST_REUSEPORT=1")
+	}
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stop = func() { stdin.Close(); cmd.Wait() }
+	t.Cleanup(stop)
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("holder on %s: %q, %v", addr, line, err)
+	}
+	return uint32(cmd.Process.Pid), stop
 }
 
 // childPID reads the "acceptor PID" line a server prints.

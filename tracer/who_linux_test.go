@@ -1,0 +1,269 @@
+package tracer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/bpf"
+)
+
+func TestOwnerDecoderMatchesCLayout(t *testing.T) {
+	var o bpf.OwnersOwner
+	if got := int(unsafe.Sizeof(o)); got != ownerSize {
+		t.Fatalf("struct owner is %d bytes, decoder expects %d", got, ownerSize)
+	}
+	offsets := map[string]uintptr{
+		"Sock": offOwnerSock, "Inode": offOwnerInode, "Saddr": offOwnerSAddr, "Daddr": offOwnerDAddr,
+		"Pid": offOwnerPID, "Netns": offOwnerNetNS, "Family": offOwnerFamily, "Proto": offOwnerProto,
+		"Sport": offOwnerSPort, "Dport": offOwnerDPort, "State": offOwnerState, "V6only": offOwnerV6Only,
+		"Comm": offOwnerComm,
+	}
+	typ := reflect.TypeOf(o)
+	for i := 0; i < typ.NumField(); i++ {
+		f := typ.Field(i)
+		if f.Name == "_" || f.Name == "Pad" {
+			continue
+		}
+		if want, ok := offsets[f.Name]; !ok {
+			t.Errorf("C field %s is not decoded", f.Name)
+		} else if f.Offset != want {
+			t.Errorf("field %s at offset %d in C, decoder reads %d", f.Name, f.Offset, want)
+		}
+	}
+
+	o = bpf.OwnersOwner{Sock: 0xffff8881, Inode: 77, Pid: 42, Netns: 4026531833, Family: unix.AF_INET6,
+		Proto: 262, Sport: 8080, Dport: 0, State: uint8(StateListen), V6only: 1}
+	copy(o.Saddr[:], netip.MustParseAddr("::").AsSlice())
+	for i, c := range "server" {
+		o.Comm[i] = int8(c)
+	}
+	var buf bytes.Buffer
+	binary.Write(&buf, binary.NativeEndian, &o)
+	buf.Write(buf.Bytes()) // two records
+	got, err := decodeOwners(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := owner{sock: 0xffff8881, inode: 77, pid: 42, netns: 4026531833, family: FamilyIPv6, proto: ProtoMPTCP,
+		state: StateListen, local: netip.MustParseAddrPort("[::]:8080"), peer: netip.MustParseAddrPort("[::]:0"),
+		v6only: true, comm: CommFrom("server")}
+	if len(got) != 2 || got[0] != want || got[1] != want {
+		t.Errorf("decoded %+v, want twice %+v", got, want)
+	}
+}
+
+func FuzzDecodeOwners(f *testing.F) {
+	f.Add(make([]byte, ownerSize))
+	f.Add(make([]byte, ownerSize+1))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, err := decodeOwners(raw)
+		if err != nil {
+			return
+		}
+		if len(got) != len(raw)/ownerSize {
+			t.Fatalf("%d records from %d bytes", len(got), len(raw))
+		}
+		for _, o := range got {
+			if (o.family == FamilyIPv4) != o.local.Addr().Is4() || o.state >= stateCount {
+				t.Fatalf("inconsistent owner %+v", o)
+			}
+		}
+	})
+}
+
+// diagMsg builds an inet_diag_msg as the kernel sends it.
+func diagMsg(family uint8, state State, local, remote netip.AddrPort, timer uint8, expiresMs, inode uint32, v6only bool) []byte {
+	b := make([]byte, inetDiagMsgLen)
+	b[0], b[1], b[2] = family, uint8(state), timer
+	binary.BigEndian.PutUint16(b[4:], local.Port())
+	binary.BigEndian.PutUint16(b[6:], remote.Port())
+	copy(b[8:24], local.Addr().AsSlice())
+	copy(b[24:40], remote.Addr().AsSlice())
+	binary.NativeEndian.PutUint32(b[52:], expiresMs)
+	binary.NativeEndian.PutUint32(b[68:], inode)
+	if family == unix.AF_INET6 {
+		// struct nlattr {len 5, type INET_DIAG_SKV6ONLY}, u8, padded to 8.
+		attr := []byte{5, 0, inetDiagSkV6Only, 0, 0, 0, 0, 0}
+		if v6only {
+			attr[4] = 1
+		}
+		b = append(b, attr...)
+	}
+	return b
+}
+
+func TestDecodeDiagMsg(t *testing.T) {
+	tw := diagMsg(unix.AF_INET, StateTimeWait, netip.MustParseAddrPort("127.0.0.1:8080"), netip.MustParseAddrPort("127.0.0.1:40000"), 3, 58_200, 0, false)
+	s, err := decodeDiagMsg(tw, ProtoTCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := PortSocket{Proto: ProtoTCP, Family: FamilyIPv4, State: StateTimeWait, Local: netip.MustParseAddrPort("127.0.0.1:8080"),
+		Remote: netip.MustParseAddrPort("127.0.0.1:40000"), TimerNs: 58_200_000_000}
+	if !reflect.DeepEqual(s, want) {
+		t.Errorf("got %+v\nwant %+v", s, want)
+	}
+	l6 := diagMsg(unix.AF_INET6, StateListen, netip.MustParseAddrPort("[::]:8080"), netip.MustParseAddrPort("[::]:0"), 0, 0, 991, true)
+	s, err = decodeDiagMsg(l6, ProtoTCP)
+	if err != nil || !s.V6Only || s.Inode != 991 || s.Family != FamilyIPv6 || s.TimerNs != 0 {
+		t.Errorf("IPv6 listener: %+v, %v", s, err)
+	}
+	if _, err := decodeDiagMsg(l6[:inetDiagMsgLen-1], ProtoTCP); err == nil {
+		t.Error("short message accepted")
+	}
+}
+
+func FuzzDecodeDiagMsg(f *testing.F) {
+	f.Add(diagMsg(unix.AF_INET6, StateListen, netip.MustParseAddrPort("[::]:8080"), netip.MustParseAddrPort("[::]:0"), 0, 0, 1, true))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		s, err := decodeDiagMsg(raw, ProtoTCP)
+		if err == nil && (s.Family == FamilyIPv4) != s.Local.Addr().Is4() {
+			t.Fatalf("inconsistent socket %+v", s)
+		}
+	})
+}
+
+func TestKernelWhoListenerStartedBefore(t *testing.T) {
+	needPrivileges(t)
+	port := freePort(t, "127.0.0.1")
+	pid, _ := startHolder(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))), false)
+
+	r, err := Who(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Held() {
+		t.Fatalf("port %d not held; report %+v", port, r)
+	}
+	p := r.Processes[pid]
+	self, _ := os.Executable()
+	if p == nil || p.Exe != self || p.User != "root" || !bytes.Contains([]byte(p.Cmdline), []byte(filepath.Base(self))) {
+		t.Fatalf("process %d: %+v, want exe %s, user root", pid, p, self)
+	}
+	var listeners []PortSocket
+	for _, s := range r.Sockets {
+		if s.State == StateListen {
+			listeners = append(listeners, s)
+		}
+	}
+	// Go listens with MPTCP where the kernel has it; its TCP subflow is
+	// folded into the MPTCP listener.
+	if len(listeners) != 1 || !slices.Equal(listeners[0].PIDs, []uint32{pid}) || listeners[0].Sock == 0 ||
+		Scope(listeners[0].Local.Addr(), false) != "loopback only" {
+		t.Fatalf("listeners: %+v, want one held by %d", listeners, pid)
+	}
+}
+
+func TestKernelWhoReusePortGroup(t *testing.T) {
+	needPrivileges(t)
+	port := freePort(t, "127.0.0.1")
+	addr := net.JoinHostPort("0.0.0.0", strconv.Itoa(int(port)))
+	pid1, _ := startHolder(t, addr, true)
+	pid2, _ := startHolder(t, addr, true)
+	r, err := Who(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint32
+	for _, s := range r.Sockets {
+		if s.State == StateListen && s.Proto == ProtoTCP {
+			if Scope(s.Local.Addr(), s.V6Only) != "every IPv4 address" {
+				t.Errorf("scope of %v: %s", s.Local, Scope(s.Local.Addr(), s.V6Only))
+			}
+			got = append(got, s.PIDs...)
+		}
+	}
+	slices.Sort(got)
+	want := []uint32{min(pid1, pid2), max(pid1, pid2)}
+	if !slices.Equal(got, want) {
+		t.Fatalf("listener owners %v, want %v", got, want)
+	}
+}
+
+func TestKernelWhoDualStack(t *testing.T) {
+	needPrivileges(t)
+	port := freePort(t, "::")
+	pid, _ := startHolder(t, net.JoinHostPort("::", strconv.Itoa(int(port))), false)
+	r, err := Who(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range r.Sockets {
+		if s.State == StateListen && slices.Contains(s.PIDs, pid) {
+			if got := Scope(s.Local.Addr(), s.V6Only); got != "every IPv6 address, and IPv4 too" {
+				t.Fatalf("scope %q", got)
+			}
+			return
+		}
+	}
+	t.Fatalf("no listener of %d in %+v", pid, r.Sockets)
+}
+
+func TestKernelWhoNobody(t *testing.T) {
+	needPrivileges(t)
+	r, err := Who(freePort(t, "127.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Held() || len(r.Sockets) != 0 {
+		t.Fatalf("a free port is held: %+v", r)
+	}
+}
+
+// TestKernelWhoNamesTimeWaitOwner: a watch saw the connection, so who names
+// the owner of its TIME_WAIT socket, which no file refers to any more.
+func TestKernelWhoNamesTimeWaitOwner(t *testing.T) {
+	needPrivileges(t)
+	port := freePort(t, "127.0.0.1")
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
+	src, err := Open(Config{Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPrinter(&bytes.Buffer{}, PrinterOptions{})
+	ctx := t.Context()
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, p) }()
+	defer func() { src.Close() }()
+	if err := ServeCache(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+
+	// The server closes first: its side, on the port, goes TIME_WAIT.
+	server := startRole(t, "server", addr, serverFirst)
+	acceptor := server.childPID(t)
+	startRole(t, "client", addr, serverFirst).wait(t)
+	server.wait(t)
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := Who(port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range r.Sockets {
+			if s.State == StateTimeWait && s.Seen != nil {
+				if s.Seen.PID != acceptor || s.TimerNs <= 0 || len(s.PIDs) != 0 {
+					t.Fatalf("TIME_WAIT socket %+v seen %+v, want owner %d", s, s.Seen, acceptor)
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no TIME_WAIT socket with a seen owner: %+v", r.Sockets)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
