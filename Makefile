@@ -36,7 +36,7 @@ lint:
 vmtest:
 	mkdir -p $(VMTEST_DIR)
 	CGO_ENABLED=0 $(GO) test -c -o $(VMTEST_DIR)/tracer.test ./tracer
-	.ci/vmtest -- "tracer=$(VMTEST_DIR)/tracer.test -test.v -test.run ^TestKernel -test.timeout 240s"
+	.ci/vmtest -- "tracer=$(VMTEST_DIR)/tracer.test -test.v -test.run ^TestKernel -test.skip Slow -test.timeout 240s"
 
 # The Windows build's tests, under wine.
 test-windows:

@@ -219,20 +219,19 @@ func probeModes(t *testing.T) []ProbeMode {
 	return modes
 }
 
-func kernelHasKprobes(t *testing.T) bool {
+func kernelHasKprobes(t *testing.T) bool { return probeThisKernel(t).kprobes }
+
+func probeThisKernel(t *testing.T) *kernel {
 	t.Helper()
-	tracefs, mounted, err := ensureTracefs()
+	tracefs, _, err := ensureTracefs()
 	if err != nil {
 		t.Fatal(err)
-	}
-	if mounted {
-		defer unmountTracefs()
 	}
 	k, err := probeKernel(tracefs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return k.kprobes
+	return k
 }
 
 func TestKernelLoopbackOwnersAndTransitions(t *testing.T) {
@@ -255,17 +254,7 @@ func TestKernelLoopbackOwnersAndTransitions(t *testing.T) {
 // preferred one: a fallback that only attaches is not enough.
 func TestKernelEveryHookFormWorks(t *testing.T) {
 	needPrivileges(t)
-	tracefs, mounted, err := ensureTracefs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if mounted {
-		defer unmountTracefs()
-	}
-	k, err := probeKernel(tracefs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := probeThisKernel(t)
 	all := hooks
 	t.Cleanup(func() { hooks = all })
 	for hi, h := range all {

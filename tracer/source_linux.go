@@ -25,7 +25,6 @@ type LinuxSource struct {
 	links         []link.Link
 	reader        *ringbuf.Reader
 	hooks         []string
-	unmountTrace  bool
 	monoToWallNs  int64
 	startMonoNs   int64
 	startTime     time.Time
@@ -57,9 +56,8 @@ func Open(cfg Config) (src *LinuxSource, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.unmountTrace = mounted
 	if mounted {
-		cfg.logf("mounted tracefs at %s (unmounted on exit)", tracefs)
+		cfg.logf("mounted tracefs at %s", tracefs)
 	}
 	k, err := probeKernel(tracefs)
 	if err != nil {
@@ -246,10 +244,6 @@ func (s *LinuxSource) Close() error {
 	s.links = nil
 	if s.coll != nil {
 		s.coll.Close()
-	}
-	if s.unmountTrace {
-		errs = append(errs, unmountTracefs())
-		s.unmountTrace = false
 	}
 	return errors.Join(errs...)
 }

@@ -42,8 +42,9 @@ func checkPrivileges() error {
 const tracefsPath = "/sys/kernel/tracing"
 
 // ensureTracefs returns where tracefs is mounted, mounting it when it is
-// not: classic tracepoints and kprobe_events live there. mounted says
-// whether porttrace mounted it, and so must unmount it.
+// not: classic tracepoints and kprobe_events live there. It stays mounted,
+// as systemd mounts it at boot: unmounting it on exit would pull it from
+// under any other tracer (or porttrace) started meanwhile.
 func ensureTracefs() (path string, mounted bool, err error) {
 	for _, p := range []string{tracefsPath, "/sys/kernel/debug/tracing"} {
 		var fs unix.Statfs_t
@@ -55,13 +56,6 @@ func ensureTracefs() (path string, mounted bool, err error) {
 		return "", false, fmt.Errorf("mounting tracefs at %s: %w", tracefsPath, err)
 	}
 	return tracefsPath, true, nil
-}
-
-func unmountTracefs() error {
-	if err := unix.Unmount(tracefsPath, unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("unmounting tracefs at %s: %w", tracefsPath, err)
-	}
-	return nil
 }
 
 // kallsymsAddr returns the address of a kernel symbol.

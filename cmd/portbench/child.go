@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// stopTimeout is how long a child gets to exit after SIGINT before it is
+// killed: a tracer drains its buffers and prints its summary in that time.
+const stopTimeout = 10 * time.Second
+
+// child is a process the harness started and must stop.
+type child struct {
+	name   string
+	cmd    *exec.Cmd
+	stderr bytes.Buffer // read only once done is closed
+	done   chan struct{}
+	err    error // how it exited; set before done is closed
+}
+
+// startChild starts cmd (stdin and stdout already set by the caller).
+func startChild(name string, cmd *exec.Cmd) (*child, error) {
+	c := &child{name: name, cmd: cmd, done: make(chan struct{})}
+	cmd.Stderr = &c.stderr
+	// Its own process group: a Ctrl-C on the terminal reaches the harness
+	// only, which stops the children itself, tracers with SIGINT so that
+	// they detach and print their summaries. Pdeathsig: if the harness is
+	// killed, its children die too, and the kernel detaches their probes
+	// as their file descriptors close.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	go func() {
+		c.err = cmd.Wait()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// exited reports whether the child has ended, and how.
+func (c *child) exited() (bool, error) {
+	select {
+	case <-c.done:
+		return true, c.exitError()
+	default:
+		return false, nil
+	}
+}
+
+// stop sends SIGINT, waits, and kills the child if it outlives
+// stopTimeout. Calling it again returns the same result.
+func (c *child) stop() error {
+	if err := c.cmd.Process.Signal(os.Interrupt); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("interrupting %s: %w", c.name, err)
+	}
+	select {
+	case <-c.done:
+		return c.exitError()
+	case <-time.After(stopTimeout):
+	}
+	c.cmd.Process.Kill()
+	<-c.done
+	return fmt.Errorf("%s: still running %v after SIGINT: killed", c.name, stopTimeout)
+}
+
+// exitError is the child's exit failure with the end of what it said.
+func (c *child) exitError() error {
+	if c.err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w: %s", c.name, c.err, lastLines(c.stderr.String(), 3))
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " / ")
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times: 100 on every
+// Linux architecture porttrace supports.
+const clockTicks = 100
+
+// cpuTime is the user plus system CPU time the process has used.
+func cpuTime(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("reading cpu time: %w", err)
+	}
+	// The command name may hold spaces and parentheses: fields are counted
+	// after its closing parenthesis, where utime and stime are the 12th and
+	// 13th (fields 14 and 15 of proc(5)).
+	s := string(data)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("reading cpu time: short /proc/%d/stat", pid)
+	}
+	var ticks int64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("reading cpu time: %w", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// memoryKiB reads one field of /proc/PID/status, such as VmHWM (peak
+// resident set) or VmRSS (current resident set).
+func memoryKiB(pid int, field string) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("reading %s: %w", field, err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), field+":"); ok {
+			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("reading %s: %w", field, err)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("reading %s: not in /proc/%d/status", field, pid)
+}
+
+// bpfStats sums the kernel's counters over a process's eBPF programs.
+type bpfStats struct {
+	progs  int
+	runs   uint64        // run_cnt: counted while BPF statistics are enabled
+	time   time.Duration // run_time_ns: likewise
+	misses uint64        // recursion_misses: runs the kernel skipped, always counted
+}
+
+// progStats reads the counters from /proc/PID/fdinfo of each eBPF program
+// the process holds: per process, where bpftool would need the process's
+// program ids, and the only place recursion misses show.
+func progStats(pid int) (bpfStats, error) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return bpfStats{}, fmt.Errorf("reading eBPF program statistics: %w", err)
+	}
+	var total bpfStats
+	seen := map[string]bool{}
+	for _, e := range entries {
+		if target, _ := os.Readlink(filepath.Join(dir, e.Name())); target != "anon_inode:bpf-prog" {
+			continue
+		}
+		info, err := fdinfo(pid, e.Name())
+		if err != nil || seen[info["prog_id"]] {
+			continue // closed meanwhile, or a second fd of one program
+		}
+		seen[info["prog_id"]] = true
+		total.progs++
+		total.runs += parseUint(info["run_cnt"])
+		total.time += time.Duration(parseUint(info["run_time_ns"]))
+		total.misses += parseUint(info["recursion_misses"])
+	}
+	return total, nil
+}
+
+func fdinfo(pid int, fd string) (map[string]string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd))
+	if err != nil {
+		return nil, err
+	}
+	info := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			info[k] = strings.TrimSpace(v)
+		}
+	}
+	return info, nil
+}
+
+// parseUint reads a counter, 0 when the kernel does not show it.
+func parseUint(s string) uint64 {
+	n, _ := strconv.ParseUint(s, 10, 64)
+	return n
+}
+
+// waitIdle returns once the process has used no CPU for a while: a tracer
+// has then drained what the kernel handed it. It gives up after max.
+func waitIdle(pid int, max time.Duration) error {
+	const settle = 300 * time.Millisecond
+	prev, err := cpuTime(pid)
+	if err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(max); time.Now().Before(deadline); {
+		time.Sleep(settle)
+		now, err := cpuTime(pid)
+		if err != nil {
+			return err
+		}
+		if now == prev {
+			return nil
+		}
+		prev = now
+	}
+	return nil
+}

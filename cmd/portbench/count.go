@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// transitionsPerConn is what portstorm promises for each connection.
+const transitionsPerConn = 10
+
+// stormTransitions are those 10, client first (it closes first), then the
+// server. The client's last is FIN_WAIT2 -> TIME_WAIT for porttrace and
+// FIN_WAIT2 -> CLOSE for the kernel's tracepoint (tcpstates, bpftrace):
+// either counts, as one. Anything else on the port (the listener's own
+// lines, TIME_WAIT sockets reused and killed) is not part of the count.
+var stormTransitions = map[string]bool{
+	"CLOSE SYN_SENT": true, "SYN_SENT ESTABLISHED": true, "ESTABLISHED FIN_WAIT1": true,
+	"FIN_WAIT1 FIN_WAIT2": true, "FIN_WAIT2 TIME_WAIT": true, "FIN_WAIT2 CLOSE": true,
+	"LISTEN SYN_RECV": true, "SYN_RECV ESTABLISHED": true, "ESTABLISHED CLOSE_WAIT": true,
+	"CLOSE_WAIT LAST_ACK": true, "LAST_ACK CLOSE": true,
+}
+
+// transition is what the counters need of one output line.
+type transition struct {
+	sport, dport int
+	old, new     string
+}
+
+// lineParser reads one output line; ok is false for lines that are not a
+// transition (headers, banners).
+type lineParser func(line string) (t transition, ok bool)
+
+// countStorm counts the storm's transitions on port in an output file.
+func countStorm(path string, port int, parse lineParser) (int, error) {
+	n := 0
+	err := eachLine(path, func(line string) {
+		t, ok := parse(line)
+		if ok && (t.sport == port || t.dport == port) && stormTransitions[t.old+" "+t.new] {
+			n++
+		}
+	})
+	return n, err
+}
+
+// countAll counts every line: for a tracer watching a port with no
+// traffic, all of them are wrong.
+func countAll(path string) (int, error) {
+	n := 0
+	err := eachLine(path, func(string) { n++ })
+	return n, err
+}
+
+func eachLine(path string, fn func(string)) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("counting lines: %w", err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	s.Buffer(make([]byte, 64<<10), 1<<20)
+	for s.Scan() {
+		fn(s.Text())
+	}
+	if err := s.Err(); err != nil {
+		return fmt.Errorf("counting lines in %s: %w", path, err)
+	}
+	return nil
+}
+
+// parsePorttraceJSON reads porttrace --json; binds have no states.
+func parsePorttraceJSON(line string) (transition, bool) {
+	var v struct {
+		Sport, Dport int
+		Old, New     *string
+	}
+	if json.Unmarshal([]byte(line), &v) != nil || v.Old == nil || v.New == nil {
+		return transition{}, false
+	}
+	return transition{v.Sport, v.Dport, *v.Old, *v.New}, true
+}
+
+// parseTcpstates reads tcpstates' columns, SKADDR C-PID C-COMM LADDR LPORT
+// RADDR RPORT OLDSTATE -> NEWSTATE MS, from the end: a command name may
+// hold spaces.
+func parseTcpstates(line string) (transition, bool) {
+	f := strings.Fields(line)
+	n := len(f)
+	if n < 10 || f[n-3] != "->" {
+		return transition{}, false
+	}
+	sport, err1 := strconv.Atoi(f[n-7])
+	dport, err2 := strconv.Atoi(f[n-5])
+	if err1 != nil || err2 != nil {
+		return transition{}, false
+	}
+	return transition{sport, dport, f[n-4], f[n-2]}, true
+}
+
+// kernelStates are the kernel's TCP state numbers (include/net/tcp_states.h),
+// which the bpftrace script prints, by the names porttrace and tcpstates use.
+var kernelStates = []string{"", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",
+	"TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV"}
+
+// parseBpftrace reads the lines of bpftraceScript: sport dport old new
+// first, as numbers.
+func parseBpftrace(line string) (transition, bool) {
+	f := strings.Fields(line)
+	if len(f) < 4 {
+		return transition{}, false
+	}
+	var n [4]int
+	for i := range n {
+		v, err := strconv.Atoi(f[i])
+		if err != nil {
+			return transition{}, false
+		}
+		n[i] = v
+	}
+	if n[2] < 1 || n[2] >= len(kernelStates) || n[3] < 1 || n[3] >= len(kernelStates) {
+		return transition{}, false
+	}
+	return transition{n[0], n[1], kernelStates[n[2]], kernelStates[n[3]]}, true
+}
+
+// bpftraceScript prints one line per state change on port, at either end
+// of the socket: the filter runs in the kernel, as porttrace's does.
+func bpftraceScript(port int) string {
+	return fmt.Sprintf(`tracepoint:sock:inet_sock_set_state /args->sport == %[1]d || args->dport == %[1]d/ {
+	printf("%%d %%d %%d %%d %%d %%s %%s %%s\n", args->sport, args->dport, args->oldstate, args->newstate,
+		pid, ntop(args->saddr), ntop(args->daddr), comm);
+}`, port)
+}
+
+// lostReport is what a tool says it lost.
+type lostReport struct {
+	lost uint64
+	gaps uint64 // porttrace: transitions seen without their predecessor
+}
+
+var porttraceSummary = regexp.MustCompile(`porttrace: events lost in the kernel: (\d+)(?:; transitions seen without their predecessor: (\d+))?`)
+
+// porttraceLost reads the last line of porttrace's summary; its absence
+// means porttrace did not end as it should.
+func porttraceLost(stderr string) (lostReport, error) {
+	m := porttraceSummary.FindAllStringSubmatch(stderr, -1)
+	if m == nil {
+		return lostReport{}, fmt.Errorf("no summary from porttrace: %s", lastLines(stderr, 3))
+	}
+	last := m[len(m)-1]
+	return lostReport{lost: parseUint(last[1]), gaps: parseUint(last[2])}, nil
+}
+
+// sumMatches adds up the counts a tool prints as it loses events:
+// tcpstates "lost N events on CPU #C", bpftrace "Lost N events".
+func sumMatches(re *regexp.Regexp) func(string) (lostReport, error) {
+	return func(stderr string) (lostReport, error) {
+		var r lostReport
+		for _, m := range re.FindAllStringSubmatch(stderr, -1) {
+			r.lost += parseUint(m[1])
+		}
+		return r, nil
+	}
+}
+
+var (
+	tcpstatesLost = sumMatches(regexp.MustCompile(`lost (\d+) events on CPU`))
+	bpftraceLost  = sumMatches(regexp.MustCompile(`Lost (\d+) events`))
+)

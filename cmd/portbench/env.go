@@ -1,0 +1,312 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// tracefsDir is where tcpstates and bpftrace look for the classic
+// tracepoints they attach; porttrace's own hooks do not need it.
+const tracefsDir = "/sys/kernel/tracing"
+
+// bench is one run of the harness: its options, tools and temporary files,
+// and the problems found so far.
+type bench struct {
+	opts      options
+	out       io.Writer // the report
+	dir       string    // temporary files
+	goBin     string
+	modDir    string
+	porttrace string
+	portstorm string
+	tcpstates string // "" when unavailable: see skipped
+	bpftrace  string
+	skipped   map[string]string // peer name: why it is not run
+	mounted   bool              // the harness mounted tracefs
+	stats     io.Closer         // BPF run-time statistics stay on while it is open
+	canary    net.Listener
+	nextPort  int
+	problems  []string
+}
+
+func newBench(ctx context.Context, opts options, out io.Writer) (*bench, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("needs root: the tracers need CAP_BPF and CAP_PERFMON, mounting tracefs and enabling BPF statistics CAP_SYS_ADMIN, installing peers apt-get (run: sudo env \"PATH=$PATH\" go run ./cmd/portbench)")
+	}
+	dir, err := os.MkdirTemp("", "portbench-")
+	if err != nil {
+		return nil, fmt.Errorf("creating temporary directory: %w", err)
+	}
+	b := &bench{opts: opts, out: out, dir: dir, nextPort: opts.basePort, skipped: map[string]string{}}
+	if err := b.setup(ctx); err != nil {
+		b.close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *bench) setup(ctx context.Context) error {
+	if err := b.build(ctx); err != nil {
+		return err
+	}
+	// Run counts tell when a peer's probe is attached (see waitAttached)
+	// and what its programs cost in the kernel. The kernel turns them off
+	// again when this file descriptor closes, even if the harness dies.
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		return fmt.Errorf("enabling BPF run-time statistics: %w", err)
+	}
+	b.stats = stats
+	if err := b.startCanary(); err != nil {
+		return err
+	}
+	b.findPeers(ctx)
+	return nil
+}
+
+func (b *bench) close() {
+	if b.canary != nil {
+		b.canary.Close()
+	}
+	if b.stats != nil {
+		b.stats.Close()
+	}
+	if b.mounted {
+		if err := unix.Unmount(tracefsDir, 0); err != nil {
+			b.progress("leaving tracefs mounted at %s: %v", tracefsDir, err)
+		}
+	}
+	os.RemoveAll(b.dir)
+}
+
+// progress says on stderr what the harness is doing: the report on stdout
+// stays clean.
+func (b *bench) progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "portbench: "+format+"\n", args...)
+}
+
+// problem records something broken: the run ends with a non-zero status.
+// Timings never are.
+func (b *bench) problem(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	b.problems = append(b.problems, msg)
+	b.progress("PROBLEM: %s", msg)
+}
+
+// build compiles porttrace and portstorm from this checkout.
+func (b *bench) build(ctx context.Context) error {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return fmt.Errorf("go not in PATH (under sudo: sudo env \"PATH=$PATH\" ...): %w", err)
+	}
+	b.goBin = goBin
+	gomod, err := exec.CommandContext(ctx, goBin, "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(gomod)) == "" {
+		return fmt.Errorf("finding the porttrace module (run from inside the checkout): %v", err)
+	}
+	b.modDir = filepath.Dir(strings.TrimSpace(string(gomod)))
+	b.porttrace = filepath.Join(b.dir, "porttrace")
+	b.portstorm = filepath.Join(b.dir, "portstorm")
+	for pkg, bin := range map[string]string{"./cmd/porttrace": b.porttrace, "./cmd/portstorm": b.portstorm} {
+		cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin, pkg)
+		cmd.Dir = b.modDir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("building %s: %w: %s", pkg, err, out)
+		}
+	}
+	return nil
+}
+
+// startCanary listens on a port of its own: connections to it fire every
+// attached TCP state probe without touching the ports being measured.
+func (b *bench) startCanary() error {
+	port, err := b.freePort()
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return fmt.Errorf("listening for canary connections: %w", err)
+	}
+	b.canary = l
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return nil
+}
+
+// freePort hands out loopback ports below the ephemeral range, skipping
+// any that something on the machine already listens on.
+func (b *bench) freePort() (int, error) {
+	for ; b.nextPort < 32768; b.nextPort++ {
+		l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(b.nextPort)))
+		if err == nil {
+			l.Close()
+			b.nextPort++
+			return b.nextPort - 1, nil
+		}
+	}
+	return 0, errors.New("no free port left below 32768: lower --base-port")
+}
+
+// findPeers locates tcpstates and bpftrace, installing them with apt-get
+// when missing, except in a quick run, which skips them instead.
+func (b *bench) findPeers(ctx context.Context) {
+	b.tcpstates, b.bpftrace = findTcpstates(), lookPath("bpftrace")
+	var missing []string
+	if b.tcpstates == "" {
+		missing = append(missing, "libbpf-tools")
+	}
+	if b.bpftrace == "" {
+		missing = append(missing, "bpftrace")
+	}
+	if len(missing) > 0 {
+		why := "not installed (a --quick run does not install)"
+		if !b.opts.quick {
+			why = b.install(ctx, missing)
+		}
+		b.tcpstates, b.bpftrace = findTcpstates(), lookPath("bpftrace")
+		if b.tcpstates == "" {
+			b.skipped["tcpstates"] = why
+		}
+		if b.bpftrace == "" {
+			b.skipped["bpftrace"] = why
+		}
+	}
+}
+
+// install runs apt-get and returns why the packages are still missing if
+// it failed.
+func (b *bench) install(ctx context.Context, pkgs []string) string {
+	b.progress("installing %s with apt-get", strings.Join(pkgs, " "))
+	for _, args := range [][]string{{"update"}, append([]string{"install", "-y"}, pkgs...)} {
+		cmd := exec.CommandContext(ctx, "apt-get", args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Sprintf("apt-get %s failed: %v: %s", args[0], err, lastLines(string(out), 2))
+		}
+	}
+	fmt.Fprintf(b.out, "installed with apt-get (after apt-get update): %s\n", strings.Join(pkgs, ", "))
+	return "still missing after apt-get install"
+}
+
+// findTcpstates: Debian's libbpf-tools puts its tools in /usr/sbin; other
+// packagings use a directory of their own.
+func findTcpstates() string {
+	if p := lookPath("tcpstates"); p != "" {
+		return p
+	}
+	for _, p := range []string{"/usr/sbin/libbpf-tools/tcpstates", "/usr/share/libbpf-tools/tcpstates", "/usr/libexec/libbpf-tools/tcpstates"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// lookPath also searches the sbin directories, which sudo's PATH may lack.
+func lookPath(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return filepath.Join(dir, name)
+		}
+	}
+	return ""
+}
+
+// ensureTracefs mounts tracefs for the peers' classic tracepoints. It is
+// checked before each peer starts, since another tool on the machine
+// (porttrace itself mounts and unmounts it) may have unmounted it.
+func (b *bench) ensureTracefs() error {
+	if _, err := os.Stat(filepath.Join(tracefsDir, "events")); err == nil {
+		return nil
+	}
+	if err := unix.Mount("nodev", tracefsDir, "tracefs", 0, ""); err != nil {
+		return fmt.Errorf("mounting tracefs at %s: %w", tracefsDir, err)
+	}
+	if !b.mounted {
+		fmt.Fprintf(b.out, "mounted tracefs at %s (tcpstates and bpftrace attach classic tracepoints through it); unmounted at exit\n", tracefsDir)
+	}
+	b.mounted = true
+	return nil
+}
+
+// describeMachine prints what the numbers depend on.
+func (b *bench) describeMachine(ctx context.Context) {
+	var uts unix.Utsname
+	unix.Uname(&uts)
+	fmt.Fprintf(b.out, "machine: %d CPUs, %s memory, kernel %s, %s\n", runtime.NumCPU(), memTotal(), unix.ByteSliceToString(uts.Release[:]), commandLine(ctx, b.goBin, "version"))
+	fmt.Fprintf(b.out, "peers: tcpstates %s (libbpf-tools %s), %s\n", orNone(b.tcpstates), packageVersion(ctx, "libbpf-tools"), commandLine(ctx, orNone(b.bpftrace), "--version"))
+	fmt.Fprintf(b.out, "sysctl: net.ipv4.tcp_tw_reuse=%s, net.ipv4.ip_local_port_range=%s, net.ipv4.tcp_max_tw_buckets=%s\n",
+		sysctl("net/ipv4/tcp_tw_reuse"), strings.Join(strings.Fields(sysctl("net/ipv4/ip_local_port_range")), "-"), sysctl("net/ipv4/tcp_max_tw_buckets"))
+	fmt.Fprintf(b.out, "load average at start: %s\n", loadAverage())
+}
+
+func memTotal() string {
+	data, _ := os.ReadFile("/proc/meminfo")
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			kib, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return fmt.Sprintf("%.1f GiB", kib/(1<<20))
+		}
+	}
+	return "unknown"
+}
+
+// commandLine is the first line a command prints, or "unknown".
+func commandLine(ctx context.Context, name string, args ...string) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).Output()
+	if err != nil {
+		return "unknown"
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return line
+}
+
+func packageVersion(ctx context.Context, pkg string) string {
+	return commandLine(ctx, "dpkg-query", "-W", "-f", "${Version}", pkg)
+}
+
+func sysctl(name string) string {
+	data, err := os.ReadFile("/proc/sys/" + name)
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(data))
+}
+
+func loadAverage() string {
+	data, _ := os.ReadFile("/proc/loadavg")
+	return strings.Join(strings.Fields(string(data))[:3], " ")
+}
+
+func orNone(path string) string {
+	if path == "" {
+		return "(none)"
+	}
+	return path
+}
