@@ -42,8 +42,15 @@ vmtest:
 test-windows:
 	.ci/wine-test
 
+# The side-by-side benchmark (cmd/portbench): porttrace against no tracer,
+# tcpstates and bpftrace, its memory, and the Go benchmarks. Run as root,
+# about 10 minutes; bench-quick is its CI smoke run (under a minute).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./tracer/
+	$(GO) run ./cmd/portbench
+
+.PHONY: bench-quick
+bench-quick:
+	$(GO) run ./cmd/portbench --quick
 
 clean:
 	rm -f porttrace

@@ -28,9 +28,21 @@ func Who(port uint16) (*PortReport, error) {
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
+	// The two looks are independent kernel walks: run them together.
+	var owners owners
+	var ownersErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		owners, ownersErr = socketOwners(port)
+	}()
 	sockets, err := diagSockets(port)
+	<-done
 	if err != nil {
 		return nil, err
+	}
+	if ownersErr != nil {
+		return nil, ownersErr
 	}
 	// sock_diag answers for porttrace's own network namespace.
 	var ns unix.Stat_t
@@ -39,10 +51,6 @@ func Who(port uint16) (*PortReport, error) {
 	}
 	for i := range sockets {
 		sockets[i].NetNS = uint32(ns.Ino)
-	}
-	owners, err := socketOwners(port)
-	if err != nil {
-		return nil, err
 	}
 	r := &PortReport{Port: port, Sockets: sockets, Processes: map[uint32]*Process{}}
 	r.addOwners(owners)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 // stopTimeout is how long a child gets to exit after SIGINT before it is
@@ -95,11 +97,20 @@ func lastLines(s string, n int) string {
 // Linux architecture porttrace supports.
 const clockTicks = 100
 
-// cpuTime is the user plus system CPU time the process has used.
-func cpuTime(pid int) (time.Duration, error) {
+// cpuTimes is the user and system CPU time the process has used.
+type cpuTimes struct{ user, sys time.Duration }
+
+func (c cpuTimes) total() time.Duration { return c.user + c.sys }
+
+func (c cpuTimes) sub(d cpuTimes) cpuTimes { return cpuTimes{c.user - d.user, c.sys - d.sys} }
+
+func (c cpuTimes) add(d cpuTimes) cpuTimes { return cpuTimes{c.user + d.user, c.sys + d.sys} }
+
+// readCPU reads utime and stime from /proc/PID/stat.
+func readCPU(pid int) (cpuTimes, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, fmt.Errorf("reading cpu time: %w", err)
+		return cpuTimes{}, fmt.Errorf("reading cpu time: %w", err)
 	}
 	// The command name may hold spaces and parentheses: fields are counted
 	// after its closing parenthesis, where utime and stime are the 12th and
@@ -107,17 +118,38 @@ func cpuTime(pid int) (time.Duration, error) {
 	s := string(data)
 	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	if len(fields) < 13 {
-		return 0, fmt.Errorf("reading cpu time: short /proc/%d/stat", pid)
+		return cpuTimes{}, fmt.Errorf("reading cpu time: short /proc/%d/stat", pid)
 	}
-	var ticks int64
-	for _, f := range fields[11:13] {
-		n, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("reading cpu time: %w", err)
+	var ticks [2]int64
+	for i, f := range fields[11:13] {
+		if ticks[i], err = strconv.ParseInt(f, 10, 64); err != nil {
+			return cpuTimes{}, fmt.Errorf("reading cpu time: %w", err)
 		}
-		ticks += n
 	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
+	return cpuTimes{time.Duration(ticks[0]) * time.Second / clockTicks, time.Duration(ticks[1]) * time.Second / clockTicks}, nil
+}
+
+// wakeups counts the times the process's threads went to sleep waiting and
+// were woken: voluntary context switches, summed over its threads (each
+// /proc/PID/task/TID/status counts its own thread only).
+func wakeups(pid int) (uint64, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, fmt.Errorf("reading context switches: %w", err)
+	}
+	var n uint64
+	for _, t := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				n += parseUint(strings.TrimSpace(v))
+			}
+		}
+	}
+	return n, nil
 }
 
 // memoryKiB reads one field of /proc/PID/status, such as VmHWM (peak
@@ -141,12 +173,31 @@ func memoryKiB(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("reading %s: not in /proc/%d/status", field, pid)
 }
 
-// bpfStats sums the kernel's counters over a process's eBPF programs.
-type bpfStats struct {
-	progs  int
-	runs   uint64        // run_cnt: counted while BPF statistics are enabled
+// progCounters are the kernel's counters of eBPF programs.
+type progCounters struct {
+	runs   uint64        // run_cnt: counted while BPF statistics are on
 	time   time.Duration // run_time_ns: likewise
 	misses uint64        // recursion_misses: runs the kernel skipped, always counted
+}
+
+func (c progCounters) add(d progCounters) progCounters {
+	return progCounters{c.runs + d.runs, c.time + d.time, c.misses + d.misses}
+}
+
+// bpfStats are a process's eBPF programs' counters, in all and by name.
+type bpfStats struct {
+	progCounters
+	byName map[string]progCounters
+}
+
+func (s *bpfStats) add(d bpfStats) {
+	s.progCounters = s.progCounters.add(d.progCounters)
+	for name, c := range d.byName {
+		if s.byName == nil {
+			s.byName = map[string]progCounters{}
+		}
+		s.byName[name] = s.byName[name].add(c)
+	}
 }
 
 // progStats reads the counters from /proc/PID/fdinfo of each eBPF program
@@ -158,7 +209,7 @@ func progStats(pid int) (bpfStats, error) {
 	if err != nil {
 		return bpfStats{}, fmt.Errorf("reading eBPF program statistics: %w", err)
 	}
-	var total bpfStats
+	stats := bpfStats{byName: map[string]progCounters{}}
 	seen := map[string]bool{}
 	for _, e := range entries {
 		if target, _ := os.Readlink(filepath.Join(dir, e.Name())); target != "anon_inode:bpf-prog" {
@@ -169,12 +220,26 @@ func progStats(pid int) (bpfStats, error) {
 			continue // closed meanwhile, or a second fd of one program
 		}
 		seen[info["prog_id"]] = true
-		total.progs++
-		total.runs += parseUint(info["run_cnt"])
-		total.time += time.Duration(parseUint(info["run_time_ns"]))
-		total.misses += parseUint(info["recursion_misses"])
+		c := progCounters{parseUint(info["run_cnt"]), time.Duration(parseUint(info["run_time_ns"])), parseUint(info["recursion_misses"])}
+		stats.progCounters = stats.progCounters.add(c)
+		name := progName(info["prog_id"])
+		stats.byName[name] = stats.byName[name].add(c)
 	}
-	return total, nil
+	return stats, nil
+}
+
+// progName is the name the program was loaded with, or its id.
+func progName(id string) string {
+	prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(parseUint(id)))
+	if err != nil {
+		return "id " + id
+	}
+	defer prog.Close()
+	info, err := prog.Info()
+	if err != nil || info.Name == "" {
+		return "id " + id
+	}
+	return info.Name
 }
 
 func fdinfo(pid int, fd string) (map[string]string, error) {
@@ -201,13 +266,13 @@ func parseUint(s string) uint64 {
 // has then drained what the kernel handed it. It gives up after max.
 func waitIdle(pid int, max time.Duration) error {
 	const settle = 300 * time.Millisecond
-	prev, err := cpuTime(pid)
+	prev, err := readCPU(pid)
 	if err != nil {
 		return err
 	}
 	for deadline := time.Now().Add(max); time.Now().Before(deadline); {
 		time.Sleep(settle)
-		now, err := cpuTime(pid)
+		now, err := readCPU(pid)
 		if err != nil {
 			return err
 		}

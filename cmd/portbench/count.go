@@ -35,24 +35,18 @@ type transition struct {
 // transition (headers, banners).
 type lineParser func(line string) (t transition, ok bool)
 
-// countStorm counts the storm's transitions on port in an output file.
-func countStorm(path string, port int, parse lineParser) (int, error) {
-	n := 0
-	err := eachLine(path, func(line string) {
+// countOutput counts, in an output file, the storm's transitions on port
+// and every line: for a tracer watching a port with no traffic, all of
+// them are wrong.
+func countOutput(path string, port int, parse lineParser) (storm, all int, err error) {
+	err = eachLine(path, func(line string) {
+		all++
 		t, ok := parse(line)
 		if ok && (t.sport == port || t.dport == port) && stormTransitions[t.old+" "+t.new] {
-			n++
+			storm++
 		}
 	})
-	return n, err
-}
-
-// countAll counts every line: for a tracer watching a port with no
-// traffic, all of them are wrong.
-func countAll(path string) (int, error) {
-	n := 0
-	err := eachLine(path, func(string) { n++ })
-	return n, err
+	return storm, all, err
 }
 
 func eachLine(path string, fn func(string)) error {

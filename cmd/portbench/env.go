@@ -35,8 +35,7 @@ type bench struct {
 	tcpstates string // "" when unavailable: see skipped
 	bpftrace  string
 	skipped   map[string]string // peer name: why it is not run
-	mounted   bool              // the harness mounted tracefs
-	stats     io.Closer         // BPF run-time statistics stay on while it is open
+	mounted   bool              // the harness mounted tracefs (and said so)
 	canary    net.Listener
 	nextPort  int
 	problems  []string
@@ -62,14 +61,6 @@ func (b *bench) setup(ctx context.Context) error {
 	if err := b.build(ctx); err != nil {
 		return err
 	}
-	// Run counts tell when a peer's probe is attached (see waitAttached)
-	// and what its programs cost in the kernel. The kernel turns them off
-	// again when this file descriptor closes, even if the harness dies.
-	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
-	if err != nil {
-		return fmt.Errorf("enabling BPF run-time statistics: %w", err)
-	}
-	b.stats = stats
 	if err := b.startCanary(); err != nil {
 		return err
 	}
@@ -80,14 +71,6 @@ func (b *bench) setup(ctx context.Context) error {
 func (b *bench) close() {
 	if b.canary != nil {
 		b.canary.Close()
-	}
-	if b.stats != nil {
-		b.stats.Close()
-	}
-	if b.mounted {
-		if err := unix.Unmount(tracefsDir, 0); err != nil {
-			b.progress("leaving tracefs mounted at %s: %v", tracefsDir, err)
-		}
 	}
 	os.RemoveAll(b.dir)
 }
@@ -236,9 +219,21 @@ func lookPath(name string) string {
 	return ""
 }
 
-// ensureTracefs mounts tracefs for the peers' classic tracepoints. It is
-// checked before each peer starts, since another tool on the machine
-// (porttrace itself mounts and unmounts it) may have unmounted it.
+// enableStats turns on the kernel's BPF run-time statistics (run counts
+// and time of every program) until the returned closer is closed; the
+// kernel also turns them off if the harness dies.
+func enableStats() (io.Closer, error) {
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		return nil, fmt.Errorf("enabling BPF run-time statistics: %w", err)
+	}
+	return stats, nil
+}
+
+// ensureTracefs mounts tracefs for the peers' classic tracepoints, and
+// leaves it mounted, as porttrace and systemd do: unmounting it could pull
+// it from under another tracer. It is checked before each peer starts, in
+// case something else unmounted it meanwhile.
 func (b *bench) ensureTracefs() error {
 	if _, err := os.Stat(filepath.Join(tracefsDir, "events")); err == nil {
 		return nil
@@ -247,7 +242,7 @@ func (b *bench) ensureTracefs() error {
 		return fmt.Errorf("mounting tracefs at %s: %w", tracefsDir, err)
 	}
 	if !b.mounted {
-		fmt.Fprintf(b.out, "mounted tracefs at %s (tcpstates and bpftrace attach classic tracepoints through it); unmounted at exit\n", tracefsDir)
+		fmt.Fprintf(b.out, "mounted tracefs at %s (tcpstates and bpftrace attach classic tracepoints through it); left mounted, as porttrace does\n", tracefsDir)
 	}
 	b.mounted = true
 	return nil
@@ -258,10 +253,17 @@ func (b *bench) describeMachine(ctx context.Context) {
 	var uts unix.Utsname
 	unix.Uname(&uts)
 	fmt.Fprintf(b.out, "machine: %d CPUs, %s memory, kernel %s, %s\n", runtime.NumCPU(), memTotal(), unix.ByteSliceToString(uts.Release[:]), commandLine(ctx, b.goBin, "version"))
-	fmt.Fprintf(b.out, "peers: tcpstates %s (libbpf-tools %s), %s\n", orNone(b.tcpstates), packageVersion(ctx, "libbpf-tools"), commandLine(ctx, orNone(b.bpftrace), "--version"))
+	fmt.Fprintf(b.out, "porttrace: built from this checkout at %s\n", revision(ctx, b.modDir))
+	fmt.Fprintf(b.out, "peers: tcpstates %s (libbpf-tools %s), bpftrace %s (%s)\n", orNone(b.tcpstates), packageVersion(ctx, "libbpf-tools"), orNone(b.bpftrace), packageVersion(ctx, "bpftrace"))
 	fmt.Fprintf(b.out, "sysctl: net.ipv4.tcp_tw_reuse=%s, net.ipv4.ip_local_port_range=%s, net.ipv4.tcp_max_tw_buckets=%s\n",
 		sysctl("net/ipv4/tcp_tw_reuse"), strings.Join(strings.Fields(sysctl("net/ipv4/ip_local_port_range")), "-"), sysctl("net/ipv4/tcp_max_tw_buckets"))
 	fmt.Fprintf(b.out, "load average at start: %s\n", loadAverage())
+}
+
+// revision is the checkout's commit, marked -dirty when porttrace was
+// built with uncommitted changes in it.
+func revision(ctx context.Context, dir string) string {
+	return commandLine(ctx, "git", "-C", dir, "describe", "--always", "--dirty")
 }
 
 func memTotal() string {
@@ -301,7 +303,11 @@ func sysctl(name string) string {
 
 func loadAverage() string {
 	data, _ := os.ReadFile("/proc/loadavg")
-	return strings.Join(strings.Fields(string(data))[:3], " ")
+	fields := strings.Fields(string(data))
+	if len(fields) < 3 {
+		return "unknown"
+	}
+	return strings.Join(fields[:3], " ")
 }
 
 func orNone(path string) string {

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// whoCommand answers "who owns this port?".
+type whoCommand struct {
+	name string
+	argv []string
+	core bool // porttrace's own: a wrong answer is a problem
+}
+
+// whoResult is a command's timings, or why it was not run.
+type whoResult struct {
+	whoCommand
+	seconds []float64
+	right   bool // every answer named a process holding the port
+	skipped string
+	err     error
+}
+
+// whoCommands are the contenders for port: the usual tools, as the
+// project's notes measured them, and porttrace's own once it has one.
+func (b *bench) whoCommands(ctx context.Context, port int) []whoResult {
+	p := strconv.Itoa(port)
+	cmds := []whoResult{
+		{whoCommand: whoCommand{name: "ss -ltnp", argv: []string{"ss", "-ltnp", "sport = :" + p}}},
+		{whoCommand: whoCommand{name: "lsof -iTCP -sTCP:LISTEN", argv: []string{"lsof", "-iTCP:" + p, "-sTCP:LISTEN"}}},
+		{whoCommand: whoCommand{name: "fuser", argv: []string{"fuser", p + "/tcp"}}},
+		{whoCommand: whoCommand{name: "porttrace who", argv: []string{b.porttrace, "who", p}, core: true}},
+	}
+	for i := range cmds {
+		cmds[i].skipped = b.whyNot(ctx, cmds[i].whoCommand)
+	}
+	return cmds
+}
+
+// whyNot says why a command cannot run here; "" when it can.
+func (b *bench) whyNot(ctx context.Context, c whoCommand) string {
+	if c.argv[0] == b.porttrace {
+		if exec.CommandContext(ctx, b.porttrace, "who", "--help").Run() != nil {
+			return "not built yet, skipped"
+		}
+		return ""
+	}
+	if lookPath(c.argv[0]) == "" {
+		return "not installed, skipped"
+	}
+	return ""
+}
+
+// timeWho times each command, alternating them, while the holders (pids)
+// hold the port.
+func (b *bench) timeWho(ctx context.Context, port int, pids []int) []whoResult {
+	results := b.whoCommands(ctx, port)
+	holder := pidPattern(pids)
+	for i := range results {
+		results[i].right = true
+	}
+	for range b.opts.whoRepeats {
+		for i := range results {
+			r := &results[i]
+			if r.skipped != "" || r.err != nil {
+				continue
+			}
+			secs, out, err := timeCommand(ctx, r.argv)
+			if err != nil {
+				r.err = err
+				if r.core {
+					b.problem("%s: %v", r.name, err)
+				}
+				continue
+			}
+			r.seconds = append(r.seconds, secs)
+			r.right = r.right && holder.MatchString(out)
+		}
+	}
+	for _, r := range results {
+		if r.core && r.err == nil && r.skipped == "" && !r.right {
+			b.problem("%s: the answer names none of the processes holding port %d (%v)", r.name, port, pids)
+		}
+	}
+	return results
+}
+
+// pidPattern matches any of pids as a whole number.
+func pidPattern(pids []int) *regexp.Regexp {
+	var alts []string
+	for _, p := range pids {
+		alts = append(alts, strconv.Itoa(p))
+	}
+	return regexp.MustCompile(`\b(` + strings.Join(alts, "|") + `)\b`)
+}
+
+// timeCommand runs argv to completion and returns its wall time and what
+// it printed (fuser prints the port on stderr and pids on stdout).
+func timeCommand(ctx context.Context, argv []string) (float64, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	secs := time.Since(start).Seconds()
+	if err != nil {
+		return 0, "", fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, lastLines(string(out), 2))
+	}
+	return secs, string(out), nil
+}
+
+func (b *bench) printWho(results []whoResult) {
+	fmt.Fprintf(b.out, "\n## Who owns the port, asked while those connections were held (median of %d, commands alternated)\n\n", b.opts.whoRepeats)
+	base := 0.0
+	if i := slices.IndexFunc(results, func(r whoResult) bool { return r.name == "ss -ltnp" && len(r.seconds) > 0 }); i >= 0 {
+		base = median(results[i].seconds)
+	}
+	var rows [][]string
+	for _, r := range results {
+		rows = append(rows, r.row(base))
+	}
+	printTable(b.out, []string{"command", "seconds", "vs ss -ltnp", "names a holder"}, rows)
+}
+
+func (r whoResult) row(base float64) []string {
+	switch {
+	case r.skipped != "":
+		return []string{r.name, r.skipped}
+	case len(r.seconds) == 0:
+		return []string{r.name, "failed: " + oneLine(r.err)}
+	}
+	secs := median(r.seconds)
+	ratio := "-"
+	if base > 0 {
+		ratio = fmt.Sprintf("%.2f", secs/base)
+	}
+	return []string{r.name, fmt.Sprintf("%.3f", secs), ratio, yesNo(r.right)}
+}
+
+func yesNo(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "no"
+}
