@@ -311,47 +311,6 @@ func decodeConnectionRundown(payload []byte, ptrSize int, ev *tracer.Event) erro
 	return err
 }
 
-// Microsoft-Windows-Kernel-Network event ids for IPv4; the IPv6 variants
-// are 16 higher.
-const (
-	idKernelNetConnect    = 12
-	idKernelNetDisconnect = 13
-	idKernelNetAccept     = 15
-	kernelNetIPv6Offset   = 16
-)
-
-// decodeKernelNetwork decodes the prefix shared by Kernel-Network's TCP
-// connect, accept and disconnect events: u32 PID, u32 size, remote address,
-// local address (4 or 16 bytes each), then the remote and local ports in
-// network order. Sources disagree on what follows, so nothing more is read.
-// A disconnect has no kind in the model and decodes as kindEndpoints.
-func decodeKernelNetwork(id uint16, payload []byte, ev *tracer.Event) error {
-	ev.Proto = tracer.ProtoTCP
-	ev.Family = tracer.FamilyIPv4
-	if id > kernelNetIPv6Offset {
-		id -= kernelNetIPv6Offset
-		ev.Family = tracer.FamilyIPv6
-	}
-	switch id {
-	case idKernelNetConnect:
-		ev.Kind = tracer.KindConnect
-	case idKernelNetAccept:
-		ev.Kind = tracer.KindAccept
-	case idKernelNetDisconnect:
-		ev.Kind = kindEndpoints
-	default:
-		return errUnknownEvent
-	}
-	r := payloadReader{b: payload}
-	ev.PID = r.u32()
-	r.u32() // size
-	ev.DAddr = r.addr(ev.Family)
-	ev.SAddr = r.addr(ev.Family)
-	ev.DPort = r.u16be()
-	ev.SPort = r.u16be()
-	return r.err
-}
-
 // pointerSize says how wide the pointers in an event are, from its
 // EVENT_HEADER flags. Without either flag the writer matched us: porttrace
 // only consumes ETW in 64-bit builds.

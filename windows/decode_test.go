@@ -233,68 +233,6 @@ func TestDecodeTCPIPErrors(t *testing.T) {
 	}
 }
 
-// kernelNetwork builds the documented prefix of a Kernel-Network TCP event
-// and some bytes of what follows it, which the decoder must ignore.
-func kernelNetwork(pid uint32, remote, local string, rport, lport uint16) []byte {
-	r, l := netip.MustParseAddr(remote), netip.MustParseAddr(local)
-	p := payload{}.u32(pid).u32(1460)
-	if r.Is4() {
-		r4, l4 := r.As4(), l.As4()
-		p = p.raw(r4[:]).raw(l4[:])
-	} else {
-		r16, l16 := r.As16(), l.As16()
-		p = p.raw(r16[:]).raw(l16[:])
-	}
-	return p.u16be(rport).u16be(lport).u32(0xdeadbeef)
-}
-
-func TestDecodeKernelNetwork(t *testing.T) {
-	connect4 := v4Event(tracer.KindConnect, 321)
-	connect4.Sock = 0
-	accept6 := tracer.Event{
-		Kind: tracer.KindAccept, Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv6, PID: 321,
-		SAddr: netip.MustParseAddr("fe80::1"), SPort: 8080,
-		DAddr: netip.MustParseAddr("fe80::2"), DPort: 50000,
-	}
-	disconnect6 := accept6
-	disconnect6.Kind = kindEndpoints
-
-	tests := []struct {
-		name    string
-		id      uint16
-		payload []byte
-		want    tracer.Event
-		err     error
-	}{
-		{"connect ipv4", 12, kernelNetwork(321, "10.0.0.2", "10.0.0.1", 50000, 8080), connect4, nil},
-		{"accept ipv6", 31, kernelNetwork(321, "fe80::2", "fe80::1", 50000, 8080), accept6, nil},
-		{"disconnect ipv6", 29, kernelNetwork(321, "fe80::2", "fe80::1", 50000, 8080), disconnect6, nil},
-		{"reconnect not decoded", 16, kernelNetwork(1, "10.0.0.2", "10.0.0.1", 1, 2), tracer.Event{}, errUnknownEvent},
-		{"fail ipv6 not decoded", 33, kernelNetwork(1, "::2", "::1", 1, 2), tracer.Event{}, errUnknownEvent},
-		{"ipv6 id with ipv4 payload", 28, kernelNetwork(1, "10.0.0.2", "10.0.0.1", 1, 2), tracer.Event{}, errTruncated},
-		{"empty", 12, nil, tracer.Event{}, errTruncated},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var ev tracer.Event
-			err := decodeKernelNetwork(tt.id, tt.payload, &ev)
-			if !errors.Is(err, tt.err) {
-				t.Fatalf("err = %v, want %v", err, tt.err)
-			}
-			if err == nil && ev != tt.want {
-				t.Errorf("got  %+v\nwant %+v", ev, tt.want)
-			}
-		})
-	}
-	full := kernelNetwork(1, "fe80::2", "fe80::1", 1, 2)
-	for n := range 44 {
-		var ev tracer.Event
-		if err := decodeKernelNetwork(28, full[:n], &ev); err == nil {
-			t.Fatalf("ipv6 prefix cut to %d bytes decoded without error", n)
-		}
-	}
-}
-
 func TestPointerSize(t *testing.T) {
 	if got := pointerSize(0x0020); got != 4 {
 		t.Errorf("32-bit header: %d", got)
@@ -319,14 +257,12 @@ func TestFiletimeToUnixNs(t *testing.T) {
 func TestDecodeDoesNotAllocate(t *testing.T) {
 	accept := completion(sockaddrIn6("2001:db8::1", 8080), sockaddrIn6("2001:db8::2", 1), 1, 8, 1)
 	change := stateChange(4, 5, 8)
-	net := kernelNetwork(1, "10.0.0.2", "10.0.0.1", 1, 2)
 	bad := completion(sockaddrIn("10.0.0.1", 1), sockaddrIn6("::1", 1), 1, 8, 1)
 	var ev tracer.Event
 	allocs := testing.AllocsPerRun(100, func() {
 		_ = decodeTCPIP(idTCPAcceptListenerComplete, 8, accept, &ev)
 		_ = decodeTCPIP(idTCPTcbStateChange, 8, change, &ev)
 		_ = decodeTCPIP(idTCPConnectTcbComplete, 8, bad, &ev)
-		_ = decodeKernelNetwork(12, net, &ev)
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per run", allocs)

@@ -83,26 +83,6 @@ func FuzzDecodeTCPIP(f *testing.F) {
 	})
 }
 
-func FuzzDecodeKernelNetwork(f *testing.F) {
-	f.Add(uint16(12), kernelNetwork(1, "10.0.0.2", "10.0.0.1", 1, 2))
-	f.Add(uint16(31), kernelNetwork(1, "fe80::2", "fe80::1", 1, 2))
-	f.Add(uint16(29), kernelNetwork(1, "10.0.0.2", "10.0.0.1", 1, 2))
-	f.Fuzz(func(t *testing.T, id uint16, b []byte) {
-		var ev tracer.Event
-		if err := decodeKernelNetwork(id, b, &ev); err != nil {
-			return
-		}
-		checkAddrFamily(t, &ev)
-		need := 20 // PID, size, two IPv4 addresses, two ports
-		if ev.Family == tracer.FamilyIPv6 {
-			need = 44
-		}
-		if len(b) < need {
-			t.Fatalf("%d bytes decoded as %v", len(b), ev.Family)
-		}
-	})
-}
-
 func FuzzDecodeTable(f *testing.F) {
 	f.Add(uint8(0), []byte(table(tcp4Row(2, "0.0.0.0", 8080, "0.0.0.0", 0, 1234))))
 	f.Add(uint8(1), []byte(table(tcp6Row("::1", 443, "::1", 60000, 5, 4))))
