@@ -27,21 +27,7 @@ func TestDecoderMatchesCLayout(t *testing.T) {
 		"Family": offFamily, "Proto": offProto, "Kind": offKind, "Oldstate": offOldState,
 		"Newstate": offNewState, "Comm": offComm,
 	}
-	typ := reflect.TypeOf(e)
-	for i := 0; i < typ.NumField(); i++ {
-		f := typ.Field(i)
-		if f.Name == "_" || f.Name == "Pad" {
-			continue
-		}
-		want, ok := offsets[f.Name]
-		if !ok {
-			t.Errorf("C field %s is not decoded", f.Name)
-			continue
-		}
-		if f.Offset != want {
-			t.Errorf("field %s at offset %d in C, decoder reads %d", f.Name, f.Offset, want)
-		}
-	}
+	checkOffsets(t, reflect.TypeOf(e), offsets)
 
 	e = bpf.PorttraceEvent{
 		TsNs: 1_000, Sock: 0xffff888104f5c0c0, TimeoutNs: -4_000_000, Pid: 4242, Netns: 4026531833,
@@ -70,6 +56,24 @@ func TestDecoderMatchesCLayout(t *testing.T) {
 	}
 	if ev != want {
 		t.Errorf("decoded\n %+v\nwant\n %+v", ev, want)
+	}
+}
+
+// checkOffsets compares the offsets a decoder reads with the fields of the
+// Go type bpf2go generated from the C struct: every field but padding must
+// be decoded, at its offset.
+func checkOffsets(t *testing.T, typ reflect.Type, offsets map[string]uintptr) {
+	t.Helper()
+	for i := 0; i < typ.NumField(); i++ {
+		f := typ.Field(i)
+		if f.Name == "_" || f.Name == "Pad" {
+			continue
+		}
+		if want, ok := offsets[f.Name]; !ok {
+			t.Errorf("C field %s is not decoded", f.Name)
+		} else if f.Offset != want {
+			t.Errorf("field %s at offset %d in C, decoder reads %d", f.Name, f.Offset, want)
+		}
 	}
 }
 

@@ -55,16 +55,22 @@ func listenTCP4(t *testing.T) (net.Listener, uint16) {
 	return l, uint16(l.Addr().(*net.TCPAddr).Port)
 }
 
-// TestKernelTimeWaitKilledEarly: a new SYN on a TIME_WAIT socket's 4-tuple
-// makes the kernel kill it at once, which porttrace reports as killed with
-// the time it spent there.
-func TestKernelTimeWaitKilledEarly(t *testing.T) {
+// timeWaitSetup traces a fresh port and makes one connection to it from a
+// chosen client port in which the server closes first.
+func timeWaitSetup(t *testing.T) (net.Listener, uint16, int, *recorder) {
 	needPrivileges(t)
 	l, port := listenTCP4(t)
 	clientPort := int(freePort(t, "127.0.0.1"))
 	rec, _ := trace(t, Config{Port: port})
-
 	serverClosesFirst(t, l, clientPort)
+	return l, port, clientPort, rec
+}
+
+// TestKernelTimeWaitKilledEarly: a new SYN on a TIME_WAIT socket's 4-tuple
+// makes the kernel kill it at once, which porttrace reports as killed with
+// the time it spent there.
+func TestKernelTimeWaitKilledEarly(t *testing.T) {
+	l, port, clientPort, rec := timeWaitSetup(t)
 	waitFor(t, rec, "the server's end in TIME_WAIT", func(recs []Record) bool {
 		for _, r := range recs {
 			if r.SPort == port && int(r.DPort) == clientPort && r.New == StateTimeWait {
@@ -83,11 +89,7 @@ func TestKernelTimeWaitKilledEarly(t *testing.T) {
 
 // TestKernelSlowTimeWaitExpires waits out Linux's fixed 60 s TIME_WAIT.
 func TestKernelSlowTimeWaitExpires(t *testing.T) {
-	needPrivileges(t)
-	l, port := listenTCP4(t)
-	clientPort := int(freePort(t, "127.0.0.1"))
-	rec, _ := trace(t, Config{Port: port})
-	serverClosesFirst(t, l, clientPort)
+	_, port, clientPort, rec := timeWaitSetup(t)
 
 	deadline := time.Now().Add(75 * time.Second)
 	for timeWaitEnd(rec.records(), port, clientPort) == nil {

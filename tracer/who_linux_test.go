@@ -30,18 +30,7 @@ func TestOwnerDecoderMatchesCLayout(t *testing.T) {
 		"Sport": offOwnerSPort, "Dport": offOwnerDPort, "State": offOwnerState, "V6only": offOwnerV6Only,
 		"Comm": offOwnerComm,
 	}
-	typ := reflect.TypeOf(o)
-	for i := 0; i < typ.NumField(); i++ {
-		f := typ.Field(i)
-		if f.Name == "_" || f.Name == "Pad" {
-			continue
-		}
-		if want, ok := offsets[f.Name]; !ok {
-			t.Errorf("C field %s is not decoded", f.Name)
-		} else if f.Offset != want {
-			t.Errorf("field %s at offset %d in C, decoder reads %d", f.Name, f.Offset, want)
-		}
-	}
+	checkOffsets(t, reflect.TypeOf(o), offsets)
 
 	o = bpf.OwnersOwner{Sock: 0xffff8881, Inode: 77, Pid: 42, Netns: 4026531833, Family: unix.AF_INET6,
 		Proto: 262, Sport: 8080, Dport: 0, State: uint8(StateListen), V6only: 1}
