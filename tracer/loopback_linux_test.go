@@ -432,3 +432,91 @@ func TestKernelHookChoice(t *testing.T) {
 		}
 	}
 }
+
+// TestKernelDetachesEverything: once closed, no program porttrace loaded is
+// left in the kernel.
+func TestKernelDetachesEverything(t *testing.T) {
+	needPrivileges(t)
+	before := programIDs(t)
+	src, err := Open(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(programIDs(t)) <= len(before) {
+		t.Fatal("no program appeared while porttrace was open")
+	}
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Programs are freed after an RCU grace period.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var left []ebpf.ProgramID
+		for _, id := range programIDs(t) {
+			if !slices.Contains(before, id) {
+				left = append(left, id)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("programs still loaded after Close: %v", left)
+		}
+	}
+}
+
+// programIDs lists the loaded programs that bear the names of porttrace's
+// (the kernel keeps 15 characters of a name).
+func programIDs(t *testing.T) []ebpf.ProgramID {
+	t.Helper()
+	spec, err := bpf.LoadPorttrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []ebpf.ProgramID
+	for id := ebpf.ProgramID(0); ; {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return ids
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		id = next
+		prog, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		info, err := prog.Info()
+		prog.Close()
+		if err != nil {
+			continue
+		}
+		for name := range spec.Programs {
+			if name[:min(len(name), 15)] == info.Name {
+				ids = append(ids, id)
+			}
+		}
+	}
+}
+
+// TestKernelFamilyFilterInKernel: with -6, IPv4 traffic makes no event.
+func TestKernelFamilyFilterInKernel(t *testing.T) {
+	needPrivileges(t)
+	port := freePort(t, "127.0.0.1")
+	rec, _ := trace(t, Config{Port: port, Family: FamilyIPv6})
+	loopbackTraffic(t, port)
+	l, err := net.Listen("tcp6", net.JoinHostPort("::1", strconv.Itoa(int(port))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	waitFor(t, rec, "the IPv6 listener", func(recs []Record) bool {
+		return slices.ContainsFunc(recs, func(r Record) bool { return r.Type == RecordListen })
+	})
+	for _, r := range rec.records() {
+		if r.Family != FamilyIPv6 {
+			t.Fatalf("IPv4 line with -6: %+v", r)
+		}
+	}
+}
