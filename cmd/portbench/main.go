@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command portbench measures porttrace beside its peers on this machine,
 // in one run: the connection rate a loopback storm keeps under each tracer
 // and how much of the storm each one printed or lost; porttrace's memory

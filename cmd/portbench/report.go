@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -135,7 +137,8 @@ func oneLine(err error) string {
 // time (the eBPF programs run in its system calls and softirqs), and into
 // the tracer process, user or system time, and how often it is woken.
 func (b *bench) printProfile(tallies []*tally) {
-	fmt.Fprintf(b.out, "\n## Where the time goes: one more round, with the kernel's BPF statistics on (kernel.bpf_stats_enabled)\n\n")
+	fmt.Fprintf(b.out, "\n## Where the time goes: one more round, with the kernel's BPF statistics on (kernel.bpf_stats_enabled);\n")
+	fmt.Fprintf(b.out, "## one run each, so its rates are noisier than table a's: read its costs per connection\n\n")
 	header := []string{"contender", "conns/s", "vs no tracer", "portstorm CPUs busy", "BPF runs/conn", "BPF ns/run", "BPF us/conn", "tracer user us/conn", "tracer sys us/conn", "tracer wakeups/conn"}
 	var rows [][]string
 	for _, t := range tallies {
