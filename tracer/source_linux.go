@@ -173,16 +173,23 @@ func loadSpec(cfg Config, k *kernel, chosen []choice) (*ebpf.CollectionSpec, err
 // Hooks implements Source.
 func (s *LinuxSource) Hooks() []string { return s.hooks }
 
-// Lost implements Source: the per-CPU counts of events that found the ring
-// buffer full, summed.
+// Lost implements Source. Events are lost two ways: they find the ring
+// buffer full (counted per CPU by the programs), or the kernel skips a
+// program's run because a run of it is already under way on that CPU (a
+// softirq interrupting it), which the kernel counts as the program's
+// recursion misses (5.12+).
 func (s *LinuxSource) Lost() uint64 {
-	var perCPU []uint64
-	if err := s.coll.Maps[bpf.PorttraceMapLost].Lookup(uint32(0), &perCPU); err != nil {
-		return 0
-	}
 	var total uint64
-	for _, n := range perCPU {
-		total += n
+	var perCPU []uint64
+	if err := s.coll.Maps[bpf.PorttraceMapLost].Lookup(uint32(0), &perCPU); err == nil {
+		for _, n := range perCPU {
+			total += n
+		}
+	}
+	for _, prog := range s.coll.Programs {
+		if stats, err := prog.Stats(); err == nil {
+			total += stats.RecursionMisses
+		}
 	}
 	return total
 }
