@@ -18,50 +18,54 @@ const (
 	inetDiagBCSLE       = 3  // INET_DIAG_BC_S_LE
 	inetDiagReqLen      = 56 // struct inet_diag_req_v2
 	inetDiagMsgLen      = 72 // struct inet_diag_msg
-	allStates           = 0xffffffff
 )
 
-// diagSockets asks the kernel for every TCP (in every state, TIME_WAIT
-// included) and UDP socket, IPv4 and IPv6, whose local port is port. A
-// bytecode filter makes the kernel drop the others, so the answer's size
-// follows the port's sockets, not the machine's.
-func diagSockets(port uint16) ([]PortSocket, error) {
+// orphanStates are the TCP states a socket can be in once no process holds
+// it: TIME_WAIT, the closing states of a closed socket, and connections
+// waiting to be accepted. Sockets a process holds are found with their
+// holders by the owner iterator; sock_diag is asked only for these.
+const orphanStates = 1<<StateTimeWait | 1<<StateFinWait1 | 1<<StateFinWait2 | 1<<StateClosing |
+	1<<StateLastAck | 1<<StateSynRecv | 1<<StateNewSynRecv
+
+// diagOrphans asks the kernel for the TCP sockets, IPv4 and IPv6, whose
+// local port is port and whose state is one that orphans take. A bytecode
+// filter and the state mask make the kernel drop the others, so the answer
+// follows the port's orphans, not the machine's sockets.
+func diagOrphans(port uint16) ([]PortSocket, error) {
 	conn, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, nil)
 	if err != nil {
 		return nil, fmt.Errorf("opening sock_diag: %w", err)
 	}
 	defer conn.Close()
 	var out []PortSocket
-	for _, proto := range []Proto{ProtoTCP, ProtoUDP} {
-		for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-			msgs, err := conn.Execute(netlink.Message{
-				Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | netlink.Dump},
-				Data:   diagRequest(family, proto, port),
-			})
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		msgs, err := conn.Execute(netlink.Message{
+			Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | netlink.Dump},
+			Data:   diagRequest(family, ProtoTCP, orphanStates, port),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("sock_diag dump of tcp sockets: %w", err)
+		}
+		for _, m := range msgs {
+			s, err := decodeDiagMsg(m.Data, ProtoTCP)
 			if err != nil {
-				return nil, fmt.Errorf("sock_diag dump of %s sockets: %w", proto, err)
+				return nil, fmt.Errorf("sock_diag answer: %w", err)
 			}
-			for _, m := range msgs {
-				s, err := decodeDiagMsg(m.Data, proto)
-				if err != nil {
-					return nil, fmt.Errorf("sock_diag answer: %w", err)
-				}
-				out = append(out, s)
-			}
+			out = append(out, s)
 		}
 	}
 	return out, nil
 }
 
-// diagRequest is an inet_diag_req_v2 for all states of one family and
+// diagRequest is an inet_diag_req_v2 for some states of one family and
 // protocol, with a bytecode filter "local port >= port && local port <=
 // port" (the equality operator is younger than the kernels porttrace runs
 // on). Each operation is {code, yes, no} followed by its argument in a
 // second operation's no field; a jump past the end by 4 rejects.
-func diagRequest(family uint8, proto Proto, port uint16) []byte {
+func diagRequest(family uint8, proto Proto, states uint32, port uint16) []byte {
 	b := make([]byte, inetDiagReqLen)
 	b[0], b[1] = family, uint8(proto)
-	binary.NativeEndian.PutUint32(b[4:], allStates)
+	binary.NativeEndian.PutUint32(b[4:], states)
 	bc := []byte{
 		inetDiagBCSGE, 8, 0, 0, 0, 0, 0, 0, // no: 20, patched below
 		inetDiagBCSLE, 8, 0, 0, 0, 0, 0, 0, // no: 12

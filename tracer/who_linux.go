@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -20,40 +21,46 @@ import (
 	"github.com/porttrace/porttrace/bpf"
 )
 
-// Who answers "who owns this port?" from one sock_diag snapshot of the
-// port's sockets and one in-kernel walk of every process's open files that
-// writes out only the sockets on the port. Neither reads /proc for
-// processes that hold nothing on the port.
+// Who answers "who owns this port?" from one in-kernel walk of every
+// process's open files, which writes out only the sockets bound to the port
+// with their holders, and one sock_diag look at the port's sockets that no
+// process holds (TIME_WAIT, orphans). Neither reads /proc for processes
+// that hold nothing on the port, and neither answer grows with sockets on
+// other ports.
 func Who(port uint16) (*PortReport, error) {
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
 	// The two looks are independent kernel walks: run them together.
-	var owners owners
-	var ownersErr error
+	var orphans []PortSocket
+	var orphansErr error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		owners, ownersErr = socketOwners(port)
+		orphans, orphansErr = diagOrphans(port)
 	}()
-	sockets, err := diagSockets(port)
+	owners, err := socketOwners(port)
 	<-done
 	if err != nil {
 		return nil, err
 	}
-	if ownersErr != nil {
-		return nil, ownersErr
+	if orphansErr != nil {
+		return nil, orphansErr
 	}
 	// sock_diag answers for porttrace's own network namespace.
 	var ns unix.Stat_t
 	if err := unix.Stat("/proc/self/ns/net", &ns); err != nil {
 		return nil, fmt.Errorf("reading the network namespace: %w", err)
 	}
-	for i := range sockets {
-		sockets[i].NetNS = uint32(ns.Ino)
+	r := &PortReport{Port: port, Processes: map[uint32]*Process{}}
+	held := r.addOwners(owners)
+	for _, s := range orphans {
+		// A closing socket a process still holds was listed with it.
+		if s.Inode == 0 || !held[s.Inode] {
+			s.NetNS = uint32(ns.Ino)
+			r.Sockets = append(r.Sockets, s)
+		}
 	}
-	r := &PortReport{Port: port, Sockets: sockets, Processes: map[uint32]*Process{}}
-	r.addOwners(owners)
 	for pid, comm := range owners.comms() {
 		r.Processes[pid] = describeProcess(pid, comm)
 	}
@@ -83,63 +90,29 @@ func (os owners) comms() map[uint32]string {
 	return m
 }
 
-// addOwners joins the iterator's sockets to sock_diag's by inode. A socket
-// the iterator found that sock_diag did not list is added: an MPTCP socket
-// (which sock_diag lists only with the mptcp_diag module), or one opened
-// between the two looks. The unowned TCP listener behind an MPTCP listener
-// (its kernel-internal subflow) is folded into it.
-func (r *PortReport) addOwners(os owners) {
+// addOwners lists the iterator's sockets, each once with every process
+// holding it, and returns the inodes it listed.
+func (r *PortReport) addOwners(os owners) map[uint64]bool {
 	byInode := map[uint64]int{}
-	for i, s := range r.Sockets {
-		if s.Inode != 0 {
-			byInode[s.Inode] = i
-		}
-	}
 	for _, o := range os {
 		i, ok := byInode[o.inode]
 		if !ok {
 			r.Sockets = append(r.Sockets, PortSocket{
 				Proto: o.proto, Family: o.family, State: o.state, Local: o.local, Remote: o.peer,
-				V6Only: o.v6only, Inode: o.inode, NetNS: o.netns,
+				V6Only: o.v6only, Inode: o.inode, NetNS: o.netns, Sock: SockID(o.sock),
 			})
 			i = len(r.Sockets) - 1
 			byInode[o.inode] = i
 		}
-		s := &r.Sockets[i]
-		s.Sock = SockID(o.sock)
-		if !containsPID(s.PIDs, o.pid) {
+		if s := &r.Sockets[i]; !slices.Contains(s.PIDs, o.pid) {
 			s.PIDs = append(s.PIDs, o.pid)
 		}
 	}
-	r.Sockets = foldMPTCPSubflows(r.Sockets)
-}
-
-func containsPID(pids []uint32, pid uint32) bool {
-	for _, p := range pids {
-		if p == pid {
-			return true
-		}
+	held := make(map[uint64]bool, len(byInode))
+	for inode := range byInode {
+		held[inode] = true
 	}
-	return false
-}
-
-func foldMPTCPSubflows(sockets []PortSocket) []PortSocket {
-	isMPTCPListener := func(local netip.AddrPort) bool {
-		for _, s := range sockets {
-			if s.Proto == ProtoMPTCP && s.State == StateListen && s.Local == local {
-				return true
-			}
-		}
-		return false
-	}
-	out := sockets[:0]
-	for _, s := range sockets {
-		if s.Proto == ProtoTCP && s.State == StateListen && len(s.PIDs) == 0 && isMPTCPListener(s.Local) {
-			continue
-		}
-		out = append(out, s)
-	}
-	return out
+	return held
 }
 
 // socketOwners runs the socket_owners iterator for a port.

@@ -147,8 +147,8 @@ func TestKernelWhoListenerStartedBefore(t *testing.T) {
 			listeners = append(listeners, s)
 		}
 	}
-	// Go listens with MPTCP where the kernel has it; its TCP subflow is
-	// folded into the MPTCP listener.
+	// Go listens with MPTCP where the kernel has it: the process holds the
+	// MPTCP socket, not its kernel-internal TCP subflow.
 	if len(listeners) != 1 || !slices.Equal(listeners[0].PIDs, []uint32{pid}) || listeners[0].Sock == 0 ||
 		Scope(listeners[0].Local.Addr(), false) != "loopback only" {
 		t.Fatalf("listeners: %+v, want one held by %d", listeners, pid)
