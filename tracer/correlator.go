@@ -72,6 +72,17 @@ type tupleKey struct {
 	sport, dport uint16
 }
 
+// makeTuple keys a connection by its ends, with IPv4-mapped IPv6 addresses
+// as plain IPv4: a dual-stack socket sees its IPv4 peer as ::ffff:a.b.c.d,
+// while the peer, if local, is an IPv4 socket.
+func makeTuple(netns uint32, saddr netip.Addr, sport uint16, daddr netip.Addr, dport uint16) tupleKey {
+	return tupleKey{netns: netns, saddr: saddr.Unmap(), daddr: daddr.Unmap(), sport: sport, dport: dport}
+}
+
+func eventTuple(ev *Event) tupleKey {
+	return makeTuple(ev.NetNS, ev.SAddr, ev.SPort, ev.DAddr, ev.DPort)
+}
+
 // portKey identifies a listening port.
 type portKey struct {
 	netns uint32
@@ -289,7 +300,7 @@ func (s *sockState) durationUntil(timeNs int64) int64 {
 }
 
 func (s *sockState) tuple() tupleKey {
-	return tupleKey{netns: s.netns, saddr: s.saddr, daddr: s.daddr, sport: s.sport, dport: s.dport}
+	return makeTuple(s.netns, s.saddr, s.sport, s.daddr, s.dport)
 }
 
 // processContext reports whether the kernel makes this transition only in
@@ -313,7 +324,7 @@ func processContext(old, new State) bool {
 // or a new timewait socket's with other ends, or a socket being born again
 // (events of the old one's end were lost).
 func (s *sockState) reused(ev *Event) bool {
-	key := tupleKey{netns: ev.NetNS, saddr: ev.SAddr, daddr: ev.DAddr, sport: ev.SPort, dport: ev.DPort}
+	key := eventTuple(ev)
 	switch {
 	case ev.Kind == KindTimeWaitStart:
 		return !s.timewait || s.tuple() != key
@@ -401,7 +412,7 @@ func (c *Correlator) onState(ev *Event) {
 // made it TIME_WAIT: the kernel re-arms its timer in a way the timer
 // tracepoints often do not show, so this is the moment to tell.
 func (c *Correlator) peerAcked(ev *Event) {
-	peer := tupleKey{netns: ev.NetNS, saddr: ev.DAddr, daddr: ev.SAddr, sport: ev.DPort, dport: ev.SPort}
+	peer := makeTuple(ev.NetNS, ev.DAddr, ev.DPort, ev.SAddr, ev.SPort)
 	if i, ok := c.closing[peer]; ok && c.socks[i].timewait {
 		c.enterTimeWait(i, ev.TimeNs)
 	}
@@ -488,7 +499,7 @@ func (c *Correlator) onBind(ev *Event) {
 // new one, continuing the full socket with the same 4-tuple, or a known one
 // re-armed (an orphan's FIN_WAIT2 turned TIME_WAIT by the peer's FIN).
 func (c *Correlator) onTimeWaitStart(ev *Event) {
-	key := tupleKey{netns: ev.NetNS, saddr: ev.SAddr, daddr: ev.DAddr, sport: ev.SPort, dport: ev.DPort}
+	key := eventTuple(ev)
 	// A full socket closing with this 4-tuple means a new timewait socket,
 	// even at the address of an old one with the same ends (the kernel
 	// kills a timewait socket to reuse its 4-tuple).

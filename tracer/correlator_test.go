@@ -248,6 +248,23 @@ func TestCorrelator(t *testing.T) {
 			"300 10.0.0.2:40000>8080 FIN_WAIT2->TIME_WAIT close 10ms timeout=60s",
 		},
 	}, {
+		name: "the same through a dual-stack server, whose peer addresses are IPv4-mapped",
+		events: []Event{
+			state(20, atClient, clientSock, StateEstablished, StateFinWait1, client),
+			state(21, atClient, clientSock, StateFinWait1, StateFinWait2, softirq),
+			timewait(21, KindTimeWaitStart, StateFinWait2, 60_000),
+			state(21, atClient, clientSock, StateFinWait2, StateClose, softirq),
+			mapped(state(30, atServer, serverSock, StateCloseWait, StateLastAck, worker)),
+			mapped(state(31, atServer, serverSock, StateLastAck, StateClose, softirq)),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 close",
+			"300 10.0.0.2:40000>8080 FIN_WAIT1->FIN_WAIT2 close 1ms",
+			"200 ::ffff:10.0.0.1:8080>40000 CLOSE_WAIT->LAST_ACK close",
+			"200 ::ffff:10.0.0.1:8080>40000 LAST_ACK->CLOSE close 1ms",
+			"300 10.0.0.2:40000>8080 FIN_WAIT2->TIME_WAIT close 10ms timeout=60s",
+		},
+	}, {
 		name: "orphan's move to TIME_WAIT unseen at all: dated from the timer's expiry at the end",
 		events: []Event{
 			state(20, atClient, clientSock, StateEstablished, StateFinWait1, client),
@@ -305,6 +322,15 @@ func TestCorrelator(t *testing.T) {
 			}
 		})
 	}
+}
+
+// mapped turns an event into what a dual-stack IPv6 socket reports of an
+// IPv4 connection.
+func mapped(e Event) Event {
+	e.Family = FamilyIPv6
+	e.SAddr = netip.AddrFrom16(e.SAddr.As16())
+	e.DAddr = netip.AddrFrom16(e.DAddr.As16())
+	return e
 }
 
 // timewait builds an event of the client's timewait socket with its timer

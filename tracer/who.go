@@ -50,6 +50,8 @@ type PortReport struct {
 	Port      uint16
 	Sockets   []PortSocket
 	Processes map[uint32]*Process
+	// Notes say what the report could not cover on this system.
+	Notes []string
 }
 
 // Held reports whether any process holds a socket on the port.
@@ -87,6 +89,11 @@ func (s *PortSocket) connected() bool {
 // state with a few peers; then the sockets no process holds.
 func (r *PortReport) WriteText(w io.Writer) {
 	pids := r.pids()
+	defer func() {
+		for _, n := range r.Notes {
+			fmt.Fprintf(w, "\nnote: %s\n", n)
+		}
+	}()
 	switch len(pids) {
 	case 0:
 		fmt.Fprintf(w, "port %d: no process holds it\n", r.Port)
@@ -226,11 +233,12 @@ type jsonReport struct {
 	Held      bool         `json:"held"`
 	Processes []*Process   `json:"processes"`
 	Sockets   []jsonSocket `json:"sockets"`
+	Notes     []string     `json:"notes,omitempty"`
 }
 
 // WriteJSON writes the report as one JSON object on one line.
 func (r *PortReport) WriteJSON(w io.Writer) error {
-	out := jsonReport{Port: r.Port, Held: r.Held(), Processes: []*Process{}, Sockets: []jsonSocket{}}
+	out := jsonReport{Port: r.Port, Held: r.Held(), Processes: []*Process{}, Sockets: []jsonSocket{}, Notes: r.Notes}
 	for _, pid := range r.pids() {
 		out.Processes = append(out.Processes, r.Processes[pid])
 	}

@@ -44,7 +44,13 @@ func Who(port uint16) (*PortReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	if orphansErr != nil {
+	r := &PortReport{Port: port, Processes: map[uint32]*Process{}}
+	switch {
+	case errors.Is(orphansErr, unix.ENOENT):
+		// The kernel has no TCP sock_diag (inet_diag and tcp_diag not
+		// loaded, or not built): say what the report lacks.
+		r.Notes = append(r.Notes, "TIME_WAIT and orphaned sockets not shown: this kernel has no TCP sock_diag (load the tcp_diag module)")
+	case orphansErr != nil:
 		return nil, orphansErr
 	}
 	// sock_diag answers for porttrace's own network namespace.
@@ -52,7 +58,6 @@ func Who(port uint16) (*PortReport, error) {
 	if err := unix.Stat("/proc/self/ns/net", &ns); err != nil {
 		return nil, fmt.Errorf("reading the network namespace: %w", err)
 	}
-	r := &PortReport{Port: port, Processes: map[uint32]*Process{}}
 	held := r.addOwners(owners)
 	for _, s := range orphans {
 		// A closing socket a process still holds was listed with it.
