@@ -341,31 +341,37 @@ out:
  * stopped before it expires, is rescheduled or is killed early.
  */
 
-static __always_inline struct inet_timewait_sock *timewait_of(struct timer_list *timer)
+static __always_inline struct inet_timewait_sock *timer_timewait(struct timer_list *timer)
 {
-	if ((__u64)BPF_CORE_READ(timer, function) != tw_timer_handler_addr)
-		return NULL;
 	return (void *)timer - bpf_core_field_offset(struct inet_timewait_sock, tw_timer);
 }
 
-static __always_inline int handle_timer(__u8 kind, struct timer_list *timer)
+/* Reports a timewait socket's event. timeout_ns is the time left on its
+ * timer from now. */
+static __always_inline int emit_timewait(__u8 kind, struct inet_timewait_sock *tw, __s64 timeout_ns)
 {
-	struct inet_timewait_sock *tw = timewait_of(timer);
-	if (!tw || !sock_wanted(&tw->__tw_common, timewait_sport(tw)))
+	if (!sock_wanted(&tw->__tw_common, timewait_sport(tw)))
 		return 0;
-
 	struct event *e = reserve(kind);
 	if (!e)
 		return 0;
 	e->sock = (__u64)tw;
 	e->proto = IPPROTO_TCP;
 	e->newstate = BPF_CORE_READ(tw, tw_substate);
+	e->timeout_ns = timeout_ns;
 	fill_endpoints(e, &tw->__tw_common, timewait_sport(tw));
-	/* Re-arming a timer within its wheel bucket only moves its expiry,
-	 * without tracing: the expiry read at the end tells when it was. */
-	e->timeout_ns = (long)(BPF_CORE_READ(timer, expires) - bpf_jiffies64()) * (long)jiffy_ns;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
+}
+
+static __always_inline int handle_timer(__u8 kind, struct timer_list *timer)
+{
+	if ((__u64)BPF_CORE_READ(timer, function) != tw_timer_handler_addr)
+		return 0;
+	/* Re-arming a timer within its wheel bucket only moves its expiry,
+	 * without tracing: the expiry read at the end tells when it was. */
+	long left = (long)(BPF_CORE_READ(timer, expires) - bpf_jiffies64());
+	return emit_timewait(kind, timer_timewait(timer), left * (long)jiffy_ns);
 }
 
 SEC("tp_btf/timer_start")
@@ -402,4 +408,25 @@ SEC("raw_tp/timer_expire_entry")
 int timer_expire_raw_tp(__u64 *ctx)
 {
 	return handle_timer(EVENT_TIMEWAIT_EXPIRE, (struct timer_list *)ctx[0]);
+}
+
+/* With kprobes, the timewait socket's own functions: every (re)scheduling,
+ * including the re-arms the timer tracepoints miss, an early kill, and the
+ * expiry. */
+SEC("kprobe/__inet_twsk_schedule")
+int BPF_KPROBE(tw_schedule_kprobe, struct inet_timewait_sock *tw, int timeo)
+{
+	return emit_timewait(EVENT_TIMEWAIT_START, tw, (__s64)timeo * (__s64)jiffy_ns);
+}
+
+SEC("kprobe/inet_twsk_deschedule_put")
+int BPF_KPROBE(tw_deschedule_kprobe, struct inet_timewait_sock *tw)
+{
+	return emit_timewait(EVENT_TIMEWAIT_CANCEL, tw, 0);
+}
+
+SEC("kprobe/tw_timer_handler")
+int BPF_KPROBE(tw_expire_kprobe, struct timer_list *timer)
+{
+	return emit_timewait(EVENT_TIMEWAIT_EXPIRE, timer_timewait(timer), 0);
 }

@@ -47,30 +47,33 @@ type PorttraceEvent struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	PorttraceMapBinds              = "binds"
-	PorttraceMapEvents             = "events"
-	PorttraceMapLost               = "lost"
-	PorttraceProgAccept4Exit       = "accept4_exit"
-	PorttraceProgAcceptExit        = "accept_exit"
-	PorttraceProgAcceptKretprobe   = "accept_kretprobe"
-	PorttraceProgBindEnter         = "bind_enter"
-	PorttraceProgBindExit          = "bind_exit"
-	PorttraceProgStateRawTp        = "state_raw_tp"
-	PorttraceProgStateSetKprobe    = "state_set_kprobe"
-	PorttraceProgStateStoreKprobe  = "state_store_kprobe"
-	PorttraceProgStateTpBtf        = "state_tp_btf"
-	PorttraceProgStateTracepoint   = "state_tracepoint"
-	PorttraceProgTimerCancelRawTp  = "timer_cancel_raw_tp"
-	PorttraceProgTimerCancelTpBtf  = "timer_cancel_tp_btf"
-	PorttraceProgTimerExpireRawTp  = "timer_expire_raw_tp"
-	PorttraceProgTimerExpireTpBtf  = "timer_expire_tp_btf"
-	PorttraceProgTimerStartRawTp   = "timer_start_raw_tp"
-	PorttraceProgTimerStartTpBtf   = "timer_start_tp_btf"
-	PorttraceVarEventType          = "event_type"
-	PorttraceVarFilterFamily       = "filter_family"
-	PorttraceVarFilterPort         = "filter_port"
-	PorttraceVarJiffyNs            = "jiffy_ns"
-	PorttraceVarTwTimerHandlerAddr = "tw_timer_handler_addr"
+	PorttraceMapBinds               = "binds"
+	PorttraceMapEvents              = "events"
+	PorttraceMapLost                = "lost"
+	PorttraceProgAccept4Exit        = "accept4_exit"
+	PorttraceProgAcceptExit         = "accept_exit"
+	PorttraceProgAcceptKretprobe    = "accept_kretprobe"
+	PorttraceProgBindEnter          = "bind_enter"
+	PorttraceProgBindExit           = "bind_exit"
+	PorttraceProgStateRawTp         = "state_raw_tp"
+	PorttraceProgStateSetKprobe     = "state_set_kprobe"
+	PorttraceProgStateStoreKprobe   = "state_store_kprobe"
+	PorttraceProgStateTpBtf         = "state_tp_btf"
+	PorttraceProgStateTracepoint    = "state_tracepoint"
+	PorttraceProgTimerCancelRawTp   = "timer_cancel_raw_tp"
+	PorttraceProgTimerCancelTpBtf   = "timer_cancel_tp_btf"
+	PorttraceProgTimerExpireRawTp   = "timer_expire_raw_tp"
+	PorttraceProgTimerExpireTpBtf   = "timer_expire_tp_btf"
+	PorttraceProgTimerStartRawTp    = "timer_start_raw_tp"
+	PorttraceProgTimerStartTpBtf    = "timer_start_tp_btf"
+	PorttraceProgTwDescheduleKprobe = "tw_deschedule_kprobe"
+	PorttraceProgTwExpireKprobe     = "tw_expire_kprobe"
+	PorttraceProgTwScheduleKprobe   = "tw_schedule_kprobe"
+	PorttraceVarEventType           = "event_type"
+	PorttraceVarFilterFamily        = "filter_family"
+	PorttraceVarFilterPort          = "filter_port"
+	PorttraceVarJiffyNs             = "jiffy_ns"
+	PorttraceVarTwTimerHandlerAddr  = "tw_timer_handler_addr"
 )
 
 // LoadPorttrace returns the embedded CollectionSpec for Porttrace.
@@ -115,22 +118,25 @@ type PorttraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PorttraceProgramSpecs struct {
-	Accept4Exit      *ebpf.ProgramSpec `ebpf:"accept4_exit"`
-	AcceptExit       *ebpf.ProgramSpec `ebpf:"accept_exit"`
-	AcceptKretprobe  *ebpf.ProgramSpec `ebpf:"accept_kretprobe"`
-	BindEnter        *ebpf.ProgramSpec `ebpf:"bind_enter"`
-	BindExit         *ebpf.ProgramSpec `ebpf:"bind_exit"`
-	StateRawTp       *ebpf.ProgramSpec `ebpf:"state_raw_tp"`
-	StateSetKprobe   *ebpf.ProgramSpec `ebpf:"state_set_kprobe"`
-	StateStoreKprobe *ebpf.ProgramSpec `ebpf:"state_store_kprobe"`
-	StateTpBtf       *ebpf.ProgramSpec `ebpf:"state_tp_btf"`
-	StateTracepoint  *ebpf.ProgramSpec `ebpf:"state_tracepoint"`
-	TimerCancelRawTp *ebpf.ProgramSpec `ebpf:"timer_cancel_raw_tp"`
-	TimerCancelTpBtf *ebpf.ProgramSpec `ebpf:"timer_cancel_tp_btf"`
-	TimerExpireRawTp *ebpf.ProgramSpec `ebpf:"timer_expire_raw_tp"`
-	TimerExpireTpBtf *ebpf.ProgramSpec `ebpf:"timer_expire_tp_btf"`
-	TimerStartRawTp  *ebpf.ProgramSpec `ebpf:"timer_start_raw_tp"`
-	TimerStartTpBtf  *ebpf.ProgramSpec `ebpf:"timer_start_tp_btf"`
+	Accept4Exit        *ebpf.ProgramSpec `ebpf:"accept4_exit"`
+	AcceptExit         *ebpf.ProgramSpec `ebpf:"accept_exit"`
+	AcceptKretprobe    *ebpf.ProgramSpec `ebpf:"accept_kretprobe"`
+	BindEnter          *ebpf.ProgramSpec `ebpf:"bind_enter"`
+	BindExit           *ebpf.ProgramSpec `ebpf:"bind_exit"`
+	StateRawTp         *ebpf.ProgramSpec `ebpf:"state_raw_tp"`
+	StateSetKprobe     *ebpf.ProgramSpec `ebpf:"state_set_kprobe"`
+	StateStoreKprobe   *ebpf.ProgramSpec `ebpf:"state_store_kprobe"`
+	StateTpBtf         *ebpf.ProgramSpec `ebpf:"state_tp_btf"`
+	StateTracepoint    *ebpf.ProgramSpec `ebpf:"state_tracepoint"`
+	TimerCancelRawTp   *ebpf.ProgramSpec `ebpf:"timer_cancel_raw_tp"`
+	TimerCancelTpBtf   *ebpf.ProgramSpec `ebpf:"timer_cancel_tp_btf"`
+	TimerExpireRawTp   *ebpf.ProgramSpec `ebpf:"timer_expire_raw_tp"`
+	TimerExpireTpBtf   *ebpf.ProgramSpec `ebpf:"timer_expire_tp_btf"`
+	TimerStartRawTp    *ebpf.ProgramSpec `ebpf:"timer_start_raw_tp"`
+	TimerStartTpBtf    *ebpf.ProgramSpec `ebpf:"timer_start_tp_btf"`
+	TwDescheduleKprobe *ebpf.ProgramSpec `ebpf:"tw_deschedule_kprobe"`
+	TwExpireKprobe     *ebpf.ProgramSpec `ebpf:"tw_expire_kprobe"`
+	TwScheduleKprobe   *ebpf.ProgramSpec `ebpf:"tw_schedule_kprobe"`
 }
 
 // PorttraceMapSpecs contains maps before they are loaded into the kernel.
@@ -201,22 +207,25 @@ type PorttraceVariables struct {
 //
 // It can be passed to LoadPorttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PorttracePrograms struct {
-	Accept4Exit      *ebpf.Program `ebpf:"accept4_exit"`
-	AcceptExit       *ebpf.Program `ebpf:"accept_exit"`
-	AcceptKretprobe  *ebpf.Program `ebpf:"accept_kretprobe"`
-	BindEnter        *ebpf.Program `ebpf:"bind_enter"`
-	BindExit         *ebpf.Program `ebpf:"bind_exit"`
-	StateRawTp       *ebpf.Program `ebpf:"state_raw_tp"`
-	StateSetKprobe   *ebpf.Program `ebpf:"state_set_kprobe"`
-	StateStoreKprobe *ebpf.Program `ebpf:"state_store_kprobe"`
-	StateTpBtf       *ebpf.Program `ebpf:"state_tp_btf"`
-	StateTracepoint  *ebpf.Program `ebpf:"state_tracepoint"`
-	TimerCancelRawTp *ebpf.Program `ebpf:"timer_cancel_raw_tp"`
-	TimerCancelTpBtf *ebpf.Program `ebpf:"timer_cancel_tp_btf"`
-	TimerExpireRawTp *ebpf.Program `ebpf:"timer_expire_raw_tp"`
-	TimerExpireTpBtf *ebpf.Program `ebpf:"timer_expire_tp_btf"`
-	TimerStartRawTp  *ebpf.Program `ebpf:"timer_start_raw_tp"`
-	TimerStartTpBtf  *ebpf.Program `ebpf:"timer_start_tp_btf"`
+	Accept4Exit        *ebpf.Program `ebpf:"accept4_exit"`
+	AcceptExit         *ebpf.Program `ebpf:"accept_exit"`
+	AcceptKretprobe    *ebpf.Program `ebpf:"accept_kretprobe"`
+	BindEnter          *ebpf.Program `ebpf:"bind_enter"`
+	BindExit           *ebpf.Program `ebpf:"bind_exit"`
+	StateRawTp         *ebpf.Program `ebpf:"state_raw_tp"`
+	StateSetKprobe     *ebpf.Program `ebpf:"state_set_kprobe"`
+	StateStoreKprobe   *ebpf.Program `ebpf:"state_store_kprobe"`
+	StateTpBtf         *ebpf.Program `ebpf:"state_tp_btf"`
+	StateTracepoint    *ebpf.Program `ebpf:"state_tracepoint"`
+	TimerCancelRawTp   *ebpf.Program `ebpf:"timer_cancel_raw_tp"`
+	TimerCancelTpBtf   *ebpf.Program `ebpf:"timer_cancel_tp_btf"`
+	TimerExpireRawTp   *ebpf.Program `ebpf:"timer_expire_raw_tp"`
+	TimerExpireTpBtf   *ebpf.Program `ebpf:"timer_expire_tp_btf"`
+	TimerStartRawTp    *ebpf.Program `ebpf:"timer_start_raw_tp"`
+	TimerStartTpBtf    *ebpf.Program `ebpf:"timer_start_tp_btf"`
+	TwDescheduleKprobe *ebpf.Program `ebpf:"tw_deschedule_kprobe"`
+	TwExpireKprobe     *ebpf.Program `ebpf:"tw_expire_kprobe"`
+	TwScheduleKprobe   *ebpf.Program `ebpf:"tw_schedule_kprobe"`
 }
 
 func (p *PorttracePrograms) Close() error {
@@ -237,6 +246,9 @@ func (p *PorttracePrograms) Close() error {
 		p.TimerExpireTpBtf,
 		p.TimerStartRawTp,
 		p.TimerStartTpBtf,
+		p.TwDescheduleKprobe,
+		p.TwExpireKprobe,
+		p.TwScheduleKprobe,
 	)
 }
 

@@ -101,6 +101,13 @@ var hooks = []hook{
 		name:    "timewait",
 		without: "TIME_WAIT is shown as the kernel's state tracepoint reports it (-> CLOSE)",
 		alts: []alternative{
+			// The kprobes see every re-arm (an orphan's FIN_WAIT2 turning
+			// TIME_WAIT), which the timer tracepoints may miss.
+			{formKprobe, []attachment{
+				{"tw_schedule_kprobe", "__inet_twsk_schedule"},
+				{"tw_deschedule_kprobe", "inet_twsk_deschedule_put"},
+				{"tw_expire_kprobe", "tw_timer_handler"},
+			}},
 			{formTPBTF, []attachment{
 				{"timer_start_tp_btf", "timer_start"},
 				{"timer_cancel_tp_btf", "timer_cancel"},
@@ -160,7 +167,7 @@ func exists(path string) bool {
 // not, why.
 func (k *kernel) available(h *hook, alt alternative) (bool, string) {
 	// The timer programs recognise timewait timers by their handler.
-	if h.name == "timewait" && k.missingTimewait != "" {
+	if h.name == "timewait" && !alt.form.isKprobe() && k.missingTimewait != "" {
 		return false, k.missingTimewait
 	}
 	for _, a := range alt.progs {

@@ -392,8 +392,8 @@ func TestKernelEveryProgramPassesVerifier(t *testing.T) {
 }
 
 // TestKernelHookChoice checks that auto mode takes the preferred form of
-// each hook wherever the kernel has it: the accept kretprobe where kprobes
-// exist, the syscall tracepoints where they do not.
+// each hook wherever the kernel has it: the accept kretprobe and the
+// timewait kprobes where kprobes exist, tracepoints where they do not.
 func TestKernelHookChoice(t *testing.T) {
 	needPrivileges(t)
 	kprobes := kernelHasKprobes(t)
@@ -401,13 +401,13 @@ func TestKernelHookChoice(t *testing.T) {
 		mode ProbeMode
 		want []string
 	}{
-		{ProbeAuto, []string{"state: tp_btf inet_sock_set_state", "bind: tracepoint", "timewait: tp_btf timer_start"}},
-		{ProbeTracepoint, []string{"state: tp_btf inet_sock_set_state", "accept: tracepoint syscalls/sys_exit_accept", "bind: tracepoint"}},
+		{ProbeAuto, []string{"state: tp_btf inet_sock_set_state", "bind: tracepoint"}},
+		{ProbeTracepoint, []string{"state: tp_btf inet_sock_set_state", "accept: tracepoint syscalls/sys_exit_accept", "bind: tracepoint", "timewait: tp_btf timer_start"}},
 	} {
 		if tc.mode == ProbeAuto && kprobes {
-			tc.want = append(tc.want, "accept: kretprobe inet_csk_accept")
-		} else {
-			tc.want = append(tc.want, "accept: tracepoint syscalls/sys_exit_accept")
+			tc.want = append(tc.want, "accept: kretprobe inet_csk_accept", "timewait: kprobe __inet_twsk_schedule")
+		} else if tc.mode == ProbeAuto {
+			tc.want = append(tc.want, "accept: tracepoint syscalls/sys_exit_accept", "timewait: tp_btf timer_start")
 		}
 		src, err := Open(Config{Probe: tc.mode})
 		if err != nil {
@@ -430,7 +430,7 @@ func TestKernelHookChoice(t *testing.T) {
 		hooks := strings.Join(src.Hooks(), "\n")
 		src.Close()
 		t.Logf("--probe kprobe:\n%s", hooks)
-		for _, w := range []string{"state: kprobe inet_sk_state_store,inet_sk_set_state", "accept: kretprobe inet_csk_accept"} {
+		for _, w := range []string{"state: kprobe inet_sk_state_store,inet_sk_set_state", "accept: kretprobe inet_csk_accept", "timewait: kprobe __inet_twsk_schedule"} {
 			if !strings.Contains(hooks, w) {
 				t.Errorf("--probe kprobe: no hook %q among:\n%s", w, hooks)
 			}
