@@ -27,6 +27,8 @@ const volatile __u16 filter_family = 0; /* AF_INET or AF_INET6 */
 const volatile __u64 tw_timer_handler_addr = 0;
 /* Length of one jiffy in nanoseconds (1e9 / CONFIG_HZ). */
 const volatile __u64 jiffy_ns = 0;
+/* Bytes waiting in the ring buffer that are worth waking the reader for. */
+const volatile __u64 wakeup_bytes = 0;
 
 enum event_kind {
 	EVENT_STATE = 1,
@@ -124,6 +126,15 @@ static __always_inline struct event *reserve(__u8 kind)
 	return e;
 }
 
+/* Waking the reader costs an interrupt per wakeup, and the reader polls
+ * every few milliseconds anyway: wake it only when a batch has built up. */
+static __always_inline void submit(struct event *e)
+{
+	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
+			      BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+}
+
 /* Addresses, ports and namespace of a full or timewait socket: both start
  * with struct sock_common. The local port comes from the caller because it
  * is kept in a different field by each (see inet_sock in kernel.h). */
@@ -171,7 +182,7 @@ static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, 
 	e->oldstate = oldstate;
 	e->newstate = newstate;
 	fill_endpoints(e, (struct sock_common *)sk, sock_sport(sk));
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -326,7 +337,7 @@ int bind_exit(struct trace_event_raw_sys_exit *ctx)
 	e->err = ctx->ret;
 	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	__builtin_memcpy(e->saddr, args->addr, sizeof(e->saddr));
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 out:
 	bpf_map_delete_elem(&binds, &tid);
 	return 0;
@@ -360,7 +371,7 @@ static __always_inline int emit_timewait(__u8 kind, struct inet_timewait_sock *t
 	e->newstate = BPF_CORE_READ(tw, tw_substate);
 	e->timeout_ns = timeout_ns;
 	fill_endpoints(e, &tw->__tw_common, timewait_sport(tw));
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 

@@ -74,6 +74,7 @@ const (
 	PorttraceVarFilterPort          = "filter_port"
 	PorttraceVarJiffyNs             = "jiffy_ns"
 	PorttraceVarTwTimerHandlerAddr  = "tw_timer_handler_addr"
+	PorttraceVarWakeupBytes         = "wakeup_bytes"
 )
 
 // LoadPorttrace returns the embedded CollectionSpec for Porttrace.
@@ -157,6 +158,7 @@ type PorttraceVariableSpecs struct {
 	FilterPort         *ebpf.VariableSpec `ebpf:"filter_port"`
 	JiffyNs            *ebpf.VariableSpec `ebpf:"jiffy_ns"`
 	TwTimerHandlerAddr *ebpf.VariableSpec `ebpf:"tw_timer_handler_addr"`
+	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // PorttraceObjects contains all objects after they have been loaded into the kernel.
@@ -201,6 +203,7 @@ type PorttraceVariables struct {
 	FilterPort         *ebpf.Variable `ebpf:"filter_port"`
 	JiffyNs            *ebpf.Variable `ebpf:"jiffy_ns"`
 	TwTimerHandlerAddr *ebpf.Variable `ebpf:"tw_timer_handler_addr"`
+	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // PorttracePrograms contains all programs after they have been loaded into the kernel.

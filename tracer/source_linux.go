@@ -16,8 +16,15 @@ import (
 	"github.com/porttrace/porttrace/bpf"
 )
 
-// tickInterval is how often the handler is ticked when no event arrives.
-const tickInterval = 100 * time.Millisecond
+// tickInterval is how often the ring buffer is polled and the handler
+// ticked (which flushes the output). The programs wake the reader only for
+// a batch (wakeupFraction of the ring), so this bounds a line's delay on a
+// quiet port, and batches the reading and writing of a busy one.
+const tickInterval = 10 * time.Millisecond
+
+// wakeupFraction of the ring buffer waiting makes the programs wake the
+// reader before its next poll.
+const wakeupFraction = 16
 
 // LinuxSource reads porttrace's eBPF programs' ring buffer.
 type LinuxSource struct {
@@ -162,6 +169,7 @@ func loadSpec(cfg Config, k *kernel, chosen []choice) (*ebpf.CollectionSpec, err
 		bpf.PorttraceVarFilterFamily:       family,
 		bpf.PorttraceVarTwTimerHandlerAddr: k.twTimerHandler,
 		bpf.PorttraceVarJiffyNs:            jiffy,
+		bpf.PorttraceVarWakeupBytes:        uint64(ringSize / wakeupFraction),
 	} {
 		if err := spec.Variables[name].Set(value); err != nil {
 			return nil, fmt.Errorf("setting %s: %w", name, err)
@@ -224,9 +232,6 @@ func (s *LinuxSource) Run(ctx context.Context, h Handler) error {
 				continue
 			}
 			h.Handle(&ev)
-			if s.reader.AvailableBytes() == 0 {
-				h.Tick(s.nowNs())
-			}
 		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
 			h.Tick(s.nowNs())
 			if ctx.Err() != nil {
