@@ -95,9 +95,22 @@ func (p *Printer) Close() error {
 	return p.w.Flush()
 }
 
+// DescribeLost says how many events the kernel lost and why, with what to
+// do about the loss porttrace can prevent.
+func DescribeLost(l Lost) string {
+	s := fmt.Sprintf("events lost in the kernel: %d", l.Total())
+	if l.Dropped > 0 {
+		s += fmt.Sprintf(" (%d found the ring buffer full: raise --buffer-size)", l.Dropped)
+	}
+	if l.Skipped > 0 {
+		s += fmt.Sprintf(" (%d probe runs skipped by the kernel while one ran on the same CPU, for any port)", l.Skipped)
+	}
+	return s
+}
+
 // WriteSummary writes the closing summary of a watch: what was seen, and
 // how many events the kernel lost.
-func WriteSummary(w io.Writer, s Stats, lost uint64, elapsed time.Duration) {
+func WriteSummary(w io.Writer, s Stats, lost Lost, elapsed time.Duration) {
 	fmt.Fprintf(w, "porttrace: %d events, %d lines in %s; connections opened %d, closed %d; binds %d (%d failed)\n",
 		s.Events, s.Records, elapsed.Round(time.Millisecond), s.Opened, s.Closed, s.Binds, s.BindErrors)
 	var parts []string
@@ -109,7 +122,7 @@ func WriteSummary(w io.Writer, s Stats, lost uint64, elapsed time.Duration) {
 	if len(parts) > 0 {
 		fmt.Fprintf(w, "porttrace: transitions into: %s\n", strings.Join(parts, ", "))
 	}
-	fmt.Fprintf(w, "porttrace: events lost in the kernel: %d", lost)
+	fmt.Fprintf(w, "porttrace: %s", DescribeLost(lost))
 	if s.Gaps > 0 {
 		fmt.Fprintf(w, "; transitions seen without their predecessor: %d", s.Gaps)
 	}

@@ -22,14 +22,27 @@ type Source interface {
 	// Run delivers events to h until ctx is done (it then returns nil) or
 	// the source fails.
 	Run(ctx context.Context, h Handler) error
-	// Lost returns how many events the kernel dropped because porttrace did
-	// not read them fast enough.
-	Lost() uint64
+	// Lost returns how many events the kernel dropped.
+	Lost() Lost
 	// Hooks describes each hook that was attached and why it was chosen.
 	Hooks() []string
 	// Close detaches everything the source attached.
 	Close() error
 }
+
+// Lost counts events lost in the kernel, by cause.
+type Lost struct {
+	// Dropped found the kernel's buffer full: porttrace did not read fast
+	// enough.
+	Dropped uint64
+	// Skipped are runs of a probe the kernel did not make because a run of
+	// it was already under way on that CPU (a softirq interrupting it). The
+	// kernel does not say which port they were for.
+	Skipped uint64
+}
+
+// Total is every event lost.
+func (l Lost) Total() uint64 { return l.Dropped + l.Skipped }
 
 // ProbeMode chooses between hook families where a kernel offers several.
 type ProbeMode uint8

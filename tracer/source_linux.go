@@ -186,20 +186,20 @@ func (s *LinuxSource) Hooks() []string { return s.hooks }
 // program's run because a run of it is already under way on that CPU (a
 // softirq interrupting it), which the kernel counts as the program's
 // recursion misses (5.12+).
-func (s *LinuxSource) Lost() uint64 {
-	var total uint64
+func (s *LinuxSource) Lost() Lost {
+	var lost Lost
 	var perCPU []uint64
 	if err := s.coll.Maps[bpf.PorttraceMapLost].Lookup(uint32(0), &perCPU); err == nil {
 		for _, n := range perCPU {
-			total += n
+			lost.Dropped += n
 		}
 	}
 	for _, prog := range s.coll.Programs {
 		if stats, err := prog.Stats(); err == nil {
-			total += stats.RecursionMisses
+			lost.Skipped += stats.RecursionMisses
 		}
 	}
-	return total
+	return lost
 }
 
 // Malformed returns how many ring buffer records could not be decoded, and

@@ -217,12 +217,12 @@ func (s *Source) logCounts(j *tcbJoiner) {
 
 // Lost returns how many events the ETW session dropped, counting a lost
 // buffer as one.
-func (s *Source) Lost() uint64 {
+func (s *Source) Lost() tracer.Lost {
 	n, err := s.session.lost()
 	if err != nil {
 		s.logf("etw: %v", err)
 	}
-	return n
+	return tracer.Lost{Dropped: n}
 }
 
 // Hooks describes the provider enabled.

@@ -138,7 +138,7 @@ type lostReport struct {
 	gaps uint64 // porttrace: transitions seen without their predecessor
 }
 
-var porttraceSummary = regexp.MustCompile(`porttrace: events lost in the kernel: (\d+)(?:; transitions seen without their predecessor: (\d+))?`)
+var porttraceSummary = regexp.MustCompile(`porttrace: events lost in the kernel: (\d+)[^;\n]*(?:; transitions seen without their predecessor: (\d+))?`)
 
 // porttraceLost reads the last line of porttrace's summary; its absence
 // means porttrace did not end as it should.

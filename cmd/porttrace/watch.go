@@ -76,9 +76,9 @@ func reportLost(ctx context.Context, src tracer.Source, stderr io.Writer) <-chan
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if n := src.Lost(); n > reported {
-					fmt.Fprintf(stderr, "porttrace: %d events lost in the kernel so far (ring buffer full: raise --buffer-size)\n", n)
-					reported = n
+				if lost := src.Lost(); lost.Total() > reported {
+					fmt.Fprintf(stderr, "porttrace: %s\n", tracer.DescribeLost(lost))
+					reported = lost.Total()
 				}
 			}
 		}
