@@ -399,3 +399,46 @@ func TestCorrelatorAllocatesNothingPerEvent(t *testing.T) {
 		t.Errorf("%v allocations per connection", n)
 	}
 }
+
+// TestCorrelatorSeed: a watch starts from the snapshot's sockets, reports
+// them, and attributes their later transitions to the processes holding
+// them; a seeded listener's owner stands in for unaccepted connections.
+func TestCorrelatorSeed(t *testing.T) {
+	var got []string
+	c := NewCorrelator(func(r *Record) { got = append(got, r.Type.String()+" "+line(r)) })
+	c.Seed(&PortReport{
+		Port: 8080,
+		Sockets: []PortSocket{
+			{Proto: ProtoTCP, Family: FamilyIPv4, State: StateListen, Local: netip.AddrPortFrom(serverAddr, 8080),
+				Remote: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), NetNS: 1, Sock: listenSock, PIDs: []uint32{listener}},
+			{Proto: ProtoTCP, Family: FamilyIPv4, State: StateEstablished, Local: netip.AddrPortFrom(serverAddr, 8080),
+				Remote: netip.AddrPortFrom(clientAddr, 40000), NetNS: 1, Sock: serverSock, PIDs: []uint32{worker}},
+		},
+		Processes: map[uint32]*Process{listener: {PID: listener, Comm: "p100"}, worker: {PID: worker, Comm: "p200"}},
+	}, 0)
+	other := SockID(0x5000)
+	for _, e := range []Event{
+		state(10, atServer, serverSock, StateEstablished, StateCloseWait, softirq),
+		func() Event {
+			e := state(11, atServer, other, StateListen, StateSynRecv, softirq)
+			e.DPort = 40001
+			return e
+		}(),
+		tick(1500),
+	} {
+		if e.Kind == 0 {
+			c.Tick(e.TimeNs)
+		} else {
+			c.Handle(&e)
+		}
+	}
+	want := []string{
+		"socket 100 10.0.0.1:8080>0 UNKNOWN->LISTEN snapshot",
+		"socket 200 10.0.0.1:8080>40000 UNKNOWN->ESTABLISHED snapshot",
+		"state 200 10.0.0.1:8080>40000 ESTABLISHED->CLOSE_WAIT snapshot",
+		"state 100 10.0.0.1:8080>40001 LISTEN->SYN_RECV listener",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(want))
+	}
+}
