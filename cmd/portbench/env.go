@@ -153,8 +153,9 @@ func (b *bench) freePort() (int, error) {
 	return 0, errors.New("no free port left below 32768: lower --base-port")
 }
 
-// findPeers locates tcpstates and bpftrace, installing them with apt-get
-// when missing, except in a quick run, which skips them instead.
+// findPeers locates tcpstates and bpftrace (and lsof and fuser for the who
+// comparison), installing them with apt-get when missing, except in a quick
+// run, which skips them instead.
 func (b *bench) findPeers(ctx context.Context) {
 	b.tcpstates, b.bpftrace = findTcpstates(), lookPath("bpftrace")
 	var missing []string
@@ -163,6 +164,12 @@ func (b *bench) findPeers(ctx context.Context) {
 	}
 	if b.bpftrace == "" {
 		missing = append(missing, "bpftrace")
+	}
+	// The who contenders; a missing one is skipped, not an error.
+	for cmd, pkg := range map[string]string{"lsof": "lsof", "fuser": "psmisc"} {
+		if lookPath(cmd) == "" {
+			missing = append(missing, pkg)
+		}
 	}
 	if len(missing) > 0 {
 		why := "not installed (a --quick run does not install)"
