@@ -105,6 +105,9 @@ func DescribeLost(l Lost) string {
 	if l.Skipped > 0 {
 		s += fmt.Sprintf(" (%d probe runs skipped by the kernel while one ran on the same CPU, for any port)", l.Skipped)
 	}
+	if l.Undecodable > 0 {
+		s += fmt.Sprintf(" (%d records did not decode: please report this)", l.Undecodable)
+	}
 	return s
 }
 

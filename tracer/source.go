@@ -39,10 +39,13 @@ type Lost struct {
 	// it was already under way on that CPU (a softirq interrupting it). The
 	// kernel does not say which port they were for.
 	Skipped uint64
+	// Undecodable reached porttrace but did not decode: a kernel side
+	// that does not match this porttrace.
+	Undecodable uint64
 }
 
 // Total is every event lost.
-func (l Lost) Total() uint64 { return l.Dropped + l.Skipped }
+func (l Lost) Total() uint64 { return l.Dropped + l.Skipped + l.Undecodable }
 
 // ProbeMode chooses between hook families where a kernel offers several.
 type ProbeMode uint8

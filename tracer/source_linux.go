@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -35,8 +36,9 @@ type LinuxSource struct {
 	monoToWallNs  int64
 	startMonoNs   int64
 	startTime     time.Time
-	malformed     uint64
-	firstDecodeEr error
+	// undecodable counts ring buffer records that did not decode; read by
+	// Lost from another goroutine.
+	undecodable atomic.Uint64
 }
 
 var _ Source = (*LinuxSource)(nil)
@@ -199,12 +201,10 @@ func (s *LinuxSource) Lost() Lost {
 			lost.Skipped += stats.RecursionMisses
 		}
 	}
+	lost.Undecodable = s.undecodable.Load()
 	return lost
 }
 
-// Malformed returns how many ring buffer records could not be decoded, and
-// the first such error.
-func (s *LinuxSource) Malformed() (uint64, error) { return s.malformed, s.firstDecodeEr }
 
 // nowNs is the current time on the events' clock, without a system call.
 func (s *LinuxSource) nowNs() int64 {
@@ -225,10 +225,7 @@ func (s *LinuxSource) Run(ctx context.Context, h Handler) error {
 		switch {
 		case err == nil:
 			if err := decodeEvent(rec.RawSample, s.monoToWallNs, &ev); err != nil {
-				if s.malformed == 0 {
-					s.firstDecodeEr = err
-				}
-				s.malformed++
+				s.undecodable.Add(1)
 				continue
 			}
 			h.Handle(&ev)
