@@ -29,13 +29,13 @@ const wakeupFraction = 16
 
 // LinuxSource reads porttrace's eBPF programs' ring buffer.
 type LinuxSource struct {
-	coll          *ebpf.Collection
-	links         []link.Link
-	reader        *ringbuf.Reader
-	hooks         []string
-	monoToWallNs  int64
-	startMonoNs   int64
-	startTime     time.Time
+	coll         *ebpf.Collection
+	links        []link.Link
+	reader       *ringbuf.Reader
+	hooks        []string
+	monoToWallNs int64
+	startMonoNs  int64
+	startTime    time.Time
 	// undecodable counts ring buffer records that did not decode; read by
 	// Lost from another goroutine.
 	undecodable atomic.Uint64
@@ -204,7 +204,6 @@ func (s *LinuxSource) Lost() Lost {
 	lost.Undecodable = s.undecodable.Load()
 	return lost
 }
-
 
 // nowNs is the current time on the events' clock, without a system call.
 func (s *LinuxSource) nowNs() int64 {
