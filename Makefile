@@ -24,7 +24,7 @@ check-generated: generate
 # The README's test command. Run as root: the privileged tests load eBPF
 # programs (with CI=true they fail instead of skipping without root).
 test: lint
-	$(GO) test -count=1 ./...
+	$(GO) test -race -count=1 ./...
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$unformatted" || { echo "gofmt needed: $$unformatted" >&2; exit 1; }
