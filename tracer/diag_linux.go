@@ -41,13 +41,13 @@ func diagOrphans(port uint16) ([]PortSocket, error) {
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		msgs, err := conn.Execute(netlink.Message{
 			Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | netlink.Dump},
-			Data:   diagRequest(family, ProtoTCP, orphanStates, port),
+			Data:   diagRequest(family, port),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("sock_diag dump of tcp sockets: %w", err)
 		}
 		for _, m := range msgs {
-			s, err := decodeDiagMsg(m.Data, ProtoTCP)
+			s, err := decodeDiagMsg(m.Data)
 			if err != nil {
 				return nil, fmt.Errorf("sock_diag answer: %w", err)
 			}
@@ -57,15 +57,15 @@ func diagOrphans(port uint16) ([]PortSocket, error) {
 	return out, nil
 }
 
-// diagRequest is an inet_diag_req_v2 for some states of one family and
-// protocol, with a bytecode filter "local port >= port && local port <=
+// diagRequest is an inet_diag_req_v2 for the TCP orphan states of one
+// family, with a bytecode filter "local port >= port && local port <=
 // port" (the equality operator is younger than the kernels porttrace runs
 // on). Each operation is {code, yes, no} followed by its argument in a
 // second operation's no field; a jump past the end by 4 rejects.
-func diagRequest(family uint8, proto Proto, states uint32, port uint16) []byte {
+func diagRequest(family uint8, port uint16) []byte {
 	b := make([]byte, inetDiagReqLen)
-	b[0], b[1] = family, uint8(proto)
-	binary.NativeEndian.PutUint32(b[4:], states)
+	b[0], b[1] = family, uint8(ProtoTCP)
+	binary.NativeEndian.PutUint32(b[4:], orphanStates)
 	bc := []byte{
 		inetDiagBCSGE, 8, 0, 0, 0, 0, 0, 0, // no: 20, patched below
 		inetDiagBCSLE, 8, 0, 0, 0, 0, 0, 0, // no: 12
@@ -84,11 +84,11 @@ func diagRequest(family uint8, proto Proto, states uint32, port uint16) []byte {
 var errShortDiag = errors.New("short inet_diag_msg")
 
 // decodeDiagMsg reads one inet_diag_msg and its attributes.
-func decodeDiagMsg(b []byte, proto Proto) (PortSocket, error) {
+func decodeDiagMsg(b []byte) (PortSocket, error) {
 	if len(b) < inetDiagMsgLen {
 		return PortSocket{}, errShortDiag
 	}
-	s := PortSocket{Proto: proto, State: State(b[1])}
+	s := PortSocket{Proto: ProtoTCP, State: State(b[1])}
 	be, ne := binary.BigEndian, binary.NativeEndian
 	sport, dport := be.Uint16(b[4:]), be.Uint16(b[6:])
 	var src, dst netip.Addr

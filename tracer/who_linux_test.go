@@ -95,7 +95,7 @@ func diagMsg(family uint8, state State, local, remote netip.AddrPort, timer uint
 
 func TestDecodeDiagMsg(t *testing.T) {
 	tw := diagMsg(unix.AF_INET, StateTimeWait, netip.MustParseAddrPort("127.0.0.1:8080"), netip.MustParseAddrPort("127.0.0.1:40000"), 3, 58_200, 0, false)
-	s, err := decodeDiagMsg(tw, ProtoTCP)
+	s, err := decodeDiagMsg(tw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,11 +105,11 @@ func TestDecodeDiagMsg(t *testing.T) {
 		t.Errorf("got %+v\nwant %+v", s, want)
 	}
 	l6 := diagMsg(unix.AF_INET6, StateListen, netip.MustParseAddrPort("[::]:8080"), netip.MustParseAddrPort("[::]:0"), 0, 0, 991, true)
-	s, err = decodeDiagMsg(l6, ProtoTCP)
+	s, err = decodeDiagMsg(l6)
 	if err != nil || !s.V6Only || s.Inode != 991 || s.Family != FamilyIPv6 || s.TimerNs != 0 {
 		t.Errorf("IPv6 listener: %+v, %v", s, err)
 	}
-	if _, err := decodeDiagMsg(l6[:inetDiagMsgLen-1], ProtoTCP); err == nil {
+	if _, err := decodeDiagMsg(l6[:inetDiagMsgLen-1]); err == nil {
 		t.Error("short message accepted")
 	}
 }
@@ -117,7 +117,7 @@ func TestDecodeDiagMsg(t *testing.T) {
 func FuzzDecodeDiagMsg(f *testing.F) {
 	f.Add(diagMsg(unix.AF_INET6, StateListen, netip.MustParseAddrPort("[::]:8080"), netip.MustParseAddrPort("[::]:0"), 0, 0, 1, true))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		s, err := decodeDiagMsg(raw, ProtoTCP)
+		s, err := decodeDiagMsg(raw)
 		if err == nil && (s.Family == FamilyIPv4) != s.Local.Addr().Is4() {
 			t.Fatalf("inconsistent socket %+v", s)
 		}

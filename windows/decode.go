@@ -52,13 +52,6 @@ func (r *payloadReader) take(n int) []byte {
 	return p
 }
 
-func (r *payloadReader) u16be() uint16 {
-	if p := r.take(2); p != nil {
-		return binary.BigEndian.Uint16(p)
-	}
-	return 0
-}
-
 func (r *payloadReader) u32() uint32 {
 	if p := r.take(4); p != nil {
 		return binary.LittleEndian.Uint32(p)
