@@ -35,7 +35,7 @@ lint:
 # The privileged tests inside Debian's 5.10, 6.1 and 6.12 kernels under qemu.
 vmtest:
 	mkdir -p $(VMTEST_DIR)
-	CGO_ENABLED=0 $(GO) test -c -o $(VMTEST_DIR)/tracer.test ./tracer
+	CGO_ENABLED=0 $(GO) test -c -o $(VMTEST_DIR)/tracer.test ./tracer/linux
 	CGO_ENABLED=0 $(GO) test -c -o $(VMTEST_DIR)/porttrace.test ./cmd/porttrace
 	.ci/vmtest -- "tracer=$(VMTEST_DIR)/tracer.test -test.v -test.run ^TestKernel -test.skip Slow -test.timeout 240s" \
 		"porttrace=$(VMTEST_DIR)/porttrace.test -test.v -test.run ^Test(WithoutPrivileges|JSONLines)$$ -test.timeout 120s"

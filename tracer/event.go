@@ -76,10 +76,11 @@ const (
 	StateListen      State = 10
 	StateClosing     State = 11
 	StateNewSynRecv  State = 12
-	stateCount             = 13
+	// StateCount is one past the highest State.
+	StateCount = 13
 )
 
-var stateNames = [stateCount]string{
+var stateNames = [StateCount]string{
 	StateUnknown:     "UNKNOWN",
 	StateEstablished: "ESTABLISHED",
 	StateSynSent:     "SYN_SENT",
@@ -96,7 +97,7 @@ var stateNames = [stateCount]string{
 }
 
 func (s State) String() string {
-	if s < stateCount {
+	if s < StateCount {
 		return stateNames[s]
 	}
 	return "UNKNOWN"

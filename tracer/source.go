@@ -16,6 +16,18 @@ type Handler interface {
 	Tick(nowNs int64)
 }
 
+// Sink consumes the correlator's records: the printer of a watch, and the
+// index, history and metrics of a daemon. The event loop calls it from its
+// one goroutine. A sink must never block that loop: one that cannot keep
+// up drops and counts what it drops.
+type Sink interface {
+	// Record receives one record, valid only during the call.
+	Record(r *Record)
+	// Tick says the source has run dry for now (time on the events'
+	// clock): the moment to flush what is buffered.
+	Tick(nowNs int64)
+}
+
 // Source is one platform's stream of kernel events: eBPF on Linux, ETW on
 // Windows.
 type Source interface {
@@ -99,7 +111,8 @@ type Config struct {
 	Logf func(format string, args ...any)
 }
 
-func (c *Config) logf(format string, args ...any) {
+// Verbosef passes a diagnostic to Logf, if set.
+func (c *Config) Verbosef(format string, args ...any) {
 	if c.Logf != nil {
 		c.Logf(format, args...)
 	}

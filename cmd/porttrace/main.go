@@ -47,7 +47,7 @@ func usageError(format string, args ...any) error {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "who" {
-		return who(args[1:], stdout, stderr)
+		return who(ctx, args[1:], stdout, stderr)
 	}
 	f, err := parseFlags(args, stderr)
 	if err != nil {

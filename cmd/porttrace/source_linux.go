@@ -1,11 +1,15 @@
 package main
 
-import "github.com/porttrace/porttrace/tracer"
+import (
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/linux"
+	"github.com/porttrace/porttrace/tracer/snapshot"
+)
 
 func openSource(cfg tracer.Config) (tracer.Source, error) {
-	return tracer.Open(cfg)
+	return linux.Open(cfg)
 }
 
-func portReport(port uint16) (*tracer.PortReport, error) {
-	return tracer.Who(port)
+func snapshotPort(port uint16) (*snapshot.PortReport, error) {
+	return linux.Who(port)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/snapshot"
 	"github.com/porttrace/porttrace/windows"
 )
 
@@ -9,6 +10,6 @@ func openSource(cfg tracer.Config) (tracer.Source, error) {
 	return windows.Open(cfg)
 }
 
-func portReport(port uint16) (*tracer.PortReport, error) {
+func snapshotPort(port uint16) (*snapshot.PortReport, error) {
 	return windows.Who(port)
 }

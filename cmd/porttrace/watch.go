@@ -10,11 +10,21 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/api"
+	"github.com/porttrace/porttrace/tracer/correlate"
+	"github.com/porttrace/porttrace/tracer/render"
 )
 
-// lostCheckInterval is how often the kernel's lost-event counters are read
-// so that a loss is reported while it happens, not only at the end.
-const lostCheckInterval = time.Second
+const (
+	// lostCheckInterval is how often the kernel's lost-event counters and
+	// the printer's dropped lines are read, so that a loss is reported
+	// while it happens, not only at the end.
+	lostCheckInterval = time.Second
+	// outputTimeout is how long a stopping watch waits for a slow reader
+	// to take the lines still queued: Ctrl-C ends porttrace within a
+	// second even when nobody reads its output.
+	outputTimeout = 500 * time.Millisecond
+)
 
 // watch runs the live view until ctx ends or --duration passes.
 func watch(ctx context.Context, f *flags, stdout, stderr io.Writer) error {
@@ -29,56 +39,67 @@ func watch(ctx context.Context, f *flags, stdout, stderr io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, f.duration)
 		defer cancel()
 	}
-	p := tracer.NewPrinter(stdout, tracer.PrinterOptions{JSON: f.json, Color: colorWanted(stdout), PID: f.pid})
-	p.Header()
+	printer := render.NewPrinter(stdout, render.PrinterOptions{JSON: f.json, Color: colorWanted(stdout), PID: f.pid})
+	printer.Header()
+	loop := correlate.NewLoop(printer)
 	// Start from what holds the port now; the probes are attached first so
 	// that nothing happens unseen between the snapshot and the trace.
 	if f.port != 0 {
 		snapshotNs := time.Now().UnixNano()
-		report, err := portReport(f.port)
+		report, err := snapshotPort(f.port)
 		if err != nil {
 			fmt.Fprintf(stderr, "porttrace: no snapshot of port %d's sockets: %v\n", f.port, err)
 		} else {
-			p.Correlator.Seed(report, snapshotNs)
+			loop.Seed(report, snapshotNs)
 		}
 	}
-	if err := tracer.ServeCache(ctx, p); err != nil {
+	if srv, err := api.Listen(api.WatchSocket(os.Getpid()), loop.Index); err != nil {
 		fmt.Fprintf(stderr, "porttrace: %v (porttrace who will not name TIME_WAIT owners from this watch)\n", err)
+	} else {
+		defer srv.Close()
 	}
 	if f.readyFile != "" {
 		if err := writeReadyFile(f.readyFile); err != nil {
 			return err
 		}
 	}
-	lostDone := reportLost(ctx, src, stderr)
+	lostDone := reportLost(ctx, src, printer, stderr)
 	start := time.Now()
-	runErr := src.Run(ctx, p)
-	closeErr := p.Close()
+	runErr := loop.Run(ctx, src)
+	closeErr := printer.Close(outputTimeout)
 	<-lostDone
-	tracer.WriteSummary(stderr, p.Correlator.Stats(), src.Lost(), time.Since(start))
+	render.WriteSummary(stderr, loop.Index().Stats, src.Lost(), printer.Dropped(), time.Since(start))
 	if runErr != nil {
 		return runErr
 	}
-	return closeErr
+	if closeErr != nil {
+		return fmt.Errorf("writing output: %w", closeErr)
+	}
+	return nil
 }
 
-// reportLost warns on stderr whenever the kernel's count of lost events
-// grows. The returned channel closes when it has stopped.
-func reportLost(ctx context.Context, src tracer.Source, stderr io.Writer) <-chan struct{} {
+// reportLost warns on stderr whenever the kernel's count of lost events or
+// the printer's count of dropped lines grows. The returned channel closes
+// when it has stopped.
+func reportLost(ctx context.Context, src tracer.Source, printer *render.Printer, stderr io.Writer) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		t := time.NewTicker(lostCheckInterval)
 		defer t.Stop()
-		var reported uint64
+		var lostSeen, droppedSeen uint64
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if lost := src.Lost(); lost.Total() > reported {
-					fmt.Fprintf(stderr, "porttrace: %s\n", tracer.DescribeLost(lost))
-					reported = lost.Total()
+				if lost := src.Lost(); lost.Total() > lostSeen {
+					fmt.Fprintf(stderr, "porttrace: %s\n", render.DescribeLost(lost))
+					lostSeen = lost.Total()
+				}
+				if dropped := printer.Dropped(); dropped > droppedSeen {
+					fmt.Fprintf(stderr, "porttrace: %s\n", render.DescribeDropped(dropped))
+					droppedSeen = dropped
 				}
 			}
 		}

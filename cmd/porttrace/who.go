@@ -1,15 +1,21 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/porttrace/porttrace/tracer/api"
+	"github.com/porttrace/porttrace/tracer/render"
+	"github.com/porttrace/porttrace/tracer/snapshot"
 )
 
 // who answers "who owns this port?" once and exits: status 0 when a process
 // holds the port, 1 when none does, so scripts can test it.
-func who(args []string, stdout, stderr io.Writer) error {
+func who(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("porttrace who", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -29,14 +35,15 @@ func who(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	report, err := portReport(port)
+	report, err := snapshotPort(port)
 	if err != nil {
 		return err
 	}
+	nameSeen(ctx, report)
 	if *asJSON {
-		err = report.WriteJSON(stdout)
+		err = render.WhoJSON(stdout, report)
 	} else {
-		report.WriteText(stdout)
+		render.WhoText(stdout, report)
 	}
 	if err != nil {
 		return err
@@ -45,4 +52,17 @@ func who(args []string, stdout, stderr io.Writer) error {
 		return exitError{code: 1}
 	}
 	return nil
+}
+
+// askTimeout bounds how long who waits for running porttraces to name the
+// owners of sockets no process holds: a stopped or stalled one costs no
+// more.
+const askTimeout = 300 * time.Millisecond
+
+// nameSeen asks every running porttrace, at once, who owned the report's
+// sockets that no process holds any more.
+func nameSeen(ctx context.Context, report *snapshot.PortReport) {
+	ctx, cancel := context.WithTimeout(ctx, askTimeout)
+	defer cancel()
+	report.NameSeen(api.Seen(api.AskAll(ctx, report.Port)))
 }

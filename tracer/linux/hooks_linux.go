@@ -1,6 +1,8 @@
-package tracer
+package linux
 
 import (
+	"github.com/porttrace/porttrace/tracer"
+
 	"errors"
 	"fmt"
 	"os"
@@ -239,7 +241,7 @@ type choice struct {
 // chooseHooks picks, for every hook, the first alternative the mode allows
 // and the kernel has. It fails when a hook porttrace needs has none, or the
 // mode demands kprobes the kernel lacks.
-func chooseHooks(k *kernel, mode ProbeMode) ([]choice, []string, error) {
+func chooseHooks(k *kernel, mode tracer.ProbeMode) ([]choice, []string, error) {
 	var chosen []choice
 	var notes []string
 	for i := range hooks {
@@ -265,7 +267,7 @@ func chooseHooks(k *kernel, mode ProbeMode) ([]choice, []string, error) {
 			continue
 		}
 		detail := strings.Join(reasons, "; ")
-		if h.without == "" || (mode == ProbeKprobe && hasKprobeForm(h)) {
+		if h.without == "" || (mode == tracer.ProbeKprobe && hasKprobeForm(h)) {
 			return nil, nil, fmt.Errorf("no usable %s hook for --probe %s: %s", h.name, mode, detail)
 		}
 		notes = append(notes, fmt.Sprintf("%s: not attached (%s): %s", h.name, detail, h.without))
@@ -285,12 +287,12 @@ func hasKprobeForm(h *hook) bool {
 // allowedAlternatives filters a hook's alternatives by the probe mode: a
 // forced kprobe mode keeps only kprobes where the hook has one, a forced
 // tracepoint mode drops kprobes.
-func allowedAlternatives(h *hook, mode ProbeMode) []alternative {
+func allowedAlternatives(h *hook, mode tracer.ProbeMode) []alternative {
 	var out []alternative
 	for _, alt := range h.alts {
 		switch {
-		case mode == ProbeTracepoint && alt.form.isKprobe():
-		case mode == ProbeKprobe && hasKprobeForm(h) && !alt.form.isKprobe():
+		case mode == tracer.ProbeTracepoint && alt.form.isKprobe():
+		case mode == tracer.ProbeKprobe && hasKprobeForm(h) && !alt.form.isKprobe():
 		default:
 			out = append(out, alt)
 		}

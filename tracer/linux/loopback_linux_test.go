@@ -1,6 +1,10 @@
-package tracer
+package linux
 
 import (
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/correlate"
+	"github.com/porttrace/porttrace/tracer/render"
+
 	"context"
 	"errors"
 	"fmt"
@@ -35,14 +39,14 @@ func needPrivileges(t *testing.T) {
 
 // recorder collects the records of a live trace.
 type recorder struct {
-	*Correlator
+	*correlate.Correlator
 	mu   sync.Mutex
-	recs []Record
+	recs []tracer.Record
 }
 
 func newRecorder() *recorder {
 	r := &recorder{}
-	r.Correlator = NewCorrelator(func(rec *Record) {
+	r.Correlator = correlate.NewCorrelator(func(rec *tracer.Record) {
 		r.mu.Lock()
 		r.recs = append(r.recs, *rec)
 		r.mu.Unlock()
@@ -50,14 +54,14 @@ func newRecorder() *recorder {
 	return r
 }
 
-func (r *recorder) records() []Record {
+func (r *recorder) records() []tracer.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.recs)
 }
 
 // trace runs a source into a recorder until the test ends.
-func trace(t *testing.T, cfg Config) (*recorder, *LinuxSource) {
+func trace(t *testing.T, cfg tracer.Config) (*recorder, *LinuxSource) {
 	t.Helper()
 	src, err := Open(cfg)
 	if err != nil {
@@ -80,7 +84,7 @@ func trace(t *testing.T, cfg Config) (*recorder, *LinuxSource) {
 }
 
 // waitFor polls the records until done says they are complete.
-func waitFor(t *testing.T, rec *recorder, what string, done func([]Record) bool) []Record {
+func waitFor(t *testing.T, rec *recorder, what string, done func([]tracer.Record) bool) []tracer.Record {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -95,10 +99,10 @@ func waitFor(t *testing.T, rec *recorder, what string, done func([]Record) bool)
 	}
 }
 
-func dump(recs []Record) string {
+func dump(recs []tracer.Record) string {
 	var b []byte
 	for i := range recs {
-		b = AppendJSON(b, &recs[i])
+		b = render.AppendJSON(b, &recs[i])
 	}
 	return string(b)
 }
@@ -115,9 +119,9 @@ func freePort(t *testing.T, host string) uint16 {
 
 // lines are the transitions of one socket, told apart by its ports, as
 // "OLD->NEW" with the owner's pid.
-func lines(recs []Record, sport, dport uint16) (transitions []string, pids []uint32) {
+func lines(recs []tracer.Record, sport, dport uint16) (transitions []string, pids []uint32) {
 	for _, r := range recs {
-		if r.Type != RecordBind && r.SPort == sport && r.DPort == dport {
+		if r.Type != tracer.RecordBind && r.SPort == sport && r.DPort == dport {
 			transitions = append(transitions, r.Old.String()+"->"+r.New.String())
 			pids = append(pids, r.PID)
 		}
@@ -127,9 +131,9 @@ func lines(recs []Record, sport, dport uint16) (transitions []string, pids []uin
 
 // clientPort finds the client's ephemeral port: its socket is the one
 // connected to the server port from another port.
-func clientPort(recs []Record, port uint16) uint16 {
+func clientPort(recs []tracer.Record, port uint16) uint16 {
 	for _, r := range recs {
-		if r.Type == RecordState && r.DPort == port && r.SPort != port && r.SPort != 0 {
+		if r.Type == tracer.RecordState && r.DPort == port && r.SPort != port && r.SPort != 0 {
 			return r.SPort
 		}
 	}
@@ -151,11 +155,11 @@ func expected(open, closing []string) []string { return append(slices.Clone(open
 // loopbackCase runs one connection between three processes (listener,
 // accepting child, client) and checks every line: the exact transitions of
 // both sockets in order, and the owner of each.
-func loopbackCase(t *testing.T, listenHost, dialHost string, first closer, probe ProbeMode) {
+func loopbackCase(t *testing.T, listenHost, dialHost string, first closer, probe tracer.ProbeMode) {
 	port := freePort(t, listenHost)
 	listenAddr := net.JoinHostPort(listenHost, strconv.Itoa(int(port)))
 	dialAddr := net.JoinHostPort(dialHost, strconv.Itoa(int(port)))
-	rec, _ := trace(t, Config{Port: port, Probe: probe})
+	rec, _ := trace(t, tracer.Config{Port: port, Probe: probe})
 
 	server := startRole(t, "server", listenAddr, first)
 	listenerPID, acceptorPID := uint32(server.cmd.Process.Pid), server.childPID(t)
@@ -168,7 +172,7 @@ func loopbackCase(t *testing.T, listenHost, dialHost string, first closer, probe
 	if first == clientFirst {
 		wantClient, wantServer = activeClose, expected(acceptOpen, passiveClose)
 	}
-	recs := waitFor(t, rec, "both sockets to close and the listener to go", func(recs []Record) bool {
+	recs := waitFor(t, rec, "both sockets to close and the listener to go", func(recs []tracer.Record) bool {
 		cport := clientPort(recs, port)
 		c, _ := lines(recs, cport, port)
 		s, _ := lines(recs, port, cport)
@@ -199,13 +203,13 @@ func loopbackCase(t *testing.T, listenHost, dialHost string, first closer, probe
 	binds := 0
 	listenIP := netip.MustParseAddr(listenHost)
 	for _, r := range recs {
-		if r.Type == RecordBind && r.SAddr == listenIP {
+		if r.Type == tracer.RecordBind && r.SAddr == listenIP {
 			binds++
 			if r.PID != listenerPID || r.SPort != port || r.Err != 0 {
 				t.Errorf("bind line: pid %d port %d err %d, want pid %d port %d err 0", r.PID, r.SPort, r.Err, listenerPID, port)
 			}
 		}
-		if r.New == StateTimeWait && r.TimeoutNs <= 0 {
+		if r.New == tracer.StateTimeWait && r.TimeoutNs <= 0 {
 			t.Errorf("TIME_WAIT line without its timeout: %+v", r)
 		}
 	}
@@ -216,10 +220,10 @@ func loopbackCase(t *testing.T, listenHost, dialHost string, first closer, probe
 
 // probeModes are the modes worth running on this kernel: forcing kprobes
 // only where the kernel has them.
-func probeModes(t *testing.T) []ProbeMode {
-	modes := []ProbeMode{ProbeAuto, ProbeTracepoint}
+func probeModes(t *testing.T) []tracer.ProbeMode {
+	modes := []tracer.ProbeMode{tracer.ProbeAuto, tracer.ProbeTracepoint}
 	if kernelHasKprobes(t) {
-		modes = append(modes, ProbeKprobe)
+		modes = append(modes, tracer.ProbeKprobe)
 	}
 	return modes
 }
@@ -271,7 +275,7 @@ func TestKernelEveryHookFormWorks(t *testing.T) {
 			t.Run(h.name+"/"+alt.form.String(), func(t *testing.T) {
 				hooks = slices.Clone(all)
 				hooks[hi].alts = []alternative{alt}
-				loopbackCase(t, "127.0.0.1", "127.0.0.1", clientFirst, ProbeAuto)
+				loopbackCase(t, "127.0.0.1", "127.0.0.1", clientFirst, tracer.ProbeAuto)
 			})
 		}
 	}
@@ -281,7 +285,7 @@ func TestKernelBindEADDRINUSE(t *testing.T) {
 	needPrivileges(t)
 	port := freePort(t, "127.0.0.1")
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
-	rec, _ := trace(t, Config{Port: port})
+	rec, _ := trace(t, tracer.Config{Port: port})
 
 	server := startRole(t, "server", addr, clientFirst)
 	server.childPID(t)
@@ -292,9 +296,9 @@ func TestKernelBindEADDRINUSE(t *testing.T) {
 	server.wait(t)
 
 	const eaddrinuse = 98
-	waitFor(t, rec, "the failed bind", func(recs []Record) bool {
+	waitFor(t, rec, "the failed bind", func(recs []tracer.Record) bool {
 		for _, r := range recs {
-			if r.Type == RecordBind && r.PID == binderPID {
+			if r.Type == tracer.RecordBind && r.PID == binderPID {
 				if r.Err != eaddrinuse || r.SPort != port || r.Comm.String() == "" {
 					t.Fatalf("failed bind line: %+v, want err EADDRINUSE on port %d", r, port)
 				}
@@ -310,7 +314,7 @@ func TestKernelBindEADDRINUSE(t *testing.T) {
 func TestKernelPortFilter(t *testing.T) {
 	needPrivileges(t)
 	watched, other := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
-	rec, _ := trace(t, Config{Port: watched})
+	rec, _ := trace(t, tracer.Config{Port: watched})
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(other)))
 	server := startRole(t, "server", addr, clientFirst)
 	server.childPID(t)
@@ -319,7 +323,7 @@ func TestKernelPortFilter(t *testing.T) {
 	// A connection on the watched port afterwards marks the end: once its
 	// lines are in, anything from the other port would be too.
 	loopbackTraffic(t, watched)
-	waitFor(t, rec, "the watched port's connection", func(recs []Record) bool {
+	waitFor(t, rec, "the watched port's connection", func(recs []tracer.Record) bool {
 		return clientPort(recs, watched) != 0
 	})
 	if n := rec.Stats().Events; n == 0 {
@@ -356,7 +360,7 @@ func loopbackTraffic(t *testing.T, port uint16) {
 // kprobes, and elsewhere fails with one line naming what is missing.
 func TestKernelForcedKprobeMode(t *testing.T) {
 	needPrivileges(t)
-	src, err := Open(Config{Probe: ProbeKprobe})
+	src, err := Open(tracer.Config{Probe: tracer.ProbeKprobe})
 	if kernelHasKprobes(t) {
 		if err != nil {
 			t.Fatalf("Open with --probe kprobe on a kernel with kprobes: %v", err)
@@ -404,18 +408,18 @@ func TestKernelHookChoice(t *testing.T) {
 	needPrivileges(t)
 	kprobes := kernelHasKprobes(t)
 	for _, tc := range []struct {
-		mode ProbeMode
+		mode tracer.ProbeMode
 		want []string
 	}{
-		{ProbeAuto, []string{"state: tp_btf inet_sock_set_state", "bind: tracepoint"}},
-		{ProbeTracepoint, []string{"state: tp_btf inet_sock_set_state", "accept: tracepoint syscalls/sys_exit_accept", "bind: tracepoint", "timewait: tp_btf timer_start"}},
+		{tracer.ProbeAuto, []string{"state: tp_btf inet_sock_set_state", "bind: tracepoint"}},
+		{tracer.ProbeTracepoint, []string{"state: tp_btf inet_sock_set_state", "accept: tracepoint syscalls/sys_exit_accept", "bind: tracepoint", "timewait: tp_btf timer_start"}},
 	} {
-		if tc.mode == ProbeAuto && kprobes {
+		if tc.mode == tracer.ProbeAuto && kprobes {
 			tc.want = append(tc.want, "accept: kretprobe inet_csk_accept", "timewait: kprobe __inet_twsk_schedule")
-		} else if tc.mode == ProbeAuto {
+		} else if tc.mode == tracer.ProbeAuto {
 			tc.want = append(tc.want, "accept: tracepoint syscalls/sys_exit_accept", "timewait: tp_btf timer_start")
 		}
-		src, err := Open(Config{Probe: tc.mode})
+		src, err := Open(tracer.Config{Probe: tc.mode})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -429,7 +433,7 @@ func TestKernelHookChoice(t *testing.T) {
 		}
 	}
 	if kprobes {
-		src, err := Open(Config{Probe: ProbeKprobe})
+		src, err := Open(tracer.Config{Probe: tracer.ProbeKprobe})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -449,7 +453,7 @@ func TestKernelHookChoice(t *testing.T) {
 func TestKernelDetachesEverything(t *testing.T) {
 	needPrivileges(t)
 	before := programIDs(t)
-	src, err := Open(Config{})
+	src, err := Open(tracer.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -515,18 +519,18 @@ func programIDs(t *testing.T) []ebpf.ProgramID {
 func TestKernelFamilyFilterInKernel(t *testing.T) {
 	needPrivileges(t)
 	port := freePort(t, "127.0.0.1")
-	rec, _ := trace(t, Config{Port: port, Family: FamilyIPv6})
+	rec, _ := trace(t, tracer.Config{Port: port, Family: tracer.FamilyIPv6})
 	loopbackTraffic(t, port)
 	l, err := net.Listen("tcp6", net.JoinHostPort("::1", strconv.Itoa(int(port))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.Close()
-	waitFor(t, rec, "the IPv6 listener", func(recs []Record) bool {
-		return slices.ContainsFunc(recs, func(r Record) bool { return r.Type == RecordListen })
+	waitFor(t, rec, "the IPv6 listener", func(recs []tracer.Record) bool {
+		return slices.ContainsFunc(recs, func(r tracer.Record) bool { return r.Type == tracer.RecordListen })
 	})
 	for _, r := range rec.records() {
-		if r.Family != FamilyIPv6 {
+		if r.Family != tracer.FamilyIPv6 {
 			t.Fatalf("IPv4 line with -6: %+v", r)
 		}
 	}

@@ -1,6 +1,12 @@
-package tracer
+package correlate
 
-import "net/netip"
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/snapshot"
+)
 
 const (
 	// holdTimeoutNs bounds how long a socket's lines wait for what would
@@ -27,16 +33,16 @@ type heldLine struct {
 	timeNs     int64
 	durationNs int64
 	timeoutNs  int64
-	old, new   State
-	typ        RecordType
+	old, new   tracer.State
+	typ        tracer.RecordType
 }
 
 // sockState is what the correlator knows of one live socket.
 type sockState struct {
-	id       SockID
-	proto    Proto
-	family   Family
-	state    State
+	id       tracer.SockID
+	proto    tracer.Proto
+	family   tracer.Family
+	state    tracer.State
 	netns    uint32
 	saddr    netip.Addr
 	daddr    netip.Addr
@@ -44,8 +50,8 @@ type sockState struct {
 	dport    uint16
 	sinceNs  int64 // when it entered state; 0 if unseen
 	pid      uint32
-	comm     Comm
-	ownerVia OwnerVia
+	comm     tracer.Comm
+	ownerVia tracer.OwnerVia
 	// passive marks a socket born from a listener: its owner is whoever
 	// accepts it, which is only known later.
 	passive bool
@@ -57,11 +63,15 @@ type sockState struct {
 	// cancelNs is when a timewait socket's timer was stopped, 0 if armed;
 	// endState and endExpiresNs are its substate and timer expiry then.
 	cancelNs     int64
-	endState     State
+	endState     tracer.State
 	endExpiresNs int64
 	held         [holdCapacity]heldLine
 	nheld        uint8
 	heldNs       int64 // when the first held line was held
+	// deadlineNs is when Tick must next look at the socket, and queuePos
+	// its place in the deadline queue plus one (0: not queued).
+	deadlineNs int64
+	queuePos   int32
 }
 
 // tupleKey identifies a connection across the full socket and the timewait
@@ -79,7 +89,7 @@ func makeTuple(netns uint32, saddr netip.Addr, sport uint16, daddr netip.Addr, d
 	return tupleKey{netns: netns, saddr: saddr.Unmap(), daddr: daddr.Unmap(), sport: sport, dport: dport}
 }
 
-func eventTuple(ev *Event) tupleKey {
+func eventTuple(ev *tracer.Event) tupleKey {
 	return makeTuple(ev.NetNS, ev.SAddr, ev.SPort, ev.DAddr, ev.DPort)
 }
 
@@ -95,7 +105,7 @@ type Stats struct {
 	Records     uint64
 	Opened      uint64 // sockets that reached ESTABLISHED
 	Closed      uint64 // connections that closed (into TIME_WAIT or CLOSE)
-	Transitions [stateCount]uint64
+	Transitions [tracer.StateCount]uint64
 	Binds       uint64
 	BindErrors  uint64
 	// Gaps counts transitions whose old state was not the state porttrace
@@ -108,29 +118,29 @@ type Stats struct {
 // keeps one entry per live socket and forgets it when the socket closes, so
 // its memory follows the number of live sockets, not the traffic.
 type Correlator struct {
-	emit func(*Record)
+	emit func(*tracer.Record)
 
 	socks []sockState
 	free  []int32
-	byID  map[SockID]int32
+	byID  map[tracer.SockID]int32
 	// closing indexes sockets in the states tcp_time_wait() is called from,
 	// so that a new timewait socket finds the connection it continues.
 	closing   map[tupleKey]int32
 	listeners map[portKey][]int32
-	// waiting lists sockets with held lines or a stopped timewait timer:
-	// the only ones Tick has to look at.
-	waiting []SockID
+	// queue holds the sockets that wait on a deadline (held lines, a
+	// stopped timewait timer), earliest first: the only ones Tick looks at.
+	queue deadlineQueue
 
-	rec   Record
+	rec   tracer.Record
 	stats Stats
 }
 
 // NewCorrelator returns a correlator that passes each record to emit. The
 // record is only valid during the call.
-func NewCorrelator(emit func(*Record)) *Correlator {
+func NewCorrelator(emit func(*tracer.Record)) *Correlator {
 	return &Correlator{
 		emit:      emit,
-		byID:      make(map[SockID]int32),
+		byID:      make(map[tracer.SockID]int32),
 		closing:   make(map[tupleKey]int32),
 		listeners: make(map[portKey][]int32),
 	}
@@ -147,7 +157,7 @@ func (c *Correlator) Live() int { return len(c.byID) }
 // each, so that a watch starts from what is there and later events of those
 // sockets are attributed to their owners. Sockets without a kernel identity
 // (timewait ones) or without a holder are only reported.
-func (c *Correlator) Seed(r *PortReport, timeNs int64) {
+func (c *Correlator) Seed(r *snapshot.PortReport, timeNs int64) {
 	for _, ps := range r.Sockets {
 		var s sockState
 		s.proto, s.family, s.state, s.netns = ps.Proto, ps.Family, ps.State, ps.NetNS
@@ -155,56 +165,59 @@ func (c *Correlator) Seed(r *PortReport, timeNs int64) {
 		s.daddr, s.dport = ps.Remote.Addr(), ps.Remote.Port()
 		if len(ps.PIDs) > 0 {
 			p := r.Processes[ps.PIDs[0]]
-			s.pid, s.comm, s.ownerVia = p.PID, CommFrom(p.Comm), OwnerSnapshot
+			s.pid, s.comm, s.ownerVia = p.PID, tracer.CommFrom(p.Comm), tracer.OwnerSnapshot
 		}
-		if ps.Sock != 0 && ps.Proto == ProtoTCP {
+		if ps.Sock != 0 && ps.Proto == tracer.ProtoTCP {
 			if _, known := c.byID[ps.Sock]; !known {
-				ev := Event{Sock: ps.Sock, Proto: ps.Proto}
+				ev := tracer.Event{Sock: ps.Sock, Proto: ps.Proto}
 				i, _ := c.lookup(&ev)
 				s.id = ps.Sock
 				c.socks[i] = s
 				c.enterState(i)
 			}
 		}
-		rec := c.record(&s, heldLine{timeNs: timeNs, durationNs: -1, new: ps.State, typ: RecordSocket})
+		rec := c.record(&s, heldLine{timeNs: timeNs, durationNs: -1, new: ps.State, typ: tracer.RecordSocket})
 		rec.TimeoutNs = ps.TimerNs
 		c.output(rec)
 	}
 }
 
-// timeWaitOwners calls fn for each socket in TIME_WAIT (or the timewait
-// FIN_WAIT2) on a local port whose owner is known: on Linux a timewait
-// socket, on Windows a TCB in TIME_WAIT.
-func (c *Correlator) timeWaitOwners(port uint16, fn func(*sockState)) {
+// appendOwned appends every live socket with a known owner, timewait
+// sockets included: what readers of the published index need.
+func (c *Correlator) appendOwned(dst []Owned) []Owned {
 	for _, i := range c.byID {
 		s := &c.socks[i]
-		if (s.timewait || s.state == StateTimeWait) && s.sport == port && s.ownerVia != OwnerUnknown {
-			fn(s)
+		if s.ownerVia == tracer.OwnerUnknown {
+			continue
 		}
+		dst = append(dst, Owned{
+			Proto: s.proto, Family: s.family, State: s.state, TimeWait: s.timewait, NetNS: s.netns,
+			Local: netip.AddrPortFrom(s.saddr, s.sport), Remote: netip.AddrPortFrom(s.daddr, s.dport),
+			PID: s.pid, Comm: s.comm, Via: s.ownerVia,
+		})
 	}
+	return dst
 }
 
 // Handle implements Handler.
-func (c *Correlator) Handle(ev *Event) {
+func (c *Correlator) Handle(ev *tracer.Event) {
 	c.stats.Events++
 	switch ev.Kind {
-	case KindState:
+	case tracer.KindState:
 		c.onState(ev)
-	case KindAccept, KindConnect:
+	case tracer.KindAccept, tracer.KindConnect:
 		c.onOwner(ev)
-	case KindBind:
+	case tracer.KindBind:
 		c.onBind(ev)
-	case KindTimeWaitStart:
+	case tracer.KindTimeWaitStart:
 		c.onTimeWaitStart(ev)
-	case KindTimeWaitCancel:
+	case tracer.KindTimeWaitCancel:
 		if i, ok := c.byID[ev.Sock]; ok && c.socks[i].timewait {
 			s := &c.socks[i]
-			if s.cancelNs == 0 {
-				c.waiting = append(c.waiting, ev.Sock)
-			}
 			s.cancelNs, s.endState, s.endExpiresNs = ev.TimeNs, ev.NewState, ev.TimeNs+ev.TimeoutNs
+			c.schedule(i)
 		}
-	case KindTimeWaitExpire:
+	case tracer.KindTimeWaitExpire:
 		if i, ok := c.byID[ev.Sock]; ok && c.socks[i].timewait {
 			s := &c.socks[i]
 			s.endState, s.endExpiresNs = ev.NewState, ev.TimeNs+ev.TimeoutNs
@@ -214,38 +227,31 @@ func (c *Correlator) Handle(ev *Event) {
 }
 
 // Tick implements Handler: it releases held lines and settles stopped
-// timewait timers whose deadlines have passed.
+// timewait timers whose deadlines have passed. Each step takes a deadline
+// away from the earliest socket, so the loop ends.
 func (c *Correlator) Tick(nowNs int64) {
-	kept := c.waiting[:0]
-	for _, id := range c.waiting {
-		i, ok := c.byID[id]
-		if !ok {
+	for {
+		i, ok := c.queue.first()
+		if !ok || c.socks[i].deadlineNs > nowNs {
+			return
+		}
+		if s := &c.socks[i]; s.cancelNs != 0 && nowNs-s.cancelNs >= cancelGraceNs {
+			c.endTimeWait(i, s.cancelNs, ReasonKilled)
 			continue
 		}
-		s := &c.socks[i]
-		switch {
-		case s.cancelNs != 0 && nowNs-s.cancelNs >= cancelGraceNs:
-			c.endTimeWait(i, s.cancelNs, ReasonKilled)
-		case s.nheld > 0 && nowNs-s.heldNs >= holdTimeoutNs:
-			c.release(s)
-		case s.cancelNs != 0 || s.nheld > 0:
-			kept = append(kept, id)
-		}
+		c.release(i)
 	}
-	c.waiting = kept
 }
 
-// Flush releases everything held, as at the end of a trace.
+// Flush releases everything held, as at the end of a trace. Stopped
+// timewait timers are left unsettled: nothing says yet how they end.
 func (c *Correlator) Flush() {
-	for _, id := range c.waiting {
-		if i, ok := c.byID[id]; ok {
-			c.release(&c.socks[i])
-		}
+	for _, i := range slices.Clone(c.queue.socks) {
+		c.release(i)
 	}
-	c.waiting = c.waiting[:0]
 }
 
-func (c *Correlator) lookup(ev *Event) (int32, bool) {
+func (c *Correlator) lookup(ev *tracer.Event) (int32, bool) {
 	i, ok := c.byID[ev.Sock]
 	if ok {
 		return i, false
@@ -265,6 +271,7 @@ func (c *Correlator) lookup(ev *Event) (int32, bool) {
 func (c *Correlator) forget(i int32) {
 	s := &c.socks[i]
 	c.leaveState(i)
+	c.queue.remove(c.socks, i)
 	delete(c.byID, s.id)
 	*s = sockState{}
 	c.free = append(c.free, i)
@@ -272,22 +279,22 @@ func (c *Correlator) forget(i int32) {
 
 // updateEndpoints copies the event's addresses, which fill in over a
 // socket's life (a connect gets its local port after SYN_SENT).
-func (s *sockState) updateEndpoints(ev *Event) {
+func (s *sockState) updateEndpoints(ev *tracer.Event) {
 	s.family, s.netns = ev.Family, ev.NetNS
 	s.saddr, s.sport = ev.SAddr, ev.SPort
 	s.daddr, s.dport = ev.DAddr, ev.DPort
 }
 
-func (s *sockState) setOwner(ev *Event, via OwnerVia) {
+func (s *sockState) setOwner(ev *tracer.Event, via tracer.OwnerVia) {
 	s.pid, s.comm, s.ownerVia = ev.PID, ev.Comm, via
 }
 
 // complete says whether the socket's lines can be printed as they are.
 func (s *sockState) complete() bool {
-	if s.passive && s.ownerVia == OwnerUnknown {
+	if s.passive && s.ownerVia == tracer.OwnerUnknown {
 		return false
 	}
-	return !(s.state == StateSynSent && s.sport == 0)
+	return !(s.state == tracer.StateSynSent && s.sport == 0)
 }
 
 // durationUntil is the time from entering the current state to timeNs, or -1
@@ -307,13 +314,13 @@ func (s *sockState) tuple() tupleKey {
 // the context of a process acting on the socket (connect, listen, close,
 // shutdown), so that the event's PID is an owner rather than a bystander
 // interrupted by a softirq.
-func processContext(old, new State) bool {
+func processContext(old, new tracer.State) bool {
 	switch {
-	case new == StateSynSent, new == StateListen:
+	case new == tracer.StateSynSent, new == tracer.StateListen:
 		return true
-	case new == StateFinWait1 && (old == StateEstablished || old == StateSynRecv):
+	case new == tracer.StateFinWait1 && (old == tracer.StateEstablished || old == tracer.StateSynRecv):
 		return true
-	case new == StateLastAck && old == StateCloseWait:
+	case new == tracer.StateLastAck && old == tracer.StateCloseWait:
 		return true
 	}
 	return false
@@ -323,15 +330,15 @@ func processContext(old, new State) bool {
 // a new socket: a timewait socket's address coming back as a full socket's
 // or a new timewait socket's with other ends, or a socket being born again
 // (events of the old one's end were lost).
-func (s *sockState) reused(ev *Event) bool {
+func (s *sockState) reused(ev *tracer.Event) bool {
 	key := eventTuple(ev)
 	switch {
-	case ev.Kind == KindTimeWaitStart:
+	case ev.Kind == tracer.KindTimeWaitStart:
 		return !s.timewait || s.tuple() != key
 	case s.timewait:
 		return true
-	case ev.Kind == KindState && ev.OldState == StateClose:
-		return s.state != StateClose
+	case ev.Kind == tracer.KindState && ev.OldState == tracer.StateClose:
+		return s.state != tracer.StateClose
 	}
 	return false
 }
@@ -339,7 +346,7 @@ func (s *sockState) reused(ev *Event) bool {
 // lookupLife is lookup for an event that may start a new life at a reused
 // address (newLife says the caller knows it does): the old life is ended
 // first.
-func (c *Correlator) lookupLife(ev *Event, newLife bool) (int32, bool) {
+func (c *Correlator) lookupLife(ev *tracer.Event, newLife bool) (int32, bool) {
 	if i, ok := c.byID[ev.Sock]; ok && (newLife || c.socks[i].reused(ev)) {
 		if s := &c.socks[i]; s.timewait {
 			// Its memory is reused, so it was freed: killed when its
@@ -350,20 +357,20 @@ func (c *Correlator) lookupLife(ev *Event, newLife bool) (int32, bool) {
 			}
 			c.endTimeWait(i, end, ReasonKilled)
 		} else {
-			c.release(&c.socks[i])
+			c.release(i)
 			c.forget(i)
 		}
 	}
 	return c.lookup(ev)
 }
 
-func (c *Correlator) onState(ev *Event) {
+func (c *Correlator) onState(ev *tracer.Event) {
 	i, fresh := c.lookupLife(ev, false)
 	s := &c.socks[i]
-	if fresh && (ev.OldState == StateListen || ev.OldState == StateSynRecv) && ev.NewState != StateClose {
+	if fresh && (ev.OldState == tracer.StateListen || ev.OldState == tracer.StateSynRecv) && ev.NewState != tracer.StateClose {
 		s.passive = true
 	}
-	if s.handedOver && ev.NewState == StateClose {
+	if s.handedOver && ev.NewState == tracer.StateClose {
 		c.forget(i)
 		return
 	}
@@ -380,29 +387,29 @@ func (c *Correlator) onState(ev *Event) {
 	s.updateEndpoints(ev)
 	s.state, s.sinceNs = ev.NewState, ev.TimeNs
 	c.enterState(i)
-	if ev.NewState == StateEstablished {
+	if ev.NewState == tracer.StateEstablished {
 		c.stats.Opened++
 	}
 
 	switch {
-	case ev.NewState == StateSynSent:
-		s.setOwner(ev, OwnerConnect)
-	case ev.NewState == StateListen:
-		s.setOwner(ev, OwnerListen)
-	case s.ownerVia == OwnerUnknown && processContext(ev.OldState, ev.NewState):
-		s.setOwner(ev, OwnerClose)
+	case ev.NewState == tracer.StateSynSent:
+		s.setOwner(ev, tracer.OwnerConnect)
+	case ev.NewState == tracer.StateListen:
+		s.setOwner(ev, tracer.OwnerListen)
+	case s.ownerVia == tracer.OwnerUnknown && processContext(ev.OldState, ev.NewState):
+		s.setOwner(ev, tracer.OwnerClose)
 	}
 
-	typ := RecordState
-	if ev.NewState == StateListen {
-		typ = RecordListen
+	typ := tracer.RecordState
+	if ev.NewState == tracer.StateListen {
+		typ = tracer.RecordListen
 	}
 	c.line(i, heldLine{timeNs: ev.TimeNs, durationNs: duration, old: ev.OldState, new: ev.NewState, typ: typ})
-	if ev.NewState == StateClose {
-		c.release(s)
+	if ev.NewState == tracer.StateClose {
+		c.release(i)
 		c.forget(i)
 	}
-	if ev.OldState == StateLastAck && ev.NewState == StateClose {
+	if ev.OldState == tracer.StateLastAck && ev.NewState == tracer.StateClose {
 		c.peerAcked(ev)
 	}
 }
@@ -411,7 +418,7 @@ func (c *Correlator) onState(ev *Event) {
 // the peer is a local orphan in the timewait FIN_WAIT2 substate, that FIN
 // made it TIME_WAIT: the kernel re-arms its timer in a way the timer
 // tracepoints often do not show, so this is the moment to tell.
-func (c *Correlator) peerAcked(ev *Event) {
+func (c *Correlator) peerAcked(ev *tracer.Event) {
 	peer := makeTuple(ev.NetNS, ev.DAddr, ev.DPort, ev.SAddr, ev.SPort)
 	if i, ok := c.closing[peer]; ok && c.socks[i].timewait {
 		c.enterTimeWait(i, ev.TimeNs)
@@ -424,9 +431,9 @@ func (c *Correlator) enterTimeWait(i int32, timeNs int64) {
 	s := &c.socks[i]
 	duration := s.durationUntil(timeNs)
 	c.leaveState(i)
-	s.state, s.sinceNs = StateTimeWait, timeNs
+	s.state, s.sinceNs = tracer.StateTimeWait, timeNs
 	c.enterState(i)
-	c.line(i, heldLine{timeNs: timeNs, durationNs: duration, timeoutNs: timeWaitLenNs, old: StateFinWait2, new: StateTimeWait, typ: RecordState})
+	c.line(i, heldLine{timeNs: timeNs, durationNs: duration, timeoutNs: timeWaitLenNs, old: tracer.StateFinWait2, new: tracer.StateTimeWait, typ: tracer.RecordState})
 }
 
 // leaveState and enterState keep the indexes that depend on a socket's
@@ -434,9 +441,9 @@ func (c *Correlator) enterTimeWait(i int32, timeNs int64) {
 func (c *Correlator) leaveState(i int32) {
 	s := &c.socks[i]
 	switch s.state {
-	case StateFinWait1, StateFinWait2, StateClosing:
+	case tracer.StateFinWait1, tracer.StateFinWait2, tracer.StateClosing:
 		delete(c.closing, s.tuple())
-	case StateListen:
+	case tracer.StateListen:
 		key := portKey{s.netns, s.sport}
 		l := c.listeners[key]
 		for j, k := range l {
@@ -454,9 +461,9 @@ func (c *Correlator) leaveState(i int32) {
 func (c *Correlator) enterState(i int32) {
 	s := &c.socks[i]
 	switch s.state {
-	case StateFinWait1, StateFinWait2, StateClosing:
+	case tracer.StateFinWait1, tracer.StateFinWait2, tracer.StateClosing:
 		c.closing[s.tuple()] = i
-	case StateListen:
+	case tracer.StateListen:
 		key := portKey{s.netns, s.sport}
 		c.listeners[key] = append(c.listeners[key], i)
 	}
@@ -464,32 +471,32 @@ func (c *Correlator) enterState(i int32) {
 
 // onOwner records the process that accepted or connected a socket, and
 // releases the lines that were waiting for it.
-func (c *Correlator) onOwner(ev *Event) {
+func (c *Correlator) onOwner(ev *tracer.Event) {
 	i, fresh := c.lookup(ev)
 	s := &c.socks[i]
 	if fresh {
 		s.updateEndpoints(ev)
 		s.state = ev.NewState
 	}
-	via := OwnerAccept
-	if ev.Kind == KindConnect {
-		via = OwnerConnect
+	via := tracer.OwnerAccept
+	if ev.Kind == tracer.KindConnect {
+		via = tracer.OwnerConnect
 	}
 	s.setOwner(ev, via)
 	if s.complete() {
-		c.release(s)
+		c.release(i)
 	}
 }
 
-func (c *Correlator) onBind(ev *Event) {
+func (c *Correlator) onBind(ev *tracer.Event) {
 	c.stats.Binds++
 	if ev.Err != 0 {
 		c.stats.BindErrors++
 	}
 	r := &c.rec
-	*r = Record{
-		TimeNs: ev.TimeNs, Type: RecordBind, Proto: ev.Proto, Family: ev.Family,
-		SAddr: ev.SAddr, SPort: ev.SPort, PID: ev.PID, Comm: ev.Comm, OwnerVia: OwnerBind,
+	*r = tracer.Record{
+		TimeNs: ev.TimeNs, Type: tracer.RecordBind, Proto: ev.Proto, Family: ev.Family,
+		SAddr: ev.SAddr, SPort: ev.SPort, PID: ev.PID, Comm: ev.Comm, OwnerVia: tracer.OwnerBind,
 		NetNS: ev.NetNS, DurationNs: -1, Err: -ev.Err,
 	}
 	c.output(r)
@@ -498,7 +505,7 @@ func (c *Correlator) onBind(ev *Event) {
 // onTimeWaitStart follows a connection into its timewait socket: either a
 // new one, continuing the full socket with the same 4-tuple, or a known one
 // re-armed (an orphan's FIN_WAIT2 turned TIME_WAIT by the peer's FIN).
-func (c *Correlator) onTimeWaitStart(ev *Event) {
+func (c *Correlator) onTimeWaitStart(ev *tracer.Event) {
 	key := eventTuple(ev)
 	// A full socket closing with this 4-tuple means a new timewait socket,
 	// even at the address of an old one with the same ends (the kernel
@@ -508,7 +515,8 @@ func (c *Correlator) onTimeWaitStart(ev *Event) {
 	if i, ok := c.byID[ev.Sock]; ok && !hasFull && !c.socks[i].reused(ev) {
 		s := &c.socks[i]
 		s.cancelNs = 0
-		if s.state == StateFinWait2 && ev.NewState == StateTimeWait {
+		c.schedule(i)
+		if s.state == tracer.StateFinWait2 && ev.NewState == tracer.StateTimeWait {
 			c.enterTimeWait(i, ev.TimeNs)
 		}
 		return
@@ -518,14 +526,16 @@ func (c *Correlator) onTimeWaitStart(ev *Event) {
 	t := &c.socks[tw]
 	t.updateEndpoints(ev)
 	t.timewait = true
-	old, sinceNs := StateUnknown, int64(0)
+	old, sinceNs := tracer.StateUnknown, int64(0)
 	if hasFull {
 		f := &c.socks[full]
 		old, sinceNs = f.state, f.sinceNs
 		t.pid, t.comm, t.ownerVia, t.passive = f.pid, f.comm, f.ownerVia, f.passive
 		t.held, t.nheld, t.heldNs = f.held, f.nheld, f.heldNs
+		c.schedule(tw)
 		c.leaveState(full)
-		f.state, f.handedOver, f.nheld = StateClose, true, 0
+		f.state, f.handedOver, f.nheld = tracer.StateClose, true, 0
+		c.schedule(full)
 	} else {
 		c.stats.Gaps++
 	}
@@ -540,7 +550,7 @@ func (c *Correlator) onTimeWaitStart(ev *Event) {
 	duration := t.durationUntil(ev.TimeNs)
 	t.state, t.sinceNs = ev.NewState, ev.TimeNs
 	c.enterState(tw)
-	c.line(tw, heldLine{timeNs: ev.TimeNs, durationNs: duration, timeoutNs: ev.TimeoutNs, old: old, new: ev.NewState, typ: RecordState})
+	c.line(tw, heldLine{timeNs: ev.TimeNs, durationNs: duration, timeoutNs: ev.TimeoutNs, old: old, new: ev.NewState, typ: tracer.RecordState})
 }
 
 // endTimeWait closes a timewait socket. If it ends in TIME_WAIT while
@@ -548,12 +558,12 @@ func (c *Correlator) onTimeWaitStart(ev *Event) {
 // was re-armed to TIME_WAIT's fixed lifetime then, so the expiry dates it.
 func (c *Correlator) endTimeWait(i int32, timeNs int64, reason string) {
 	s := &c.socks[i]
-	if s.state == StateFinWait2 && s.endState == StateTimeWait {
+	if s.state == tracer.StateFinWait2 && s.endState == tracer.StateTimeWait {
 		c.enterTimeWait(i, max(s.endExpiresNs-timeWaitLenNs, s.sinceNs))
 	}
-	c.release(s)
-	c.stats.Transitions[StateClose]++
-	r := c.record(s, heldLine{timeNs: timeNs, durationNs: s.durationUntil(timeNs), old: s.state, new: StateClose, typ: RecordState})
+	c.release(i)
+	c.stats.Transitions[tracer.StateClose]++
+	r := c.record(s, heldLine{timeNs: timeNs, durationNs: s.durationUntil(timeNs), old: s.state, new: tracer.StateClose, typ: tracer.RecordState})
 	r.Reason = reason
 	c.output(r)
 	c.forget(i)
@@ -564,40 +574,42 @@ func (c *Correlator) endTimeWait(i int32, timeNs int64, reason string) {
 func (c *Correlator) line(i int32, l heldLine) {
 	s := &c.socks[i]
 	c.stats.Transitions[l.new]++
-	if l.new == StateClose && l.old != StateListen && l.old != StateSynSent && l.old != StateTimeWait {
+	if l.new == tracer.StateClose && l.old != tracer.StateListen && l.old != tracer.StateSynSent && l.old != tracer.StateTimeWait {
 		c.stats.Closed++
 	}
 	if s.complete() {
-		c.release(s)
+		c.release(i)
 		c.output(c.record(s, l))
 		return
 	}
 	if s.nheld == holdCapacity {
-		c.release(s)
+		c.release(i)
 	}
 	if s.nheld == 0 {
 		s.heldNs = l.timeNs
-		c.waiting = append(c.waiting, s.id)
 	}
 	s.held[s.nheld] = l
 	s.nheld++
+	c.schedule(i)
 }
 
 // release prints a socket's held lines with the best owner known now:
 // where nobody accepted a passive socket, the listener's owner.
-func (c *Correlator) release(s *sockState) {
+func (c *Correlator) release(i int32) {
+	s := &c.socks[i]
 	if s.nheld == 0 {
 		return
 	}
-	if s.passive && s.ownerVia == OwnerUnknown {
+	if s.passive && s.ownerVia == tracer.OwnerUnknown {
 		if l, ok := c.listenerOf(s); ok {
-			s.pid, s.comm, s.ownerVia = l.pid, l.comm, OwnerListener
+			s.pid, s.comm, s.ownerVia = l.pid, l.comm, tracer.OwnerListener
 		}
 	}
 	for _, l := range s.held[:s.nheld] {
 		c.output(c.record(s, l))
 	}
 	s.nheld = 0
+	c.schedule(i)
 }
 
 // listenerOf finds the listener a passive socket arrived on: one bound to
@@ -616,9 +628,9 @@ func (c *Correlator) listenerOf(s *sockState) (*sockState, bool) {
 	return wildcard, wildcard != nil
 }
 
-func (c *Correlator) record(s *sockState, l heldLine) *Record {
+func (c *Correlator) record(s *sockState, l heldLine) *tracer.Record {
 	r := &c.rec
-	*r = Record{
+	*r = tracer.Record{
 		TimeNs: l.timeNs, Type: l.typ, Proto: s.proto, Family: s.family, Old: l.old, New: l.new,
 		SAddr: s.saddr, DAddr: s.daddr, SPort: s.sport, DPort: s.dport,
 		PID: s.pid, Comm: s.comm, OwnerVia: s.ownerVia, NetNS: s.netns,
@@ -627,7 +639,7 @@ func (c *Correlator) record(s *sockState, l heldLine) *Record {
 	return r
 }
 
-func (c *Correlator) output(r *Record) {
+func (c *Correlator) output(r *tracer.Record) {
 	c.stats.Records++
 	c.emit(r)
 }

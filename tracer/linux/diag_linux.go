@@ -1,6 +1,9 @@
-package tracer
+package linux
 
 import (
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/snapshot"
+
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -24,20 +27,20 @@ const (
 // it: TIME_WAIT, the closing states of a closed socket, and connections
 // waiting to be accepted. Sockets a process holds are found with their
 // holders by the owner iterator; sock_diag is asked only for these.
-const orphanStates = 1<<StateTimeWait | 1<<StateFinWait1 | 1<<StateFinWait2 | 1<<StateClosing |
-	1<<StateLastAck | 1<<StateSynRecv | 1<<StateNewSynRecv
+const orphanStates = 1<<tracer.StateTimeWait | 1<<tracer.StateFinWait1 | 1<<tracer.StateFinWait2 | 1<<tracer.StateClosing |
+	1<<tracer.StateLastAck | 1<<tracer.StateSynRecv | 1<<tracer.StateNewSynRecv
 
 // diagOrphans asks the kernel for the TCP sockets, IPv4 and IPv6, whose
 // local port is port and whose state is one that orphans take. A bytecode
 // filter and the state mask make the kernel drop the others, so the answer
 // follows the port's orphans, not the machine's sockets.
-func diagOrphans(port uint16) ([]PortSocket, error) {
+func diagOrphans(port uint16) ([]snapshot.PortSocket, error) {
 	conn, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, nil)
 	if err != nil {
 		return nil, fmt.Errorf("opening sock_diag: %w", err)
 	}
 	defer conn.Close()
-	var out []PortSocket
+	var out []snapshot.PortSocket
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		msgs, err := conn.Execute(netlink.Message{
 			Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | netlink.Dump},
@@ -64,7 +67,7 @@ func diagOrphans(port uint16) ([]PortSocket, error) {
 // second operation's no field; a jump past the end by 4 rejects.
 func diagRequest(family uint8, port uint16) []byte {
 	b := make([]byte, inetDiagReqLen)
-	b[0], b[1] = family, uint8(ProtoTCP)
+	b[0], b[1] = family, uint8(tracer.ProtoTCP)
 	binary.NativeEndian.PutUint32(b[4:], orphanStates)
 	bc := []byte{
 		inetDiagBCSGE, 8, 0, 0, 0, 0, 0, 0, // no: 20, patched below
@@ -84,23 +87,23 @@ func diagRequest(family uint8, port uint16) []byte {
 var errShortDiag = errors.New("short inet_diag_msg")
 
 // decodeDiagMsg reads one inet_diag_msg and its attributes.
-func decodeDiagMsg(b []byte) (PortSocket, error) {
+func decodeDiagMsg(b []byte) (snapshot.PortSocket, error) {
 	if len(b) < inetDiagMsgLen {
-		return PortSocket{}, errShortDiag
+		return snapshot.PortSocket{}, errShortDiag
 	}
-	s := PortSocket{Proto: ProtoTCP, State: State(b[1])}
+	s := snapshot.PortSocket{Proto: tracer.ProtoTCP, State: tracer.State(b[1])}
 	be, ne := binary.BigEndian, binary.NativeEndian
 	sport, dport := be.Uint16(b[4:]), be.Uint16(b[6:])
 	var src, dst netip.Addr
 	switch b[0] {
 	case unix.AF_INET:
-		s.Family = FamilyIPv4
+		s.Family = tracer.FamilyIPv4
 		src, dst = netip.AddrFrom4([4]byte(b[8:12])), netip.AddrFrom4([4]byte(b[24:28]))
 	case unix.AF_INET6:
-		s.Family = FamilyIPv6
+		s.Family = tracer.FamilyIPv6
 		src, dst = netip.AddrFrom16([16]byte(b[8:24])), netip.AddrFrom16([16]byte(b[24:40]))
 	default:
-		return PortSocket{}, errBadFamily
+		return snapshot.PortSocket{}, errBadFamily
 	}
 	s.Local, s.Remote = netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport)
 	// A timewait socket's timer (idiag_timer 3) counts down in ms.
@@ -110,7 +113,7 @@ func decodeDiagMsg(b []byte) (PortSocket, error) {
 	s.Inode = uint64(ne.Uint32(b[68:]))
 	ad, err := netlink.NewAttributeDecoder(b[inetDiagMsgLen:])
 	if err != nil {
-		return PortSocket{}, err
+		return snapshot.PortSocket{}, err
 	}
 	for ad.Next() {
 		if ad.Type() == inetDiagSkV6Only {

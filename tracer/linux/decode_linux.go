@@ -1,6 +1,8 @@
-package tracer
+package linux
 
 import (
+	"github.com/porttrace/porttrace/tracer"
+
 	"encoding/binary"
 	"errors"
 	"net/netip"
@@ -40,26 +42,26 @@ var (
 // decodeEvent fills ev from one ring buffer record. monoToWallNs converts
 // the kernel's CLOCK_MONOTONIC stamp to wall-clock time. It allocates
 // nothing: errors are preallocated.
-func decodeEvent(raw []byte, monoToWallNs int64, ev *Event) error {
+func decodeEvent(raw []byte, monoToWallNs int64, ev *tracer.Event) error {
 	if len(raw) < eventSize {
 		return errShortEvent
 	}
 	ne := binary.NativeEndian
-	kind := Kind(raw[offKind])
-	if kind < KindState || kind > KindTimeWaitExpire {
+	kind := tracer.Kind(raw[offKind])
+	if kind < tracer.KindState || kind > tracer.KindTimeWaitExpire {
 		return errBadKind
 	}
-	old, new := State(raw[offOldState]), State(raw[offNewState])
-	if old >= stateCount || new >= stateCount {
+	old, new := tracer.State(raw[offOldState]), tracer.State(raw[offNewState])
+	if old >= tracer.StateCount || new >= tracer.StateCount {
 		return errBadState
 	}
 	switch ne.Uint16(raw[offFamily:]) {
 	case unix.AF_INET:
-		ev.Family = FamilyIPv4
+		ev.Family = tracer.FamilyIPv4
 		ev.SAddr = netip.AddrFrom4([4]byte(raw[offSAddr:]))
 		ev.DAddr = netip.AddrFrom4([4]byte(raw[offDAddr:]))
 	case unix.AF_INET6:
-		ev.Family = FamilyIPv6
+		ev.Family = tracer.FamilyIPv6
 		ev.SAddr = netip.AddrFrom16([16]byte(raw[offSAddr:]))
 		ev.DAddr = netip.AddrFrom16([16]byte(raw[offDAddr:]))
 	default:
@@ -67,15 +69,15 @@ func decodeEvent(raw []byte, monoToWallNs int64, ev *Event) error {
 	}
 	ev.TimeNs = int64(ne.Uint64(raw[offTime:])) + monoToWallNs
 	ev.Kind = kind
-	ev.Proto = Proto(ne.Uint16(raw[offProto:]))
+	ev.Proto = tracer.Proto(ne.Uint16(raw[offProto:]))
 	ev.OldState, ev.NewState = old, new
-	ev.Sock = SockID(ne.Uint64(raw[offSock:]))
+	ev.Sock = tracer.SockID(ne.Uint64(raw[offSock:]))
 	ev.TimeoutNs = int64(ne.Uint64(raw[offTimeout:]))
 	ev.SPort = ne.Uint16(raw[offSPort:])
 	ev.DPort = ne.Uint16(raw[offDPort:])
 	ev.PID = ne.Uint32(raw[offPID:])
 	ev.NetNS = ne.Uint32(raw[offNetNS:])
 	ev.Err = int32(ne.Uint32(raw[offErr:]))
-	copy(ev.Comm[:], raw[offComm:offComm+CommLen])
+	copy(ev.Comm[:], raw[offComm:offComm+tracer.CommLen])
 	return nil
 }

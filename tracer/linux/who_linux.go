@@ -1,6 +1,9 @@
-package tracer
+package linux
 
 import (
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/snapshot"
+
 	"bufio"
 	"bytes"
 	"encoding/binary"
@@ -27,12 +30,12 @@ import (
 // process holds (TIME_WAIT, orphans). Neither reads /proc for processes
 // that hold nothing on the port, and neither answer grows with sockets on
 // other ports.
-func Who(port uint16) (*PortReport, error) {
+func Who(port uint16) (*snapshot.PortReport, error) {
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
 	// The two looks are independent kernel walks: run them together.
-	var orphans []PortSocket
+	var orphans []snapshot.PortSocket
 	var orphansErr error
 	done := make(chan struct{})
 	go func() {
@@ -44,7 +47,7 @@ func Who(port uint16) (*PortReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &PortReport{Port: port, Processes: map[uint32]*Process{}}
+	r := &snapshot.PortReport{Port: port, Processes: map[uint32]*snapshot.Process{}}
 	switch {
 	case errors.Is(orphansErr, unix.ENOENT):
 		// The kernel has no TCP sock_diag (inet_diag and tcp_diag not
@@ -58,7 +61,7 @@ func Who(port uint16) (*PortReport, error) {
 	if err := unix.Stat("/proc/self/ns/net", &ns); err != nil {
 		return nil, fmt.Errorf("reading the network namespace: %w", err)
 	}
-	held := r.addOwners(owners)
+	held := addOwners(r, owners)
 	for _, s := range orphans {
 		// A closing socket a process still holds was listed with it.
 		if s.Inode == 0 || !held[s.Inode] {
@@ -69,7 +72,6 @@ func Who(port uint16) (*PortReport, error) {
 	for pid, comm := range owners.comms() {
 		r.Processes[pid] = describeProcess(pid, comm)
 	}
-	r.NameTimeWaitOwners()
 	return r, nil
 }
 
@@ -77,12 +79,12 @@ func Who(port uint16) (*PortReport, error) {
 type owner struct {
 	sock, inode uint64
 	pid, netns  uint32
-	family      Family
-	proto       Proto
-	state       State
+	family      tracer.Family
+	proto       tracer.Proto
+	state       tracer.State
 	local, peer netip.AddrPort
 	v6only      bool
-	comm        Comm
+	comm        tracer.Comm
 }
 
 type owners []owner
@@ -95,16 +97,16 @@ func (os owners) comms() map[uint32]string {
 	return m
 }
 
-// addOwners lists the iterator's sockets, each once with every process
+// addOwners lists in r the iterator's sockets, each once with every process
 // holding it, and returns the inodes it listed.
-func (r *PortReport) addOwners(os owners) map[uint64]bool {
+func addOwners(r *snapshot.PortReport, os owners) map[uint64]bool {
 	byInode := map[uint64]int{}
 	for _, o := range os {
 		i, ok := byInode[o.inode]
 		if !ok {
-			r.Sockets = append(r.Sockets, PortSocket{
+			r.Sockets = append(r.Sockets, snapshot.PortSocket{
 				Proto: o.proto, Family: o.family, State: o.state, Local: o.local, Remote: o.peer,
-				V6Only: o.v6only, Inode: o.inode, NetNS: o.netns, Sock: SockID(o.sock),
+				V6Only: o.v6only, Inode: o.inode, NetNS: o.netns, Sock: tracer.SockID(o.sock),
 			})
 			i = len(r.Sockets) - 1
 			byInode[o.inode] = i
@@ -184,26 +186,26 @@ func decodeOwners(raw []byte) (owners, error) {
 	for b := raw; len(b) > 0; b = b[ownerSize:] {
 		o := owner{
 			sock: ne.Uint64(b[offOwnerSock:]), inode: ne.Uint64(b[offOwnerInode:]),
-			pid: ne.Uint32(b[offOwnerPID:]), netns: ne.Uint32(b[offOwnerNetNS:]), proto: Proto(ne.Uint16(b[offOwnerProto:])),
-			state: State(b[offOwnerState]), v6only: b[offOwnerV6Only] != 0,
+			pid: ne.Uint32(b[offOwnerPID:]), netns: ne.Uint32(b[offOwnerNetNS:]), proto: tracer.Proto(ne.Uint16(b[offOwnerProto:])),
+			state: tracer.State(b[offOwnerState]), v6only: b[offOwnerV6Only] != 0,
 		}
-		if o.state >= stateCount {
+		if o.state >= tracer.StateCount {
 			return nil, errBadState
 		}
 		sport, dport := ne.Uint16(b[offOwnerSPort:]), ne.Uint16(b[offOwnerDPort:])
 		switch ne.Uint16(b[offOwnerFamily:]) {
 		case unix.AF_INET:
-			o.family = FamilyIPv4
+			o.family = tracer.FamilyIPv4
 			o.local = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[offOwnerSAddr:])), sport)
 			o.peer = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[offOwnerDAddr:])), dport)
 		case unix.AF_INET6:
-			o.family = FamilyIPv6
+			o.family = tracer.FamilyIPv6
 			o.local = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[offOwnerSAddr:])), sport)
 			o.peer = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[offOwnerDAddr:])), dport)
 		default:
 			return nil, errBadFamily
 		}
-		copy(o.comm[:], b[offOwnerComm:offOwnerComm+CommLen])
+		copy(o.comm[:], b[offOwnerComm:offOwnerComm+tracer.CommLen])
 		out = append(out, o)
 	}
 	return out, nil
@@ -211,8 +213,8 @@ func decodeOwners(raw []byte) (owners, error) {
 
 // describeProcess reads what /proc says of one process. A process that has
 // exited since keeps its command name and nothing else.
-func describeProcess(pid uint32, comm string) *Process {
-	p := &Process{PID: pid, Comm: comm}
+func describeProcess(pid uint32, comm string) *snapshot.Process {
+	p := &snapshot.Process{PID: pid, Comm: comm}
 	dir := "/proc/" + strconv.FormatUint(uint64(pid), 10)
 	p.Exe, _ = os.Readlink(dir + "/exe")
 	if cmdline, err := os.ReadFile(dir + "/cmdline"); err == nil {

@@ -1,6 +1,11 @@
-package tracer
+package linux
 
 import (
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/api"
+	"github.com/porttrace/porttrace/tracer/correlate"
+	"github.com/porttrace/porttrace/tracer/snapshot"
+
 	"bytes"
 	"encoding/binary"
 	"net"
@@ -33,7 +38,7 @@ func TestOwnerDecoderMatchesCLayout(t *testing.T) {
 	checkOffsets(t, reflect.TypeOf(o), offsets)
 
 	o = bpf.OwnersOwner{Sock: 0xffff8881, Inode: 77, Pid: 42, Netns: 4026531833, Family: unix.AF_INET6,
-		Proto: 262, Sport: 8080, Dport: 0, State: uint8(StateListen), V6only: 1}
+		Proto: 262, Sport: 8080, Dport: 0, State: uint8(tracer.StateListen), V6only: 1}
 	copy(o.Saddr[:], netip.MustParseAddr("::").AsSlice())
 	for i, c := range "server" {
 		o.Comm[i] = int8(c)
@@ -45,9 +50,9 @@ func TestOwnerDecoderMatchesCLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := owner{sock: 0xffff8881, inode: 77, pid: 42, netns: 4026531833, family: FamilyIPv6, proto: ProtoMPTCP,
-		state: StateListen, local: netip.MustParseAddrPort("[::]:8080"), peer: netip.MustParseAddrPort("[::]:0"),
-		v6only: true, comm: CommFrom("server")}
+	want := owner{sock: 0xffff8881, inode: 77, pid: 42, netns: 4026531833, family: tracer.FamilyIPv6, proto: tracer.ProtoMPTCP,
+		state: tracer.StateListen, local: netip.MustParseAddrPort("[::]:8080"), peer: netip.MustParseAddrPort("[::]:0"),
+		v6only: true, comm: tracer.CommFrom("server")}
 	if len(got) != 2 || got[0] != want || got[1] != want {
 		t.Errorf("decoded %+v, want twice %+v", got, want)
 	}
@@ -65,7 +70,7 @@ func FuzzDecodeOwners(f *testing.F) {
 			t.Fatalf("%d records from %d bytes", len(got), len(raw))
 		}
 		for _, o := range got {
-			if (o.family == FamilyIPv4) != o.local.Addr().Is4() || o.state >= stateCount {
+			if (o.family == tracer.FamilyIPv4) != o.local.Addr().Is4() || o.state >= tracer.StateCount {
 				t.Fatalf("inconsistent owner %+v", o)
 			}
 		}
@@ -73,7 +78,7 @@ func FuzzDecodeOwners(f *testing.F) {
 }
 
 // diagMsg builds an inet_diag_msg as the kernel sends it.
-func diagMsg(family uint8, state State, local, remote netip.AddrPort, timer uint8, expiresMs, inode uint32, v6only bool) []byte {
+func diagMsg(family uint8, state tracer.State, local, remote netip.AddrPort, timer uint8, expiresMs, inode uint32, v6only bool) []byte {
 	b := make([]byte, inetDiagMsgLen)
 	b[0], b[1], b[2] = family, uint8(state), timer
 	binary.BigEndian.PutUint16(b[4:], local.Port())
@@ -94,19 +99,19 @@ func diagMsg(family uint8, state State, local, remote netip.AddrPort, timer uint
 }
 
 func TestDecodeDiagMsg(t *testing.T) {
-	tw := diagMsg(unix.AF_INET, StateTimeWait, netip.MustParseAddrPort("127.0.0.1:8080"), netip.MustParseAddrPort("127.0.0.1:40000"), 3, 58_200, 0, false)
+	tw := diagMsg(unix.AF_INET, tracer.StateTimeWait, netip.MustParseAddrPort("127.0.0.1:8080"), netip.MustParseAddrPort("127.0.0.1:40000"), 3, 58_200, 0, false)
 	s, err := decodeDiagMsg(tw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := PortSocket{Proto: ProtoTCP, Family: FamilyIPv4, State: StateTimeWait, Local: netip.MustParseAddrPort("127.0.0.1:8080"),
+	want := snapshot.PortSocket{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateTimeWait, Local: netip.MustParseAddrPort("127.0.0.1:8080"),
 		Remote: netip.MustParseAddrPort("127.0.0.1:40000"), TimerNs: 58_200_000_000}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("got %+v\nwant %+v", s, want)
 	}
-	l6 := diagMsg(unix.AF_INET6, StateListen, netip.MustParseAddrPort("[::]:8080"), netip.MustParseAddrPort("[::]:0"), 0, 0, 991, true)
+	l6 := diagMsg(unix.AF_INET6, tracer.StateListen, netip.MustParseAddrPort("[::]:8080"), netip.MustParseAddrPort("[::]:0"), 0, 0, 991, true)
 	s, err = decodeDiagMsg(l6)
-	if err != nil || !s.V6Only || s.Inode != 991 || s.Family != FamilyIPv6 || s.TimerNs != 0 {
+	if err != nil || !s.V6Only || s.Inode != 991 || s.Family != tracer.FamilyIPv6 || s.TimerNs != 0 {
 		t.Errorf("IPv6 listener: %+v, %v", s, err)
 	}
 	if _, err := decodeDiagMsg(l6[:inetDiagMsgLen-1]); err == nil {
@@ -115,10 +120,10 @@ func TestDecodeDiagMsg(t *testing.T) {
 }
 
 func FuzzDecodeDiagMsg(f *testing.F) {
-	f.Add(diagMsg(unix.AF_INET6, StateListen, netip.MustParseAddrPort("[::]:8080"), netip.MustParseAddrPort("[::]:0"), 0, 0, 1, true))
+	f.Add(diagMsg(unix.AF_INET6, tracer.StateListen, netip.MustParseAddrPort("[::]:8080"), netip.MustParseAddrPort("[::]:0"), 0, 0, 1, true))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		s, err := decodeDiagMsg(raw)
-		if err == nil && (s.Family == FamilyIPv4) != s.Local.Addr().Is4() {
+		if err == nil && (s.Family == tracer.FamilyIPv4) != s.Local.Addr().Is4() {
 			t.Fatalf("inconsistent socket %+v", s)
 		}
 	})
@@ -141,16 +146,16 @@ func TestKernelWhoListenerStartedBefore(t *testing.T) {
 	if p == nil || p.Exe != self || p.User != "root" || !bytes.Contains([]byte(p.Cmdline), []byte(filepath.Base(self))) {
 		t.Fatalf("process %d: %+v, want exe %s, user root", pid, p, self)
 	}
-	var listeners []PortSocket
+	var listeners []snapshot.PortSocket
 	for _, s := range r.Sockets {
-		if s.State == StateListen {
+		if s.State == tracer.StateListen {
 			listeners = append(listeners, s)
 		}
 	}
 	// Go listens with MPTCP where the kernel has it: the process holds the
 	// MPTCP socket, not its kernel-internal TCP subflow.
 	if len(listeners) != 1 || !slices.Equal(listeners[0].PIDs, []uint32{pid}) || listeners[0].Sock == 0 ||
-		Scope(listeners[0].Local.Addr(), false) != "loopback only" {
+		snapshot.Scope(listeners[0].Local.Addr(), false) != "loopback only" {
 		t.Fatalf("listeners: %+v, want one held by %d", listeners, pid)
 	}
 }
@@ -167,9 +172,9 @@ func TestKernelWhoReusePortGroup(t *testing.T) {
 	}
 	var got []uint32
 	for _, s := range r.Sockets {
-		if s.State == StateListen && s.Proto == ProtoTCP {
-			if Scope(s.Local.Addr(), s.V6Only) != "every IPv4 address" {
-				t.Errorf("scope of %v: %s", s.Local, Scope(s.Local.Addr(), s.V6Only))
+		if s.State == tracer.StateListen && s.Proto == tracer.ProtoTCP {
+			if snapshot.Scope(s.Local.Addr(), s.V6Only) != "every IPv4 address" {
+				t.Errorf("scope of %v: %s", s.Local, snapshot.Scope(s.Local.Addr(), s.V6Only))
 			}
 			got = append(got, s.PIDs...)
 		}
@@ -190,8 +195,8 @@ func TestKernelWhoDualStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range r.Sockets {
-		if s.State == StateListen && slices.Contains(s.PIDs, pid) {
-			if got := Scope(s.Local.Addr(), s.V6Only); got != "every IPv6 address, and IPv4 too" {
+		if s.State == tracer.StateListen && slices.Contains(s.PIDs, pid) {
+			if got := snapshot.Scope(s.Local.Addr(), s.V6Only); got != "every IPv6 address, and IPv4 too" {
 				t.Fatalf("scope %q", got)
 			}
 			return
@@ -217,18 +222,20 @@ func TestKernelWhoNamesTimeWaitOwner(t *testing.T) {
 	needPrivileges(t)
 	port := freePort(t, "127.0.0.1")
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
-	src, err := Open(Config{Port: port})
+	src, err := Open(tracer.Config{Port: port})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := NewPrinter(&bytes.Buffer{}, PrinterOptions{})
+	loop := correlate.NewLoop()
 	ctx := t.Context()
 	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, p) }()
+	go func() { done <- loop.Run(ctx, src) }()
 	defer func() { src.Close() }()
-	if err := ServeCache(ctx, p); err != nil {
+	srv, err := api.Listen(filepath.Join(t.TempDir(), "watch.sock"), loop.Index)
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer srv.Close()
 
 	// The server closes first: its side, on the port, goes TIME_WAIT.
 	server := startRole(t, "server", addr, serverFirst)
@@ -242,8 +249,13 @@ func TestKernelWhoNamesTimeWaitOwner(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		answer, err := api.Ask(ctx, srv.Path(), port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.NameSeen(api.Seen(answer.Sockets))
 		for _, s := range r.Sockets {
-			if s.State == StateTimeWait && s.Seen != nil {
+			if s.State == tracer.StateTimeWait && s.Seen != nil {
 				if s.Seen.PID != acceptor || s.TimerNs <= 0 || len(s.PIDs) != 0 {
 					t.Fatalf("TIME_WAIT socket %+v seen %+v, want owner %d", s, s.Seen, acceptor)
 				}

@@ -1,6 +1,9 @@
-package tracer
+package linux
 
 import (
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/correlate"
+
 	"context"
 	"io"
 	"net"
@@ -33,10 +36,10 @@ func serverClosesFirst(t *testing.T, l net.Listener, clientPort int) {
 	c.Close()
 }
 
-func timeWaitEnd(recs []Record, port uint16, clientPort int) *Record {
+func timeWaitEnd(recs []tracer.Record, port uint16, clientPort int) *tracer.Record {
 	for i := range recs {
 		r := &recs[i]
-		if r.SPort == port && int(r.DPort) == clientPort && r.Old == StateTimeWait && r.New == StateClose {
+		if r.SPort == port && int(r.DPort) == clientPort && r.Old == tracer.StateTimeWait && r.New == tracer.StateClose {
 			return r
 		}
 	}
@@ -61,7 +64,7 @@ func timeWaitSetup(t *testing.T) (net.Listener, uint16, int, *recorder) {
 	needPrivileges(t)
 	l, port := listenTCP4(t)
 	clientPort := int(freePort(t, "127.0.0.1"))
-	rec, _ := trace(t, Config{Port: port})
+	rec, _ := trace(t, tracer.Config{Port: port})
 	serverClosesFirst(t, l, clientPort)
 	return l, port, clientPort, rec
 }
@@ -71,18 +74,18 @@ func timeWaitSetup(t *testing.T) (net.Listener, uint16, int, *recorder) {
 // the time it spent there.
 func TestKernelTimeWaitKilledEarly(t *testing.T) {
 	l, port, clientPort, rec := timeWaitSetup(t)
-	waitFor(t, rec, "the server's end in TIME_WAIT", func(recs []Record) bool {
+	waitFor(t, rec, "the server's end in TIME_WAIT", func(recs []tracer.Record) bool {
 		for _, r := range recs {
-			if r.SPort == port && int(r.DPort) == clientPort && r.New == StateTimeWait {
+			if r.SPort == port && int(r.DPort) == clientPort && r.New == tracer.StateTimeWait {
 				return true
 			}
 		}
 		return false
 	})
 	serverClosesFirst(t, l, clientPort)
-	recs := waitFor(t, rec, "TIME_WAIT -> CLOSE", func(recs []Record) bool { return timeWaitEnd(recs, port, clientPort) != nil })
+	recs := waitFor(t, rec, "TIME_WAIT -> CLOSE", func(recs []tracer.Record) bool { return timeWaitEnd(recs, port, clientPort) != nil })
 	end := timeWaitEnd(recs, port, clientPort)
-	if end.Reason != ReasonKilled || end.DurationNs <= 0 || end.DurationNs > int64(10*time.Second) || end.OwnerVia != OwnerAccept {
+	if end.Reason != correlate.ReasonKilled || end.DurationNs <= 0 || end.DurationNs > int64(10*time.Second) || end.OwnerVia != tracer.OwnerAccept {
 		t.Fatalf("TIME_WAIT end: %+v, want killed after a short while, owned by the accepting process", *end)
 	}
 }
@@ -99,7 +102,7 @@ func TestKernelSlowTimeWaitExpires(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	end := timeWaitEnd(rec.records(), port, clientPort)
-	if end.Reason != ReasonExpired || end.DurationNs < int64(59*time.Second) || end.DurationNs > int64(70*time.Second) {
+	if end.Reason != correlate.ReasonExpired || end.DurationNs < int64(59*time.Second) || end.DurationNs > int64(70*time.Second) {
 		t.Fatalf("TIME_WAIT end: %+v, want expired after about 60 s", *end)
 	}
 	t.Logf("TIME_WAIT lasted %v", time.Duration(end.DurationNs))

@@ -1,6 +1,8 @@
-package tracer
+package linux
 
 import (
+	"github.com/porttrace/porttrace/tracer"
+
 	"bytes"
 	"encoding/binary"
 	"net/netip"
@@ -32,7 +34,7 @@ func TestDecoderMatchesCLayout(t *testing.T) {
 	e = bpf.PorttraceEvent{
 		TsNs: 1_000, Sock: 0xffff888104f5c0c0, TimeoutNs: -4_000_000, Pid: 4242, Netns: 4026531833,
 		Err: -98, Sport: 8080, Dport: 51234, Family: unix.AF_INET6, Proto: 262,
-		Kind: uint8(KindTimeWaitCancel), Oldstate: uint8(StateFinWait1), Newstate: uint8(StateTimeWait),
+		Kind: uint8(tracer.KindTimeWaitCancel), Oldstate: uint8(tracer.StateFinWait1), Newstate: uint8(tracer.StateTimeWait),
 	}
 	copy(e.Saddr[:], netip.MustParseAddr("::1").AsSlice())
 	copy(e.Daddr[:], netip.MustParseAddr("2001:db8::7").AsSlice())
@@ -43,15 +45,15 @@ func TestDecoderMatchesCLayout(t *testing.T) {
 	if err := binary.Write(&buf, binary.NativeEndian, &e); err != nil {
 		t.Fatal(err)
 	}
-	var ev Event
+	var ev tracer.Event
 	if err := decodeEvent(buf.Bytes(), 5, &ev); err != nil {
 		t.Fatal(err)
 	}
-	want := Event{
-		TimeNs: 1_005, Kind: KindTimeWaitCancel, Proto: ProtoMPTCP, Family: FamilyIPv6,
-		OldState: StateFinWait1, NewState: StateTimeWait, Sock: 0xffff888104f5c0c0,
+	want := tracer.Event{
+		TimeNs: 1_005, Kind: tracer.KindTimeWaitCancel, Proto: tracer.ProtoMPTCP, Family: tracer.FamilyIPv6,
+		OldState: tracer.StateFinWait1, NewState: tracer.StateTimeWait, Sock: 0xffff888104f5c0c0,
 		SAddr: netip.MustParseAddr("::1"), DAddr: netip.MustParseAddr("2001:db8::7"),
-		SPort: 8080, DPort: 51234, PID: 4242, Comm: CommFrom("nginx: worker"),
+		SPort: 8080, DPort: 51234, PID: 4242, Comm: tracer.CommFrom("nginx: worker"),
 		NetNS: 4026531833, Err: -98, TimeoutNs: -4_000_000,
 	}
 	if ev != want {
@@ -80,8 +82,8 @@ func checkOffsets(t *testing.T, typ reflect.Type, offsets map[string]uintptr) {
 func TestDecodeRejects(t *testing.T) {
 	valid := make([]byte, eventSize)
 	binary.NativeEndian.PutUint16(valid[offFamily:], unix.AF_INET)
-	valid[offKind] = byte(KindState)
-	var ev Event
+	valid[offKind] = byte(tracer.KindState)
+	var ev tracer.Event
 	if err := decodeEvent(valid, 0, &ev); err != nil {
 		t.Fatalf("valid record: %v", err)
 	}
@@ -92,7 +94,7 @@ func TestDecodeRejects(t *testing.T) {
 	}{
 		{"short", func(b []byte) []byte { return b[:eventSize-1] }, errShortEvent},
 		{"kind 0", func(b []byte) []byte { b[offKind] = 0; return b }, errBadKind},
-		{"kind past last", func(b []byte) []byte { b[offKind] = byte(KindTimeWaitExpire) + 1; return b }, errBadKind},
+		{"kind past last", func(b []byte) []byte { b[offKind] = byte(tracer.KindTimeWaitExpire) + 1; return b }, errBadKind},
 		{"family AF_UNIX", func(b []byte) []byte { binary.NativeEndian.PutUint16(b[offFamily:], unix.AF_UNIX); return b }, errBadFamily},
 		{"state 13", func(b []byte) []byte { b[offNewState] = 13; return b }, errBadState},
 	} {
@@ -106,8 +108,8 @@ func TestDecodeRejects(t *testing.T) {
 func TestDecodeAllocatesNothing(t *testing.T) {
 	raw := make([]byte, eventSize)
 	binary.NativeEndian.PutUint16(raw[offFamily:], unix.AF_INET6)
-	raw[offKind] = byte(KindState)
-	var ev Event
+	raw[offKind] = byte(tracer.KindState)
+	var ev tracer.Event
 	if n := testing.AllocsPerRun(100, func() { decodeEvent(raw, 0, &ev) }); n != 0 {
 		t.Errorf("decodeEvent allocates %v times per event", n)
 	}
@@ -118,18 +120,18 @@ func TestDecodeAllocatesNothing(t *testing.T) {
 func FuzzDecodeEvent(f *testing.F) {
 	seed := make([]byte, eventSize)
 	binary.NativeEndian.PutUint16(seed[offFamily:], unix.AF_INET)
-	seed[offKind] = byte(KindState)
+	seed[offKind] = byte(tracer.KindState)
 	f.Add(seed)
 	f.Add(seed[:10])
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		var ev Event
+		var ev tracer.Event
 		if err := decodeEvent(raw, 0, &ev); err != nil {
 			return
 		}
-		if ev.Kind < KindState || ev.Kind > KindTimeWaitExpire || ev.NewState >= stateCount || ev.OldState >= stateCount {
+		if ev.Kind < tracer.KindState || ev.Kind > tracer.KindTimeWaitExpire || ev.NewState >= tracer.StateCount || ev.OldState >= tracer.StateCount {
 			t.Fatalf("accepted an inconsistent event: %+v", ev)
 		}
-		if (ev.Family == FamilyIPv4) != ev.SAddr.Is4() {
+		if (ev.Family == tracer.FamilyIPv4) != ev.SAddr.Is4() {
 			t.Fatalf("family %v with address %v", ev.Family, ev.SAddr)
 		}
 	})

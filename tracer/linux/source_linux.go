@@ -1,6 +1,8 @@
-package tracer
+package linux
 
 import (
+	"github.com/porttrace/porttrace/tracer"
+
 	"context"
 	"errors"
 	"fmt"
@@ -41,11 +43,11 @@ type LinuxSource struct {
 	undecodable atomic.Uint64
 }
 
-var _ Source = (*LinuxSource)(nil)
+var _ tracer.Source = (*LinuxSource)(nil)
 
 // Open loads and attaches porttrace's eBPF programs, choosing each hook from
 // what the kernel offers.
-func Open(cfg Config) (src *LinuxSource, err error) {
+func Open(cfg tracer.Config) (src *LinuxSource, err error) {
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
@@ -66,7 +68,7 @@ func Open(cfg Config) (src *LinuxSource, err error) {
 		return nil, err
 	}
 	if mounted {
-		cfg.logf("mounted tracefs at %s", tracefs)
+		cfg.Verbosef("mounted tracefs at %s", tracefs)
 	}
 	k, err := probeKernel(tracefs)
 	if err != nil {
@@ -78,7 +80,7 @@ func Open(cfg Config) (src *LinuxSource, err error) {
 	}
 	for _, n := range notes {
 		s.hooks = append(s.hooks, n)
-		cfg.logf("%s", n)
+		cfg.Verbosef("%s", n)
 	}
 
 	spec, err := loadSpec(cfg, k, chosen)
@@ -100,7 +102,7 @@ func Open(cfg Config) (src *LinuxSource, err error) {
 		}
 		line := fmt.Sprintf("%s: %s %s: %s", c.hook.name, c.alt.form, targets(c.alt), c.why)
 		s.hooks = append(s.hooks, line)
-		cfg.logf("attached %s", line)
+		cfg.Verbosef("attached %s", line)
 	}
 
 	s.reader, err = ringbuf.NewReader(s.coll.Maps[bpf.PorttraceMapEvents])
@@ -128,7 +130,7 @@ func targets(alt alternative) string {
 
 // loadSpec prepares the collection: only the chosen programs, the filters
 // and kernel facts as constants, the ring buffer sized.
-func loadSpec(cfg Config, k *kernel, chosen []choice) (*ebpf.CollectionSpec, error) {
+func loadSpec(cfg tracer.Config, k *kernel, chosen []choice) (*ebpf.CollectionSpec, error) {
 	spec, err := bpf.LoadPorttrace()
 	if err != nil {
 		return nil, err
@@ -147,7 +149,7 @@ func loadSpec(cfg Config, k *kernel, chosen []choice) (*ebpf.CollectionSpec, err
 
 	ringSize := cfg.BufferSize
 	if ringSize == 0 {
-		ringSize = DefaultBufferSize
+		ringSize = tracer.DefaultBufferSize
 	}
 	page := os.Getpagesize()
 	if ringSize < page || ringSize&(ringSize-1) != 0 {
@@ -157,9 +159,9 @@ func loadSpec(cfg Config, k *kernel, chosen []choice) (*ebpf.CollectionSpec, err
 
 	family := uint16(0)
 	switch cfg.Family {
-	case FamilyIPv4:
+	case tracer.FamilyIPv4:
 		family = unix.AF_INET
-	case FamilyIPv6:
+	case tracer.FamilyIPv6:
 		family = unix.AF_INET6
 	}
 	jiffy, err := jiffyNs()
@@ -188,8 +190,8 @@ func (s *LinuxSource) Hooks() []string { return s.hooks }
 // program's run because a run of it is already under way on that CPU (a
 // softirq interrupting it), which the kernel counts as the program's
 // recursion misses (5.12+).
-func (s *LinuxSource) Lost() Lost {
-	var lost Lost
+func (s *LinuxSource) Lost() tracer.Lost {
+	var lost tracer.Lost
 	var perCPU []uint64
 	if err := s.coll.Maps[bpf.PorttraceMapLost].Lookup(uint32(0), &perCPU); err == nil {
 		for _, n := range perCPU {
@@ -211,13 +213,13 @@ func (s *LinuxSource) nowNs() int64 {
 }
 
 // Run implements Source.
-func (s *LinuxSource) Run(ctx context.Context, h Handler) error {
+func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 	// Flush wakes a blocked read so that cancellation is seen at once.
 	stop := context.AfterFunc(ctx, func() { _ = s.reader.Flush() })
 	defer stop()
 
 	var rec ringbuf.Record
-	var ev Event
+	var ev tracer.Event
 	s.reader.SetDeadline(time.Now().Add(tickInterval))
 	for {
 		err := s.reader.ReadInto(&rec)

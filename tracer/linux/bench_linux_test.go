@@ -1,10 +1,12 @@
-package tracer
+package linux
 
 import (
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/correlate"
+
 	"encoding/binary"
 	"net/netip"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,28 +16,28 @@ import (
 // timewait socket's start and handover.
 func connectionRecords(sockBase uint64, clientPort uint16) [][]byte {
 	type spec struct {
-		kind      Kind
+		kind      tracer.Kind
 		sock      uint64
 		sport     uint16
 		dport     uint16
-		old, new  State
+		old, new  tracer.State
 		timeoutNs int64
 	}
 	const server = 8080
 	client, passive, tw := sockBase, sockBase+1, sockBase+2
 	specs := []spec{
-		{KindState, client, clientPort, server, StateClose, StateSynSent, 0},
-		{KindState, passive, server, clientPort, StateListen, StateSynRecv, 0},
-		{KindState, passive, server, clientPort, StateSynRecv, StateEstablished, 0},
-		{KindState, client, clientPort, server, StateSynSent, StateEstablished, 0},
-		{KindAccept, passive, server, clientPort, 0, StateEstablished, 0},
-		{KindState, client, clientPort, server, StateEstablished, StateFinWait1, 0},
-		{KindState, passive, server, clientPort, StateEstablished, StateCloseWait, 0},
-		{KindState, client, clientPort, server, StateFinWait1, StateFinWait2, 0},
-		{KindState, passive, server, clientPort, StateCloseWait, StateLastAck, 0},
-		{KindTimeWaitStart, tw, clientPort, server, 0, StateTimeWait, 60e9},
-		{KindState, client, clientPort, server, StateFinWait2, StateClose, 0},
-		{KindState, passive, server, clientPort, StateLastAck, StateClose, 0},
+		{tracer.KindState, client, clientPort, server, tracer.StateClose, tracer.StateSynSent, 0},
+		{tracer.KindState, passive, server, clientPort, tracer.StateListen, tracer.StateSynRecv, 0},
+		{tracer.KindState, passive, server, clientPort, tracer.StateSynRecv, tracer.StateEstablished, 0},
+		{tracer.KindState, client, clientPort, server, tracer.StateSynSent, tracer.StateEstablished, 0},
+		{tracer.KindAccept, passive, server, clientPort, 0, tracer.StateEstablished, 0},
+		{tracer.KindState, client, clientPort, server, tracer.StateEstablished, tracer.StateFinWait1, 0},
+		{tracer.KindState, passive, server, clientPort, tracer.StateEstablished, tracer.StateCloseWait, 0},
+		{tracer.KindState, client, clientPort, server, tracer.StateFinWait1, tracer.StateFinWait2, 0},
+		{tracer.KindState, passive, server, clientPort, tracer.StateCloseWait, tracer.StateLastAck, 0},
+		{tracer.KindTimeWaitStart, tw, clientPort, server, 0, tracer.StateTimeWait, 60e9},
+		{tracer.KindState, client, clientPort, server, tracer.StateFinWait2, tracer.StateClose, 0},
+		{tracer.KindState, passive, server, clientPort, tracer.StateLastAck, tracer.StateClose, 0},
 	}
 	ne := binary.NativeEndian
 	out := make([][]byte, len(specs))
@@ -51,7 +53,7 @@ func connectionRecords(sockBase uint64, clientPort uint16) [][]byte {
 		ne.PutUint16(b[offSPort:], s.sport)
 		ne.PutUint16(b[offDPort:], s.dport)
 		ne.PutUint16(b[offFamily:], unix.AF_INET)
-		ne.PutUint16(b[offProto:], uint16(ProtoTCP))
+		ne.PutUint16(b[offProto:], uint16(tracer.ProtoTCP))
 		b[offKind], b[offOldState], b[offNewState] = byte(s.kind), byte(s.old), byte(s.new)
 		copy(b[offComm:], "bench")
 		out[i] = b
@@ -69,8 +71,8 @@ func BenchmarkDecodeCorrelate(b *testing.B) {
 		conns = append(conns, connectionRecords(uint64(0x10000+i*4), uint16(20000+i)))
 	}
 	perConn := len(conns[0])
-	c := NewCorrelator(func(*Record) {})
-	var ev Event
+	c := correlate.NewCorrelator(func(*tracer.Record) {})
+	var ev tracer.Event
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -81,24 +83,4 @@ func BenchmarkDecodeCorrelate(b *testing.B) {
 		c.Handle(&ev)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-}
-
-// BenchmarkFormat measures turning a record into a line.
-func BenchmarkFormat(b *testing.B) {
-	recs := sampleRecords()
-	buf := make([]byte, 0, 512)
-	for _, tc := range []struct {
-		name string
-		fn   func(*Record)
-	}{
-		{"text", func(r *Record) { buf = AppendText(buf[:0], r, time.Local, false) }},
-		{"json", func(r *Record) { buf = AppendJSON(buf[:0], r) }},
-	} {
-		b.Run(tc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for i := 0; i < b.N; i++ {
-				tc.fn(&recs[i%len(recs)])
-			}
-		})
-	}
 }

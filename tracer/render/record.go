@@ -1,6 +1,8 @@
-package tracer
+package render
 
 import (
+	"github.com/porttrace/porttrace/tracer"
+
 	"net/netip"
 	"strconv"
 	"time"
@@ -39,17 +41,17 @@ const (
 	colorCyan   = "\x1b[36m"
 )
 
-func stateColor(r *Record) string {
+func stateColor(r *tracer.Record) string {
 	switch {
 	case r.Err != 0:
 		return colorRed
-	case r.Type == RecordBind, r.New == StateListen:
+	case r.Type == tracer.RecordBind, r.New == tracer.StateListen:
 		return colorCyan
-	case r.New == StateEstablished:
+	case r.New == tracer.StateEstablished:
 		return colorGreen
-	case r.New == StateTimeWait, r.New == StateFinWait2, r.New == StateCloseWait:
+	case r.New == tracer.StateTimeWait, r.New == tracer.StateFinWait2, r.New == tracer.StateCloseWait:
 		return colorYellow
-	case r.New == StateClose:
+	case r.New == tracer.StateClose:
 		return colorRed
 	}
 	return ""
@@ -57,7 +59,7 @@ func stateColor(r *Record) string {
 
 // AppendText appends r as one aligned line of text, in local time, with
 // ANSI colours when color is set.
-func AppendText(b []byte, r *Record, loc *time.Location, color bool) []byte {
+func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool) []byte {
 	start := len(b)
 	b = time.Unix(0, r.TimeNs).In(loc).AppendFormat(b, "15:04:05.000000")
 	b = pad(b, start, widthTime+1)
@@ -84,7 +86,7 @@ func AppendText(b []byte, r *Record, loc *time.Location, color bool) []byte {
 
 	start = len(b)
 	switch {
-	case r.Type == RecordBind:
+	case r.Type == tracer.RecordBind:
 		b = append(b, '-')
 	case r.DPort == 0 && (!r.DAddr.IsValid() || r.DAddr.IsUnspecified()):
 		b = append(b, '*') // a listener has no peer, as ss prints it
@@ -100,14 +102,14 @@ func AppendText(b []byte, r *Record, loc *time.Location, color bool) []byte {
 	}
 	b = append(b, c...)
 	switch r.Type {
-	case RecordBind:
+	case tracer.RecordBind:
 		b = append(b, "BIND "...)
 		b = append(b, r.Proto.String()...)
 		if r.Err != 0 {
 			b = append(b, ' ')
-			b = append(b, ErrnoName(r.Err)...)
+			b = append(b, tracer.ErrnoName(r.Err)...)
 		}
-	case RecordSocket:
+	case tracer.RecordSocket:
 		b = append(b, "at start: "...)
 		b = append(b, r.New.String()...)
 	default:
@@ -126,7 +128,7 @@ func AppendText(b []byte, r *Record, loc *time.Location, color bool) []byte {
 	} else {
 		b = append(b, '-')
 	}
-	if r.TimeoutNs > 0 && r.Type == RecordSocket {
+	if r.TimeoutNs > 0 && r.Type == tracer.RecordSocket {
 		b = append(b, "  "...)
 		b = strconv.AppendFloat(b, float64(r.TimeoutNs)/1e9, 'f', 1, 64)
 		b = append(b, "s left"...)
@@ -139,7 +141,7 @@ func AppendText(b []byte, r *Record, loc *time.Location, color bool) []byte {
 		b = append(b, "  "...)
 		b = append(b, r.Reason...)
 	}
-	if r.OwnerVia == OwnerListener {
+	if r.OwnerVia == tracer.OwnerListener {
 		b = append(b, "  (not accepted: listener's owner)"...)
 	}
 	return append(b, '\n')
@@ -188,7 +190,7 @@ const JSONTimeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
 // AppendJSON appends r as one JSON object and a newline. The fields are a
 // documented contract (README): add, never rename.
-func AppendJSON(b []byte, r *Record) []byte {
+func AppendJSON(b []byte, r *tracer.Record) []byte {
 	b = append(b, `{"time":"`...)
 	b = time.Unix(0, r.TimeNs).UTC().AppendFormat(b, JSONTimeLayout)
 	b = append(b, `","type":"`...)
@@ -201,14 +203,14 @@ func AppendJSON(b []byte, r *Record) []byte {
 	b = r.SAddr.AppendTo(b)
 	b = append(b, `","sport":`...)
 	b = strconv.AppendUint(b, uint64(r.SPort), 10)
-	if r.Type == RecordBind {
+	if r.Type == tracer.RecordBind {
 		b = append(b, `,"daddr":null,"dport":null,"old":null,"new":null`...)
 	} else {
 		b = append(b, `,"daddr":"`...)
 		b = r.DAddr.AppendTo(b)
 		b = append(b, `","dport":`...)
 		b = strconv.AppendUint(b, uint64(r.DPort), 10)
-		if r.Type == RecordSocket {
+		if r.Type == tracer.RecordSocket {
 			b = append(b, `,"old":null,"new":"`...)
 		} else {
 			b = append(b, `,"old":"`...)
@@ -243,7 +245,7 @@ func AppendJSON(b []byte, r *Record) []byte {
 	}
 	if r.Err != 0 {
 		b = append(b, `,"error":"`...)
-		b = append(b, ErrnoName(r.Err)...)
+		b = append(b, tracer.ErrnoName(r.Err)...)
 		b = append(b, '"')
 	}
 	return append(b, "}\n"...)

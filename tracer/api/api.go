@@ -1,0 +1,59 @@
+// Package api is porttrace's versioned local API: HTTP with JSON over a unix
+// socket, the habit of Docker, containerd and systemd. A running watch
+// serves it, and so will the daemon; `porttrace who` asks every server it
+// finds. Requests are bounded in size and time, and each connection's peer
+// is checked (root, or a member of the group porttrace).
+package api
+
+import (
+	"net/netip"
+	"path/filepath"
+	"strconv"
+)
+
+// Version is the API's version, the first element of every path.
+const Version = "v1"
+
+// ownersPath answers GET ?port=N with an OwnersResponse.
+const ownersPath = "/" + Version + "/owners"
+
+// Group is the group whose members may use the API besides root.
+const Group = "porttrace"
+
+// Socket is one socket whose owner a server knows.
+type Socket struct {
+	Proto  string `json:"proto"`
+	Family string `json:"family"`
+	State  string `json:"state"`
+	// TimeWait marks a connection no process holds any more: only a
+	// tracer that saw it can name its owner.
+	TimeWait bool           `json:"timewait,omitempty"`
+	NetNS    uint32         `json:"netns"`
+	Local    netip.AddrPort `json:"local"`
+	Remote   netip.AddrPort `json:"remote"`
+	PID      uint32         `json:"pid"`
+	Comm     string         `json:"comm"`
+	OwnerVia string         `json:"owner_via"`
+}
+
+// OwnersResponse lists the sockets on a local port whose owners a server
+// knows.
+type OwnersResponse struct {
+	Port uint16 `json:"port"`
+	// AtNs is when the server's index was built (ns since the epoch).
+	AtNs    int64    `json:"at_ns"`
+	Sockets []Socket `json:"sockets"`
+}
+
+// ErrorResponse is the body of every answer that is not 200.
+type ErrorResponse struct {
+	Error string `json:"error"`
+}
+
+// WatchSocket is where the watch with this pid serves the API.
+func WatchSocket(pid int) string {
+	return filepath.Join(Dir, "watch-"+strconv.Itoa(pid)+".sock")
+}
+
+// DaemonSocket is where the daemon serves the API by default.
+var DaemonSocket = filepath.Join(Dir, "porttrace.sock")

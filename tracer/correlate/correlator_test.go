@@ -1,0 +1,550 @@
+package correlate
+
+import (
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/snapshot"
+
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+)
+
+// The synthetic connection of these tests: server 10.0.0.1:8080, client
+// 10.0.0.2:40000. Processes: listener 100, accepting worker 200, client 300,
+// and 7, a bystander interrupted by a softirq.
+const (
+	listener = 100
+	worker   = 200
+	client   = 300
+	softirq  = 7
+
+	listenSock tracer.SockID = 0x1000
+	serverSock tracer.SockID = 0x2000
+	clientSock tracer.SockID = 0x3000
+	twSock     tracer.SockID = 0x4000
+)
+
+var (
+	serverAddr = netip.MustParseAddr("10.0.0.1")
+	clientAddr = netip.MustParseAddr("10.0.0.2")
+)
+
+type side uint8
+
+const (
+	atListener side = iota
+	atServer
+	atClient
+)
+
+// ev builds an event at time ms (milliseconds) for one of the sockets.
+func ev(ms int64, kind tracer.Kind, at side, sock tracer.SockID, old, new tracer.State, pid uint32) tracer.Event {
+	e := tracer.Event{TimeNs: ms * 1e6, Kind: kind, Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, Sock: sock,
+		OldState: old, NewState: new, PID: pid, Comm: tracer.CommFrom(fmt.Sprint("p", pid)), NetNS: 1}
+	switch at {
+	case atListener:
+		e.SAddr, e.SPort, e.DAddr = serverAddr, 8080, netip.IPv4Unspecified()
+	case atServer:
+		e.SAddr, e.SPort, e.DAddr, e.DPort = serverAddr, 8080, clientAddr, 40000
+	case atClient:
+		e.SAddr, e.SPort, e.DAddr, e.DPort = clientAddr, 40000, serverAddr, 8080
+	}
+	return e
+}
+
+func state(ms int64, at side, sock tracer.SockID, old, new tracer.State, pid uint32) tracer.Event {
+	return ev(ms, tracer.KindState, at, sock, old, new, pid)
+}
+
+// tick is a pseudo-event: the source ran dry at this time.
+func tick(ms int64) tracer.Event { return tracer.Event{TimeNs: ms * 1e6} }
+
+// line renders a record compactly: "pid comm local>remote OLD->NEW via
+// duration [extras]".
+func line(r *tracer.Record) string {
+	s := fmt.Sprintf("%d %s:%d>%d %s->%s %s", r.PID, r.SAddr, r.SPort, r.DPort, r.Old, r.New, r.OwnerVia)
+	if r.DurationNs >= 0 {
+		s += fmt.Sprintf(" %dms", r.DurationNs/1e6)
+	}
+	if r.TimeoutNs > 0 {
+		s += fmt.Sprintf(" timeout=%ds", r.TimeoutNs/1e9)
+	}
+	if r.Reason != "" {
+		s += " " + r.Reason
+	}
+	return s
+}
+
+func correlate(events []tracer.Event) []string {
+	var out []string
+	c := NewCorrelator(func(r *tracer.Record) { out = append(out, line(r)) })
+	for i := range events {
+		if events[i].Kind == 0 {
+			c.Tick(events[i].TimeNs)
+			continue
+		}
+		c.Handle(&events[i])
+	}
+	c.Flush()
+	return out
+}
+
+// handshake is a connection opened on a listener owned by 100, with the
+// passive side's transitions running in a softirq on pid 7.
+func handshake() []tracer.Event {
+	return []tracer.Event{
+		state(0, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener),
+		state(10, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client),
+		state(11, atServer, serverSock, tracer.StateListen, tracer.StateSynRecv, softirq),
+		state(12, atServer, serverSock, tracer.StateSynRecv, tracer.StateEstablished, softirq),
+		state(12, atClient, clientSock, tracer.StateSynSent, tracer.StateEstablished, softirq),
+	}
+}
+
+func TestCorrelator(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		events []tracer.Event
+		want   []string
+	}{{
+		name: "passive side owned by the accepting worker, not the softirq bystander",
+		events: append(handshake(),
+			ev(20, tracer.KindAccept, atServer, serverSock, 0, tracer.StateEstablished, worker),
+		),
+		want: []string{
+			"100 10.0.0.1:8080>0 CLOSE->LISTEN listen",
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40000>8080 SYN_SENT->ESTABLISHED connect 2ms",
+			"200 10.0.0.1:8080>40000 LISTEN->SYN_RECV accept",
+			"200 10.0.0.1:8080>40000 SYN_RECV->ESTABLISHED accept 1ms",
+		},
+	}, {
+		name: "never accepted: charged to the listener's owner after the hold timeout",
+		events: append(handshake(),
+			tick(500),
+			tick(1011),
+		),
+		want: []string{
+			"100 10.0.0.1:8080>0 CLOSE->LISTEN listen",
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40000>8080 SYN_SENT->ESTABLISHED connect 2ms",
+			"100 10.0.0.1:8080>40000 LISTEN->SYN_RECV listener",
+			"100 10.0.0.1:8080>40000 SYN_RECV->ESTABLISHED listener 1ms",
+		},
+	}, {
+		name: "accept seen before the handshake's state events (out of order)",
+		events: []tracer.Event{
+			state(0, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener),
+			ev(12, tracer.KindAccept, atServer, serverSock, 0, tracer.StateEstablished, worker),
+			state(11, atServer, serverSock, tracer.StateListen, tracer.StateSynRecv, softirq),
+			state(12, atServer, serverSock, tracer.StateSynRecv, tracer.StateEstablished, softirq),
+		},
+		want: []string{
+			"100 10.0.0.1:8080>0 CLOSE->LISTEN listen",
+			"200 10.0.0.1:8080>40000 LISTEN->SYN_RECV accept",
+			"200 10.0.0.1:8080>40000 SYN_RECV->ESTABLISHED accept 1ms",
+		},
+	}, {
+		name: "a lost event leaves a gap: no duration across it, owner kept",
+		events: []tracer.Event{
+			state(10, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client),
+			// SYN_SENT -> ESTABLISHED was lost.
+			state(50, atClient, clientSock, tracer.StateEstablished, tracer.StateFinWait1, client),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 connect",
+		},
+	}, {
+		name: "connect's local port is filled in from the next event",
+		events: []tracer.Event{
+			func() tracer.Event {
+				e := state(10, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client)
+				e.SPort = 0
+				return e
+			}(),
+			state(12, atClient, clientSock, tracer.StateSynSent, tracer.StateEstablished, softirq),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40000>8080 SYN_SENT->ESTABLISHED connect 2ms",
+		},
+	}, {
+		name: "a socket porttrace never saw is owned by whoever closes it",
+		events: []tracer.Event{
+			state(10, atServer, serverSock, tracer.StateEstablished, tracer.StateCloseWait, softirq),
+			state(20, atServer, serverSock, tracer.StateCloseWait, tracer.StateLastAck, worker),
+			state(21, atServer, serverSock, tracer.StateLastAck, tracer.StateClose, softirq),
+		},
+		want: []string{
+			"0 10.0.0.1:8080>40000 ESTABLISHED->CLOSE_WAIT unknown",
+			"200 10.0.0.1:8080>40000 CLOSE_WAIT->LAST_ACK close 10ms",
+			"200 10.0.0.1:8080>40000 LAST_ACK->CLOSE close 1ms",
+		},
+	}, {
+		name: "active close into TIME_WAIT, which expires",
+		events: []tracer.Event{
+			state(10, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client),
+			state(12, atClient, clientSock, tracer.StateSynSent, tracer.StateEstablished, softirq),
+			state(20, atClient, clientSock, tracer.StateEstablished, tracer.StateFinWait1, client),
+			state(21, atClient, clientSock, tracer.StateFinWait1, tracer.StateFinWait2, softirq),
+			timewait(30, tracer.KindTimeWaitStart, tracer.StateTimeWait, 60_000),
+			state(30, atClient, clientSock, tracer.StateFinWait2, tracer.StateClose, softirq),
+			timewait(60_030, tracer.KindTimeWaitCancel, tracer.StateTimeWait, 0),
+			timewait(60_030, tracer.KindTimeWaitExpire, tracer.StateTimeWait, 0),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40000>8080 SYN_SENT->ESTABLISHED connect 2ms",
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 connect 8ms",
+			"300 10.0.0.2:40000>8080 FIN_WAIT1->FIN_WAIT2 connect 1ms",
+			"300 10.0.0.2:40000>8080 FIN_WAIT2->TIME_WAIT connect 9ms timeout=60s",
+			"300 10.0.0.2:40000>8080 TIME_WAIT->CLOSE connect 60000ms expired",
+		},
+	}, {
+		name: "TIME_WAIT killed early: a stopped timer not re-armed within the grace",
+		events: []tracer.Event{
+			state(20, atClient, clientSock, tracer.StateEstablished, tracer.StateFinWait1, client),
+			timewait(30, tracer.KindTimeWaitStart, tracer.StateTimeWait, 60_000),
+			state(30, atClient, clientSock, tracer.StateFinWait1, tracer.StateClose, softirq),
+			timewait(5_000, tracer.KindTimeWaitCancel, tracer.StateTimeWait, 55_030),
+			tick(5_050),
+			tick(5_100),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 close",
+			"300 10.0.0.2:40000>8080 FIN_WAIT1->TIME_WAIT close 10ms timeout=60s",
+			"300 10.0.0.2:40000>8080 TIME_WAIT->CLOSE close 4970ms killed",
+		},
+	}, {
+		name: "orphan in FIN_WAIT2 stays FIN_WAIT2, re-armed into TIME_WAIT by the peer's FIN",
+		events: []tracer.Event{
+			state(20, atClient, clientSock, tracer.StateEstablished, tracer.StateFinWait1, client),
+			state(21, atClient, clientSock, tracer.StateFinWait1, tracer.StateFinWait2, softirq),
+			timewait(21, tracer.KindTimeWaitStart, tracer.StateFinWait2, 60_000),
+			state(21, atClient, clientSock, tracer.StateFinWait2, tracer.StateClose, softirq),
+			timewait(40, tracer.KindTimeWaitCancel, tracer.StateTimeWait, 59_981),
+			timewait(40, tracer.KindTimeWaitStart, tracer.StateTimeWait, 60_000),
+			tick(1_000),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 close",
+			"300 10.0.0.2:40000>8080 FIN_WAIT1->FIN_WAIT2 close 1ms",
+			"300 10.0.0.2:40000>8080 FIN_WAIT2->TIME_WAIT close 19ms timeout=60s",
+		},
+	}, {
+		name: "orphan's move to TIME_WAIT unseen by the timer: a local peer's LAST_ACK -> CLOSE tells",
+		events: []tracer.Event{
+			state(20, atClient, clientSock, tracer.StateEstablished, tracer.StateFinWait1, client),
+			state(21, atClient, clientSock, tracer.StateFinWait1, tracer.StateFinWait2, softirq),
+			timewait(21, tracer.KindTimeWaitStart, tracer.StateFinWait2, 60_000),
+			state(21, atClient, clientSock, tracer.StateFinWait2, tracer.StateClose, softirq),
+			state(30, atServer, serverSock, tracer.StateCloseWait, tracer.StateLastAck, worker),
+			state(31, atServer, serverSock, tracer.StateLastAck, tracer.StateClose, softirq),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 close",
+			"300 10.0.0.2:40000>8080 FIN_WAIT1->FIN_WAIT2 close 1ms",
+			"200 10.0.0.1:8080>40000 CLOSE_WAIT->LAST_ACK close",
+			"200 10.0.0.1:8080>40000 LAST_ACK->CLOSE close 1ms",
+			"300 10.0.0.2:40000>8080 FIN_WAIT2->TIME_WAIT close 10ms timeout=60s",
+		},
+	}, {
+		name: "the same through a dual-stack server, whose peer addresses are IPv4-mapped",
+		events: []tracer.Event{
+			state(20, atClient, clientSock, tracer.StateEstablished, tracer.StateFinWait1, client),
+			state(21, atClient, clientSock, tracer.StateFinWait1, tracer.StateFinWait2, softirq),
+			timewait(21, tracer.KindTimeWaitStart, tracer.StateFinWait2, 60_000),
+			state(21, atClient, clientSock, tracer.StateFinWait2, tracer.StateClose, softirq),
+			mapped(state(30, atServer, serverSock, tracer.StateCloseWait, tracer.StateLastAck, worker)),
+			mapped(state(31, atServer, serverSock, tracer.StateLastAck, tracer.StateClose, softirq)),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 close",
+			"300 10.0.0.2:40000>8080 FIN_WAIT1->FIN_WAIT2 close 1ms",
+			"200 ::ffff:10.0.0.1:8080>40000 CLOSE_WAIT->LAST_ACK close",
+			"200 ::ffff:10.0.0.1:8080>40000 LAST_ACK->CLOSE close 1ms",
+			"300 10.0.0.2:40000>8080 FIN_WAIT2->TIME_WAIT close 10ms timeout=60s",
+		},
+	}, {
+		name: "orphan's move to TIME_WAIT unseen at all: dated from the timer's expiry at the end",
+		events: []tracer.Event{
+			state(20, atClient, clientSock, tracer.StateEstablished, tracer.StateFinWait1, client),
+			state(21, atClient, clientSock, tracer.StateFinWait1, tracer.StateFinWait2, softirq),
+			timewait(21, tracer.KindTimeWaitStart, tracer.StateFinWait2, 60_000),
+			state(21, atClient, clientSock, tracer.StateFinWait2, tracer.StateClose, softirq),
+			// The peer's FIN at 500 ms re-armed the timer to 60.5 s, unseen.
+			timewait(60_500, tracer.KindTimeWaitExpire, tracer.StateTimeWait, 0),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 close",
+			"300 10.0.0.2:40000>8080 FIN_WAIT1->FIN_WAIT2 close 1ms",
+			"300 10.0.0.2:40000>8080 FIN_WAIT2->TIME_WAIT close 479ms timeout=60s",
+			"300 10.0.0.2:40000>8080 TIME_WAIT->CLOSE close 60000ms expired",
+		},
+	}, {
+		name: "a timewait socket's address reused by the next connection's timewait socket",
+		events: []tracer.Event{
+			state(20, atClient, clientSock, tracer.StateEstablished, tracer.StateFinWait1, client),
+			timewait(30, tracer.KindTimeWaitStart, tracer.StateTimeWait, 60_000),
+			state(30, atClient, clientSock, tracer.StateFinWait1, tracer.StateClose, softirq),
+			timewait(40, tracer.KindTimeWaitCancel, tracer.StateTimeWait, 59_990),
+			// The next connection, from port 40001, gets the same memory
+			// for its full and timewait sockets before the grace ends.
+			func() tracer.Event {
+				e := state(41, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client)
+				e.SPort = 40001
+				return e
+			}(),
+			func() tracer.Event {
+				e := state(42, atClient, clientSock, tracer.StateSynSent, tracer.StateFinWait1, client)
+				e.SPort = 40001
+				return e
+			}(),
+			func() tracer.Event {
+				e := timewait(50, tracer.KindTimeWaitStart, tracer.StateTimeWait, 60_000)
+				e.SPort = 40001
+				return e
+			}(),
+			func() tracer.Event {
+				e := state(50, atClient, clientSock, tracer.StateFinWait1, tracer.StateClose, softirq)
+				e.SPort = 40001
+				return e
+			}(),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 close",
+			"300 10.0.0.2:40000>8080 FIN_WAIT1->TIME_WAIT close 10ms timeout=60s",
+			"300 10.0.0.2:40001>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40001>8080 SYN_SENT->FIN_WAIT1 connect 1ms",
+			"300 10.0.0.2:40000>8080 TIME_WAIT->CLOSE close 10ms killed",
+			"300 10.0.0.2:40001>8080 FIN_WAIT1->TIME_WAIT connect 8ms timeout=60s",
+		},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := correlate(tc.events)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(tc.want))
+			}
+		})
+	}
+}
+
+// mapped turns an event into what a dual-stack IPv6 socket reports of an
+// IPv4 connection.
+func mapped(e tracer.Event) tracer.Event {
+	e.Family = tracer.FamilyIPv6
+	e.SAddr = netip.AddrFrom16(e.SAddr.As16())
+	e.DAddr = netip.AddrFrom16(e.DAddr.As16())
+	return e
+}
+
+// timewait builds an event of the client's timewait socket with its timer
+// due in dueMs.
+func timewait(ms int64, kind tracer.Kind, substate tracer.State, dueMs int64) tracer.Event {
+	e := ev(ms, kind, atClient, twSock, 0, substate, softirq)
+	e.TimeoutNs = dueMs * 1e6
+	return e
+}
+
+func join(lines []string) string {
+	s := ""
+	for i, l := range lines {
+		if i > 0 {
+			s += "\n  "
+		}
+		s += l
+	}
+	return s
+}
+
+// TestCorrelatorForgetsClosedSockets: memory follows live sockets, so a
+// storm of short connections leaves nothing behind.
+func TestCorrelatorForgetsClosedSockets(t *testing.T) {
+	c := NewCorrelator(func(*tracer.Record) {})
+	for i := range 10_000 {
+		sock := tracer.SockID(0x10000 + i)
+		for _, e := range []tracer.Event{
+			state(int64(i), atClient, sock, tracer.StateClose, tracer.StateSynSent, client),
+			state(int64(i), atClient, sock, tracer.StateSynSent, tracer.StateEstablished, softirq),
+			state(int64(i), atClient, sock, tracer.StateEstablished, tracer.StateCloseWait, softirq),
+			state(int64(i), atClient, sock, tracer.StateCloseWait, tracer.StateLastAck, client),
+			state(int64(i), atClient, sock, tracer.StateLastAck, tracer.StateClose, softirq),
+		} {
+			c.Handle(&e)
+		}
+	}
+	if n := c.Live(); n != 0 {
+		t.Errorf("%d sockets still tracked after all closed", n)
+	}
+	if s := c.Stats(); s.Opened != 10_000 || s.Closed != 10_000 {
+		t.Errorf("opened %d closed %d, want 10000 each", s.Opened, s.Closed)
+	}
+}
+
+func TestCorrelatorAllocatesNothingPerEvent(t *testing.T) {
+	c := NewCorrelator(func(*tracer.Record) {})
+	events := append(handshake(), ev(20, tracer.KindAccept, atServer, serverSock, 0, tracer.StateEstablished, worker),
+		state(30, atServer, serverSock, tracer.StateEstablished, tracer.StateCloseWait, softirq),
+		state(31, atServer, serverSock, tracer.StateCloseWait, tracer.StateLastAck, worker),
+		state(32, atServer, serverSock, tracer.StateLastAck, tracer.StateClose, softirq),
+		state(30, atClient, clientSock, tracer.StateEstablished, tracer.StateFinWait1, client),
+		state(31, atClient, clientSock, tracer.StateFinWait1, tracer.StateFinWait2, softirq),
+		timewait(31, tracer.KindTimeWaitStart, tracer.StateTimeWait, 60_000),
+		state(31, atClient, clientSock, tracer.StateFinWait2, tracer.StateClose, softirq),
+		timewait(60_031, tracer.KindTimeWaitExpire, tracer.StateTimeWait, 0),
+		state(40, atListener, listenSock, tracer.StateListen, tracer.StateClose, listener),
+	)
+	run := func() {
+		for i := range events {
+			c.Handle(&events[i])
+		}
+	}
+	run() // warm the maps and free lists
+	if n := testing.AllocsPerRun(100, run); n != 0 {
+		t.Errorf("%v allocations per connection", n)
+	}
+}
+
+// TestCorrelatorSeed: a watch starts from the snapshot's sockets, reports
+// them, and attributes their later transitions to the processes holding
+// them; a seeded listener's owner stands in for unaccepted connections.
+func TestCorrelatorSeed(t *testing.T) {
+	var got []string
+	c := NewCorrelator(func(r *tracer.Record) { got = append(got, r.Type.String()+" "+line(r)) })
+	c.Seed(&snapshot.PortReport{
+		Port: 8080,
+		Sockets: []snapshot.PortSocket{
+			{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateListen, Local: netip.AddrPortFrom(serverAddr, 8080),
+				Remote: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), NetNS: 1, Sock: listenSock, PIDs: []uint32{listener}},
+			{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateEstablished, Local: netip.AddrPortFrom(serverAddr, 8080),
+				Remote: netip.AddrPortFrom(clientAddr, 40000), NetNS: 1, Sock: serverSock, PIDs: []uint32{worker}},
+		},
+		Processes: map[uint32]*snapshot.Process{listener: {PID: listener, Comm: "p100"}, worker: {PID: worker, Comm: "p200"}},
+	}, 0)
+	other := tracer.SockID(0x5000)
+	for _, e := range []tracer.Event{
+		state(10, atServer, serverSock, tracer.StateEstablished, tracer.StateCloseWait, softirq),
+		func() tracer.Event {
+			e := state(11, atServer, other, tracer.StateListen, tracer.StateSynRecv, softirq)
+			e.DPort = 40001
+			return e
+		}(),
+		tick(1500),
+	} {
+		if e.Kind == 0 {
+			c.Tick(e.TimeNs)
+		} else {
+			c.Handle(&e)
+		}
+	}
+	want := []string{
+		"socket 100 10.0.0.1:8080>0 UNKNOWN->LISTEN snapshot",
+		"socket 200 10.0.0.1:8080>40000 UNKNOWN->ESTABLISHED snapshot",
+		"state 200 10.0.0.1:8080>40000 ESTABLISHED->CLOSE_WAIT snapshot",
+		"state 100 10.0.0.1:8080>40001 LISTEN->SYN_RECV listener",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(want))
+	}
+}
+
+// heldByTimeWait is a passive connection whose accept and ESTABLISHED ->
+// FIN_WAIT1 were lost, so that the server's lines are still held (nobody
+// known to own them) when its timewait socket takes over the connection.
+func heldByTimeWait() []tracer.Event {
+	twStart := ev(21, tracer.KindTimeWaitStart, atServer, twSock, 0, tracer.StateTimeWait, softirq)
+	twStart.TimeoutNs = 60e9
+	return append(handshake(),
+		state(20, atServer, serverSock, tracer.StateFinWait1, tracer.StateFinWait2, softirq),
+		twStart,
+		state(21, atServer, serverSock, tracer.StateFinWait2, tracer.StateClose, softirq),
+	)
+}
+
+// feed runs events through c without the final Flush that would hide
+// lines a Tick failed to release.
+func feed(c *Correlator, events []tracer.Event) {
+	for i := range events {
+		if events[i].Kind == 0 {
+			c.Tick(events[i].TimeNs)
+			continue
+		}
+		c.Handle(&events[i])
+	}
+}
+
+// TestCorrelatorTimeWaitInheritsHoldDeadline: lines a timewait socket
+// inherits from the full socket are released one hold timeout after they
+// were first held, not when the timewait socket ends 60 s later.
+func TestCorrelatorTimeWaitInheritsHoldDeadline(t *testing.T) {
+	var got []string
+	c := NewCorrelator(func(r *tracer.Record) { got = append(got, line(r)) })
+	feed(c, append(heldByTimeWait(), tick(1011)))
+	want := []string{
+		"100 10.0.0.1:8080>0 CLOSE->LISTEN listen",
+		"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+		"300 10.0.0.2:40000>8080 SYN_SENT->ESTABLISHED connect 2ms",
+		"100 10.0.0.1:8080>40000 LISTEN->SYN_RECV listener",
+		"100 10.0.0.1:8080>40000 SYN_RECV->ESTABLISHED listener 1ms",
+		"100 10.0.0.1:8080>40000 FIN_WAIT1->FIN_WAIT2 listener",
+		"100 10.0.0.1:8080>40000 FIN_WAIT2->TIME_WAIT listener 1ms timeout=60s",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("by 1 s after the first held line:\n got  %s\n want %s", join(got), join(want))
+	}
+}
+
+// TestCorrelatorKilledAfterInheritedHold: a timewait socket whose timer was
+// stopped while it still held inherited lines is settled as killed once the
+// stop's grace passes, after the hold has been released.
+func TestCorrelatorKilledAfterInheritedHold(t *testing.T) {
+	var got []string
+	c := NewCorrelator(func(r *tracer.Record) { got = append(got, line(r)) })
+	cancel := ev(1000, tracer.KindTimeWaitCancel, atServer, twSock, 0, tracer.StateTimeWait, softirq)
+	cancel.TimeoutNs = 59_021e6
+	feed(c, append(heldByTimeWait(), cancel, tick(1011), tick(1101)))
+	wantLast := "100 10.0.0.1:8080>40000 TIME_WAIT->CLOSE listener 979ms killed"
+	if len(got) == 0 || got[len(got)-1] != wantLast {
+		t.Errorf("last line:\n got  %s\n want %s", join(got), wantLast)
+	}
+	if _, ok := c.byID[twSock]; ok {
+		t.Error("the killed timewait socket is still tracked")
+	}
+}
+
+// TestDeadlineQueueOrder: whatever order deadlines are set, moved and
+// dropped in, Tick settles sockets in deadline order and leaves none behind.
+func TestDeadlineQueueOrder(t *testing.T) {
+	c := NewCorrelator(func(*tracer.Record) {})
+	const n = 200
+	for k := range n {
+		e := state(int64(k), atClient, tracer.SockID(0x10000+k), tracer.StateClose, tracer.StateSynSent, client)
+		e.SPort = 0 // a connect whose local port is not known yet: held
+		c.Handle(&e)
+	}
+	// Scramble: re-hold every third socket later by releasing and holding again.
+	for k := 0; k < n; k += 3 {
+		i := c.byID[tracer.SockID(0x10000+k)]
+		c.release(i)
+		c.socks[i].heldNs = int64(k+n) * 1e6
+		c.socks[i].nheld = 1
+		c.schedule(i)
+	}
+	last := int64(-1)
+	for c.queue.socks != nil && len(c.queue.socks) > 0 {
+		i, _ := c.queue.first()
+		d := c.socks[i].deadlineNs
+		if d < last {
+			t.Fatalf("deadline %d came after %d", d, last)
+		}
+		last = d
+		c.Tick(d)
+	}
+	for i := range c.socks {
+		if c.socks[i].queuePos != 0 {
+			t.Fatalf("socket %d still has a queue position after the queue emptied", i)
+		}
+	}
+}

@@ -1,0 +1,62 @@
+package correlate
+
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/porttrace/porttrace/tracer"
+)
+
+// Owned is one socket the correlator knows the owner of, as readers of the
+// published index see it.
+type Owned struct {
+	Proto  tracer.Proto
+	Family tracer.Family
+	State  tracer.State
+	// TimeWait marks a timewait socket: a connection no process holds any
+	// more, whose owner only a tracer can remember.
+	TimeWait bool
+	NetNS    uint32
+	Local    netip.AddrPort
+	Remote   netip.AddrPort
+	PID      uint32
+	Comm     tracer.Comm
+	Via      tracer.OwnerVia
+}
+
+// Index is what the event loop publishes for readers on other goroutines
+// (the local API, who): an immutable copy, never the correlator itself.
+type Index struct {
+	// AtNs is when it was built, on the events' clock.
+	AtNs  int64
+	Stats Stats
+	// sockets are sorted by local port.
+	sockets []Owned
+}
+
+func newIndex(atNs int64, stats Stats, sockets []Owned) *Index {
+	slices.SortFunc(sockets, func(a, b Owned) int { return int(a.Local.Port()) - int(b.Local.Port()) })
+	return &Index{AtNs: atNs, Stats: stats, sockets: sockets}
+}
+
+// ByLocalPort returns the sockets whose local port is port. The slice is
+// shared: readers must not change it.
+func (x *Index) ByLocalPort(port uint16) []Owned {
+	if x == nil {
+		return nil
+	}
+	lo, _ := slices.BinarySearchFunc(x.sockets, port, func(o Owned, p uint16) int { return int(o.Local.Port()) - int(p) })
+	hi := lo
+	for hi < len(x.sockets) && x.sockets[hi].Local.Port() == port {
+		hi++
+	}
+	return x.sockets[lo:hi:hi]
+}
+
+// Len is how many sockets the index holds.
+func (x *Index) Len() int {
+	if x == nil {
+		return 0
+	}
+	return len(x.sockets)
+}

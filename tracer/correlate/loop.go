@@ -1,0 +1,95 @@
+package correlate
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/snapshot"
+)
+
+// publishIntervalNs bounds how often the loop rebuilds the published index:
+// readers see a change this late at worst, and a storm pays for at most one
+// rebuild per interval.
+const publishIntervalNs = int64(100e6)
+
+// Loop is the one owner of a Correlator. The source calls it from one
+// goroutine; it passes records to its sinks and, on ticks, publishes an
+// immutable Index for readers on other goroutines. Nothing else touches the
+// correlator, so nothing needs a lock, and no reader can stall the events.
+type Loop struct {
+	corr  *Correlator
+	sinks []tracer.Sink
+	index atomic.Pointer[Index]
+	// publishedNs and publishedAt say when the index was last built and
+	// how many events and records the correlator had handled then.
+	publishedNs int64
+	publishedAt uint64
+}
+
+var _ tracer.Handler = (*Loop)(nil)
+
+// NewLoop returns a loop whose correlator's records go to sinks, in order.
+func NewLoop(sinks ...tracer.Sink) *Loop {
+	l := &Loop{sinks: sinks}
+	l.corr = NewCorrelator(l.emit)
+	l.index.Store(newIndex(0, Stats{}, nil))
+	return l
+}
+
+func (l *Loop) emit(r *tracer.Record) {
+	for _, s := range l.sinks {
+		s.Record(r)
+	}
+}
+
+// Seed starts the correlator from a snapshot of the sockets that exist (see
+// Correlator.Seed). Call it before Run only.
+func (l *Loop) Seed(r *snapshot.PortReport, timeNs int64) {
+	l.corr.Seed(r, timeNs)
+	l.publish(timeNs)
+}
+
+// Run feeds src's events to the correlator until ctx ends or src fails,
+// then releases what is held and publishes a last index. It returns src's
+// error.
+func (l *Loop) Run(ctx context.Context, src tracer.Source) error {
+	err := src.Run(ctx, l)
+	l.corr.Flush()
+	now := time.Now().UnixNano()
+	for _, s := range l.sinks {
+		s.Tick(now)
+	}
+	l.publish(now)
+	return err
+}
+
+// Handle implements tracer.Handler.
+func (l *Loop) Handle(ev *tracer.Event) { l.corr.Handle(ev) }
+
+// Tick implements tracer.Handler.
+func (l *Loop) Tick(nowNs int64) {
+	l.corr.Tick(nowNs)
+	for _, s := range l.sinks {
+		s.Tick(nowNs)
+	}
+	if nowNs-l.publishedNs >= publishIntervalNs && l.changes() != l.publishedAt {
+		l.publish(nowNs)
+	}
+}
+
+// changes counts what can change the index: events, and records that a
+// tick released.
+func (l *Loop) changes() uint64 {
+	st := &l.corr.stats
+	return st.Events + st.Records
+}
+
+func (l *Loop) publish(nowNs int64) {
+	l.index.Store(newIndex(nowNs, l.corr.Stats(), l.corr.appendOwned(nil)))
+	l.publishedNs, l.publishedAt = nowNs, l.changes()
+}
+
+// Index returns the latest published index. Safe from any goroutine.
+func (l *Loop) Index() *Index { return l.index.Load() }

@@ -1,0 +1,191 @@
+package render
+
+import (
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/porttrace/porttrace/tracer"
+)
+
+// Output goes out in chunks through a bounded queue to one writer
+// goroutine, so that a stalled reader (a pipe nobody reads, a terminal on
+// hold) never stops the event loop: when every chunk is taken, lines are
+// dropped and counted instead.
+const (
+	chunkSize   = 64 << 10
+	chunkCount  = 64 // 4 MiB of output may wait for a slow reader
+	chunkFlush  = chunkSize - 1024
+	lineMaxSize = 1024 // no line is longer (a record's fields are bounded)
+)
+
+// chunk is a run of whole lines on its way to the writer.
+type chunk struct {
+	b     []byte
+	lines uint64
+}
+
+// Printer is the Sink of a live watch: it formats records as text or JSON
+// lines and hands them to a writer goroutine. Record and Tick are called by
+// the event loop only; Dropped and Err from anywhere.
+type Printer struct {
+	opts PrinterOptions
+
+	cur     *chunk // being filled; nil while no chunk is free
+	free    chan *chunk
+	full    chan *chunk
+	done    chan struct{}
+	queued  atomic.Int64  // lines handed to the writer and not yet written
+	dropped atomic.Uint64 // lines that never reached the writer
+	errOnce sync.Once
+	err     atomic.Pointer[error]
+	closed  bool
+}
+
+// PrinterOptions shape a Printer's output.
+type PrinterOptions struct {
+	JSON  bool
+	Color bool
+	// PID, when not 0, keeps only the lines of sockets this process owns.
+	PID uint32
+	// Location is the time zone of text lines; nil means local time.
+	Location *time.Location
+}
+
+// NewPrinter starts a Printer writing to w. Close stops it.
+func NewPrinter(w io.Writer, opts PrinterOptions) *Printer {
+	if opts.Location == nil {
+		opts.Location = time.Local
+	}
+	p := &Printer{
+		opts: opts,
+		free: make(chan *chunk, chunkCount),
+		full: make(chan *chunk, chunkCount),
+		done: make(chan struct{}),
+	}
+	for range chunkCount {
+		p.free <- &chunk{b: make([]byte, 0, chunkSize)}
+	}
+	p.cur = <-p.free
+	go p.write(w)
+	return p
+}
+
+// write is the writer goroutine: the only one that may block on w.
+func (p *Printer) write(w io.Writer) {
+	defer close(p.done)
+	for c := range p.full {
+		if p.err.Load() == nil {
+			if _, err := w.Write(c.b); err != nil {
+				p.errOnce.Do(func() { p.err.Store(&err) })
+			}
+		}
+		if p.err.Load() != nil {
+			p.dropped.Add(c.lines)
+		}
+		p.queued.Add(-int64(c.lines))
+		c.b, c.lines = c.b[:0], 0
+		p.free <- c
+	}
+}
+
+// Header queues the column titles of the text format.
+func (p *Printer) Header() {
+	if !p.opts.JSON && p.cur != nil {
+		p.cur.b = append(p.cur.b, TextHeader()...)
+		p.cur.b = append(p.cur.b, '\n')
+	}
+}
+
+// Record implements tracer.Sink.
+func (p *Printer) Record(r *tracer.Record) {
+	if p.opts.PID != 0 && r.PID != p.opts.PID {
+		return
+	}
+	if p.cur == nil {
+		select {
+		case p.cur = <-p.free:
+		default:
+			p.dropped.Add(1)
+			return
+		}
+	}
+	c := p.cur
+	if p.opts.JSON {
+		c.b = AppendJSON(c.b, r)
+	} else {
+		c.b = AppendText(c.b, r, p.opts.Location, p.opts.Color)
+	}
+	c.lines++
+	if len(c.b) >= chunkFlush {
+		p.send()
+	}
+}
+
+// Tick implements tracer.Sink: what is formatted goes to the writer now, so
+// that lines appear as soon as the source runs dry.
+func (p *Printer) Tick(int64) {
+	if p.cur != nil && len(p.cur.b) > 0 {
+		p.send()
+	}
+}
+
+// send hands the current chunk to the writer, or drops it if the writer's
+// queue is full, and takes a free chunk if there is one.
+func (p *Printer) send() {
+	c := p.cur
+	p.cur = nil
+	select {
+	case p.full <- c:
+		p.queued.Add(int64(c.lines))
+	default:
+		p.dropped.Add(c.lines)
+		c.b, c.lines = c.b[:0], 0
+		p.cur = c
+		return
+	}
+	select {
+	case p.cur = <-p.free:
+	default:
+	}
+}
+
+// Dropped is how many lines were not written: the reader could not keep
+// up, or writing failed.
+func (p *Printer) Dropped() uint64 { return p.dropped.Load() }
+
+// Err is the first write error, if any.
+func (p *Printer) Err() error {
+	if e := p.err.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// Close sends what is left and waits up to timeout for the writer to write
+// it; lines still waiting then count as dropped, and the writer is left to
+// finish or stay blocked on its own. It is called once, after the event
+// loop has stopped.
+func (p *Printer) Close(timeout time.Duration) error {
+	if p.closed {
+		return p.Err()
+	}
+	p.closed = true
+	if p.cur != nil && len(p.cur.b) > 0 {
+		select {
+		case p.full <- p.cur:
+			p.queued.Add(int64(p.cur.lines))
+		case <-time.After(timeout):
+			p.dropped.Add(p.cur.lines)
+		}
+	}
+	p.cur = nil
+	close(p.full)
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		p.dropped.Add(uint64(max(p.queued.Swap(0), 0)))
+	}
+	return p.Err()
+}

@@ -1,0 +1,149 @@
+package render
+
+import (
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/correlate"
+
+	"bytes"
+	"encoding/json"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// sampleRecords covers every shape of line: binds that work and fail,
+// listen, a handshake, an unknown owner, a listener's owner standing in,
+// TIME_WAIT in and out, IPv6, and a command name written to make trouble.
+func sampleRecords() []tracer.Record {
+	t0 := time.Date(2026, 11, 24, 3, 12, 0, 123456789, time.UTC).UnixNano()
+	v4 := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	base := tracer.Record{TimeNs: t0, Type: tracer.RecordState, Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, NetNS: 4026531833,
+		SAddr: v4("10.0.0.1"), SPort: 8080, DAddr: v4("10.0.0.2"), DPort: 40000,
+		PID: 4242, Comm: tracer.CommFrom("nginx"), OwnerVia: tracer.OwnerAccept, DurationNs: -1}
+	with := func(edit func(*tracer.Record)) tracer.Record { r := base; edit(&r); return r }
+	return []tracer.Record{
+		with(func(r *tracer.Record) {
+			r.Type, r.OwnerVia, r.SAddr, r.DAddr, r.DPort = tracer.RecordBind, tracer.OwnerBind, v4("0.0.0.0"), netip.Addr{}, 0
+		}),
+		with(func(r *tracer.Record) {
+			r.Type, r.OwnerVia, r.Proto, r.PID, r.Err = tracer.RecordBind, tracer.OwnerBind, tracer.ProtoUDP, 999, 98
+			r.Comm, r.DAddr, r.DPort = tracer.CommFrom("dnsmasq"), netip.Addr{}, 0
+		}),
+		with(func(r *tracer.Record) {
+			r.Type, r.Old, r.New, r.OwnerVia, r.DAddr, r.DPort = tracer.RecordListen, tracer.StateClose, tracer.StateListen, tracer.OwnerListen, v4("0.0.0.0"), 0
+		}),
+		with(func(r *tracer.Record) { r.Old, r.New = tracer.StateListen, tracer.StateSynRecv }),
+		with(func(r *tracer.Record) {
+			r.Old, r.New, r.DurationNs = tracer.StateSynRecv, tracer.StateEstablished, 41_000
+		}),
+		with(func(r *tracer.Record) {
+			r.Old, r.New, r.PID, r.Comm, r.OwnerVia = tracer.StateEstablished, tracer.StateCloseWait, 0, tracer.Comm{}, tracer.OwnerUnknown
+		}),
+		with(func(r *tracer.Record) {
+			r.Old, r.New, r.OwnerVia, r.DurationNs = tracer.StateSynRecv, tracer.StateEstablished, tracer.OwnerListener, 7_000
+		}),
+		with(func(r *tracer.Record) {
+			r.Old, r.New, r.DurationNs, r.TimeoutNs = tracer.StateFinWait2, tracer.StateTimeWait, 1_500_000, 60e9
+		}),
+		with(func(r *tracer.Record) {
+			r.Old, r.New, r.DurationNs, r.Reason = tracer.StateTimeWait, tracer.StateClose, 60_004_000_000, correlate.ReasonExpired
+		}),
+		with(func(r *tracer.Record) {
+			r.Family, r.SAddr, r.DAddr = tracer.FamilyIPv6, netip.MustParseAddr("::1"), netip.MustParseAddr("2001:db8::1234:5678")
+			r.Old, r.New, r.DurationNs, r.OwnerVia = tracer.StateClose, tracer.StateSynSent, -1, tracer.OwnerConnect
+			r.Comm = tracer.Comm{'e', 'v', 'i', 'l', '"', '\\', 0x1b, '[', '2', 'J', 0xff, 0}
+		}),
+	}
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the golden file; got:\n%s", name, got)
+	}
+}
+
+func TestTextGolden(t *testing.T) {
+	for _, tc := range []struct {
+		file  string
+		color bool
+	}{{"records.txt", false}, {"records.color.txt", true}} {
+		b := append([]byte(TextHeader()), '\n')
+		for _, r := range sampleRecords() {
+			b = AppendText(b, &r, time.UTC, tc.color)
+		}
+		golden(t, tc.file, b)
+	}
+}
+
+func TestJSONGolden(t *testing.T) {
+	var b []byte
+	for _, r := range sampleRecords() {
+		b = AppendJSON(b, &r)
+	}
+	golden(t, "records.json", b)
+
+	// Every line is valid JSON with the documented fields.
+	for i, line := range bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n")) {
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatalf("line %d is not JSON: %v\n%s", i, err, line)
+		}
+		for _, field := range []string{"time", "type", "proto", "family", "saddr", "sport", "daddr", "dport", "old", "new", "pid", "comm", "owner_via", "netns", "duration_ns"} {
+			if _, ok := m[field]; !ok {
+				t.Errorf("line %d lacks %q: %s", i, field, line)
+			}
+		}
+		if _, err := time.Parse(time.RFC3339Nano, m["time"].(string)); err != nil {
+			t.Errorf("line %d: time: %v", i, err)
+		}
+	}
+}
+
+func TestFormatAllocatesNothing(t *testing.T) {
+	recs := sampleRecords()
+	buf := make([]byte, 0, 4096)
+	if n := testing.AllocsPerRun(100, func() {
+		for i := range recs {
+			buf = AppendText(buf[:0], &recs[i], time.UTC, true)
+			buf = AppendJSON(buf[:0], &recs[i])
+		}
+	}); n != 0 {
+		t.Errorf("formatting allocates %v times per batch", n)
+	}
+}
+
+// BenchmarkFormat measures turning a record into a line.
+func BenchmarkFormat(b *testing.B) {
+	recs := sampleRecords()
+	buf := make([]byte, 0, 512)
+	for _, tc := range []struct {
+		name string
+		fn   func(*tracer.Record)
+	}{
+		{"text", func(r *tracer.Record) { buf = AppendText(buf[:0], r, time.Local, false) }},
+		{"json", func(r *tracer.Record) { buf = AppendJSON(buf[:0], r) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				tc.fn(&recs[i%len(recs)])
+			}
+		})
+	}
+}
