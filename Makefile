@@ -13,7 +13,9 @@ VMTEST_DIR ?= /tmp/porttrace-vmtest
 build:
 	$(GO) build -o porttrace ./cmd/porttrace
 
-# Needs clang, llvm and libbpf-dev (Debian packages of those names).
+# Needs clang and llvm (Debian packages of those names): libbpf's headers
+# are vendored in bpf/include, the kernel's uapi ones come with clang (via
+# libc6-dev's linux-libc-dev).
 generate:
 	cd bpf && $(GO) generate ./...
 
