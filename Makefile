@@ -5,17 +5,30 @@ MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 export BPF2GO_CC ?= clang
 export BPF2GO_STRIP ?= llvm-strip
 export BPF2GO_CFLAGS := -I/usr/include/$(MULTIARCH)
+# The clang major that built the committed eBPF objects (Debian 12's): another
+# major emits other code, so check-generated would report a difference that
+# is the compiler's, not the source's.
+CLANG_MAJOR := 14
 
 VMTEST_DIR ?= /tmp/porttrace-vmtest
 
-.PHONY: build generate check-generated test lint vmtest test-windows bench clean
+.PHONY: build generate clang-version check-generated test lint vmtest test-windows bench clean
 
 build:
 	$(GO) build -o porttrace ./cmd/porttrace
 
-# Needs clang, llvm and libbpf-dev (Debian packages of those names).
-generate:
+# Needs clang and llvm (Debian packages of those names): libbpf's headers
+# are vendored in bpf/include, the kernel's uapi ones come with clang (via
+# libc6-dev's linux-libc-dev).
+generate: clang-version
 	cd bpf && $(GO) generate ./...
+
+clang-version:
+	@major=$$($(BPF2GO_CC) --version 2>/dev/null | sed -n 's/.*clang version \([0-9]*\).*/\1/p'); \
+	found="clang $$major found"; test -n "$$major" || found="no clang found as BPF2GO_CC=$(BPF2GO_CC)"; \
+	test "$$major" = $(CLANG_MAJOR) || { \
+		echo "$$found, the committed objects are built with clang $(CLANG_MAJOR): install clang-$(CLANG_MAJOR) or set BPF2GO_CC" >&2; \
+		exit 1; }
 
 # Fails when the committed eBPF objects are not what the C source builds.
 check-generated: generate

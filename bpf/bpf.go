@@ -3,7 +3,8 @@
 // porttrace needs no clang; `make generate` rebuilds them.
 package bpf
 
-// BPF2GO_CFLAGS comes from the Makefile: it adds the multiarch include folder
-// that <linux/types.h> needs on Debian.
-//go:generate go tool bpf2go -target amd64,arm64 -type event Porttrace porttrace.bpf.c -- -O2 -g -Wall -Werror
-//go:generate go tool bpf2go -target amd64,arm64 -type owner Owners owners.bpf.c -- -O2 -g -Wall -Werror
+// include/ holds the libbpf headers (see update-libbpf-headers.sh), so
+// regenerating needs no libbpf-dev. BPF2GO_CFLAGS comes from the Makefile:
+// it adds the multiarch include folder that <linux/types.h> needs on Debian.
+//go:generate go tool bpf2go -target amd64,arm64 -type event Porttrace porttrace.bpf.c -- -Iinclude -O2 -g -Wall -Werror
+//go:generate go tool bpf2go -target amd64,arm64 -type owner Owners owners.bpf.c -- -Iinclude -O2 -g -Wall -Werror

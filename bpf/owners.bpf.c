@@ -13,7 +13,8 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
-#include <bpf/bpf_endian.h>
+
+#include "sock.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -59,11 +60,10 @@ int socket_owners(struct bpf_iter__task_file *ctx)
 	if (!sk)
 		return 0;
 	struct sock_common *skc = (struct sock_common *)sk;
-	__u16 family = BPF_CORE_READ(skc, skc_family);
-	if (family != AF_INET && family != AF_INET6)
+	__u16 family = sock_family(skc);
+	if (!inet_family(family))
 		return 0;
-	/* inet_sport is set by bind and kept to the end (see kernel.h). */
-	__u16 sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	__u16 sport = sock_sport(sk);
 	if (sport != owner_port)
 		return 0;
 
@@ -71,22 +71,16 @@ int socket_owners(struct bpf_iter__task_file *ctx)
 		.sock = (__u64)sk,
 		.inode = BPF_CORE_READ(inode, i_ino),
 		.pid = BPF_CORE_READ(task, tgid),
-		.netns = BPF_CORE_READ(skc, skc_net.net, ns.inum),
+		.netns = sock_netns(skc),
 		.family = family,
 		.proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol),
 		.sport = sport,
-		.dport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport)),
+		.dport = sock_dport(skc),
 		.state = BPF_CORE_READ(skc, skc_state),
 		.v6only = BPF_CORE_READ_BITFIELD_PROBED(skc, skc_ipv6only),
 	};
 	BPF_CORE_READ_STR_INTO(&o.comm, task, comm);
-	if (family == AF_INET) {
-		bpf_core_read(o.saddr, 4, &skc->skc_rcv_saddr);
-		bpf_core_read(o.daddr, 4, &skc->skc_daddr);
-	} else {
-		bpf_core_read(o.saddr, 16, &skc->skc_v6_rcv_saddr);
-		bpf_core_read(o.daddr, 16, &skc->skc_v6_daddr);
-	}
+	sock_addrs(skc, family, o.saddr, o.daddr);
 	bpf_seq_write(ctx->meta->seq, &o, sizeof(o));
 	return 0;
 }

@@ -18,6 +18,8 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
 
+#include "sock.h"
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Set by user space before loading. 0 means "no filter". */
@@ -103,9 +105,7 @@ static __always_inline bool port_wanted(__u16 a, __u16 b)
 
 static __always_inline bool family_wanted(__u16 family)
 {
-	if (family != AF_INET && family != AF_INET6)
-		return false;
-	return filter_family == 0 || family == filter_family;
+	return inet_family(family) && (filter_family == 0 || family == filter_family);
 }
 
 static __always_inline struct event *reserve(__u8 kind)
@@ -135,41 +135,23 @@ static __always_inline void submit(struct event *e)
 	bpf_ringbuf_submit(e, flags);
 }
 
-/* Addresses, ports and namespace of a full or timewait socket: both start
- * with struct sock_common. The local port comes from the caller because it
- * is kept in a different field by each (see inet_sock in kernel.h). */
+/* Addresses, ports and namespace of a full or timewait socket (see
+ * sock.h). The local port comes from the caller, which knows which of the
+ * two it has. */
 static __always_inline void fill_endpoints(struct event *e, struct sock_common *skc, __u16 sport)
 {
-	e->family = BPF_CORE_READ(skc, skc_family);
+	e->family = sock_family(skc);
 	e->sport = sport;
-	e->dport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
-	e->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
-	if (e->family == AF_INET) {
-		bpf_core_read(e->saddr, 4, &skc->skc_rcv_saddr);
-		bpf_core_read(e->daddr, 4, &skc->skc_daddr);
-	} else {
-		bpf_core_read(e->saddr, 16, &skc->skc_v6_rcv_saddr);
-		bpf_core_read(e->daddr, 16, &skc->skc_v6_daddr);
-	}
-}
-
-static __always_inline __u16 sock_sport(struct sock *sk)
-{
-	return bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-}
-
-static __always_inline __u16 timewait_sport(struct inet_timewait_sock *tw)
-{
-	return bpf_ntohs(BPF_CORE_READ(tw, tw_sport));
+	e->dport = sock_dport(skc);
+	e->netns = sock_netns(skc);
+	sock_addrs(skc, e->family, e->saddr, e->daddr);
 }
 
 /* Cheap checks on the socket before reserving ring buffer space, so that
  * unwatched traffic costs a few reads and no event. */
 static __always_inline bool sock_wanted(struct sock_common *skc, __u16 sport)
 {
-	__u16 family = BPF_CORE_READ(skc, skc_family);
-	__u16 dport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
-	return family_wanted(family) && port_wanted(sport, dport);
+	return family_wanted(sock_family(skc)) && port_wanted(sport, sock_dport(skc));
 }
 
 static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, __u8 newstate)
@@ -335,7 +317,7 @@ int bind_exit(struct trace_event_raw_sys_exit *ctx)
 	e->family = args->family;
 	e->sport = port;
 	e->err = ctx->ret;
-	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	e->netns = sock_netns((struct sock_common *)sk);
 	__builtin_memcpy(e->saddr, args->addr, sizeof(e->saddr));
 	submit(e);
 out:

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * What both programs read from a socket: its endpoints and its network
+ * namespace. A full socket and a timewait socket both start with struct
+ * sock_common, which holds all of it but the local port: each keeps that
+ * in a field of its own (see inet_sock in kernel.h).
+ */
+#ifndef PORTTRACE_SOCK_H
+#define PORTTRACE_SOCK_H
+
+#include "kernel.h"
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+/* porttrace reports IPv4 and IPv6 sockets only. */
+static __always_inline bool inet_family(__u16 family)
+{
+	return family == AF_INET || family == AF_INET6;
+}
+
+static __always_inline __u16 sock_family(struct sock_common *skc)
+{
+	return BPF_CORE_READ(skc, skc_family);
+}
+
+/* inet_sport keeps the local port to the end (see kernel.h). */
+static __always_inline __u16 sock_sport(struct sock *sk)
+{
+	return bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+}
+
+static __always_inline __u16 timewait_sport(struct inet_timewait_sock *tw)
+{
+	return bpf_ntohs(BPF_CORE_READ(tw, tw_sport));
+}
+
+static __always_inline __u16 sock_dport(struct sock_common *skc)
+{
+	return bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+}
+
+/* The inode number of the socket's network namespace. */
+static __always_inline __u32 sock_netns(struct sock_common *skc)
+{
+	return BPF_CORE_READ(skc, skc_net.net, ns.inum);
+}
+
+/* Local and remote address into 16-byte buffers. An IPv4 address takes the
+ * first 4 bytes; the rest keep what the caller put there (zeros). */
+static __always_inline void sock_addrs(struct sock_common *skc, __u16 family, __u8 *saddr, __u8 *daddr)
+{
+	if (family == AF_INET) {
+		bpf_core_read(saddr, 4, &skc->skc_rcv_saddr);
+		bpf_core_read(daddr, 4, &skc->skc_daddr);
+	} else {
+		bpf_core_read(saddr, 16, &skc->skc_v6_rcv_saddr);
+		bpf_core_read(daddr, 16, &skc->skc_v6_daddr);
+	}
+}
+
+#endif /* PORTTRACE_SOCK_H */
