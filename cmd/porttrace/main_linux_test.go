@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/porttrace/porttrace/tracer/api"
 )
 
 func needRoot(t *testing.T) {
@@ -174,5 +176,107 @@ func TestJSONLines(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "events lost in the kernel: 0") {
 		t.Errorf("summary does not report the lost count: %s", stderr.String())
+	}
+}
+
+// freeLoopbackPort returns a port nothing on 127.0.0.1 uses right now.
+func freeLoopbackPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startWatch runs porttrace with args as its own process, its stdout going
+// to stdout, and waits until its probes are attached.
+func startWatch(t *testing.T, stdout *os.File, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	ready := filepath.Join(t.TempDir(), "ready")
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "PORTTRACE_ARGS="+strings.Join(append(args, "--ready-file", ready), " "))
+	cmd.Stdout = stdout
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			return cmd, &stderr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ready file after 10s; stderr: %s", stderr.String())
+		}
+	}
+}
+
+// TestStalledStdout: a watch whose reader stopped reading keeps answering
+// the API, and SIGINT still ends it, with a summary that counts the lines
+// it could not write.
+func TestStalledStdout(t *testing.T) {
+	needRoot(t)
+	port := freeLoopbackPort(t)
+	// A pipe nobody reads: once its 64 KiB are full, every write blocks.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	watch, stderr := startWatch(t, w, "--port", strconv.Itoa(port))
+	w.Close()
+
+	l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	// 2,000 connections make about a megabyte of lines: far past the pipe.
+	for range 2000 {
+		c, err := net.Dial("tcp4", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	answer, err := api.Ask(ctx, api.WatchSocket(watch.Process.Pid), uint16(port))
+	if err != nil {
+		t.Fatalf("the stalled watch does not answer: %v", err)
+	}
+	if len(answer.Sockets) == 0 {
+		t.Error("the stalled watch knows no owner on the port, not even the listener's")
+	}
+
+	watch.Process.Signal(os.Interrupt)
+	exited := make(chan error, 1)
+	go func() { exited <- watch.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("watch exited with %v; stderr: %s", err, stderr.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("SIGINT did not end a watch whose stdout is stalled; stderr: %s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "porttrace: lines not written: ") {
+		t.Errorf("the summary does not count the lines not written: %s", stderr.String())
+	}
+	if _, err := os.Stat(api.WatchSocket(watch.Process.Pid)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the watch left its socket behind: %v", err)
 	}
 }

@@ -24,7 +24,11 @@ const maxResponseBytes = 64 << 20
 // and returns what those that answered before ctx ended said. A stopped
 // server costs nothing: its socket refuses at once, and is removed.
 func AskAll(ctx context.Context, port uint16) []Socket {
-	paths, _ := filepath.Glob(filepath.Join(Dir, "*.sock"))
+	return askAllIn(ctx, Dir, port)
+}
+
+func askAllIn(ctx context.Context, dir string, port uint16) []Socket {
+	paths, _ := filepath.Glob(filepath.Join(dir, "*.sock"))
 	answers := make(chan []Socket, len(paths))
 	for _, path := range paths {
 		go func() {
