@@ -272,7 +272,7 @@ func TestKernelEveryHookFormWorks(t *testing.T) {
 				t.Logf("%s %s not on this kernel: %s", h.name, alt.form, why)
 				continue
 			}
-			t.Run(h.name+"/"+alt.form.String(), func(t *testing.T) {
+			t.Run(string(h.name)+"/"+alt.form.String(), func(t *testing.T) {
 				hooks = slices.Clone(all)
 				hooks[hi].alts = []alternative{alt}
 				loopbackCase(t, "127.0.0.1", "127.0.0.1", clientFirst, tracer.ProbeAuto)
