@@ -78,7 +78,9 @@ type hook struct {
 	alts    []alternative
 }
 
-var hooks = []hook{
+// defaultHooks is the table Open uses. Nothing writes it: tests that need
+// another table hand it to open.
+var defaultHooks = []hook{
 	{
 		name: hookState,
 		alts: []alternative{
@@ -253,14 +255,14 @@ type choice struct {
 	why  string
 }
 
-// chooseHooks picks, for every hook, the first alternative the mode allows
-// and the kernel has. It fails when a hook porttrace needs has none, or the
-// mode demands kprobes the kernel lacks.
-func chooseHooks(k *kernel, mode tracer.ProbeMode) ([]choice, []string, error) {
+// chooseHooks picks, for every hook of the table, the first alternative the
+// mode allows and the kernel has. It fails when a hook porttrace needs has
+// none, or the mode demands kprobes the kernel lacks.
+func chooseHooks(k *kernel, mode tracer.ProbeMode, table []hook) ([]choice, []string, error) {
 	var chosen []choice
 	var notes []string
-	for i := range hooks {
-		h := &hooks[i]
+	for i := range table {
+		h := &table[i]
 		allowed := allowedAlternatives(h, mode)
 		var reasons []string
 		picked := false
