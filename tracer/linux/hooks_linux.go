@@ -14,6 +14,8 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/porttrace/porttrace/bpf"
 )
 
 // form is how a program is attached.
@@ -41,7 +43,9 @@ func (f form) isKprobe() bool { return f == formKprobe || f == formKretprobe }
 
 // attachment is one program and where it goes: a tracepoint name
 // ("inet_sock_set_state"), a tracefs event ("syscalls/sys_exit_bind") or a
-// kernel function.
+// kernel function. prog is always one of bpf2go's bpf.PorttraceProg*
+// constants, never a literal: a program renamed or removed in the C source
+// then breaks the build instead of a run.
 type attachment struct {
 	prog   string
 	target string
@@ -53,72 +57,85 @@ type alternative struct {
 	progs []attachment
 }
 
+// hookName names a hook in what porttrace says it attached, and in code
+// that treats one hook specially.
+type hookName string
+
+const (
+	hookState    hookName = "state"
+	hookAccept   hookName = "accept"
+	hookBind     hookName = "bind"
+	hookTimewait hookName = "timewait"
+)
+
 // hook is something porttrace needs to see, with its alternatives from most
 // to least preferred in auto mode.
 type hook struct {
-	name string
+	name hookName
 	// without says what is lost when no alternative can be attached; empty
 	// for a hook porttrace cannot run without.
 	without string
 	alts    []alternative
 }
 
-var hooks = []hook{
+// defaultHooks is the table Open uses. Nothing writes it: tests that need
+// another table hand it to open.
+var defaultHooks = []hook{
 	{
-		name: "state",
+		name: hookState,
 		alts: []alternative{
-			{formTPBTF, []attachment{{"state_tp_btf", "inet_sock_set_state"}}},
-			{formRawTP, []attachment{{"state_raw_tp", "inet_sock_set_state"}}},
-			{formTracepoint, []attachment{{"state_tracepoint", "sock/inet_sock_set_state"}}},
+			{formTPBTF, []attachment{{bpf.PorttraceProgStateTpBtf, "inet_sock_set_state"}}},
+			{formRawTP, []attachment{{bpf.PorttraceProgStateRawTp, "inet_sock_set_state"}}},
+			{formTracepoint, []attachment{{bpf.PorttraceProgStateTracepoint, "sock/inet_sock_set_state"}}},
 			{formKprobe, []attachment{
-				{"state_store_kprobe", "inet_sk_state_store"},
-				{"state_set_kprobe", "inet_sk_set_state"},
+				{bpf.PorttraceProgStateStoreKprobe, "inet_sk_state_store"},
+				{bpf.PorttraceProgStateSetKprobe, "inet_sk_set_state"},
 			}},
 		},
 	},
 	{
-		name:    "accept",
+		name:    hookAccept,
 		without: "passive sockets are charged to the listener's owner",
 		alts: []alternative{
 			// The kretprobe also sees accepts that do not go through the
 			// accept syscalls (io_uring).
-			{formKretprobe, []attachment{{"accept_kretprobe", "inet_csk_accept"}}},
+			{formKretprobe, []attachment{{bpf.PorttraceProgAcceptKretprobe, "inet_csk_accept"}}},
 			{formTracepoint, []attachment{
-				{"accept_exit", "syscalls/sys_exit_accept"},
-				{"accept4_exit", "syscalls/sys_exit_accept4"},
+				{bpf.PorttraceProgAcceptExit, "syscalls/sys_exit_accept"},
+				{bpf.PorttraceProgAccept4Exit, "syscalls/sys_exit_accept4"},
 			}},
 		},
 	},
 	{
-		name:    "bind",
+		name:    hookBind,
 		without: "bind(2) calls and their errors are not shown",
 		alts: []alternative{
 			{formTracepoint, []attachment{
-				{"bind_enter", "syscalls/sys_enter_bind"},
-				{"bind_exit", "syscalls/sys_exit_bind"},
+				{bpf.PorttraceProgBindEnter, "syscalls/sys_enter_bind"},
+				{bpf.PorttraceProgBindExit, "syscalls/sys_exit_bind"},
 			}},
 		},
 	},
 	{
-		name:    "timewait",
+		name:    hookTimewait,
 		without: "TIME_WAIT is shown as the kernel's state tracepoint reports it (-> CLOSE)",
 		alts: []alternative{
 			// The kprobes see every re-arm (an orphan's FIN_WAIT2 turning
 			// TIME_WAIT), which the timer tracepoints may miss.
 			{formKprobe, []attachment{
-				{"tw_schedule_kprobe", "__inet_twsk_schedule"},
-				{"tw_deschedule_kprobe", "inet_twsk_deschedule_put"},
-				{"tw_expire_kprobe", "tw_timer_handler"},
+				{bpf.PorttraceProgTwScheduleKprobe, "__inet_twsk_schedule"},
+				{bpf.PorttraceProgTwDescheduleKprobe, "inet_twsk_deschedule_put"},
+				{bpf.PorttraceProgTwExpireKprobe, "tw_timer_handler"},
 			}},
 			{formTPBTF, []attachment{
-				{"timer_start_tp_btf", "timer_start"},
-				{"timer_cancel_tp_btf", "timer_cancel"},
-				{"timer_expire_tp_btf", "timer_expire_entry"},
+				{bpf.PorttraceProgTimerStartTpBtf, "timer_start"},
+				{bpf.PorttraceProgTimerCancelTpBtf, "timer_cancel"},
+				{bpf.PorttraceProgTimerExpireTpBtf, "timer_expire_entry"},
 			}},
 			{formRawTP, []attachment{
-				{"timer_start_raw_tp", "timer_start"},
-				{"timer_cancel_raw_tp", "timer_cancel"},
-				{"timer_expire_raw_tp", "timer_expire_entry"},
+				{bpf.PorttraceProgTimerStartRawTp, "timer_start"},
+				{bpf.PorttraceProgTimerCancelRawTp, "timer_cancel"},
+				{bpf.PorttraceProgTimerExpireRawTp, "timer_expire_entry"},
 			}},
 		},
 	},
@@ -169,7 +186,7 @@ func exists(path string) bool {
 // not, why.
 func (k *kernel) available(h *hook, alt alternative) (bool, string) {
 	// The timer programs recognise timewait timers by their handler.
-	if h.name == "timewait" && !alt.form.isKprobe() && k.missingTimewait != "" {
+	if h.name == hookTimewait && !alt.form.isKprobe() && k.missingTimewait != "" {
 		return false, k.missingTimewait
 	}
 	for _, a := range alt.progs {
@@ -238,14 +255,14 @@ type choice struct {
 	why  string
 }
 
-// chooseHooks picks, for every hook, the first alternative the mode allows
-// and the kernel has. It fails when a hook porttrace needs has none, or the
-// mode demands kprobes the kernel lacks.
-func chooseHooks(k *kernel, mode tracer.ProbeMode) ([]choice, []string, error) {
+// chooseHooks picks, for every hook of the table, the first alternative the
+// mode allows and the kernel has. It fails when a hook porttrace needs has
+// none, or the mode demands kprobes the kernel lacks.
+func chooseHooks(k *kernel, mode tracer.ProbeMode, table []hook) ([]choice, []string, error) {
 	var chosen []choice
 	var notes []string
-	for i := range hooks {
-		h := &hooks[i]
+	for i := range table {
+		h := &table[i]
 		allowed := allowedAlternatives(h, mode)
 		var reasons []string
 		picked := false

@@ -63,7 +63,13 @@ func (r *recorder) records() []tracer.Record {
 // trace runs a source into a recorder until the test ends.
 func trace(t *testing.T, cfg tracer.Config) (*recorder, *LinuxSource) {
 	t.Helper()
-	src, err := Open(cfg)
+	return traceHooks(t, cfg, defaultHooks)
+}
+
+// traceHooks is trace choosing from the given hook table.
+func traceHooks(t *testing.T, cfg tracer.Config, table []hook) (*recorder, *LinuxSource) {
+	t.Helper()
+	src, err := open(cfg, table)
 	if err != nil {
 		t.Fatalf("opening tracer: %v", err)
 	}
@@ -153,13 +159,14 @@ var (
 func expected(open, closing []string) []string { return append(slices.Clone(open), closing...) }
 
 // loopbackCase runs one connection between three processes (listener,
-// accepting child, client) and checks every line: the exact transitions of
-// both sockets in order, and the owner of each.
-func loopbackCase(t *testing.T, listenHost, dialHost string, first closer, probe tracer.ProbeMode) {
+// accepting child, client), tracing with hooks chosen from table, and checks
+// every line: the exact transitions of both sockets in order, and the owner
+// of each.
+func loopbackCase(t *testing.T, listenHost, dialHost string, first closer, probe tracer.ProbeMode, table []hook) {
 	port := freePort(t, listenHost)
 	listenAddr := net.JoinHostPort(listenHost, strconv.Itoa(int(port)))
 	dialAddr := net.JoinHostPort(dialHost, strconv.Itoa(int(port)))
-	rec, _ := trace(t, tracer.Config{Port: port, Probe: probe})
+	rec, _ := traceHooks(t, tracer.Config{Port: port, Probe: probe}, table)
 
 	server := startRole(t, "server", listenAddr, first)
 	listenerPID, acceptorPID := uint32(server.cmd.Process.Pid), server.childPID(t)
@@ -251,7 +258,7 @@ func TestKernelLoopbackOwnersAndTransitions(t *testing.T) {
 		for _, hosts := range [][2]string{{"127.0.0.1", "127.0.0.1"}, {"::1", "::1"}, {"::", "127.0.0.1"}} {
 			for _, first := range []closer{clientFirst, serverFirst} {
 				t.Run(fmt.Sprintf("%s/%s-%s/%s-closes", mode, hosts[0], hosts[1], first), func(t *testing.T) {
-					loopbackCase(t, hosts[0], hosts[1], first, mode)
+					loopbackCase(t, hosts[0], hosts[1], first, mode, defaultHooks)
 				})
 			}
 		}
@@ -264,18 +271,17 @@ func TestKernelLoopbackOwnersAndTransitions(t *testing.T) {
 func TestKernelEveryHookFormWorks(t *testing.T) {
 	needPrivileges(t)
 	k := probeThisKernel(t)
-	all := hooks
-	t.Cleanup(func() { hooks = all })
-	for hi, h := range all {
+	for hi := range defaultHooks {
+		h := &defaultHooks[hi]
 		for _, alt := range h.alts {
-			if ok, why := k.available(&all[hi], alt); !ok {
+			if ok, why := k.available(h, alt); !ok {
 				t.Logf("%s %s not on this kernel: %s", h.name, alt.form, why)
 				continue
 			}
-			t.Run(h.name+"/"+alt.form.String(), func(t *testing.T) {
-				hooks = slices.Clone(all)
-				hooks[hi].alts = []alternative{alt}
-				loopbackCase(t, "127.0.0.1", "127.0.0.1", clientFirst, tracer.ProbeAuto)
+			t.Run(string(h.name)+"/"+alt.form.String(), func(t *testing.T) {
+				table := slices.Clone(defaultHooks)
+				table[hi].alts = []alternative{alt}
+				loopbackCase(t, "127.0.0.1", "127.0.0.1", clientFirst, tracer.ProbeAuto, table)
 			})
 		}
 	}

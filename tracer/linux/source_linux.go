@@ -47,7 +47,13 @@ var _ tracer.Source = (*LinuxSource)(nil)
 
 // Open loads and attaches porttrace's eBPF programs, choosing each hook from
 // what the kernel offers.
-func Open(cfg tracer.Config) (src *LinuxSource, err error) {
+func Open(cfg tracer.Config) (*LinuxSource, error) {
+	return open(cfg, defaultHooks)
+}
+
+// open is Open with the hook table to choose from, which tests narrow (to
+// force one alternative of a hook, say).
+func open(cfg tracer.Config, table []hook) (src *LinuxSource, err error) {
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
@@ -74,7 +80,7 @@ func Open(cfg tracer.Config) (src *LinuxSource, err error) {
 	if err != nil {
 		return nil, err
 	}
-	chosen, notes, err := chooseHooks(k, cfg.Probe)
+	chosen, notes, err := chooseHooks(k, cfg.Probe, table)
 	if err != nil {
 		return nil, err
 	}
