@@ -6,15 +6,10 @@ import (
 
 	"bytes"
 	"encoding/json"
-	"flag"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
 
 // sampleRecords covers every shape of line: binds that work and fail,
 // listen, a handshake, an unknown owner, a listener's owner standing in,
@@ -58,23 +53,6 @@ func sampleRecords() []tracer.Record {
 			r.Old, r.New, r.DurationNs, r.OwnerVia = tracer.StateClose, tracer.StateSynSent, -1, tracer.OwnerConnect
 			r.Comm = tracer.Comm{'e', 'v', 'i', 'l', '"', '\\', 0x1b, '[', '2', 'J', 0xff, 0}
 		}),
-	}
-}
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file; got:\n%s", name, got)
 	}
 }
 

@@ -1,0 +1,240 @@
+package render
+
+import (
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/snapshot"
+
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"testing"
+)
+
+// whoCase is one hand-built report; each has its own port, so a line of
+// who.json says which case it is.
+type whoCase struct {
+	name   string
+	report *snapshot.PortReport
+}
+
+// initNetNS is the initial network namespace's inode number.
+const initNetNS = 4026531840
+
+// portSocket builds a socket of the initial network namespace from
+// "addr:port" strings; remote "" is the wildcard peer of a listener or a
+// bound socket.
+func portSocket(proto tracer.Proto, state tracer.State, local, remote string, pids ...uint32) snapshot.PortSocket {
+	l := netip.MustParseAddrPort(local)
+	s := snapshot.PortSocket{Proto: proto, Family: tracer.FamilyIPv4, State: state, Local: l, NetNS: initNetNS, PIDs: pids}
+	if l.Addr().Is6() {
+		s.Family = tracer.FamilyIPv6
+	}
+	if remote == "" {
+		s.Remote = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+		if s.Family == tracer.FamilyIPv6 {
+			s.Remote = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
+		}
+	} else {
+		s.Remote = netip.MustParseAddrPort(remote)
+	}
+	return s
+}
+
+func procs(ps ...*snapshot.Process) map[uint32]*snapshot.Process {
+	m := map[uint32]*snapshot.Process{}
+	for _, p := range ps {
+		m[p.PID] = p
+	}
+	return m
+}
+
+// timeWait is a TIME_WAIT socket no process holds, with leftNs on its
+// timer and the owner a running porttrace saw, if any.
+func timeWait(local, remote string, leftNs int64, seen *snapshot.Process) snapshot.PortSocket {
+	s := portSocket(tracer.ProtoTCP, tracer.StateTimeWait, local, remote)
+	s.TimerNs, s.Seen = leftNs, seen
+	return s
+}
+
+// sampleReports covers every shape of who report: a free port, listeners
+// of each scope, a pre-fork server and a SO_REUSEPORT group, connections
+// summarised by state, UDP, sockets no process holds, notes, and names
+// written to make trouble.
+func sampleReports() []whoCase {
+	const (
+		tcp = tracer.ProtoTCP
+		udp = tracer.ProtoUDP
+	)
+	nginx := func(pid uint32) *snapshot.Process {
+		return &snapshot.Process{PID: pid, Comm: "nginx", User: "www-data", Exe: "/usr/sbin/nginx", Cmdline: "nginx: worker process"}
+	}
+	v6only := func(s snapshot.PortSocket) snapshot.PortSocket { s.V6Only = true; return s }
+
+	// One redis with more connections per state than the summary names.
+	redis := &snapshot.Process{PID: 2100, Comm: "redis-server", User: "redis", Exe: "/usr/bin/redis-server", Cmdline: "/usr/bin/redis-server 127.0.0.1:6379"}
+	many := []snapshot.PortSocket{portSocket(tcp, tracer.StateListen, "127.0.0.1:6379", "", 2100)}
+	for i := range 7 {
+		many = append(many, portSocket(tcp, tracer.StateEstablished, "127.0.0.1:6379", fmt.Sprintf("127.0.0.1:%d", 50000+i), 2100))
+	}
+	for i := range 3 { // as many as the summary names: no "and N more"
+		many = append(many, portSocket(tcp, tracer.StateCloseWait, "127.0.0.1:6379", fmt.Sprintf("127.0.0.1:%d", 51000+i), 2100))
+	}
+	for i := range 4 { // one more than it names
+		many = append(many, portSocket(tcp, tracer.StateFinWait1, "127.0.0.1:6379", fmt.Sprintf("127.0.0.1:%d", 52000+i), 2100))
+	}
+	many = append(many, portSocket(tcp, tracer.StateLastAck, "127.0.0.1:6379", "127.0.0.1:53000", 2100))
+	// States arrive out of order; the summary sorts them.
+	many[1], many[len(many)-1] = many[len(many)-1], many[1]
+
+	seen := &snapshot.Process{PID: 4242, Comm: "curl", User: "alice", Exe: "/usr/bin/curl", Cmdline: "curl http://10.0.0.1:8080/"}
+
+	// Names written to make trouble: C0 controls, an ANSI clear screen, a
+	// title-setting OSC, a C1 CSI (U+009B), invalid UTF-8, and the HTML
+	// characters encoding/json escapes.
+	evil := &snapshot.Process{
+		PID: 6666, Comm: "ev\x1b[2Jil\a\x7f", User: "mallory",
+		Exe:     "/tmp/x\nport 22: no process holds it",
+		Cmdline: "sh -c \x1b]0;pwned\x07echo\tok\r\n\u009b31mred\xff <a&b>",
+	}
+
+	return []whoCase{
+		{"free port: no sockets", &snapshot.PortReport{Port: 8081, Processes: procs()}},
+		{"one listener on 0.0.0.0", &snapshot.PortReport{
+			Port:      8080,
+			Sockets:   []snapshot.PortSocket{portSocket(tcp, tracer.StateListen, "0.0.0.0:8080", "", 1234)},
+			Processes: procs(&snapshot.Process{PID: 1234, Comm: "python3", User: "alice", Exe: "/usr/bin/python3.11", Cmdline: "python3 -m http.server 8080"}),
+		}},
+		{"dual-stack [::] listener with a v4-mapped peer", &snapshot.PortReport{
+			Port: 443,
+			Sockets: []snapshot.PortSocket{
+				portSocket(tcp, tracer.StateListen, "[::]:443", "", 880),
+				portSocket(tcp, tracer.StateEstablished, "[::ffff:192.0.2.10]:443", "[::ffff:198.51.100.7]:61000", 880),
+				portSocket(tcp, tracer.StateEstablished, "[2001:db8::10]:443", "[2001:db8:ffff::abcd]:61001", 880),
+			},
+			Processes: procs(&snapshot.Process{PID: 880, Comm: "caddy", User: "caddy", Exe: "/usr/bin/caddy", Cmdline: "/usr/bin/caddy run --environ --config /etc/caddy/Caddyfile"}),
+		}},
+		{"0.0.0.0 and a V6Only [::] listener, held by a master and its forked workers", &snapshot.PortReport{
+			Port: 80,
+			Sockets: []snapshot.PortSocket{
+				portSocket(tcp, tracer.StateListen, "0.0.0.0:80", "", 700, 701, 702),
+				v6only(portSocket(tcp, tracer.StateListen, "[::]:80", "", 700, 701, 702)),
+			},
+			Processes: procs(
+				&snapshot.Process{PID: 700, Comm: "nginx", User: "root", Exe: "/usr/sbin/nginx", Cmdline: "nginx: master process /usr/sbin/nginx -g daemon on; master_process on;"},
+				nginx(701), nginx(702)),
+		}},
+		{"loopback listener", &snapshot.PortReport{
+			Port:      5432,
+			Sockets:   []snapshot.PortSocket{portSocket(tcp, tracer.StateListen, "127.0.0.1:5432", "", 1500), portSocket(tcp, tracer.StateListen, "[::1]:5432", "", 1500)},
+			Processes: procs(&snapshot.Process{PID: 1500, Comm: "postgres", User: "postgres", Exe: "/usr/lib/postgresql/15/bin/postgres", Cmdline: "/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main"}),
+		}},
+		{"SO_REUSEPORT group", &snapshot.PortReport{
+			Port: 9000,
+			Sockets: []snapshot.PortSocket{
+				portSocket(tcp, tracer.StateListen, "0.0.0.0:9000", "", 3003),
+				portSocket(tcp, tracer.StateListen, "0.0.0.0:9000", "", 3001),
+				portSocket(tcp, tracer.StateListen, "0.0.0.0:9000", "", 3002),
+				portSocket(tcp, tracer.StateEstablished, "10.0.0.1:9000", "10.0.0.2:40000", 3002),
+			},
+			Processes: procs(
+				&snapshot.Process{PID: 3001, Comm: "envoy", User: "envoy", Exe: "/usr/local/bin/envoy", Cmdline: "envoy -c /etc/envoy.yaml --base-id 1"},
+				&snapshot.Process{PID: 3002, Comm: "envoy", User: "envoy", Exe: "/usr/local/bin/envoy", Cmdline: "envoy -c /etc/envoy.yaml --base-id 2"},
+				&snapshot.Process{PID: 3003, Comm: "envoy", User: "envoy", Exe: "/usr/local/bin/envoy", Cmdline: "envoy -c /etc/envoy.yaml --base-id 3"}),
+		}},
+		{"many connections in several states", &snapshot.PortReport{Port: 6379, Sockets: many, Processes: procs(redis)}},
+		{"UDP sockets, bound and connected, beside a TCP listener", &snapshot.PortReport{
+			Port: 53,
+			Sockets: []snapshot.PortSocket{
+				portSocket(udp, tracer.StateClose, "127.0.0.53:53", "", 410),
+				portSocket(udp, tracer.StateClose, "127.0.0.54:53", "", 410),
+				portSocket(udp, tracer.StateEstablished, "10.0.0.1:53", "10.0.0.254:53", 410),
+				portSocket(tcp, tracer.StateListen, "127.0.0.53:53", "", 410),
+			},
+			// No user name: /proc/PID/status could not be read.
+			Processes: procs(&snapshot.Process{PID: 410, Comm: "systemd-resolve", Exe: "/usr/lib/systemd/systemd-resolved", Cmdline: "/lib/systemd/systemd-resolved"}),
+		}},
+		{"TIME_WAIT held by no process, owners seen and not", &snapshot.PortReport{
+			Port: 8082,
+			Sockets: []snapshot.PortSocket{
+				timeWait("10.0.0.1:8082", "10.0.0.2:40001", 58_250_000_000, seen),
+				timeWait("10.0.0.1:8082", "10.0.0.2:40002", 1_049_000_000, &snapshot.Process{PID: 4243, Comm: "wget"}),
+				timeWait("10.0.0.1:8082", "10.0.0.3:40003", 31_000_000_000, nil),
+				timeWait("[2001:db8::1]:8082", "[2001:db8::2]:40004", 0, nil),
+				portSocket(tcp, tracer.StateFinWait2, "10.0.0.1:8082", "10.0.0.4:40005"),
+			},
+			Processes: procs(),
+		}},
+		{"notes on what the report could not cover", &snapshot.PortReport{
+			Port:      3000,
+			Sockets:   []snapshot.PortSocket{portSocket(tcp, tracer.StateListen, "0.0.0.0:3000", "", 5000)},
+			Processes: procs(&snapshot.Process{PID: 5000, Comm: "node", User: "bob", Exe: "/usr/bin/node", Cmdline: "node server.js"}),
+			Notes: []string{
+				"TIME_WAIT and orphaned sockets not shown: this kernel has no TCP sock_diag (load the tcp_diag module)",
+				"a second note",
+			},
+		}},
+		{"free port with a note", &snapshot.PortReport{
+			Port:      3001,
+			Processes: procs(),
+			Notes:     []string{"TIME_WAIT and orphaned sockets not shown: this kernel has no TCP sock_diag (load the tcp_diag module)"},
+		}},
+		{"names written to make trouble", &snapshot.PortReport{
+			Port: 6666,
+			Sockets: []snapshot.PortSocket{
+				portSocket(tcp, tracer.StateListen, "0.0.0.0:6666", "", 6666),
+				timeWait("10.0.0.1:6666", "10.0.0.9:41000", 12_000_000_000, &snapshot.Process{PID: 6667, Comm: "x\x1b[31mred\x1b[0m"}),
+			},
+			Processes: procs(evil),
+		}},
+	}
+}
+
+func TestWhoTextGolden(t *testing.T) {
+	var b bytes.Buffer
+	ports := map[uint16]string{}
+	for _, tc := range sampleReports() {
+		if other, ok := ports[tc.report.Port]; ok {
+			t.Fatalf("%q and %q share port %d: who.json could not tell them apart", tc.name, other, tc.report.Port)
+		}
+		ports[tc.report.Port] = tc.name
+		fmt.Fprintf(&b, "=== %s\n", tc.name)
+		WhoText(&b, tc.report)
+		b.WriteString("\n")
+	}
+	golden(t, "who.txt", b.Bytes())
+}
+
+func TestWhoJSONGolden(t *testing.T) {
+	var b bytes.Buffer
+	for _, tc := range sampleReports() {
+		start := b.Len()
+		if err := WhoJSON(&b, tc.report); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		// Each report is one line of valid JSON with the documented fields.
+		line := b.Bytes()[start:]
+		if bytes.Count(line, []byte("\n")) != 1 {
+			t.Errorf("%s: not one line: %s", tc.name, line)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatalf("%s: not JSON: %v\n%s", tc.name, err, line)
+		}
+		for _, field := range []string{"port", "held", "processes", "sockets"} {
+			if _, ok := m[field]; !ok {
+				t.Errorf("%s lacks %q: %s", tc.name, field, line)
+			}
+		}
+		sockets, _ := m["sockets"].([]any)
+		for i, s := range sockets {
+			sock, _ := s.(map[string]any)
+			for _, field := range []string{"proto", "family", "state", "saddr", "sport", "daddr", "dport", "netns", "pids"} {
+				if _, ok := sock[field]; !ok {
+					t.Errorf("%s: socket %d lacks %q: %s", tc.name, i, field, line)
+				}
+			}
+		}
+	}
+	golden(t, "who.json", b.Bytes())
+}
