@@ -280,3 +280,78 @@ func TestStalledStdout(t *testing.T) {
 		t.Errorf("the watch left its socket behind: %v", err)
 	}
 }
+
+// TestAskedWhileStopping: clients keep asking a watch's API while events
+// flow and while it stops; under the race detector (make test) this shows
+// that readers never share the correlator with the event loop, not even
+// for the final flush.
+func TestAskedWhileStopping(t *testing.T) {
+	needRoot(t)
+	port := freeLoopbackPort(t)
+	ready := filepath.Join(t.TempDir(), "ready")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--port", strconv.Itoa(port), "--ready-file", ready}, &stdout, &stderr)
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ready file after 10s; stderr: %s", stderr.String())
+		}
+	}
+	askers := make(chan int, 4)
+	stop := make(chan struct{})
+	for range cap(askers) {
+		go func() {
+			answered := 0
+			defer func() { askers <- answered }()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				actx, acancel := context.WithTimeout(context.Background(), time.Second)
+				if _, err := api.Ask(actx, api.WatchSocket(os.Getpid()), uint16(port)); err == nil {
+					answered++
+				}
+				acancel()
+			}
+		}()
+	}
+	l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 200 {
+		c, err := net.Dial("tcp4", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		c.Close()
+	}
+	l.Close()
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("porttrace: %v\n%s", err, stderr.String())
+	}
+	close(stop)
+	total := 0
+	for range cap(askers) {
+		total += <-askers
+	}
+	if total == 0 {
+		t.Error("the watch answered no question while it ran")
+	}
+}
