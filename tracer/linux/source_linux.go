@@ -63,7 +63,7 @@ func Open(cfg tracer.Config) (src *LinuxSource, err error) {
 		}
 	}()
 
-	tracefs, mounted, err := ensureTracefs()
+	tracefs, mounted, err := EnsureTracefs()
 	if err != nil {
 		return nil, err
 	}
