@@ -42,18 +42,30 @@ type transition struct {
 // transition (headers, banners).
 type lineParser func(line string) (t transition, ok bool)
 
-// countOutput counts, in an output file, the storm's transitions on port
-// and every line: for a tracer watching a port with no traffic, all of
-// them are wrong.
-func countOutput(path string, port int, parse lineParser) (storm, all int, err error) {
+// outputCount is what a tracer's output file holds.
+type outputCount struct {
+	storm int    // the storm's transitions on the port
+	all   int    // every line: for a tracer watching a port with no traffic, all of them are wrong
+	lost  uint64 // events the tool said it lost, in lines among its output
+}
+
+// countOutput counts an output file's lines. lost, if not nil, matches the
+// lines in which the tool reports events it lost, the count in its first
+// group.
+func countOutput(path string, port int, parse lineParser, lost *regexp.Regexp) (c outputCount, err error) {
 	err = eachLine(path, func(line string) {
-		all++
+		c.all++
 		t, ok := parse(line)
 		if ok && (t.sport == port || t.dport == port) && stormTransitions[[2]pt.State{t.old, t.new}] {
-			storm++
+			c.storm++
+		}
+		if lost != nil {
+			if m := lost.FindStringSubmatch(line); m != nil {
+				c.lost += parseUint(m[1])
+			}
 		}
 	})
-	return storm, all, err
+	return c, err
 }
 
 func eachLine(path string, fn func(string)) error {
@@ -160,8 +172,8 @@ func porttraceLost(stderr string) (lostReport, error) {
 	return lostReport{lost: parseUint(last[1]), gaps: parseUint(last[2])}, nil
 }
 
-// sumMatches adds up the counts a tool prints as it loses events:
-// tcpstates "lost N events on CPU #C", bpftrace "Lost N events".
+// sumMatches adds up the counts a tool prints on stderr as it loses
+// events: tcpstates "lost N events on CPU #C", bpftrace "Lost N events".
 func sumMatches(re *regexp.Regexp) func(string) (lostReport, error) {
 	return func(stderr string) (lostReport, error) {
 		var r lostReport
@@ -172,7 +184,12 @@ func sumMatches(re *regexp.Regexp) func(string) (lostReport, error) {
 	}
 }
 
+// bpftraceLostLine is bpftrace's report of events lost: on stderr in its
+// newer versions, on stdout, among the script's lines, in older ones
+// (Debian 12's 0.17), so both are read.
+var bpftraceLostLine = regexp.MustCompile(`(?m)^Lost (\d+) events$`)
+
 var (
 	tcpstatesLost = sumMatches(regexp.MustCompile(`lost (\d+) events on CPU`))
-	bpftraceLost  = sumMatches(regexp.MustCompile(`Lost (\d+) events`))
+	bpftraceLost  = sumMatches(bpftraceLostLine)
 )

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -29,8 +30,12 @@ type tracer struct {
 	readyFile bool
 	// parse reads its output lines; nil when the output goes to /dev/null.
 	parse lineParser
-	lost  func(stderr string) (lostReport, error)
-	peer  bool // not porttrace: its failure is reported, not a problem
+	// lost reads what it says on stderr of events it lost; outputLost
+	// matches such reports among its output lines, for a tool that prints
+	// them there.
+	lost       func(stderr string) (lostReport, error)
+	outputLost *regexp.Regexp
+	peer       bool // not porttrace: its failure is reported, not a problem
 }
 
 // tracerRun is a tracer started for one measurement.
@@ -187,8 +192,9 @@ func (run *tracerRun) count(port int, r *tracerResult) error {
 		return nil
 	}
 	defer os.Remove(run.out)
-	var err error
-	r.lines, r.all, err = countOutput(run.out, port, run.t.parse)
+	c, err := countOutput(run.out, port, run.t.parse, run.t.outputLost)
+	r.lines, r.all = c.storm, c.all
+	r.lost.lost += c.lost
 	return err
 }
 
