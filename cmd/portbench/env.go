@@ -273,13 +273,11 @@ func revision(ctx context.Context, dir string) string {
 
 func memTotal() string {
 	data, _ := os.ReadFile("/proc/meminfo")
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
-			kib, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return fmt.Sprintf("%.1f GiB", kib/(1<<20))
-		}
+	kib, err := procKiB(string(data), "MemTotal")
+	if err != nil {
+		return "unknown"
 	}
-	return "unknown"
+	return fmt.Sprintf("%.1f GiB", float64(kib)/(1<<20))
 }
 
 // commandLine is the first line a command prints, or "unknown".
