@@ -103,6 +103,18 @@ func (s State) String() string {
 	return "UNKNOWN"
 }
 
+// ParseState is the State whose String() is name: the names porttrace
+// prints, which are also those of the kernel's tracepoint and of
+// libbpf-tools' tcpstates. ok is false for any other name.
+func ParseState(name string) (s State, ok bool) {
+	for i, n := range stateNames {
+		if n == name {
+			return State(i), true
+		}
+	}
+	return StateUnknown, false
+}
+
 // Proto is the transport protocol, numbered as Linux's IPPROTO_* constants.
 type Proto uint16
 

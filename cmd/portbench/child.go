@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -114,18 +113,27 @@ func readCPU(pid int) (cpuTimes, error) {
 	if err != nil {
 		return cpuTimes{}, fmt.Errorf("reading cpu time: %w", err)
 	}
+	c, err := parseStat(string(data))
+	if err != nil {
+		return cpuTimes{}, fmt.Errorf("reading cpu time from /proc/%d/stat: %w", pid, err)
+	}
+	return c, nil
+}
+
+// parseStat reads utime and stime from a /proc/PID/stat line.
+func parseStat(s string) (cpuTimes, error) {
 	// The command name may hold spaces and parentheses: fields are counted
 	// after its closing parenthesis, where utime and stime are the 12th and
 	// 13th (fields 14 and 15 of proc(5)).
-	s := string(data)
 	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	if len(fields) < 13 {
-		return cpuTimes{}, fmt.Errorf("reading cpu time: short /proc/%d/stat", pid)
+		return cpuTimes{}, errors.New("short line")
 	}
 	var ticks [2]int64
 	for i, f := range fields[11:13] {
+		var err error
 		if ticks[i], err = strconv.ParseInt(f, 10, 64); err != nil {
-			return cpuTimes{}, fmt.Errorf("reading cpu time: %w", err)
+			return cpuTimes{}, err
 		}
 	}
 	return cpuTimes{time.Duration(ticks[0]) * time.Second / clockTicks, time.Duration(ticks[1]) * time.Second / clockTicks}, nil
@@ -145,11 +153,8 @@ func wakeups(pid int) (uint64, error) {
 		if err != nil {
 			continue // the thread ended meanwhile
 		}
-		for _, line := range strings.Split(string(data), "\n") {
-			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
-				n += parseUint(strings.TrimSpace(v))
-			}
-		}
+		v, _ := procField(string(data), "voluntary_ctxt_switches")
+		n += parseUint(v)
 	}
 	return n, nil
 }
@@ -157,22 +162,36 @@ func wakeups(pid int) (uint64, error) {
 // memoryKiB reads one field of /proc/PID/status, such as VmHWM (peak
 // resident set) or VmRSS (current resident set).
 func memoryKiB(pid int, field string) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	path := fmt.Sprintf("/proc/%d/status", pid)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return 0, fmt.Errorf("reading %s: %w", field, err)
 	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), field+":"); ok {
-			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("reading %s: %w", field, err)
-			}
-			return n, nil
+	n, err := procKiB(string(data), field)
+	if err != nil {
+		return 0, fmt.Errorf("reading %s from %s: %w", field, path, err)
+	}
+	return n, nil
+}
+
+// procField is the value of a "Name:   value" line of a /proc file such
+// as /proc/PID/status or /proc/meminfo.
+func procField(data, name string) (string, bool) {
+	for _, line := range strings.Split(data, "\n") {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v), true
 		}
 	}
-	return 0, fmt.Errorf("reading %s: not in /proc/%d/status", field, pid)
+	return "", false
+}
+
+// procKiB reads a field given in kB.
+func procKiB(data, name string) (int64, error) {
+	v, ok := procField(data, name)
+	if !ok {
+		return 0, fmt.Errorf("no %s", name)
+	}
+	return strconv.ParseInt(strings.TrimSuffix(v, " kB"), 10, 64)
 }
 
 // progCounters are the kernel's counters of eBPF programs.
@@ -222,7 +241,7 @@ func progStats(pid int) (bpfStats, error) {
 			continue // closed meanwhile, or a second fd of one program
 		}
 		seen[info["prog_id"]] = true
-		c := progCounters{parseUint(info["run_cnt"]), time.Duration(parseUint(info["run_time_ns"])), parseUint(info["recursion_misses"])}
+		c := fdinfoCounters(info)
 		stats.progCounters = stats.progCounters.add(c)
 		name := progName(info["prog_id"])
 		stats.byName[name] = stats.byName[name].add(c)
@@ -249,13 +268,24 @@ func fdinfo(pid int, fd string) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseFdinfo(string(data)), nil
+}
+
+// parseFdinfo reads the "key:\tvalue" lines of /proc/PID/fdinfo/FD.
+func parseFdinfo(data string) map[string]string {
 	info := map[string]string{}
-	for _, line := range strings.Split(string(data), "\n") {
+	for _, line := range strings.Split(data, "\n") {
 		if k, v, ok := strings.Cut(line, ":"); ok {
 			info[k] = strings.TrimSpace(v)
 		}
 	}
-	return info, nil
+	return info
+}
+
+// fdinfoCounters are an eBPF program's counters in its fdinfo; a kernel
+// that does not show one (recursion_misses before 5.12) counts 0.
+func fdinfoCounters(info map[string]string) progCounters {
+	return progCounters{parseUint(info["run_cnt"]), time.Duration(parseUint(info["run_time_ns"])), parseUint(info["recursion_misses"])}
 }
 
 // parseUint reads a counter, 0 when the kernel does not show it.

@@ -10,6 +10,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	// pt: this package has a type tracer of its own.
+	pt "github.com/porttrace/porttrace/tracer"
 )
 
 // transitionsPerConn is what portstorm promises for each connection.
@@ -20,35 +23,49 @@ const transitionsPerConn = 10
 // FIN_WAIT2 -> CLOSE for the kernel's tracepoint (tcpstates, bpftrace):
 // either counts, as one. Anything else on the port (the listener's own
 // lines, TIME_WAIT sockets reused and killed) is not part of the count.
-var stormTransitions = map[string]bool{
-	"CLOSE SYN_SENT": true, "SYN_SENT ESTABLISHED": true, "ESTABLISHED FIN_WAIT1": true,
-	"FIN_WAIT1 FIN_WAIT2": true, "FIN_WAIT2 TIME_WAIT": true, "FIN_WAIT2 CLOSE": true,
-	"LISTEN SYN_RECV": true, "SYN_RECV ESTABLISHED": true, "ESTABLISHED CLOSE_WAIT": true,
-	"CLOSE_WAIT LAST_ACK": true, "LAST_ACK CLOSE": true,
+var stormTransitions = map[[2]pt.State]bool{
+	{pt.StateClose, pt.StateSynSent}: true, {pt.StateSynSent, pt.StateEstablished}: true,
+	{pt.StateEstablished, pt.StateFinWait1}: true, {pt.StateFinWait1, pt.StateFinWait2}: true,
+	{pt.StateFinWait2, pt.StateTimeWait}: true, {pt.StateFinWait2, pt.StateClose}: true,
+	{pt.StateListen, pt.StateSynRecv}: true, {pt.StateSynRecv, pt.StateEstablished}: true,
+	{pt.StateEstablished, pt.StateCloseWait}: true, {pt.StateCloseWait, pt.StateLastAck}: true,
+	{pt.StateLastAck, pt.StateClose}: true,
 }
 
 // transition is what the counters need of one output line.
 type transition struct {
 	sport, dport int
-	old, new     string
+	old, new     pt.State
 }
 
 // lineParser reads one output line; ok is false for lines that are not a
 // transition (headers, banners).
 type lineParser func(line string) (t transition, ok bool)
 
-// countOutput counts, in an output file, the storm's transitions on port
-// and every line: for a tracer watching a port with no traffic, all of
-// them are wrong.
-func countOutput(path string, port int, parse lineParser) (storm, all int, err error) {
+// outputCount is what a tracer's output file holds.
+type outputCount struct {
+	storm int    // the storm's transitions on the port
+	all   int    // every line: for a tracer watching a port with no traffic, all of them are wrong
+	lost  uint64 // events the tool said it lost, in lines among its output
+}
+
+// countOutput counts an output file's lines. lost, if not nil, matches the
+// lines in which the tool reports events it lost, the count in its first
+// group.
+func countOutput(path string, port int, parse lineParser, lost *regexp.Regexp) (c outputCount, err error) {
 	err = eachLine(path, func(line string) {
-		all++
+		c.all++
 		t, ok := parse(line)
-		if ok && (t.sport == port || t.dport == port) && stormTransitions[t.old+" "+t.new] {
-			storm++
+		if ok && (t.sport == port || t.dport == port) && stormTransitions[[2]pt.State{t.old, t.new}] {
+			c.storm++
+		}
+		if lost != nil {
+			if m := lost.FindStringSubmatch(line); m != nil {
+				c.lost += parseUint(m[1])
+			}
 		}
 	})
-	return storm, all, err
+	return c, err
 }
 
 func eachLine(path string, fn func(string)) error {
@@ -77,7 +94,15 @@ func parsePorttraceJSON(line string) (transition, bool) {
 	if json.Unmarshal([]byte(line), &v) != nil || v.Old == nil || v.New == nil {
 		return transition{}, false
 	}
-	return transition{v.Sport, v.Dport, *v.Old, *v.New}, true
+	return parsedTransition(v.Sport, v.Dport, *v.Old, *v.New)
+}
+
+// parsedTransition is a transition between two named states; ok is false
+// when either name is not a state's.
+func parsedTransition(sport, dport int, old, new string) (transition, bool) {
+	o, ok1 := pt.ParseState(old)
+	n, ok2 := pt.ParseState(new)
+	return transition{sport, dport, o, n}, ok1 && ok2
 }
 
 // parseTcpstates reads tcpstates' columns, SKADDR C-PID C-COMM LADDR LPORT
@@ -94,16 +119,12 @@ func parseTcpstates(line string) (transition, bool) {
 	if err1 != nil || err2 != nil {
 		return transition{}, false
 	}
-	return transition{sport, dport, f[n-4], f[n-2]}, true
+	return parsedTransition(sport, dport, f[n-4], f[n-2])
 }
 
-// kernelStates are the kernel's TCP state numbers (include/net/tcp_states.h),
-// which the bpftrace script prints, by the names porttrace and tcpstates use.
-var kernelStates = []string{"", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",
-	"TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV"}
-
 // parseBpftrace reads the lines of bpftraceScript: sport dport old new
-// first, as numbers.
+// first, as numbers, the states numbered as the kernel numbers them, which
+// is pt.State's numbering.
 func parseBpftrace(line string) (transition, bool) {
 	f := strings.Fields(line)
 	if len(f) < 4 {
@@ -117,10 +138,10 @@ func parseBpftrace(line string) (transition, bool) {
 		}
 		n[i] = v
 	}
-	if n[2] < 1 || n[2] >= len(kernelStates) || n[3] < 1 || n[3] >= len(kernelStates) {
+	if n[2] < 1 || n[2] >= pt.StateCount || n[3] < 1 || n[3] >= pt.StateCount {
 		return transition{}, false
 	}
-	return transition{n[0], n[1], kernelStates[n[2]], kernelStates[n[3]]}, true
+	return transition{n[0], n[1], pt.State(n[2]), pt.State(n[3])}, true
 }
 
 // bpftraceScript prints one line per state change on port, at either end
@@ -151,8 +172,8 @@ func porttraceLost(stderr string) (lostReport, error) {
 	return lostReport{lost: parseUint(last[1]), gaps: parseUint(last[2])}, nil
 }
 
-// sumMatches adds up the counts a tool prints as it loses events:
-// tcpstates "lost N events on CPU #C", bpftrace "Lost N events".
+// sumMatches adds up the counts a tool prints on stderr as it loses
+// events: tcpstates "lost N events on CPU #C", bpftrace "Lost N events".
 func sumMatches(re *regexp.Regexp) func(string) (lostReport, error) {
 	return func(stderr string) (lostReport, error) {
 		var r lostReport
@@ -163,7 +184,12 @@ func sumMatches(re *regexp.Regexp) func(string) (lostReport, error) {
 	}
 }
 
+// bpftraceLostLine is bpftrace's report of events lost: on stderr in its
+// newer versions, on stdout, among the script's lines, in older ones
+// (Debian 12's 0.17), so both are read.
+var bpftraceLostLine = regexp.MustCompile(`(?m)^Lost (\d+) events$`)
+
 var (
 	tcpstatesLost = sumMatches(regexp.MustCompile(`lost (\d+) events on CPU`))
-	bpftraceLost  = sumMatches(regexp.MustCompile(`Lost (\d+) events`))
+	bpftraceLost  = sumMatches(bpftraceLostLine)
 )

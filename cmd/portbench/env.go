@@ -18,11 +18,9 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
-)
 
-// tracefsDir is where tcpstates and bpftrace look for the classic
-// tracepoints they attach; porttrace's own hooks do not need it.
-const tracefsDir = "/sys/kernel/tracing"
+	"github.com/porttrace/porttrace/tracer/linux"
+)
 
 // bench is one run of the harness: its options, tools and temporary files,
 // and the problems found so far.
@@ -239,21 +237,19 @@ func enableStats() (io.Closer, error) {
 	return stats, nil
 }
 
-// ensureTracefs mounts tracefs for the peers' classic tracepoints, and
-// leaves it mounted, as porttrace and systemd do: unmounting it could pull
-// it from under another tracer. It is checked before each peer starts, in
-// case something else unmounted it meanwhile.
+// ensureTracefs mounts tracefs for the peers' classic tracepoints, as
+// porttrace does (linux.EnsureTracefs), and leaves it mounted: unmounting
+// it could pull it from under another tracer. It is checked before each
+// peer starts, in case something else unmounted it meanwhile.
 func (b *bench) ensureTracefs() error {
-	if _, err := os.Stat(filepath.Join(tracefsDir, "events")); err == nil {
-		return nil
+	path, mounted, err := linux.EnsureTracefs()
+	if err != nil {
+		return err
 	}
-	if err := unix.Mount("nodev", tracefsDir, "tracefs", 0, ""); err != nil {
-		return fmt.Errorf("mounting tracefs at %s: %w", tracefsDir, err)
+	if mounted && !b.mounted {
+		fmt.Fprintf(b.out, "mounted tracefs at %s (tcpstates and bpftrace attach classic tracepoints through it); left mounted, as porttrace does\n", path)
 	}
-	if !b.mounted {
-		fmt.Fprintf(b.out, "mounted tracefs at %s (tcpstates and bpftrace attach classic tracepoints through it); left mounted, as porttrace does\n", tracefsDir)
-	}
-	b.mounted = true
+	b.mounted = b.mounted || mounted
 	return nil
 }
 
@@ -277,13 +273,11 @@ func revision(ctx context.Context, dir string) string {
 
 func memTotal() string {
 	data, _ := os.ReadFile("/proc/meminfo")
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
-			kib, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return fmt.Sprintf("%.1f GiB", kib/(1<<20))
-		}
+	kib, err := procKiB(string(data), "MemTotal")
+	if err != nil {
+		return "unknown"
 	}
-	return "unknown"
+	return fmt.Sprintf("%.1f GiB", float64(kib)/(1<<20))
 }
 
 // commandLine is the first line a command prints, or "unknown".

@@ -9,14 +9,16 @@ import (
 	"strings"
 )
 
-// goBenchmarks runs the tracer package's Go benchmarks (decoding,
+// goBenchmarks runs the tracer packages' Go benchmarks (decoding,
 // correlating and formatting, without the kernel) and prints their lines.
 func (b *bench) goBenchmarks(ctx context.Context) {
 	args := []string{"test", "-run", "^$", "-bench", ".", "-benchmem"}
 	if b.opts.quick {
 		args = append(args, "-benchtime", "100ms")
 	}
-	args = append(args, "./tracer/")
+	// Every tracer package: the benchmarks live beside what they measure
+	// (tracer/linux, tracer/render), not in tracer itself.
+	args = append(args, "./tracer/...")
 	b.progress("go %s", strings.Join(args, " "))
 	cmd := exec.CommandContext(ctx, b.goBin, args...)
 	cmd.Dir = b.modDir
@@ -26,9 +28,19 @@ func (b *bench) goBenchmarks(ctx context.Context) {
 		b.problem("go benchmarks: %v: %s", err, lastLines(string(out), 5))
 		return
 	}
+	cpu, benchmarks := false, 0
 	for _, line := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(line, "Benchmark") || strings.HasPrefix(line, "cpu:") {
+		switch {
+		case strings.HasPrefix(line, "Benchmark"):
+			benchmarks++
+			fmt.Fprintln(b.out, line)
+		case strings.HasPrefix(line, "cpu:") && !cpu: // said once per package
+			cpu = true
 			fmt.Fprintln(b.out, line)
 		}
+	}
+	if benchmarks == 0 {
+		// As after benchmarks moved out of the package named here.
+		b.problem("go benchmarks: none ran (go %s)", strings.Join(args, " "))
 	}
 }

@@ -13,11 +13,12 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/internal/netutil"
 )
 
 // holdCommand is the hidden mode in which portbench re-runs itself to hold
@@ -45,9 +46,9 @@ func runHolder(args []string) error {
 		return err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(*port))
-	l, err := listenShared(addr)
+	l, err := netutil.ListenReusePort("tcp4", addr)
 	if err != nil {
-		return err
+		return fmt.Errorf("listening on %s: %w", addr, err)
 	}
 	defer l.Close()
 	var held heldConns
@@ -78,25 +79,6 @@ func raiseFileLimit() error {
 		return fmt.Errorf("raising the descriptor limit: %w", err)
 	}
 	return nil
-}
-
-// listenShared listens with SO_REUSEPORT, so that several processes share
-// the port and the kernel spreads the connections over them. Plain TCP, as
-// portstorm: Go listens with MPTCP by default.
-func listenShared(addr string) (net.Listener, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		})
-		return errors.Join(err, serr)
-	}}
-	lc.SetMultipathTCP(false)
-	l, err := lc.Listen(context.Background(), "tcp4", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listening on %s: %w", addr, err)
-	}
-	return l, nil
 }
 
 // heldConns keeps both ends of the connections open.

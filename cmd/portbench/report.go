@@ -57,7 +57,8 @@ func (b *bench) printStorm(ports stormPorts, tallies []*tally) {
 lines/due: the storm's transitions printed for port %d (10 per connection: FIN_WAIT2->TIME_WAIT
   and FIN_WAIT2->CLOSE both count) over connections x 10; the other-port row counts every line it
   printed (watching port %d, which had no traffic: 0 due).
-lost (tool says): porttrace's summary, tcpstates' "lost N events on CPU #C", bpftrace's "Lost N events".
+lost (tool says): porttrace's summary, tcpstates' "lost N events on CPU #C", bpftrace's "Lost N events"
+  (on stderr, or among its output lines, where bpftrace 0.17 prints them).
 skipped by kernel: recursion_misses of the tool's eBPF programs (/proc/PID/fdinfo): runs the kernel
   did not make because the program was already running on that CPU. No tool reports these.
 tracer CPU: the tracer process's utime+stime from attached to drained (/proc/PID/stat).

@@ -63,7 +63,7 @@ func (b *bench) contenders() []contender {
 			argv: func(int, string) []string { return []string{b.tcpstates} }}})
 	}
 	if b.bpftrace != "" {
-		cs = append(cs, contender{tracer: tracer{name: "bpftrace (to a file)", parse: parseBpftrace, lost: bpftraceLost, peer: true,
+		cs = append(cs, contender{tracer: tracer{name: "bpftrace (to a file)", parse: parseBpftrace, lost: bpftraceLost, outputLost: bpftraceLostLine, peer: true,
 			argv: func(port int, _ string) []string {
 				return []string{b.bpftrace, "-B", "full", "-e", bpftraceScript(port)}
 			}}})

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -29,8 +30,12 @@ type tracer struct {
 	readyFile bool
 	// parse reads its output lines; nil when the output goes to /dev/null.
 	parse lineParser
-	lost  func(stderr string) (lostReport, error)
-	peer  bool // not porttrace: its failure is reported, not a problem
+	// lost reads what it says on stderr of events it lost; outputLost
+	// matches such reports among its output lines, for a tool that prints
+	// them there.
+	lost       func(stderr string) (lostReport, error)
+	outputLost *regexp.Regexp
+	peer       bool // not porttrace: its failure is reported, not a problem
 }
 
 // tracerRun is a tracer started for one measurement.
@@ -187,8 +192,9 @@ func (run *tracerRun) count(port int, r *tracerResult) error {
 		return nil
 	}
 	defer os.Remove(run.out)
-	var err error
-	r.lines, r.all, err = countOutput(run.out, port, run.t.parse)
+	c, err := countOutput(run.out, port, run.t.parse, run.t.outputLost)
+	r.lines, r.all = c.storm, c.all
+	r.lost.lost += c.lost
 	return err
 }
 
@@ -206,17 +212,27 @@ func (b *bench) storm(ctx context.Context, port, conns int) (stormResult, error)
 	if err != nil {
 		return stormResult{}, fmt.Errorf("portstorm: %w: %s", err, lastLines(string(out), 2))
 	}
-	// connections=N seconds=S rate=R transitions=T: the rate is
-	// recomputed from N and S, which are exact.
-	var n int
-	var secs float64
-	if _, err := fmt.Sscanf(string(out), "connections=%d seconds=%g", &n, &secs); err != nil || secs <= 0 {
-		return stormResult{}, fmt.Errorf("reading portstorm's output %q: %v", strings.TrimSpace(string(out)), err)
+	n, secs, err := parseStormOutput(string(out))
+	if err != nil {
+		return stormResult{}, err
 	}
 	return stormResult{
 		rate: float64(n) / secs,
 		cpu:  cpuTimes{cmd.ProcessState.UserTime(), cmd.ProcessState.SystemTime()},
 	}, nil
+}
+
+// parseStormOutput reads portstorm's one line, connections=N seconds=S
+// rate=R transitions=T: the rate is recomputed from N and S, which are
+// exact.
+func parseStormOutput(out string) (conns int, secs float64, err error) {
+	if _, err := fmt.Sscanf(out, "connections=%d seconds=%g", &conns, &secs); err != nil {
+		return 0, 0, fmt.Errorf("reading portstorm's output %q: %w", strings.TrimSpace(out), err)
+	}
+	if conns <= 0 || secs <= 0 {
+		return 0, 0, fmt.Errorf("reading portstorm's output %q: no connections, or no time", strings.TrimSpace(out))
+	}
+	return conns, secs, nil
 }
 
 // waitQuiet returns once no socket on port is still closing: the server's

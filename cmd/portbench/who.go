@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os/exec"
@@ -17,6 +18,9 @@ import (
 type whoCommand struct {
 	name string
 	argv []string
+	// pids reads the processes its answer names from what it printed on
+	// stdout.
+	pids func(stdout string) []int
 	core bool // porttrace's own: a wrong answer is a problem
 }
 
@@ -34,10 +38,10 @@ type whoResult struct {
 func (b *bench) whoCommands(ctx context.Context, port int) []whoResult {
 	p := strconv.Itoa(port)
 	cmds := []whoResult{
-		{whoCommand: whoCommand{name: "ss -ltnp", argv: []string{"ss", "-ltnp", "sport = :" + p}}},
-		{whoCommand: whoCommand{name: "lsof -iTCP -sTCP:LISTEN", argv: []string{"lsof", "-iTCP:" + p, "-sTCP:LISTEN"}}},
-		{whoCommand: whoCommand{name: "fuser", argv: []string{"fuser", p + "/tcp"}}},
-		{whoCommand: whoCommand{name: "porttrace who", argv: []string{b.porttrace, "who", p}, core: true}},
+		{whoCommand: whoCommand{name: "ss -ltnp", argv: []string{"ss", "-ltnp", "sport = :" + p}, pids: ssPIDs}},
+		{whoCommand: whoCommand{name: "lsof -iTCP -sTCP:LISTEN", argv: []string{"lsof", "-iTCP:" + p, "-sTCP:LISTEN"}, pids: lsofPIDs}},
+		{whoCommand: whoCommand{name: "fuser", argv: []string{"fuser", p + "/tcp"}, pids: fuserPIDs}},
+		{whoCommand: whoCommand{name: "porttrace who", argv: []string{b.porttrace, "who", p}, pids: porttraceWhoPIDs, core: true}},
 	}
 	for i := range cmds {
 		cmds[i].skipped = b.whyNot(ctx, cmds[i].whoCommand)
@@ -63,7 +67,6 @@ func (b *bench) whyNot(ctx context.Context, c whoCommand) string {
 // hold the port.
 func (b *bench) timeWho(ctx context.Context, port int, pids []int) []whoResult {
 	results := b.whoCommands(ctx, port)
-	holder := pidPattern(pids)
 	for i := range results {
 		results[i].right = true
 	}
@@ -82,7 +85,7 @@ func (b *bench) timeWho(ctx context.Context, port int, pids []int) []whoResult {
 				continue
 			}
 			r.seconds = append(r.seconds, secs)
-			r.right = r.right && holder.MatchString(out)
+			r.right = r.right && namesAny(r.pids(out), pids)
 		}
 	}
 	for _, r := range results {
@@ -93,27 +96,85 @@ func (b *bench) timeWho(ctx context.Context, port int, pids []int) []whoResult {
 	return results
 }
 
-// pidPattern matches any of pids as a whole number.
-func pidPattern(pids []int) *regexp.Regexp {
-	var alts []string
-	for _, p := range pids {
-		alts = append(alts, strconv.Itoa(p))
+// namesAny reports whether any of named is one of pids.
+func namesAny(named, pids []int) bool {
+	return slices.ContainsFunc(named, func(p int) bool { return slices.Contains(pids, p) })
+}
+
+// The pids each command's answer names: read from where the command puts
+// them, not from any number in its output, which also holds ports, file
+// descriptors and the peers' ports (in the pid range) that would match a
+// pid by chance.
+
+// ssPID is ss -p's users:(("name",pid=N,fd=F),...).
+var ssPID = regexp.MustCompile(`\bpid=(\d+)`)
+
+func ssPIDs(stdout string) []int {
+	var pids []int
+	for _, m := range ssPID.FindAllStringSubmatch(stdout, -1) {
+		pids = append(pids, atoiOr0(m[1]))
 	}
-	return regexp.MustCompile(`\b(` + strings.Join(alts, "|") + `)\b`)
+	return pids
+}
+
+// lsofPIDs reads lsof's second column, PID, under its header.
+func lsofPIDs(stdout string) []int {
+	var pids []int
+	for _, line := range strings.Split(stdout, "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] != "COMMAND" {
+			if pid, err := strconv.Atoi(f[1]); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+// fuserPIDs: fuser prints only pids on stdout, the port and access
+// letters on stderr.
+func fuserPIDs(stdout string) []int {
+	var pids []int
+	for _, f := range strings.Fields(stdout) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// porttraceWhoPID is a process's first line in porttrace who's report, the
+// only lines that start with a number: "PID  COMM  user U  exe E".
+var porttraceWhoPID = regexp.MustCompile(`(?m)^(\d+) `)
+
+func porttraceWhoPIDs(stdout string) []int {
+	var pids []int
+	for _, m := range porttraceWhoPID.FindAllStringSubmatch(stdout, -1) {
+		pids = append(pids, atoiOr0(m[1]))
+	}
+	return pids
+}
+
+// atoiOr0 reads digits a regexp matched.
+func atoiOr0(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }
 
 // timeCommand runs argv to completion and returns its wall time and what
-// it printed (fuser prints the port on stderr and pids on stdout).
+// it printed on stdout.
 func timeCommand(ctx context.Context, argv []string) (float64, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
-	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	err := cmd.Run()
 	secs := time.Since(start).Seconds()
 	if err != nil {
-		return 0, "", fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, lastLines(string(out), 2))
+		return 0, "", fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, lastLines(stderr.String()+stdout.String(), 2))
 	}
-	return secs, string(out), nil
+	return secs, stdout.String(), nil
 }
 
 func (b *bench) printWho(results []whoResult) {

@@ -239,7 +239,7 @@ func kernelHasKprobes(t *testing.T) bool { return probeThisKernel(t).kprobes }
 
 func probeThisKernel(t *testing.T) *kernel {
 	t.Helper()
-	tracefs, _, err := ensureTracefs()
+	tracefs, _, err := EnsureTracefs()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,6 @@ package linux
 
 import (
 	"bufio"
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,11 +10,10 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/porttrace/porttrace/internal/netutil"
 )
 
 // The privileged tests drive real loopback traffic from separate processes,
@@ -67,24 +64,17 @@ func runRole(role string) error {
 // holdListener listens (with SO_REUSEPORT if asked, as a pre-fork server
 // group does), says "ready" and holds the listener until stdin closes.
 func holdListener(addr string, reusePort bool) error {
-	var lc net.ListenConfig
-	if reusePort {
-		lc.SetMultipathTCP(false)
-		lc.Control = func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-			})
-			return errors.Join(err, serr)
-		}
-	}
 	// Go listens on a dual-stack [::] for "tcp" with 0.0.0.0: ask for
 	// IPv4 when the address is.
 	network := "tcp"
 	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Is4() {
 		network = "tcp4"
 	}
-	l, err := lc.Listen(context.Background(), network, addr)
+	listen := net.Listen
+	if reusePort {
+		listen = netutil.ListenReusePort
+	}
+	l, err := listen(network, addr)
 	if err != nil {
 		return err
 	}

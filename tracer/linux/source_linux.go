@@ -69,7 +69,7 @@ func open(cfg tracer.Config, table []hook) (src *LinuxSource, err error) {
 		}
 	}()
 
-	tracefs, mounted, err := ensureTracefs()
+	tracefs, mounted, err := EnsureTracefs()
 	if err != nil {
 		return nil, err
 	}

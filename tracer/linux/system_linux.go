@@ -41,11 +41,13 @@ func checkPrivileges() error {
 // tracefsPath is where porttrace mounts tracefs when nothing has.
 const tracefsPath = "/sys/kernel/tracing"
 
-// ensureTracefs returns where tracefs is mounted, mounting it when it is
-// not: classic tracepoints and kprobe_events live there. It stays mounted,
-// as systemd mounts it at boot: unmounting it on exit would pull it from
-// under any other tracer (or porttrace) started meanwhile.
-func ensureTracefs() (path string, mounted bool, err error) {
+// EnsureTracefs returns where tracefs is mounted, mounting it when it is
+// not: classic tracepoints and kprobe_events live there. mounted says that
+// this call mounted it. It stays mounted, as systemd mounts it at boot:
+// unmounting it on exit would pull it from under any other tracer (or
+// porttrace) started meanwhile. Exported for cmd/portbench, whose peers
+// (tcpstates, bpftrace) need it too.
+func EnsureTracefs() (path string, mounted bool, err error) {
 	for _, p := range []string{tracefsPath, "/sys/kernel/debug/tracing"} {
 		var fs unix.Statfs_t
 		if unix.Statfs(p, &fs) == nil && fs.Type == unix.TRACEFS_MAGIC {
