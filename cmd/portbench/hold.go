@@ -18,7 +18,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
-	"github.com/porttrace/porttrace/internal/netutil"
+	"github.com/porttrace/porttrace/tracer/linux"
 )
 
 // holdCommand is the hidden mode in which portbench re-runs itself to hold
@@ -46,7 +46,7 @@ func runHolder(args []string) error {
 		return err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(*port))
-	l, err := netutil.ListenReusePort("tcp4", addr)
+	l, err := linux.ListenReusePort("tcp4", addr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", addr, err)
 	}

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/porttrace/porttrace/internal/netutil"
 )
 
 // The privileged tests drive real loopback traffic from separate processes,
@@ -72,7 +70,7 @@ func holdListener(addr string, reusePort bool) error {
 	}
 	listen := net.Listen
 	if reusePort {
-		listen = netutil.ListenReusePort
+		listen = ListenReusePort
 	}
 	l, err := listen(network, addr)
 	if err != nil {

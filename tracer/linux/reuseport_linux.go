@@ -1,6 +1,4 @@
-// Package netutil holds socket set-up that porttrace's tests and its
-// benchmark tools share, kept out of the product's packages.
-package netutil
+package linux
 
 import (
 	"context"
