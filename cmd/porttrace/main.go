@@ -46,8 +46,13 @@ func usageError(format string, args ...any) error {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "who" {
-		return who(ctx, args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "who":
+			return who(ctx, args[1:], stdout, stderr)
+		case "why":
+			return whyCmd(ctx, args[1:], stdout, stderr)
+		}
 	}
 	f, err := parseFlags(args, stderr)
 	if err != nil {

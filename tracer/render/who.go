@@ -143,6 +143,23 @@ type jsonSocket struct {
 	Seen       *snapshot.Process `json:"seen,omitempty"`
 }
 
+// socketJSON is a socket's JSON form, shared by who and why.
+func socketJSON(s *snapshot.PortSocket) jsonSocket {
+	js := jsonSocket{
+		Proto: s.Proto.String(), Family: s.Family.String(), State: socketState(s),
+		Local: s.Local.Addr().String(), LocalPort: s.Local.Port(),
+		Remote: s.Remote.Addr().String(), RemotePort: s.Remote.Port(),
+		V6Only: s.V6Only, NetNS: s.NetNS, TimerNs: s.TimerNs, PIDs: s.PIDs, Seen: s.Seen,
+	}
+	if js.PIDs == nil {
+		js.PIDs = []uint32{}
+	}
+	if !s.Connected() {
+		js.Scope = snapshot.Scope(s.Local.Addr(), s.V6Only)
+	}
+	return js
+}
+
 type jsonReport struct {
 	Port      uint16              `json:"port"`
 	Held      bool                `json:"held"`
@@ -158,19 +175,7 @@ func WhoJSON(w io.Writer, r *snapshot.PortReport) error {
 		out.Processes = append(out.Processes, r.Processes[pid])
 	}
 	for _, s := range r.Sockets {
-		js := jsonSocket{
-			Proto: s.Proto.String(), Family: s.Family.String(), State: socketState(&s),
-			Local: s.Local.Addr().String(), LocalPort: s.Local.Port(),
-			Remote: s.Remote.Addr().String(), RemotePort: s.Remote.Port(),
-			V6Only: s.V6Only, NetNS: s.NetNS, TimerNs: s.TimerNs, PIDs: s.PIDs, Seen: s.Seen,
-		}
-		if js.PIDs == nil {
-			js.PIDs = []uint32{}
-		}
-		if !s.Connected() {
-			js.Scope = snapshot.Scope(s.Local.Addr(), s.V6Only)
-		}
-		out.Sockets = append(out.Sockets, js)
+		out.Sockets = append(out.Sockets, socketJSON(&s))
 	}
 	b, err := json.Marshal(out)
 	if err != nil {

@@ -16,6 +16,8 @@ type PortSocket struct {
 	Remote netip.AddrPort
 	// V6Only is IPV6_V6ONLY: an IPv6 wildcard socket that takes no IPv4.
 	V6Only bool
+	// Reuse is what the socket set of SO_REUSEADDR and SO_REUSEPORT.
+	Reuse Reuse
 	// NetNS is the network namespace's inode number (0 where none).
 	NetNS uint32
 	// TimerNs is the time left on a timewait socket's timer.
@@ -31,6 +33,16 @@ type PortSocket struct {
 	// Seen is the owner porttrace saw for a socket no process holds any
 	// more (TIME_WAIT), if it saw the connection.
 	Seen *Process
+}
+
+// Reuse is what a socket set of SO_REUSEADDR and SO_REUSEPORT, with the
+// uid that owns it (SO_REUSEPORT groups form within one effective uid).
+// Known is false where the snapshot could not read them.
+type Reuse struct {
+	Known bool
+	Addr  bool
+	Port  bool
+	UID   uint32
 }
 
 // Process describes a process holding a socket.

@@ -1,0 +1,138 @@
+package linux
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/why"
+)
+
+// judgeNow runs why as the command does: a snapshot, the namespace's
+// settings and a trial bind.
+func judgeNow(t *testing.T, req why.Request) why.Verdict {
+	t.Helper()
+	report, err := Who(req.Port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys, err := ReadSystem(req.Port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trial, err := TrialBind(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return why.Judge(req, report, sys, trial)
+}
+
+// realBind binds a socket the way a C server would, with SO_REUSEADDR as
+// asked, independently of TrialBind, and reports whether it succeeded.
+func realBind(t *testing.T, addr string, port uint16, reuseAddr bool) bool {
+	t.Helper()
+	a := netip.MustParseAddr(addr)
+	var family int
+	var sa unix.Sockaddr
+	if a.Is4() {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(port), Addr: a.As4()}
+	} else {
+		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(port), Addr: a.As16()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if reuseAddr {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	}
+	return unix.Bind(fd, sa) == nil
+}
+
+// TestKernelWhyVerdicts: each kind of blocker, built for real on loopback,
+// is named with its owner, and every verdict agrees with a bind made apart
+// from porttrace.
+func TestKernelWhyVerdicts(t *testing.T) {
+	needPrivileges(t)
+	me := uint32(os.Getpid())
+	check := func(t *testing.T, req why.Request, wantFree bool, wantReason string) {
+		t.Helper()
+		v := judgeNow(t, req)
+		if real := realBind(t, req.Address().String(), req.Port, req.ReuseAddr); real != v.Free || v.Free != wantFree {
+			t.Fatalf("%+v: verdict free=%v (%s), a real bind free=%v, want %v", req, v.Free, v.Errno, real, wantFree)
+		}
+		if wantFree {
+			return
+		}
+		for _, b := range v.Blockers {
+			if strings.Contains(b.Reason, wantReason) {
+				if b.Socket.State != tracer.StateTimeWait && (b.Owner == nil || b.Owner.PID != me) {
+					t.Errorf("blocker %q: owner %+v, want this test (%d)", b.Reason, b.Owner, me)
+				}
+				return
+			}
+		}
+		t.Errorf("%+v: no blocker says %q among %+v", req, wantReason, v.Blockers)
+	}
+
+	t.Run("loopback listener", func(t *testing.T) {
+		port := freePort(t, "127.0.0.1")
+		l, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(int(port)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		check(t, why.Request{Port: port}, false, "a listener on 127.0.0.1")
+		check(t, why.Request{Port: port, Addr: netip.MustParseAddr("127.11.22.33")}, true, "")
+		check(t, why.Request{Port: port, Addr: netip.MustParseAddr("::1"), V6Only: true}, true, "")
+	})
+	t.Run("dual-stack listener", func(t *testing.T) {
+		port := freePort(t, "::")
+		l, err := net.Listen("tcp", "[::]:"+strconv.Itoa(int(port)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		check(t, why.Request{Port: port, Addr: netip.MustParseAddr("127.0.0.1")}, false, "without IPV6_V6ONLY covers every IPv4 address")
+	})
+	t.Run("bound, not listening", func(t *testing.T) {
+		port := freePort(t, "127.0.0.1")
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(port), Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			t.Fatal(err)
+		}
+		check(t, why.Request{Port: port}, false, "not listening")
+	})
+	t.Run("TIME_WAIT", func(t *testing.T) {
+		port := freePort(t, "127.0.0.1")
+		l, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(int(port)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.Dial("tcp4", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close() // the server closes first: its side goes TIME_WAIT
+		c.Close()
+		l.Close()
+		check(t, why.Request{Port: port, Addr: netip.MustParseAddr("127.0.0.1")}, false, "TIME_WAIT")
+		// Go's listener set SO_REUSEADDR, and the accepted socket kept it.
+		check(t, why.Request{Port: port, Addr: netip.MustParseAddr("127.0.0.1"), ReuseAddr: true}, true, "")
+	})
+}
