@@ -122,3 +122,82 @@ func decodeDiagMsg(b []byte) (snapshot.PortSocket, error) {
 	}
 	return s, ad.Err()
 }
+
+// sockDestroy is SOCK_DESTROY (linux/sock_diag.h): what ss -K sends.
+const sockDestroy = 21
+
+// DestroyResult says what SOCK_DESTROY did to a port's TIME_WAIT sockets.
+type DestroyResult struct {
+	// Found is how many there were; Remaining how many were still there
+	// afterwards (the kernel declines TIME_WAIT sockets before Linux 6.0,
+	// without an error).
+	Found, Remaining int
+}
+
+// DestroyTimeWait asks the kernel to drop the TIME_WAIT sockets whose local
+// port is port, in porttrace's network namespace, as `ss -K state
+// time-wait` does, then counts what is left. It needs CAP_NET_ADMIN and a
+// kernel built with CONFIG_INET_DIAG_DESTROY (an error names which is
+// missing), and Linux 6.0 for TIME_WAIT sockets (older kernels leave them:
+// Remaining says so).
+func DestroyTimeWait(port uint16) (DestroyResult, error) {
+	var res DestroyResult
+	conn, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, nil)
+	if err != nil {
+		return res, fmt.Errorf("opening sock_diag: %w", err)
+	}
+	defer conn.Close()
+	ids, err := timeWaitIDs(conn, port)
+	if err != nil {
+		return res, err
+	}
+	res.Found = len(ids)
+	for _, id := range ids {
+		_, err := conn.Execute(netlink.Message{
+			Header: netlink.Header{Type: sockDestroy, Flags: netlink.Request | netlink.Acknowledge},
+			Data:   id,
+		})
+		switch {
+		case err == nil, errors.Is(err, unix.ENOENT): // ENOENT: gone by itself meanwhile
+		case errors.Is(err, unix.EOPNOTSUPP):
+			return res, fmt.Errorf("this kernel cannot destroy sockets (it needs CONFIG_INET_DIAG_DESTROY): %w", err)
+		case errors.Is(err, unix.EPERM):
+			return res, fmt.Errorf("destroying sockets needs CAP_NET_ADMIN: %w", err)
+		default:
+			return res, fmt.Errorf("destroying a TIME_WAIT socket: %w", err)
+		}
+	}
+	left, err := timeWaitIDs(conn, port)
+	res.Remaining = len(left)
+	return res, err
+}
+
+// timeWaitIDs lists the port's TIME_WAIT sockets as SOCK_DESTROY requests:
+// each names its socket by the dump's own inet_diag_sockid (ports,
+// addresses, interface and cookie: 48 bytes at offset 4 of inet_diag_msg,
+// offset 8 of inet_diag_req_v2).
+func timeWaitIDs(conn *netlink.Conn, port uint16) ([][]byte, error) {
+	var ids [][]byte
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		req := diagRequest(family, port)
+		binary.NativeEndian.PutUint32(req[4:], 1<<tracer.StateTimeWait)
+		msgs, err := conn.Execute(netlink.Message{
+			Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | netlink.Dump},
+			Data:   req,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("sock_diag dump of TIME_WAIT sockets: %w", err)
+		}
+		for _, m := range msgs {
+			if len(m.Data) < inetDiagMsgLen {
+				return nil, errShortDiag
+			}
+			id := make([]byte, inetDiagReqLen)
+			id[0], id[1] = family, uint8(tracer.ProtoTCP)
+			binary.NativeEndian.PutUint32(id[4:], 1<<tracer.StateTimeWait)
+			copy(id[8:56], m.Data[4:52])
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}

@@ -1,6 +1,7 @@
 package linux
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -135,4 +136,58 @@ func TestKernelWhyVerdicts(t *testing.T) {
 		// Go's listener set SO_REUSEADDR, and the accepted socket kept it.
 		check(t, why.Request{Port: port, Addr: netip.MustParseAddr("127.0.0.1"), ReuseAddr: true}, true, "")
 	})
+}
+
+// TestKernelDestroyTimeWait: SOCK_DESTROY takes down the TIME_WAIT socket
+// that blocked a bind, and the bind then succeeds.
+func TestKernelDestroyTimeWait(t *testing.T) {
+	needPrivileges(t)
+	port := freePort(t, "127.0.0.1")
+	l, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(int(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp4", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	c.Close()
+	l.Close()
+	if realBind(t, "127.0.0.1", port, false) {
+		t.Fatal("no TIME_WAIT socket blocks the port")
+	}
+	res, err := DestroyTimeWait(port)
+	var uts unix.Utsname
+	unix.Uname(&uts)
+	release := unix.ByteSliceToString(uts.Release[:])
+	if kernelBefore(release, 6, 0) {
+		// TIME_WAIT sockets cannot be destroyed yet: they must be left,
+		// and said to be left.
+		if err == nil && (res.Found != 1 || res.Remaining != 1) {
+			t.Errorf("Linux %s: got %+v, want the one TIME_WAIT socket found and remaining", release, res)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Found != 1 || res.Remaining != 0 {
+		t.Errorf("got %+v, want one found, none remaining", res)
+	}
+	if !realBind(t, "127.0.0.1", port, false) {
+		t.Error("the port is still blocked after SOCK_DESTROY")
+	}
+}
+
+// kernelBefore says whether a release string ("5.10.0-30-cloud-amd64") is
+// older than major.minor.
+func kernelBefore(release string, major, minor int) bool {
+	var ma, mi int
+	fmt.Sscanf(release, "%d.%d", &ma, &mi)
+	return ma < major || ma == major && mi < minor
 }
