@@ -3,7 +3,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * Who holds a port: walk every open file of every process in the kernel and
- * write out the sockets bound to one port, with the process holding them.
+ * write out the sockets bound to one port or connected to it, with the
+ * process holding them.
  * Userspace then reads /proc only for those few processes, so the cost does
  * not grow with processes and sockets that have nothing to do with the port
  * (ss -p and lsof read every /proc/PID/fd link).
@@ -39,7 +40,8 @@ struct owner {
 	__u16 dport;
 	__u8 state;
 	__u8 v6only;
-	__u8 _pad[6];
+	__u8 _pad[2];
+	__u32 fd; /* the process's descriptor for the socket */
 	char comm[16];
 };
 
@@ -63,8 +65,10 @@ int socket_owners(struct bpf_iter__task_file *ctx)
 	__u16 family = sock_family(skc);
 	if (!inet_family(family))
 		return 0;
+	/* Both sides of the port: what serves on it and what connects to it. */
 	__u16 sport = sock_sport(sk);
-	if (sport != owner_port)
+	__u16 dport = sock_dport(skc);
+	if (sport != owner_port && dport != owner_port)
 		return 0;
 
 	struct owner o = {
@@ -75,7 +79,8 @@ int socket_owners(struct bpf_iter__task_file *ctx)
 		.family = family,
 		.proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol),
 		.sport = sport,
-		.dport = sock_dport(skc),
+		.dport = dport,
+		.fd = ctx->fd,
 		.state = BPF_CORE_READ(skc, skc_state),
 		.v6only = BPF_CORE_READ_BITFIELD_PROBED(skc, skc_ipv6only),
 	};

@@ -27,7 +27,8 @@ type OwnersOwner struct {
 	Dport  uint16
 	State  uint8
 	V6only uint8
-	Pad    [6]uint8
+	Pad    [2]uint8
+	Fd     uint32
 	Comm   [16]int8
 }
 

@@ -1,6 +1,8 @@
 package linux
 
 import (
+	"os"
+
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 
@@ -19,59 +21,93 @@ const (
 	inetDiagSkV6Only    = 11 // INET_DIAG_SKV6ONLY
 	inetDiagBCSGE       = 2  // INET_DIAG_BC_S_GE
 	inetDiagBCSLE       = 3  // INET_DIAG_BC_S_LE
+	inetDiagBCDGE       = 4  // INET_DIAG_BC_D_GE
+	inetDiagBCDLE       = 5  // INET_DIAG_BC_D_LE
 	inetDiagReqLen      = 56 // struct inet_diag_req_v2
 	inetDiagMsgLen      = 72 // struct inet_diag_msg
+	allStates           = 0xffffffff
 )
 
-// orphanStates are the TCP states a socket can be in once no process holds
-// it: TIME_WAIT, the closing states of a closed socket, and connections
-// waiting to be accepted. Sockets a process holds are found with their
-// holders by the owner iterator; sock_diag is asked only for these.
-const orphanStates = 1<<tracer.StateTimeWait | 1<<tracer.StateFinWait1 | 1<<tracer.StateFinWait2 | 1<<tracer.StateClosing |
-	1<<tracer.StateLastAck | 1<<tracer.StateSynRecv | 1<<tracer.StateNewSynRecv
+// side is which end of a socket a dump matches the port against.
+type side uint8
 
-// diagOrphans asks the kernel for the TCP sockets, IPv4 and IPv6, whose
-// local port is port and whose state is one that orphans take. A bytecode
-// filter and the state mask make the kernel drop the others, so the answer
-// follows the port's orphans, not the machine's sockets.
-func diagOrphans(port uint16) ([]snapshot.PortSocket, error) {
-	conn, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, nil)
+const (
+	localSide side = iota
+	remoteSide
+)
+
+// timerNames are inet_diag_msg's idiag_timer values, as ss names them.
+var timerNames = [...]string{1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
+
+// diagPort lists, in one network namespace, the TCP and UDP sockets whose
+// local or remote port is port: both sides of the port. A bytecode filter
+// makes the kernel drop the others, so the answer follows the port, not
+// the machine's sockets. Without UDP sock_diag (udp_diag not loaded) the
+// UDP sockets are missing and noUDP says so.
+func diagPort(ns Namespace, port uint16) (socks []snapshot.PortSocket, noUDP bool, err error) {
+	var cfg netlink.Config
+	if ns.path != "" {
+		f, err := os.Open(ns.path)
+		if err != nil {
+			return nil, false, fmt.Errorf("opening network namespace %s: %w", ns.Label(), err)
+		}
+		defer f.Close()
+		cfg.NetNS = int(f.Fd())
+	}
+	conn, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, &cfg)
 	if err != nil {
-		return nil, fmt.Errorf("opening sock_diag: %w", err)
+		return nil, false, fmt.Errorf("opening sock_diag in %s: %w", ns.Label(), err)
 	}
 	defer conn.Close()
-	var out []snapshot.PortSocket
-	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		msgs, err := conn.Execute(netlink.Message{
-			Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | netlink.Dump},
-			Data:   diagRequest(family, port),
-		})
-		if err != nil {
-			return nil, fmt.Errorf("sock_diag dump of tcp sockets: %w", err)
-		}
-		for _, m := range msgs {
-			s, err := decodeDiagMsg(m.Data)
-			if err != nil {
-				return nil, fmt.Errorf("sock_diag answer: %w", err)
+	// A socket whose both ends use the port is listed by both dumps.
+	seen := map[uint64]bool{}
+	for _, proto := range []tracer.Proto{tracer.ProtoTCP, tracer.ProtoUDP} {
+		for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+			for _, sd := range []side{localSide, remoteSide} {
+				msgs, err := conn.Execute(netlink.Message{
+					Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | netlink.Dump},
+					Data:   diagRequest(family, proto, allStates, sd, port),
+				})
+				if proto == tracer.ProtoUDP && errors.Is(err, unix.ENOENT) {
+					noUDP = true
+					break
+				}
+				if err != nil {
+					return nil, false, fmt.Errorf("sock_diag dump of %s sockets in %s: %w", proto, ns.Label(), err)
+				}
+				for _, m := range msgs {
+					s, cookie, err := decodeDiagMsg(m.Data, proto)
+					if err != nil {
+						return nil, false, fmt.Errorf("sock_diag answer: %w", err)
+					}
+					if !seen[cookie] {
+						seen[cookie] = true
+						s.NetNS = ns.Inode
+						socks = append(socks, s)
+					}
+				}
 			}
-			out = append(out, s)
 		}
 	}
-	return out, nil
+	return socks, noUDP, nil
 }
 
-// diagRequest is an inet_diag_req_v2 for the TCP orphan states of one
-// family, with a bytecode filter "local port >= port && local port <=
-// port" (the equality operator is younger than the kernels porttrace runs
-// on). Each operation is {code, yes, no} followed by its argument in a
-// second operation's no field; a jump past the end by 4 rejects.
-func diagRequest(family uint8, port uint16) []byte {
+// diagRequest is an inet_diag_req_v2 for the given states of one family
+// and protocol, with a bytecode filter "port >= P && port <= P" on one side
+// (the equality operators are younger than the kernels porttrace runs on).
+// Each operation is {code, yes, no} followed by its argument in a second
+// operation's no field; a jump past the end by 4 rejects.
+func diagRequest(family uint8, proto tracer.Proto, states uint32, sd side, port uint16) []byte {
 	b := make([]byte, inetDiagReqLen)
-	b[0], b[1] = family, uint8(tracer.ProtoTCP)
-	binary.NativeEndian.PutUint32(b[4:], orphanStates)
+	b[0], b[1] = family, uint8(proto)
+	binary.NativeEndian.PutUint32(b[4:], states)
+	ge, le := byte(inetDiagBCSGE), byte(inetDiagBCSLE)
+	if sd == remoteSide {
+		ge, le = inetDiagBCDGE, inetDiagBCDLE
+	}
 	bc := []byte{
-		inetDiagBCSGE, 8, 0, 0, 0, 0, 0, 0, // no: 20, patched below
-		inetDiagBCSLE, 8, 0, 0, 0, 0, 0, 0, // no: 12
+		ge, 8, 0, 0, 0, 0, 0, 0, // no: 20, patched below
+		le, 8, 0, 0, 0, 0, 0, 0, // no: 12
 	}
 	ne := binary.NativeEndian
 	ne.PutUint16(bc[2:], 20)
@@ -86,12 +122,16 @@ func diagRequest(family uint8, port uint16) []byte {
 
 var errShortDiag = errors.New("short inet_diag_msg")
 
-// decodeDiagMsg reads one inet_diag_msg and its attributes.
-func decodeDiagMsg(b []byte) (snapshot.PortSocket, error) {
+// decodeDiagMsg reads one inet_diag_msg and its attributes, with the
+// socket's cookie (its identity in sock_diag).
+func decodeDiagMsg(b []byte, proto tracer.Proto) (snapshot.PortSocket, uint64, error) {
 	if len(b) < inetDiagMsgLen {
-		return snapshot.PortSocket{}, errShortDiag
+		return snapshot.PortSocket{}, 0, errShortDiag
 	}
-	s := snapshot.PortSocket{Proto: tracer.ProtoTCP, State: tracer.State(b[1])}
+	s := snapshot.PortSocket{Proto: proto, State: tracer.State(b[1])}
+	if s.State >= tracer.StateCount {
+		return snapshot.PortSocket{}, 0, errBadState
+	}
 	be, ne := binary.BigEndian, binary.NativeEndian
 	sport, dport := be.Uint16(b[4:]), be.Uint16(b[6:])
 	var src, dst netip.Addr
@@ -103,24 +143,28 @@ func decodeDiagMsg(b []byte) (snapshot.PortSocket, error) {
 		s.Family = tracer.FamilyIPv6
 		src, dst = netip.AddrFrom16([16]byte(b[8:24])), netip.AddrFrom16([16]byte(b[24:40]))
 	default:
-		return snapshot.PortSocket{}, errBadFamily
+		return snapshot.PortSocket{}, 0, errBadFamily
 	}
 	s.Local, s.Remote = netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport)
-	// A timewait socket's timer (idiag_timer 3) counts down in ms.
-	if b[2] == 3 {
-		s.TimerNs = int64(ne.Uint32(b[52:])) * 1e6
+	s.Interface = ne.Uint32(b[40:])
+	cookie := ne.Uint64(b[44:])
+	if t := b[2]; int(t) < len(timerNames) && timerNames[t] != "" {
+		s.Timer = timerNames[t]
+		s.TimerNs = int64(ne.Uint32(b[52:])) * 1e6 // idiag_expires counts down in ms
 	}
+	s.RecvQ, s.SendQ = ne.Uint32(b[56:]), ne.Uint32(b[60:])
+	s.UID = ne.Uint32(b[64:])
 	s.Inode = uint64(ne.Uint32(b[68:]))
 	ad, err := netlink.NewAttributeDecoder(b[inetDiagMsgLen:])
 	if err != nil {
-		return snapshot.PortSocket{}, err
+		return snapshot.PortSocket{}, 0, err
 	}
 	for ad.Next() {
 		if ad.Type() == inetDiagSkV6Only {
 			s.V6Only = ad.Uint8() != 0
 		}
 	}
-	return s, ad.Err()
+	return s, cookie, ad.Err()
 }
 
 // sockDestroy is SOCK_DESTROY (linux/sock_diag.h): what ss -K sends.
@@ -179,8 +223,7 @@ func DestroyTimeWait(port uint16) (DestroyResult, error) {
 func timeWaitIDs(conn *netlink.Conn, port uint16) ([][]byte, error) {
 	var ids [][]byte
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		req := diagRequest(family, port)
-		binary.NativeEndian.PutUint32(req[4:], 1<<tracer.StateTimeWait)
+		req := diagRequest(family, tracer.ProtoTCP, 1<<tracer.StateTimeWait, localSide, port)
 		msgs, err := conn.Execute(netlink.Message{
 			Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | netlink.Dump},
 			Data:   req,

@@ -24,23 +24,41 @@ import (
 	"github.com/porttrace/porttrace/bpf"
 )
 
-// Who answers "who owns this port?" from one in-kernel walk of every
-// process's open files, which writes out only the sockets bound to the port
-// with their holders, and one sock_diag look at the port's sockets that no
-// process holds (TIME_WAIT, orphans). Neither reads /proc for processes
-// that hold nothing on the port, and neither answer grows with sockets on
-// other ports.
+// Who answers "who owns this port?" for porttrace's own network namespace.
 func Who(port uint16) (*snapshot.PortReport, error) {
+	ns, err := CurrentNamespace()
+	if err != nil {
+		return nil, fmt.Errorf("reading the network namespace: %w", err)
+	}
+	return WhoIn(port, []Namespace{ns})
+}
+
+// WhoIn answers "who owns this port?" for the given network namespaces:
+// both sides of the port, what serves on it and what connects to it. The
+// sockets and their kernel facts come from sock_diag in each namespace
+// (filtered by the kernel on the port); their holders from one in-kernel
+// walk of every process's open files, which writes out only the sockets on
+// the port. Neither reads /proc for processes that hold nothing on the
+// port, and neither grows with sockets on other ports.
+func WhoIn(port uint16, namespaces []Namespace) (*snapshot.PortReport, error) {
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
-	// The two looks are independent kernel walks: run them together.
-	var orphans []snapshot.PortSocket
-	var orphansErr error
+	// The iterator and the dumps are independent kernel walks: run them
+	// together.
+	type dump struct {
+		socks []snapshot.PortSocket
+		noUDP bool
+		err   error
+	}
+	dumps := make([]dump, len(namespaces))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		orphans, orphansErr = diagOrphans(port)
+		for i, ns := range namespaces {
+			d := &dumps[i]
+			d.socks, d.noUDP, d.err = diagPort(ns, port)
+		}
 	}()
 	owners, err := socketOwners(port)
 	<-done
@@ -48,29 +66,26 @@ func Who(port uint16) (*snapshot.PortReport, error) {
 		return nil, err
 	}
 	r := &snapshot.PortReport{Port: port, Processes: map[uint32]*snapshot.Process{}}
-	switch {
-	case errors.Is(orphansErr, unix.ENOENT):
-		// The kernel has no TCP sock_diag (inet_diag and tcp_diag not
-		// loaded, or not built): say what the report lacks.
-		r.Notes = append(r.Notes, "TIME_WAIT and orphaned sockets not shown: this kernel has no TCP sock_diag (load the tcp_diag module)")
-	case orphansErr != nil:
-		return nil, orphansErr
-	}
-	// sock_diag answers for porttrace's own network namespace.
-	var ns unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/net", &ns); err != nil {
-		return nil, fmt.Errorf("reading the network namespace: %w", err)
-	}
-	held := addOwners(r, owners)
-	for _, s := range orphans {
-		// A closing socket a process still holds was listed with it.
-		if s.Inode == 0 || !held[s.Inode] {
-			s.NetNS = uint32(ns.Ino)
-			r.Sockets = append(r.Sockets, s)
+	asked := map[uint32]bool{}
+	for i, d := range dumps {
+		switch {
+		case errors.Is(d.err, unix.ENOENT):
+			// No TCP sock_diag (inet_diag and tcp_diag not loaded, or
+			// not built): the iterator still names what processes hold.
+			r.Notes = append(r.Notes, "sockets no process holds (TIME_WAIT, orphans) not shown: this kernel has no TCP sock_diag (load the tcp_diag module)")
+		case d.err != nil:
+			return nil, d.err
+		case d.noUDP:
+			r.Notes = append(r.Notes, "UDP sockets no process holds not shown: this kernel has no UDP sock_diag (load the udp_diag module)")
 		}
+		asked[namespaces[i].Inode] = true
+		r.Sockets = append(r.Sockets, d.socks...)
 	}
+	addOwners(r, owners, asked)
 	for pid, comm := range owners.comms() {
-		r.Processes[pid] = describeProcess(pid, comm)
+		if r.Holds(pid) {
+			r.Processes[pid] = describeProcess(pid, comm)
+		}
 	}
 	return r, nil
 }
@@ -84,6 +99,7 @@ type owner struct {
 	state       tracer.State
 	local, peer netip.AddrPort
 	v6only      bool
+	fd          int32
 	comm        tracer.Comm
 }
 
@@ -97,29 +113,46 @@ func (os owners) comms() map[uint32]string {
 	return m
 }
 
-// addOwners lists in r the iterator's sockets, each once with every process
-// holding it, and returns the inodes it listed.
-func addOwners(r *snapshot.PortReport, os owners) map[uint64]bool {
-	byInode := map[uint64]int{}
+// addOwners names the holders of r's sockets, joined by namespace and
+// inode, and adds the sockets in the asked namespaces that sock_diag did
+// not list (an MPTCP socket, whose traced subflows are kernel sockets; a
+// kernel without sock_diag). Sockets of other namespaces are left out: a
+// listener elsewhere does not hold the port here.
+func addOwners(r *snapshot.PortReport, os owners, asked map[uint32]bool) {
+	type key struct {
+		netns uint32
+		inode uint64
+	}
+	index := make(map[key]int, len(r.Sockets))
+	for i, s := range r.Sockets {
+		if s.Inode != 0 {
+			index[key{s.NetNS, s.Inode}] = i
+		}
+	}
 	for _, o := range os {
-		i, ok := byInode[o.inode]
+		if !asked[o.netns] {
+			continue
+		}
+		k := key{o.netns, o.inode}
+		i, ok := index[k]
 		if !ok {
 			r.Sockets = append(r.Sockets, snapshot.PortSocket{
 				Proto: o.proto, Family: o.family, State: o.state, Local: o.local, Remote: o.peer,
-				V6Only: o.v6only, Inode: o.inode, NetNS: o.netns, Sock: tracer.SockID(o.sock),
+				V6Only: o.v6only, Inode: o.inode, NetNS: o.netns,
 			})
 			i = len(r.Sockets) - 1
-			byInode[o.inode] = i
+			index[k] = i
 		}
-		if s := &r.Sockets[i]; !slices.Contains(s.PIDs, o.pid) {
+		s := &r.Sockets[i]
+		s.Sock = tracer.SockID(o.sock)
+		if o.proto == tracer.ProtoMPTCP {
+			s.Proto = o.proto
+		}
+		if !slices.Contains(s.PIDs, o.pid) {
 			s.PIDs = append(s.PIDs, o.pid)
+			s.FDs = append(s.FDs, o.fd)
 		}
 	}
-	held := make(map[uint64]bool, len(byInode))
-	for inode := range byInode {
-		held[inode] = true
-	}
-	return held
 }
 
 // socketOwners runs the socket_owners iterator for a port.
@@ -171,6 +204,7 @@ const (
 	offOwnerDPort  = 62
 	offOwnerState  = 64
 	offOwnerV6Only = 65
+	offOwnerFD     = 68
 	offOwnerComm   = 72
 	ownerSize      = 88
 )
@@ -187,7 +221,7 @@ func decodeOwners(raw []byte) (owners, error) {
 		o := owner{
 			sock: ne.Uint64(b[offOwnerSock:]), inode: ne.Uint64(b[offOwnerInode:]),
 			pid: ne.Uint32(b[offOwnerPID:]), netns: ne.Uint32(b[offOwnerNetNS:]), proto: tracer.Proto(ne.Uint16(b[offOwnerProto:])),
-			state: tracer.State(b[offOwnerState]), v6only: b[offOwnerV6Only] != 0,
+			state: tracer.State(b[offOwnerState]), v6only: b[offOwnerV6Only] != 0, fd: int32(ne.Uint32(b[offOwnerFD:])),
 		}
 		if o.state >= tracer.StateCount {
 			return nil, errBadState

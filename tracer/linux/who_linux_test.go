@@ -33,12 +33,12 @@ func TestOwnerDecoderMatchesCLayout(t *testing.T) {
 		"Sock": offOwnerSock, "Inode": offOwnerInode, "Saddr": offOwnerSAddr, "Daddr": offOwnerDAddr,
 		"Pid": offOwnerPID, "Netns": offOwnerNetNS, "Family": offOwnerFamily, "Proto": offOwnerProto,
 		"Sport": offOwnerSPort, "Dport": offOwnerDPort, "State": offOwnerState, "V6only": offOwnerV6Only,
-		"Comm": offOwnerComm,
+		"Fd": offOwnerFD, "Comm": offOwnerComm,
 	}
 	checkOffsets(t, reflect.TypeOf(o), offsets)
 
 	o = bpf.OwnersOwner{Sock: 0xffff8881, Inode: 77, Pid: 42, Netns: 4026531833, Family: unix.AF_INET6,
-		Proto: 262, Sport: 8080, Dport: 0, State: uint8(tracer.StateListen), V6only: 1}
+		Proto: 262, Sport: 8080, Dport: 0, State: uint8(tracer.StateListen), V6only: 1, Fd: 7}
 	copy(o.Saddr[:], netip.MustParseAddr("::").AsSlice())
 	for i, c := range "server" {
 		o.Comm[i] = int8(c)
@@ -52,7 +52,7 @@ func TestOwnerDecoderMatchesCLayout(t *testing.T) {
 	}
 	want := owner{sock: 0xffff8881, inode: 77, pid: 42, netns: 4026531833, family: tracer.FamilyIPv6, proto: tracer.ProtoMPTCP,
 		state: tracer.StateListen, local: netip.MustParseAddrPort("[::]:8080"), peer: netip.MustParseAddrPort("[::]:0"),
-		v6only: true, comm: tracer.CommFrom("server")}
+		v6only: true, fd: 7, comm: tracer.CommFrom("server")}
 	if len(got) != 2 || got[0] != want || got[1] != want {
 		t.Errorf("decoded %+v, want twice %+v", got, want)
 	}
@@ -77,7 +77,8 @@ func FuzzDecodeOwners(f *testing.F) {
 	})
 }
 
-// diagMsg builds an inet_diag_msg as the kernel sends it.
+// diagMsg builds an inet_diag_msg as the kernel sends it, with queues of
+// 3 and 5 bytes, uid 1000, cookie 0xc00c1e.
 func diagMsg(family uint8, state tracer.State, local, remote netip.AddrPort, timer uint8, expiresMs, inode uint32, v6only bool) []byte {
 	b := make([]byte, inetDiagMsgLen)
 	b[0], b[1], b[2] = family, uint8(state), timer
@@ -85,7 +86,11 @@ func diagMsg(family uint8, state tracer.State, local, remote netip.AddrPort, tim
 	binary.BigEndian.PutUint16(b[6:], remote.Port())
 	copy(b[8:24], local.Addr().AsSlice())
 	copy(b[24:40], remote.Addr().AsSlice())
+	binary.NativeEndian.PutUint64(b[44:], 0xc00c1e)
 	binary.NativeEndian.PutUint32(b[52:], expiresMs)
+	binary.NativeEndian.PutUint32(b[56:], 3)
+	binary.NativeEndian.PutUint32(b[60:], 5)
+	binary.NativeEndian.PutUint32(b[64:], 1000)
 	binary.NativeEndian.PutUint32(b[68:], inode)
 	if family == unix.AF_INET6 {
 		// struct nlattr {len 5, type INET_DIAG_SKV6ONLY}, u8, padded to 8.
@@ -100,21 +105,21 @@ func diagMsg(family uint8, state tracer.State, local, remote netip.AddrPort, tim
 
 func TestDecodeDiagMsg(t *testing.T) {
 	tw := diagMsg(unix.AF_INET, tracer.StateTimeWait, netip.MustParseAddrPort("127.0.0.1:8080"), netip.MustParseAddrPort("127.0.0.1:40000"), 3, 58_200, 0, false)
-	s, err := decodeDiagMsg(tw)
+	s, cookie, err := decodeDiagMsg(tw, tracer.ProtoTCP)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := snapshot.PortSocket{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateTimeWait, Local: netip.MustParseAddrPort("127.0.0.1:8080"),
-		Remote: netip.MustParseAddrPort("127.0.0.1:40000"), TimerNs: 58_200_000_000}
-	if !reflect.DeepEqual(s, want) {
-		t.Errorf("got %+v\nwant %+v", s, want)
+		Remote: netip.MustParseAddrPort("127.0.0.1:40000"), Timer: "timewait", TimerNs: 58_200_000_000, RecvQ: 3, SendQ: 5, UID: 1000}
+	if !reflect.DeepEqual(s, want) || cookie != 0xc00c1e {
+		t.Errorf("got %+v, cookie %#x\nwant %+v, cookie 0xc00c1e", s, cookie, want)
 	}
 	l6 := diagMsg(unix.AF_INET6, tracer.StateListen, netip.MustParseAddrPort("[::]:8080"), netip.MustParseAddrPort("[::]:0"), 0, 0, 991, true)
-	s, err = decodeDiagMsg(l6)
-	if err != nil || !s.V6Only || s.Inode != 991 || s.Family != tracer.FamilyIPv6 || s.TimerNs != 0 {
+	s, _, err = decodeDiagMsg(l6, tracer.ProtoUDP)
+	if err != nil || !s.V6Only || s.Inode != 991 || s.Family != tracer.FamilyIPv6 || s.TimerNs != 0 || s.Proto != tracer.ProtoUDP {
 		t.Errorf("IPv6 listener: %+v, %v", s, err)
 	}
-	if _, err := decodeDiagMsg(l6[:inetDiagMsgLen-1]); err == nil {
+	if _, _, err := decodeDiagMsg(l6[:inetDiagMsgLen-1], tracer.ProtoTCP); err == nil {
 		t.Error("short message accepted")
 	}
 }
@@ -122,8 +127,8 @@ func TestDecodeDiagMsg(t *testing.T) {
 func FuzzDecodeDiagMsg(f *testing.F) {
 	f.Add(diagMsg(unix.AF_INET6, tracer.StateListen, netip.MustParseAddrPort("[::]:8080"), netip.MustParseAddrPort("[::]:0"), 0, 0, 1, true))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		s, err := decodeDiagMsg(raw)
-		if err == nil && (s.Family == tracer.FamilyIPv4) != s.Local.Addr().Is4() {
+		s, _, err := decodeDiagMsg(raw, tracer.ProtoTCP)
+		if err == nil && ((s.Family == tracer.FamilyIPv4) != s.Local.Addr().Is4() || s.State >= tracer.StateCount) {
 			t.Fatalf("inconsistent socket %+v", s)
 		}
 	})

@@ -20,16 +20,30 @@ type PortSocket struct {
 	Reuse Reuse
 	// NetNS is the network namespace's inode number (0 where none).
 	NetNS uint32
-	// TimerNs is the time left on a timewait socket's timer.
+	// Timer is the kernel timer running on the socket, as ss names it
+	// ("on" retransmit, "keepalive", "timewait", "persist"), "" if none;
+	// TimerNs is the time left on it.
+	Timer   string
 	TimerNs int64
+	// RecvQ and SendQ are as ss shows them: for a listener, the accept
+	// queue and its limit; for a connection, bytes not yet read by the
+	// process and bytes not yet acknowledged by the peer.
+	RecvQ, SendQ uint32
+	// UID owns the socket (its creator's effective uid).
+	UID uint32
+	// Interface is the index of the interface the socket is bound to, 0
+	// if none (the scope of a link-local address).
+	Interface uint32
 	// Inode identifies the socket in the kernel's socket tables (0 for a
 	// timewait socket, which no file refers to).
 	Inode uint64
 	// Sock is the socket's identity in the tracer's events, 0 if unknown.
 	Sock tracer.SockID
 	// PIDs are the processes holding the socket open: several after a
-	// fork, or when a descriptor was passed on.
+	// fork, or when a descriptor was passed on; FDs[i] is PIDs[i]'s
+	// descriptor for it.
 	PIDs []uint32
+	FDs  []int32
 	// Seen is the owner porttrace saw for a socket no process holds any
 	// more (TIME_WAIT), if it saw the connection.
 	Seen *Process
@@ -63,9 +77,20 @@ type PortReport struct {
 	Notes []string
 }
 
-// Held reports whether any process holds a socket on the port.
+// Serves says whether the socket is on the port's serving side: its local
+// end is the port (a listener, a bound or UDP socket, an accepted
+// connection). The other side connects to the port from this host.
+func (r *PortReport) Serves(s *PortSocket) bool { return s.Local.Port() == r.Port }
+
+// Held reports whether any process holds a socket that serves on the port:
+// a client connected to the port does not hold it.
 func (r *PortReport) Held() bool {
-	return slices.ContainsFunc(r.Sockets, func(s PortSocket) bool { return len(s.PIDs) > 0 })
+	return slices.ContainsFunc(r.Sockets, func(s PortSocket) bool { return len(s.PIDs) > 0 && r.Serves(&s) })
+}
+
+// Holds reports whether pid holds any socket of the report.
+func (r *PortReport) Holds(pid uint32) bool {
+	return slices.ContainsFunc(r.Sockets, func(s PortSocket) bool { return slices.Contains(s.PIDs, pid) })
 }
 
 // Scope says what a local address admits, the question behind most "why

@@ -1,0 +1,114 @@
+package linux
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// netnsDir is where `ip netns` keeps its named namespaces.
+const netnsDir = "/run/netns"
+
+// Namespace is a network namespace a snapshot answers for.
+type Namespace struct {
+	// Inode is the namespace's inode number, as sockets report it.
+	Inode uint32
+	// Name is its `ip netns` name, "" if it has none.
+	Name string
+	// path opens it (/proc/PID/ns/net or /run/netns/NAME).
+	path string
+}
+
+// Label names a namespace for a person: its ip-netns name, or its inode.
+func (n Namespace) Label() string {
+	if n.Name != "" {
+		return n.Name
+	}
+	return "netns:[" + strconv.FormatUint(uint64(n.Inode), 10) + "]"
+}
+
+// CurrentNamespace is porttrace's own network namespace.
+func CurrentNamespace() (Namespace, error) {
+	return namespaceAt("/proc/self/ns/net")
+}
+
+// FindNamespace reads --netns: an `ip netns` name, a path such as
+// /proc/PID/ns/net, or a process id.
+func FindNamespace(spec string) (Namespace, error) {
+	path := spec
+	switch {
+	case spec == "":
+		return Namespace{}, errors.New("empty --netns: want an ip netns name, a path or a pid")
+	case strings.Contains(spec, "/"):
+	case isDigits(spec):
+		path = "/proc/" + spec + "/ns/net"
+	default:
+		path = filepath.Join(netnsDir, spec)
+	}
+	ns, err := namespaceAt(path)
+	if err != nil {
+		return Namespace{}, fmt.Errorf("network namespace %q: %w (see ip netns list)", spec, err)
+	}
+	return ns, nil
+}
+
+// AllNamespaces lists every network namespace a process lives in or `ip
+// netns` keeps, each once.
+func AllNamespaces() ([]Namespace, error) {
+	seen := map[uint32]bool{}
+	var out []Namespace
+	add := func(path string) {
+		if ns, err := namespaceAt(path); err == nil && !seen[ns.Inode] {
+			seen[ns.Inode] = true
+			out = append(out, ns)
+		}
+	}
+	add("/proc/self/ns/net")
+	named, _ := os.ReadDir(netnsDir)
+	for _, e := range named {
+		add(filepath.Join(netnsDir, e.Name()))
+	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("listing processes: %w", err)
+	}
+	for _, e := range procs {
+		if isDigits(e.Name()) {
+			add("/proc/" + e.Name() + "/ns/net")
+		}
+	}
+	slices.SortFunc(out, func(a, b Namespace) int { return int(a.Inode) - int(b.Inode) })
+	return out, nil
+}
+
+func namespaceAt(path string) (Namespace, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return Namespace{}, err
+	}
+	ns := Namespace{Inode: uint32(st.Ino), path: path}
+	ns.Name = namedAs(ns.Inode)
+	return ns, nil
+}
+
+// namedAs finds the `ip netns` name of a namespace, if it has one.
+func namedAs(inode uint32) string {
+	named, _ := os.ReadDir(netnsDir)
+	for _, e := range named {
+		var st unix.Stat_t
+		if unix.Stat(filepath.Join(netnsDir, e.Name()), &st) == nil && uint32(st.Ino) == inode {
+			return e.Name()
+		}
+	}
+	return ""
+}
+
+func isDigits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
+}
