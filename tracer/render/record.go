@@ -74,7 +74,7 @@ func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool) []by
 
 	start = len(b)
 	if comm := r.Comm.Bytes(); len(comm) > 0 {
-		b = appendPrintable(b, comm)
+		b = tracer.AppendPrintable(b, comm)
 	} else {
 		b = append(b, '?')
 	}
@@ -167,21 +167,6 @@ func pad(b []byte, start, width int) []byte {
 func appendPadded(b []byte, s string, width int) []byte {
 	start := len(b)
 	return pad(append(b, s...), start, width)
-}
-
-// appendPrintable keeps a command name from writing control sequences to
-// the operator's terminal: processes choose their own names.
-func appendPrintable(b, s []byte) []byte {
-	for len(s) > 0 {
-		r, size := utf8.DecodeRune(s)
-		if r == utf8.RuneError || r < 0x20 || r == 0x7f {
-			b = append(b, '?')
-		} else {
-			b = append(b, s[:size]...)
-		}
-		s = s[size:]
-	}
-	return b
 }
 
 // JSONTimeLayout is RFC 3339 with nanoseconds always written, so that every

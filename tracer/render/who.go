@@ -32,9 +32,9 @@ func WhoText(w io.Writer, r *snapshot.PortReport) {
 	}
 	for _, pid := range pids {
 		p := r.Processes[pid]
-		fmt.Fprintf(w, "\n%-8d %-16s user %s  exe %s\n", p.PID, printableString(p.Comm), orDash(p.User), orDash(printableString(p.Exe)))
+		fmt.Fprintf(w, "\n%-8d %-16s user %s  exe %s\n", p.PID, tracer.Printable(p.Comm), orDash(p.User), orDash(tracer.Printable(p.Exe)))
 		if p.Cmdline != "" {
-			fmt.Fprintf(w, "         cmdline: %s\n", printableString(p.Cmdline))
+			fmt.Fprintf(w, "         cmdline: %s\n", tracer.Printable(p.Cmdline))
 		}
 		var conns []snapshot.PortSocket
 		for _, s := range r.Sockets {
@@ -65,7 +65,7 @@ func WhoText(w io.Writer, r *snapshot.PortReport) {
 			line += fmt.Sprintf("  %.1fs left", time.Duration(s.TimerNs).Seconds())
 		}
 		if s.Seen != nil {
-			line += fmt.Sprintf("  owner %d %s (seen by porttrace)", s.Seen.PID, printableString(s.Seen.Comm))
+			line += fmt.Sprintf("  owner %d %s (seen by porttrace)", s.Seen.PID, tracer.Printable(s.Seen.Comm))
 		} else {
 			line += "  owner unknown (closed before porttrace watched)"
 		}
@@ -110,12 +110,6 @@ func socketState(s *snapshot.PortSocket) string {
 		return "-"
 	}
 	return s.State.String()
-}
-
-// printable keeps what processes chose to call themselves from writing
-// control sequences to the operator's terminal.
-func printableString(s string) string {
-	return string(appendPrintable(nil, []byte(s)))
 }
 
 func orDash(s string) string {
