@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 	"github.com/porttrace/porttrace/tracer/why"
 )
@@ -47,9 +48,9 @@ func writeBlockers(w io.Writer, blockers []why.Blocker) {
 			continue
 		}
 		n++
-		fmt.Fprintf(w, "\n%d. %s\n", n, printableString(b.Reason))
+		fmt.Fprintf(w, "\n%d. %s\n", n, tracer.Printable(b.Reason))
 		if b.Owner != nil {
-			fmt.Fprintf(w, "   held by %s %d", printableString(b.Owner.Comm), b.Owner.PID)
+			fmt.Fprintf(w, "   held by %s %d", tracer.Printable(b.Owner.Comm), b.Owner.PID)
 			if b.Owner.User != "" {
 				fmt.Fprintf(w, " (user %s)", b.Owner.User)
 			}
@@ -63,9 +64,9 @@ func writeBlockers(w io.Writer, blockers []why.Blocker) {
 	n++
 	if len(ownerless) == 1 {
 		b := ownerless[0]
-		fmt.Fprintf(w, "\n%d. %s\n", n, printableString(b.Reason))
+		fmt.Fprintf(w, "\n%d. %s\n", n, tracer.Printable(b.Reason))
 		if b.Owner != nil {
-			fmt.Fprintf(w, "   owned by %s %d before it closed (seen by porttrace)\n", printableString(b.Owner.Comm), b.Owner.PID)
+			fmt.Fprintf(w, "   owned by %s %d before it closed (seen by porttrace)\n", tracer.Printable(b.Owner.Comm), b.Owner.PID)
 		}
 		writeUnblock(w, b.Unblock)
 		return
@@ -91,7 +92,7 @@ func writeBlockers(w io.Writer, blockers []why.Blocker) {
 	if last > 0 {
 		fmt.Fprintf(w, "; the last is freed in %s", time.Duration(last).Round(time.Second))
 	}
-	fmt.Fprintf(w, "\n   e.g. %s\n", printableString(ownerless[0].Reason))
+	fmt.Fprintf(w, "\n   e.g. %s\n", tracer.Printable(ownerless[0].Reason))
 	writeUnblock(w, ownerless[0].Unblock[1:])
 	if last > 0 {
 		fmt.Fprintf(w, "   or wait %s\n", time.Duration(last).Round(time.Second))
