@@ -1,6 +1,9 @@
 package windows
 
-import "github.com/porttrace/porttrace/tracer/snapshot"
+import (
+	"github.com/porttrace/porttrace/tracer/proc"
+	"github.com/porttrace/porttrace/tracer/snapshot"
+)
 
 // Who answers "who owns this port?" from the TCP and UDP owner tables.
 // TIME_WAIT rows carry no process on Windows: they are listed as held by
@@ -10,7 +13,7 @@ func Who(port uint16) (*snapshot.PortReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &snapshot.PortReport{Port: port, Processes: map[uint32]*snapshot.Process{}}
+	r := &snapshot.PortReport{Port: port, Processes: map[uint32]*proc.Process{}}
 	for _, row := range rows {
 		if row.Local.Port() != port {
 			continue
@@ -19,9 +22,9 @@ func Who(port uint16) (*snapshot.PortReport, error) {
 		if row.PID != 0 {
 			s.PIDs = []uint32{row.PID}
 			if _, ok := r.Processes[row.PID]; !ok {
-				p := &snapshot.Process{PID: row.PID}
+				p := &proc.Process{Identity: proc.Identity{PID: row.PID}}
 				if exe, err := ImagePath(row.PID); err == nil {
-					p.Exe, p.Comm = exe, imageBaseName(exe)
+					p.Exe, p.Name = exe, imageBaseName(exe)
 				}
 				r.Processes[row.PID] = p
 			}

@@ -143,13 +143,15 @@ func fuserPIDs(stdout string) []int {
 }
 
 // porttraceWhoPID is a process's first line in porttrace who's report, the
-// only lines that start with a number: "PID  COMM  user U  exe E".
-var porttraceWhoPID = regexp.MustCompile(`(?m)^(\d+) `)
+// only lines that start with a lower-case name: "NAME PID  user U ...".
+var porttraceWhoPID = regexp.MustCompile(`(?m)^[^ A-Z\n].* (\d+)(?:  |$)`)
 
 func porttraceWhoPIDs(stdout string) []int {
 	var pids []int
 	for _, m := range porttraceWhoPID.FindAllStringSubmatch(stdout, -1) {
-		pids = append(pids, atoiOr0(m[1]))
+		if !strings.HasPrefix(m[0], "port ") {
+			pids = append(pids, atoiOr0(m[1]))
+		}
 	}
 	return pids
 }

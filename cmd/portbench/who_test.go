@@ -7,8 +7,10 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	pt "github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/render"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 )
@@ -44,9 +46,9 @@ func porttraceWhoSample() string {
 	unspec := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
 	tw := sock(pt.StateTimeWait, at(46601))
 	tw.TimerNs = 41e9
-	tw.Seen = &snapshot.Process{PID: 31000, Comm: "curl"}
-	proc := func(pid uint32) *snapshot.Process {
-		return &snapshot.Process{PID: pid, Comm: "pb-portbench", User: "root", Exe: "/tmp/pb-portbench",
+	tw.Seen = &proc.Process{Identity: proc.Identity{PID: 31000}, Name: "curl"}
+	holder := func(pid uint32) *proc.Process {
+		return &proc.Process{Identity: proc.Identity{PID: pid}, Name: "pb-portbench", User: "root", Exe: "/tmp/pb-portbench",
 			Cmdline: "/tmp/pb-portbench hold --port 24777 --conns 5000"}
 	}
 	r := &snapshot.PortReport{
@@ -59,10 +61,10 @@ func porttraceWhoSample() string {
 			sock(pt.StateEstablished, at(46648), 27887),
 			tw,
 		},
-		Processes: map[uint32]*snapshot.Process{27886: proc(27886), 27887: proc(27887)},
+		Processes: map[uint32]*proc.Process{27886: holder(27886), 27887: holder(27887)},
 	}
 	var b bytes.Buffer
-	render.WhoText(&b, r)
+	render.WhoText(&b, r, render.WhoOptions{Now: time.Now()})
 	return b.String()
 }
 

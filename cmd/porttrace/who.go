@@ -43,7 +43,7 @@ func who(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		err = render.WhoJSON(stdout, report)
 	} else {
-		render.WhoText(stdout, report)
+		render.WhoText(stdout, report, render.WhoOptions{Now: time.Now()})
 	}
 	if err != nil {
 		return err

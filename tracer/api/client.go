@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 )
 
@@ -90,10 +91,10 @@ func Ask(ctx context.Context, path string, port uint16) (*OwnersResponse, error)
 
 // Seen keys what servers answered by connection, for
 // snapshot.PortReport.NameSeen.
-func Seen(sockets []Socket) map[snapshot.SocketKey]snapshot.Process {
-	seen := make(map[snapshot.SocketKey]snapshot.Process, len(sockets))
+func Seen(sockets []Socket) map[snapshot.SocketKey]proc.Process {
+	seen := make(map[snapshot.SocketKey]proc.Process, len(sockets))
 	for _, s := range sockets {
-		seen[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)] = snapshot.Process{PID: s.PID, Comm: s.Comm}
+		seen[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)] = proc.Process{Identity: proc.Identity{PID: s.PID}, Name: s.Comm}
 	}
 	return seen
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/correlate"
+	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 )
 
@@ -42,7 +43,7 @@ func seeded() *correlate.Loop {
 			Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateListen, NetNS: 1, Sock: 0x1000,
 			Local: netip.MustParseAddrPort("127.0.0.1:8080"), Remote: netip.MustParseAddrPort("0.0.0.0:0"), PIDs: []uint32{100},
 		}},
-		Processes: map[uint32]*snapshot.Process{100: {PID: 100, Comm: "server"}},
+		Processes: map[uint32]*proc.Process{100: {Identity: proc.Identity{PID: 100}, Name: "server"}},
 	}, 1)
 	return loop
 }

@@ -165,7 +165,7 @@ func (c *Correlator) Seed(r *snapshot.PortReport, timeNs int64) {
 		s.daddr, s.dport = ps.Remote.Addr(), ps.Remote.Port()
 		if len(ps.PIDs) > 0 {
 			p := r.Processes[ps.PIDs[0]]
-			s.pid, s.comm, s.ownerVia = p.PID, tracer.CommFrom(p.Comm), tracer.OwnerSnapshot
+			s.pid, s.comm, s.ownerVia = p.PID, tracer.CommFrom(p.Name), tracer.OwnerSnapshot
 		}
 		if ps.Sock != 0 && ps.Proto == tracer.ProtoTCP {
 			if _, known := c.byID[ps.Sock]; !known {

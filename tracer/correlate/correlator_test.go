@@ -2,6 +2,7 @@ package correlate
 
 import (
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 
 	"fmt"
@@ -421,7 +422,7 @@ func TestCorrelatorSeed(t *testing.T) {
 			{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateEstablished, Local: netip.AddrPortFrom(serverAddr, 8080),
 				Remote: netip.AddrPortFrom(clientAddr, 40000), NetNS: 1, Sock: serverSock, PIDs: []uint32{worker}},
 		},
-		Processes: map[uint32]*snapshot.Process{listener: {PID: listener, Comm: "p100"}, worker: {PID: worker, Comm: "p200"}},
+		Processes: map[uint32]*proc.Process{listener: {Identity: proc.Identity{PID: listener}, Name: "p100"}, worker: {Identity: proc.Identity{PID: worker}, Name: "p200"}},
 	}, 0)
 	other := tracer.SockID(0x5000)
 	for _, e := range []tracer.Event{

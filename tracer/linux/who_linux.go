@@ -1,21 +1,18 @@
 package linux
 
 import (
+	"net"
+
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 
-	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
-	"os/user"
 	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
@@ -30,7 +27,7 @@ func Who(port uint16) (*snapshot.PortReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the network namespace: %w", err)
 	}
-	return WhoIn(port, []Namespace{ns})
+	return WhoIn(port, []Namespace{ns}, proc.NewResolver())
 }
 
 // WhoIn answers "who owns this port?" for the given network namespaces:
@@ -40,7 +37,9 @@ func Who(port uint16) (*snapshot.PortReport, error) {
 // walk of every process's open files, which writes out only the sockets on
 // the port. Neither reads /proc for processes that hold nothing on the
 // port, and neither grows with sockets on other ports.
-func WhoIn(port uint16, namespaces []Namespace) (*snapshot.PortReport, error) {
+//
+// Processes are named through resolver, which a long-running caller keeps.
+func WhoIn(port uint16, namespaces []Namespace, resolver *proc.Resolver) (*snapshot.PortReport, error) {
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
@@ -65,7 +64,7 @@ func WhoIn(port uint16, namespaces []Namespace) (*snapshot.PortReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &snapshot.PortReport{Port: port, Processes: map[uint32]*snapshot.Process{}}
+	r := &snapshot.PortReport{Port: port, Processes: map[uint32]*proc.Process{}}
 	asked := map[uint32]bool{}
 	for i, d := range dumps {
 		switch {
@@ -83,10 +82,29 @@ func WhoIn(port uint16, namespaces []Namespace) (*snapshot.PortReport, error) {
 	}
 	addOwners(r, owners, asked)
 	for pid, comm := range owners.comms() {
-		if r.Holds(pid) {
-			r.Processes[pid] = describeProcess(pid, comm)
+		if !r.Holds(pid) {
+			continue
+		}
+		p, err := resolver.Resolve(pid)
+		if err != nil {
+			// Exited since the walk: it keeps the name the kernel gave.
+			p = proc.Process{Identity: proc.Identity{PID: pid}, Name: comm, Exited: true}
+		}
+		r.Processes[pid] = &p
+	}
+	current, err := CurrentNamespace()
+	if err != nil {
+		return nil, err
+	}
+	for _, ns := range namespaces {
+		if ns.Inode != current.Inode {
+			if r.Elsewhere == nil {
+				r.Elsewhere = map[uint32]string{}
+			}
+			r.Elsewhere[ns.Inode] = ns.Label()
 		}
 	}
+	zoneLinkLocal(r, current.Inode)
 	return r, nil
 }
 
@@ -245,38 +263,17 @@ func decodeOwners(raw []byte) (owners, error) {
 	return out, nil
 }
 
-// describeProcess reads what /proc says of one process. A process that has
-// exited since keeps its command name and nothing else.
-func describeProcess(pid uint32, comm string) *snapshot.Process {
-	p := &snapshot.Process{PID: pid, Comm: comm}
-	dir := "/proc/" + strconv.FormatUint(uint64(pid), 10)
-	p.Exe, _ = os.Readlink(dir + "/exe")
-	if cmdline, err := os.ReadFile(dir + "/cmdline"); err == nil {
-		p.Cmdline = strings.TrimSpace(string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
-	}
-	if uid, ok := statusUID(dir + "/status"); ok {
-		p.User = uid
-		if u, err := user.LookupId(uid); err == nil {
-			p.User = u.Username
+// zoneLinkLocal gives link-local addresses of the caller's namespace
+// their interface's name (fe80::1%eth0): the address means nothing
+// without it.
+func zoneLinkLocal(r *snapshot.PortReport, current uint32) {
+	for i := range r.Sockets {
+		s := &r.Sockets[i]
+		if s.NetNS != current || s.Interface == 0 || !s.Local.Addr().IsLinkLocalUnicast() {
+			continue
+		}
+		if ifi, err := net.InterfaceByIndex(int(s.Interface)); err == nil {
+			s.Local = netip.AddrPortFrom(s.Local.Addr().WithZone(ifi.Name), s.Local.Port())
 		}
 	}
-	return p
-}
-
-// statusUID reads the real uid from /proc/PID/status ("Uid:\t0\t0\t0\t0").
-func statusUID(path string) (string, bool) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "Uid:"); ok {
-			if fields := strings.Fields(rest); len(fields) > 0 {
-				return fields[0], true
-			}
-		}
-	}
-	return "", false
 }

@@ -4,79 +4,281 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
+	"github.com/porttrace/porttrace/tracer/why"
 )
 
-// WhoText writes the report for a person: each process with what it
-// holds, listeners and bound sockets one per line, connections counted by
-// state with a few peers; then the sockets no process holds.
-func WhoText(w io.Writer, r *snapshot.PortReport) {
-	pids := r.PIDs()
-	defer func() {
-		for _, n := range r.Notes {
-			fmt.Fprintf(w, "\nnote: %s\n", n)
-		}
-	}()
-	switch len(pids) {
-	case 0:
-		fmt.Fprintf(w, "port %d: no process holds it\n", r.Port)
-	case 1:
-		fmt.Fprintf(w, "port %d: held by 1 process\n", r.Port)
-	default:
-		fmt.Fprintf(w, "port %d: held by %d processes\n", r.Port, len(pids))
-	}
-	for _, pid := range pids {
-		p := r.Processes[pid]
-		fmt.Fprintf(w, "\n%-8d %-16s user %s  exe %s\n", p.PID, tracer.Printable(p.Comm), orDash(p.User), orDash(tracer.Printable(p.Exe)))
-		if p.Cmdline != "" {
-			fmt.Fprintf(w, "         cmdline: %s\n", tracer.Printable(p.Cmdline))
-		}
-		var conns []snapshot.PortSocket
-		for _, s := range r.Sockets {
-			if !slices.Contains(s.PIDs, pid) {
-				continue
-			}
-			if s.Connected() {
-				conns = append(conns, s)
-				continue
-			}
-			fmt.Fprintf(w, "         %-5s %-12s %-24s %s\n", s.Proto, socketState(&s), s.Local, snapshot.Scope(s.Local.Addr(), s.V6Only))
-		}
-		writeConnections(w, conns)
-	}
-	var unheld []snapshot.PortSocket
-	for _, s := range r.Sockets {
-		if len(s.PIDs) == 0 {
-			unheld = append(unheld, s)
-		}
-	}
-	if len(unheld) == 0 {
-		return
-	}
-	fmt.Fprintf(w, "\nheld by no process:\n")
-	for _, s := range unheld {
-		line := fmt.Sprintf("         %-5s %-12s %s -> %s", s.Proto, s.State, s.Local, s.Remote)
-		if s.TimerNs > 0 {
-			line += fmt.Sprintf("  %.1fs left", time.Duration(s.TimerNs).Seconds())
-		}
-		if s.Seen != nil {
-			line += fmt.Sprintf("  owner %d %s (seen by porttrace)", s.Seen.PID, tracer.Printable(s.Seen.Comm))
+// WhoOptions shape who's text.
+type WhoOptions struct {
+	// All lists every socket on its own line instead of counting
+	// connections and grouping the sockets no process holds.
+	All bool
+	// Now is the time ages are counted to.
+	Now time.Time
+}
+
+// WhoText writes the report for a person: a headline that answers the
+// question (and, for a free port, whether a bind would still fail), then
+// what serves on the port and what on this host connects to it, each
+// process with the facts an operator acts on and the sockets it holds;
+// then the sockets no process holds, grouped.
+func WhoText(w io.Writer, r *snapshot.PortReport, opts WhoOptions) {
+	fmt.Fprintln(w, headline(r))
+	var serving, connecting []uint32
+	for _, pid := range r.PIDs() {
+		if slices.ContainsFunc(r.Sockets, func(s snapshot.PortSocket) bool { return slices.Contains(s.PIDs, pid) && r.Serves(&s) }) {
+			serving = append(serving, pid)
 		} else {
-			line += "  owner unknown (closed before porttrace watched)"
+			connecting = append(connecting, pid)
 		}
-		fmt.Fprintln(w, line)
 	}
+	peers := peerIndex(r)
+	if len(serving) > 0 {
+		fmt.Fprintf(w, "\nSERVES ON %d\n", r.Port)
+		for _, pid := range serving {
+			writeProcess(w, r, pid, true, peers, opts)
+		}
+	}
+	if len(connecting) > 0 {
+		fmt.Fprintf(w, "\nCONNECTS TO %d (from this host)\n", r.Port)
+		for _, pid := range connecting {
+			writeProcess(w, r, pid, false, peers, opts)
+		}
+	}
+	writeUnheld(w, r, opts)
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "\nnote: %s\n", n)
+	}
+}
+
+// headline is who's answer in one line; for a free port it says whether
+// sockets no process holds would still make a bind fail.
+func headline(r *snapshot.PortReport) string {
+	var holders []string
+	for _, pid := range r.PIDs() {
+		if slices.ContainsFunc(r.Sockets, func(s snapshot.PortSocket) bool { return slices.Contains(s.PIDs, pid) && r.Serves(&s) }) {
+			holders = append(holders, processLabel(r, pid))
+		}
+	}
+	switch {
+	case len(holders) == 1:
+		return fmt.Sprintf("port %d: held by %s", r.Port, holders[0])
+	case len(holders) > 1:
+		return fmt.Sprintf("port %d: held by %d processes: %s", r.Port, len(holders), strings.Join(holders, ", "))
+	}
+	blockers := why.Blockers(why.Request{Port: r.Port}, r)
+	if len(blockers) == 0 {
+		return fmt.Sprintf("port %d: no process holds it", r.Port)
+	}
+	counts := map[tracer.State]int{}
+	var states []tracer.State
+	for _, b := range blockers {
+		if counts[b.Socket.State] == 0 {
+			states = append(states, b.Socket.State)
+		}
+		counts[b.Socket.State]++
+	}
+	slices.Sort(states)
+	var parts []string
+	for _, st := range states {
+		parts = append(parts, fmt.Sprintf("%s %s", count(counts[st]), st))
+	}
+	noun := "sockets block"
+	if len(blockers) == 1 {
+		noun = "socket blocks"
+	}
+	return fmt.Sprintf("port %d: no process holds it, but %s %s bind(0.0.0.0:%d) without SO_REUSEADDR; see porttrace why %d",
+		r.Port, strings.Join(parts, ", "), noun, r.Port, r.Port)
+}
+
+// count writes n with thousands separators: 12,533 TIME_WAIT sockets.
+func count(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+func processLabel(r *snapshot.PortReport, pid uint32) string {
+	p := r.Processes[pid]
+	if p == nil {
+		return fmt.Sprintf("pid %d", pid)
+	}
+	label := fmt.Sprintf("%s %d", tracer.Printable(p.Name), pid)
+	switch {
+	case p.Container != nil:
+		label += fmt.Sprintf(" (container %s)", shortID(p.Container.ID))
+	case p.Unit != "":
+		label += fmt.Sprintf(" (%s)", tracer.Printable(p.Unit))
+	}
+	return label
+}
+
+func shortID(id string) string { return id[:min(len(id), 12)] }
+
+// cmdlineWidth is how much of a command line the text shows; JSON has it
+// whole.
+const cmdlineWidth = 100
+
+// writeProcess writes one process's facts and the sockets it holds on the
+// side asked.
+func writeProcess(w io.Writer, r *snapshot.PortReport, pid uint32, serving bool, peers map[snapshot.SocketKey]*snapshot.PortSocket, opts WhoOptions) {
+	p := r.Processes[pid]
+	if p == nil {
+		p = &proc.Process{Identity: proc.Identity{PID: pid}, Name: "?"}
+	}
+	fmt.Fprintf(w, "\n%s %d", tracer.Printable(p.Name), pid)
+	if p.User != "" {
+		fmt.Fprintf(w, "  user %s", tracer.Printable(p.User))
+	}
+	if p.RSSBytes > 0 {
+		fmt.Fprintf(w, "  rss %s", bytesText(p.RSSBytes))
+	}
+	if !p.StartTime.IsZero() {
+		fmt.Fprintf(w, "  up %s (since %s)", ageText(p.Age(opts.Now)), p.StartTime.In(opts.Now.Location()).Format("2006-01-02 15:04:05"))
+	}
+	if p.Exited {
+		fmt.Fprint(w, "  exited")
+	}
+	fmt.Fprintln(w)
+	if len(p.Ancestors) > 0 {
+		var chain []string
+		for _, a := range p.Ancestors {
+			chain = append(chain, fmt.Sprintf("%s %d", tracer.Printable(a.Name), a.PID))
+		}
+		fmt.Fprintf(w, "  parents  %s\n", strings.Join(chain, " < "))
+	}
+	if restart := restartedBy(p); restart != "" {
+		fmt.Fprintf(w, "  managed  %s\n", restart)
+	}
+	if p.Exe != "" {
+		fmt.Fprintf(w, "  exe      %s\n", tracer.Printable(p.Exe))
+	}
+	if p.Cmdline != "" {
+		fmt.Fprintf(w, "  cmd      %s\n", p.CmdlineText(cmdlineWidth))
+	}
+	var conns []snapshot.PortSocket
+	for _, s := range r.Sockets {
+		i := slices.Index(s.PIDs, pid)
+		if i < 0 || r.Serves(&s) != serving {
+			continue
+		}
+		if s.Connected() && !opts.All {
+			conns = append(conns, s)
+			continue
+		}
+		fmt.Fprintf(w, "  %-6s %s\n", fdText(&s, i), socketLine(r, &s, peers))
+	}
+	writeConnections(w, r, pid, conns, peers)
+}
+
+// restartedBy says what would start the process again if it stopped, and
+// how to stop that instead.
+func restartedBy(p *proc.Process) string {
+	switch {
+	case p.Container != nil && p.Container.PodUID != "":
+		return fmt.Sprintf("Kubernetes pod %s, container %s: the kubelet restarts it (delete or scale the pod instead)", p.Container.PodUID, shortID(p.Container.ID))
+	case p.Container != nil:
+		rt := p.Container.Runtime
+		if rt == "" {
+			rt = "a container runtime"
+		}
+		return fmt.Sprintf("%s container %s (%s stop %s)", rt, shortID(p.Container.ID), orDash(p.Container.Runtime), shortID(p.Container.ID))
+	case p.Unit != "" && p.UserManager != "":
+		return fmt.Sprintf("systemd user unit %s (systemctl --user stop %s)", tracer.Printable(p.Unit), tracer.Printable(p.Unit))
+	case strings.HasSuffix(p.Unit, ".service"):
+		return fmt.Sprintf("systemd unit %s (systemctl stop %s; it may restart it otherwise)", tracer.Printable(p.Unit), tracer.Printable(p.Unit))
+	case p.Unit != "":
+		return fmt.Sprintf("systemd %s", tracer.Printable(p.Unit))
+	}
+	return ""
+}
+
+func fdText(s *snapshot.PortSocket, i int) string {
+	if i < len(s.FDs) {
+		return "fd " + strconv.Itoa(int(s.FDs[i]))
+	}
+	return "" // the platform does not say (Windows' tables)
+}
+
+// socketLine is one socket: protocol, state, its ends, its queues and
+// timer, and what its address admits or who its peer is.
+func socketLine(r *snapshot.PortReport, s *snapshot.PortSocket, peers map[snapshot.SocketKey]*snapshot.PortSocket) string {
+	line := fmt.Sprintf("%-5s %-12s %s", s.Proto, socketState(s), endpoint(s.Local))
+	if s.Connected() || s.Remote.Port() != 0 {
+		line += " -> " + endpoint(s.Remote)
+		if name := peerName(r, s, peers); name != "" {
+			line += " (" + name + ")"
+		}
+	}
+	if s.State == tracer.StateListen {
+		line += fmt.Sprintf("  backlog %d/%d", s.RecvQ, s.SendQ)
+	} else if s.RecvQ > 0 || s.SendQ > 0 {
+		line += fmt.Sprintf("  recv-q %d send-q %d", s.RecvQ, s.SendQ)
+	}
+	if s.Timer != "" && s.Timer != "timewait" {
+		line += fmt.Sprintf("  timer %s %s", s.Timer, time.Duration(s.TimerNs).Round(time.Millisecond))
+	}
+	if !s.Connected() && s.Remote.Port() == 0 {
+		line += "  " + snapshot.Scope(s.Local.Addr(), s.V6Only)
+	}
+	if label := r.NamespaceLabel(s.NetNS); label != "" {
+		line += "  [" + label + "]"
+	}
+	return line
+}
+
+// endpoint prints an address and port, an IPv4-mapped address as IPv4.
+func endpoint(ap netip.AddrPort) string {
+	if ap.Addr().Is4In6() {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+	}
+	return ap.String()
+}
+
+// peerIndex finds, for each connection in the report, the socket at its
+// other end when that end is on this host too.
+func peerIndex(r *snapshot.PortReport) map[snapshot.SocketKey]*snapshot.PortSocket {
+	m := make(map[snapshot.SocketKey]*snapshot.PortSocket, len(r.Sockets))
+	for i := range r.Sockets {
+		s := &r.Sockets[i]
+		if s.Connected() {
+			m[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)] = s
+		}
+	}
+	return m
+}
+
+// peerName names the local process at a connection's other end.
+func peerName(r *snapshot.PortReport, s *snapshot.PortSocket, peers map[snapshot.SocketKey]*snapshot.PortSocket) string {
+	peer, ok := peers[snapshot.KeyOf(s.NetNS, s.Remote, s.Local)]
+	if !ok {
+		return ""
+	}
+	switch {
+	case len(peer.PIDs) > 0:
+		return processLabel(r, peer.PIDs[0])
+	case peer.Seen != nil:
+		return fmt.Sprintf("%s %d, %s", tracer.Printable(peer.Seen.Name), peer.Seen.PID, peer.State)
+	}
+	return "no process, " + peer.State.String()
 }
 
 // maxPeers is how many peers a connection summary names per state.
 const maxPeers = 3
 
-func writeConnections(w io.Writer, conns []snapshot.PortSocket) {
+// writeConnections counts a process's connections by state and names a few
+// peers of each.
+func writeConnections(w io.Writer, r *snapshot.PortReport, pid uint32, conns []snapshot.PortSocket, peers map[snapshot.SocketKey]*snapshot.PortSocket) {
 	byState := map[tracer.State][]snapshot.PortSocket{}
 	var states []tracer.State
 	for _, c := range conns {
@@ -88,20 +290,110 @@ func writeConnections(w io.Writer, conns []snapshot.PortSocket) {
 	slices.Sort(states)
 	for _, st := range states {
 		cs := byState[st]
-		var peers []string
+		if len(cs) == 1 {
+			fmt.Fprintf(w, "  %-6s %s\n", fdText(&cs[0], slices.Index(cs[0].PIDs, pid)), socketLine(r, &cs[0], peers))
+			continue
+		}
+		var named []string
 		for _, c := range cs[:min(len(cs), maxPeers)] {
-			peers = append(peers, c.Remote.String())
+			peer := endpoint(c.Remote)
+			if name := peerName(r, &c, peers); name != "" {
+				peer += " (" + name + ")"
+			}
+			named = append(named, peer)
 		}
 		more := ""
 		if len(cs) > maxPeers {
 			more = fmt.Sprintf(" and %d more", len(cs)-maxPeers)
 		}
-		noun := "connections"
-		if len(cs) == 1 {
-			noun = "connection"
-		}
-		fmt.Fprintf(w, "         %-5s %-12s %d %s: %s%s\n", cs[0].Proto, st, len(cs), noun, strings.Join(peers, ", "), more)
+		fmt.Fprintf(w, "  %-6s %-5s %-12s %d connections from %s: %s%s\n", "", cs[0].Proto, st, len(cs), endpoint(cs[0].Local), strings.Join(named, ", "), more)
 	}
+}
+
+// writeUnheld writes the sockets no process holds, grouped by state, side,
+// address and former owner with counts and the time left; with All, one
+// line each.
+func writeUnheld(w io.Writer, r *snapshot.PortReport, opts WhoOptions) {
+	type group struct {
+		label    string
+		n        int
+		min, max int64
+	}
+	var order []string
+	groups := map[string]*group{}
+	for i := range r.Sockets {
+		s := &r.Sockets[i]
+		if len(s.PIDs) > 0 {
+			continue
+		}
+		owner := "owner unknown (closed before porttrace watched)"
+		if s.Seen != nil {
+			owner = fmt.Sprintf("last owned by %s %d (seen by porttrace)", tracer.Printable(s.Seen.Name), s.Seen.PID)
+			if s.Seen.Exited {
+				owner += ", since exited"
+			}
+		}
+		var ends string
+		switch {
+		case opts.All:
+			ends = endpoint(s.Local) + " -> " + endpoint(s.Remote)
+		case r.Serves(s):
+			ends = fmt.Sprintf("%s -> %s:*", endpoint(s.Local), s.Remote.Addr().Unmap())
+		default:
+			ends = fmt.Sprintf("%s:* -> %s", s.Local.Addr().Unmap(), endpoint(s.Remote))
+		}
+		label := fmt.Sprintf("%-5s %-12s %s  %s", s.Proto, socketState(s), ends, owner)
+		if ns := r.NamespaceLabel(s.NetNS); ns != "" {
+			label += "  [" + ns + "]"
+		}
+		g, ok := groups[label]
+		if !ok {
+			g = &group{label: label, min: s.TimerNs, max: s.TimerNs}
+			groups[label] = g
+			order = append(order, label)
+		}
+		g.n++
+		g.min, g.max = min(g.min, s.TimerNs), max(g.max, s.TimerNs)
+	}
+	if len(order) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nHELD BY NO PROCESS (the kernel keeps them until their timers end)\n")
+	for _, label := range order {
+		g := groups[label]
+		left := ""
+		lo, hi := time.Duration(g.min).Round(time.Second), time.Duration(g.max).Round(time.Second)
+		switch {
+		case g.max == 0:
+		case lo == hi:
+			left = fmt.Sprintf("  %s left", time.Duration(g.max).Round(100*time.Millisecond))
+		default:
+			left = fmt.Sprintf("  %s-%s left", lo, hi)
+		}
+		fmt.Fprintf(w, "  %7s  %s%s\n", count(g.n), label, left)
+	}
+}
+
+func bytesText(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d KiB", n>>10)
+}
+
+func ageText(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return d.Round(time.Second).String()
 }
 
 // socketState names a socket's state; a UDP socket has none worth a name.
@@ -122,59 +414,80 @@ func orDash(s string) string {
 // jsonSocket and jsonReport are the JSON form of a report: a documented
 // contract (README), like the watch's lines.
 type jsonSocket struct {
-	Proto      string            `json:"proto"`
-	Family     string            `json:"family"`
-	State      string            `json:"state"`
-	Local      string            `json:"saddr"`
-	LocalPort  uint16            `json:"sport"`
-	Remote     string            `json:"daddr"`
-	RemotePort uint16            `json:"dport"`
-	Scope      string            `json:"scope,omitempty"`
-	V6Only     bool              `json:"v6only,omitempty"`
-	NetNS      uint32            `json:"netns"`
-	TimerNs    int64             `json:"timer_ns,omitempty"`
-	PIDs       []uint32          `json:"pids"`
-	Seen       *snapshot.Process `json:"seen,omitempty"`
+	Proto      string        `json:"proto"`
+	Family     string        `json:"family"`
+	State      string        `json:"state"`
+	Side       string        `json:"side"`
+	Local      string        `json:"saddr"`
+	LocalPort  uint16        `json:"sport"`
+	Remote     string        `json:"daddr"`
+	RemotePort uint16        `json:"dport"`
+	Scope      string        `json:"scope,omitempty"`
+	V6Only     bool          `json:"v6only,omitempty"`
+	NetNS      uint32        `json:"netns"`
+	NetNSName  string        `json:"netns_name,omitempty"`
+	Timer      string        `json:"timer,omitempty"`
+	TimerNs    int64         `json:"timer_ns,omitempty"`
+	RecvQ      uint32        `json:"recv_q"`
+	SendQ      uint32        `json:"send_q"`
+	UID        uint32        `json:"uid"`
+	PIDs       []uint32      `json:"pids"`
+	FDs        []int32       `json:"fds"`
+	Seen       *proc.Process `json:"seen,omitempty"`
 }
 
 // socketJSON is a socket's JSON form, shared by who and why.
-func socketJSON(s *snapshot.PortSocket) jsonSocket {
+func socketJSON(r *snapshot.PortReport, s *snapshot.PortSocket) jsonSocket {
 	js := jsonSocket{
-		Proto: s.Proto.String(), Family: s.Family.String(), State: socketState(s),
+		Proto: s.Proto.String(), Family: s.Family.String(), State: socketState(s), Side: "connects",
 		Local: s.Local.Addr().String(), LocalPort: s.Local.Port(),
 		Remote: s.Remote.Addr().String(), RemotePort: s.Remote.Port(),
-		V6Only: s.V6Only, NetNS: s.NetNS, TimerNs: s.TimerNs, PIDs: s.PIDs, Seen: s.Seen,
+		V6Only: s.V6Only, NetNS: s.NetNS, NetNSName: r.NamespaceLabel(s.NetNS), Timer: s.Timer, TimerNs: s.TimerNs,
+		RecvQ: s.RecvQ, SendQ: s.SendQ, UID: s.UID, PIDs: s.PIDs, FDs: s.FDs, Seen: s.Seen,
+	}
+	if r.Serves(s) {
+		js.Side = "serves"
 	}
 	if js.PIDs == nil {
 		js.PIDs = []uint32{}
 	}
-	if !s.Connected() {
+	if js.FDs == nil {
+		js.FDs = []int32{}
+	}
+	if !s.Connected() && s.Remote.Port() == 0 {
 		js.Scope = snapshot.Scope(s.Local.Addr(), s.V6Only)
 	}
 	return js
 }
 
 type jsonReport struct {
-	Port      uint16              `json:"port"`
-	Held      bool                `json:"held"`
-	Processes []*snapshot.Process `json:"processes"`
-	Sockets   []jsonSocket        `json:"sockets"`
-	Notes     []string            `json:"notes,omitempty"`
+	Port      uint16          `json:"port"`
+	Held      bool            `json:"held"`
+	Headline  string          `json:"headline"`
+	Processes []*proc.Process `json:"processes"`
+	Sockets   []jsonSocket    `json:"sockets"`
+	Notes     []string        `json:"notes,omitempty"`
 }
 
-// WhoJSON writes the report as one JSON object on one line.
+// WhoJSON writes the report as one JSON object on one line, every socket
+// listed.
 func WhoJSON(w io.Writer, r *snapshot.PortReport) error {
-	out := jsonReport{Port: r.Port, Held: r.Held(), Processes: []*snapshot.Process{}, Sockets: []jsonSocket{}, Notes: r.Notes}
+	out := jsonReport{Port: r.Port, Held: r.Held(), Headline: headline(r), Processes: []*proc.Process{}, Sockets: []jsonSocket{}, Notes: r.Notes}
 	for _, pid := range r.PIDs() {
-		out.Processes = append(out.Processes, r.Processes[pid])
+		if p := r.Processes[pid]; p != nil {
+			out.Processes = append(out.Processes, p)
+		}
 	}
 	for _, s := range r.Sockets {
-		out.Sockets = append(out.Sockets, socketJSON(&s))
+		out.Sockets = append(out.Sockets, socketJSON(r, &s))
 	}
-	b, err := json.Marshal(out)
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(append(b, '\n'))
-	return err
+	return writeJSONLine(w, out)
+}
+
+// writeJSONLine writes v as one line of JSON, without escaping <, > and &
+// (the watch's lines do not either: this is not HTML).
+func writeJSONLine(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }

@@ -1,7 +1,10 @@
 package render
 
 import (
+	"time"
+
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 
 	"bytes"
@@ -41,8 +44,8 @@ func portSocket(proto tracer.Proto, state tracer.State, local, remote string, pi
 	return s
 }
 
-func procs(ps ...*snapshot.Process) map[uint32]*snapshot.Process {
-	m := map[uint32]*snapshot.Process{}
+func procs(ps ...*proc.Process) map[uint32]*proc.Process {
+	m := map[uint32]*proc.Process{}
 	for _, p := range ps {
 		m[p.PID] = p
 	}
@@ -51,7 +54,7 @@ func procs(ps ...*snapshot.Process) map[uint32]*snapshot.Process {
 
 // timeWait is a TIME_WAIT socket no process holds, with leftNs on its
 // timer and the owner a running porttrace saw, if any.
-func timeWait(local, remote string, leftNs int64, seen *snapshot.Process) snapshot.PortSocket {
+func timeWait(local, remote string, leftNs int64, seen *proc.Process) snapshot.PortSocket {
 	s := portSocket(tracer.ProtoTCP, tracer.StateTimeWait, local, remote)
 	s.TimerNs, s.Seen = leftNs, seen
 	return s
@@ -66,13 +69,15 @@ func sampleReports() []whoCase {
 		tcp = tracer.ProtoTCP
 		udp = tracer.ProtoUDP
 	)
-	nginx := func(pid uint32) *snapshot.Process {
-		return &snapshot.Process{PID: pid, Comm: "nginx", User: "www-data", Exe: "/usr/sbin/nginx", Cmdline: "nginx: worker process"}
+	nginx := func(pid uint32) *proc.Process {
+		return &proc.Process{Identity: proc.Identity{PID: pid}, Name: "nginx", User: "www-data", Exe: "/usr/sbin/nginx", Cmdline: "nginx: worker process",
+			PPID: 700, Ancestors: []proc.Ancestor{{PID: 700, Name: "nginx"}, {PID: 1, Name: "systemd"}}, RSSBytes: 5 << 20,
+			StartTime: whoNow.Add(-26 * time.Hour), Cgroup: proc.Cgroup{Path: "/system.slice/nginx.service", Unit: "nginx.service"}}
 	}
 	v6only := func(s snapshot.PortSocket) snapshot.PortSocket { s.V6Only = true; return s }
 
 	// One redis with more connections per state than the summary names.
-	redis := &snapshot.Process{PID: 2100, Comm: "redis-server", User: "redis", Exe: "/usr/bin/redis-server", Cmdline: "/usr/bin/redis-server 127.0.0.1:6379"}
+	redis := &proc.Process{Identity: proc.Identity{PID: 2100}, Name: "redis-server", User: "redis", Exe: "/usr/bin/redis-server", Cmdline: "/usr/bin/redis-server 127.0.0.1:6379"}
 	many := []snapshot.PortSocket{portSocket(tcp, tracer.StateListen, "127.0.0.1:6379", "", 2100)}
 	for i := range 7 {
 		many = append(many, portSocket(tcp, tracer.StateEstablished, "127.0.0.1:6379", fmt.Sprintf("127.0.0.1:%d", 50000+i), 2100))
@@ -87,13 +92,13 @@ func sampleReports() []whoCase {
 	// States arrive out of order; the summary sorts them.
 	many[1], many[len(many)-1] = many[len(many)-1], many[1]
 
-	seen := &snapshot.Process{PID: 4242, Comm: "curl", User: "alice", Exe: "/usr/bin/curl", Cmdline: "curl http://10.0.0.1:8080/"}
+	seen := &proc.Process{Identity: proc.Identity{PID: 4242}, Name: "curl", User: "alice", Exe: "/usr/bin/curl", Cmdline: "curl http://10.0.0.1:8080/"}
 
 	// Names written to make trouble: C0 controls, an ANSI clear screen, a
 	// title-setting OSC, a C1 CSI (U+009B), invalid UTF-8, and the HTML
 	// characters encoding/json escapes.
-	evil := &snapshot.Process{
-		PID: 6666, Comm: "ev\x1b[2Jil\a\x7f", User: "mallory",
+	evil := &proc.Process{
+		Identity: proc.Identity{PID: 6666}, Name: "ev\x1b[2Jil\a\x7f", User: "mallory",
 		Exe:     "/tmp/x\nport 22: no process holds it",
 		Cmdline: "sh -c \x1b]0;pwned\x07echo\tok\r\n\u009b31mred\xff <a&b>",
 	}
@@ -103,7 +108,7 @@ func sampleReports() []whoCase {
 		{"one listener on 0.0.0.0", &snapshot.PortReport{
 			Port:      8080,
 			Sockets:   []snapshot.PortSocket{portSocket(tcp, tracer.StateListen, "0.0.0.0:8080", "", 1234)},
-			Processes: procs(&snapshot.Process{PID: 1234, Comm: "python3", User: "alice", Exe: "/usr/bin/python3.11", Cmdline: "python3 -m http.server 8080"}),
+			Processes: procs(&proc.Process{Identity: proc.Identity{PID: 1234}, Name: "python3", User: "alice", Exe: "/usr/bin/python3.11", Cmdline: "python3 -m http.server 8080"}),
 		}},
 		{"dual-stack [::] listener with a v4-mapped peer", &snapshot.PortReport{
 			Port: 443,
@@ -112,7 +117,7 @@ func sampleReports() []whoCase {
 				portSocket(tcp, tracer.StateEstablished, "[::ffff:192.0.2.10]:443", "[::ffff:198.51.100.7]:61000", 880),
 				portSocket(tcp, tracer.StateEstablished, "[2001:db8::10]:443", "[2001:db8:ffff::abcd]:61001", 880),
 			},
-			Processes: procs(&snapshot.Process{PID: 880, Comm: "caddy", User: "caddy", Exe: "/usr/bin/caddy", Cmdline: "/usr/bin/caddy run --environ --config /etc/caddy/Caddyfile"}),
+			Processes: procs(&proc.Process{Identity: proc.Identity{PID: 880}, Name: "caddy", User: "caddy", Exe: "/usr/bin/caddy", Cmdline: "/usr/bin/caddy run --environ --config /etc/caddy/Caddyfile"}),
 		}},
 		{"0.0.0.0 and a V6Only [::] listener, held by a master and its forked workers", &snapshot.PortReport{
 			Port: 80,
@@ -121,13 +126,13 @@ func sampleReports() []whoCase {
 				v6only(portSocket(tcp, tracer.StateListen, "[::]:80", "", 700, 701, 702)),
 			},
 			Processes: procs(
-				&snapshot.Process{PID: 700, Comm: "nginx", User: "root", Exe: "/usr/sbin/nginx", Cmdline: "nginx: master process /usr/sbin/nginx -g daemon on; master_process on;"},
+				&proc.Process{Identity: proc.Identity{PID: 700}, Name: "nginx", User: "root", Exe: "/usr/sbin/nginx", Cmdline: "nginx: master process /usr/sbin/nginx -g daemon on; master_process on;"},
 				nginx(701), nginx(702)),
 		}},
 		{"loopback listener", &snapshot.PortReport{
 			Port:      5432,
 			Sockets:   []snapshot.PortSocket{portSocket(tcp, tracer.StateListen, "127.0.0.1:5432", "", 1500), portSocket(tcp, tracer.StateListen, "[::1]:5432", "", 1500)},
-			Processes: procs(&snapshot.Process{PID: 1500, Comm: "postgres", User: "postgres", Exe: "/usr/lib/postgresql/15/bin/postgres", Cmdline: "/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main"}),
+			Processes: procs(&proc.Process{Identity: proc.Identity{PID: 1500}, Name: "postgres", User: "postgres", Exe: "/usr/lib/postgresql/15/bin/postgres", Cmdline: "/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main"}),
 		}},
 		{"SO_REUSEPORT group", &snapshot.PortReport{
 			Port: 9000,
@@ -138,9 +143,9 @@ func sampleReports() []whoCase {
 				portSocket(tcp, tracer.StateEstablished, "10.0.0.1:9000", "10.0.0.2:40000", 3002),
 			},
 			Processes: procs(
-				&snapshot.Process{PID: 3001, Comm: "envoy", User: "envoy", Exe: "/usr/local/bin/envoy", Cmdline: "envoy -c /etc/envoy.yaml --base-id 1"},
-				&snapshot.Process{PID: 3002, Comm: "envoy", User: "envoy", Exe: "/usr/local/bin/envoy", Cmdline: "envoy -c /etc/envoy.yaml --base-id 2"},
-				&snapshot.Process{PID: 3003, Comm: "envoy", User: "envoy", Exe: "/usr/local/bin/envoy", Cmdline: "envoy -c /etc/envoy.yaml --base-id 3"}),
+				&proc.Process{Identity: proc.Identity{PID: 3001}, Name: "envoy", User: "envoy", Exe: "/usr/local/bin/envoy", Cmdline: "envoy -c /etc/envoy.yaml --base-id 1"},
+				&proc.Process{Identity: proc.Identity{PID: 3002}, Name: "envoy", User: "envoy", Exe: "/usr/local/bin/envoy", Cmdline: "envoy -c /etc/envoy.yaml --base-id 2"},
+				&proc.Process{Identity: proc.Identity{PID: 3003}, Name: "envoy", User: "envoy", Exe: "/usr/local/bin/envoy", Cmdline: "envoy -c /etc/envoy.yaml --base-id 3"}),
 		}},
 		{"many connections in several states", &snapshot.PortReport{Port: 6379, Sockets: many, Processes: procs(redis)}},
 		{"UDP sockets, bound and connected, beside a TCP listener", &snapshot.PortReport{
@@ -152,13 +157,13 @@ func sampleReports() []whoCase {
 				portSocket(tcp, tracer.StateListen, "127.0.0.53:53", "", 410),
 			},
 			// No user name: /proc/PID/status could not be read.
-			Processes: procs(&snapshot.Process{PID: 410, Comm: "systemd-resolve", Exe: "/usr/lib/systemd/systemd-resolved", Cmdline: "/lib/systemd/systemd-resolved"}),
+			Processes: procs(&proc.Process{Identity: proc.Identity{PID: 410}, Name: "systemd-resolve", Exe: "/usr/lib/systemd/systemd-resolved", Cmdline: "/lib/systemd/systemd-resolved"}),
 		}},
 		{"TIME_WAIT held by no process, owners seen and not", &snapshot.PortReport{
 			Port: 8082,
 			Sockets: []snapshot.PortSocket{
 				timeWait("10.0.0.1:8082", "10.0.0.2:40001", 58_250_000_000, seen),
-				timeWait("10.0.0.1:8082", "10.0.0.2:40002", 1_049_000_000, &snapshot.Process{PID: 4243, Comm: "wget"}),
+				timeWait("10.0.0.1:8082", "10.0.0.2:40002", 1_049_000_000, &proc.Process{Identity: proc.Identity{PID: 4243}, Name: "wget"}),
 				timeWait("10.0.0.1:8082", "10.0.0.3:40003", 31_000_000_000, nil),
 				timeWait("[2001:db8::1]:8082", "[2001:db8::2]:40004", 0, nil),
 				portSocket(tcp, tracer.StateFinWait2, "10.0.0.1:8082", "10.0.0.4:40005"),
@@ -168,7 +173,7 @@ func sampleReports() []whoCase {
 		{"notes on what the report could not cover", &snapshot.PortReport{
 			Port:      3000,
 			Sockets:   []snapshot.PortSocket{portSocket(tcp, tracer.StateListen, "0.0.0.0:3000", "", 5000)},
-			Processes: procs(&snapshot.Process{PID: 5000, Comm: "node", User: "bob", Exe: "/usr/bin/node", Cmdline: "node server.js"}),
+			Processes: procs(&proc.Process{Identity: proc.Identity{PID: 5000}, Name: "node", User: "bob", Exe: "/usr/bin/node", Cmdline: "node server.js"}),
 			Notes: []string{
 				"TIME_WAIT and orphaned sockets not shown: this kernel has no TCP sock_diag (load the tcp_diag module)",
 				"a second note",
@@ -183,11 +188,63 @@ func sampleReports() []whoCase {
 			Port: 6666,
 			Sockets: []snapshot.PortSocket{
 				portSocket(tcp, tracer.StateListen, "0.0.0.0:6666", "", 6666),
-				timeWait("10.0.0.1:6666", "10.0.0.9:41000", 12_000_000_000, &snapshot.Process{PID: 6667, Comm: "x\x1b[31mred\x1b[0m"}),
+				timeWait("10.0.0.1:6666", "10.0.0.9:41000", 12_000_000_000, &proc.Process{Identity: proc.Identity{PID: 6667}, Name: "x\x1b[31mred\x1b[0m"}),
 			},
 			Processes: procs(evil),
 		}},
+		bothSides(),
 	}
+}
+
+// TestWhoTextAll: with --all every socket has a line of its own.
+func TestWhoTextAll(t *testing.T) {
+	var b bytes.Buffer
+	for _, tc := range sampleReports() {
+		if tc.report.Port == 6379 || tc.report.Port == 8000 {
+			fmt.Fprintf(&b, "=== %s\n", tc.name)
+			WhoText(&b, tc.report, WhoOptions{All: true, Now: whoNow})
+			b.WriteString("\n")
+		}
+	}
+	golden(t, "who-all.txt", b.Bytes())
+}
+
+// whoNow is the moment the sample reports are written at.
+var whoNow = time.Date(2026, 12, 1, 14, 0, 0, 0, time.UTC)
+
+// bothSides is a server and, on the same host, the clients connected to
+// it, one of which closed first and left its TIME_WAIT socket, and a
+// container's process: who names each end's process.
+func bothSides() whoCase {
+	server := &proc.Process{Identity: proc.Identity{PID: 1234}, Name: "python3", User: "alice", RSSBytes: 20 << 20,
+		StartTime: whoNow.Add(-90 * time.Second), Exe: "/usr/bin/python3.11", Cmdline: "python3 -m http.server 8000",
+		Ancestors: []proc.Ancestor{{PID: 900, Name: "bash"}, {PID: 1, Name: "init"}}}
+	curl := &proc.Process{Identity: proc.Identity{PID: 30380}, Name: "curl", User: "bob", RSSBytes: 9 << 20,
+		StartTime: whoNow.Add(-2 * time.Second), Exe: "/usr/bin/curl", Cmdline: "curl http://127.0.0.1:8000/"}
+	boxed := &proc.Process{Identity: proc.Identity{PID: 41000}, Name: "wget", User: "root",
+		Cgroup: proc.Cgroup{Path: "/docker/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+			Container: &proc.Container{ID: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", Runtime: "docker"}}}
+	clientTW := timeWait("127.0.0.1:47000", "127.0.0.1:8000", 30e9, nil)
+	return whoCase{name: "both sides on one host", report: &snapshot.PortReport{
+		Port: 8000,
+		Sockets: []snapshot.PortSocket{
+			withFD(portSocket(tracer.ProtoTCP, tracer.StateListen, "127.0.0.1:8000", "", 1234), 3),
+			withFD(portSocket(tracer.ProtoTCP, tracer.StateEstablished, "127.0.0.1:8000", "127.0.0.1:47378", 1234), 4),
+			withFD(portSocket(tracer.ProtoTCP, tracer.StateEstablished, "127.0.0.1:47378", "127.0.0.1:8000", 30380), 5),
+			withFD(portSocket(tracer.ProtoTCP, tracer.StateSynSent, "10.0.0.5:52000", "10.0.0.9:8000", 41000), 7),
+			clientTW,
+		},
+		Processes: procs(server, curl, boxed),
+		Elsewhere: map[uint32]string{},
+	}}
+}
+
+func withFD(s snapshot.PortSocket, fd int32) snapshot.PortSocket {
+	s.FDs = make([]int32, len(s.PIDs))
+	for i := range s.FDs {
+		s.FDs[i] = fd
+	}
+	return s
 }
 
 func TestWhoTextGolden(t *testing.T) {
@@ -199,7 +256,7 @@ func TestWhoTextGolden(t *testing.T) {
 		}
 		ports[tc.report.Port] = tc.name
 		fmt.Fprintf(&b, "=== %s\n", tc.name)
-		WhoText(&b, tc.report)
+		WhoText(&b, tc.report, WhoOptions{Now: whoNow})
 		b.WriteString("\n")
 	}
 	golden(t, "who.txt", b.Bytes())

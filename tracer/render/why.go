@@ -1,7 +1,6 @@
 package render
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -9,7 +8,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/tracer"
-	"github.com/porttrace/porttrace/tracer/snapshot"
+	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/why"
 )
 
@@ -50,7 +49,7 @@ func writeBlockers(w io.Writer, blockers []why.Blocker) {
 		n++
 		fmt.Fprintf(w, "\n%d. %s\n", n, tracer.Printable(b.Reason))
 		if b.Owner != nil {
-			fmt.Fprintf(w, "   held by %s %d", tracer.Printable(b.Owner.Comm), b.Owner.PID)
+			fmt.Fprintf(w, "   held by %s %d", tracer.Printable(b.Owner.Name), b.Owner.PID)
 			if b.Owner.User != "" {
 				fmt.Fprintf(w, " (user %s)", b.Owner.User)
 			}
@@ -66,7 +65,7 @@ func writeBlockers(w io.Writer, blockers []why.Blocker) {
 		b := ownerless[0]
 		fmt.Fprintf(w, "\n%d. %s\n", n, tracer.Printable(b.Reason))
 		if b.Owner != nil {
-			fmt.Fprintf(w, "   owned by %s %d before it closed (seen by porttrace)\n", tracer.Printable(b.Owner.Comm), b.Owner.PID)
+			fmt.Fprintf(w, "   owned by %s %d before it closed (seen by porttrace)\n", tracer.Printable(b.Owner.Name), b.Owner.PID)
 		}
 		writeUnblock(w, b.Unblock)
 		return
@@ -141,10 +140,10 @@ type jsonWhyRequest struct {
 }
 
 type jsonBlocker struct {
-	Socket  jsonSocket        `json:"socket"`
-	Owner   *snapshot.Process `json:"owner,omitempty"`
-	Reason  string            `json:"reason"`
-	Unblock []string          `json:"unblock"`
+	Socket  jsonSocket    `json:"socket"`
+	Owner   *proc.Process `json:"owner,omitempty"`
+	Reason  string        `json:"reason"`
+	Unblock []string      `json:"unblock"`
 }
 
 type jsonVerdict struct {
@@ -166,15 +165,10 @@ func WhyJSON(w io.Writer, v *why.Verdict) error {
 		Free: v.Free, Errno: v.Errno, Blockers: []jsonBlocker{}, Sharing: []jsonSocket{}, Notes: v.Notes,
 	}
 	for _, b := range v.Blockers {
-		out.Blockers = append(out.Blockers, jsonBlocker{Socket: socketJSON(&b.Socket), Owner: b.Owner, Reason: b.Reason, Unblock: b.Unblock})
+		out.Blockers = append(out.Blockers, jsonBlocker{Socket: socketJSON(v.Report, &b.Socket), Owner: b.Owner, Reason: b.Reason, Unblock: b.Unblock})
 	}
 	for _, s := range v.Sharing {
-		out.Sharing = append(out.Sharing, socketJSON(&s))
+		out.Sharing = append(out.Sharing, socketJSON(v.Report, &s))
 	}
-	b, err := json.Marshal(out)
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(append(b, '\n'))
-	return err
+	return writeJSONLine(w, out)
 }

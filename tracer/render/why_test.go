@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 	"github.com/porttrace/porttrace/tracer/why"
 )
@@ -16,7 +17,7 @@ import (
 // by many TIME_WAIT sockets, by one seen owner's TIME_WAIT, and a refusal
 // nothing explains.
 func sampleVerdicts() []why.Verdict {
-	nginx := &snapshot.Process{PID: 1234, Comm: "nginx", User: "www-data"}
+	nginx := &proc.Process{Identity: proc.Identity{PID: 1234}, Name: "nginx", User: "www-data"}
 	listener := portSocket(tracer.ProtoTCP, tracer.StateListen, "0.0.0.0:8080", "", 1234)
 	bound := portSocket(tracer.ProtoTCP, tracer.StateClose, "127.0.0.1:8080", "", 1234)
 	held := &snapshot.PortReport{Port: 8080, Sockets: []snapshot.PortSocket{listener, bound}, Processes: procs(nginx)}
@@ -24,7 +25,7 @@ func sampleVerdicts() []why.Verdict {
 	for i := range 5 {
 		tws = append(tws, timeWait("127.0.0.1:8080", fmt.Sprintf("127.0.0.1:%d", 41000+i), int64(50+i)*1e9, nil))
 	}
-	tws = append(tws, timeWait("127.0.0.1:8080", "127.0.0.1:42000", 12e9, &snapshot.Process{PID: 99, Comm: "java"}))
+	tws = append(tws, timeWait("127.0.0.1:8080", "127.0.0.1:42000", 12e9, &proc.Process{Identity: proc.Identity{PID: 99}, Name: "java"}))
 	sys := why.System{UnprivilegedPortStart: 1024, EphemeralLow: 32768, EphemeralHigh: 60999}
 	lo := netip.MustParseAddr("127.0.0.1")
 	return []why.Verdict{

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/proc"
 
 	"net/netip"
 	"slices"
@@ -46,7 +47,7 @@ type PortSocket struct {
 	FDs  []int32
 	// Seen is the owner porttrace saw for a socket no process holds any
 	// more (TIME_WAIT), if it saw the connection.
-	Seen *Process
+	Seen *proc.Process
 }
 
 // Reuse is what a socket set of SO_REUSEADDR and SO_REUSEPORT, with the
@@ -59,23 +60,21 @@ type Reuse struct {
 	UID   uint32
 }
 
-// Process describes a process holding a socket.
-type Process struct {
-	PID     uint32 `json:"pid"`
-	Comm    string `json:"comm"`
-	User    string `json:"user,omitempty"`
-	Exe     string `json:"exe,omitempty"`
-	Cmdline string `json:"cmdline,omitempty"`
-}
-
 // PortReport answers "who owns this port?".
 type PortReport struct {
 	Port      uint16
 	Sockets   []PortSocket
-	Processes map[uint32]*Process
+	Processes map[uint32]*proc.Process
 	// Notes say what the report could not cover on this system.
 	Notes []string
+	// Elsewhere labels the network namespaces the report covers other
+	// than the caller's own, by inode: their sockets are marked.
+	Elsewhere map[uint32]string
 }
+
+// NamespaceLabel names a socket's network namespace when it is not the
+// caller's own, "" when it is.
+func (r *PortReport) NamespaceLabel(netns uint32) string { return r.Elsewhere[netns] }
 
 // Serves says whether the socket is on the port's serving side: its local
 // end is the port (a listener, a bound or UDP socket, an accepted
@@ -93,20 +92,32 @@ func (r *PortReport) Holds(pid uint32) bool {
 	return slices.ContainsFunc(r.Sockets, func(s PortSocket) bool { return slices.Contains(s.PIDs, pid) })
 }
 
-// Scope says what a local address admits, the question behind most "why
-// can't I bind?" puzzles.
+// Scope says what a local address admits and who can reach it: the
+// question behind most "why can't I connect?" and "why can't I bind?"
+// puzzles. A link-local address keeps its zone (fe80::1%eth0).
 func Scope(addr netip.Addr, v6only bool) string {
+	a := addr.Unmap()
 	switch {
-	case addr.Is4() && addr.IsUnspecified():
-		return "every IPv4 address"
-	case addr.IsUnspecified() && v6only:
-		return "every IPv6 address (IPV6_V6ONLY: no IPv4)"
-	case addr.IsUnspecified():
-		return "every IPv6 address, and IPv4 too"
-	case addr.Unmap().IsLoopback():
-		return "loopback only"
+	case a.Is4() && a.IsUnspecified():
+		return "every IPv4 address: reachable from other hosts"
+	case a.IsUnspecified() && v6only:
+		return "every IPv6 address, no IPv4 (IPV6_V6ONLY): reachable from other hosts"
+	case a.IsUnspecified():
+		return "every IPv6 address and every IPv4 address: reachable from other hosts"
+	case a == netip.AddrFrom4([4]byte{127, 0, 0, 1}):
+		return "127.0.0.1 only: this host; not 127.11.22.33 nor ::1 (localhost may resolve to ::1 first)"
+	case a.Is4() && a.IsLoopback():
+		return a.String() + " only: this host; all of 127/8 is loopback, but each address is its own (not 127.0.0.1)"
+	case a.IsLoopback():
+		return "::1 only: this host; not 127.0.0.1 (localhost resolves here first on many systems)"
+	case a.IsLinkLocalUnicast() && a.Zone() != "":
+		return a.String() + " only: reachable from the link " + a.Zone() + " only"
+	case a.IsLinkLocalUnicast():
+		return a.String() + " only: reachable from its link only"
+	case a.IsPrivate():
+		return a.String() + " only: reachable from the network on its interface (a private address)"
 	}
-	return "this address only"
+	return a.String() + " only: reachable from the network on its interface"
 }
 
 // Connected reports whether a socket is a connection rather than something
@@ -151,7 +162,7 @@ func KeyOf(netns uint32, local, remote netip.AddrPort) SocketKey {
 
 // NameSeen names, for the sockets no process holds, the owners a running
 // porttrace saw.
-func (r *PortReport) NameSeen(seen map[SocketKey]Process) {
+func (r *PortReport) NameSeen(seen map[SocketKey]proc.Process) {
 	for i := range r.Sockets {
 		s := &r.Sockets[i]
 		if p, ok := seen[KeyOf(s.NetNS, s.Local, s.Remote)]; ok && len(s.PIDs) == 0 && p.PID != 0 {

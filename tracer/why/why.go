@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 )
 
@@ -62,7 +63,7 @@ type Blocker struct {
 	Socket snapshot.PortSocket
 	// Owner is who holds it (or, for a socket no process holds, who held
 	// it, if a running porttrace saw it); nil if unknown.
-	Owner *snapshot.Process
+	Owner *proc.Process
 	// Reason says why the kernel refuses the bind because of it.
 	Reason string
 	// Unblock lists what would let the bind succeed, most direct first.
@@ -72,6 +73,8 @@ type Blocker struct {
 // Verdict answers a Request.
 type Verdict struct {
 	Request Request
+	// Report is the snapshot of the port the verdict was made from.
+	Report *snapshot.PortReport
 	// Free says the trial bind succeeded.
 	Free bool
 	// Errno is the trial bind's error name ("EADDRINUSE"), empty if free.
@@ -88,7 +91,7 @@ type Verdict struct {
 // Judge makes the verdict: trial is the errno name of the trial bind ("" if
 // it succeeded), report the port's sockets, sys the namespace's settings.
 func Judge(req Request, report *snapshot.PortReport, sys System, trial string) Verdict {
-	v := Verdict{Request: req, Free: trial == "", Errno: trial}
+	v := Verdict{Request: req, Report: report, Free: trial == "", Errno: trial}
 	for _, s := range report.Sockets {
 		if s.Local.Port() != req.Port || !sameProto(req, &s) || !overlap(req, &s) {
 			continue
@@ -118,7 +121,7 @@ func Blockers(req Request, report *snapshot.PortReport) []Blocker {
 	return sorted(out)
 }
 
-func ownerOf(r *snapshot.PortReport, s *snapshot.PortSocket) *snapshot.Process {
+func ownerOf(r *snapshot.PortReport, s *snapshot.PortSocket) *proc.Process {
 	if len(s.PIDs) > 0 {
 		return r.Processes[s.PIDs[0]]
 	}

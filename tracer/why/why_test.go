@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 )
 
@@ -92,13 +93,13 @@ func TestConflicts(t *testing.T) {
 func TestJudgeTrustsTheTrial(t *testing.T) {
 	report := &snapshot.PortReport{Port: 8080, Sockets: []snapshot.PortSocket{
 		sock(tracer.ProtoTCP, tracer.StateListen, "0.0.0.0:8080", 1),
-	}, Processes: map[uint32]*snapshot.Process{1: {PID: 1, Comm: "server"}}}
+	}, Processes: map[uint32]*proc.Process{1: {Identity: proc.Identity{PID: 1}, Name: "server"}}}
 	req := Request{Port: 8080, ReusePort: true}
 	if v := Judge(req, report, System{}, ""); !v.Free || len(v.Blockers) != 0 || len(v.Sharing) != 1 {
 		t.Errorf("trial succeeded: got %+v, want free, sharing the listener", v)
 	}
 	v := Judge(req, report, System{}, "EADDRINUSE")
-	if v.Free || len(v.Blockers) != 1 || v.Blockers[0].Owner == nil || v.Blockers[0].Owner.Comm != "server" {
+	if v.Free || len(v.Blockers) != 1 || v.Blockers[0].Owner == nil || v.Blockers[0].Owner.Name != "server" {
 		t.Errorf("trial failed: got %+v, want the listener as blocker, owned by server", v)
 	}
 	empty := &snapshot.PortReport{Port: 8080}
