@@ -52,6 +52,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return who(ctx, args[1:], stdout, stderr)
 		case "why":
 			return whyCmd(ctx, args[1:], stdout, stderr)
+		case "free":
+			return freeCmd(ctx, args[1:], os.Stdin, stdout, stderr)
 		}
 	}
 	f, err := parseFlags(args, stderr)

@@ -9,9 +9,17 @@ import (
 	"testing"
 )
 
+// testRoles are processes a test runs as the test binary itself, chosen by
+// PORTTRACE_TEST_ROLE; platform test files add theirs.
+var testRoles = map[string]func(){}
+
 // TestMain lets a test run porttrace as its own process, as an operator
 // would: PORTTRACE_ARGS holds the command line.
 func TestMain(m *testing.M) {
+	if role, ok := testRoles[os.Getenv("PORTTRACE_TEST_ROLE")]; ok {
+		role()
+		os.Exit(0)
+	}
 	if args, ok := os.LookupEnv("PORTTRACE_ARGS"); ok {
 		os.Args = append([]string{"porttrace"}, strings.Fields(args)...)
 		main()

@@ -35,6 +35,7 @@ package proc
 
 import (
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/porttrace/porttrace/tracer"
@@ -137,4 +138,24 @@ func (p *Process) CmdlineText(max int) string {
 		max--
 	}
 	return tracer.Printable(s)
+}
+
+// Manager says what would start the process again if it stopped (a systemd
+// unit, a container runtime, the kubelet) and the command that stops that
+// instead; both empty where nothing would.
+func (p *Process) Manager() (what, stop string) {
+	short := func(id string) string { return id[:min(12, len(id))] }
+	switch {
+	case p.Container != nil && p.Container.PodUID != "":
+		return "Kubernetes pod " + p.Container.PodUID + ", container " + short(p.Container.ID), "kubectl delete or scale the pod"
+	case p.Container != nil && p.Container.Runtime != "":
+		return p.Container.Runtime + " container " + short(p.Container.ID), p.Container.Runtime + " stop " + short(p.Container.ID)
+	case p.Container != nil:
+		return "container " + short(p.Container.ID), "stop the container " + short(p.Container.ID)
+	case p.Unit != "" && p.UserManager != "":
+		return "systemd user unit " + p.Unit, "systemctl --user stop " + p.Unit
+	case strings.HasSuffix(p.Unit, ".service"):
+		return "systemd unit " + p.Unit, "systemctl stop " + p.Unit
+	}
+	return "", ""
 }

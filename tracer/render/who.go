@@ -184,23 +184,11 @@ func writeProcess(w io.Writer, r *snapshot.PortReport, pid uint32, serving bool,
 // restartedBy says what would start the process again if it stopped, and
 // how to stop that instead.
 func restartedBy(p *proc.Process) string {
-	switch {
-	case p.Container != nil && p.Container.PodUID != "":
-		return fmt.Sprintf("Kubernetes pod %s, container %s: the kubelet restarts it (delete or scale the pod instead)", p.Container.PodUID, shortID(p.Container.ID))
-	case p.Container != nil:
-		rt := p.Container.Runtime
-		if rt == "" {
-			rt = "a container runtime"
-		}
-		return fmt.Sprintf("%s container %s (%s stop %s)", rt, shortID(p.Container.ID), orDash(p.Container.Runtime), shortID(p.Container.ID))
-	case p.Unit != "" && p.UserManager != "":
-		return fmt.Sprintf("systemd user unit %s (systemctl --user stop %s)", tracer.Printable(p.Unit), tracer.Printable(p.Unit))
-	case strings.HasSuffix(p.Unit, ".service"):
-		return fmt.Sprintf("systemd unit %s (systemctl stop %s; it may restart it otherwise)", tracer.Printable(p.Unit), tracer.Printable(p.Unit))
-	case p.Unit != "":
-		return fmt.Sprintf("systemd %s", tracer.Printable(p.Unit))
+	what, stop := p.Manager()
+	if what == "" {
+		return ""
 	}
-	return ""
+	return tracer.Printable(what) + " (" + tracer.Printable(stop) + ")"
 }
 
 func fdText(s *snapshot.PortSocket, i int) string {
