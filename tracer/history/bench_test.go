@@ -37,7 +37,6 @@ func BenchmarkHistoryWrite(b *testing.B) {
 		b.Run(bench.name, func(b *testing.B) {
 			// No retention: the benchmark measures growth.
 			s := openStore(b, b.TempDir(), Options{MaxBytes: 4 << 30})
-			defer s.Close()
 			before := s.usedBytes()
 			b.ReportAllocs()
 			b.ResetTimer()

@@ -98,7 +98,6 @@ func TestKill9LosesUnderASecond(t *testing.T) {
 	}
 
 	s := openStore(t, dir, Options{})
-	defer s.Close()
 	checkConsistent(t, s)
 	pids := failedBindPIDs(t, s)
 	var last FailedBind
@@ -158,7 +157,6 @@ func TestFullDisk(t *testing.T) {
 	opts := longFacts
 	opts.Logf = log.logf
 	s := openStore(t, dir, opts)
-	defer s.Close()
 	i := 0
 	for ; s.Err() == nil; i++ {
 		if i == 100000 {

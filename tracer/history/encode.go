@@ -78,6 +78,9 @@ const valueVersion = 1
 
 type encoder struct{ b []byte }
 
+// versioned starts a value.
+func versioned(dst []byte) encoder { return encoder{append(dst, valueVersion)} }
+
 func (e *encoder) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
 func (e *encoder) varint(v int64)   { e.b = binary.AppendVarint(e.b, v) }
 func (e *encoder) str(s string) {
@@ -108,23 +111,25 @@ type decoder struct {
 	err error
 }
 
-func (d *decoder) uvarint() uint64 {
-	v, n := binary.Uvarint(d.b)
+// advance moves past n bytes just read, or marks the value corrupt if
+// reading failed (n <= 0).
+func (d *decoder) advance(n int) {
 	if n <= 0 {
 		d.err, d.b = errCorrupt, nil
-		return 0
+		return
 	}
 	d.b = d.b[n:]
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	d.advance(n)
 	return v
 }
 
 func (d *decoder) varint() int64 {
 	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.err, d.b = errCorrupt, nil
-		return 0
-	}
-	d.b = d.b[n:]
+	d.advance(n)
 	return v
 }
 
@@ -183,8 +188,7 @@ type storedHolder struct {
 }
 
 func (h *storedHolder) encode(dst []byte) []byte {
-	e := encoder{dst}
-	e.b = append(e.b, valueVersion)
+	e := versioned(dst)
 	e.socket(&h.Socket)
 	e.process(&h.Owner)
 	e.b = append(e.b, byte(h.Via), byte(h.End))
@@ -208,8 +212,7 @@ func decodeHolder(v []byte) (storedHolder, error) {
 }
 
 func (f *FailedBind) encode(dst []byte) []byte {
-	e := encoder{dst}
-	e.b = append(e.b, valueVersion)
+	e := versioned(dst)
 	e.varint(f.TimeNs)
 	e.socket(&f.Socket)
 	e.varint(int64(f.Errno))
@@ -225,8 +228,7 @@ func decodeFailedBind(v []byte) (FailedBind, error) {
 }
 
 func (o *OwnerChange) encode(dst []byte) []byte {
-	e := encoder{dst}
-	e.b = append(e.b, valueVersion)
+	e := versioned(dst)
 	e.varint(o.TimeNs)
 	e.socket(&o.Socket)
 	e.process(&o.From)

@@ -3,6 +3,7 @@ package history
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -80,12 +81,15 @@ func (l *logLines) count() int {
 	return len(l.lines)
 }
 
+// openStore opens a store that the test's end closes, if the test did
+// not.
 func openStore(t testing.TB, dir string, opts Options) *Store {
 	t.Helper()
 	s, err := Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close() })
 	return s
 }
 
@@ -115,7 +119,6 @@ func query(t *testing.T, s *Store, port uint16) Result {
 
 func TestListenerLife(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
-	defer s.Close()
 	feed(t, s,
 		bindRec(at(0), tracer.ProtoTCP, 8080, 100, "nginx", 0),
 		listenRec(at(time.Second), 8080, 100, "nginx"),
@@ -165,7 +168,6 @@ func checkHolders(t *testing.T, got, want []Holder) {
 // go last, and when.
 func TestFreePortLastHolder(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
-	defer s.Close()
 	feed(t, s,
 		listenRec(at(0), 9000, 1, "a"),
 		listenRec(at(time.Second), 9000, 2, "b"),
@@ -190,7 +192,6 @@ func TestFailedBinds(t *testing.T) {
 		facts = append(facts, p.PID) // the writer goroutine, one at a time
 		p.Exe, p.StartNs = "/usr/bin/"+p.Comm, 42
 	}})
-	defer s.Close()
 	var recs []tracer.Record
 	for i := range 5 {
 		recs = append(recs, bindRec(at(time.Duration(i)*time.Second), tracer.ProtoTCP, 8080, uint32(10+i), "srv", 98))
@@ -230,7 +231,6 @@ func TestFailedBinds(t *testing.T) {
 // port, connections out under the remote port, per minute.
 func TestConnectionCounts(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
-	defer s.Close()
 	recs := []tracer.Record{listenRec(at(0), 8080, 1, "srv")}
 	for i := range 3 {
 		sport := uint16(50000 + i)
@@ -254,38 +254,25 @@ func TestConnectionCounts(t *testing.T) {
 		{MinuteNs: at(0), Inbound: ConnCounts{Opened: 3, Closed: 3}},
 		{MinuteNs: at(time.Minute), Inbound: ConnCounts{Opened: 1, Closed: 1}},
 	}
-	if got := query(t, s, 8080).Connections; !equalConnections(got, want) {
+	if got := query(t, s, 8080).Connections; !slices.Equal(got, want) {
 		t.Errorf("port 8080:\n got %+v\nwant %+v", got, want)
 	}
 	want = []Connections{{MinuteNs: at(time.Minute), Outbound: ConnCounts{Opened: 1}}}
-	if got := query(t, s, 5432).Connections; !equalConnections(got, want) {
+	if got := query(t, s, 5432).Connections; !slices.Equal(got, want) {
 		t.Errorf("port 5432:\n got %+v\nwant %+v", got, want)
 	}
 	// Counts of one minute that reach the writer in several flushes add
 	// up.
 	feed(t, s, stateRec(at(85*time.Second), tracer.StateSynSent, tracer.StateEstablished, 40002, 5432, 9, tracer.OwnerConnect))
 	want[0].Outbound.Opened = 2
-	if got := query(t, s, 5432).Connections; !equalConnections(got, want) {
+	if got := query(t, s, 5432).Connections; !slices.Equal(got, want) {
 		t.Errorf("port 5432 after a second flush:\n got %+v\nwant %+v", got, want)
 	}
-}
-
-func equalConnections(a, b []Connections) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestOwnerChange: a supervisor binds, a worker listens on its socket.
 func TestOwnerChange(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
-	defer s.Close()
 	feed(t, s,
 		bindRec(at(0), tracer.ProtoTCP, 443, 1, "supervisor", 0),
 		listenRec(at(time.Second), 443, 2, "worker"),
@@ -306,7 +293,6 @@ func TestOwnerChange(t *testing.T) {
 // when its connection ends.
 func TestBoundSocketEnds(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
-	defer s.Close()
 	feed(t, s,
 		bindRec(at(0), tracer.ProtoTCP, 40000, 5, "client", 0),
 		stateRec(at(time.Second), tracer.StateClose, tracer.StateSynSent, 40000, 80, 5, tracer.OwnerConnect),
@@ -324,7 +310,6 @@ func TestBoundSocketEnds(t *testing.T) {
 // do not pile up as open holders.
 func TestBoundedOpenHolders(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
-	defer s.Close()
 	var recs []tracer.Record
 	for i := range 3 * maxOpenBound {
 		recs = append(recs, bindRec(at(time.Duration(i)*time.Second), tracer.ProtoUDP, 5353, uint32(100+i), "mdns", 0))
@@ -364,11 +349,10 @@ func TestRestartKeepsHistory(t *testing.T) {
 	}
 
 	s = openStore(t, dir, Options{})
-	defer s.Close()
 	after := query(t, s, 8080)
 	checkHolders(t, after.Holders, before.Holders)
 	if len(after.FailedBinds) != 1 || after.FailedBinds[0] != before.FailedBinds[0] ||
-		!equalConnections(after.Connections, before.Connections) || len(after.Connections) != 1 {
+		!slices.Equal(after.Connections, before.Connections) || len(after.Connections) != 1 {
 		t.Errorf("after a restart:\n got %+v\nwant %+v", after, before)
 	}
 
@@ -412,7 +396,6 @@ func TestBadOptions(t *testing.T) {
 // TestRecordAllocates nothing, for every kind of record.
 func TestRecordAllocates(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
-	defer s.Close()
 	recs := []tracer.Record{
 		bindRec(at(0), tracer.ProtoTCP, 8080, 1, "a", 0),
 		listenRec(at(0), 8080, 1, "a"),

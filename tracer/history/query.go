@@ -48,20 +48,10 @@ func (s *Store) Query(port uint16, since, until time.Time) (Result, error) {
 		if err != nil {
 			return err
 		}
-		err = scanPort(tx.Bucket(bucketFailedBinds), port, sinceNs, untilNs, func(v []byte) error {
-			f, err := decodeFailedBind(v)
-			r.FailedBinds = append(r.FailedBinds, f)
-			return err
-		})
-		if err != nil {
+		if err := collect(tx.Bucket(bucketFailedBinds), port, sinceNs, untilNs, decodeFailedBind, &r.FailedBinds); err != nil {
 			return err
 		}
-		err = scanPort(tx.Bucket(bucketOwnerChanges), port, sinceNs, untilNs, func(v []byte) error {
-			o, err := decodeOwnerChange(v)
-			r.OwnerChanges = append(r.OwnerChanges, o)
-			return err
-		})
-		if err != nil {
+		if err := collect(tx.Bucket(bucketOwnerChanges), port, sinceNs, untilNs, decodeOwnerChange, &r.OwnerChanges); err != nil {
 			return err
 		}
 		c := tx.Bucket(bucketConnections).Cursor()
@@ -88,6 +78,16 @@ func scanPort(b *bolt.Bucket, port uint16, sinceNs, untilNs int64, fn func(v []b
 		}
 	}
 	return nil
+}
+
+// collect appends to dst the decoded values of port's event keys from
+// sinceNs to untilNs.
+func collect[T any](b *bolt.Bucket, port uint16, sinceNs, untilNs int64, decode func([]byte) (T, error), dst *[]T) error {
+	return scanPort(b, port, sinceNs, untilNs, func(v []byte) error {
+		x, err := decode(v)
+		*dst = append(*dst, x)
+		return err
+	})
 }
 
 // LastHolder is who holds port now, or held it last: among the holders

@@ -34,7 +34,6 @@ func TestRetentionByAge(t *testing.T) {
 
 	// Retention runs at Open, and every minute after.
 	s = openStore(t, dir, Options{})
-	defer s.Close()
 	r := query(t, s, 1000)
 	if len(r.Holders) != 1 || r.Holders[0].Owner.PID != 4 {
 		t.Errorf("port 1000: %+v, want only the recent holder", r.Holders)
@@ -108,7 +107,6 @@ func TestRetentionBySize(t *testing.T) {
 	opts := longFacts
 	opts.MaxBytes = 4 << 20
 	s := openStore(t, t.TempDir(), opts)
-	defer s.Close()
 	// A holder whose start porttrace did not see is at time 0: it must
 	// not make retention take everything in one step.
 	feed(t, s, listenCloseRec(at(0), 9000, 1, "old"))
@@ -145,7 +143,6 @@ func TestCompactOnLowerLimit(t *testing.T) {
 
 	opts.MaxBytes = 4 << 20
 	s = openStore(t, dir, opts)
-	defer s.Close()
 	if size := s.Size(); size > opts.MaxBytes {
 		t.Errorf("after Open with a %d-byte limit the file is %d bytes (was %d)", opts.MaxBytes, size, before)
 	}

@@ -192,14 +192,36 @@ func (t *txn) openHolders(c *change) ([]openHolder, error) {
 	var list []openHolder
 	cur := t.open.Cursor()
 	for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
-		o := openHolder{openKey: bytes.Clone(k)}
-		var err error
-		if o.storedHolder, err = decodeHolder(t.holders.Get(o.holderKey())); err != nil {
+		o, err := t.openHolder(k)
+		if err != nil {
 			return nil, err
 		}
 		list = append(list, o)
 	}
 	return list, nil
+}
+
+func (t *txn) openHolder(openKey []byte) (openHolder, error) {
+	o := openHolder{openKey: bytes.Clone(openKey)}
+	var err error
+	o.storedHolder, err = decodeHolder(t.holders.Get(o.holderKey()))
+	return o, err
+}
+
+// pick returns the open holder of the change's protocol and port that
+// fits, the one that beats the others if better is set; nil if none fits.
+func (t *txn) pick(c *change, fits func(o *openHolder) bool, better func(a, b *openHolder) bool) (*openHolder, error) {
+	list, err := t.openHolders(c)
+	if err != nil {
+		return nil, err
+	}
+	var best *openHolder
+	for i := range list {
+		if o := &list[i]; fits(o) && (best == nil || better != nil && better(o, best)) {
+			best = o
+		}
+	}
+	return best, nil
 }
 
 // start stores a new holder and indexes it as open (unless it already
@@ -236,28 +258,29 @@ func (t *txn) newHolder(c *change, via tracer.OwnerVia) storedHolder {
 	return storedHolder{Holder: Holder{Socket: c.socket, Owner: t.s.process(c), Via: via, FromNs: c.timeNs}}
 }
 
+// bound starts a holder for a bound socket, unless its process already
+// holds the address (more sockets of one holder: SO_REUSEPORT), ending
+// the oldest bound-only holder of the port first if it has maxOpenBound.
 func (t *txn) bound(c *change) error {
 	list, err := t.openHolders(c)
 	if err != nil {
 		return err
 	}
-	var bound []*openHolder
+	var oldest *openHolder
+	boundOnly := 0
 	for i := range list {
 		o := &list[i]
 		if o.sameSocket(c) && o.Owner.PID == c.pid {
-			return nil // more sockets of one holder (SO_REUSEPORT)
+			return nil
 		}
 		if o.ListenNs == 0 {
-			bound = append(bound, o)
-		}
-	}
-	if len(bound) >= maxOpenBound {
-		oldest := bound[0]
-		for _, o := range bound[1:] {
-			if o.FromNs < oldest.FromNs {
+			boundOnly++
+			if oldest == nil || o.FromNs < oldest.FromNs {
 				oldest = o
 			}
 		}
+	}
+	if boundOnly >= maxOpenBound {
 		if err := t.end(oldest, c.timeNs, EndUnseen); err != nil {
 			return err
 		}
@@ -266,27 +289,24 @@ func (t *txn) bound(c *change) error {
 	return t.start(&h)
 }
 
+// listening marks the process's bound socket as listening; a socket
+// another process bound passes to the listener (handOver); else a holder
+// starts.
 func (t *txn) listening(c *change) error {
-	list, err := t.openHolders(c)
+	o, err := t.pick(c,
+		func(o *openHolder) bool { return o.sameSocket(c) && o.ListenNs == 0 },
+		func(a, _ *openHolder) bool { return a.Owner.PID == c.pid })
 	if err != nil {
 		return err
 	}
-	var other *openHolder
-	for i := range list {
-		o := &list[i]
-		if !o.sameSocket(c) || o.ListenNs != 0 {
-			continue
-		}
-		if o.Owner.PID == c.pid {
-			o.ListenNs = c.timeNs
-			return t.update(o)
-		}
-		other = o
+	if o != nil && o.Owner.PID == c.pid {
+		o.ListenNs = c.timeNs
+		return t.update(o)
 	}
 	h := t.newHolder(c, tracer.OwnerListen)
 	h.ListenNs = c.timeNs
-	if other != nil {
-		return t.handOver(other, &h, tracer.OwnerListen)
+	if o != nil {
+		return t.handOver(o, &h, tracer.OwnerListen)
 	}
 	return t.start(&h)
 }
@@ -303,20 +323,17 @@ func (t *txn) handOver(from *openHolder, to *storedHolder, via tracer.OwnerVia) 
 	return t.putEvent(t.owners, to.Socket.Port, to.FromNs, oc.encode(nil))
 }
 
+// listenClosed ends the listener's holder, its process's if several
+// listen on the address.
 func (t *txn) listenClosed(c *change) error {
-	list, err := t.openHolders(c)
+	o, err := t.pick(c,
+		func(o *openHolder) bool { return o.sameSocket(c) && o.ListenNs != 0 },
+		func(a, _ *openHolder) bool { return a.Owner.PID == c.pid })
 	if err != nil {
 		return err
 	}
-	var match *openHolder
-	for i := range list {
-		o := &list[i]
-		if o.sameSocket(c) && o.ListenNs != 0 && (match == nil || o.Owner.PID == c.pid) {
-			match = o
-		}
-	}
-	if match != nil {
-		return t.end(match, c.timeNs, EndClosed)
+	if o != nil {
+		return t.end(o, c.timeNs, EndClosed)
 	}
 	// It listened before porttrace looked: keep who let go, and when.
 	h := t.newHolder(c, c.via)
@@ -328,42 +345,33 @@ func (t *txn) listenClosed(c *change) error {
 // the port: a socket bound before connect() makes the connection, from
 // whatever local address.
 func (t *txn) connEnded(c *change) error {
-	list, err := t.openHolders(c)
-	if err != nil {
+	o, err := t.pick(c,
+		func(o *openHolder) bool {
+			return o.ListenNs == 0 && o.Owner.PID == c.pid && o.Socket.NetNS == c.socket.NetNS
+		},
+		func(a, b *openHolder) bool { return a.FromNs < b.FromNs })
+	if err != nil || o == nil {
 		return err
 	}
-	var match *openHolder
-	for i := range list {
-		o := &list[i]
-		if o.ListenNs == 0 && o.Owner.PID == c.pid && o.Socket.NetNS == c.socket.NetNS &&
-			(match == nil || o.FromNs < match.FromNs) {
-			match = o
-		}
-	}
-	if match == nil {
-		return nil
-	}
-	return t.end(match, c.timeNs, EndClosed)
+	return t.end(o, c.timeNs, EndClosed)
 }
 
 // seen continues the open holder of an earlier run that the snapshot
-// found again, or starts one.
+// found again, or starts one. A listener is one socket each (one LISTEN ->
+// CLOSE ends it); a process's bound sockets on one address are one holder.
 func (t *txn) seen(c *change) error {
-	list, err := t.openHolders(c)
+	o, err := t.pick(c, func(o *openHolder) bool {
+		return o.sameSocket(c) && o.Owner.PID == c.pid && (o.run != t.s.run || !c.listening)
+	}, nil)
 	if err != nil {
 		return err
 	}
-	for i := range list {
-		o := &list[i]
-		// A listener is one socket each (one LISTEN -> CLOSE ends it);
-		// a process's bound sockets on one address are one holder.
-		if o.sameSocket(c) && o.Owner.PID == c.pid && (o.run != t.s.run || !c.listening) {
-			o.run = t.s.run
-			if c.listening && o.ListenNs == 0 {
-				o.ListenNs = c.timeNs
-			}
-			return t.update(o)
+	if o != nil {
+		o.run = t.s.run
+		if c.listening && o.ListenNs == 0 {
+			o.ListenNs = c.timeNs
 		}
+		return t.update(o)
 	}
 	h := t.newHolder(c, tracer.OwnerSnapshot)
 	if c.listening {
@@ -378,9 +386,8 @@ func (t *txn) seenAll(c *change) error {
 	var gone []openHolder
 	cur := t.open.Cursor()
 	for k, _ := cur.First(); k != nil; k, _ = cur.Next() {
-		o := openHolder{openKey: bytes.Clone(k)}
-		var err error
-		if o.storedHolder, err = decodeHolder(t.holders.Get(o.holderKey())); err != nil {
+		o, err := t.openHolder(k)
+		if err != nil {
 			return err
 		}
 		if o.run != t.s.run {
