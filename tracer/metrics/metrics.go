@@ -24,6 +24,9 @@
 //	porttrace_index_sockets                            gauge: sockets in the published index
 //	process_*, go_*                                    the standard process and Go runtime collectors (memory)
 //
+// The sockets the gauges count are those of the index: the ones whose
+// owner porttrace knows (after a seeded start, nearly all).
+//
 // TIME_WAIT sockets per port are porttrace_tcp_sockets{state="time_wait"}:
 // a port keeps its label after its listener goes, so the TIME_WAIT left
 // behind by a server that stopped stays visible on its port. State label
