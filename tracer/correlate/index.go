@@ -53,6 +53,15 @@ func (x *Index) ByLocalPort(port uint16) []Owned {
 	return x.sockets[lo:hi:hi]
 }
 
+// Sockets returns every socket the index holds, sorted by local port. The
+// slice is shared: readers must not change it.
+func (x *Index) Sockets() []Owned {
+	if x == nil {
+		return nil
+	}
+	return x.sockets[:len(x.sockets):len(x.sockets)]
+}
+
 // Len is how many sockets the index holds.
 func (x *Index) Len() int {
 	if x == nil {
