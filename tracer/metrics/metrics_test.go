@@ -14,6 +14,7 @@ import (
 
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/correlate"
+	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 )
 
@@ -131,7 +132,7 @@ func scrape(t *testing.T, m *Metrics) string {
 
 // seededLoop publishes an index of the sockets given.
 func seededLoop(sockets ...snapshot.PortSocket) *correlate.Loop {
-	r := &snapshot.PortReport{Processes: map[uint32]*snapshot.Process{1: {PID: 1, Comm: "srv"}}}
+	r := &snapshot.PortReport{Processes: map[uint32]*proc.Process{1: {Identity: proc.Identity{PID: 1}, Name: "srv"}}}
 	for i := range sockets {
 		sockets[i].Proto, sockets[i].Family, sockets[i].Sock = tracer.ProtoTCP, tracer.FamilyIPv4, tracer.SockID(i+1)
 		sockets[i].PIDs = []uint32{1}
