@@ -166,7 +166,7 @@ func loopbackCase(t *testing.T, listenHost, dialHost string, first closer, probe
 	port := freePort(t, listenHost)
 	listenAddr := net.JoinHostPort(listenHost, strconv.Itoa(int(port)))
 	dialAddr := net.JoinHostPort(dialHost, strconv.Itoa(int(port)))
-	rec, _ := traceHooks(t, tracer.Config{Port: port, Probe: probe}, table)
+	rec, _ := traceHooks(t, tracer.Config{Ports: tracer.Ports{port}, Probe: probe}, table)
 
 	server := startRole(t, "server", listenAddr, first)
 	listenerPID, acceptorPID := uint32(server.cmd.Process.Pid), server.childPID(t)
@@ -291,7 +291,7 @@ func TestKernelBindEADDRINUSE(t *testing.T) {
 	needPrivileges(t)
 	port := freePort(t, "127.0.0.1")
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
-	rec, _ := trace(t, tracer.Config{Port: port})
+	rec, _ := trace(t, tracer.Config{Ports: tracer.Ports{port}})
 
 	server := startRole(t, "server", addr, clientFirst)
 	server.childPID(t)
@@ -320,7 +320,7 @@ func TestKernelBindEADDRINUSE(t *testing.T) {
 func TestKernelPortFilter(t *testing.T) {
 	needPrivileges(t)
 	watched, other := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
-	rec, _ := trace(t, tracer.Config{Port: watched})
+	rec, _ := trace(t, tracer.Config{Ports: tracer.Ports{watched}})
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(other)))
 	server := startRole(t, "server", addr, clientFirst)
 	server.childPID(t)
@@ -525,7 +525,7 @@ func programIDs(t *testing.T) []ebpf.ProgramID {
 func TestKernelFamilyFilterInKernel(t *testing.T) {
 	needPrivileges(t)
 	port := freePort(t, "127.0.0.1")
-	rec, _ := trace(t, tracer.Config{Port: port, Family: tracer.FamilyIPv6})
+	rec, _ := trace(t, tracer.Config{Ports: tracer.Ports{port}, Family: tracer.FamilyIPv6})
 	loopbackTraffic(t, port)
 	l, err := net.Listen("tcp6", net.JoinHostPort("::1", strconv.Itoa(int(port))))
 	if err != nil {

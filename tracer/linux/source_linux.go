@@ -175,7 +175,8 @@ func loadSpec(cfg tracer.Config, k *kernel, chosen []choice) (*ebpf.CollectionSp
 		return nil, err
 	}
 	for name, value := range map[string]any{
-		bpf.PorttraceVarFilterPort:         cfg.Port,
+		bpf.PorttraceVarFilterPortsOn:      len(cfg.Ports) > 0,
+		bpf.PorttraceVarFilterPorts:        portBitmap(cfg.Ports),
 		bpf.PorttraceVarFilterFamily:       family,
 		bpf.PorttraceVarTwTimerHandlerAddr: k.twTimerHandler,
 		bpf.PorttraceVarJiffyNs:            jiffy,
@@ -186,6 +187,16 @@ func loadSpec(cfg tracer.Config, k *kernel, chosen []choice) (*ebpf.CollectionSp
 		}
 	}
 	return spec, nil
+}
+
+// portBitmap is the programs' filter_ports: bit p%8 of byte p/8 set for
+// every watched port p.
+func portBitmap(ports tracer.Ports) *[65536 / 8]byte {
+	var bitmap [65536 / 8]byte
+	for _, p := range ports {
+		bitmap[p/8] |= 1 << (p % 8)
+	}
+	return &bitmap
 }
 
 // Hooks implements Source.
