@@ -2,45 +2,50 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"time"
 
-	"github.com/spf13/pflag"
-
+	"github.com/porttrace/porttrace/cmd/internal/clidoc"
+	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/api"
 	"github.com/porttrace/porttrace/tracer/render"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 )
 
-// who answers "who owns this port?" once and exits: status 0 when a process
-// holds the port, 1 when none does, so scripts can test it.
-func who(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := pflag.NewFlagSet("porttrace who", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: porttrace who PORT [--json]\n\nEvery process that holds PORT (1-65535 or a service name), with what it holds;\nexit status 1 if no process holds it.\n\nFlags:\n%s", fs.FlagUsages())
-	}
+// whoCommand answers "who owns this port?" once and exits: status 0 when a
+// process holds the port, 1 when none does, so scripts can test it.
+func whoCommand() *command {
+	fs := newFlagSet("porttrace who")
 	asJSON := fs.Bool("json", false, "print one JSON object (fields in the README)")
-	if err := fs.Parse(args); err != nil {
-		if err == pflag.ErrHelp {
-			return err
-		}
-		return usageError("%v", err)
+	return &command{
+		doc: &clidoc.Command{
+			Name:    "who",
+			Args:    "PORT",
+			Summary: "say once which processes hold PORT, and who owned its TIME_WAIT sockets",
+			Description: `Every process that holds PORT (1-65535 or a service name), with what it
+holds; exit status 1 if no process holds it.`,
+			Flags: fs,
+		},
+		run: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+			if len(args) != 1 {
+				return usageError("who takes one port, e.g. porttrace who 8080")
+			}
+			port, err := tracer.ParsePort(args[0])
+			if err != nil {
+				return usageError("%v", err)
+			}
+			return who(ctx, port, *asJSON, stdout)
+		},
 	}
-	if fs.NArg() != 1 {
-		return usageError("who takes one port, e.g. porttrace who 8080")
-	}
-	port, err := parsePort(fs.Arg(0))
-	if err != nil {
-		return err
-	}
+}
+
+func who(ctx context.Context, port uint16, asJSON bool, stdout io.Writer) error {
 	report, err := snapshotPort(port)
 	if err != nil {
 		return err
 	}
 	nameSeen(ctx, report)
-	if *asJSON {
+	if asJSON {
 		err = render.WhoJSON(stdout, report)
 	} else {
 		render.WhoText(stdout, report)
