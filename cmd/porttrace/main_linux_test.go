@@ -355,3 +355,207 @@ func TestAskedWhileStopping(t *testing.T) {
 		t.Error("the watch answered no question while it ran")
 	}
 }
+
+// connectLoop makes loopback connections to port until the returned
+// function is called: traffic for a watch to print.
+func connectLoop(t *testing.T, port int) (stop func()) {
+	t.Helper()
+	l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if c, err := net.Dial("tcp4", l.Addr().String()); err == nil {
+				c.Close()
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+		l.Close()
+	}
+}
+
+// waitExit waits for the watch to end, at most 10s (a hang detector), and
+// returns its exit status.
+func waitExit(t *testing.T, watch *exec.Cmd, stderr *bytes.Buffer) int {
+	t.Helper()
+	exited := make(chan error, 1)
+	go func() { exited <- watch.Wait() }()
+	select {
+	case err := <-exited:
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			if !exit.Exited() {
+				t.Fatalf("watch ended by %v; stderr: %s", exit, stderr.String())
+			}
+			return exit.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the watch did not stop within 10s; stderr: %s", stderr.String())
+	}
+	return -1
+}
+
+// checkSocketRemoved: the watch removed its API socket on the way out.
+func checkSocketRemoved(t *testing.T, pid int) {
+	t.Helper()
+	if _, err := os.Stat(api.WatchSocket(pid)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the watch left its socket behind: %v", err)
+	}
+}
+
+// stderrLines are the lines a watch wrote to stderr after the one saying
+// what it watches.
+func stderrLines(t *testing.T, stderr *bytes.Buffer) []string {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+	if !strings.HasPrefix(lines[0], "porttrace: watching port ") {
+		t.Fatalf("the first line on stderr does not say what is watched: %q", lines[0])
+	}
+	return lines[1:]
+}
+
+// TestReaderGone: porttrace | head -1 prints the column header and stops
+// quietly, exit status 0, as soon as it next writes, removing its socket.
+func TestReaderGone(t *testing.T) {
+	needRoot(t)
+	port := freeLoopbackPort(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := exec.Command("head", "-1")
+	head.Stdin = r
+	var headOut bytes.Buffer
+	head.Stdout = &headOut
+	if err := head.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	watch, stderr := startWatch(t, w, "--port", strconv.Itoa(port))
+	w.Close()
+	if err := head.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	stop := connectLoop(t, port)
+	defer stop()
+	if code := waitExit(t, watch, stderr); code != 0 {
+		t.Errorf("exit status %d, want 0; stderr: %s", code, stderr.String())
+	}
+	if !strings.HasPrefix(headOut.String(), "TIME ") {
+		t.Errorf("head read %q, want the column header", headOut.String())
+	}
+	if lines := stderrLines(t, stderr); len(lines) > 0 {
+		t.Errorf("a watch whose reader has gone said more: %q", lines)
+	}
+	checkSocketRemoved(t, watch.Process.Pid)
+}
+
+// TestOutputFails: with stdout on /dev/full the watch stops at once, with
+// one line naming the error and exit status 1.
+func TestOutputFails(t *testing.T) {
+	needRoot(t)
+	port := freeLoopbackPort(t)
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer full.Close()
+	watch, stderr := startWatch(t, full, "--port", strconv.Itoa(port))
+	stop := connectLoop(t, port)
+	defer stop()
+	if code := waitExit(t, watch, stderr); code != 1 {
+		t.Errorf("exit status %d, want 1; stderr: %s", code, stderr.String())
+	}
+	want := "porttrace: writing output: write /dev/stdout: no space left on device"
+	if lines := stderrLines(t, stderr); len(lines) != 1 || lines[0] != want {
+		t.Errorf("stderr after the first line: %q, want only %q", lines, want)
+	}
+	checkSocketRemoved(t, watch.Process.Pid)
+}
+
+// TestStopSignals: SIGHUP, SIGQUIT and SIGPIPE end a watch as SIGINT does:
+// its summary, its socket removed, exit status 0.
+func TestStopSignals(t *testing.T) {
+	needRoot(t)
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGPIPE} {
+		t.Run(sig.String(), func(t *testing.T) {
+			port := freeLoopbackPort(t)
+			out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer out.Close()
+			watch, stderr := startWatch(t, out, "--port", strconv.Itoa(port))
+			if err := watch.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			if code := waitExit(t, watch, stderr); code != 0 {
+				t.Errorf("exit status %d, want 0; stderr: %s", code, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), "porttrace: events lost in the kernel: ") {
+				t.Errorf("no summary: %s", stderr.String())
+			}
+			checkSocketRemoved(t, watch.Process.Pid)
+		})
+	}
+}
+
+// TestAPIClientHangsUp: a client that hangs up before its answer does not
+// stop the watch (the answer's write must raise no SIGPIPE, which the
+// watch takes as a stop request).
+func TestAPIClientHangsUp(t *testing.T) {
+	needRoot(t)
+	port := freeLoopbackPort(t)
+	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	watch, stderr := startWatch(t, out, "--port", strconv.Itoa(port))
+	path := api.WatchSocket(watch.Process.Pid)
+	request := "GET /v1/owners?port=" + strconv.Itoa(port) + " HTTP/1.1\r\nHost: porttrace\r\n\r\n"
+	for range 200 {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatalf("the watch stopped serving: %v; stderr: %s", err, stderr.String())
+		}
+		// Ask, then hang up without reading: the reset makes the answer's
+		// write fail.
+		c.(*net.UnixConn).Write([]byte(request))
+		c.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := api.Ask(ctx, path, uint16(port)); err != nil {
+		t.Fatalf("the watch no longer answers: %v; stderr: %s", err, stderr.String())
+	}
+	watch.Process.Signal(os.Interrupt)
+	if code := waitExit(t, watch, stderr); code != 0 {
+		t.Errorf("exit status %d; stderr: %s", code, stderr.String())
+	}
+}
