@@ -123,7 +123,7 @@ func (f *watchFlags) config(stderr io.Writer) tracer.Config {
 }
 
 // watching says what the watch watches, in the words the flags were given
-// in: "port 80 (http): TCP transitions and binds, IPv4 and IPv6".
+// in: "port 80 (http), IPv4 and IPv6".
 func (f *watchFlags) watching() string {
 	var b strings.Builder
 	switch len(f.ports) {
@@ -145,7 +145,6 @@ func (f *watchFlags) watching() string {
 		}
 		b.WriteString(" (" + strings.Join(names, ", ") + ")")
 	}
-	b.WriteString(": TCP transitions and binds")
 	switch {
 	case f.ipv4:
 		b.WriteString(", IPv4 only")

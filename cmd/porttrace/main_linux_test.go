@@ -9,13 +9,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/porttrace/porttrace/tracer/api"
+	"github.com/porttrace/porttrace/tracer/linux"
 )
 
 func needRoot(t *testing.T) {
@@ -28,16 +32,15 @@ func needRoot(t *testing.T) {
 	}
 }
 
-// TestWithoutPrivileges runs porttrace as nobody: one line naming what is
-// missing, exit status 1.
-func TestWithoutPrivileges(t *testing.T) {
-	needRoot(t)
-	// The test binary sits in a folder only root may enter: copy it out.
+// copyForNobody copies the test binary where nobody may run it: it sits
+// in a folder only root may enter.
+func copyForNobody(t *testing.T) string {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "porttrace-nobody-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
 	bin := filepath.Join(dir, "porttrace")
 	self, err := os.ReadFile(os.Args[0])
@@ -47,20 +50,80 @@ func TestWithoutPrivileges(t *testing.T) {
 	if err := os.WriteFile(bin, self, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin)
+	return bin
+}
+
+// TestWithoutPrivileges runs porttrace as nobody: one line naming what is
+// missing, exit status 1.
+func TestWithoutPrivileges(t *testing.T) {
+	needRoot(t)
+	cmd := exec.Command(copyForNobody(t))
 	cmd.Env = []string{"PORTTRACE_ARGS=--port 8080"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	err = cmd.Run()
+	err := cmd.Run()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
 		t.Fatalf("got %v, want exit status 1; stderr: %s", err, stderr.String())
 	}
-	want := "porttrace: needs CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8): run with sudo\n"
+	want := "porttrace: needs CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8): run as root, e.g. with sudo\n"
 	if stderr.String() != want {
 		t.Errorf("stderr %q, want %q", stderr.String(), want)
 	}
+}
+
+// TestMissingPermissionsNamed runs a watch as nobody with only CAP_BPF and
+// CAP_PERFMON: it runs, and says without -v, one line for each hook it could
+// not attach, which permission is missing and what it will not show.
+func TestMissingPermissionsNamed(t *testing.T) {
+	needRoot(t)
+	tracefs, _, err := linux.EnsureTracefs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(tracefs); err != nil || st.Mode().Perm()&0o001 != 0 {
+		t.Fatalf("tracefs at %s lets others in (%v, %v): this test needs the kernel's default mode, 0700", tracefs, st.Mode(), err)
+	}
+	tracefsNeeded := "needs read access to tracefs (root, or CAP_DAC_READ_SEARCH)"
+	want := []string{
+		"porttrace: accept hook not attached: reading " + tracefs + "/events/syscalls/sys_exit_accept/id " + tracefsNeeded + ": passive sockets are charged to the listener's owner",
+		"porttrace: bind hook not attached: reading " + tracefs + "/events/syscalls/sys_enter_bind/id " + tracefsNeeded + ": bind(2) calls and their errors are not shown",
+	}
+	// /proc/kallsyms hides addresses from those without CAP_SYSLOG unless
+	// kptr_restrict is 0 and perf_event_paranoid at most 1.
+	if sysctl(t, "kptr_restrict") > 0 || sysctl(t, "perf_event_paranoid") > 1 {
+		want = append(want, "porttrace: timewait hook not attached: reading kernel addresses in /proc/kallsyms needs CAP_SYSLOG (kptr_restrict, perf_event_paranoid): TIME_WAIT is shown as the kernel's state tracepoint reports it (-> CLOSE)")
+	}
+	cmd := exec.Command(copyForNobody(t))
+	cmd.Env = []string{"PORTTRACE_ARGS=--port " + strconv.Itoa(freeLoopbackPort(t)) + " --duration 1s"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential:  &syscall.Credential{Uid: 65534, Gid: 65534},
+		AmbientCaps: []uintptr{unix.CAP_BPF, unix.CAP_PERFMON},
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("porttrace with CAP_BPF and CAP_PERFMON: %v; stderr: %s", err, stderr.String())
+	}
+	lines := strings.Split(stderr.String(), "\n")
+	if len(lines) < len(want) || !slices.Equal(lines[:len(want)], want) {
+		t.Errorf("stderr:\n%s\nwant it to start with:\n%s", stderr.String(), strings.Join(want, "\n"))
+	}
+}
+
+// sysctl reads a number from /proc/sys/kernel.
+func sysctl(t *testing.T, name string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/kernel/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // TestJSONLines watches a real loopback connection with --json and checks

@@ -86,11 +86,11 @@ func TestWatching(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "every port: TCP transitions and binds, IPv4 and IPv6"},
-		{[]string{"--port", "http"}, "port 80 (http): TCP transitions and binds, IPv4 and IPv6"},
-		{[]string{"-p", "8096", "--port", "8080", "-4"}, "ports 8080,8096: TCP transitions and binds, IPv4 only"},
-		{[]string{"-p", "https,8000-8100,ssh", "-6", "--duration", "30s"}, "ports 22,443,8000-8100 (https 443, ssh 22): TCP transitions and binds, IPv6 only, for 30s"},
-		{[]string{"-p", "8080", "--pid", strconv.Itoa(os.Getpid())}, "port 8080: TCP transitions and binds, IPv4 and IPv6, sockets of process " + strconv.Itoa(os.Getpid()) + " (porttrace.test)"},
+		{nil, "every port, IPv4 and IPv6"},
+		{[]string{"--port", "http"}, "port 80 (http), IPv4 and IPv6"},
+		{[]string{"-p", "8096", "--port", "8080", "-4"}, "ports 8080,8096, IPv4 only"},
+		{[]string{"-p", "https,8000-8100,ssh", "-6", "--duration", "30s"}, "ports 22,443,8000-8100 (https 443, ssh 22), IPv6 only, for 30s"},
+		{[]string{"-p", "8080", "--pid", strconv.Itoa(os.Getpid())}, "port 8080, IPv4 and IPv6, sockets of process " + strconv.Itoa(os.Getpid()) + " (porttrace.test)"},
 	} {
 		var f watchFlags
 		fs := newFlagSet("porttrace")

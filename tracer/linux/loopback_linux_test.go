@@ -243,7 +243,7 @@ func probeThisKernel(t *testing.T) *kernel {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := probeKernel(tracefs)
+	k, err := probeKernel(tracefs, reason{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,14 +69,17 @@ func open(cfg tracer.Config, table []hook) (src *LinuxSource, err error) {
 		}
 	}()
 
+	// Without tracefs the hooks that need it are reported as not
+	// attached, and the others still work.
 	tracefs, mounted, err := EnsureTracefs()
+	noTracefs := reason{}
 	if err != nil {
-		return nil, err
+		noTracefs = reason{text: err.Error(), permission: errors.Is(err, errTracefsMount)}
 	}
 	if mounted {
 		cfg.Verbosef("mounted tracefs at %s", tracefs)
 	}
-	k, err := probeKernel(tracefs)
+	k, err := probeKernel(tracefs, noTracefs)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +89,7 @@ func open(cfg tracer.Config, table []hook) (src *LinuxSource, err error) {
 	}
 	for _, n := range notes {
 		s.hooks = append(s.hooks, n)
-		cfg.Verbosef("%s", n)
+		cfg.Warningf("%s", n)
 	}
 
 	spec, err := loadSpec(cfg, k, chosen)
