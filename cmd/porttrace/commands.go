@@ -48,6 +48,12 @@ with exit status 0.`,
 				{Tag: "1", Text: "a missing privilege or kernel feature, an output error, or (who) no process holds the port"},
 				{Tag: "2", Text: "bad usage: one line says what is wrong"},
 			}},
+			{Title: "Privileges", Text: `Root, or CAP_BPF and CAP_PERFMON to start. Without root, the accept and
+bind hooks need read access to tracefs (CAP_DAC_READ_SEARCH), mounting
+tracefs CAP_SYS_ADMIN, and the TIME_WAIT hook's timer forms CAP_SYSLOG
+(kernel addresses in /proc/kallsyms). A hook porttrace cannot attach is
+reported in one line naming what is missing and what the watch will not
+show.`},
 			{Title: "Files", Items: []clidoc.Item{
 				{Tag: "/run/porttrace/watch-PID.sock", Text: "the API of a running watch, which porttrace who asks for the owners of TIME_WAIT sockets"},
 				{Tag: "/sys/kernel/tracing", Text: "tracefs, mounted by porttrace where nothing has mounted it"},
