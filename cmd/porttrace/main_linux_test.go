@@ -292,20 +292,8 @@ func TestStalledStdout(t *testing.T) {
 	watch, stderr := startWatch(t, w, "--port", strconv.Itoa(port))
 	w.Close()
 
-	l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := closingListener(t, port)
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 	// 2,000 connections make about a megabyte of lines: far past the pipe.
 	for range 2000 {
 		c, err := net.Dial("tcp4", l.Addr().String())
@@ -419,9 +407,9 @@ func TestAskedWhileStopping(t *testing.T) {
 	}
 }
 
-// connectLoop makes loopback connections to port until the returned
-// function is called: traffic for a watch to print.
-func connectLoop(t *testing.T, port int) (stop func()) {
+// closingListener listens on 127.0.0.1:port and closes every connection it
+// accepts, until it is closed.
+func closingListener(t *testing.T, port int) net.Listener {
 	t.Helper()
 	l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	if err != nil {
@@ -436,6 +424,14 @@ func connectLoop(t *testing.T, port int) (stop func()) {
 			c.Close()
 		}
 	}()
+	return l
+}
+
+// connectLoop makes loopback connections to port until the returned
+// function is called: traffic for a watch to print.
+func connectLoop(t *testing.T, port int) (stop func()) {
+	t.Helper()
+	l := closingListener(t, port)
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
@@ -561,19 +557,26 @@ func TestOutputFails(t *testing.T) {
 	checkSocketRemoved(t, watch.Process.Pid)
 }
 
+// watchToFile starts a watch of a free port, its output going to a file.
+func watchToFile(t *testing.T) (watch *exec.Cmd, stderr *bytes.Buffer, port int) {
+	t.Helper()
+	port = freeLoopbackPort(t)
+	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close() // the watch has its own
+	watch, stderr = startWatch(t, out, "--port", strconv.Itoa(port))
+	return watch, stderr, port
+}
+
 // TestStopSignals: SIGHUP, SIGQUIT and SIGPIPE end a watch as SIGINT does:
 // its summary, its socket removed, exit status 0.
 func TestStopSignals(t *testing.T) {
 	needRoot(t)
 	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGPIPE} {
 		t.Run(sig.String(), func(t *testing.T) {
-			port := freeLoopbackPort(t)
-			out, err := os.Create(filepath.Join(t.TempDir(), "out"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer out.Close()
-			watch, stderr := startWatch(t, out, "--port", strconv.Itoa(port))
+			watch, stderr, _ := watchToFile(t)
 			if err := watch.Process.Signal(sig); err != nil {
 				t.Fatal(err)
 			}
@@ -593,13 +596,7 @@ func TestStopSignals(t *testing.T) {
 // watch takes as a stop request).
 func TestAPIClientHangsUp(t *testing.T) {
 	needRoot(t)
-	port := freeLoopbackPort(t)
-	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	watch, stderr := startWatch(t, out, "--port", strconv.Itoa(port))
+	watch, stderr, port := watchToFile(t)
 	path := api.WatchSocket(watch.Process.Pid)
 	request := "GET /v1/owners?port=" + strconv.Itoa(port) + " HTTP/1.1\r\nHost: porttrace\r\n\r\n"
 	for range 200 {
