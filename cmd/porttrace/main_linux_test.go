@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -618,4 +619,27 @@ func TestAPIClientHangsUp(t *testing.T) {
 	if code := waitExit(t, watch, stderr); code != 0 {
 		t.Errorf("exit status %d; stderr: %s", code, stderr.String())
 	}
+}
+
+// TestPIDMustBeAProcess: --pid names a process; a thread's id is refused,
+// naming its process.
+func TestPIDMustBeAProcess(t *testing.T) {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := strconv.Itoa(os.Getpid())
+	for _, task := range tasks {
+		if task.Name() == self {
+			continue
+		}
+		err := run(context.Background(), []string{"--pid", task.Name()}, io.Discard, io.Discard)
+		want := "invalid --pid " + task.Name() + ": a thread of process " + self + ": give the process"
+		var exit exitError
+		if !errors.As(err, &exit) || exit.code != 2 || err.Error() != want {
+			t.Errorf("got %v, want exit status 2 and %q", err, want)
+		}
+		return
+	}
+	t.Fatal("the test process has no thread but its main one")
 }

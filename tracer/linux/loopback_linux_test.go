@@ -315,22 +315,26 @@ func TestKernelBindEADDRINUSE(t *testing.T) {
 	})
 }
 
-// TestKernelPortFilter checks that traffic on another port produces no
-// event at all, not merely no line.
+// TestKernelPortFilter checks that traffic on a port outside the watched set
+// produces no event at all, not merely no line, and that every port of the
+// set is watched.
 func TestKernelPortFilter(t *testing.T) {
 	needPrivileges(t)
-	watched, other := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
-	rec, _ := trace(t, tracer.Config{Ports: tracer.Ports{watched}})
+	watched, second, other := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
+	ports := tracer.Ports{watched, second}
+	slices.Sort(ports)
+	rec, _ := trace(t, tracer.Config{Ports: ports})
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(other)))
 	server := startRole(t, "server", addr, clientFirst)
 	server.childPID(t)
 	startRole(t, "client", addr, clientFirst).wait(t)
 	server.wait(t)
-	// A connection on the watched port afterwards marks the end: once its
+	// Connections on the watched ports afterwards mark the end: once their
 	// lines are in, anything from the other port would be too.
+	loopbackTraffic(t, second)
 	loopbackTraffic(t, watched)
-	waitFor(t, rec, "the watched port's connection", func(recs []tracer.Record) bool {
-		return clientPort(recs, watched) != 0
+	waitFor(t, rec, "the watched ports' connections", func(recs []tracer.Record) bool {
+		return clientPort(recs, watched) != 0 && clientPort(recs, second) != 0
 	})
 	if n := rec.Stats().Events; n == 0 {
 		t.Fatal("no events at all")
