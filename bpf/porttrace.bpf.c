@@ -104,7 +104,14 @@ struct {
 
 static __always_inline bool port_watched(__u16 port)
 {
-	return filter_ports[port >> 3] & (1 << (port & 7));
+	__u32 byte = port >> 3;
+
+	/* Verifiers before 6.x leave the result of a byte swap (bpf_ntohs)
+	 * unbounded, so the index is bounded again, behind a barrier that
+	 * keeps the compiler from dropping a mask it knows is redundant. */
+	barrier_var(byte);
+	byte &= sizeof(filter_ports) - 1;
+	return filter_ports[byte] & (1 << (port & 7));
 }
 
 static __always_inline bool port_wanted(__u16 a, __u16 b)
