@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -254,23 +255,42 @@ func freeLoopbackPort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// lockedBuffer is a watch's stderr, which the test may read while the
+// watch writes it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // startWatch runs porttrace with args as its own process, its stdout going
 // to stdout, and waits until its probes are attached.
-func startWatch(t *testing.T, stdout *os.File, args ...string) (*exec.Cmd, *bytes.Buffer) {
+func startWatch(t *testing.T, stdout *os.File, args ...string) (*exec.Cmd, *lockedBuffer) {
 	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "PORTTRACE_ARGS="+strings.Join(append(args, "--ready-file", ready), " "))
 	cmd.Stdout = stdout
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill() })
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if _, err := os.Stat(ready); err == nil {
-			return cmd, &stderr
+			return cmd, stderr
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no ready file after 10s; stderr: %s", stderr.String())
@@ -304,14 +324,22 @@ func TestStalledStdout(t *testing.T) {
 		c.Close()
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	answer, err := api.Ask(ctx, api.WatchSocket(watch.Process.Pid), uint16(port))
-	if err != nil {
-		t.Fatalf("the stalled watch does not answer: %v", err)
-	}
-	if len(answer.Sockets) == 0 {
-		t.Error("the stalled watch knows no owner on the port, not even the listener's")
+	// The watch publishes what it knows when it has read every event
+	// (under the race detector, a while after the storm): ask until it
+	// names the listener's owner, for at most 10s.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		answer, err := api.Ask(ctx, api.WatchSocket(watch.Process.Pid), uint16(port))
+		cancel()
+		if err != nil {
+			t.Fatalf("the stalled watch does not answer: %v", err)
+		}
+		if len(answer.Sockets) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stalled watch knows no owner on the port after 10s, not even the listener's; stderr: %s", stderr.String())
+		}
 	}
 
 	watch.Process.Signal(os.Interrupt)
@@ -457,7 +485,7 @@ func connectLoop(t *testing.T, port int) (stop func()) {
 
 // waitExit waits for the watch to end, at most 10s (a hang detector), and
 // returns its exit status.
-func waitExit(t *testing.T, watch *exec.Cmd, stderr *bytes.Buffer) int {
+func waitExit(t *testing.T, watch *exec.Cmd, stderr *lockedBuffer) int {
 	t.Helper()
 	exited := make(chan error, 1)
 	go func() { exited <- watch.Wait() }()
@@ -490,7 +518,7 @@ func checkSocketRemoved(t *testing.T, pid int) {
 
 // stderrLines are the lines a watch wrote to stderr after the one saying
 // what it watches.
-func stderrLines(t *testing.T, stderr *bytes.Buffer) []string {
+func stderrLines(t *testing.T, stderr *lockedBuffer) []string {
 	t.Helper()
 	lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
 	if !strings.HasPrefix(lines[0], "porttrace: watching port ") {
@@ -559,7 +587,7 @@ func TestOutputFails(t *testing.T) {
 }
 
 // watchToFile starts a watch of a free port, its output going to a file.
-func watchToFile(t *testing.T) (watch *exec.Cmd, stderr *bytes.Buffer, port int) {
+func watchToFile(t *testing.T) (watch *exec.Cmd, stderr *lockedBuffer, port int) {
 	t.Helper()
 	port = freeLoopbackPort(t)
 	out, err := os.Create(filepath.Join(t.TempDir(), "out"))

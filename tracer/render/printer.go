@@ -141,10 +141,12 @@ func (p *Printer) Tick(int64) {
 func (p *Printer) send() {
 	c := p.cur
 	p.cur = nil
+	// Counted before it is sent: once sent, the chunk is the writer's.
+	p.queued.Add(int64(c.lines))
 	select {
 	case p.full <- c:
-		p.queued.Add(int64(c.lines))
 	default:
+		p.queued.Add(-int64(c.lines))
 		p.dropped.Add(c.lines)
 		c.b, c.lines = c.b[:0], 0
 		p.cur = c
@@ -181,12 +183,13 @@ func (p *Printer) Close(timeout time.Duration) error {
 		return p.Err()
 	}
 	p.closed = true
-	if p.cur != nil && len(p.cur.b) > 0 {
+	if c := p.cur; c != nil && len(c.b) > 0 {
+		p.queued.Add(int64(c.lines))
 		select {
-		case p.full <- p.cur:
-			p.queued.Add(int64(p.cur.lines))
+		case p.full <- c:
 		case <-time.After(timeout):
-			p.dropped.Add(p.cur.lines)
+			p.queued.Add(-int64(c.lines))
+			p.dropped.Add(c.lines)
 		}
 	}
 	p.cur = nil
