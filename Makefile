@@ -12,10 +12,15 @@ CLANG_MAJOR := 14
 
 VMTEST_DIR ?= /tmp/porttrace-vmtest
 
-.PHONY: build generate clang-version check-generated test lint vmtest test-windows bench clean
+.PHONY: build man generate clang-version check-generated test lint vmtest test-windows bench clean
 
 build:
 	$(GO) build -o porttrace ./cmd/porttrace
+
+# The man page, written from the same flag definitions as --help and the
+# shell completions (porttrace completion bash|zsh|fish).
+man:
+	$(GO) run ./cmd/porttrace man > porttrace.1
 
 # Needs clang and llvm (Debian packages of those names): libbpf's headers
 # are vendored in bpf/include, the kernel's uapi ones come with clang (via
@@ -68,5 +73,5 @@ bench-quick:
 	$(GO) run ./cmd/portbench --quick
 
 clean:
-	rm -f porttrace
+	rm -f porttrace porttrace.1
 	rm -rf $(VMTEST_DIR)

@@ -22,7 +22,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 
-/* Set by user space before loading. */
+/* Set by user space before loading; 0 writes out every socket (the daemon's
+ * starting snapshot). */
 const volatile __u16 owner_port = 0;
 
 /* One socket held by one process. Go decodes it by hand; a test checks the
@@ -68,7 +69,7 @@ int socket_owners(struct bpf_iter__task_file *ctx)
 	/* Both sides of the port: what serves on it and what connects to it. */
 	__u16 sport = sock_sport(sk);
 	__u16 dport = sock_dport(skc);
-	if (sport != owner_port && dport != owner_port)
+	if (owner_port && sport != owner_port && dport != owner_port)
 		return 0;
 
 	struct owner o = {

@@ -23,7 +23,11 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Set by user space before loading. 0 means "no filter". */
-const volatile __u16 filter_port = 0;
+const volatile __u8 filter_ports_on = 0;
+/* The watched ports when filter_ports_on: bit p%8 of byte p/8 is port p. A
+ * bitmap answers for any list or range of ports with one load, where a
+ * hash map would cost a helper call on every event. */
+const volatile __u8 filter_ports[65536 / 8] = {};
 const volatile __u16 filter_family = 0; /* AF_INET or AF_INET6 */
 /* Kernel address of tw_timer_handler, to recognise timewait timers. */
 const volatile __u64 tw_timer_handler_addr = 0;
@@ -98,9 +102,21 @@ struct {
 } binds SEC(".maps");
 
 
+static __always_inline bool port_watched(__u16 port)
+{
+	__u32 byte = port >> 3;
+
+	/* Verifiers before 6.x leave the result of a byte swap (bpf_ntohs)
+	 * unbounded, so the index is bounded again, behind a barrier that
+	 * keeps the compiler from dropping a mask it knows is redundant. */
+	barrier_var(byte);
+	byte &= sizeof(filter_ports) - 1;
+	return filter_ports[byte] & (1 << (port & 7));
+}
+
 static __always_inline bool port_wanted(__u16 a, __u16 b)
 {
-	return filter_port == 0 || a == filter_port || b == filter_port;
+	return !filter_ports_on || port_watched(a) || port_watched(b);
 }
 
 static __always_inline bool family_wanted(__u16 family)

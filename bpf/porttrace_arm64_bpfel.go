@@ -71,7 +71,8 @@ const (
 	PorttraceProgTwScheduleKprobe   = "tw_schedule_kprobe"
 	PorttraceVarEventType           = "event_type"
 	PorttraceVarFilterFamily        = "filter_family"
-	PorttraceVarFilterPort          = "filter_port"
+	PorttraceVarFilterPorts         = "filter_ports"
+	PorttraceVarFilterPortsOn       = "filter_ports_on"
 	PorttraceVarJiffyNs             = "jiffy_ns"
 	PorttraceVarTwTimerHandlerAddr  = "tw_timer_handler_addr"
 	PorttraceVarWakeupBytes         = "wakeup_bytes"
@@ -155,7 +156,8 @@ type PorttraceMapSpecs struct {
 type PorttraceVariableSpecs struct {
 	EventType          *ebpf.VariableSpec `ebpf:"event_type"`
 	FilterFamily       *ebpf.VariableSpec `ebpf:"filter_family"`
-	FilterPort         *ebpf.VariableSpec `ebpf:"filter_port"`
+	FilterPorts        *ebpf.VariableSpec `ebpf:"filter_ports"`
+	FilterPortsOn      *ebpf.VariableSpec `ebpf:"filter_ports_on"`
 	JiffyNs            *ebpf.VariableSpec `ebpf:"jiffy_ns"`
 	TwTimerHandlerAddr *ebpf.VariableSpec `ebpf:"tw_timer_handler_addr"`
 	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
@@ -200,7 +202,8 @@ func (m *PorttraceMaps) Close() error {
 type PorttraceVariables struct {
 	EventType          *ebpf.Variable `ebpf:"event_type"`
 	FilterFamily       *ebpf.Variable `ebpf:"filter_family"`
-	FilterPort         *ebpf.Variable `ebpf:"filter_port"`
+	FilterPorts        *ebpf.Variable `ebpf:"filter_ports"`
+	FilterPortsOn      *ebpf.Variable `ebpf:"filter_ports_on"`
 	JiffyNs            *ebpf.Variable `ebpf:"jiffy_ns"`
 	TwTimerHandlerAddr *ebpf.Variable `ebpf:"tw_timer_handler_addr"`
 	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`

@@ -98,8 +98,9 @@ const DefaultBufferSize = 16 << 20
 
 // Config says what a source watches.
 type Config struct {
-	// Port is the port to watch at either end of a socket; 0 watches all.
-	Port uint16
+	// Ports are the ports to watch at either end of a socket; empty
+	// watches every port.
+	Ports Ports
 	// Family restricts the watch to one address family; 0 watches both.
 	Family Family
 	// Probe chooses the hook family.
@@ -109,6 +110,17 @@ type Config struct {
 	BufferSize int
 	// Logf, when set, receives verbose diagnostics (which hooks and why).
 	Logf func(format string, args ...any)
+	// Warnf, when set, receives what the watch will not show and why (a
+	// hook that could not be attached, naming the missing privilege or
+	// kernel feature), to be said without being asked.
+	Warnf func(format string, args ...any)
+}
+
+// Warningf passes a warning to Warnf, if set.
+func (c *Config) Warningf(format string, args ...any) {
+	if c.Warnf != nil {
+		c.Warnf(format, args...)
+	}
 }
 
 // Verbosef passes a diagnostic to Logf, if set.

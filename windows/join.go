@@ -62,7 +62,7 @@ func (e *tcbEndpoints) fill(ev *tracer.Event) {
 // without known endpoints waits until they arrive or its hold ends. Changes
 // of one Tcb keep their order; changes of different Tcbs may not.
 type tcbJoiner struct {
-	port    uint16
+	ports   tracer.Ports
 	family  tracer.Family
 	deliver func(*tracer.Event)
 
@@ -77,7 +77,7 @@ type tcbJoiner struct {
 
 func newTCBJoiner(cfg *tracer.Config, deliver func(*tracer.Event)) *tcbJoiner {
 	return &tcbJoiner{
-		port:    cfg.Port,
+		ports:   cfg.Ports,
 		family:  cfg.Family,
 		deliver: deliver,
 		tcbs:    make(map[tracer.SockID]tcbEndpoints),
@@ -205,7 +205,7 @@ func (j *tcbJoiner) releaseOldest(n int) {
 // filter it is still a fact worth delivering; with one, there is no telling
 // whether it matches.
 func (j *tcbJoiner) release(ev *tracer.Event) {
-	if j.port == 0 && j.family == 0 {
+	if len(j.ports) == 0 && j.family == 0 {
 		j.deliver(ev)
 		return
 	}
@@ -217,5 +217,5 @@ func (j *tcbJoiner) wants(ev *tracer.Event) bool {
 	if j.family != 0 && ev.Family != j.family {
 		return false
 	}
-	return j.port == 0 || ev.SPort == j.port || ev.DPort == j.port
+	return j.ports.Contains(ev.SPort) || j.ports.Contains(ev.DPort)
 }

@@ -55,7 +55,7 @@ func checkDelivered(t *testing.T, got []tracer.Event, want []step) {
 }
 
 func TestJoinerActiveOpen(t *testing.T) {
-	j, rec := newTestJoiner(tracer.Config{Port: 8080})
+	j, rec := newTestJoiner(tracer.Config{Ports: tracer.Ports{8080}})
 	j.push(change(1, tracer.StateClose, tracer.StateSynSent, 1))
 	j.push(change(1, tracer.StateSynSent, tracer.StateEstablished, 2))
 	if len(rec.events) != 0 {
@@ -78,7 +78,7 @@ func TestJoinerActiveOpen(t *testing.T) {
 }
 
 func TestJoinerPortFilter(t *testing.T) {
-	j, rec := newTestJoiner(tracer.Config{Port: 8080})
+	j, rec := newTestJoiner(tracer.Config{Ports: tracer.Ports{8080}})
 	j.push(change(1, tracer.StateClose, tracer.StateSynRecv, 1))
 	j.push(change(2, tracer.StateClose, tracer.StateSynRecv, 1))
 	j.push(named(tracer.KindAccept, 1, 9090))
@@ -90,7 +90,7 @@ func TestJoinerPortFilter(t *testing.T) {
 }
 
 func TestJoinerRemotePortMatches(t *testing.T) {
-	j, rec := newTestJoiner(tracer.Config{Port: 50000})
+	j, rec := newTestJoiner(tracer.Config{Ports: tracer.Ports{50000}})
 	j.push(named(tracer.KindConnect, 1, 1234))
 	checkDelivered(t, rec.events, []step{{tracer.KindConnect, 0, 0, 1234}})
 }
@@ -103,7 +103,7 @@ func TestJoinerFamilyFilter(t *testing.T) {
 }
 
 func TestJoinerRequestConnectNamesFirstChange(t *testing.T) {
-	j, rec := newTestJoiner(tracer.Config{Port: 8080})
+	j, rec := newTestJoiner(tracer.Config{Ports: tracer.Ports{8080}})
 	request := named(kindEndpoints, 1, 8080) // 1002 TcpRequestConnect
 	request.NewState = tracer.StateClose
 	j.push(request)
@@ -112,7 +112,7 @@ func TestJoinerRequestConnectNamesFirstChange(t *testing.T) {
 }
 
 func TestJoinerRundown(t *testing.T) {
-	j, rec := newTestJoiner(tracer.Config{Port: 8080})
+	j, rec := newTestJoiner(tracer.Config{Ports: tracer.Ports{8080}})
 	rundown := named(kindEndpoints, 1, 8080)
 	rundown.NewState = tracer.StateEstablished
 	j.push(rundown)
@@ -162,7 +162,7 @@ func TestJoinerExpiry(t *testing.T) {
 		checkDelivered(t, rec.events, []step{{tracer.KindState, tracer.StateEstablished, tracer.StateFinWait1, 0}})
 	})
 	t.Run("filtered drops", func(t *testing.T) {
-		j, rec := newTestJoiner(tracer.Config{Port: 8080})
+		j, rec := newTestJoiner(tracer.Config{Ports: tracer.Ports{8080}})
 		j.push(change(1, tracer.StateEstablished, tracer.StateFinWait1, 100))
 		j.push(change(2, tracer.StateEstablished, tracer.StateFinWait1, int64(time.Hour)))
 		j.expire(101 + hold)
@@ -174,7 +174,7 @@ func TestJoinerExpiry(t *testing.T) {
 }
 
 func TestJoinerPendingBounded(t *testing.T) {
-	j, _ := newTestJoiner(tracer.Config{Port: 8080})
+	j, _ := newTestJoiner(tracer.Config{Ports: tracer.Ports{8080}})
 	for i := range maxPending + 3 {
 		j.push(change(tracer.SockID(i+1), tracer.StateEstablished, tracer.StateFinWait1, int64(i)))
 	}
@@ -197,7 +197,7 @@ func TestJoinerTCBsBounded(t *testing.T) {
 }
 
 func TestJoinerDoesNotAllocate(t *testing.T) {
-	j := newTCBJoiner(&tracer.Config{Port: 8080}, func(*tracer.Event) {})
+	j := newTCBJoiner(&tracer.Config{Ports: tracer.Ports{8080}}, func(*tracer.Event) {})
 	j.push(named(tracer.KindAccept, 1, 8080))
 	established := change(1, tracer.StateSynRecv, tracer.StateEstablished, 1)
 	unknown := change(2, tracer.StateEstablished, tracer.StateFinWait1, 1)

@@ -1,101 +1,115 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
-	"net"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/porttrace/porttrace/cmd/internal/clidoc"
 	"github.com/porttrace/porttrace/tracer"
 )
 
-// flags are porttrace's command-line options.
-type flags struct {
-	port       uint16
-	pid        uint32
-	ipv4       bool
-	ipv6       bool
-	json       bool
-	duration   time.Duration
-	readyFile  string
-	probe      tracer.ProbeMode
-	verbose    bool
-	version    bool
+// watchFlags are the watch's options: as typed, and as check makes them.
+type watchFlags struct {
+	portSpecs []string
+	probeName string
+	bufferMiB int
+
+	ports     tracer.Ports
+	portNames []tracer.PortName
+	pid       uint32
+	pidComm   string
+	ipv4      bool
+	ipv6      bool
+	json      bool
+	duration  time.Duration
+	readyFile string
+	probe     tracer.ProbeMode
+	verbose   bool
+	version   bool
+	// bufferSize is in bytes.
 	bufferSize int
 }
 
-func parseFlags(args []string, stderr io.Writer) (*flags, error) {
-	var f flags
-	var port, probe string
-	var bufferMiB int
-	fs := pflag.NewFlagSet("porttrace", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: porttrace [flags]\n\nWatch TCP state transitions live, each attributed to the process that owns the socket.\n\nFlags:\n%s", fs.FlagUsages())
-	}
-	fs.StringVarP(&port, "port", "p", "", "watch only this port (1-65535 or a service name such as http); default: every port")
-	fs.Uint32Var(&f.pid, "pid", 0, "show only sockets owned by this process")
+// define defines the watch's flags on fs.
+func (f *watchFlags) define(fs *pflag.FlagSet) {
+	fs.StringArrayVarP(&f.portSpecs, "port", "p", nil, "watch only these `PORTS`, at either end of a socket: 8080, 80,443, 8000-8100 or a service name (http); repeated, the lists are merged; default: every port")
+	fs.Uint32Var(&f.pid, "pid", 0, "show only the sockets this `PID` owns")
 	fs.BoolVarP(&f.ipv4, "ipv4", "4", false, "IPv4 only")
 	fs.BoolVarP(&f.ipv6, "ipv6", "6", false, "IPv6 only")
 	fs.BoolVar(&f.json, "json", false, "print one JSON object per line (fields in the README)")
-	fs.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 30s); default: until Ctrl-C or SIGTERM")
-	fs.StringVar(&f.readyFile, "ready-file", "", "write this file once every probe is attached")
-	fs.StringVar(&probe, "probe", "auto", "hook family: auto, tracepoint or kprobe")
-	fs.IntVar(&bufferMiB, "buffer-size", tracer.DefaultBufferSize>>20, "kernel ring buffer size in MiB (a power of two)")
+	fs.DurationVar(&f.duration, "duration", 0, "stop after this `DURATION` (30s, 5m); default: at Ctrl-C or SIGTERM")
+	fs.StringVar(&f.readyFile, "ready-file", "", "write this `FILE` (porttrace's pid) once every probe is attached")
+	clidoc.File(fs, "ready-file")
+	fs.StringVar(&f.probeName, "probe", "auto", "hook `FAMILY`: auto, tracepoint or kprobe")
+	clidoc.Values(fs, "probe", "auto", "tracepoint", "kprobe")
+	fs.IntVar(&f.bufferMiB, "buffer-size", tracer.DefaultBufferSize>>20, "kernel ring buffer size in `MiB`, a power of two")
 	fs.BoolVarP(&f.verbose, "verbose", "v", false, "say which hooks were attached and why")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		if err == pflag.ErrHelp {
-			return nil, err
-		}
-		return nil, usageError("%v", err)
+}
+
+// watchCommand is porttrace without a command: the live watch.
+func watchCommand() *command {
+	var f watchFlags
+	fs := newFlagSet("porttrace")
+	f.define(fs)
+	return &command{
+		doc: &clidoc.Command{
+			Summary: "watch TCP state transitions and binds live",
+			Flags:   fs,
+		},
+		run: func(ctx context.Context, _ []string, stdout, stderr io.Writer) error {
+			if f.version {
+				return printVersion(ctx, nil, stdout, stderr)
+			}
+			if err := f.check(); err != nil {
+				return err
+			}
+			return watch(ctx, &f, stdout, stderr)
+		},
 	}
-	if fs.NArg() > 0 {
-		return nil, usageError("unexpected argument %q (did you mean --port %s?)", fs.Arg(0), fs.Arg(0))
-	}
+}
+
+// check validates the flags as typed and makes the options of them.
+func (f *watchFlags) check() error {
 	var err error
-	if port != "" {
-		if f.port, err = parsePort(port); err != nil {
-			return nil, err
+	if f.portSpecs != nil {
+		if f.ports, f.portNames, err = tracer.ParsePorts(f.portSpecs...); err != nil {
+			return usageError("%v", err)
 		}
 	}
-	if f.probe, err = tracer.ParseProbeMode(probe); err != nil {
-		return nil, usageError("%v", err)
+	if f.probe, err = tracer.ParseProbeMode(f.probeName); err != nil {
+		return usageError("%v", err)
 	}
 	if f.ipv4 && f.ipv6 {
-		return nil, usageError("-4 and -6 exclude each other: give neither to see both")
+		return usageError("-4 and -6 exclude each other: give neither to see both")
 	}
 	if f.duration < 0 {
-		return nil, usageError("invalid --duration %v: must not be negative", f.duration)
+		return usageError("invalid --duration %v: must not be negative", f.duration)
 	}
-	if bufferMiB < 1 || bufferMiB > 1024 || bufferMiB&(bufferMiB-1) != 0 {
-		return nil, usageError("invalid --buffer-size %d: want a power of two from 1 to 1024 (MiB)", bufferMiB)
+	if f.bufferMiB < 1 || f.bufferMiB > 1024 || f.bufferMiB&(f.bufferMiB-1) != 0 {
+		return usageError("invalid --buffer-size %d: want a power of two from 1 to 1024 (MiB)", f.bufferMiB)
 	}
-	f.bufferSize = bufferMiB << 20
-	return &f, nil
-}
-
-// parsePort reads a port number or a service name (/etc/services).
-func parsePort(s string) (uint16, error) {
-	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
-		if n < 1 || n > 65535 {
-			return 0, usageError("invalid port %s: must be 1-65535", s)
+	f.bufferSize = f.bufferMiB << 20
+	if f.pid != 0 {
+		if f.pidComm, err = processName(f.pid); err != nil {
+			return usageError("invalid --pid %d: %v", f.pid, err)
 		}
-		return uint16(n), nil
 	}
-	n, err := net.LookupPort("tcp", s)
-	if err != nil || n < 1 || n > 65535 {
-		return 0, usageError("invalid port %q: not a number in 1-65535 nor a known service name", s)
-	}
-	return uint16(n), nil
+	return nil
 }
 
-func (f *flags) config(stderr io.Writer) tracer.Config {
-	cfg := tracer.Config{Port: f.port, Probe: f.probe, BufferSize: f.bufferSize}
+func (f *watchFlags) config(stderr io.Writer) tracer.Config {
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(stderr, "porttrace: "+format+"\n", args...)
+	}
+	cfg := tracer.Config{Ports: f.ports, Probe: f.probe, BufferSize: f.bufferSize, Warnf: logf}
 	switch {
 	case f.ipv4:
 		cfg.Family = tracer.FamilyIPv4
@@ -103,11 +117,55 @@ func (f *flags) config(stderr io.Writer) tracer.Config {
 		cfg.Family = tracer.FamilyIPv6
 	}
 	if f.verbose {
-		cfg.Logf = func(format string, args ...any) {
-			fmt.Fprintf(stderr, "porttrace: "+format+"\n", args...)
-		}
+		cfg.Logf = logf
 	}
 	return cfg
+}
+
+// watching says what the watch watches, in the words the flags were given
+// in: "port 80 (http), IPv4 and IPv6".
+func (f *watchFlags) watching() string {
+	var b strings.Builder
+	switch len(f.ports) {
+	case 0:
+		b.WriteString("every port")
+	case 1:
+		b.WriteString("port " + f.ports.String())
+	default:
+		b.WriteString("ports " + f.ports.String())
+	}
+	if len(f.portNames) > 0 {
+		var names []string
+		for _, n := range f.portNames {
+			if len(f.ports) == 1 {
+				names = append(names, n.Name)
+			} else {
+				names = append(names, n.Name+" "+strconv.Itoa(int(n.Port)))
+			}
+		}
+		b.WriteString(" (" + strings.Join(names, ", ") + ")")
+	}
+	switch {
+	case f.ipv4:
+		b.WriteString(", IPv4 only")
+	case f.ipv6:
+		b.WriteString(", IPv6 only")
+	default:
+		b.WriteString(", IPv4 and IPv6")
+	}
+	if f.pid != 0 {
+		fmt.Fprintf(&b, ", sockets of process %d (%s)", f.pid, f.pidComm)
+	}
+	if f.duration > 0 {
+		fmt.Fprintf(&b, ", for %v", f.duration)
+	}
+	return b.String()
+}
+
+// printVersion is the version command.
+func printVersion(_ context.Context, _ []string, stdout, _ io.Writer) error {
+	fmt.Fprintln(stdout, "porttrace", version())
+	return nil
 }
 
 // version is the module version of an installed binary, or the VCS

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/porttrace/porttrace/cmd/internal/clidoc"
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/free"
 	"github.com/porttrace/porttrace/tracer/linux"
@@ -23,48 +23,65 @@ import (
 // after stopping its holders.
 const freePollInterval = 50 * time.Millisecond
 
-// freeCmd stops what holds a port, as taskkill -T or kill $(lsof -t) would,
-// but through pidfds from a snapshot taken now, and says when the port is
-// free: exit 0 when a bind (with SO_REUSEADDR, as servers set it) succeeds
-// afterwards, 1 when it does not, 2 for bad usage.
-func freeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := pflag.NewFlagSet("porttrace free", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: porttrace free PORT [flags]\n\nStop the topmost processes holding PORT (SIGTERM, then SIGKILL after --timeout),\nwith --tree their descendants too, and wait until the port can be bound. It acts\non a snapshot taken now, through pidfds: a pid reused meanwhile is never signalled.\nIt asks first on a terminal; exit status 0 when the port is free afterwards.\n\nFlags:\n%s", fs.FlagUsages())
+// freeCommand stops what holds a port, as taskkill -T or kill $(lsof -t)
+// would, but through pidfds from a snapshot taken now, and says when the
+// port is free: exit 0 when a bind (with SO_REUSEADDR, as servers set it)
+// succeeds afterwards, 1 when it does not, 2 for bad usage.
+func freeCommand() *command {
+	fs := newFlagSet("porttrace free")
+	var o freeOptions
+	fs.BoolVar(&o.tree, "tree", false, "also stop every descendant of the processes stopped (taskkill /T)")
+	fs.BoolVarP(&o.yes, "yes", "y", false, "do not ask (scripts)")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "say what would be stopped, and stop nothing")
+	fs.BoolVar(&o.timeWait, "time-wait", false, "also destroy the port's TIME_WAIT sockets (SOCK_DESTROY, as ss -K)")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "how long a process has to exit after SIGTERM before SIGKILL")
+	return &command{
+		doc: &clidoc.Command{
+			Name:    "free",
+			Args:    "PORT",
+			Summary: "stop what holds PORT and wait until it can be bound",
+			Description: `Stop the topmost processes holding PORT (SIGTERM, then SIGKILL after
+--timeout), with --tree their descendants too, and wait until the port can be
+bound. It acts on a snapshot taken now, through pidfds: a pid reused meanwhile
+is never signalled. It names the systemd unit or container that would start
+them again. It asks first on a terminal; exit status 0 when the port is free
+afterwards.`,
+			Flags: fs,
+		},
+		run: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+			if len(args) != 1 {
+				return usageError("free takes one port, e.g. porttrace free 8080")
+			}
+			if o.timeout <= 0 {
+				return usageError("invalid --timeout %v: must be positive", o.timeout)
+			}
+			port, err := tracer.ParsePort(args[0])
+			if err != nil {
+				return usageError("%v", err)
+			}
+			return freePort(ctx, port, o, os.Stdin, stdout)
+		},
 	}
-	tree := fs.Bool("tree", false, "also stop every descendant of the processes stopped (taskkill /T)")
-	yes := fs.BoolP("yes", "y", false, "do not ask (scripts)")
-	dryRun := fs.Bool("dry-run", false, "say what would be stopped, and stop nothing")
-	timeWait := fs.Bool("time-wait", false, "also destroy the port's TIME_WAIT sockets (SOCK_DESTROY, as ss -K)")
-	timeout := fs.Duration("timeout", 5*time.Second, "how long a process has to exit after SIGTERM before SIGKILL")
-	if err := fs.Parse(args); err != nil {
-		if err == pflag.ErrHelp {
-			return err
-		}
-		return usageError("%v", err)
-	}
-	if fs.NArg() != 1 {
-		return usageError("free takes one port, e.g. porttrace free 8080")
-	}
-	if *timeout <= 0 {
-		return usageError("invalid --timeout %v: must be positive", *timeout)
-	}
-	port, err := parsePort(fs.Arg(0))
-	if err != nil {
-		return err
-	}
+}
+
+// freeOptions are free's flags.
+type freeOptions struct {
+	tree, yes, dryRun, timeWait bool
+	timeout                     time.Duration
+}
+
+func freePort(ctx context.Context, port uint16, o freeOptions, stdin io.Reader, stdout io.Writer) error {
 	// Only a snapshot taken now: never a cached or historical owner.
 	report, err := snapshotPort(port)
 	if err != nil {
 		return err
 	}
 	plan := free.Make(report)
-	writePlan(stdout, &plan, *tree)
-	if *dryRun {
+	writePlan(stdout, &plan, o.tree)
+	if o.dryRun {
 		return nil
 	}
-	if len(plan.Targets) > 0 && !*yes {
+	if len(plan.Targets) > 0 && !o.yes {
 		ok, err := confirm(stdin, stdout, &plan)
 		if err != nil {
 			return err
@@ -75,17 +92,17 @@ func freeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	for _, target := range plan.Targets {
 		var below []proc.Identity
-		if *tree {
+		if o.tree {
 			if below, err = proc.Descendants(target.Identity); err != nil {
 				fmt.Fprintf(stdout, "%s %d: %v\n", tracer.Printable(target.Name), target.PID, err)
 			}
 		}
-		stopOne(ctx, stdout, target.Identity, target.Name, *timeout)
+		stopOne(ctx, stdout, target.Identity, target.Name, o.timeout)
 		for _, id := range below {
-			stopOne(ctx, stdout, id, "", *timeout)
+			stopOne(ctx, stdout, id, "", o.timeout)
 		}
 	}
-	if *timeWait {
+	if o.timeWait {
 		res, err := linux.DestroyTimeWait(port)
 		switch {
 		case err != nil:
@@ -96,7 +113,7 @@ func freeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			fmt.Fprintf(stdout, "TIME_WAIT sockets: %d destroyed\n", res.Found)
 		}
 	}
-	return waitFree(ctx, stdout, port, *timeout)
+	return waitFree(ctx, stdout, port, o.timeout)
 }
 
 func writePlan(w io.Writer, plan *free.Plan, tree bool) {

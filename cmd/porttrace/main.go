@@ -9,16 +9,21 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
 )
 
+// stopSignals end any command the way Ctrl-C does: a watch prints its
+// summary and removes its API socket. (A watch adds SIGPIPE.)
+var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT}
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err == nil || errors.Is(err, pflag.ErrHelp) {
+	if err == nil {
 		return
 	}
 	code := 1
@@ -45,24 +50,35 @@ func usageError(format string, args ...any) error {
 	return exitError{code: 2, msg: fmt.Sprintf(format, args...)}
 }
 
+// run runs the command that args name (the watch when they name none).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 {
-		switch args[0] {
-		case "who":
-			return who(ctx, args[1:], stdout, stderr)
-		case "why":
-			return whyCmd(ctx, args[1:], stdout, stderr)
-		case "free":
-			return freeCmd(ctx, args[1:], os.Stdin, stdout, stderr)
+	c := newCLI()
+	cmd := c.commands[0]
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		if named := c.find(args[0]); named != nil {
+			cmd, args = named, args[1:]
 		}
 	}
-	f, err := parseFlags(args, stderr)
-	if err != nil {
-		return err
+	fs := cmd.doc.Flags
+	if err := fs.Parse(args); err != nil {
+		return usageError("%v", err)
 	}
-	if f.version {
-		fmt.Fprintln(stdout, "porttrace", version())
+	if help, _ := fs.GetBool("help"); help {
+		c.program.Help(stdout, cmd.doc)
 		return nil
 	}
-	return watch(ctx, f, stdout, stderr)
+	if cmd.doc.Args == "" && fs.NArg() > 0 {
+		return c.unexpected(cmd, fs.Arg(0))
+	}
+	return cmd.run(ctx, fs.Args(), stdout, stderr)
+}
+
+// newFlagSet makes a command's flag set: errors come back to run, which
+// prints them in one line, and flags are listed in the order defined.
+func newFlagSet(name string) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.SortFlags = false
+	return fs
 }

@@ -5,17 +5,23 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/porttrace/porttrace/tracer/api"
+	"github.com/porttrace/porttrace/tracer/linux"
 )
 
 func needRoot(t *testing.T) {
@@ -28,16 +34,15 @@ func needRoot(t *testing.T) {
 	}
 }
 
-// TestWithoutPrivileges runs porttrace as nobody: one line naming what is
-// missing, exit status 1.
-func TestWithoutPrivileges(t *testing.T) {
-	needRoot(t)
-	// The test binary sits in a folder only root may enter: copy it out.
+// copyForNobody copies the test binary where nobody may run it: it sits
+// in a folder only root may enter.
+func copyForNobody(t *testing.T) string {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "porttrace-nobody-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
 	bin := filepath.Join(dir, "porttrace")
 	self, err := os.ReadFile(os.Args[0])
@@ -47,20 +52,80 @@ func TestWithoutPrivileges(t *testing.T) {
 	if err := os.WriteFile(bin, self, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin)
+	return bin
+}
+
+// TestWithoutPrivileges runs porttrace as nobody: one line naming what is
+// missing, exit status 1.
+func TestWithoutPrivileges(t *testing.T) {
+	needRoot(t)
+	cmd := exec.Command(copyForNobody(t))
 	cmd.Env = []string{"PORTTRACE_ARGS=--port 8080"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	err = cmd.Run()
+	err := cmd.Run()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
 		t.Fatalf("got %v, want exit status 1; stderr: %s", err, stderr.String())
 	}
-	want := "porttrace: needs CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8): run with sudo\n"
+	want := "porttrace: needs CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8): run as root, e.g. with sudo\n"
 	if stderr.String() != want {
 		t.Errorf("stderr %q, want %q", stderr.String(), want)
 	}
+}
+
+// TestMissingPermissionsNamed runs a watch as nobody with only CAP_BPF and
+// CAP_PERFMON: it runs, and says without -v, one line for each hook it could
+// not attach, which permission is missing and what it will not show.
+func TestMissingPermissionsNamed(t *testing.T) {
+	needRoot(t)
+	tracefs, _, err := linux.EnsureTracefs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(tracefs); err != nil || st.Mode().Perm()&0o001 != 0 {
+		t.Fatalf("tracefs at %s lets others in (%v, %v): this test needs the kernel's default mode, 0700", tracefs, st.Mode(), err)
+	}
+	tracefsNeeded := "needs read access to tracefs (root, or CAP_DAC_READ_SEARCH)"
+	want := []string{
+		"porttrace: accept hook not attached: reading " + tracefs + "/events/syscalls/sys_exit_accept/id " + tracefsNeeded + ": passive sockets are charged to the listener's owner",
+		"porttrace: bind hook not attached: reading " + tracefs + "/events/syscalls/sys_enter_bind/id " + tracefsNeeded + ": bind(2) calls and their errors are not shown",
+	}
+	// /proc/kallsyms hides addresses from those without CAP_SYSLOG unless
+	// kptr_restrict is 0 and perf_event_paranoid at most 1.
+	if sysctl(t, "kptr_restrict") > 0 || sysctl(t, "perf_event_paranoid") > 1 {
+		want = append(want, "porttrace: timewait hook not attached: reading kernel addresses in /proc/kallsyms needs CAP_SYSLOG (kptr_restrict, perf_event_paranoid): TIME_WAIT is shown as the kernel's state tracepoint reports it (-> CLOSE)")
+	}
+	cmd := exec.Command(copyForNobody(t))
+	cmd.Env = []string{"PORTTRACE_ARGS=--port " + strconv.Itoa(freeLoopbackPort(t)) + " --duration 1s"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential:  &syscall.Credential{Uid: 65534, Gid: 65534},
+		AmbientCaps: []uintptr{unix.CAP_BPF, unix.CAP_PERFMON},
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("porttrace with CAP_BPF and CAP_PERFMON: %v; stderr: %s", err, stderr.String())
+	}
+	lines := strings.Split(stderr.String(), "\n")
+	if len(lines) < len(want) || !slices.Equal(lines[:len(want)], want) {
+		t.Errorf("stderr:\n%s\nwant it to start with:\n%s", stderr.String(), strings.Join(want, "\n"))
+	}
+}
+
+// sysctl reads a number from /proc/sys/kernel.
+func sysctl(t *testing.T, name string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/kernel/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // TestJSONLines watches a real loopback connection with --json and checks
@@ -190,23 +255,42 @@ func freeLoopbackPort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// lockedBuffer is a watch's stderr, which the test may read while the
+// watch writes it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // startWatch runs porttrace with args as its own process, its stdout going
 // to stdout, and waits until its probes are attached.
-func startWatch(t *testing.T, stdout *os.File, args ...string) (*exec.Cmd, *bytes.Buffer) {
+func startWatch(t *testing.T, stdout *os.File, args ...string) (*exec.Cmd, *lockedBuffer) {
 	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "PORTTRACE_ARGS="+strings.Join(append(args, "--ready-file", ready), " "))
 	cmd.Stdout = stdout
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill() })
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if _, err := os.Stat(ready); err == nil {
-			return cmd, &stderr
+			return cmd, stderr
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no ready file after 10s; stderr: %s", stderr.String())
@@ -229,20 +313,8 @@ func TestStalledStdout(t *testing.T) {
 	watch, stderr := startWatch(t, w, "--port", strconv.Itoa(port))
 	w.Close()
 
-	l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := closingListener(t, port)
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 	// 2,000 connections make about a megabyte of lines: far past the pipe.
 	for range 2000 {
 		c, err := net.Dial("tcp4", l.Addr().String())
@@ -252,14 +324,22 @@ func TestStalledStdout(t *testing.T) {
 		c.Close()
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	answer, err := api.Ask(ctx, api.WatchSocket(watch.Process.Pid), uint16(port))
-	if err != nil {
-		t.Fatalf("the stalled watch does not answer: %v", err)
-	}
-	if len(answer.Sockets) == 0 {
-		t.Error("the stalled watch knows no owner on the port, not even the listener's")
+	// The watch publishes what it knows when it has read every event
+	// (under the race detector, a while after the storm): ask until it
+	// names the listener's owner, for at most 10s.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		answer, err := api.Ask(ctx, api.WatchSocket(watch.Process.Pid), uint16(port))
+		cancel()
+		if err != nil {
+			t.Fatalf("the stalled watch does not answer: %v", err)
+		}
+		if len(answer.Sockets) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stalled watch knows no owner on the port after 10s, not even the listener's; stderr: %s", stderr.String())
+		}
 	}
 
 	watch.Process.Signal(os.Interrupt)
@@ -354,4 +434,240 @@ func TestAskedWhileStopping(t *testing.T) {
 	if total == 0 {
 		t.Error("the watch answered no question while it ran")
 	}
+}
+
+// closingListener listens on 127.0.0.1:port and closes every connection it
+// accepts, until it is closed.
+func closingListener(t *testing.T, port int) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return l
+}
+
+// connectLoop makes loopback connections to port until the returned
+// function is called: traffic for a watch to print.
+func connectLoop(t *testing.T, port int) (stop func()) {
+	t.Helper()
+	l := closingListener(t, port)
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if c, err := net.Dial("tcp4", l.Addr().String()); err == nil {
+				c.Close()
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+		l.Close()
+	}
+}
+
+// waitExit waits for the watch to end, at most 10s (a hang detector), and
+// returns its exit status.
+func waitExit(t *testing.T, watch *exec.Cmd, stderr *lockedBuffer) int {
+	t.Helper()
+	exited := make(chan error, 1)
+	go func() { exited <- watch.Wait() }()
+	select {
+	case err := <-exited:
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			if !exit.Exited() {
+				t.Fatalf("watch ended by %v; stderr: %s", exit, stderr.String())
+			}
+			return exit.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the watch did not stop within 10s; stderr: %s", stderr.String())
+	}
+	return -1
+}
+
+// checkSocketRemoved: the watch removed its API socket on the way out.
+func checkSocketRemoved(t *testing.T, pid int) {
+	t.Helper()
+	if _, err := os.Stat(api.WatchSocket(pid)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the watch left its socket behind: %v", err)
+	}
+}
+
+// stderrLines are the lines a watch wrote to stderr after the one saying
+// what it watches.
+func stderrLines(t *testing.T, stderr *lockedBuffer) []string {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+	if !strings.HasPrefix(lines[0], "porttrace: watching port ") {
+		t.Fatalf("the first line on stderr does not say what is watched: %q", lines[0])
+	}
+	return lines[1:]
+}
+
+// TestReaderGone: porttrace | head -1 prints the column header and stops
+// quietly, exit status 0, as soon as it next writes, removing its socket.
+func TestReaderGone(t *testing.T) {
+	needRoot(t)
+	port := freeLoopbackPort(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := exec.Command("head", "-1")
+	head.Stdin = r
+	var headOut bytes.Buffer
+	head.Stdout = &headOut
+	if err := head.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	watch, stderr := startWatch(t, w, "--port", strconv.Itoa(port))
+	w.Close()
+	if err := head.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	stop := connectLoop(t, port)
+	defer stop()
+	if code := waitExit(t, watch, stderr); code != 0 {
+		t.Errorf("exit status %d, want 0; stderr: %s", code, stderr.String())
+	}
+	if !strings.HasPrefix(headOut.String(), "TIME ") {
+		t.Errorf("head read %q, want the column header", headOut.String())
+	}
+	if lines := stderrLines(t, stderr); len(lines) > 0 {
+		t.Errorf("a watch whose reader has gone said more: %q", lines)
+	}
+	checkSocketRemoved(t, watch.Process.Pid)
+}
+
+// TestOutputFails: with stdout on /dev/full the watch stops at once, with
+// one line naming the error and exit status 1.
+func TestOutputFails(t *testing.T) {
+	needRoot(t)
+	port := freeLoopbackPort(t)
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer full.Close()
+	watch, stderr := startWatch(t, full, "--port", strconv.Itoa(port))
+	stop := connectLoop(t, port)
+	defer stop()
+	if code := waitExit(t, watch, stderr); code != 1 {
+		t.Errorf("exit status %d, want 1; stderr: %s", code, stderr.String())
+	}
+	want := "porttrace: writing output: write /dev/stdout: no space left on device"
+	if lines := stderrLines(t, stderr); len(lines) != 1 || lines[0] != want {
+		t.Errorf("stderr after the first line: %q, want only %q", lines, want)
+	}
+	checkSocketRemoved(t, watch.Process.Pid)
+}
+
+// watchToFile starts a watch of a free port, its output going to a file.
+func watchToFile(t *testing.T) (watch *exec.Cmd, stderr *lockedBuffer, port int) {
+	t.Helper()
+	port = freeLoopbackPort(t)
+	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close() // the watch has its own
+	watch, stderr = startWatch(t, out, "--port", strconv.Itoa(port))
+	return watch, stderr, port
+}
+
+// TestStopSignals: SIGHUP, SIGQUIT and SIGPIPE end a watch as SIGINT does:
+// its summary, its socket removed, exit status 0.
+func TestStopSignals(t *testing.T) {
+	needRoot(t)
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGPIPE} {
+		t.Run(sig.String(), func(t *testing.T) {
+			watch, stderr, _ := watchToFile(t)
+			if err := watch.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			if code := waitExit(t, watch, stderr); code != 0 {
+				t.Errorf("exit status %d, want 0; stderr: %s", code, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), "porttrace: events lost in the kernel: ") {
+				t.Errorf("no summary: %s", stderr.String())
+			}
+			checkSocketRemoved(t, watch.Process.Pid)
+		})
+	}
+}
+
+// TestAPIClientHangsUp: a client that hangs up before its answer does not
+// stop the watch (the answer's write must raise no SIGPIPE, which the
+// watch takes as a stop request).
+func TestAPIClientHangsUp(t *testing.T) {
+	needRoot(t)
+	watch, stderr, port := watchToFile(t)
+	path := api.WatchSocket(watch.Process.Pid)
+	request := "GET /v1/owners?port=" + strconv.Itoa(port) + " HTTP/1.1\r\nHost: porttrace\r\n\r\n"
+	for range 200 {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatalf("the watch stopped serving: %v; stderr: %s", err, stderr.String())
+		}
+		// Ask, then hang up without reading: the reset makes the answer's
+		// write fail.
+		c.(*net.UnixConn).Write([]byte(request))
+		c.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := api.Ask(ctx, path, uint16(port)); err != nil {
+		t.Fatalf("the watch no longer answers: %v; stderr: %s", err, stderr.String())
+	}
+	watch.Process.Signal(os.Interrupt)
+	if code := waitExit(t, watch, stderr); code != 0 {
+		t.Errorf("exit status %d; stderr: %s", code, stderr.String())
+	}
+}
+
+// TestPIDMustBeAProcess: --pid names a process; a thread's id is refused,
+// naming its process.
+func TestPIDMustBeAProcess(t *testing.T) {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := strconv.Itoa(os.Getpid())
+	for _, task := range tasks {
+		if task.Name() == self {
+			continue
+		}
+		err := run(context.Background(), []string{"--pid", task.Name()}, io.Discard, io.Discard)
+		want := "invalid --pid " + task.Name() + ": a thread of process " + self + ": give the process"
+		var exit exitError
+		if !errors.As(err, &exit) || exit.code != 2 || err.Error() != want {
+			t.Errorf("got %v, want exit status 2 and %q", err, want)
+		}
+		return
+	}
+	t.Fatal("the test process has no thread but its main one")
 }

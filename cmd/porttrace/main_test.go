@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -43,7 +44,27 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--buffer-size", "3"}, 2, "invalid --buffer-size 3: want a power of two from 1 to 1024 (MiB)"},
 		{[]string{"--duration", "-1s"}, 2, "invalid --duration -1s: must not be negative"},
 		{[]string{"8080"}, 2, `unexpected argument "8080" (did you mean --port 8080?)`},
+		{[]string{"http"}, 2, `unexpected argument "http" (did you mean --port http?)`},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate": the commands are who, why, free, help, version, completion, man`},
+		{[]string{"--json", "who"}, 2, `"who" is a command: it comes first, as in porttrace who`},
 		{[]string{"--frobnicate"}, 2, "unknown flag: --frobnicate"},
+		{[]string{"--port", ""}, 2, "empty port list: give ports such as 8080, 80,443 or 8000-8100"},
+		{[]string{"--port", "80", "--port", ""}, 2, "empty port list"},
+		{[]string{"--port", "80,,443"}, 2, `invalid port list "80,,443": an empty item between commas`},
+		{[]string{"--port", "9000-8000"}, 2, "invalid port range 9000-8000: 9000 is above 8000"},
+		{[]string{"--pid", "4194305"}, 2, "invalid --pid 4194305: no such process"},
+		{[]string{"who"}, 2, "who takes one or more ports, e.g. porttrace who 8080"},
+		{[]string{"who", "0"}, 2, "invalid port 0: must be 1-65535"},
+		{[]string{"who", "80/sctp"}, 2, `invalid protocol in "80/sctp": want tcp or udp`},
+		{[]string{"who", "--netns", "a", "--all-netns", "80"}, 2, "--netns and --all-netns exclude each other"},
+		{[]string{"why"}, 2, "why takes a port and, optionally, an address"},
+		{[]string{"why", "80", "localhost"}, 2, `invalid address "localhost"`},
+		{[]string{"free"}, 2, "free takes one port"},
+		{[]string{"free", "80", "--timeout", "0s"}, 2, "invalid --timeout 0s: must be positive"},
+		{[]string{"help", "nonesuch"}, 2, `no command "nonesuch": the commands are who, why, free, help, version, completion, man`},
+		{[]string{"version", "now"}, 2, `version takes no argument, got "now"`},
+		{[]string{"completion"}, 2, "completion takes one shell: bash, zsh, fish"},
+		{[]string{"completion", "tcsh"}, 2, `no completion for shell "tcsh": want bash, zsh, fish`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
@@ -59,20 +80,42 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-func TestPortNames(t *testing.T) {
-	for in, want := range map[string]uint16{"8080": 8080, "1": 1, "65535": 65535, "http": 80, "ssh": 22} {
-		if got, err := parsePort(in); err != nil || got != want {
-			t.Errorf("parsePort(%q) = %d, %v; want %d", in, got, err, want)
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"--version"}, {"version"}} {
+		var stdout bytes.Buffer
+		if err := run(context.Background(), args, &stdout, &stdout); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(stdout.String(), "porttrace ") || strings.Count(stdout.String(), "\n") != 1 {
+			t.Errorf("%s printed %q", args, stdout.String())
 		}
 	}
 }
 
-func TestVersion(t *testing.T) {
-	var stdout bytes.Buffer
-	if err := run(context.Background(), []string{"--version"}, &stdout, &stdout); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasPrefix(stdout.String(), "porttrace ") {
-		t.Errorf("--version printed %q", stdout.String())
+// TestWatching: the watch's first line says what is watched, in the
+// user's words.
+func TestWatching(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "every port, IPv4 and IPv6"},
+		{[]string{"--port", "http"}, "port 80 (http), IPv4 and IPv6"},
+		{[]string{"-p", "8096", "--port", "8080", "-4"}, "ports 8080,8096, IPv4 only"},
+		{[]string{"-p", "https,8000-8100,ssh", "-6", "--duration", "30s"}, "ports 22,443,8000-8100 (https 443, ssh 22), IPv6 only, for 30s"},
+		{[]string{"-p", "8080", "--pid", strconv.Itoa(os.Getpid())}, "port 8080, IPv4 and IPv6, sockets of process " + strconv.Itoa(os.Getpid()) + " (porttrace.test)"},
+	} {
+		var f watchFlags
+		fs := newFlagSet("porttrace")
+		f.define(fs)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.check(); err != nil {
+			t.Fatal(err)
+		}
+		if got := f.watching(); got != tc.want {
+			t.Errorf("%q: watching %q, want %q", tc.args, got, tc.want)
+		}
 	}
 }

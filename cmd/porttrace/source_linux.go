@@ -1,10 +1,19 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
 
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/linux"
+	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 	"github.com/porttrace/porttrace/tracer/why"
 )
@@ -15,6 +24,33 @@ func openSource(cfg tracer.Config) (tracer.Source, error) {
 
 func snapshotPort(port uint16) (*snapshot.PortReport, error) {
 	return linux.Who(port)
+}
+
+// snapshotIn answers who for the namespace --netns names, or every one with
+// --all-netns, or porttrace's own.
+func snapshotIn(port uint16, netns string, all bool) (*snapshot.PortReport, error) {
+	var namespaces []linux.Namespace
+	switch {
+	case all:
+		all, err := linux.AllNamespaces()
+		if err != nil {
+			return nil, err
+		}
+		namespaces = all
+	case netns != "":
+		ns, err := linux.FindNamespace(netns)
+		if err != nil {
+			return nil, usageError("%v", err)
+		}
+		namespaces = []linux.Namespace{ns}
+	default:
+		ns, err := linux.CurrentNamespace()
+		if err != nil {
+			return nil, err
+		}
+		namespaces = []linux.Namespace{ns}
+	}
+	return linux.WhoIn(port, namespaces, proc.NewResolver())
 }
 
 // judge takes a snapshot of the port, names the owners a running porttrace
@@ -43,4 +79,41 @@ func v6onlyDefault(set, value bool) (bool, error) {
 		return value, nil
 	}
 	return linux.BindV6OnlyDefault()
+}
+
+// processName is the command name of process pid, or why there is no such
+// process: sockets belong to processes, so a thread's id names none.
+func processName(pid uint32) (string, error) {
+	f, err := os.Open("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/status")
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", errors.New("no such process")
+	}
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var name, tgid string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		key, value, _ := strings.Cut(sc.Text(), ":")
+		switch key {
+		case "Name":
+			name = strings.TrimSpace(value)
+		case "Tgid":
+			tgid = strings.TrimSpace(value)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", err
+	}
+	if tgid != strconv.FormatUint(uint64(pid), 10) {
+		return "", fmt.Errorf("a thread of process %s: give the process", tgid)
+	}
+	return name, nil
+}
+
+// readerGone says that a write failed because the reader of a pipe has
+// gone (porttrace | head).
+func readerGone(err error) bool {
+	return errors.Is(err, syscall.EPIPE)
 }

@@ -2,6 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
+	"path/filepath"
+
+	xwin "golang.org/x/sys/windows"
 
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/snapshot"
@@ -14,6 +18,15 @@ func openSource(cfg tracer.Config) (tracer.Source, error) {
 }
 
 func snapshotPort(port uint16) (*snapshot.PortReport, error) {
+	return windows.Who(port)
+}
+
+// snapshotIn answers who from the system's tables: Windows has no network
+// namespaces to choose from (compartments aside).
+func snapshotIn(port uint16, netns string, all bool) (*snapshot.PortReport, error) {
+	if netns != "" || all {
+		return nil, usageError("--netns and --all-netns are Linux's: Windows has no network namespaces")
+	}
 	return windows.Who(port)
 }
 
@@ -39,4 +52,19 @@ func v6onlyDefault(set, value bool) (bool, error) {
 		return value, nil
 	}
 	return true, nil
+}
+
+// processName is the image name of process pid, or why it has none.
+func processName(pid uint32) (string, error) {
+	path, err := windows.ImagePath(pid)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Base(path), nil
+}
+
+// readerGone says that a write failed because the reader of a pipe has
+// gone (porttrace | more, stopped).
+func readerGone(err error) bool {
+	return errors.Is(err, xwin.ERROR_BROKEN_PIPE) || errors.Is(err, xwin.ERROR_NO_DATA)
 }

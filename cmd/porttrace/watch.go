@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/porttrace/porttrace/tracer"
@@ -26,33 +28,45 @@ const (
 	outputTimeout = 500 * time.Millisecond
 )
 
-// watch runs the live view until ctx ends or --duration passes.
-func watch(ctx context.Context, f *flags, stdout, stderr io.Writer) error {
+// maxSnapshotPorts bounds the ports whose sockets a watch looks up when it
+// starts: each is one snapshot of every process's sockets.
+const maxSnapshotPorts = 16
+
+// watch runs the live view until ctx ends, --duration passes or the output
+// fails.
+func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
+	// SIGPIPE stops a watch as SIGINT does. Asking for it also keeps the Go
+	// runtime from killing porttrace, without a summary or cleanup, when
+	// its standard output is a pipe whose reader has gone: the write fails
+	// with EPIPE instead, and that ends the watch quietly.
+	ctx, stopSignal := signal.NotifyContext(ctx, syscall.SIGPIPE)
+	defer stopSignal()
 	src, err := openSource(f.config(stderr))
 	if err != nil {
 		return err
 	}
 	defer src.Close()
+	fmt.Fprintf(stderr, "porttrace: watching %s\n", f.watching())
 
 	if f.duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, f.duration)
 		defer cancel()
 	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	printer := render.NewPrinter(stdout, render.PrinterOptions{JSON: f.json, Color: colorWanted(stdout), PID: f.pid})
+	// Output that cannot be written ends the watch at once.
+	go func() {
+		select {
+		case <-printer.Failed():
+			stop()
+		case <-ctx.Done():
+		}
+	}()
 	printer.Header()
 	loop := correlate.NewLoop(printer)
-	// Start from what holds the port now; the probes are attached first so
-	// that nothing happens unseen between the snapshot and the trace.
-	if f.port != 0 {
-		snapshotNs := time.Now().UnixNano()
-		report, err := snapshotPort(f.port)
-		if err != nil {
-			fmt.Fprintf(stderr, "porttrace: no snapshot of port %d's sockets: %v\n", f.port, err)
-		} else {
-			loop.Seed(report, snapshotNs)
-		}
-	}
+	seed(loop, f.ports, stderr)
 	if srv, err := api.Listen(api.WatchSocket(os.Getpid()), loop.Index); err != nil {
 		fmt.Fprintf(stderr, "porttrace: %v (porttrace who will not name TIME_WAIT owners from this watch)\n", err)
 	} else {
@@ -67,15 +81,35 @@ func watch(ctx context.Context, f *flags, stdout, stderr io.Writer) error {
 	start := time.Now()
 	runErr := loop.Run(ctx, src)
 	closeErr := printer.Close(outputTimeout)
+	stop()
 	<-lostDone
-	render.WriteSummary(stderr, loop.Index().Stats, src.Lost(), printer.Dropped(), time.Since(start))
-	if runErr != nil {
-		return runErr
-	}
 	if closeErr != nil {
+		if readerGone(closeErr) {
+			return nil // porttrace | head: the reader has what it wanted
+		}
 		return fmt.Errorf("writing output: %w", closeErr)
 	}
-	return nil
+	render.WriteSummary(stderr, loop.Index().Stats, src.Lost(), printer.Dropped(), time.Since(start))
+	return runErr
+}
+
+// seed starts the watch from what holds its ports now; the probes are
+// attached first, so that nothing happens unseen between the snapshot and
+// the trace.
+func seed(loop *correlate.Loop, ports tracer.Ports, stderr io.Writer) {
+	if len(ports) > maxSnapshotPorts {
+		fmt.Fprintf(stderr, "porttrace: more than %d ports: sockets open before the watch are not looked up, and their owners are learnt as they act\n", maxSnapshotPorts)
+		return
+	}
+	for _, port := range ports {
+		snapshotNs := time.Now().UnixNano()
+		report, err := snapshotPort(port)
+		if err != nil {
+			fmt.Fprintf(stderr, "porttrace: no snapshot of port %d's sockets: %v\n", port, err)
+			continue
+		}
+		loop.Seed(report, snapshotNs)
+	}
 }
 
 // reportLost warns on stderr whenever the kernel's count of lost events or

@@ -4,54 +4,142 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 
-	"github.com/spf13/pflag"
-
+	"github.com/porttrace/porttrace/cmd/internal/clidoc"
+	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/api"
 	"github.com/porttrace/porttrace/tracer/render"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 )
 
-// who answers "who owns this port?" once and exits: status 0 when a process
-// holds the port, 1 when none does, so scripts can test it.
-func who(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := pflag.NewFlagSet("porttrace who", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: porttrace who PORT [--json]\n\nEvery process that holds PORT (1-65535 or a service name), with what it holds;\nexit status 1 if no process holds it.\n\nFlags:\n%s", fs.FlagUsages())
+// whoOptions are who's flags.
+type whoOptions struct {
+	json, all, pids bool
+	netns           string
+	allNetNS        bool
+}
+
+// whoCommand answers "who owns this port?" once and exits: status 0 when a
+// process holds every port asked about, 1 when one is free, so scripts can
+// test it.
+func whoCommand() *command {
+	fs := newFlagSet("porttrace who")
+	var o whoOptions
+	fs.BoolVar(&o.json, "json", false, "print one JSON object per port (fields in the README)")
+	fs.BoolVar(&o.all, "all", false, "list every socket on its own line, ungrouped")
+	fs.BoolVarP(&o.pids, "pids", "t", false, "print only the pids of the processes holding the port, one per line (as lsof -t), for kill $(...)")
+	fs.StringVar(&o.netns, "netns", "", "answer for this network namespace: an ip netns name, a path such as /proc/PID/ns/net, or a pid")
+	fs.BoolVar(&o.allNetNS, "all-netns", false, "answer for every network namespace, each socket labelled with its own")
+	return &command{
+		doc: &clidoc.Command{
+			Name:    "who",
+			Args:    "PORT...",
+			Summary: "say once who holds PORT and who connects to it, and who owned its TIME_WAIT sockets",
+			Description: `Both sides of each PORT (1-65535, a service name, :8080, 8080/tcp or 8080/udp):
+what serves on it (listeners, bound and UDP sockets, accepted connections)
+and what on this host connects to it, each process with the facts an
+operator acts on (parents, unit or container, user, memory, age, command
+line, descriptors), and the sockets no process holds any more (TIME_WAIT),
+grouped, naming their owner when a running porttrace saw them. It answers
+for porttrace's own network namespace unless told otherwise. Exit status 0
+when a process holds every PORT, 1 when one is free; the headline then says
+whether a bind would still fail.`,
+			Flags: fs,
+		},
+		run: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+			if len(args) == 0 {
+				return usageError("who takes one or more ports, e.g. porttrace who 8080")
+			}
+			if o.netns != "" && o.allNetNS {
+				return usageError("--netns and --all-netns exclude each other")
+			}
+			var queries []portQuery
+			for _, arg := range args {
+				q, err := parsePortQuery(arg)
+				if err != nil {
+					return usageError("%v", err)
+				}
+				queries = append(queries, q)
+			}
+			return who(ctx, queries, o, stdout)
+		},
 	}
-	asJSON := fs.Bool("json", false, "print one JSON object (fields in the README)")
-	if err := fs.Parse(args); err != nil {
-		if err == pflag.ErrHelp {
+}
+
+// portQuery is a port asked about, with the protocol the asker named
+// (8080/udp), 0 for both.
+type portQuery struct {
+	port  uint16
+	proto tracer.Proto
+}
+
+// parsePortQuery reads the ways operators name a port: 8080, :8080,
+// 8080/tcp, 8080/udp, http.
+func parsePortQuery(arg string) (portQuery, error) {
+	var q portQuery
+	spec := strings.TrimPrefix(arg, ":")
+	if p, proto, ok := strings.Cut(spec, "/"); ok {
+		switch strings.ToLower(proto) {
+		case "tcp":
+			q.proto = tracer.ProtoTCP
+		case "udp":
+			q.proto = tracer.ProtoUDP
+		default:
+			return q, fmt.Errorf("invalid protocol in %q: want tcp or udp", arg)
+		}
+		spec = p
+	}
+	port, err := tracer.ParsePort(spec)
+	q.port = port
+	return q, err
+}
+
+func who(ctx context.Context, queries []portQuery, o whoOptions, stdout io.Writer) error {
+	allHeld := true
+	for i, q := range queries {
+		report, err := snapshotIn(q.port, o.netns, o.allNetNS)
+		if err != nil {
 			return err
 		}
-		return usageError("%v", err)
+		if q.proto != 0 {
+			keepProto(report, q.proto)
+		}
+		nameSeen(ctx, report)
+		switch {
+		case o.pids:
+			for _, pid := range report.PIDs() {
+				if slices.ContainsFunc(report.Sockets, func(s snapshot.PortSocket) bool { return slices.Contains(s.PIDs, pid) && report.Serves(&s) }) {
+					fmt.Fprintln(stdout, pid)
+				}
+			}
+		case o.json:
+			err = render.WhoJSON(stdout, report)
+		default:
+			if i > 0 {
+				fmt.Fprintln(stdout)
+			}
+			render.WhoText(stdout, report, render.WhoOptions{All: o.all, Now: time.Now()})
+		}
+		if err != nil {
+			return err
+		}
+		allHeld = allHeld && report.Held()
 	}
-	if fs.NArg() != 1 {
-		return usageError("who takes one port, e.g. porttrace who 8080")
-	}
-	port, err := parsePort(fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	report, err := snapshotPort(port)
-	if err != nil {
-		return err
-	}
-	nameSeen(ctx, report)
-	if *asJSON {
-		err = render.WhoJSON(stdout, report)
-	} else {
-		render.WhoText(stdout, report, render.WhoOptions{Now: time.Now()})
-	}
-	if err != nil {
-		return err
-	}
-	if !report.Held() {
+	if !allHeld {
 		return exitError{code: 1}
 	}
 	return nil
+}
+
+// keepProto drops the sockets of the protocol not asked about (MPTCP counts
+// as TCP).
+func keepProto(r *snapshot.PortReport, proto tracer.Proto) {
+	r.Sockets = slices.DeleteFunc(r.Sockets, func(s snapshot.PortSocket) bool {
+		return (s.Proto == tracer.ProtoUDP) != (proto == tracer.ProtoUDP)
+	})
 }
 
 // askTimeout bounds how long who waits for running porttraces to name the

@@ -196,6 +196,8 @@ type guardedConn struct {
 	peerErr error
 }
 
+func (c *guardedConn) Write(b []byte) (int, error) { return write(c.Conn, b) }
+
 func (c *guardedConn) Close() error {
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() { <-c.slots })

@@ -40,7 +40,7 @@ const (
 var timerNames = [...]string{1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
 
 // diagPort lists, in one network namespace, the TCP and UDP sockets whose
-// local or remote port is port: both sides of the port. A bytecode filter
+// local or remote port is port: both sides of the port (port 0: all). A bytecode filter
 // makes the kernel drop the others, so the answer follows the port, not
 // the machine's sockets. Without UDP sock_diag (udp_diag not loaded) the
 // UDP sockets are missing and noUDP says so.
@@ -63,7 +63,11 @@ func diagPort(ns Namespace, port uint16) (socks []snapshot.PortSocket, noUDP boo
 	seen := map[uint64]bool{}
 	for _, proto := range []tracer.Proto{tracer.ProtoTCP, tracer.ProtoUDP} {
 		for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-			for _, sd := range []side{localSide, remoteSide} {
+			sides := []side{localSide, remoteSide}
+			if port == 0 {
+				sides = sides[:1] // no filter: one dump has them all
+			}
+			for _, sd := range sides {
 				msgs, err := conn.Execute(netlink.Message{
 					Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | netlink.Dump},
 					Data:   diagRequest(family, proto, allStates, sd, port),
@@ -97,10 +101,15 @@ func diagPort(ns Namespace, port uint16) (socks []snapshot.PortSocket, noUDP boo
 // (the equality operators are younger than the kernels porttrace runs on).
 // Each operation is {code, yes, no} followed by its argument in a second
 // operation's no field; a jump past the end by 4 rejects.
+//
+// Port 0 asks for every socket, with no filter.
 func diagRequest(family uint8, proto tracer.Proto, states uint32, sd side, port uint16) []byte {
 	b := make([]byte, inetDiagReqLen)
 	b[0], b[1] = family, uint8(proto)
 	binary.NativeEndian.PutUint32(b[4:], states)
+	if port == 0 {
+		return b
+	}
 	ge, le := byte(inetDiagBCSGE), byte(inetDiagBCSLE)
 	if sd == remoteSide {
 		ge, le = inetDiagBCDGE, inetDiagBCDLE

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -14,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/bpf"
 )
@@ -141,19 +143,34 @@ var defaultHooks = []hook{
 	},
 }
 
-// kernel is what porttrace found out about the running kernel.
+// reason says why an alternative of a hook cannot be used.
+type reason struct {
+	text string
+	// permission: porttrace lacks a privilege, which the operator can
+	// grant; otherwise the kernel lacks something.
+	permission bool
+}
+
+func (r reason) String() string { return r.text }
+
+// kernel is what porttrace found out about the running kernel, and what it
+// may do with it.
 type kernel struct {
-	btf             *btf.Spec
-	tracefs         string
-	haveRawTP       bool
-	kprobes         bool
+	btf       *btf.Spec
+	tracefs   string
+	noTracefs reason // why tracefs is not there, when tracefs is ""
+	haveRawTP bool
+	kprobes   bool
+	// twTimerHandler is the timewait timers' function, which the timer
+	// programs recognise them by; missingTimewait says why it is unknown.
 	twTimerHandler  uint64
-	missingTimewait string // why the timewait hook cannot work, if it cannot
+	missingTimewait reason
 }
 
 // probeKernel finds out what the kernel offers. It fails only for what
-// porttrace cannot run without: BTF and the BPF ring buffer.
-func probeKernel(tracefs string) (*kernel, error) {
+// porttrace cannot run without: BTF and the BPF ring buffer. tracefs is
+// where tracefs is mounted, or "" and why not.
+func probeKernel(tracefs string, noTracefs reason) (*kernel, error) {
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
 		return nil, fmt.Errorf("kernel has no BTF (needs CONFIG_DEBUG_INFO_BTF, /sys/kernel/btf/vmlinux): %w", err)
@@ -164,6 +181,7 @@ func probeKernel(tracefs string) (*kernel, error) {
 	k := &kernel{
 		btf:       spec,
 		tracefs:   tracefs,
+		noTracefs: noTracefs,
 		haveRawTP: features.HaveProgramType(ebpf.RawTracepoint) == nil,
 		// perf's kprobe PMU (4.17+) or tracefs's kprobe_events: either
 		// exists only with CONFIG_KPROBES.
@@ -172,7 +190,7 @@ func probeKernel(tracefs string) (*kernel, error) {
 	}
 	k.twTimerHandler, err = kallsymsAddr("tw_timer_handler")
 	if err != nil {
-		k.missingTimewait = err.Error()
+		k.missingTimewait = reason{text: err.Error(), permission: errors.Is(err, errKernelAddressesHidden)}
 	}
 	return k, nil
 }
@@ -182,11 +200,11 @@ func exists(path string) bool {
 	return err == nil
 }
 
-// available says whether the kernel has an alternative of a hook, and if
-// not, why.
-func (k *kernel) available(h *hook, alt alternative) (bool, string) {
+// available says whether porttrace can use an alternative of a hook on
+// this kernel, and if not, why.
+func (k *kernel) available(h *hook, alt alternative) (bool, reason) {
 	// The timer programs recognise timewait timers by their handler.
-	if h.name == hookTimewait && !alt.form.isKprobe() && k.missingTimewait != "" {
+	if h.name == hookTimewait && !alt.form.isKprobe() && k.missingTimewait.text != "" {
 		return false, k.missingTimewait
 	}
 	for _, a := range alt.progs {
@@ -194,41 +212,57 @@ func (k *kernel) available(h *hook, alt alternative) (bool, string) {
 			return false, why
 		}
 	}
-	return true, ""
+	return true, reason{}
 }
 
-func (k *kernel) hasTarget(f form, target string) (bool, string) {
+func (k *kernel) hasTarget(f form, target string) (bool, reason) {
 	switch f {
 	case formTPBTF, formRawTP:
 		var fn *btf.Typedef
 		if err := k.btf.TypeByName("btf_trace_"+target, &fn); err != nil {
-			return false, "no tracepoint " + target + " in kernel BTF"
+			return false, reason{text: "no tracepoint " + target + " in kernel BTF"}
 		}
 		if f == formRawTP && !k.haveRawTP {
-			return false, "no raw tracepoint programs (needs 4.17+)"
+			return false, reason{text: "no raw tracepoint programs (needs 4.17+)"}
 		}
 		if f == formTPBTF {
 			if err := probeTPBTF(target); err != nil {
-				return false, "tp_btf programs do not load: " + err.Error()
+				return false, reason{text: "tp_btf programs do not load: " + err.Error()}
 			}
 		}
 	case formTracepoint:
 		if k.tracefs == "" {
-			return false, "tracefs is not mounted"
+			return false, k.noTracefs
 		}
-		if !exists(filepath.Join(k.tracefs, "events", target)) {
-			return false, "no tracepoint " + target
-		}
+		return tracepointReadable(k.tracefs, target)
 	case formKprobe, formKretprobe:
 		if !k.kprobes {
-			return false, "kernel has no kprobes (CONFIG_KPROBES)"
+			return false, reason{text: "kernel has no kprobes (CONFIG_KPROBES)"}
 		}
 		var fn *btf.Func
 		if err := k.btf.TypeByName(target, &fn); err != nil {
-			return false, "no function " + target + " in kernel BTF"
+			return false, reason{text: "no function " + target + " in kernel BTF"}
 		}
 	}
-	return true, ""
+	return true, reason{}
+}
+
+// tracepointReadable says whether porttrace may read a tracefs event's id,
+// which attaching to it takes. tracefs is root's alone (mode 0700) unless
+// mounted otherwise: CAP_BPF and CAP_PERFMON do not open it. access(2)
+// asks with porttrace's effective ids and capabilities.
+func tracepointReadable(tracefs, target string) (bool, reason) {
+	id := filepath.Join(tracefs, "events", target, "id")
+	err := unix.Faccessat(unix.AT_FDCWD, id, unix.R_OK, unix.AT_EACCESS)
+	switch {
+	case err == nil:
+		return true, reason{}
+	case errors.Is(err, unix.ENOENT):
+		return false, reason{text: "no tracepoint " + target}
+	case errors.Is(err, unix.EACCES):
+		return false, reason{text: "reading " + id + " needs read access to tracefs (root, or CAP_DAC_READ_SEARCH)", permission: true}
+	}
+	return false, reason{text: fmt.Sprintf("checking %s: %v", id, err)}
 }
 
 // probeTPBTF loads a do-nothing tp_btf program on a tracepoint. The
@@ -257,26 +291,31 @@ type choice struct {
 
 // chooseHooks picks, for every hook of the table, the first alternative the
 // mode allows and the kernel has. It fails when a hook porttrace needs has
-// none, or the mode demands kprobes the kernel lacks.
+// none, or the mode demands kprobes the kernel lacks. notes say, one line
+// for each hook not attached, why (naming the missing privilege where one
+// is missing) and what the watch will not show.
 func chooseHooks(k *kernel, mode tracer.ProbeMode, table []hook) ([]choice, []string, error) {
 	var chosen []choice
 	var notes []string
 	for i := range table {
 		h := &table[i]
 		allowed := allowedAlternatives(h, mode)
-		var reasons []string
+		var reasons, permissions []string
 		picked := false
 		for _, alt := range allowed {
 			ok, why := k.available(h, alt)
 			if !ok {
-				reasons = append(reasons, alt.form.String()+": "+why)
+				reasons = append(reasons, alt.form.String()+": "+why.text)
+				if why.permission && !slices.Contains(permissions, why.text) {
+					permissions = append(permissions, why.text)
+				}
 				continue
 			}
-			why = "preferred"
+			because := "preferred"
 			if len(reasons) > 0 {
-				why = "fallback (" + strings.Join(reasons, "; ") + ")"
+				because = "fallback (" + strings.Join(reasons, "; ") + ")"
 			}
-			chosen = append(chosen, choice{hook: h, alt: alt, why: why})
+			chosen = append(chosen, choice{hook: h, alt: alt, why: because})
 			picked = true
 			break
 		}
@@ -287,7 +326,13 @@ func chooseHooks(k *kernel, mode tracer.ProbeMode, table []hook) ([]choice, []st
 		if h.without == "" || (mode == tracer.ProbeKprobe && hasKprobeForm(h)) {
 			return nil, nil, fmt.Errorf("no usable %s hook for --probe %s: %s", h.name, mode, detail)
 		}
-		notes = append(notes, fmt.Sprintf("%s: not attached (%s): %s", h.name, detail, h.without))
+		// A privilege the operator can grant is what to say; the
+		// alternatives the kernel lacks would not help.
+		if len(permissions) > 0 {
+			notes = append(notes, fmt.Sprintf("%s hook not attached: %s: %s", h.name, strings.Join(permissions, "; "), h.without))
+		} else {
+			notes = append(notes, fmt.Sprintf("%s hook not attached (%s): %s", h.name, detail, h.without))
+		}
 	}
 	return chosen, notes, nil
 }

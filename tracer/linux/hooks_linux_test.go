@@ -1,11 +1,14 @@
 package linux
 
 import (
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/porttrace/porttrace/bpf"
+	"github.com/porttrace/porttrace/tracer"
 )
 
 // TestHookTableMatchesObject checks the hook table against the compiled
@@ -44,5 +47,41 @@ func TestHookTableMatchesObject(t *testing.T) {
 		if !used[name] {
 			t.Errorf("program %s is in no hook's alternative", name)
 		}
+	}
+}
+
+// TestHookNotesNameWhatIsMissing: a hook not attached gets one line, which
+// names the missing privilege when one is missing (not the kernel features
+// that would not help) and says what the watch will not show.
+func TestHookNotesNameWhatIsMissing(t *testing.T) {
+	noTracefs := reason{text: errTracefsMount.Error(), permission: true}
+	hidden := reason{text: errKernelAddressesHidden.Error(), permission: true}
+	for _, tc := range []struct {
+		name string
+		k    *kernel
+		want []string
+	}{
+		{"privileges missing", &kernel{noTracefs: noTracefs, missingTimewait: hidden}, []string{
+			"accept hook not attached: tracefs is not mounted, and mounting it at /sys/kernel/tracing needs CAP_SYS_ADMIN: passive sockets are charged to the listener's owner",
+			"bind hook not attached: tracefs is not mounted, and mounting it at /sys/kernel/tracing needs CAP_SYS_ADMIN: bind(2) calls and their errors are not shown",
+			"timewait hook not attached: reading kernel addresses in /proc/kallsyms needs CAP_SYSLOG (kptr_restrict, perf_event_paranoid): TIME_WAIT is shown as the kernel's state tracepoint reports it (-> CLOSE)",
+		}},
+		{"kernel features missing", &kernel{noTracefs: reason{text: "mounting tracefs at /sys/kernel/tracing: no such device"}, missingTimewait: reason{text: "no symbol tw_timer_handler in /proc/kallsyms"}}, []string{
+			"accept hook not attached (kretprobe: kernel has no kprobes (CONFIG_KPROBES); tracepoint: mounting tracefs at /sys/kernel/tracing: no such device): passive sockets are charged to the listener's owner",
+			"bind hook not attached (tracepoint: mounting tracefs at /sys/kernel/tracing: no such device): bind(2) calls and their errors are not shown",
+			"timewait hook not attached (kprobe: kernel has no kprobes (CONFIG_KPROBES); tp_btf: no symbol tw_timer_handler in /proc/kallsyms; raw_tp: no symbol tw_timer_handler in /proc/kallsyms): TIME_WAIT is shown as the kernel's state tracepoint reports it (-> CLOSE)",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Every hook but state, which porttrace cannot run without
+			// (and whose forms need the kernel's BTF).
+			chosen, notes, err := chooseHooks(tc.k, tracer.ProbeAuto, defaultHooks[1:])
+			if err != nil || len(chosen) > 0 {
+				t.Fatalf("chose %v, %v; want no hook and no error", chosen, err)
+			}
+			if !slices.Equal(notes, tc.want) {
+				t.Errorf("notes:\n%s\nwant:\n%s", strings.Join(notes, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
 	}
 }

@@ -166,7 +166,7 @@ func loopbackCase(t *testing.T, listenHost, dialHost string, first closer, probe
 	port := freePort(t, listenHost)
 	listenAddr := net.JoinHostPort(listenHost, strconv.Itoa(int(port)))
 	dialAddr := net.JoinHostPort(dialHost, strconv.Itoa(int(port)))
-	rec, _ := traceHooks(t, tracer.Config{Port: port, Probe: probe}, table)
+	rec, _ := traceHooks(t, tracer.Config{Ports: tracer.Ports{port}, Probe: probe}, table)
 
 	server := startRole(t, "server", listenAddr, first)
 	listenerPID, acceptorPID := uint32(server.cmd.Process.Pid), server.childPID(t)
@@ -243,7 +243,7 @@ func probeThisKernel(t *testing.T) *kernel {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := probeKernel(tracefs)
+	k, err := probeKernel(tracefs, reason{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +291,7 @@ func TestKernelBindEADDRINUSE(t *testing.T) {
 	needPrivileges(t)
 	port := freePort(t, "127.0.0.1")
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
-	rec, _ := trace(t, tracer.Config{Port: port})
+	rec, _ := trace(t, tracer.Config{Ports: tracer.Ports{port}})
 
 	server := startRole(t, "server", addr, clientFirst)
 	server.childPID(t)
@@ -315,22 +315,26 @@ func TestKernelBindEADDRINUSE(t *testing.T) {
 	})
 }
 
-// TestKernelPortFilter checks that traffic on another port produces no
-// event at all, not merely no line.
+// TestKernelPortFilter checks that traffic on a port outside the watched set
+// produces no event at all, not merely no line, and that every port of the
+// set is watched.
 func TestKernelPortFilter(t *testing.T) {
 	needPrivileges(t)
-	watched, other := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
-	rec, _ := trace(t, tracer.Config{Port: watched})
+	watched, second, other := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
+	ports := tracer.Ports{watched, second}
+	slices.Sort(ports)
+	rec, _ := trace(t, tracer.Config{Ports: ports})
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(other)))
 	server := startRole(t, "server", addr, clientFirst)
 	server.childPID(t)
 	startRole(t, "client", addr, clientFirst).wait(t)
 	server.wait(t)
-	// A connection on the watched port afterwards marks the end: once its
+	// Connections on the watched ports afterwards mark the end: once their
 	// lines are in, anything from the other port would be too.
+	loopbackTraffic(t, second)
 	loopbackTraffic(t, watched)
-	waitFor(t, rec, "the watched port's connection", func(recs []tracer.Record) bool {
-		return clientPort(recs, watched) != 0
+	waitFor(t, rec, "the watched ports' connections", func(recs []tracer.Record) bool {
+		return clientPort(recs, watched) != 0 && clientPort(recs, second) != 0
 	})
 	if n := rec.Stats().Events; n == 0 {
 		t.Fatal("no events at all")
@@ -525,7 +529,7 @@ func programIDs(t *testing.T) []ebpf.ProgramID {
 func TestKernelFamilyFilterInKernel(t *testing.T) {
 	needPrivileges(t)
 	port := freePort(t, "127.0.0.1")
-	rec, _ := trace(t, tracer.Config{Port: port, Family: tracer.FamilyIPv6})
+	rec, _ := trace(t, tracer.Config{Ports: tracer.Ports{port}, Family: tracer.FamilyIPv6})
 	loopbackTraffic(t, port)
 	l, err := net.Listen("tcp6", net.JoinHostPort("::1", strconv.Itoa(int(port))))
 	if err != nil {

@@ -69,14 +69,17 @@ func open(cfg tracer.Config, table []hook) (src *LinuxSource, err error) {
 		}
 	}()
 
+	// Without tracefs the hooks that need it are reported as not
+	// attached, and the others still work.
 	tracefs, mounted, err := EnsureTracefs()
+	noTracefs := reason{}
 	if err != nil {
-		return nil, err
+		noTracefs = reason{text: err.Error(), permission: errors.Is(err, errTracefsMount)}
 	}
 	if mounted {
 		cfg.Verbosef("mounted tracefs at %s", tracefs)
 	}
-	k, err := probeKernel(tracefs)
+	k, err := probeKernel(tracefs, noTracefs)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +89,7 @@ func open(cfg tracer.Config, table []hook) (src *LinuxSource, err error) {
 	}
 	for _, n := range notes {
 		s.hooks = append(s.hooks, n)
-		cfg.Verbosef("%s", n)
+		cfg.Warningf("%s", n)
 	}
 
 	spec, err := loadSpec(cfg, k, chosen)
@@ -175,7 +178,8 @@ func loadSpec(cfg tracer.Config, k *kernel, chosen []choice) (*ebpf.CollectionSp
 		return nil, err
 	}
 	for name, value := range map[string]any{
-		bpf.PorttraceVarFilterPort:         cfg.Port,
+		bpf.PorttraceVarFilterPortsOn:      len(cfg.Ports) > 0,
+		bpf.PorttraceVarFilterPorts:        portBitmap(cfg.Ports),
 		bpf.PorttraceVarFilterFamily:       family,
 		bpf.PorttraceVarTwTimerHandlerAddr: k.twTimerHandler,
 		bpf.PorttraceVarJiffyNs:            jiffy,
@@ -186,6 +190,16 @@ func loadSpec(cfg tracer.Config, k *kernel, chosen []choice) (*ebpf.CollectionSp
 		}
 	}
 	return spec, nil
+}
+
+// portBitmap is the programs' filter_ports: bit p%8 of byte p/8 set for
+// every watched port p.
+func portBitmap(ports tracer.Ports) *[65536 / 8]byte {
+	var bitmap [65536 / 8]byte
+	for _, p := range ports {
+		bitmap[p/8] |= 1 << (p % 8)
+	}
+	return &bitmap
 }
 
 // Hooks implements Source.

@@ -21,17 +21,26 @@ const (
 
 // ErrPrivileges is returned when porttrace lacks the capabilities to load
 // and attach eBPF programs.
-var ErrPrivileges = errors.New("needs CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8): run with sudo")
+var ErrPrivileges = errors.New("needs CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8): run as root, e.g. with sudo")
+
+// capabilities reads porttrace's effective capabilities: has says whether
+// one is among them.
+func capabilities() (has func(c uint) bool, err error) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return nil, fmt.Errorf("reading capabilities: %w", err)
+	}
+	return func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }, nil
+}
 
 // checkPrivileges fails early, with one clear line, where loading would fail
 // later with a bare EPERM.
 func checkPrivileges() error {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return fmt.Errorf("reading capabilities: %w", err)
+	has, err := capabilities()
+	if err != nil {
+		return err
 	}
-	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
 	if has(capSysAdmin) || (has(capBPF) && has(capPerfmon)) {
 		return nil
 	}
@@ -40,6 +49,10 @@ func checkPrivileges() error {
 
 // tracefsPath is where porttrace mounts tracefs when nothing has.
 const tracefsPath = "/sys/kernel/tracing"
+
+// errTracefsMount says that tracefs is not mounted and porttrace may not
+// mount it.
+var errTracefsMount = errors.New("tracefs is not mounted, and mounting it at " + tracefsPath + " needs CAP_SYS_ADMIN")
 
 // EnsureTracefs returns where tracefs is mounted, mounting it when it is
 // not: classic tracepoints and kprobe_events live there. mounted says that
@@ -54,11 +67,23 @@ func EnsureTracefs() (path string, mounted bool, err error) {
 			return p, false, nil
 		}
 	}
+	has, err := capabilities()
+	if err != nil {
+		return "", false, err
+	}
+	if !has(capSysAdmin) {
+		return "", false, errTracefsMount
+	}
 	if err := unix.Mount("nodev", tracefsPath, "tracefs", 0, ""); err != nil {
 		return "", false, fmt.Errorf("mounting tracefs at %s: %w", tracefsPath, err)
 	}
 	return tracefsPath, true, nil
 }
+
+// errKernelAddressesHidden: /proc/kallsyms shows every address as 0 to
+// whoever lacks CAP_SYSLOG, unless kptr_restrict is 0 and
+// perf_event_paranoid at most 1.
+var errKernelAddressesHidden = errors.New("reading kernel addresses in /proc/kallsyms needs CAP_SYSLOG (kptr_restrict, perf_event_paranoid)")
 
 // kallsymsAddr returns the address of a kernel symbol.
 func kallsymsAddr(symbol string) (uint64, error) {
@@ -81,7 +106,7 @@ func kallsymsAddr(symbol string) (uint64, error) {
 			return 0, fmt.Errorf("parsing /proc/kallsyms line %q: %w", line, err)
 		}
 		if a == 0 {
-			return 0, fmt.Errorf("kernel addresses are hidden in /proc/kallsyms (kptr_restrict): needs CAP_SYSLOG")
+			return 0, errKernelAddressesHidden
 		}
 		return a, nil
 	}

@@ -64,7 +64,7 @@ func timeWaitSetup(t *testing.T) (net.Listener, uint16, int, *recorder) {
 	needPrivileges(t)
 	l, port := listenTCP4(t)
 	clientPort := int(freePort(t, "127.0.0.1"))
-	rec, _ := trace(t, tracer.Config{Port: port})
+	rec, _ := trace(t, tracer.Config{Ports: tracer.Ports{port}})
 	serverClosesFirst(t, l, clientPort)
 	return l, port, clientPort, rec
 }

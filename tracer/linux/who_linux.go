@@ -39,6 +39,7 @@ func Who(port uint16) (*snapshot.PortReport, error) {
 // port, and neither grows with sockets on other ports.
 //
 // Processes are named through resolver, which a long-running caller keeps.
+// Port 0 lists every socket: the daemon's starting snapshot.
 func WhoIn(port uint16, namespaces []Namespace, resolver *proc.Resolver) (*snapshot.PortReport, error) {
 	if err := checkPrivileges(); err != nil {
 		return nil, err

@@ -229,7 +229,7 @@ func TestKernelWhoNamesTimeWaitOwner(t *testing.T) {
 	needPrivileges(t)
 	port := freePort(t, "127.0.0.1")
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
-	src, err := Open(tracer.Config{Port: port})
+	src, err := Open(tracer.Config{Ports: tracer.Ports{port}})
 	if err != nil {
 		t.Fatal(err)
 	}

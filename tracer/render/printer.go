@@ -36,6 +36,7 @@ type Printer struct {
 	free    chan *chunk
 	full    chan *chunk
 	done    chan struct{}
+	failed  chan struct{} // closed at the first write error
 	queued  atomic.Int64  // lines handed to the writer and not yet written
 	dropped atomic.Uint64 // lines that never reached the writer
 	errOnce sync.Once
@@ -59,10 +60,11 @@ func NewPrinter(w io.Writer, opts PrinterOptions) *Printer {
 		opts.Location = time.Local
 	}
 	p := &Printer{
-		opts: opts,
-		free: make(chan *chunk, chunkCount),
-		full: make(chan *chunk, chunkCount),
-		done: make(chan struct{}),
+		opts:   opts,
+		free:   make(chan *chunk, chunkCount),
+		full:   make(chan *chunk, chunkCount),
+		done:   make(chan struct{}),
+		failed: make(chan struct{}),
 	}
 	for range chunkCount {
 		p.free <- &chunk{b: make([]byte, 0, chunkSize)}
@@ -78,7 +80,10 @@ func (p *Printer) write(w io.Writer) {
 	for c := range p.full {
 		if p.err.Load() == nil {
 			if _, err := w.Write(c.b); err != nil {
-				p.errOnce.Do(func() { p.err.Store(&err) })
+				p.errOnce.Do(func() {
+					p.err.Store(&err)
+					close(p.failed)
+				})
 			}
 		}
 		if p.err.Load() != nil {
@@ -136,10 +141,12 @@ func (p *Printer) Tick(int64) {
 func (p *Printer) send() {
 	c := p.cur
 	p.cur = nil
+	// Counted before it is sent: once sent, the chunk is the writer's.
+	p.queued.Add(int64(c.lines))
 	select {
 	case p.full <- c:
-		p.queued.Add(int64(c.lines))
 	default:
+		p.queued.Add(-int64(c.lines))
 		p.dropped.Add(c.lines)
 		c.b, c.lines = c.b[:0], 0
 		p.cur = c
@@ -154,6 +161,10 @@ func (p *Printer) send() {
 // Dropped is how many lines were not written: the reader could not keep
 // up, or writing failed.
 func (p *Printer) Dropped() uint64 { return p.dropped.Load() }
+
+// Failed is closed at the first write error: nothing more will be
+// written, and a watch whose output fails stops at once.
+func (p *Printer) Failed() <-chan struct{} { return p.failed }
 
 // Err is the first write error, if any.
 func (p *Printer) Err() error {
@@ -172,12 +183,13 @@ func (p *Printer) Close(timeout time.Duration) error {
 		return p.Err()
 	}
 	p.closed = true
-	if p.cur != nil && len(p.cur.b) > 0 {
+	if c := p.cur; c != nil && len(c.b) > 0 {
+		p.queued.Add(int64(c.lines))
 		select {
-		case p.full <- p.cur:
-			p.queued.Add(int64(p.cur.lines))
+		case p.full <- c:
 		case <-time.After(timeout):
-			p.dropped.Add(p.cur.lines)
+			p.queued.Add(-int64(c.lines))
+			p.dropped.Add(c.lines)
 		}
 	}
 	p.cur = nil
