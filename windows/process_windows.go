@@ -13,13 +13,34 @@ import (
 
 // ImagePath returns the full path of the executable that process pid runs.
 func ImagePath(pid uint32) (string, error) {
-	h, err := xwin.OpenProcess(xwin.PROCESS_QUERY_LIMITED_INFORMATION, false, pid)
+	h, err := openToQuery(pid)
 	if err != nil {
-		return "", fmt.Errorf("opening process %d: %w", pid, err)
+		return "", err
 	}
 	defer xwin.CloseHandle(h)
+	path, err := imagePath(h)
+	if err != nil {
+		return "", fmt.Errorf("querying image of process %d: %w", pid, err)
+	}
+	return path, nil
+}
+
+// openToQuery opens process pid for what any user may ask of any process
+// (PROCESS_QUERY_LIMITED_INFORMATION): its image, times, memory and
+// token. Only the System and Idle processes and protected ones refuse it.
+func openToQuery(pid uint32) (xwin.Handle, error) {
+	h, err := xwin.OpenProcess(xwin.PROCESS_QUERY_LIMITED_INFORMATION, false, pid)
+	if err != nil {
+		return 0, fmt.Errorf("opening process %d: %w", pid, err)
+	}
+	return h, nil
+}
+
+// imagePath returns the full path of the executable that process h runs.
+func imagePath(h xwin.Handle) (string, error) {
 	// Most paths fit in MAX_PATH; long ones get a second try at the
 	// longest a path can be.
+	var err error
 	for _, size := range []uint32{xwin.MAX_PATH, xwin.MAX_LONG_PATH} {
 		buf := make([]uint16, size)
 		n := size
@@ -31,7 +52,7 @@ func ImagePath(pid uint32) (string, error) {
 			break
 		}
 	}
-	return "", fmt.Errorf("querying image of process %d: %w", pid, err)
+	return "", err
 }
 
 // imageBaseName is the file name of an image path.

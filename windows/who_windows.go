@@ -1,35 +1,36 @@
 package windows
 
 import (
+	"fmt"
+
 	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 )
 
-// Who answers "who owns this port?" from the TCP and UDP owner tables.
-// TIME_WAIT rows carry no process on Windows: they are listed as held by
-// none.
+// Who answers "who owns this port?" from the TCP and UDP owner tables:
+// both sides of the port, what serves on it and what connects to it from
+// this host, and the facts about each process that holds a socket there.
+// The tables say nothing of descriptors (FDs stay empty). TIME_WAIT rows
+// carry no process on Windows: they are listed as held by none.
 func Who(port uint16) (*snapshot.PortReport, error) {
 	rows, err := Snapshot()
 	if err != nil {
 		return nil, err
 	}
-	r := &snapshot.PortReport{Port: port, Processes: map[uint32]*proc.Process{}}
-	for _, row := range rows {
-		if row.Local.Port() != port {
-			continue
+	r := &snapshot.PortReport{Port: port, Sockets: portSockets(rows, port), Processes: map[uint32]*proc.Process{}}
+	if pids := r.PIDs(); len(pids) > 0 {
+		ps, err := readProcesses()
+		if err != nil {
+			return nil, err
 		}
-		s := snapshot.PortSocket{Proto: row.Proto, Family: row.Family, State: row.State, Local: row.Local, Remote: row.Remote}
-		if row.PID != 0 {
-			s.PIDs = []uint32{row.PID}
-			if _, ok := r.Processes[row.PID]; !ok {
-				p := &proc.Process{Identity: proc.Identity{PID: row.PID}}
-				if exe, err := ImagePath(row.PID); err == nil {
-					p.Exe, p.Name = exe, imageBaseName(exe)
-				}
-				r.Processes[row.PID] = p
-			}
+		for _, pid := range pids {
+			p := ps.describe(pid)
+			r.Processes[pid] = &p
 		}
-		r.Sockets = append(r.Sockets, s)
+		if ps.servicesErr != nil {
+			r.Notes = append(r.Notes, fmt.Sprintf("the services the processes run are not named: %v", ps.servicesErr))
+		}
 	}
+	r.Notes = append(r.Notes, kernelNotes(r)...)
 	return r, nil
 }

@@ -1,11 +1,16 @@
 package windows
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"os/exec"
+	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/windows"
 
+	"github.com/porttrace/porttrace/tracer/snapshot"
 	"github.com/porttrace/porttrace/tracer/why"
 )
 
@@ -51,4 +56,44 @@ func TrialBind(req why.Request) (string, error) {
 	default:
 		return "", fmt.Errorf("trial bind: %w", err)
 	}
+}
+
+// netshTimeout bounds the wait for netsh, which answers within a second.
+const netshTimeout = 10 * time.Second
+
+// ReadSystem says what Windows knows about the port that its socket tables
+// cannot: for a bind refused with WSAEACCES, the excluded port range it is
+// in; for one refused with WSAEADDRINUSE and nothing in the tables, where
+// the blocker hides; what the System process serves on it. trial is
+// TrialBind's answer for req, report the port's snapshot. A netsh that
+// cannot run costs a note, not the verdict.
+func ReadSystem(ctx context.Context, req why.Request, report *snapshot.PortReport, trial string) why.System {
+	var ranges []PortRange
+	var err error
+	if trial == "WSAEACCES" {
+		ranges, err = ExcludedRanges(ctx, req)
+	}
+	return why.System{Notes: append(refusalNotes(req, report, trial, ranges, err), kernelNotes(report)...)}
+}
+
+// ExcludedRanges lists the port ranges Windows excludes for the request's
+// family and protocol, from `netsh int ipv4 show excludedportrange`.
+// Windows has no documented call that lists them: iphlpapi's
+// LookupPersistentTcpPortReservation finds one persistent reservation by
+// its exact range, and the ranges winnat reserves while it runs are not
+// persistent.
+func ExcludedRanges(ctx context.Context, req why.Request) ([]PortRange, error) {
+	dir, err := windows.GetSystemDirectory()
+	if err != nil {
+		return nil, fmt.Errorf("finding netsh: %w", err)
+	}
+	family, proto := netshScope(req)
+	ctx, cancel := context.WithTimeout(ctx, netshTimeout)
+	defer cancel()
+	// netsh from the system directory, never one a PATH puts first.
+	out, err := exec.CommandContext(ctx, filepath.Join(dir, "netsh.exe"), "interface", family, "show", "excludedportrange", "protocol="+proto).Output()
+	if err != nil {
+		return nil, fmt.Errorf("netsh int %s show excludedportrange: %w", family, err)
+	}
+	return parseExcludedRanges(string(out)), nil
 }

@@ -31,7 +31,9 @@ func snapshotIn(port uint16, netns string, all bool) (*snapshot.PortReport, erro
 }
 
 // judge takes a snapshot of the port, names the owners a running porttrace
-// saw and makes a trial bind. Windows has none of Linux's port sysctls.
+// saw, makes a trial bind and asks Windows what its tables cannot say (an
+// excluded port range, HTTP.sys). Windows has none of Linux's port
+// sysctls.
 func judge(ctx context.Context, req why.Request) (*why.Verdict, error) {
 	report, err := snapshotPort(req.Port)
 	if err != nil {
@@ -42,7 +44,7 @@ func judge(ctx context.Context, req why.Request) (*why.Verdict, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := why.Judge(req, report, why.System{}, trial)
+	v := why.Judge(req, report, windows.ReadSystem(ctx, req, report, trial), trial)
 	return &v, nil
 }
 

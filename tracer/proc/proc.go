@@ -65,7 +65,8 @@ type Identity struct {
 	// /proc/PID/stat's field 22 shows rounded down to a clock tick (10 ms).
 	// eBPF programs must read start_boottime (real_start_time before Linux
 	// 5.5), not task->start_time: that one is CLOCK_MONOTONIC and falls
-	// behind by every second the machine slept.
+	// behind by every second the machine slept. On Windows it is the
+	// creation time (GetProcessTimes) in nanoseconds since the Unix epoch.
 	StartNs uint64 `json:"start_ns"`
 }
 
@@ -117,6 +118,10 @@ type Process struct {
 	// Cgroup says what runs the process: the cgroup, the systemd unit, the
 	// container.
 	Cgroup
+	// Services are the Windows services the process runs (a shared
+	// svchost runs several), which the service control manager may start
+	// again; empty elsewhere.
+	Services []string `json:"services,omitempty"`
 	// Exited says the process is gone: the rest is what was known of it.
 	Exited bool `json:"exited,omitempty"`
 }
@@ -156,6 +161,14 @@ func (p *Process) Manager() (what, stop string) {
 		return "systemd user unit " + p.Unit, "systemctl --user stop " + p.Unit
 	case strings.HasSuffix(p.Unit, ".service"):
 		return "systemd unit " + p.Unit, "systemctl stop " + p.Unit
+	case len(p.Services) == 1:
+		return "Windows service " + p.Services[0], "sc stop " + p.Services[0]
+	case len(p.Services) > 1:
+		stops := make([]string, len(p.Services))
+		for i, s := range p.Services {
+			stops[i] = "sc stop " + s
+		}
+		return "Windows services " + strings.Join(p.Services, ", "), strings.Join(stops, ", ")
 	}
 	return "", ""
 }

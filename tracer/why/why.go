@@ -56,6 +56,10 @@ type System struct {
 	EphemeralLow, EphemeralHigh int
 	// Reserved says whether the port is in net.ipv4.ip_local_reserved_ports.
 	Reserved bool
+	// Notes are what the platform knows about the port that the fields
+	// above cannot say, worded for the operator: Windows' excluded port
+	// ranges and HTTP.sys (the windows package reads and words them).
+	Notes []string
 }
 
 // Blocker is a socket that keeps the bind from succeeding.
@@ -283,7 +287,7 @@ func notes(req Request, sys System, v Verdict) []string {
 	case !v.Free && v.Errno == "EACCES":
 		out = append(out, "the kernel refused permission: a privileged port without CAP_NET_BIND_SERVICE, or a security policy")
 	}
-	return out
+	return append(out, sys.Notes...)
 }
 
 // sorted orders blockers: processes before ownerless sockets, then by

@@ -129,3 +129,12 @@ func TestNotes(t *testing.T) {
 		}
 	}
 }
+
+// TestPlatformNotes: the platform's notes follow the verdict's own.
+func TestPlatformNotes(t *testing.T) {
+	sys := System{Notes: []string{"port 50000 is inside an excluded port range"}}
+	v := Judge(Request{Port: 50000}, &snapshot.PortReport{Port: 50000}, sys, "EADDRINUSE")
+	if len(v.Notes) != 2 || !strings.Contains(v.Notes[0], "no socket porttrace can see") || v.Notes[1] != sys.Notes[0] {
+		t.Errorf("notes %q, want the unexplained refusal, then the platform's", v.Notes)
+	}
+}

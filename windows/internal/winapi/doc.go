@@ -1,6 +1,6 @@
-// Package winapi declares the advapi32 (ETW) and iphlpapi calls and structures
-// that golang.org/x/sys/windows lacks. Its layouts are those of 64-bit
-// Windows; callers refuse to run ETW in a 32-bit build.
+// Package winapi declares the advapi32 (ETW), iphlpapi and psapi calls and
+// structures that golang.org/x/sys/windows lacks. Its layouts are those of
+// 64-bit Windows; callers refuse to run ETW in a 32-bit build.
 //
 // It is a package of its own because mkwinsyscall takes any package named
 // windows for golang.org/x/sys/windows itself and would not qualify

@@ -8,3 +8,4 @@ package winapi
 //sys	CloseTrace(handle TraceHandle) (ret error) = advapi32.CloseTrace
 //sys	GetExtendedTcpTable(table *byte, size *uint32, order bool, family uint32, class uint32, reserved uint32) (ret error) = iphlpapi.GetExtendedTcpTable
 //sys	GetExtendedUdpTable(table *byte, size *uint32, order bool, family uint32, class uint32, reserved uint32) (ret error) = iphlpapi.GetExtendedUdpTable
+//sys	GetProcessMemoryInfo(process windows.Handle, counters *ProcessMemoryCounters, size uint32) (err error) = kernel32.K32GetProcessMemoryInfo

@@ -154,3 +154,18 @@ type EnableTraceParameters struct {
 	EnableFilterDesc *EventFilterDescriptor
 	FilterDescCount  uint32
 }
+
+// ProcessMemoryCounters is PROCESS_MEMORY_COUNTERS (psapi.h); its sizes are
+// SIZE_T, so uintptr fits either build.
+type ProcessMemoryCounters struct {
+	Size                       uint32
+	PageFaultCount             uint32
+	PeakWorkingSetSize         uintptr
+	WorkingSetSize             uintptr
+	QuotaPeakPagedPoolUsage    uintptr
+	QuotaPagedPoolUsage        uintptr
+	QuotaPeakNonPagedPoolUsage uintptr
+	QuotaNonPagedPoolUsage     uintptr
+	PagefileUsage              uintptr
+	PeakPagefileUsage          uintptr
+}

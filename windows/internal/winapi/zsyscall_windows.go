@@ -40,15 +40,17 @@ func errnoErr(e syscall.Errno) error {
 var (
 	modadvapi32 = windows.NewLazySystemDLL("advapi32.dll")
 	modiphlpapi = windows.NewLazySystemDLL("iphlpapi.dll")
+	modkernel32 = windows.NewLazySystemDLL("kernel32.dll")
 
-	procCloseTrace          = modadvapi32.NewProc("CloseTrace")
-	procControlTraceW       = modadvapi32.NewProc("ControlTraceW")
-	procEnableTraceEx2      = modadvapi32.NewProc("EnableTraceEx2")
-	procOpenTraceW          = modadvapi32.NewProc("OpenTraceW")
-	procProcessTrace        = modadvapi32.NewProc("ProcessTrace")
-	procStartTraceW         = modadvapi32.NewProc("StartTraceW")
-	procGetExtendedTcpTable = modiphlpapi.NewProc("GetExtendedTcpTable")
-	procGetExtendedUdpTable = modiphlpapi.NewProc("GetExtendedUdpTable")
+	procCloseTrace              = modadvapi32.NewProc("CloseTrace")
+	procControlTraceW           = modadvapi32.NewProc("ControlTraceW")
+	procEnableTraceEx2          = modadvapi32.NewProc("EnableTraceEx2")
+	procOpenTraceW              = modadvapi32.NewProc("OpenTraceW")
+	procProcessTrace            = modadvapi32.NewProc("ProcessTrace")
+	procStartTraceW             = modadvapi32.NewProc("StartTraceW")
+	procGetExtendedTcpTable     = modiphlpapi.NewProc("GetExtendedTcpTable")
+	procGetExtendedUdpTable     = modiphlpapi.NewProc("GetExtendedUdpTable")
+	procK32GetProcessMemoryInfo = modkernel32.NewProc("K32GetProcessMemoryInfo")
 )
 
 func CloseTrace(handle TraceHandle) (ret error) {
@@ -120,6 +122,14 @@ func GetExtendedUdpTable(table *byte, size *uint32, order bool, family uint32, c
 	r0, _, _ := syscall.SyscallN(procGetExtendedUdpTable.Addr(), uintptr(unsafe.Pointer(table)), uintptr(unsafe.Pointer(size)), uintptr(_p0), uintptr(family), uintptr(class), uintptr(reserved))
 	if r0 != 0 {
 		ret = syscall.Errno(r0)
+	}
+	return
+}
+
+func GetProcessMemoryInfo(process windows.Handle, counters *ProcessMemoryCounters, size uint32) (err error) {
+	r1, _, e1 := syscall.SyscallN(procK32GetProcessMemoryInfo.Addr(), uintptr(process), uintptr(unsafe.Pointer(counters)), uintptr(size))
+	if r1 == 0 {
+		err = errnoErr(e1)
 	}
 	return
 }
