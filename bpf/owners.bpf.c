@@ -15,6 +15,7 @@
 #include <bpf/bpf_core_read.h>
 
 #include "sock.h"
+#include "task.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -27,8 +28,10 @@ const volatile __u16 owner_port = 0;
 /* One socket held by one process. Go decodes it by hand; a test checks the
  * decoder against the layout bpf2go generates from this. */
 struct owner {
-	__u64 sock;  /* struct sock *, the key of the tracer's events */
-	__u64 inode; /* socket inode, the key of sock_diag */
+	__u64 sock;      /* struct sock *, the key of the tracer's events */
+	__u64 inode;     /* socket inode, the key of sock_diag */
+	__u64 start_ns;  /* the process's start time (task.h) */
+	__u64 cgroup_id; /* the process's cgroup v2 id */
 	__u8 saddr[16];
 	__u8 daddr[16];
 	__u32 pid;
@@ -40,7 +43,7 @@ struct owner {
 	__u8 state;
 	__u8 v6only;
 	__u8 _pad[6];
-	char comm[16];
+	char comm[16]; /* the process's name */
 };
 
 const struct owner *const owner_type = 0;
@@ -70,6 +73,8 @@ int socket_owners(struct bpf_iter__task_file *ctx)
 	struct owner o = {
 		.sock = (__u64)sk,
 		.inode = BPF_CORE_READ(inode, i_ino),
+		.start_ns = process_start_ns(task),
+		.cgroup_id = task_cgroup_id(task),
 		.pid = BPF_CORE_READ(task, tgid),
 		.netns = sock_netns(skc),
 		.family = family,
@@ -79,7 +84,7 @@ int socket_owners(struct bpf_iter__task_file *ctx)
 		.state = BPF_CORE_READ(skc, skc_state),
 		.v6only = BPF_CORE_READ_BITFIELD_PROBED(skc, skc_ipv6only),
 	};
-	BPF_CORE_READ_STR_INTO(&o.comm, task, comm);
+	process_comm(task, o.comm);
 	sock_addrs(skc, family, o.saddr, o.daddr);
 	bpf_seq_write(ctx->meta->seq, &o, sizeof(o));
 	return 0;

@@ -19,6 +19,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "sock.h"
+#include "task.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -42,26 +43,33 @@ enum event_kind {
 	EVENT_TIMEWAIT_EXPIRE,
 };
 
+/* struct event's flags. */
+#define EVENT_KTHREAD 1 /* the task on the CPU is a kernel thread */
+
 /* The one record type of the ring buffer. Go decodes it by hand; a test
  * checks that decoder against the layout bpf2go generates from this. */
 struct event {
-	__u64 ts_ns;      /* CLOCK_MONOTONIC */
-	__u64 sock;       /* struct sock * or struct inet_timewait_sock * */
-	__s64 timeout_ns; /* timewait timer: time left at ts_ns (< 0: overdue) */
-	__u8 saddr[16];   /* local address; IPv4 in the first 4 bytes */
-	__u8 daddr[16];   /* remote address */
-	__u32 pid;        /* tgid of the task on the CPU */
-	__u32 netns;      /* network namespace inode */
-	__s32 err;        /* bind(2) return value */
-	__u16 sport;      /* local port, host order */
-	__u16 dport;      /* remote port, host order */
-	__u16 family;     /* AF_INET or AF_INET6 */
-	__u16 proto;      /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_MPTCP */
-	__u8 kind;        /* enum event_kind */
+	__u64 ts_ns;          /* CLOCK_MONOTONIC */
+	__u64 sock;           /* struct sock * or struct inet_timewait_sock * */
+	__s64 timeout_ns;     /* timewait timer: time left at ts_ns (< 0: overdue) */
+	__u64 start_ns;       /* start time of the process on the CPU (task.h) */
+	__u64 cgroup_id;      /* cgroup v2 id of the task on the CPU */
+	__u64 sock_cgroup_id; /* the socket's own cgroup (sock.h), else 0 */
+	__u8 saddr[16];       /* local address; IPv4 in the first 4 bytes */
+	__u8 daddr[16];       /* remote address */
+	__u32 pid;            /* tgid of the task on the CPU */
+	__u32 netns;          /* network namespace inode */
+	__s32 err;            /* bind(2) return value */
+	__u16 sport;          /* local port, host order */
+	__u16 dport;          /* remote port, host order */
+	__u16 family;         /* AF_INET or AF_INET6 */
+	__u16 proto;          /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_MPTCP */
+	__u8 kind;            /* enum event_kind */
 	__u8 oldstate;
 	__u8 newstate;
-	__u8 _pad;
-	char comm[16];
+	__u8 flags;           /* EVENT_KTHREAD */
+	char comm[16];        /* the process's name (its leader's) */
+	char thread[16];      /* the name of the thread on the CPU */
 };
 
 /* Puts struct event into the object's BTF, for bpf2go to generate its Go
@@ -121,8 +129,15 @@ static __always_inline struct event *reserve(__u8 kind)
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
 	e->kind = kind;
+
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	e->pid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->start_ns = process_start_ns(task);
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
+		e->flags = EVENT_KTHREAD;
+	process_comm(task, e->comm);
+	bpf_get_current_comm(e->thread, sizeof(e->thread));
 	return e;
 }
 
@@ -163,6 +178,7 @@ static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, 
 	e->proto = IPPROTO_TCP;
 	e->oldstate = oldstate;
 	e->newstate = newstate;
+	e->sock_cgroup_id = sock_cgroup_id(sk);
 	fill_endpoints(e, (struct sock_common *)sk, sock_sport(sk));
 	submit(e);
 	return 0;
@@ -314,6 +330,7 @@ int bind_exit(struct trace_event_raw_sys_exit *ctx)
 		goto out;
 	e->sock = (__u64)sk;
 	e->proto = proto;
+	e->sock_cgroup_id = sock_cgroup_id(sk);
 	e->family = args->family;
 	e->sport = port;
 	e->err = ctx->ret;

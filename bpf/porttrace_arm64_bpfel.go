@@ -23,24 +23,28 @@ type PorttraceBindArgs struct {
 }
 
 type PorttraceEvent struct {
-	_         structs.HostLayout
-	TsNs      uint64
-	Sock      uint64
-	TimeoutNs int64
-	Saddr     [16]uint8
-	Daddr     [16]uint8
-	Pid       uint32
-	Netns     uint32
-	Err       int32
-	Sport     uint16
-	Dport     uint16
-	Family    uint16
-	Proto     uint16
-	Kind      uint8
-	Oldstate  uint8
-	Newstate  uint8
-	Pad       uint8
-	Comm      [16]int8
+	_            structs.HostLayout
+	TsNs         uint64
+	Sock         uint64
+	TimeoutNs    int64
+	StartNs      uint64
+	CgroupId     uint64
+	SockCgroupId uint64
+	Saddr        [16]uint8
+	Daddr        [16]uint8
+	Pid          uint32
+	Netns        uint32
+	Err          int32
+	Sport        uint16
+	Dport        uint16
+	Family       uint16
+	Proto        uint16
+	Kind         uint8
+	Oldstate     uint8
+	Newstate     uint8
+	Flags        uint8
+	Comm         [16]int8
+	Thread       [16]int8
 }
 
 // Names of all BPF objects in the ELF.

@@ -182,6 +182,30 @@ func (c *Comm) Bytes() []byte {
 
 func (c Comm) String() string { return string(c.Bytes()) }
 
+// Process identifies a process as porttrace reports it. A pid alone is no
+// identity: the kernel reuses pids, so the start time goes with it.
+type Process struct {
+	PID uint32
+	// StartNs is when the process started, in nanoseconds since boot
+	// (Linux: CLOCK_BOOTTIME, which /proc/PID/stat's field 22 counts in
+	// clock ticks); 0 where the platform does not say.
+	StartNs uint64
+	// Comm is the process's name: its main thread's command name, which
+	// ps, ss and /proc/PID/comm show.
+	Comm Comm
+	// Thread is the name of the thread that acted, which differs from Comm
+	// where a program names its threads (Java's http-nio-8080-exec-1,
+	// Chromium's Chrome_ChildIOT); empty where unknown.
+	Thread Comm
+	// CgroupID is the id of the process's cgroup v2 cgroup (the inode
+	// number of its directory in the cgroup2 file system); 0 where unknown.
+	CgroupID uint64
+}
+
+// Same reports whether p and q are one process: the same pid, started at
+// the same time.
+func (p *Process) Same(q *Process) bool { return p.PID == q.PID && p.StartNs == q.StartNs }
+
 // SockID identifies one socket for as long as it lives: the kernel address of
 // a struct sock or inet_timewait_sock on Linux, the TCB pointer on Windows.
 // Addresses are reused after a socket is freed; the correlator forgets a
@@ -210,10 +234,17 @@ type Event struct {
 	DAddr netip.Addr
 	SPort uint16
 	DPort uint16
-	// PID and Comm are the process on the CPU when the event fired (for
-	// KindBind, KindAccept and KindConnect, the process that made the call).
-	PID  uint32
-	Comm Comm
+	// Process is the process on the CPU when the event fired (for
+	// KindBind, KindAccept and KindConnect, the process that made the
+	// call), its CgroupID that of the task.
+	Process
+	// KernelThread marks an event that fired in a kernel thread (a kworker
+	// closing an MPTCP subflow, say): a kernel thread never owns a socket.
+	KernelThread bool
+	// SockCgroupID is the socket's own cgroup: that of the process that
+	// created it (for an accepted socket, the listener's); 0 where
+	// unknown. It names the cgroup of a socket whose owner is not known.
+	SockCgroupID uint64
 	// NetNS is the inode number of the socket's network namespace, 0 where
 	// the platform has none.
 	NetNS uint32

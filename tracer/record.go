@@ -86,9 +86,10 @@ type Record struct {
 	DAddr  netip.Addr
 	SPort  uint16
 	DPort  uint16
-	// PID and Comm are the socket's owner; PID is 0 when nobody is known.
-	PID      uint32
-	Comm     Comm
+	// Process is the socket's owner; its PID is 0 when nobody is known.
+	// Its CgroupID is the owner's cgroup, or where no owner is known the
+	// socket's own.
+	Process
 	OwnerVia OwnerVia
 	NetNS    uint32
 	// DurationNs is the time the socket spent in Old, or -1 when porttrace

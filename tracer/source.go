@@ -92,8 +92,8 @@ func ParseProbeMode(s string) (ProbeMode, error) {
 }
 
 // DefaultBufferSize is the kernel buffer's default size: on Linux, a ring
-// buffer with room for about 175,000 events, over a second of a connection
-// storm on a small machine.
+// buffer with room for about 115,000 events (144 bytes each with the ring's
+// header), most of a second of a connection storm on a small machine.
 const DefaultBufferSize = 16 << 20
 
 // Config says what a source watches.

@@ -131,6 +131,9 @@ func TestJSONLines(t *testing.T) {
 		New        *string `json:"new"`
 		PID        int     `json:"pid"`
 		Comm       string  `json:"comm"`
+		Thread     string  `json:"thread"`
+		StartNs    uint64  `json:"start_ns"`
+		CgroupID   uint64  `json:"cgroup_id"`
 		OwnerVia   string  `json:"owner_via"`
 		NetNS      uint64  `json:"netns"`
 		DurationNs *int64  `json:"duration_ns"`
@@ -151,8 +154,12 @@ func TestJSONLines(t *testing.T) {
 		if ln.Proto != "tcp" && ln.Proto != "mptcp" || ln.Family != "ipv4" || ln.SAddr != "127.0.0.1" || ln.PID != os.Getpid() || ln.NetNS == 0 {
 			t.Errorf("line %q: want proto tcp, family ipv4, saddr 127.0.0.1, pid %d, a netns", raw, os.Getpid())
 		}
-		if !strings.HasPrefix("porttrace.test", ln.Comm) || ln.Comm == "" {
-			t.Errorf("line %q: comm %q, want this test's", raw, ln.Comm)
+		if !strings.HasPrefix("porttrace.test", ln.Comm) || ln.Comm == "" || ln.Thread == "" {
+			t.Errorf("line %q: comm %q thread %q, want this test's", raw, ln.Comm, ln.Thread)
+		}
+		// Every process is in a cgroup (the root one's id is 1).
+		if ln.StartNs == 0 || ln.CgroupID == 0 {
+			t.Errorf("line %q: no start time or cgroup of its owner", raw)
 		}
 		desc := ln.Type
 		if ln.Old != nil {

@@ -93,7 +93,7 @@ func Ask(ctx context.Context, path string, port uint16) (*OwnersResponse, error)
 func Seen(sockets []Socket) map[snapshot.SocketKey]snapshot.Process {
 	seen := make(map[snapshot.SocketKey]snapshot.Process, len(sockets))
 	for _, s := range sockets {
-		seen[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)] = snapshot.Process{PID: s.PID, Comm: s.Comm}
+		seen[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)] = snapshot.Process{PID: s.PID, Comm: s.Comm, StartNs: s.StartNs, CgroupID: s.CgroupID}
 	}
 	return seen
 }

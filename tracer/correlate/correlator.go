@@ -49,9 +49,11 @@ type sockState struct {
 	sport    uint16
 	dport    uint16
 	sinceNs  int64 // when it entered state; 0 if unseen
-	pid      uint32
-	comm     tracer.Comm
+	owner    tracer.Process
 	ownerVia tracer.OwnerVia
+	// sockCgroup is the socket's own cgroup, the one its lines name
+	// while no owner is known.
+	sockCgroup uint64
 	// passive marks a socket born from a listener: its owner is whoever
 	// accepts it, which is only known later.
 	passive bool
@@ -165,7 +167,8 @@ func (c *Correlator) Seed(r *snapshot.PortReport, timeNs int64) {
 		s.daddr, s.dport = ps.Remote.Addr(), ps.Remote.Port()
 		if len(ps.PIDs) > 0 {
 			p := r.Processes[ps.PIDs[0]]
-			s.pid, s.comm, s.ownerVia = p.PID, tracer.CommFrom(p.Comm), tracer.OwnerSnapshot
+			s.owner = tracer.Process{PID: p.PID, StartNs: p.StartNs, Comm: tracer.CommFrom(p.Comm), CgroupID: p.CgroupID}
+			s.ownerVia = tracer.OwnerSnapshot
 		}
 		if ps.Sock != 0 && ps.Proto == tracer.ProtoTCP {
 			if _, known := c.byID[ps.Sock]; !known {
@@ -193,7 +196,7 @@ func (c *Correlator) appendOwned(dst []Owned) []Owned {
 		dst = append(dst, Owned{
 			Proto: s.proto, Family: s.family, State: s.state, TimeWait: s.timewait, NetNS: s.netns,
 			Local: netip.AddrPortFrom(s.saddr, s.sport), Remote: netip.AddrPortFrom(s.daddr, s.dport),
-			PID: s.pid, Comm: s.comm, Via: s.ownerVia,
+			Process: s.owner, Via: s.ownerVia,
 		})
 	}
 	return dst
@@ -278,15 +281,19 @@ func (c *Correlator) forget(i int32) {
 }
 
 // updateEndpoints copies the event's addresses, which fill in over a
-// socket's life (a connect gets its local port after SYN_SENT).
+// socket's life (a connect gets its local port after SYN_SENT), and the
+// socket's cgroup where the event has it.
 func (s *sockState) updateEndpoints(ev *tracer.Event) {
 	s.family, s.netns = ev.Family, ev.NetNS
 	s.saddr, s.sport = ev.SAddr, ev.SPort
 	s.daddr, s.dport = ev.DAddr, ev.DPort
+	if ev.SockCgroupID != 0 {
+		s.sockCgroup = ev.SockCgroupID
+	}
 }
 
 func (s *sockState) setOwner(ev *tracer.Event, via tracer.OwnerVia) {
-	s.pid, s.comm, s.ownerVia = ev.PID, ev.Comm, via
+	s.owner, s.ownerVia = ev.Process, via
 }
 
 // complete says whether the socket's lines can be printed as they are.
@@ -392,6 +399,9 @@ func (c *Correlator) onState(ev *tracer.Event) {
 	}
 
 	switch {
+	case ev.KernelThread:
+		// A kernel thread acts on sockets it does not own (a kworker
+		// closing an MPTCP subflow for its process).
 	case ev.NewState == tracer.StateSynSent:
 		s.setOwner(ev, tracer.OwnerConnect)
 	case ev.NewState == tracer.StateListen:
@@ -482,7 +492,9 @@ func (c *Correlator) onOwner(ev *tracer.Event) {
 	if ev.Kind == tracer.KindConnect {
 		via = tracer.OwnerConnect
 	}
-	s.setOwner(ev, via)
+	if !ev.KernelThread {
+		s.setOwner(ev, via)
+	}
 	if s.complete() {
 		c.release(i)
 	}
@@ -496,7 +508,7 @@ func (c *Correlator) onBind(ev *tracer.Event) {
 	r := &c.rec
 	*r = tracer.Record{
 		TimeNs: ev.TimeNs, Type: tracer.RecordBind, Proto: ev.Proto, Family: ev.Family,
-		SAddr: ev.SAddr, SPort: ev.SPort, PID: ev.PID, Comm: ev.Comm, OwnerVia: tracer.OwnerBind,
+		SAddr: ev.SAddr, SPort: ev.SPort, Process: ev.Process, OwnerVia: tracer.OwnerBind,
 		NetNS: ev.NetNS, DurationNs: -1, Err: -ev.Err,
 	}
 	c.output(r)
@@ -530,7 +542,7 @@ func (c *Correlator) onTimeWaitStart(ev *tracer.Event) {
 	if hasFull {
 		f := &c.socks[full]
 		old, sinceNs = f.state, f.sinceNs
-		t.pid, t.comm, t.ownerVia, t.passive = f.pid, f.comm, f.ownerVia, f.passive
+		t.owner, t.ownerVia, t.passive, t.sockCgroup = f.owner, f.ownerVia, f.passive, f.sockCgroup
 		t.held, t.nheld, t.heldNs = f.held, f.nheld, f.heldNs
 		c.schedule(tw)
 		c.leaveState(full)
@@ -602,7 +614,7 @@ func (c *Correlator) release(i int32) {
 	}
 	if s.passive && s.ownerVia == tracer.OwnerUnknown {
 		if l, ok := c.listenerOf(s); ok {
-			s.pid, s.comm, s.ownerVia = l.pid, l.comm, tracer.OwnerListener
+			s.owner, s.ownerVia = l.owner, tracer.OwnerListener
 		}
 	}
 	for _, l := range s.held[:s.nheld] {
@@ -633,8 +645,11 @@ func (c *Correlator) record(s *sockState, l heldLine) *tracer.Record {
 	*r = tracer.Record{
 		TimeNs: l.timeNs, Type: l.typ, Proto: s.proto, Family: s.family, Old: l.old, New: l.new,
 		SAddr: s.saddr, DAddr: s.daddr, SPort: s.sport, DPort: s.dport,
-		PID: s.pid, Comm: s.comm, OwnerVia: s.ownerVia, NetNS: s.netns,
+		Process: s.owner, OwnerVia: s.ownerVia, NetNS: s.netns,
 		DurationNs: l.durationNs, TimeoutNs: l.timeoutNs,
+	}
+	if r.PID == 0 {
+		r.CgroupID = s.sockCgroup
 	}
 	return r
 }

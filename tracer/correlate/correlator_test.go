@@ -41,7 +41,7 @@ const (
 // ev builds an event at time ms (milliseconds) for one of the sockets.
 func ev(ms int64, kind tracer.Kind, at side, sock tracer.SockID, old, new tracer.State, pid uint32) tracer.Event {
 	e := tracer.Event{TimeNs: ms * 1e6, Kind: kind, Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, Sock: sock,
-		OldState: old, NewState: new, PID: pid, Comm: tracer.CommFrom(fmt.Sprint("p", pid)), NetNS: 1}
+		OldState: old, NewState: new, Process: tracer.Process{PID: pid, Comm: tracer.CommFrom(fmt.Sprint("p", pid))}, NetNS: 1}
 	switch at {
 	case atListener:
 		e.SAddr, e.SPort, e.DAddr = serverAddr, 8080, netip.IPv4Unspecified()
@@ -546,5 +546,35 @@ func TestDeadlineQueueOrder(t *testing.T) {
 		if c.socks[i].queuePos != 0 {
 			t.Fatalf("socket %d still has a queue position after the queue emptied", i)
 		}
+	}
+}
+
+// TestCorrelatorCgroupsAndKernelThreads: a line names its owner's cgroup,
+// or, while no owner is known, the socket's own (the task on the CPU in a
+// softirq is a bystander); a kernel thread acting on a socket (a kworker
+// closing it) never becomes its owner.
+func TestCorrelatorCgroupsAndKernelThreads(t *testing.T) {
+	var got []string
+	c := NewCorrelator(func(r *tracer.Record) {
+		got = append(got, fmt.Sprintf("%d %s %s cgroup %d", r.PID, r.Comm, r.OwnerVia, r.CgroupID))
+	})
+	const rootCgroup, serverCgroup, clientCgroup = 1, 500, 600
+	closeWait := state(10, atServer, serverSock, tracer.StateEstablished, tracer.StateCloseWait, softirq)
+	closeWait.CgroupID, closeWait.SockCgroupID = rootCgroup, serverCgroup
+	kworker := state(20, atServer, serverSock, tracer.StateCloseWait, tracer.StateLastAck, 9)
+	kworker.KernelThread, kworker.CgroupID, kworker.SockCgroupID = true, rootCgroup, serverCgroup
+	connect := state(30, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client)
+	connect.CgroupID, connect.SockCgroupID = clientCgroup, clientCgroup
+	established := state(31, atClient, clientSock, tracer.StateSynSent, tracer.StateEstablished, softirq)
+	established.CgroupID, established.SockCgroupID = rootCgroup, clientCgroup
+	feed(c, []tracer.Event{closeWait, kworker, connect, established})
+	want := []string{
+		"0  unknown cgroup 500",
+		"0  unknown cgroup 500",
+		"300 p300 connect cgroup 600",
+		"300 p300 connect cgroup 600",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(want))
 	}
 }

@@ -13,23 +13,29 @@ import (
 // Layout of struct event in bpf/porttrace.bpf.c. TestDecoderMatchesCLayout
 // checks these against the Go type bpf2go generates from the C.
 const (
-	offTime     = 0
-	offSock     = 8
-	offTimeout  = 16
-	offSAddr    = 24
-	offDAddr    = 40
-	offPID      = 56
-	offNetNS    = 60
-	offErr      = 64
-	offSPort    = 68
-	offDPort    = 70
-	offFamily   = 72
-	offProto    = 74
-	offKind     = 76
-	offOldState = 77
-	offNewState = 78
-	offComm     = 80
-	eventSize   = 96
+	offTime          = 0
+	offSock          = 8
+	offTimeout       = 16
+	offStart         = 24
+	offCgroup        = 32
+	offSockCgroup    = 40
+	offSAddr         = 48
+	offDAddr         = 64
+	offPID           = 80
+	offNetNS         = 84
+	offErr           = 88
+	offSPort         = 92
+	offDPort         = 94
+	offFamily        = 96
+	offProto         = 98
+	offKind          = 100
+	offOldState      = 101
+	offNewState      = 102
+	offFlags         = 103
+	offComm          = 104
+	offThread        = 120
+	eventSize        = 136
+	flagKernelThread = 1 // EVENT_KTHREAD
 )
 
 var (
@@ -76,8 +82,13 @@ func decodeEvent(raw []byte, monoToWallNs int64, ev *tracer.Event) error {
 	ev.SPort = ne.Uint16(raw[offSPort:])
 	ev.DPort = ne.Uint16(raw[offDPort:])
 	ev.PID = ne.Uint32(raw[offPID:])
+	ev.StartNs = ne.Uint64(raw[offStart:])
+	ev.CgroupID = ne.Uint64(raw[offCgroup:])
+	ev.SockCgroupID = ne.Uint64(raw[offSockCgroup:])
+	ev.KernelThread = raw[offFlags]&flagKernelThread != 0
 	ev.NetNS = ne.Uint32(raw[offNetNS:])
 	ev.Err = int32(ne.Uint32(raw[offErr:]))
 	copy(ev.Comm[:], raw[offComm:offComm+tracer.CommLen])
+	copy(ev.Thread[:], raw[offThread:offThread+tracer.CommLen])
 	return nil
 }

@@ -25,21 +25,26 @@ func TestDecoderMatchesCLayout(t *testing.T) {
 	}
 	offsets := map[string]uintptr{
 		"TsNs": offTime, "Sock": offSock, "TimeoutNs": offTimeout, "Saddr": offSAddr, "Daddr": offDAddr,
+		"StartNs": offStart, "CgroupId": offCgroup, "SockCgroupId": offSockCgroup,
 		"Pid": offPID, "Netns": offNetNS, "Err": offErr, "Sport": offSPort, "Dport": offDPort,
 		"Family": offFamily, "Proto": offProto, "Kind": offKind, "Oldstate": offOldState,
-		"Newstate": offNewState, "Comm": offComm,
+		"Newstate": offNewState, "Flags": offFlags, "Comm": offComm, "Thread": offThread,
 	}
 	checkOffsets(t, reflect.TypeOf(e), offsets)
 
 	e = bpf.PorttraceEvent{
-		TsNs: 1_000, Sock: 0xffff888104f5c0c0, TimeoutNs: -4_000_000, Pid: 4242, Netns: 4026531833,
-		Err: -98, Sport: 8080, Dport: 51234, Family: unix.AF_INET6, Proto: 262,
+		TsNs: 1_000, Sock: 0xffff888104f5c0c0, TimeoutNs: -4_000_000, StartNs: 987_654_321, CgroupId: 4242_4242,
+		SockCgroupId: 77, Pid: 4242, Netns: 4026531833, Err: -98, Sport: 8080, Dport: 51234, Family: unix.AF_INET6, Proto: 262,
 		Kind: uint8(tracer.KindTimeWaitCancel), Oldstate: uint8(tracer.StateFinWait1), Newstate: uint8(tracer.StateTimeWait),
+		Flags: flagKernelThread,
 	}
 	copy(e.Saddr[:], netip.MustParseAddr("::1").AsSlice())
 	copy(e.Daddr[:], netip.MustParseAddr("2001:db8::7").AsSlice())
-	for i, c := range "nginx: worker" {
+	for i, c := range "java" {
 		e.Comm[i] = int8(c)
+	}
+	for i, c := range "http-nio-8080-A" {
+		e.Thread[i] = int8(c)
 	}
 	var buf bytes.Buffer
 	if err := binary.Write(&buf, binary.NativeEndian, &e); err != nil {
@@ -53,8 +58,10 @@ func TestDecoderMatchesCLayout(t *testing.T) {
 		TimeNs: 1_005, Kind: tracer.KindTimeWaitCancel, Proto: tracer.ProtoMPTCP, Family: tracer.FamilyIPv6,
 		OldState: tracer.StateFinWait1, NewState: tracer.StateTimeWait, Sock: 0xffff888104f5c0c0,
 		SAddr: netip.MustParseAddr("::1"), DAddr: netip.MustParseAddr("2001:db8::7"),
-		SPort: 8080, DPort: 51234, PID: 4242, Comm: tracer.CommFrom("nginx: worker"),
-		NetNS: 4026531833, Err: -98, TimeoutNs: -4_000_000,
+		SPort: 8080, DPort: 51234, NetNS: 4026531833, Err: -98, TimeoutNs: -4_000_000,
+		Process: tracer.Process{PID: 4242, StartNs: 987_654_321, Comm: tracer.CommFrom("java"),
+			Thread: tracer.CommFrom("http-nio-8080-A"), CgroupID: 4242_4242},
+		KernelThread: true, SockCgroupID: 77,
 	}
 	if ev != want {
 		t.Errorf("decoded\n %+v\nwant\n %+v", ev, want)

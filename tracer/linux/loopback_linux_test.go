@@ -37,11 +37,26 @@ func needPrivileges(t *testing.T) {
 	}
 }
 
-// recorder collects the records of a live trace.
+// recorder collects the records of a live trace, and the events they came
+// from.
 type recorder struct {
 	*correlate.Correlator
 	mu   sync.Mutex
 	recs []tracer.Record
+	evs  []tracer.Event
+}
+
+func (r *recorder) Handle(ev *tracer.Event) {
+	r.mu.Lock()
+	r.evs = append(r.evs, *ev)
+	r.mu.Unlock()
+	r.Correlator.Handle(ev)
+}
+
+func (r *recorder) events() []tracer.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.evs)
 }
 
 func newRecorder() *recorder {

@@ -8,11 +8,24 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
+
+// A role keeps its main goroutine on the main thread, whose name is the
+// process's: onNamedThread then renames another thread, never the process.
+func init() {
+	if os.Getenv("PORTTRACE_TEST_ROLE") != "" {
+		runtime.LockOSThread()
+	}
+}
 
 // The privileged tests drive real loopback traffic from separate processes,
 // so that every owner can be told apart: the test binary runs itself again
@@ -39,12 +52,22 @@ const (
 func runRole(role string) error {
 	addr := os.Getenv("PORTTRACE_TEST_ADDR")
 	first := closer(os.Getenv("PORTTRACE_TEST_CLOSER"))
+	// A role joins its cgroup before it makes any socket; its children
+	// are born in it.
+	if cgroup := os.Getenv("PORTTRACE_TEST_CGROUP"); cgroup != "" {
+		if err := os.WriteFile(filepath.Join(cgroup, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+			return fmt.Errorf("joining cgroup %s: %w", cgroup, err)
+		}
+	}
 	switch role {
 	case "server":
 		return serveWithChild(addr)
 	case "acceptor":
 		return acceptOne(first)
 	case "client":
+		if name := os.Getenv("PORTTRACE_TEST_THREAD"); name != "" {
+			return onNamedThread(name, func() error { return connectOnce(addr, first) })
+		}
 		return connectOnce(addr, first)
 	case "hold":
 		return holdListener(addr, os.Getenv("PORTTRACE_TEST_REUSEPORT") != "")
@@ -57,6 +80,22 @@ func runRole(role string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown role %q", role)
+}
+
+// onNamedThread runs fn on an OS thread of its own named name (prctl
+// PR_SET_NAME), as Java and Chromium name the threads that use sockets.
+func onNamedThread(name string, fn func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		// Never unlocked: the renamed thread dies with the goroutine.
+		runtime.LockOSThread()
+		if err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(unsafe.StringData(name+"\x00"))), 0, 0, 0); err != nil {
+			done <- fmt.Errorf("naming the thread: %w", err)
+			return
+		}
+		done <- fn()
+	}()
+	return <-done
 }
 
 // holdListener listens (with SO_REUSEPORT if asked, as a pre-fork server
@@ -143,14 +182,23 @@ func finish(c net.Conn, closeFirst bool) error {
 
 // roleProc is a helper process started in a role.
 type roleProc struct {
+	role   string
 	cmd    *exec.Cmd
 	stdout *bufio.Reader
 }
 
 func startRole(t *testing.T, role, addr string, first closer) *roleProc {
 	t.Helper()
+	return startRoleEnv(t, role, addr, first)
+}
+
+// startRoleEnv is startRole with more of the environment: the role's
+// cgroup (PORTTRACE_TEST_CGROUP), its thread's name (PORTTRACE_TEST_THREAD).
+func startRoleEnv(t *testing.T, role, addr string, first closer, env ...string) *roleProc {
+	t.Helper()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "PORTTRACE_TEST_ROLE="+role, "PORTTRACE_TEST_ADDR="+addr, "PORTTRACE_TEST_CLOSER="+string(first))
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -160,7 +208,7 @@ func startRole(t *testing.T, role, addr string, first closer) *roleProc {
 		t.Fatalf("starting %s: %v", role, err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return &roleProc{cmd: cmd, stdout: bufio.NewReader(out)}
+	return &roleProc{role: role, cmd: cmd, stdout: bufio.NewReader(out)}
 }
 
 // startHolder starts a process holding a listener on addr and waits until
@@ -209,6 +257,6 @@ func (p *roleProc) childPID(t *testing.T) uint32 {
 func (p *roleProc) wait(t *testing.T) {
 	t.Helper()
 	if err := p.cmd.Wait(); err != nil {
-		t.Fatalf("%s: %v", p.cmd.Env[len(p.cmd.Env)-3], err)
+		t.Fatalf("%s: %v", p.role, err)
 	}
 }

@@ -69,8 +69,8 @@ func Who(port uint16) (*snapshot.PortReport, error) {
 			r.Sockets = append(r.Sockets, s)
 		}
 	}
-	for pid, comm := range owners.comms() {
-		r.Processes[pid] = describeProcess(pid, comm)
+	for _, p := range owners.processes() {
+		r.Processes[p.PID] = describeProcess(p)
 	}
 	return r, nil
 }
@@ -78,21 +78,22 @@ func Who(port uint16) (*snapshot.PortReport, error) {
 // owner is one socket held by one process, as the iterator writes it.
 type owner struct {
 	sock, inode uint64
-	pid, netns  uint32
+	netns       uint32
 	family      tracer.Family
 	proto       tracer.Proto
 	state       tracer.State
 	local, peer netip.AddrPort
 	v6only      bool
-	comm        tracer.Comm
+	process     tracer.Process
 }
 
 type owners []owner
 
-func (os owners) comms() map[uint32]string {
-	m := map[uint32]string{}
+// processes lists each holding process once.
+func (os owners) processes() map[uint32]tracer.Process {
+	m := map[uint32]tracer.Process{}
 	for _, o := range os {
-		m[o.pid] = o.comm.String()
+		m[o.process.PID] = o.process
 	}
 	return m
 }
@@ -111,8 +112,8 @@ func addOwners(r *snapshot.PortReport, os owners) map[uint64]bool {
 			i = len(r.Sockets) - 1
 			byInode[o.inode] = i
 		}
-		if s := &r.Sockets[i]; !slices.Contains(s.PIDs, o.pid) {
-			s.PIDs = append(s.PIDs, o.pid)
+		if s := &r.Sockets[i]; !slices.Contains(s.PIDs, o.process.PID) {
+			s.PIDs = append(s.PIDs, o.process.PID)
 		}
 	}
 	held := make(map[uint64]bool, len(byInode))
@@ -161,18 +162,20 @@ func socketOwners(port uint16) (owners, error) {
 const (
 	offOwnerSock   = 0
 	offOwnerInode  = 8
-	offOwnerSAddr  = 16
-	offOwnerDAddr  = 32
-	offOwnerPID    = 48
-	offOwnerNetNS  = 52
-	offOwnerFamily = 56
-	offOwnerProto  = 58
-	offOwnerSPort  = 60
-	offOwnerDPort  = 62
-	offOwnerState  = 64
-	offOwnerV6Only = 65
-	offOwnerComm   = 72
-	ownerSize      = 88
+	offOwnerStart  = 16
+	offOwnerCgroup = 24
+	offOwnerSAddr  = 32
+	offOwnerDAddr  = 48
+	offOwnerPID    = 64
+	offOwnerNetNS  = 68
+	offOwnerFamily = 72
+	offOwnerProto  = 74
+	offOwnerSPort  = 76
+	offOwnerDPort  = 78
+	offOwnerState  = 80
+	offOwnerV6Only = 81
+	offOwnerComm   = 88
+	ownerSize      = 104
 )
 
 var errOwnerLength = errors.New("iterator output is not a whole number of owner records")
@@ -186,8 +189,10 @@ func decodeOwners(raw []byte) (owners, error) {
 	for b := raw; len(b) > 0; b = b[ownerSize:] {
 		o := owner{
 			sock: ne.Uint64(b[offOwnerSock:]), inode: ne.Uint64(b[offOwnerInode:]),
-			pid: ne.Uint32(b[offOwnerPID:]), netns: ne.Uint32(b[offOwnerNetNS:]), proto: tracer.Proto(ne.Uint16(b[offOwnerProto:])),
+			netns: ne.Uint32(b[offOwnerNetNS:]), proto: tracer.Proto(ne.Uint16(b[offOwnerProto:])),
 			state: tracer.State(b[offOwnerState]), v6only: b[offOwnerV6Only] != 0,
+			process: tracer.Process{PID: ne.Uint32(b[offOwnerPID:]), StartNs: ne.Uint64(b[offOwnerStart:]),
+				CgroupID: ne.Uint64(b[offOwnerCgroup:])},
 		}
 		if o.state >= tracer.StateCount {
 			return nil, errBadState
@@ -205,17 +210,17 @@ func decodeOwners(raw []byte) (owners, error) {
 		default:
 			return nil, errBadFamily
 		}
-		copy(o.comm[:], b[offOwnerComm:offOwnerComm+tracer.CommLen])
+		copy(o.process.Comm[:], b[offOwnerComm:offOwnerComm+tracer.CommLen])
 		out = append(out, o)
 	}
 	return out, nil
 }
 
-// describeProcess reads what /proc says of one process. A process that has
-// exited since keeps its command name and nothing else.
-func describeProcess(pid uint32, comm string) *snapshot.Process {
-	p := &snapshot.Process{PID: pid, Comm: comm}
-	dir := "/proc/" + strconv.FormatUint(uint64(pid), 10)
+// describeProcess reads what /proc says of one process the iterator
+// found. A process that has exited since keeps what the iterator saw.
+func describeProcess(proc tracer.Process) *snapshot.Process {
+	p := &snapshot.Process{PID: proc.PID, Comm: proc.Comm.String(), StartNs: proc.StartNs, CgroupID: proc.CgroupID}
+	dir := "/proc/" + strconv.FormatUint(uint64(proc.PID), 10)
 	p.Exe, _ = os.Readlink(dir + "/exe")
 	if cmdline, err := os.ReadFile(dir + "/cmdline"); err == nil {
 		p.Cmdline = strings.TrimSpace(string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))

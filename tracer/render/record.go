@@ -3,6 +3,7 @@ package render
 import (
 	"github.com/porttrace/porttrace/tracer"
 
+	"bytes"
 	"net/netip"
 	"strconv"
 	"time"
@@ -144,6 +145,12 @@ func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool) []by
 	if r.OwnerVia == tracer.OwnerListener {
 		b = append(b, "  (not accepted: listener's owner)"...)
 	}
+	// The COMM column names the program; the thread that acted, where it
+	// has a name of its own, follows.
+	if thread := r.Thread.Bytes(); len(thread) > 0 && !bytes.Equal(thread, r.Comm.Bytes()) {
+		b = append(b, "  thread "...)
+		b = appendPrintable(b, thread)
+	}
 	return append(b, '\n')
 }
 
@@ -224,6 +231,12 @@ func AppendJSON(b []byte, r *tracer.Record) []byte {
 	b = strconv.AppendUint(b, uint64(r.PID), 10)
 	b = append(b, `,"comm":`...)
 	b = appendJSONString(b, r.Comm.Bytes())
+	b = append(b, `,"thread":`...)
+	b = appendJSONString(b, r.Thread.Bytes())
+	b = append(b, `,"start_ns":`...)
+	b = strconv.AppendUint(b, r.StartNs, 10)
+	b = append(b, `,"cgroup_id":`...)
+	b = strconv.AppendUint(b, r.CgroupID, 10)
 	b = append(b, `,"owner_via":"`...)
 	b = append(b, r.OwnerVia.String()...)
 	b = append(b, `","netns":`...)

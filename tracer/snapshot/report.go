@@ -35,11 +35,16 @@ type PortSocket struct {
 
 // Process describes a process holding a socket.
 type Process struct {
-	PID     uint32 `json:"pid"`
-	Comm    string `json:"comm"`
-	User    string `json:"user,omitempty"`
-	Exe     string `json:"exe,omitempty"`
-	Cmdline string `json:"cmdline,omitempty"`
+	PID  uint32 `json:"pid"`
+	Comm string `json:"comm"`
+	// StartNs is when the process started (see tracer.Process): with the
+	// pid, it tells the process from a later one given the same pid.
+	StartNs uint64 `json:"start_ns,omitempty"`
+	// CgroupID is the process's cgroup v2 id.
+	CgroupID uint64 `json:"cgroup_id,omitempty"`
+	User     string `json:"user,omitempty"`
+	Exe      string `json:"exe,omitempty"`
+	Cmdline  string `json:"cmdline,omitempty"`
 }
 
 // PortReport answers "who owns this port?".

@@ -1,0 +1,264 @@
+package linux
+
+import (
+	"github.com/porttrace/porttrace/tracer"
+
+	"bufio"
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// socketRecords are the records of one socket, told apart by its ports.
+func socketRecords(recs []tracer.Record, sport, dport uint16) []tracer.Record {
+	var out []tracer.Record
+	for _, r := range recs {
+		if r.Type != tracer.RecordBind && r.SPort == sport && r.DPort == dport {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// testCgroup makes a cgroup v2 cgroup for the test and returns its
+// directory and id (its directory's inode number). Where no cgroup2 file
+// system is mounted (the vmtest guests), it mounts one for the test.
+func testCgroup(t *testing.T, name string) (string, uint64) {
+	t.Helper()
+	root := cgroup2Mount(t)
+	if root == "" {
+		root = t.TempDir()
+		if err := unix.Mount("none", root, "cgroup2", 0, ""); err != nil {
+			t.Fatalf("mounting cgroup2: %v", err)
+		}
+		t.Cleanup(func() { unix.Unmount(root, unix.MNT_DETACH) })
+	}
+	dir := filepath.Join(root, "porttrace-test-"+name+"-"+strconv.Itoa(os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Registered before the processes that join it, so it runs after they
+	// are killed: a cgroup with members cannot be removed.
+	t.Cleanup(func() {
+		if err := os.Remove(dir); err != nil {
+			t.Errorf("removing cgroup: %v", err)
+		}
+	})
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return dir, st.Ino
+}
+
+// cgroup2Mount is where a cgroup2 file system is mounted, "" if nowhere.
+func cgroup2Mount(t *testing.T) string {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// "36 25 0:31 / /sys/fs/cgroup/unified rw,... - cgroup2 cgroup2 rw"
+		fields := strings.Fields(sc.Text())
+		for i, f := range fields {
+			if f == "-" && i+1 < len(fields) && fields[i+1] == "cgroup2" {
+				return fields[4]
+			}
+		}
+	}
+	return ""
+}
+
+// userHZ is the unit of /proc/PID/stat's times: USER_HZ, 100 on every
+// architecture porttrace supports.
+const userHZ = 100
+
+// startTicks reads a process's start time from /proc/PID/stat (field 22),
+// in clock ticks since boot.
+func startTicks(t *testing.T, pid uint32) uint64 {
+	t.Helper()
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The name, field 2, is in parentheses and may hold spaces.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	ticks, err := strconv.ParseUint(fields[22-3], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ticks
+}
+
+func ownComm(t *testing.T) string {
+	t.Helper()
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(comm))
+}
+
+// TestKernelProcessThreadAndCgroup: every line names the owning process
+// by its name (never a thread's), the thread that acted, the process's
+// start time as /proc shows it, and its cgroup; an event in a softirq
+// carries the socket's own cgroup.
+func TestKernelProcessThreadAndCgroup(t *testing.T) {
+	needPrivileges(t)
+	serverCgroup, serverCgroupID := testCgroup(t, "server")
+	clientCgroup, clientCgroupID := testCgroup(t, "client")
+	port := freePort(t, "127.0.0.1")
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
+	rec, _ := trace(t, tracer.Config{Port: port})
+
+	server := startRoleEnv(t, "server", addr, clientFirst, "PORTTRACE_TEST_CGROUP="+serverCgroup)
+	listenerPID, acceptorPID := uint32(server.cmd.Process.Pid), server.childPID(t)
+	listenerStart := startTicks(t, listenerPID)
+	const thread = "pt-dialer"
+	client := startRoleEnv(t, "client", addr, clientFirst, "PORTTRACE_TEST_CGROUP="+clientCgroup, "PORTTRACE_TEST_THREAD="+thread)
+	clientPID := uint32(client.cmd.Process.Pid)
+	client.wait(t)
+	server.wait(t)
+
+	recs := waitFor(t, rec, "both sockets to close and the listener to go", func(recs []tracer.Record) bool {
+		cport := clientPort(recs, port)
+		return len(socketRecords(recs, cport, port)) >= len(activeClose) &&
+			len(socketRecords(recs, port, cport)) >= len(acceptOpen)+len(passiveClose) && len(socketRecords(recs, port, 0)) >= 2
+	})
+	cport := clientPort(recs, port)
+	comm := ownComm(t)
+	check := func(who string, rs []tracer.Record, pid uint32, thread string, cgroup uint64) {
+		t.Helper()
+		for _, r := range rs {
+			if r.PID != pid || r.Comm.String() != comm || r.Thread.String() != thread || r.CgroupID != cgroup || r.StartNs == 0 {
+				t.Errorf("%s line %s -> %s: pid %d comm %q thread %q cgroup %d start %d, want pid %d comm %q thread %q cgroup %d\nrecords:\n%s",
+					who, r.Old, r.New, r.PID, r.Comm, r.Thread, r.CgroupID, r.StartNs, pid, comm, thread, cgroup, dump(recs))
+			}
+		}
+	}
+	// Go's runtime threads carry the process's name unless renamed.
+	check("client", socketRecords(recs, cport, port), clientPID, thread, clientCgroupID)
+	check("server", socketRecords(recs, port, cport), acceptorPID, comm, serverCgroupID)
+	listener := socketRecords(recs, port, 0)
+	check("listener", listener, listenerPID, comm, serverCgroupID)
+	if got := listener[0].StartNs / (1e9 / userHZ); got != listenerStart {
+		t.Errorf("listener's owner started at %d ns since boot, /proc says %d ticks", listener[0].StartNs, listenerStart)
+	}
+
+	// The server's half-open socket is born in a softirq, on whatever task
+	// was on the CPU: its own cgroup is the listener's.
+	for _, ev := range rec.events() {
+		if ev.Kind == tracer.KindState && ev.OldState == tracer.StateListen && ev.NewState == tracer.StateSynRecv && ev.DPort == cport {
+			if ev.SockCgroupID != serverCgroupID {
+				t.Errorf("LISTEN -> SYN_RECV event: socket cgroup %d, want the listener's %d", ev.SockCgroupID, serverCgroupID)
+			}
+			return
+		}
+	}
+	t.Errorf("no LISTEN -> SYN_RECV event for the client's port %d", cport)
+}
+
+// needProgram finds a program a test drives, skipping the test where it
+// is missing, except in CI, which must run it.
+func needProgram(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI must run this test against %s: %v", name, err)
+		}
+		t.Skip(err)
+	}
+	return path
+}
+
+// javaThreads is a Java program in Tomcat's pattern: named threads use the
+// sockets (a client, and an acceptor that reads until the client closes).
+const javaThreads = `import java.io.*;
+import java.net.*;
+
+public class Threads {
+	public static void main(String[] args) throws Exception {
+		int port = Integer.parseInt(args[0]);
+		ServerSocket server = new ServerSocket();
+		server.bind(new InetSocketAddress("127.0.0.1", port));
+		Thread acceptor = new Thread(() -> {
+			try (Socket s = server.accept()) {
+				s.getInputStream().read();
+			} catch (IOException e) {
+				throw new UncheckedIOException(e);
+			}
+		}, "pt-acceptor");
+		acceptor.start();
+		Thread client = new Thread(() -> {
+			try (Socket c = new Socket("127.0.0.1", port)) {
+			} catch (IOException e) {
+				throw new UncheckedIOException(e);
+			}
+		}, "pt-client");
+		client.start();
+		client.join();
+		acceptor.join();
+		server.close();
+	}
+}
+`
+
+// TestRealJavaNamedThreads: a JVM's sockets belong to the process "java",
+// whichever named thread used them, and each line says which thread that
+// was (Tomcat's lines said http-nio-8080-A, not java).
+func TestRealJavaNamedThreads(t *testing.T) {
+	needPrivileges(t)
+	javac, java := needProgram(t, "javac"), needProgram(t, "java")
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Threads.java"), []byte(javaThreads), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(javac, "-d", dir, filepath.Join(dir, "Threads.java")).CombinedOutput(); err != nil {
+		t.Fatalf("javac: %v\n%s", err, out)
+	}
+	port := freePort(t, "127.0.0.1")
+	rec, _ := trace(t, tracer.Config{Port: port})
+	jvm := exec.Command(java, "-cp", dir, "Threads", strconv.Itoa(int(port)))
+	if out, err := jvm.CombinedOutput(); err != nil {
+		t.Fatalf("java: %v\n%s", err, out)
+	}
+	pid := uint32(jvm.Process.Pid)
+
+	recs := waitFor(t, rec, "both sockets to close and the listener to go", func(recs []tracer.Record) bool {
+		cport := clientPort(recs, port)
+		return len(socketRecords(recs, cport, port)) >= len(activeClose) &&
+			len(socketRecords(recs, port, cport)) >= len(acceptOpen)+len(passiveClose) && len(socketRecords(recs, port, 0)) >= 2
+	})
+	cport := clientPort(recs, port)
+	for _, tc := range []struct {
+		who    string
+		recs   []tracer.Record
+		thread string
+	}{
+		{"client", socketRecords(recs, cport, port), "pt-client"},
+		{"server", socketRecords(recs, port, cport), "pt-acceptor"},
+	} {
+		for _, r := range tc.recs {
+			if r.PID != pid || r.Comm.String() != "java" || r.Thread.String() != tc.thread {
+				t.Errorf("%s line %s -> %s: pid %d comm %q thread %q, want pid %d comm java thread %s\nrecords:\n%s",
+					tc.who, r.Old, r.New, r.PID, r.Comm, r.Thread, pid, tc.thread, dump(recs))
+			}
+		}
+	}
+	for _, r := range socketRecords(recs, port, 0) {
+		if r.PID != pid || r.Comm.String() != "java" {
+			t.Errorf("listener line %s -> %s: pid %d comm %q, want %d java", r.Old, r.New, r.PID, r.Comm, pid)
+		}
+	}
+}
