@@ -62,13 +62,13 @@ int socket_owners(struct bpf_iter__task_file *ctx)
 	struct sock *sk = BPF_CORE_READ(socket, sk);
 	if (!sk)
 		return 0;
-	struct sock_common *skc = (struct sock_common *)sk;
-	__u16 family = sock_family(skc);
-	if (!inet_family(family))
+	if (!holds_port(sk))
 		return 0;
 	__u16 sport = sock_sport(sk);
 	if (sport != owner_port)
 		return 0;
+	struct sock_common *skc = (struct sock_common *)sk;
+	__u16 family = sock_family(skc);
 
 	struct owner o = {
 		.sock = (__u64)sk,

@@ -192,7 +192,7 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 	 * for no-op CLOSE->CLOSE and LISTEN->LISTEN calls. */
 	if (oldstate == newstate)
 		return 0;
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+	if (!tcp_socket(sk))
 		return 0;
 	if (!sock_wanted((struct sock_common *)sk, sock_sport(sk)))
 		return 0;
@@ -240,7 +240,7 @@ int BPF_KPROBE(state_set_kprobe, struct sock *sk, int newstate)
 
 static __always_inline int handle_accept(struct sock *sk)
 {
-	if (!sk || !sock_wanted((struct sock_common *)sk, sock_sport(sk)))
+	if (!sk || !tcp_socket(sk) || !sock_wanted((struct sock_common *)sk, sock_sport(sk)))
 		return 0;
 	return emit_sock(EVENT_ACCEPT, sk, 0, BPF_CORE_READ(sk, __sk_common.skc_state));
 }
@@ -317,19 +317,21 @@ int bind_exit(struct trace_event_raw_sys_exit *ctx)
 	if (!args)
 		return 0;
 
+	/* An inet address given to another kind of socket (netlink, raw)
+	 * binds no port, whatever the call returned. */
 	struct sock *sk = sock_of_fd(args->fd);
-	__u16 proto = sk ? BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) : 0;
+	if (!sk || !holds_port(sk))
+		goto out;
 	/* A successful bind to port 0 got its port only now. */
-	__u16 port = (ctx->ret == 0 && sk) ? sock_sport(sk) : args->port;
-
-	if ((proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_MPTCP) || !port_wanted(port, 0))
+	__u16 port = ctx->ret == 0 ? sock_sport(sk) : args->port;
+	if (!port_wanted(port, 0))
 		goto out;
 
 	struct event *e = reserve(EVENT_BIND);
 	if (!e)
 		goto out;
 	e->sock = (__u64)sk;
-	e->proto = proto;
+	e->proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
 	e->sock_cgroup_id = sock_cgroup_id(sk);
 	e->family = args->family;
 	e->sport = port;

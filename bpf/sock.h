@@ -26,6 +26,29 @@ static __always_inline __u16 sock_family(struct sock_common *skc)
 	return BPF_CORE_READ(skc, skc_family);
 }
 
+/* A TCP socket: a stream socket of IPPROTO_TCP (a raw socket of that
+ * protocol is not). */
+static __always_inline bool tcp_socket(struct sock *sk)
+{
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_type) == SOCK_STREAM &&
+	       BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) == IPPROTO_TCP;
+}
+
+/* Whether a socket holds a port: a TCP, MPTCP or UDP socket of the inet
+ * families. Raw sockets keep their protocol in the port field, ping sockets
+ * their ICMP identifier; neither holds a port, nor does any socket of
+ * another family. */
+static __always_inline bool holds_port(struct sock *sk)
+{
+	if (!inet_family(sock_family((struct sock_common *)sk)))
+		return false;
+	__u16 type = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_type);
+	__u16 proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+	if (type == SOCK_STREAM)
+		return proto == IPPROTO_TCP || proto == IPPROTO_MPTCP;
+	return type == SOCK_DGRAM && proto == IPPROTO_UDP;
+}
+
 /* inet_sport keeps the local port to the end (see kernel.h). */
 static __always_inline __u16 sock_sport(struct sock *sk)
 {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -259,6 +260,96 @@ func TestRealJavaNamedThreads(t *testing.T) {
 	for _, r := range socketRecords(recs, port, 0) {
 		if r.PID != pid || r.Comm.String() != "java" {
 			t.Errorf("listener line %s -> %s: pid %d comm %q, want %d java", r.Old, r.New, r.PID, r.Comm, pid)
+		}
+	}
+}
+
+// widenPingGroups lets this process open ICMP ping sockets
+// (net.ipv4.ping_group_range), as it was before when the test ends.
+func widenPingGroups(t *testing.T) {
+	t.Helper()
+	const path = "/proc/sys/net/ipv4/ping_group_range"
+	old, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("0 2147483647"), 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.WriteFile(path, old, 0) })
+}
+
+// socketFD opens a socket the test closes when it ends.
+func socketFD(t *testing.T, family, typ, proto int) int {
+	t.Helper()
+	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, proto)
+	if err != nil {
+		t.Fatalf("socket(%d, %d, %d): %v", family, typ, proto, err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+// TestKernelOnlyPortHoldersCount: raw and ping sockets keep a number in
+// the port field (a raw socket its protocol, a ping socket its ICMP
+// identifier) and a netlink socket can be handed an IPv4 address, but none
+// of them holds a port: who does not list them, the watch reports no bind.
+func TestKernelOnlyPortHoldersCount(t *testing.T) {
+	needPrivileges(t)
+	widenPingGroups(t)
+	port := freePort(t, "127.0.0.1")
+	rec, _ := trace(t, tracer.Config{})
+	lo := &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}
+	for _, proto := range []int{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+		if err := unix.Bind(socketFD(t, unix.AF_INET, unix.SOCK_RAW, proto), lo); err != nil {
+			t.Fatalf("binding a raw socket of protocol %d: %v", proto, err)
+		}
+	}
+	ping := &unix.SockaddrInet4{Addr: lo.Addr, Port: int(port)}
+	if err := unix.Bind(socketFD(t, unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_ICMP), ping); err != nil {
+		t.Fatalf("binding a ping socket to identifier %d: %v", port, err)
+	}
+	// NETLINK_XFRM's number is IPPROTO_TCP's: such a socket printed
+	// "BIND tcp EINVAL". Where xfrm_user is not loaded (the vmtest
+	// guests), NETLINK_ROUTE stands in.
+	netlink, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_XFRM)
+	if err != nil {
+		netlink = socketFD(t, unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE)
+	} else {
+		t.Cleanup(func() { unix.Close(netlink) })
+	}
+	if err := unix.Bind(netlink, ping); err != unix.EINVAL {
+		t.Fatalf("binding an IPv4 address to a netlink socket: %v, want EINVAL", err)
+	}
+
+	self := uint32(os.Getpid())
+	for _, p := range []uint16{unix.IPPROTO_TCP, unix.IPPROTO_UDP, port} {
+		r, err := Who(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range r.Sockets {
+			if slices.Contains(s.PIDs, self) {
+				t.Errorf("who %d lists %s %s %v held by this test: only TCP, MPTCP and UDP sockets hold ports", p, s.Proto, s.State, s.Local)
+			}
+		}
+	}
+
+	// A TCP bind of the port after them: once its line is in, theirs
+	// would be too.
+	l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	recs := waitFor(t, rec, "the TCP listener's bind", func(recs []tracer.Record) bool {
+		return slices.ContainsFunc(recs, func(r tracer.Record) bool {
+			return r.Type == tracer.RecordBind && r.PID == self && r.SPort == port && r.Err == 0
+		})
+	})
+	for _, r := range recs {
+		if r.Type == tracer.RecordBind && r.PID == self && !(r.SPort == port && r.Err == 0) {
+			t.Errorf("bind line for a socket that holds no port: %s %s:%d error %d", r.Proto, r.SAddr, r.SPort, r.Err)
 		}
 	}
 }
