@@ -25,7 +25,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Set by user space before loading. 0 means "no filter". */
 const volatile __u16 filter_port = 0;
-const volatile __u16 filter_family = 0; /* AF_INET or AF_INET6 */
+const volatile __u16 filter_family = 0; /* AF_INET or AF_INET6: see traffic_wanted */
 /* Kernel address of tw_timer_handler, to recognise timewait timers. */
 const volatile __u64 tw_timer_handler_addr = 0;
 /* Length of one jiffy in nanoseconds (1e9 / CONFIG_HZ). */
@@ -111,9 +111,36 @@ static __always_inline bool port_wanted(__u16 a, __u16 b)
 	return filter_port == 0 || a == filter_port || b == filter_port;
 }
 
-static __always_inline bool family_wanted(__u16 family)
+/* An IPv6 address, as four words, that is :: or an IPv4-mapped one. */
+static __always_inline bool unspecified6(const __u32 a[4])
 {
-	return inet_family(family) && (filter_family == 0 || family == filter_family);
+	return (a[0] | a[1] | a[2] | a[3]) == 0;
+}
+
+static __always_inline bool ipv4_mapped(const __u32 a[4])
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
+}
+
+/* Whether the watch wants the traffic of a socket of family with these ends
+ * (an IPv4 address in the first word). A connection is IPv4 when its
+ * addresses are IPv4 or IPv4-mapped (the IPv4 peers of a dual-stack
+ * socket), whichever family its socket is; a socket without a peer goes by
+ * its local address, and an IPv6 wildcard one that is not IPV6_V6ONLY
+ * serves both families. tracer.Family.Carries is the same rule for the
+ * snapshot a watch starts from. */
+static __always_inline bool traffic_wanted(__u16 family, const __u32 saddr[4], const __u32 daddr[4], bool v6only)
+{
+	if (filter_family == 0)
+		return true;
+	if (family == AF_INET)
+		return filter_family == AF_INET;
+	const __u32 *addr = unspecified6(daddr) ? saddr : daddr;
+	if (ipv4_mapped(addr))
+		return filter_family == AF_INET;
+	if (unspecified6(addr) && !v6only)
+		return true;
+	return filter_family == AF_INET6;
 }
 
 static __always_inline struct event *reserve(__u8 kind)
@@ -166,7 +193,14 @@ static __always_inline void fill_endpoints(struct event *e, struct sock_common *
  * unwatched traffic costs a few reads and no event. */
 static __always_inline bool sock_wanted(struct sock_common *skc, __u16 sport)
 {
-	return family_wanted(sock_family(skc)) && port_wanted(sport, sock_dport(skc));
+	__u16 family = sock_family(skc);
+	if (!inet_family(family) || !port_wanted(sport, sock_dport(skc)))
+		return false;
+	if (filter_family == 0)
+		return true;
+	__u32 saddr[4] = {}, daddr[4] = {};
+	sock_addrs(skc, family, (__u8 *)saddr, (__u8 *)daddr);
+	return traffic_wanted(family, saddr, daddr, BPF_CORE_READ_BITFIELD_PROBED(skc, skc_ipv6only));
 }
 
 static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, __u8 newstate)
@@ -292,7 +326,7 @@ int bind_enter(struct trace_event_raw_sys_enter *ctx)
 
 	if (bpf_probe_read_user(&args.family, sizeof(args.family), uaddr))
 		return 0;
-	if (!family_wanted(args.family))
+	if (!inet_family(args.family))
 		return 0;
 	/* sockaddr_in and sockaddr_in6 both keep the port at offset 2; the
 	 * address is at 4 and 8. */
@@ -324,7 +358,10 @@ int bind_exit(struct trace_event_raw_sys_exit *ctx)
 		goto out;
 	/* A successful bind to port 0 got its port only now. */
 	__u16 port = ctx->ret == 0 ? sock_sport(sk) : args->port;
-	if (!port_wanted(port, 0))
+	__u32 any[4] = {};
+	if (!port_wanted(port, 0) ||
+	    !traffic_wanted(args->family, (__u32 *)args->addr, any,
+			    BPF_CORE_READ_BITFIELD_PROBED((struct sock_common *)sk, skc_ipv6only)))
 		goto out;
 
 	struct event *e = reserve(EVENT_BIND);

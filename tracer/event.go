@@ -156,6 +156,31 @@ func (f Family) String() string {
 	return "unknown"
 }
 
+// Carries reports whether a socket with these ends carries traffic of
+// family f, the rule of -4 and -6. A connection is IPv4 when its addresses
+// are IPv4 or IPv4-mapped (the IPv4 peers of a dual-stack socket),
+// whichever family its socket is, so that both its ends follow one rule; a
+// socket without a peer goes by its local address, and an IPv6 wildcard
+// one that is not IPV6_V6ONLY serves both families. Family 0 carries
+// everything. The Linux kernel side filters by the same rule
+// (traffic_wanted in bpf/porttrace.bpf.c).
+func (f Family) Carries(local, remote netip.Addr, v6only bool) bool {
+	if f == 0 {
+		return true
+	}
+	addr := remote
+	if !addr.IsValid() || addr.IsUnspecified() {
+		addr = local
+	}
+	switch {
+	case addr.Is4() || addr.Is4In6():
+		return f == FamilyIPv4
+	case addr.IsUnspecified() && !v6only:
+		return true
+	}
+	return f == FamilyIPv6
+}
+
 // CommLen is the size of a command name, as the Linux kernel's TASK_COMM_LEN.
 const CommLen = 16
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -360,5 +361,54 @@ func TestAskedWhileStopping(t *testing.T) {
 	}
 	if total == 0 {
 		t.Error("the watch answered no question while it ran")
+	}
+}
+
+// TestFamilyFlagStartingSnapshot: -4 and -6 apply to the sockets a watch
+// starts from as to the events: by the traffic they carry, a dual-stack
+// [::] listener under both.
+func TestFamilyFlagStartingSnapshot(t *testing.T) {
+	needRoot(t)
+	listen := func(network, addr string) {
+		t.Helper()
+		l, err := net.Listen(network, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+	}
+	split, dual := strconv.Itoa(freeLoopbackPort(t)), strconv.Itoa(freeLoopbackPort(t))
+	listen("tcp4", "127.0.0.1:"+split)
+	listen("tcp6", "[::1]:"+split)
+	listen("tcp", "[::]:"+dual)
+	for _, tc := range []struct {
+		flag, port string
+		want       []string
+	}{
+		{"-4", split, []string{"127.0.0.1"}},
+		{"-6", split, []string{"::1"}},
+		{"-4", dual, []string{"::"}},
+		{"-6", dual, []string{"::"}},
+	} {
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), []string{tc.flag, "--port", tc.port, "--json", "--duration", "200ms"}, &stdout, &stderr); err != nil {
+			t.Fatalf("porttrace %s: %v\n%s", tc.flag, err, stderr.String())
+		}
+		var got []string
+		for _, raw := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+			var ln struct {
+				Type  string `json:"type"`
+				SAddr string `json:"saddr"`
+			}
+			if err := json.Unmarshal([]byte(raw), &ln); err != nil {
+				t.Fatalf("line %q: %v", raw, err)
+			}
+			if ln.Type == "socket" {
+				got = append(got, ln.SAddr)
+			}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("porttrace %s --port %s starts from %v, want %v", tc.flag, tc.port, got, tc.want)
+		}
 	}
 }

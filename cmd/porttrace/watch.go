@@ -28,7 +28,8 @@ const (
 
 // watch runs the live view until ctx ends or --duration passes.
 func watch(ctx context.Context, f *flags, stdout, stderr io.Writer) error {
-	src, err := openSource(f.config(stderr))
+	cfg := f.config(stderr)
+	src, err := openSource(cfg)
 	if err != nil {
 		return err
 	}
@@ -50,6 +51,7 @@ func watch(ctx context.Context, f *flags, stdout, stderr io.Writer) error {
 		if err != nil {
 			fmt.Fprintf(stderr, "porttrace: no snapshot of port %d's sockets: %v\n", f.port, err)
 		} else {
+			report.KeepFamily(cfg.Family)
 			loop.Seed(report, snapshotNs)
 		}
 	}

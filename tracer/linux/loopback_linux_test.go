@@ -556,3 +556,52 @@ func TestKernelFamilyFilterInKernel(t *testing.T) {
 		}
 	}
 }
+
+// TestKernelFamilyFollowsTheTraffic: -4 and -6 split by the traffic, not
+// by the socket. An IPv4 connection to a dual-stack [::] listener is IPv4
+// at both ends (the server side's addresses are IPv4-mapped), an IPv6
+// one is IPv6 at both ends, and the listener, which serves both, shows
+// under both with its bind.
+func TestKernelFamilyFollowsTheTraffic(t *testing.T) {
+	needPrivileges(t)
+	port := freePort(t, "::")
+	v4, _ := trace(t, tracer.Config{Port: port, Family: tracer.FamilyIPv4})
+	v6, _ := trace(t, tracer.Config{Port: port, Family: tracer.FamilyIPv6})
+	p := strconv.Itoa(int(port))
+	for _, dial := range []string{"127.0.0.1", "::1"} {
+		server := startRole(t, "server", net.JoinHostPort("::", p), clientFirst)
+		server.childPID(t)
+		startRole(t, "client", net.JoinHostPort(dial, p), clientFirst).wait(t)
+		server.wait(t)
+	}
+	for _, tc := range []struct {
+		family tracer.Family
+		rec    *recorder
+	}{{tracer.FamilyIPv4, v4}, {tracer.FamilyIPv6, v6}} {
+		// Per round: a bind and the listener's two lines; for the
+		// round of its family, both ends of the connection.
+		wantConn := len(activeClose) + len(acceptOpen) + len(passiveClose)
+		recs := waitFor(t, tc.rec, tc.family.String()+" lines of both rounds", func(recs []tracer.Record) bool {
+			binds, listener, conn := 0, 0, 0
+			for _, r := range recs {
+				switch {
+				case r.Type == tracer.RecordBind && r.SPort == port:
+					binds++
+				case r.SPort == port && r.DPort == 0:
+					listener++
+				case r.SPort == port || r.DPort == port:
+					conn++
+				}
+			}
+			return binds >= 2 && listener >= 4 && conn >= wantConn
+		})
+		for _, r := range recs {
+			if r.DPort == 0 {
+				continue
+			}
+			if v4 := r.SAddr.Is4() || r.SAddr.Is4In6(); v4 != (tc.family == tracer.FamilyIPv4) {
+				t.Errorf("-%d shows a connection line of %v -> %v:\n%s", tc.family, r.SAddr, r.DAddr, dump(recs))
+			}
+		}
+	}
+}

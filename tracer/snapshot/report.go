@@ -56,6 +56,14 @@ type PortReport struct {
 	Notes []string
 }
 
+// KeepFamily drops the sockets that carry no traffic of family f (see
+// tracer.Family.Carries); family 0 keeps them all.
+func (r *PortReport) KeepFamily(f tracer.Family) {
+	r.Sockets = slices.DeleteFunc(r.Sockets, func(s PortSocket) bool {
+		return !f.Carries(s.Local.Addr(), s.Remote.Addr(), s.V6Only)
+	})
+}
+
 // Held reports whether any process holds a socket on the port.
 func (r *PortReport) Held() bool {
 	return slices.ContainsFunc(r.Sockets, func(s PortSocket) bool { return len(s.PIDs) > 0 })
