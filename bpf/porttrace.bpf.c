@@ -52,6 +52,7 @@ struct event {
 	__u64 ts_ns;          /* CLOCK_MONOTONIC */
 	__u64 sock;           /* struct sock * or struct inet_timewait_sock * */
 	__s64 timeout_ns;     /* timewait timer: time left at ts_ns (< 0: overdue) */
+	__u64 parent;         /* an MPTCP subflow's MPTCP socket, else 0 */
 	__u64 start_ns;       /* start time of the process on the CPU (task.h) */
 	__u64 cgroup_id;      /* cgroup v2 id of the task on the CPU */
 	__u64 sock_cgroup_id; /* the socket's own cgroup (sock.h), else 0 */
@@ -203,6 +204,31 @@ static __always_inline bool sock_wanted(struct sock_common *skc, __u16 sport)
 	return traffic_wanted(family, saddr, daddr, BPF_CORE_READ_BITFIELD_PROBED(skc, skc_ipv6only));
 }
 
+/* The MPTCP socket a TCP socket is a subflow of, or 0: a subflow's ULP data
+ * is its MPTCP context. Kernels without MPTCP have neither type nor field. */
+static __always_inline __u64 mptcp_parent(struct sock *sk)
+{
+	if (!bpf_core_type_exists(struct mptcp_subflow_context) || !bpf_core_field_exists(struct tcp_sock, is_mptcp))
+		return 0;
+	if (!BPF_CORE_READ((struct tcp_sock *)sk, is_mptcp))
+		return 0;
+	struct mptcp_subflow_context *ctx = BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_ulp_data);
+	return (__u64)BPF_CORE_READ(ctx, conn);
+}
+
+/* The first TCP subflow of an MPTCP socket, or NULL. */
+static __always_inline struct sock *mptcp_first_subflow(struct sock *sk)
+{
+	if (!bpf_core_type_exists(struct mptcp_sock) || !bpf_core_type_exists(struct mptcp_subflow_context))
+		return NULL;
+	struct mptcp_sock *msk = (struct mptcp_sock *)sk;
+	struct list_head *node = BPF_CORE_READ(msk, conn_list.next);
+	if (!node || node == &msk->conn_list)
+		return NULL;
+	struct mptcp_subflow_context *ctx = (void *)node - bpf_core_field_offset(struct mptcp_subflow_context, node);
+	return BPF_CORE_READ(ctx, tcp_sock);
+}
+
 static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, __u8 newstate)
 {
 	struct event *e = reserve(kind);
@@ -212,6 +238,7 @@ static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, 
 	e->proto = IPPROTO_TCP;
 	e->oldstate = oldstate;
 	e->newstate = newstate;
+	e->parent = mptcp_parent(sk);
 	e->sock_cgroup_id = sock_cgroup_id(sk);
 	fill_endpoints(e, (struct sock_common *)sk, sock_sport(sk));
 	submit(e);
@@ -272,14 +299,19 @@ int BPF_KPROBE(state_set_kprobe, struct sock *sk, int newstate)
 
 /* ---- accept: who really owns a passive socket ---- */
 
+/* sk is what accept returned: a TCP socket, or from the accept syscalls an
+ * MPTCP one, whose traffic (and state changes) its TCP subflow carries. */
 static __always_inline int handle_accept(struct sock *sk)
 {
+	if (sk && BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) == IPPROTO_MPTCP)
+		sk = mptcp_first_subflow(sk);
 	if (!sk || !tcp_socket(sk) || !sock_wanted((struct sock_common *)sk, sock_sport(sk)))
 		return 0;
 	return emit_sock(EVENT_ACCEPT, sk, 0, BPF_CORE_READ(sk, __sk_common.skc_state));
 }
 
-/* Only the return value is read: the arguments changed in 6.10. */
+/* Only the return value is read: the arguments changed in 6.10. It is the
+ * TCP socket even for an MPTCP listener. */
 SEC("kretprobe/inet_csk_accept")
 int BPF_KRETPROBE(accept_kretprobe, struct sock *sk)
 {

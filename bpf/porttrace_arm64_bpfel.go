@@ -27,6 +27,7 @@ type PorttraceEvent struct {
 	TsNs         uint64
 	Sock         uint64
 	TimeoutNs    int64
+	Parent       uint64
 	StartNs      uint64
 	CgroupId     uint64
 	SockCgroupId uint64

@@ -253,6 +253,10 @@ type Event struct {
 	OldState State
 	NewState State
 	Sock     SockID
+	// Parent is, for a TCP socket that is a subflow of an MPTCP
+	// connection, the MPTCP socket: what the process holds, while the
+	// subflow carries the traffic and the state changes.
+	Parent SockID
 	// SAddr:SPort is the socket's local end and DAddr:DPort its remote end,
 	// as in the kernel's sock:inet_sock_set_state tracepoint.
 	SAddr netip.Addr

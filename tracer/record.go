@@ -53,6 +53,10 @@ const (
 	OwnerListener
 	// OwnerSnapshot: the process held the socket when porttrace started.
 	OwnerSnapshot
+	// OwnerMPTCP: the socket is a subflow the kernel added to an MPTCP
+	// connection (MP_JOIN) of this process's, which connected or
+	// accepted it.
+	OwnerMPTCP
 )
 
 var ownerViaNames = [...]string{
@@ -64,6 +68,7 @@ var ownerViaNames = [...]string{
 	OwnerClose:    "close",
 	OwnerListener: "listener",
 	OwnerSnapshot: "snapshot",
+	OwnerMPTCP:    "mptcp",
 }
 
 func (o OwnerVia) String() string {

@@ -54,6 +54,8 @@ type sockState struct {
 	// sockCgroup is the socket's own cgroup, the one its lines name
 	// while no owner is known.
 	sockCgroup uint64
+	// parent is the MPTCP socket of a subflow, 0 for plain TCP.
+	parent tracer.SockID
 	// passive marks a socket born from a listener: its owner is whoever
 	// accepts it, which is only known later.
 	passive bool
@@ -129,6 +131,11 @@ type Correlator struct {
 	// so that a new timewait socket finds the connection it continues.
 	closing   map[tupleKey]int32
 	listeners map[portKey][]int32
+	// mptcp indexes MPTCP connections by their MPTCP socket: the subflow
+	// whose owner the process's own connect or accept named, so that the
+	// subflows the kernel adds later (MP_JOIN, opened by a kworker or
+	// born from the listener) take that owner.
+	mptcp map[tracer.SockID]int32
 	// queue holds the sockets that wait on a deadline (held lines, a
 	// stopped timewait timer), earliest first: the only ones Tick looks at.
 	queue deadlineQueue
@@ -145,6 +152,7 @@ func NewCorrelator(emit func(*tracer.Record)) *Correlator {
 		byID:      make(map[tracer.SockID]int32),
 		closing:   make(map[tupleKey]int32),
 		listeners: make(map[portKey][]int32),
+		mptcp:     make(map[tracer.SockID]int32),
 	}
 }
 
@@ -273,6 +281,9 @@ func (c *Correlator) lookup(ev *tracer.Event) (int32, bool) {
 
 func (c *Correlator) forget(i int32) {
 	s := &c.socks[i]
+	if j, ok := c.mptcp[s.parent]; ok && j == i {
+		delete(c.mptcp, s.parent)
+	}
 	c.leaveState(i)
 	c.queue.remove(c.socks, i)
 	delete(c.byID, s.id)
@@ -280,20 +291,43 @@ func (c *Correlator) forget(i int32) {
 	c.free = append(c.free, i)
 }
 
-// updateEndpoints copies the event's addresses, which fill in over a
-// socket's life (a connect gets its local port after SYN_SENT), and the
-// socket's cgroup where the event has it.
-func (s *sockState) updateEndpoints(ev *tracer.Event) {
+// learn copies what the event says of the socket: its addresses, which
+// fill in over a socket's life (a connect gets its local port after
+// SYN_SENT), and where the event has them its cgroup and its MPTCP socket
+// (a passive subflow names the listener's until its connection has one).
+func (s *sockState) learn(ev *tracer.Event) {
 	s.family, s.netns = ev.Family, ev.NetNS
 	s.saddr, s.sport = ev.SAddr, ev.SPort
 	s.daddr, s.dport = ev.DAddr, ev.DPort
 	if ev.SockCgroupID != 0 {
 		s.sockCgroup = ev.SockCgroupID
 	}
+	if ev.Parent != 0 {
+		s.parent = ev.Parent
+	}
 }
 
-func (s *sockState) setOwner(ev *tracer.Event, via tracer.OwnerVia) {
+// setOwner makes the event's process socket i's owner. A subflow whose
+// owner connected or accepted stands for its MPTCP connection.
+func (c *Correlator) setOwner(i int32, ev *tracer.Event, via tracer.OwnerVia) {
+	s := &c.socks[i]
 	s.owner, s.ownerVia = ev.Process, via
+	if s.parent != 0 && (via == tracer.OwnerConnect || via == tracer.OwnerAccept) {
+		if _, ok := c.mptcp[s.parent]; !ok {
+			c.mptcp[s.parent] = i
+		}
+	}
+}
+
+// joinConnection gives a subflow with no owner its MPTCP connection's.
+func (c *Correlator) joinConnection(i int32) {
+	s := &c.socks[i]
+	if s.parent == 0 || s.ownerVia != tracer.OwnerUnknown {
+		return
+	}
+	if j, ok := c.mptcp[s.parent]; ok && j != i {
+		s.owner, s.ownerVia = c.socks[j].owner, tracer.OwnerMPTCP
+	}
 }
 
 // complete says whether the socket's lines can be printed as they are.
@@ -391,7 +425,7 @@ func (c *Correlator) onState(ev *tracer.Event) {
 		c.stats.Gaps++
 	}
 	c.leaveState(i)
-	s.updateEndpoints(ev)
+	s.learn(ev)
 	s.state, s.sinceNs = ev.NewState, ev.TimeNs
 	c.enterState(i)
 	if ev.NewState == tracer.StateEstablished {
@@ -403,12 +437,13 @@ func (c *Correlator) onState(ev *tracer.Event) {
 		// A kernel thread acts on sockets it does not own (a kworker
 		// closing an MPTCP subflow for its process).
 	case ev.NewState == tracer.StateSynSent:
-		s.setOwner(ev, tracer.OwnerConnect)
+		c.setOwner(i, ev, tracer.OwnerConnect)
 	case ev.NewState == tracer.StateListen:
-		s.setOwner(ev, tracer.OwnerListen)
+		c.setOwner(i, ev, tracer.OwnerListen)
 	case s.ownerVia == tracer.OwnerUnknown && processContext(ev.OldState, ev.NewState):
-		s.setOwner(ev, tracer.OwnerClose)
+		c.setOwner(i, ev, tracer.OwnerClose)
 	}
+	c.joinConnection(i)
 
 	typ := tracer.RecordState
 	if ev.NewState == tracer.StateListen {
@@ -484,8 +519,8 @@ func (c *Correlator) enterState(i int32) {
 func (c *Correlator) onOwner(ev *tracer.Event) {
 	i, fresh := c.lookup(ev)
 	s := &c.socks[i]
+	s.learn(ev)
 	if fresh {
-		s.updateEndpoints(ev)
 		s.state = ev.NewState
 	}
 	via := tracer.OwnerAccept
@@ -493,7 +528,7 @@ func (c *Correlator) onOwner(ev *tracer.Event) {
 		via = tracer.OwnerConnect
 	}
 	if !ev.KernelThread {
-		s.setOwner(ev, via)
+		c.setOwner(i, ev, via)
 	}
 	if s.complete() {
 		c.release(i)
@@ -536,7 +571,7 @@ func (c *Correlator) onTimeWaitStart(ev *tracer.Event) {
 
 	tw, _ := c.lookupLife(ev, hasFull)
 	t := &c.socks[tw]
-	t.updateEndpoints(ev)
+	t.learn(ev)
 	t.timewait = true
 	old, sinceNs := tracer.StateUnknown, int64(0)
 	if hasFull {

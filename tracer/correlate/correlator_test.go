@@ -578,3 +578,55 @@ func TestCorrelatorCgroupsAndKernelThreads(t *testing.T) {
 		t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(want))
 	}
 }
+
+// TestCorrelatorMPTCPSubflows: an MPTCP connection's subflows are TCP
+// sockets owned by whoever owns the connection: the first by the accept or
+// connect that named it, the ones the kernel joins later (born from the
+// listener, or opened by a kworker) by inheritance; a kworker closing a
+// subflow never takes it over.
+func TestCorrelatorMPTCPSubflows(t *testing.T) {
+	const (
+		listenMsk  tracer.SockID = 0x9000 // the MPTCP sockets
+		serverMsk  tracer.SockID = 0x9100
+		clientMsk  tracer.SockID = 0x9200
+		joinSock   tracer.SockID = 0x2100 // the subflows the kernel adds
+		joinClient tracer.SockID = 0x3100
+		kworker                  = 9
+	)
+	sub := func(e tracer.Event, parent tracer.SockID) tracer.Event { e.Parent = parent; return e }
+	joined := func(e tracer.Event) tracer.Event {
+		if e.SPort == 8080 {
+			e.DPort = 40001
+		} else {
+			e.SPort = 40001
+		}
+		return e
+	}
+	kthread := func(e tracer.Event) tracer.Event { e.KernelThread = true; return e }
+	got := correlate([]tracer.Event{
+		sub(state(0, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener), listenMsk),
+		sub(state(10, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client), clientMsk),
+		// A passive subflow names the listener's MPTCP socket until its
+		// connection has one of its own.
+		sub(state(11, atServer, serverSock, tracer.StateListen, tracer.StateSynRecv, softirq), listenMsk),
+		sub(state(12, atServer, serverSock, tracer.StateSynRecv, tracer.StateEstablished, softirq), serverMsk),
+		sub(ev(13, tracer.KindAccept, atServer, serverSock, 0, tracer.StateEstablished, worker), serverMsk),
+		joined(kthread(sub(state(20, atClient, joinClient, tracer.StateClose, tracer.StateSynSent, kworker), clientMsk))),
+		joined(sub(state(21, atServer, joinSock, tracer.StateListen, tracer.StateSynRecv, softirq), listenMsk)),
+		joined(sub(state(22, atServer, joinSock, tracer.StateSynRecv, tracer.StateEstablished, softirq), serverMsk)),
+		kthread(sub(state(30, atServer, serverSock, tracer.StateEstablished, tracer.StateFinWait1, kworker), serverMsk)),
+	})
+	want := []string{
+		"100 10.0.0.1:8080>0 CLOSE->LISTEN listen",
+		"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+		"200 10.0.0.1:8080>40000 LISTEN->SYN_RECV accept",
+		"200 10.0.0.1:8080>40000 SYN_RECV->ESTABLISHED accept 1ms",
+		"300 10.0.0.2:40001>8080 CLOSE->SYN_SENT mptcp",
+		"200 10.0.0.1:8080>40001 LISTEN->SYN_RECV mptcp",
+		"200 10.0.0.1:8080>40001 SYN_RECV->ESTABLISHED mptcp 1ms",
+		"200 10.0.0.1:8080>40000 ESTABLISHED->FIN_WAIT1 accept 18ms",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(want))
+	}
+}

@@ -353,3 +353,96 @@ func TestKernelOnlyPortHoldersCount(t *testing.T) {
 		}
 	}
 }
+
+// mptcpEnabled makes sure the kernel lets sockets use Multipath TCP, as it
+// was before when the test ends, and reports whether the kernel has it at
+// all (Debian's 5.10 is built without).
+func mptcpEnabled(t *testing.T) bool {
+	t.Helper()
+	const path = "/proc/sys/net/mptcp/enabled"
+	old, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_MPTCP)
+		if err == nil {
+			unix.Close(fd)
+			t.Fatalf("no %s, yet an MPTCP socket opens", path)
+		}
+		return false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(old)) != "1" {
+		if err := os.WriteFile(path, []byte("1"), 0); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.WriteFile(path, old, 0) })
+	}
+	return true
+}
+
+// TestKernelMPTCPSubflowOwners: with an MPTCP client and server, the TCP
+// subflow that carries the connection is what the state events report,
+// while accept names the MPTCP socket and a kworker closes the subflow.
+// Every line still names the accepting process, never a kernel thread.
+// On a kernel without MPTCP the check is that the programs, which read
+// MPTCP's types where they exist, load at all.
+func TestKernelMPTCPSubflowOwners(t *testing.T) {
+	needPrivileges(t)
+	port := freePort(t, "127.0.0.1")
+	rec, _ := trace(t, tracer.Config{Port: port})
+	if !mptcpEnabled(t) {
+		t.Logf("this kernel has no MPTCP (%s): the tracer loaded without it", kernelRelease(t))
+		return
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
+	server := startRole(t, "server", addr, clientFirst)
+	acceptorPID := server.childPID(t)
+	client := startRoleEnv(t, "client", addr, clientFirst, "PORTTRACE_TEST_MPTCP=1")
+	clientPID := uint32(client.cmd.Process.Pid)
+	client.wait(t)
+	server.wait(t)
+
+	recs := waitFor(t, rec, "the server's subflow to close", func(recs []tracer.Record) bool {
+		cport := clientPort(recs, port)
+		return slices.ContainsFunc(socketRecords(recs, port, cport), func(r tracer.Record) bool {
+			return r.New == tracer.StateLastAck || r.New == tracer.StateClose || r.New == tracer.StateFinWait1
+		}) && len(socketRecords(recs, port, 0)) >= 2
+	})
+	cport := clientPort(recs, port)
+	for _, tc := range []struct {
+		who          string
+		sport, dport uint16
+		pid          uint32
+	}{{"client", cport, port, clientPID}, {"server", port, cport, acceptorPID}} {
+		rs := socketRecords(recs, tc.sport, tc.dport)
+		if len(rs) == 0 {
+			t.Errorf("no %s lines", tc.who)
+		}
+		for _, r := range rs {
+			if r.PID != tc.pid {
+				t.Errorf("%s subflow line %s -> %s: owner %d %s via %s, want %d\nrecords:\n%s",
+					tc.who, r.Old, r.New, r.PID, r.Comm, r.OwnerVia, tc.pid, dump(recs))
+			}
+		}
+	}
+	// The accept of the MPTCP socket named its subflow, which knows it.
+	for _, ev := range rec.events() {
+		if ev.Kind == tracer.KindAccept && ev.DPort == cport {
+			if ev.Parent == 0 || ev.Proto != tracer.ProtoTCP {
+				t.Errorf("accept event %+v: want the TCP subflow, with its MPTCP socket as parent", ev)
+			}
+			return
+		}
+	}
+	t.Errorf("no accept event for the client's port %d", cport)
+}
+
+func kernelRelease(t *testing.T) string {
+	t.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}

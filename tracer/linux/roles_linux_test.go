@@ -159,10 +159,19 @@ func acceptOne(first closer) error {
 	return finish(c, first == serverFirst)
 }
 
+// connectOnce connects, with Multipath TCP if PORTTRACE_TEST_MPTCP is set
+// (Go's listeners use it by default, its dialers do not), and closes.
 func connectOnce(addr string, first closer) error {
-	c, err := net.Dial("tcp", addr)
+	var d net.Dialer
+	mptcp := os.Getenv("PORTTRACE_TEST_MPTCP") != ""
+	d.SetMultipathTCP(mptcp)
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return err
+	}
+	if used, err := c.(*net.TCPConn).MultipathTCP(); mptcp && (err != nil || !used) {
+		c.Close()
+		return fmt.Errorf("the connection to %s fell back to TCP (%v)", addr, err)
 	}
 	return finish(c, first == clientFirst)
 }
@@ -193,7 +202,8 @@ func startRole(t *testing.T, role, addr string, first closer) *roleProc {
 }
 
 // startRoleEnv is startRole with more of the environment: the role's
-// cgroup (PORTTRACE_TEST_CGROUP), its thread's name (PORTTRACE_TEST_THREAD).
+// cgroup (PORTTRACE_TEST_CGROUP), its thread's name (PORTTRACE_TEST_THREAD),
+// Multipath TCP for a client (PORTTRACE_TEST_MPTCP).
 func startRoleEnv(t *testing.T, role, addr string, first closer, env ...string) *roleProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
