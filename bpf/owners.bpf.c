@@ -22,7 +22,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 
-/* Set by user space before loading. */
+/* Set by user space before loading: the port, or 0 for every port. */
 const volatile __u16 owner_port = 0;
 
 /* One socket held by one process. Go decodes it by hand; a test checks the
@@ -65,7 +65,7 @@ int socket_owners(struct bpf_iter__task_file *ctx)
 	if (!holds_port(sk))
 		return 0;
 	__u16 sport = sock_sport(sk);
-	if (sport != owner_port)
+	if (owner_port != 0 && sport != owner_port)
 		return 0;
 	struct sock_common *skc = (struct sock_common *)sk;
 	__u16 family = sock_family(skc);

@@ -2,8 +2,8 @@
 
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * porttrace's kernel side: report TCP state changes, accepts, binds and the
- * life of timewait sockets into one ring buffer.
+ * porttrace's kernel side: report TCP state changes, accepts, binds, the
+ * life of timewait sockets and the exits of processes into one ring buffer.
  *
  * Each hook exists in several forms (tp_btf, raw_tp, classic tracepoint,
  * kprobe) because kernels differ in what they offer. Every form is a thin
@@ -41,6 +41,7 @@ enum event_kind {
 	EVENT_TIMEWAIT_START,
 	EVENT_TIMEWAIT_CANCEL,
 	EVENT_TIMEWAIT_EXPIRE,
+	EVENT_EXIT,
 };
 
 /* struct event's flags. */
@@ -63,7 +64,7 @@ struct event {
 	__s32 err;            /* bind(2) return value */
 	__u16 sport;          /* local port, host order */
 	__u16 dport;          /* remote port, host order */
-	__u16 family;         /* AF_INET or AF_INET6 */
+	__u16 family;         /* AF_INET or AF_INET6; 0 for an exit */
 	__u16 proto;          /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_MPTCP */
 	__u8 kind;            /* enum event_kind */
 	__u8 oldstate;
@@ -510,4 +511,42 @@ SEC("kprobe/tw_timer_handler")
 int BPF_KPROBE(tw_expire_kprobe, struct timer_list *timer)
 {
 	return emit_timewait(EVENT_TIMEWAIT_EXPIRE, timer_timewait(timer), 0);
+}
+
+/* ---- process exit: when a socket's owner is gone ----
+ *
+ * sched_process_exit fires for every thread that exits, before its files
+ * are closed. do_exit() counts the group's live threads down first, so the
+ * last thread of a process finds none left: only that one, the process's
+ * exit, is reported. Kernel threads never own a socket.
+ */
+
+static __always_inline int handle_exit(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, signal, live.counter) != 0 || (BPF_CORE_READ(task, flags) & PF_KTHREAD))
+		return 0;
+	struct event *e = reserve(EVENT_EXIT);
+	if (!e)
+		return 0;
+	submit(e);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int exit_tp_btf(__u64 *ctx)
+{
+	return handle_exit();
+}
+
+SEC("raw_tp/sched_process_exit")
+int exit_raw_tp(__u64 *ctx)
+{
+	return handle_exit();
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int exit_tracepoint(void *ctx)
+{
+	return handle_exit();
 }

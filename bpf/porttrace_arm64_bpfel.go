@@ -60,6 +60,9 @@ const (
 	PorttraceProgAcceptKretprobe    = "accept_kretprobe"
 	PorttraceProgBindEnter          = "bind_enter"
 	PorttraceProgBindExit           = "bind_exit"
+	PorttraceProgExitRawTp          = "exit_raw_tp"
+	PorttraceProgExitTpBtf          = "exit_tp_btf"
+	PorttraceProgExitTracepoint     = "exit_tracepoint"
 	PorttraceProgStateRawTp         = "state_raw_tp"
 	PorttraceProgStateSetKprobe     = "state_set_kprobe"
 	PorttraceProgStateStoreKprobe   = "state_store_kprobe"
@@ -129,6 +132,9 @@ type PorttraceProgramSpecs struct {
 	AcceptKretprobe    *ebpf.ProgramSpec `ebpf:"accept_kretprobe"`
 	BindEnter          *ebpf.ProgramSpec `ebpf:"bind_enter"`
 	BindExit           *ebpf.ProgramSpec `ebpf:"bind_exit"`
+	ExitRawTp          *ebpf.ProgramSpec `ebpf:"exit_raw_tp"`
+	ExitTpBtf          *ebpf.ProgramSpec `ebpf:"exit_tp_btf"`
+	ExitTracepoint     *ebpf.ProgramSpec `ebpf:"exit_tracepoint"`
 	StateRawTp         *ebpf.ProgramSpec `ebpf:"state_raw_tp"`
 	StateSetKprobe     *ebpf.ProgramSpec `ebpf:"state_set_kprobe"`
 	StateStoreKprobe   *ebpf.ProgramSpec `ebpf:"state_store_kprobe"`
@@ -220,6 +226,9 @@ type PorttracePrograms struct {
 	AcceptKretprobe    *ebpf.Program `ebpf:"accept_kretprobe"`
 	BindEnter          *ebpf.Program `ebpf:"bind_enter"`
 	BindExit           *ebpf.Program `ebpf:"bind_exit"`
+	ExitRawTp          *ebpf.Program `ebpf:"exit_raw_tp"`
+	ExitTpBtf          *ebpf.Program `ebpf:"exit_tp_btf"`
+	ExitTracepoint     *ebpf.Program `ebpf:"exit_tracepoint"`
 	StateRawTp         *ebpf.Program `ebpf:"state_raw_tp"`
 	StateSetKprobe     *ebpf.Program `ebpf:"state_set_kprobe"`
 	StateStoreKprobe   *ebpf.Program `ebpf:"state_store_kprobe"`
@@ -243,6 +252,9 @@ func (p *PorttracePrograms) Close() error {
 		p.AcceptKretprobe,
 		p.BindEnter,
 		p.BindExit,
+		p.ExitRawTp,
+		p.ExitTpBtf,
+		p.ExitTracepoint,
 		p.StateRawTp,
 		p.StateSetKprobe,
 		p.StateStoreKprobe,

@@ -39,6 +39,11 @@ const (
 	// KindTimeWaitExpire is a timewait socket reaching the end of its
 	// lifetime.
 	KindTimeWaitExpire
+	// KindExit is a whole process exiting (its last thread), before its
+	// files are closed: Process is the process, and the event has no
+	// socket. The sockets it owned and still holds are closed next, or
+	// live on in another process that holds them too.
+	KindExit
 )
 
 var kindNames = [...]string{
@@ -49,6 +54,7 @@ var kindNames = [...]string{
 	KindTimeWaitStart:  "timewait_start",
 	KindTimeWaitCancel: "timewait_cancel",
 	KindTimeWaitExpire: "timewait_expire",
+	KindExit:           "exit",
 }
 
 func (k Kind) String() string {
@@ -230,6 +236,16 @@ type Process struct {
 // Same reports whether p and q are one process: the same pid, started at
 // the same time.
 func (p *Process) Same(q *Process) bool { return p.PID == q.PID && p.StartNs == q.StartNs }
+
+// Older reports whether p started before q (the lower pid first at the same
+// time): of the processes holding a socket, the oldest (a daemon's master,
+// a socket's first receiver) is taken for its owner.
+func (p *Process) Older(q *Process) bool {
+	if p.StartNs != q.StartNs {
+		return p.StartNs < q.StartNs
+	}
+	return p.PID < q.PID
+}
 
 // SockID identifies one socket for as long as it lives: the kernel address of
 // a struct sock or inet_timewait_sock on Linux, the TCB pointer on Windows.

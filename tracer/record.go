@@ -15,6 +15,9 @@ const (
 	// RecordSocket is a socket that existed when porttrace started, in its
 	// state then (New).
 	RecordSocket
+	// RecordOwner is a socket changing hands, in its state then (New):
+	// Process is the new owner, Prev the one before.
+	RecordOwner
 )
 
 func (t RecordType) String() string {
@@ -27,6 +30,8 @@ func (t RecordType) String() string {
 		return "bind"
 	case RecordSocket:
 		return "socket"
+	case RecordOwner:
+		return "owner"
 	}
 	return "unknown"
 }
@@ -46,7 +51,8 @@ const (
 	// OwnerBind: the process called bind().
 	OwnerBind
 	// OwnerClose: the process closed or shut down a socket porttrace had
-	// not seen before.
+	// not seen before, or that another process owned (it changed hands:
+	// fork, SCM_RIGHTS).
 	OwnerClose
 	// OwnerListener: nobody accepted the connection (yet); it is charged to
 	// the process that owns the listener it arrived on.
@@ -57,6 +63,9 @@ const (
 	// connection (MP_JOIN) of this process's, which connected or
 	// accepted it.
 	OwnerMPTCP
+	// OwnerHolder: the owner before exited, and porttrace found this
+	// process holding the socket after it (the oldest of its holders).
+	OwnerHolder
 )
 
 var ownerViaNames = [...]string{
@@ -69,6 +78,7 @@ var ownerViaNames = [...]string{
 	OwnerListener: "listener",
 	OwnerSnapshot: "snapshot",
 	OwnerMPTCP:    "mptcp",
+	OwnerHolder:   "holder",
 }
 
 func (o OwnerVia) String() string {
@@ -96,7 +106,15 @@ type Record struct {
 	// socket's own.
 	Process
 	OwnerVia OwnerVia
-	NetNS    uint32
+	// OwnerExited says the owner has exited: the socket outlived it (a
+	// TIME_WAIT, an orphan closing, or a socket nobody else was found to
+	// hold), and its pid may since name another program.
+	OwnerExited bool
+	// Prev is, on a RecordOwner line, the owner before, and PrevExited
+	// whether it had exited.
+	Prev       Process
+	PrevExited bool
+	NetNS      uint32
 	// DurationNs is the time the socket spent in Old, or -1 when porttrace
 	// did not see it enter Old.
 	DurationNs int64

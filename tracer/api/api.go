@@ -39,6 +39,8 @@ type Socket struct {
 	StartNs  uint64 `json:"start_ns,omitempty"`
 	CgroupID uint64 `json:"cgroup_id,omitempty"`
 	OwnerVia string `json:"owner_via"`
+	// Exited says the owner has exited: the socket outlived it.
+	Exited bool `json:"exited,omitempty"`
 }
 
 // OwnersResponse lists the sockets on a local port whose owners a server

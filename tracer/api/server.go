@@ -122,6 +122,7 @@ func owners(w http.ResponseWriter, r *http.Request, x *correlate.Index) {
 			Proto: o.Proto.String(), Family: o.Family.String(), State: o.State.String(), TimeWait: o.TimeWait,
 			NetNS: o.NetNS, Local: o.Local, Remote: o.Remote, PID: o.Process.PID, Comm: o.Process.Comm.String(),
 			Thread: o.Process.Thread.String(), StartNs: o.Process.StartNs, CgroupID: o.Process.CgroupID, OwnerVia: o.Via.String(),
+			Exited: o.Exited,
 		})
 	}
 	writeJSON(w, http.StatusOK, resp)

@@ -20,6 +20,10 @@ const (
 	// re-arm or expiry that would follow at once on the same CPU before
 	// the stop counts as the socket being killed early.
 	cancelGraceNs = int64(100e6)
+	// exitGraceNs is how long after its owner's exit a socket may take to
+	// close before porttrace looks for who else holds it: a process's
+	// files are closed right after its exit is reported.
+	exitGraceNs = int64(100e6)
 )
 
 // Timewait reasons of a TIME_WAIT -> CLOSE record.
@@ -56,6 +60,16 @@ type sockState struct {
 	sockCgroup uint64
 	// parent is the MPTCP socket of a subflow, 0 for plain TCP.
 	parent tracer.SockID
+	// linked says the socket is on its owner's list (byOwner), between
+	// ownerPrev and ownerNext (indexes plus one, 0 at either end).
+	linked               bool
+	ownerPrev, ownerNext int32
+	// ownerExited says the owner has exited. exitNs is when, while
+	// porttrace has still to look for the socket's next holder (0 when it
+	// has not); asking says the loop is looking.
+	ownerExited bool
+	exitNs      int64
+	asking      bool
 	// passive marks a socket born from a listener: its owner is whoever
 	// accepts it, which is only known later.
 	passive bool
@@ -116,6 +130,12 @@ type Stats struct {
 	// last saw: an event was missed (lost in the kernel, or the socket
 	// predates porttrace).
 	Gaps uint64
+	// Exits counts the processes seen exiting (any process, not only
+	// owners); Handovers the sockets that changed hands; HolderErrors the
+	// searches for an exited owner's successor that failed.
+	Exits        uint64
+	Handovers    uint64
+	HolderErrors uint64
 }
 
 // Correlator turns a source's events into owner-attributed records. It
@@ -136,6 +156,15 @@ type Correlator struct {
 	// subflows the kernel adds later (MP_JOIN, opened by a kworker or
 	// born from the listener) take that owner.
 	mptcp map[tracer.SockID]int32
+	// byOwner heads each owner's list of sockets (an index plus one).
+	byOwner map[ownerKey]int32
+	// findsHolders says the loop can look up who holds a socket; queries
+	// are the lookups to make, for the sockets waiting (by id), and asked
+	// the sockets of the lookup under way.
+	findsHolders bool
+	queries      []tracer.HolderQuery
+	waiting      []tracer.SockID
+	asked        []tracer.SockID
 	// queue holds the sockets that wait on a deadline (held lines, a
 	// stopped timewait timer), earliest first: the only ones Tick looks at.
 	queue deadlineQueue
@@ -153,6 +182,7 @@ func NewCorrelator(emit func(*tracer.Record)) *Correlator {
 		closing:   make(map[tupleKey]int32),
 		listeners: make(map[portKey][]int32),
 		mptcp:     make(map[tracer.SockID]int32),
+		byOwner:   make(map[ownerKey]int32),
 	}
 }
 
@@ -173,10 +203,14 @@ func (c *Correlator) Seed(r *snapshot.PortReport, timeNs int64) {
 		s.proto, s.family, s.state, s.netns = ps.Proto, ps.Family, ps.State, ps.NetNS
 		s.saddr, s.sport = ps.Local.Addr(), ps.Local.Port()
 		s.daddr, s.dport = ps.Remote.Addr(), ps.Remote.Port()
-		if len(ps.PIDs) > 0 {
-			p := r.Processes[ps.PIDs[0]]
-			s.owner = tracer.Process{PID: p.PID, StartNs: p.StartNs, Comm: tracer.CommFrom(p.Comm), CgroupID: p.CgroupID}
-			s.ownerVia = tracer.OwnerSnapshot
+		// Of several holders (a daemon's master and its workers), the
+		// oldest, as when an owner's exit leaves a socket to them.
+		for _, pid := range ps.PIDs {
+			p := r.Processes[pid]
+			holder := tracer.Process{PID: p.PID, StartNs: p.StartNs, Comm: tracer.CommFrom(p.Comm), CgroupID: p.CgroupID}
+			if s.ownerVia == tracer.OwnerUnknown || holder.Older(&s.owner) {
+				s.owner, s.ownerVia = holder, tracer.OwnerSnapshot
+			}
 		}
 		if ps.Sock != 0 && ps.Proto == tracer.ProtoTCP {
 			if _, known := c.byID[ps.Sock]; !known {
@@ -184,6 +218,7 @@ func (c *Correlator) Seed(r *snapshot.PortReport, timeNs int64) {
 				i, _ := c.lookup(&ev)
 				s.id = ps.Sock
 				c.socks[i] = s
+				c.link(i)
 				c.enterState(i)
 			}
 		}
@@ -204,7 +239,7 @@ func (c *Correlator) appendOwned(dst []Owned) []Owned {
 		dst = append(dst, Owned{
 			Proto: s.proto, Family: s.family, State: s.state, TimeWait: s.timewait, NetNS: s.netns,
 			Local: netip.AddrPortFrom(s.saddr, s.sport), Remote: netip.AddrPortFrom(s.daddr, s.dport),
-			Process: s.owner, Via: s.ownerVia,
+			Process: s.owner, Via: s.ownerVia, Exited: s.ownerExited,
 		})
 	}
 	return dst
@@ -212,6 +247,11 @@ func (c *Correlator) appendOwned(dst []Owned) []Owned {
 
 // Handle implements Handler.
 func (c *Correlator) Handle(ev *tracer.Event) {
+	if ev.Kind == tracer.KindExit {
+		// Any process's: counted apart from the sockets' events.
+		c.onExit(ev)
+		return
+	}
 	c.stats.Events++
 	switch ev.Kind {
 	case tracer.KindState:
@@ -237,17 +277,25 @@ func (c *Correlator) Handle(ev *tracer.Event) {
 	}
 }
 
-// Tick implements Handler: it releases held lines and settles stopped
-// timewait timers whose deadlines have passed. Each step takes a deadline
-// away from the earliest socket, so the loop ends.
+// Tick implements Handler: it releases held lines, settles stopped
+// timewait timers and asks who holds the sockets an exited owner left
+// open, once their deadlines have passed. Each step takes a deadline away
+// from the earliest socket, so the loop ends.
 func (c *Correlator) Tick(nowNs int64) {
 	for {
 		i, ok := c.queue.first()
 		if !ok || c.socks[i].deadlineNs > nowNs {
 			return
 		}
-		if s := &c.socks[i]; s.cancelNs != 0 && nowNs-s.cancelNs >= cancelGraceNs {
+		s := &c.socks[i]
+		if s.cancelNs != 0 && nowNs-s.cancelNs >= cancelGraceNs {
 			c.endTimeWait(i, s.cancelNs, ReasonKilled)
+			continue
+		}
+		if s.exitNs != 0 && nowNs-s.exitNs >= exitGraceNs {
+			s.exitNs = 0
+			c.askHolders(i)
+			c.schedule(i)
 			continue
 		}
 		c.release(i)
@@ -284,6 +332,7 @@ func (c *Correlator) forget(i int32) {
 	if j, ok := c.mptcp[s.parent]; ok && j == i {
 		delete(c.mptcp, s.parent)
 	}
+	c.unlink(i)
 	c.leaveState(i)
 	c.queue.remove(c.socks, i)
 	delete(c.byID, s.id)
@@ -310,8 +359,8 @@ func (s *sockState) learn(ev *tracer.Event) {
 // setOwner makes the event's process socket i's owner. A subflow whose
 // owner connected or accepted stands for its MPTCP connection.
 func (c *Correlator) setOwner(i int32, ev *tracer.Event, via tracer.OwnerVia) {
+	c.assignOwner(i, ev.Process, via, false)
 	s := &c.socks[i]
-	s.owner, s.ownerVia = ev.Process, via
 	if s.parent != 0 && (via == tracer.OwnerConnect || via == tracer.OwnerAccept) {
 		if _, ok := c.mptcp[s.parent]; !ok {
 			c.mptcp[s.parent] = i
@@ -326,7 +375,7 @@ func (c *Correlator) joinConnection(i int32) {
 		return
 	}
 	if j, ok := c.mptcp[s.parent]; ok && j != i {
-		s.owner, s.ownerVia = c.socks[j].owner, tracer.OwnerMPTCP
+		c.assignOwner(i, c.socks[j].owner, tracer.OwnerMPTCP, c.socks[j].ownerExited)
 	}
 }
 
@@ -356,8 +405,14 @@ func (s *sockState) tuple() tupleKey {
 // shutdown), so that the event's PID is an owner rather than a bystander
 // interrupted by a softirq.
 func processContext(old, new tracer.State) bool {
+	return new == tracer.StateSynSent || new == tracer.StateListen || closing(old, new)
+}
+
+// closing reports whether the kernel makes this transition only when a
+// process closes or shuts down the socket, which it holds then.
+func closing(old, new tracer.State) bool {
 	switch {
-	case new == tracer.StateSynSent, new == tracer.StateListen:
+	case new == tracer.StateClose && old == tracer.StateListen:
 		return true
 	case new == tracer.StateFinWait1 && (old == tracer.StateEstablished || old == tracer.StateSynRecv):
 		return true
@@ -414,6 +469,11 @@ func (c *Correlator) onState(ev *tracer.Event) {
 	if s.handedOver && ev.NewState == tracer.StateClose {
 		c.forget(i)
 		return
+	}
+	// Another process closing a socket with a known owner holds it: it
+	// was inherited (fork), or passed on (SCM_RIGHTS), since.
+	if !fresh && !ev.KernelThread && s.ownerVia != tracer.OwnerUnknown && closing(ev.OldState, ev.NewState) && !s.owner.Same(&ev.Process) {
+		c.handOver(i, ev.Process, tracer.OwnerClose, ev.TimeNs)
 	}
 
 	duration := int64(-1)
@@ -577,7 +637,8 @@ func (c *Correlator) onTimeWaitStart(ev *tracer.Event) {
 	if hasFull {
 		f := &c.socks[full]
 		old, sinceNs = f.state, f.sinceNs
-		t.owner, t.ownerVia, t.passive, t.sockCgroup = f.owner, f.ownerVia, f.passive, f.sockCgroup
+		c.assignOwner(tw, f.owner, f.ownerVia, f.ownerExited)
+		t.passive, t.sockCgroup = f.passive, f.sockCgroup
 		t.held, t.nheld, t.heldNs = f.held, f.nheld, f.heldNs
 		c.schedule(tw)
 		c.leaveState(full)
@@ -649,7 +710,7 @@ func (c *Correlator) release(i int32) {
 	}
 	if s.passive && s.ownerVia == tracer.OwnerUnknown {
 		if l, ok := c.listenerOf(s); ok {
-			s.owner, s.ownerVia = l.owner, tracer.OwnerListener
+			c.assignOwner(i, l.owner, tracer.OwnerListener, l.ownerExited)
 		}
 	}
 	for _, l := range s.held[:s.nheld] {
@@ -680,7 +741,7 @@ func (c *Correlator) record(s *sockState, l heldLine) *tracer.Record {
 	*r = tracer.Record{
 		TimeNs: l.timeNs, Type: l.typ, Proto: s.proto, Family: s.family, Old: l.old, New: l.new,
 		SAddr: s.saddr, DAddr: s.daddr, SPort: s.sport, DPort: s.dport,
-		Process: s.owner, OwnerVia: s.ownerVia, NetNS: s.netns,
+		Process: s.owner, OwnerVia: s.ownerVia, OwnerExited: s.ownerExited, NetNS: s.netns,
 		DurationNs: l.durationNs, TimeoutNs: l.timeoutNs,
 	}
 	if r.PID == 0 {

@@ -395,6 +395,10 @@ func TestCorrelatorAllocatesNothingPerEvent(t *testing.T) {
 		state(31, atClient, clientSock, tracer.StateFinWait2, tracer.StateClose, softirq),
 		timewait(60_031, tracer.KindTimeWaitExpire, tracer.StateTimeWait, 0),
 		state(40, atListener, listenSock, tracer.StateListen, tracer.StateClose, listener),
+		// Exits: of a process that owns nothing, and of one whose
+		// sockets have all closed.
+		tracer.Event{TimeNs: 50e6, Kind: tracer.KindExit, Process: tracer.Process{PID: 4242}},
+		tracer.Event{TimeNs: 51e6, Kind: tracer.KindExit, Process: tracer.Process{PID: client, Comm: tracer.CommFrom("p300")}},
 	)
 	run := func() {
 		for i := range events {

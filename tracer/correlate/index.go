@@ -23,6 +23,8 @@ type Owned struct {
 	// given the same pid.
 	Process tracer.Process
 	Via     tracer.OwnerVia
+	// Exited says the owner has exited: the socket outlived it.
+	Exited bool
 }
 
 // Index is what the event loop publishes for readers on other goroutines

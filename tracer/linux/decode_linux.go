@@ -55,7 +55,7 @@ func decodeEvent(raw []byte, monoToWallNs int64, ev *tracer.Event) error {
 	}
 	ne := binary.NativeEndian
 	kind := tracer.Kind(raw[offKind])
-	if kind < tracer.KindState || kind > tracer.KindTimeWaitExpire {
+	if kind < tracer.KindState || kind > tracer.KindExit {
 		return errBadKind
 	}
 	old, new := tracer.State(raw[offOldState]), tracer.State(raw[offNewState])
@@ -72,7 +72,11 @@ func decodeEvent(raw []byte, monoToWallNs int64, ev *tracer.Event) error {
 		ev.SAddr = netip.AddrFrom16([16]byte(raw[offSAddr:]))
 		ev.DAddr = netip.AddrFrom16([16]byte(raw[offDAddr:]))
 	default:
-		return errBadFamily
+		// A process's exit is about no socket.
+		if kind != tracer.KindExit {
+			return errBadFamily
+		}
+		ev.Family, ev.SAddr, ev.DAddr = 0, netip.Addr{}, netip.Addr{}
 	}
 	ev.TimeNs = int64(ne.Uint64(raw[offTime:])) + monoToWallNs
 	ev.Kind = kind

@@ -101,7 +101,7 @@ func TestDecodeRejects(t *testing.T) {
 	}{
 		{"short", func(b []byte) []byte { return b[:eventSize-1] }, errShortEvent},
 		{"kind 0", func(b []byte) []byte { b[offKind] = 0; return b }, errBadKind},
-		{"kind past last", func(b []byte) []byte { b[offKind] = byte(tracer.KindTimeWaitExpire) + 1; return b }, errBadKind},
+		{"kind past last", func(b []byte) []byte { b[offKind] = byte(tracer.KindExit) + 1; return b }, errBadKind},
 		{"family AF_UNIX", func(b []byte) []byte { binary.NativeEndian.PutUint16(b[offFamily:], unix.AF_UNIX); return b }, errBadFamily},
 		{"state 13", func(b []byte) []byte { b[offNewState] = 13; return b }, errBadState},
 	} {
@@ -135,11 +135,28 @@ func FuzzDecodeEvent(f *testing.F) {
 		if err := decodeEvent(raw, 0, &ev); err != nil {
 			return
 		}
-		if ev.Kind < tracer.KindState || ev.Kind > tracer.KindTimeWaitExpire || ev.NewState >= tracer.StateCount || ev.OldState >= tracer.StateCount {
+		if ev.Kind < tracer.KindState || ev.Kind > tracer.KindExit || ev.NewState >= tracer.StateCount || ev.OldState >= tracer.StateCount {
 			t.Fatalf("accepted an inconsistent event: %+v", ev)
 		}
 		if (ev.Family == tracer.FamilyIPv4) != ev.SAddr.Is4() {
 			t.Fatalf("family %v with address %v", ev.Family, ev.SAddr)
 		}
 	})
+}
+
+// TestDecodeExit: a process's exit is about no socket, and decodes without
+// an address family.
+func TestDecodeExit(t *testing.T) {
+	raw := make([]byte, eventSize)
+	raw[offKind] = byte(tracer.KindExit)
+	binary.NativeEndian.PutUint32(raw[offPID:], 4242)
+	binary.NativeEndian.PutUint64(raw[offStart:], 987_000_000)
+	copy(raw[offComm:], "nginx")
+	var ev tracer.Event
+	if err := decodeEvent(raw, 0, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Kind != tracer.KindExit || ev.Family != 0 || ev.SAddr.IsValid() || ev.PID != 4242 || ev.StartNs != 987_000_000 || ev.Comm.String() != "nginx" {
+		t.Errorf("decoded %+v", ev)
+	}
 }

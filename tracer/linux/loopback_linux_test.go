@@ -104,8 +104,57 @@ func traceHooks(t *testing.T, cfg tracer.Config, table []hook) (*recorder, *Linu
 	return rec, src
 }
 
+// recordLister is what waitFor reads: a recorder, or a sinkRecorder.
+type recordLister interface{ records() []tracer.Record }
+
+// sinkRecorder collects the records a Loop passes to its sinks.
+type sinkRecorder struct {
+	mu   sync.Mutex
+	recs []tracer.Record
+}
+
+func (r *sinkRecorder) Record(rec *tracer.Record) {
+	r.mu.Lock()
+	r.recs = append(r.recs, *rec)
+	r.mu.Unlock()
+}
+
+func (*sinkRecorder) Tick(int64) {}
+
+func (r *sinkRecorder) records() []tracer.Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.recs)
+}
+
+// traceLoop runs a source through a Loop, as a watch does, with the
+// lookups of who holds the sockets of owners that exit, which only a loop
+// makes.
+func traceLoop(t *testing.T, cfg tracer.Config) *sinkRecorder {
+	t.Helper()
+	src, err := Open(cfg)
+	if err != nil {
+		t.Fatalf("opening tracer: %v", err)
+	}
+	rec := &sinkRecorder{}
+	loop := correlate.NewLoop(rec)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- loop.Run(ctx, src) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+		if err := src.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return rec
+}
+
 // waitFor polls the records until done says they are complete.
-func waitFor(t *testing.T, rec *recorder, what string, done func([]tracer.Record) bool) []tracer.Record {
+func waitFor(t *testing.T, rec recordLister, what string, done func([]tracer.Record) bool) []tracer.Record {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -218,6 +267,7 @@ func loopbackCase(t *testing.T, listenHost, dialHost string, first closer, probe
 	check("client", cport, port, wantClient, clientPID)
 	check("server", port, cport, wantServer, acceptorPID)
 	check("listener", port, 0, []string{"CLOSE->LISTEN", "LISTEN->CLOSE"}, listenerPID)
+	waitForExits(t, rec, listenerPID, acceptorPID, clientPID)
 
 	// Only the listener's own bind counts: another bind(0), such as Go's
 	// probe of IPv4-mapped addresses, may draw the port the test just
@@ -237,6 +287,31 @@ func loopbackCase(t *testing.T, listenHost, dialHost string, first closer, probe
 	}
 	if binds != 1 {
 		t.Errorf("got %d bind lines, want 1; records:\n%s", binds, dump(recs))
+	}
+}
+
+// waitForExits waits until the exits of every process pid are reported,
+// once each: a process's exit, not its threads'.
+func waitForExits(t *testing.T, rec *recorder, pids ...uint32) {
+	t.Helper()
+	exits := func() map[uint32]int {
+		n := map[uint32]int{}
+		for _, ev := range rec.events() {
+			if ev.Kind == tracer.KindExit && slices.Contains(pids, ev.PID) {
+				n[ev.PID]++
+			}
+		}
+		return n
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(exits()) < len(pids); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("exits reported %v, want one for each of %v", exits(), pids)
+		}
+	}
+	for pid, n := range exits() {
+		if n != 1 {
+			t.Errorf("process %d's exit reported %d times (its threads'?), want once", pid, n)
+		}
 	}
 }
 
@@ -432,8 +507,9 @@ func TestKernelHookChoice(t *testing.T) {
 		mode tracer.ProbeMode
 		want []string
 	}{
-		{tracer.ProbeAuto, []string{"state: tp_btf inet_sock_set_state", "bind: tracepoint"}},
-		{tracer.ProbeTracepoint, []string{"state: tp_btf inet_sock_set_state", "accept: tracepoint syscalls/sys_exit_accept", "bind: tracepoint", "timewait: tp_btf timer_start"}},
+		{tracer.ProbeAuto, []string{"state: tp_btf inet_sock_set_state", "bind: tracepoint", "exit: tp_btf sched_process_exit"}},
+		{tracer.ProbeTracepoint, []string{"state: tp_btf inet_sock_set_state", "accept: tracepoint syscalls/sys_exit_accept", "bind: tracepoint",
+			"timewait: tp_btf timer_start", "exit: tp_btf sched_process_exit"}},
 	} {
 		if tc.mode == tracer.ProbeAuto && kprobes {
 			tc.want = append(tc.want, "accept: kretprobe inet_csk_accept", "timewait: kprobe __inet_twsk_schedule")

@@ -5,7 +5,10 @@ import (
 
 	"bufio"
 	"bytes"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -169,11 +173,15 @@ func TestKernelProcessThreadAndCgroup(t *testing.T) {
 	t.Errorf("no LISTEN -> SYN_RECV event for the client's port %d", cport)
 }
 
-// needProgram finds a program a test drives, skipping the test where it
-// is missing, except in CI, which must run it.
+// needProgram finds a program a test drives, in PATH or /usr/sbin (where
+// Debian puts daemons), skipping the test where it is missing, except in
+// CI, which must run it.
 func needProgram(t *testing.T, name string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
+	if err != nil {
+		path, err = exec.LookPath(filepath.Join("/usr/sbin", name))
+	}
 	if err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("CI must run this test against %s: %v", name, err)
@@ -445,4 +453,314 @@ func kernelRelease(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return unix.ByteSliceToString(u.Release[:])
+}
+
+// ownerChanges are the lines that say a socket changed hands.
+func ownerChanges(recs []tracer.Record, sport, dport uint16) []tracer.Record {
+	return slices.DeleteFunc(socketRecords(recs, sport, dport), func(r tracer.Record) bool { return r.Type != tracer.RecordOwner })
+}
+
+// serveInProcess accepts connections on addr in this process, each read to
+// its end and closed: a peer for the roles' client sockets.
+func serveInProcess(t *testing.T, addr string) {
+	t.Helper()
+	l, err := net.Listen("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+	}()
+}
+
+// TestKernelDaemonForkedAfterListen: a daemon's startup process binds,
+// listens, forks the process that serves and exits at once. The listener
+// changes hands then: porttrace looks up who holds it after the exit and
+// names the child, whose are the connections it accepts and the
+// listener's final close; the bind and listen stay the startup process's,
+// which made them.
+func TestKernelDaemonForkedAfterListen(t *testing.T) {
+	needPrivileges(t)
+	port := freePort(t, "127.0.0.1")
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
+	rec := traceLoop(t, tracer.Config{Port: port})
+	daemon := startRole(t, "daemon", addr, clientFirst)
+	startupPID, childPID := uint32(daemon.cmd.Process.Pid), daemon.childPID(t)
+	t.Cleanup(func() { unix.Kill(int(childPID), unix.SIGKILL) })
+	daemon.wait(t)
+
+	recs := waitFor(t, rec, "the listener to change hands", func(recs []tracer.Record) bool {
+		return len(ownerChanges(recs, port, 0)) > 0
+	})
+	if changes := ownerChanges(recs, port, 0); len(changes) != 1 || changes[0].PID != childPID || changes[0].OwnerVia != tracer.OwnerHolder ||
+		changes[0].Prev.PID != startupPID || !changes[0].PrevExited || changes[0].New != tracer.StateListen {
+		t.Fatalf("owner lines %+v, want one: the listener from %d (exited) to %d via holder\nrecords:\n%s", changes, startupPID, childPID, dump(recs))
+	}
+	startRole(t, "client", addr, clientFirst).wait(t)
+	// Stopping the child closes the listener, in the child.
+	if err := unix.Kill(int(childPID), unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	recs = waitFor(t, rec, "the listener's close", func(recs []tracer.Record) bool {
+		return slices.ContainsFunc(socketRecords(recs, port, 0), func(r tracer.Record) bool { return r.New == tracer.StateClose })
+	})
+	cport := clientPort(recs, port)
+	for _, r := range append(socketRecords(recs, port, 0), socketRecords(recs, port, cport)...) {
+		want := childPID
+		if r.Type == tracer.RecordListen {
+			want = startupPID
+		}
+		if r.PID != want {
+			t.Errorf("%s line %s -> %s: owner %d via %s, want %d\nrecords:\n%s", r.Type, r.Old, r.New, r.PID, r.OwnerVia, want, dump(recs))
+		}
+	}
+	for _, r := range recs {
+		if r.Type == tracer.RecordBind && r.SPort == port && r.PID != startupPID {
+			t.Errorf("bind line owned by %d, want the startup process %d", r.PID, startupPID)
+		}
+	}
+}
+
+// TestKernelSocketPassedOverSCMRights: a process connects, passes the
+// connection to another over a unix socket and exits; the receiver, found
+// holding it, owns it, and its close is its own.
+func TestKernelSocketPassedOverSCMRights(t *testing.T) {
+	needPrivileges(t)
+	port := freePort(t, "127.0.0.1")
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
+	rec := traceLoop(t, tracer.Config{Port: port})
+	serveInProcess(t, addr)
+	path := filepath.Join(t.TempDir(), "pass.sock")
+	receiver := startRoleEnv(t, "receiver", "", clientFirst, "PORTTRACE_TEST_UNIX="+path)
+	receiver.expect(t, "ready")
+	passer := startRoleEnv(t, "passer", addr, clientFirst, "PORTTRACE_TEST_UNIX="+path)
+	passerPID, receiverPID := uint32(passer.cmd.Process.Pid), uint32(receiver.cmd.Process.Pid)
+	passer.wait(t)
+	receiver.expect(t, "received")
+
+	recs := waitFor(t, rec, "the connection to change hands", func(recs []tracer.Record) bool {
+		return len(ownerChanges(recs, clientPort(recs, port), port)) > 0
+	})
+	cport := clientPort(recs, port)
+	if changes := ownerChanges(recs, cport, port); changes[0].PID != receiverPID || changes[0].OwnerVia != tracer.OwnerHolder ||
+		changes[0].Prev.PID != passerPID || !changes[0].PrevExited {
+		t.Fatalf("owner line %+v, want the connection from %d (exited) to %d via holder\nrecords:\n%s", changes[0], passerPID, receiverPID, dump(recs))
+	}
+	receiver.stdin.Close()
+	receiver.wait(t)
+	recs = waitFor(t, rec, "the receiver's close", func(recs []tracer.Record) bool {
+		return slices.ContainsFunc(socketRecords(recs, cport, port), func(r tracer.Record) bool { return r.New == tracer.StateFinWait1 })
+	})
+	for _, r := range socketRecords(recs, cport, port) {
+		want := receiverPID
+		if r.Type == tracer.RecordState && (r.New == tracer.StateSynSent || r.New == tracer.StateEstablished) {
+			want = passerPID
+		}
+		if r.PID != want || (r.Type == tracer.RecordOwner && r.PID != receiverPID) {
+			t.Errorf("%s line %s -> %s: owner %d via %s, want %d\nrecords:\n%s", r.Type, r.Old, r.New, r.PID, r.OwnerVia, want, dump(recs))
+		}
+	}
+	if n := len(ownerChanges(recs, cport, port)); n != 1 {
+		t.Errorf("%d owner lines, want 1", n)
+	}
+}
+
+// TestKernelChildClosesInheritedConnection: a process connects and hands
+// the connection to a child, which closes it while the parent lives on.
+// The close says who held it last: the child takes it over, with a line
+// that says so.
+func TestKernelChildClosesInheritedConnection(t *testing.T) {
+	needPrivileges(t)
+	port := freePort(t, "127.0.0.1")
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
+	rec, _ := trace(t, tracer.Config{Port: port})
+	serveInProcess(t, addr)
+	forker := startRole(t, "forker", addr, clientFirst)
+	parentPID, childPID := uint32(forker.cmd.Process.Pid), forker.childPID(t)
+	forker.wait(t)
+
+	recs := waitFor(t, rec, "the child's close", func(recs []tracer.Record) bool {
+		return slices.ContainsFunc(socketRecords(recs, clientPort(recs, port), port), func(r tracer.Record) bool { return r.New == tracer.StateFinWait1 })
+	})
+	var got []string
+	for _, r := range socketRecords(recs, clientPort(recs, port), port) {
+		got = append(got, fmt.Sprintf("%s %s->%s %d %s", r.Type, r.Old, r.New, r.PID, r.OwnerVia))
+		if r.Type == tracer.RecordOwner && (r.Prev.PID != parentPID || r.PrevExited) {
+			t.Errorf("owner line from %d (exited %v), want from the parent %d, alive", r.Prev.PID, r.PrevExited, parentPID)
+		}
+	}
+	parent, child := strconv.Itoa(int(parentPID)), strconv.Itoa(int(childPID))
+	want := []string{
+		"state CLOSE->SYN_SENT " + parent + " connect",
+		"state SYN_SENT->ESTABLISHED " + parent + " connect",
+		"owner UNKNOWN->ESTABLISHED " + child + " close",
+		"state ESTABLISHED->FIN_WAIT1 " + child + " close",
+	}
+	if len(got) < len(want) || !slices.Equal(got[:len(want)], want) {
+		t.Errorf("client socket lines:\n%s\nwant them to start with:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// nginxConf runs nginx as Debian's does (daemon on, a master, workers),
+// with every path it writes in dir, listening on a loopback port.
+const nginxConf = `daemon on;
+master_process on;
+worker_processes 2;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log;
+events { worker_connections 64; }
+http {
+	access_log off;
+	client_body_temp_path %[1]s/body;
+	proxy_temp_path %[1]s/proxy;
+	fastcgi_temp_path %[1]s/fastcgi;
+	uwsgi_temp_path %[1]s/uwsgi;
+	scgi_temp_path %[1]s/scgi;
+	server {
+		listen 127.0.0.1:%[2]d;
+		location / { return 200 "ok\n"; }
+	}
+}
+`
+
+// children lists the processes whose parent is pid.
+func children(t *testing.T, pid uint32) []uint32 {
+	t.Helper()
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []uint32
+	for _, d := range dirs {
+		child, err := strconv.ParseUint(d.Name(), 10, 32)
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if ppid, _ := strconv.ParseUint(fields[4-3], 10, 32); uint32(ppid) == pid {
+			out = append(out, uint32(child))
+		}
+	}
+	return out
+}
+
+// waitGone waits until process pid has exited.
+func waitGone(t *testing.T, pid uint32) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); unix.Kill(int(pid), 0) == nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d still runs after 10s", pid)
+		}
+	}
+}
+
+// TestRealNginxDaemon: nginx with "daemon on", as Debian runs it. Its
+// startup process binds and listens, forks the master and exits at once;
+// the master forks the workers, which accept. The listener is the
+// master's from the startup process's exit on (porttrace looks up who
+// holds it, and says so), its connections are the workers', and its close
+// when the master stops is the master's, never the dead startup process's.
+func TestRealNginxDaemon(t *testing.T) {
+	needPrivileges(t)
+	nginx := needProgram(t, "nginx")
+	dir := t.TempDir()
+	port := freePort(t, "127.0.0.1")
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, dir, port)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rec := traceLoop(t, tracer.Config{Port: port})
+	start := exec.Command(nginx, "-e", filepath.Join(dir, "error.log"), "-p", dir, "-c", conf)
+	if out, err := start.CombinedOutput(); err != nil {
+		t.Fatalf("starting nginx: %v\n%s", err, out)
+	}
+	startupPID := uint32(start.Process.Pid)
+	pidFile, err := os.ReadFile(filepath.Join(dir, "nginx.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	master64, err := strconv.ParseUint(strings.TrimSpace(string(pidFile)), 10, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	master := uint32(master64)
+	workers := children(t, master)
+	t.Cleanup(func() {
+		for _, pid := range append(workers, master) {
+			unix.Kill(int(pid), unix.SIGKILL)
+		}
+	})
+	if len(workers) != 2 {
+		t.Fatalf("master %d has children %v, want 2 workers", master, workers)
+	}
+	waitFor(t, rec, "the listener to change hands", func(recs []tracer.Record) bool {
+		return len(ownerChanges(recs, port, 0)) > 0
+	})
+
+	client := http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	for range 4 {
+		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if err := unix.Kill(int(master), unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, master)
+
+	recs := waitFor(t, rec, "the listener's close", func(recs []tracer.Record) bool {
+		return slices.ContainsFunc(socketRecords(recs, port, 0), func(r tracer.Record) bool { return r.New == tracer.StateClose })
+	})
+	check := func(what string, r tracer.Record, ok bool) {
+		t.Helper()
+		if !ok || r.Comm.String() != "nginx" {
+			t.Errorf("%s: %s line %s -> %s owned by %d %s via %s (startup %d, master %d, workers %v)\nrecords:\n%s",
+				what, r.Type, r.Old, r.New, r.PID, r.Comm, r.OwnerVia, startupPID, master, workers, dump(recs))
+		}
+	}
+	changes := 0
+	for _, r := range socketRecords(recs, port, 0) {
+		switch r.Type {
+		case tracer.RecordListen:
+			check("the listen is the startup process's", r, r.PID == startupPID)
+		case tracer.RecordOwner:
+			changes++
+			check("the listener goes to the master", r, r.PID == master && r.OwnerVia == tracer.OwnerHolder && r.Prev.PID == startupPID && r.PrevExited)
+		default:
+			check("the listener's close is the master's", r, r.PID == master)
+		}
+	}
+	if changes != 1 {
+		t.Errorf("%d owner lines for the listener, want 1", changes)
+	}
+	conns := 0
+	for _, r := range recs {
+		switch {
+		case r.Type == tracer.RecordBind && r.SPort == port:
+			check("the bind is the startup process's", r, r.PID == startupPID)
+		case r.SPort == port && r.DPort != 0:
+			conns++
+			check("connections are the workers'", r, slices.Contains(workers, r.PID) && r.OwnerVia == tracer.OwnerAccept)
+		}
+	}
+	if conns == 0 {
+		t.Errorf("no line of the connections nginx accepted")
+	}
 }

@@ -71,6 +71,18 @@ func runRole(role string) error {
 		return connectOnce(addr, first)
 	case "hold":
 		return holdListener(addr, os.Getenv("PORTTRACE_TEST_REUSEPORT") != "")
+	case "daemon":
+		return daemonize(addr)
+	case "daemon-child":
+		return serveForever()
+	case "passer":
+		return passConnection(addr, os.Getenv("PORTTRACE_TEST_UNIX"))
+	case "receiver":
+		return receiveConnection(os.Getenv("PORTTRACE_TEST_UNIX"))
+	case "forker":
+		return closeInChild(addr)
+	case "closer":
+		return unix.Close(3)
 	case "bind":
 		l, err := net.Listen("tcp", addr)
 		if err == nil {
@@ -146,6 +158,133 @@ func serveWithChild(addr string) error {
 	return child.Wait()
 }
 
+// daemonize is a daemon started with "daemon on": it listens, hands the
+// listener to a child that serves (the master), says the child's pid and
+// exits at once.
+func daemonize(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	f, err := l.(*net.TCPListener).File()
+	if err != nil {
+		return err
+	}
+	child := exec.Command(os.Args[0])
+	child.Env = append(os.Environ(), "PORTTRACE_TEST_ROLE=daemon-child")
+	child.ExtraFiles = []*os.File{f}
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		return err
+	}
+	fmt.Printf("child %d\n", child.Process.Pid)
+	return nil
+}
+
+// serveForever serves the listener it inherited as fd 3 until killed.
+func serveForever() error {
+	l, err := net.FileListener(os.NewFile(3, "listener"))
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go finish(c, false)
+	}
+}
+
+// passConnection connects, passes the connection over SCM_RIGHTS to the
+// receiver listening at path, and once the receiver has it, closes its own
+// copy and exits.
+func passConnection(addr, path string) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	f, err := c.(*net.TCPConn).File()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	u, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return err
+	}
+	defer u.Close()
+	if _, _, err := u.WriteMsgUnix([]byte{0}, unix.UnixRights(int(f.Fd())), nil); err != nil {
+		return err
+	}
+	// Until the receiver takes it, the socket is held by no process,
+	// only by the message in flight.
+	_, err = u.Read(make([]byte, 1))
+	return err
+}
+
+// receiveConnection takes a connection over SCM_RIGHTS at path, says
+// "received", holds it until stdin closes, then closes it.
+func receiveConnection(path string) error {
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	fmt.Println("ready")
+	u, err := l.AcceptUnix()
+	if err != nil {
+		return err
+	}
+	defer u.Close()
+	oob := make([]byte, unix.CmsgSpace(4))
+	_, oobn, _, _, err := u.ReadMsgUnix(make([]byte, 1), oob)
+	if err != nil {
+		return err
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return fmt.Errorf("no control message (%v)", err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return fmt.Errorf("no descriptor passed (%v)", err)
+	}
+	if _, err := u.Write([]byte{0}); err != nil {
+		return err
+	}
+	fmt.Println("received")
+	io.Copy(io.Discard, os.Stdin)
+	return unix.Close(fds[0])
+}
+
+// closeInChild connects, hands the connection to a child that closes it
+// (fd 3, the closer role), closes its own copy and waits for the child:
+// the connection's last holder is the child, while its parent lives on.
+func closeInChild(addr string) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	f, err := c.(*net.TCPConn).File()
+	if err != nil {
+		return err
+	}
+	child := exec.Command(os.Args[0])
+	child.Env = append(os.Environ(), "PORTTRACE_TEST_ROLE=closer")
+	child.ExtraFiles = []*os.File{f}
+	child.Stderr = os.Stderr
+	err = child.Start()
+	f.Close()
+	c.Close()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("child %d\n", child.Process.Pid)
+	return child.Wait()
+}
+
 func acceptOne(first closer) error {
 	l, err := net.FileListener(os.NewFile(3, "listener"))
 	if err != nil {
@@ -194,6 +333,8 @@ type roleProc struct {
 	role   string
 	cmd    *exec.Cmd
 	stdout *bufio.Reader
+	// stdin closing tells a role that holds something to let it go.
+	stdin io.WriteCloser
 }
 
 func startRole(t *testing.T, role, addr string, first closer) *roleProc {
@@ -214,11 +355,15 @@ func startRoleEnv(t *testing.T, role, addr string, first closer, env ...string) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", role, err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return &roleProc{role: role, cmd: cmd, stdout: bufio.NewReader(out)}
+	return &roleProc{role: role, cmd: cmd, stdout: bufio.NewReader(out), stdin: in}
 }
 
 // startHolder starts a process holding a listener on addr and waits until
@@ -250,18 +395,30 @@ func startHolder(t *testing.T, addr string, reusePort bool) (pid uint32, stop fu
 	return uint32(cmd.Process.Pid), stop
 }
 
-// childPID reads the "acceptor PID" line a server prints.
+// childPID reads the "acceptor PID" or "child PID" line a role prints.
 func (p *roleProc) childPID(t *testing.T) uint32 {
 	t.Helper()
 	line, err := p.stdout.ReadString('\n')
 	if err != nil {
-		t.Fatalf("reading acceptor pid: %v", err)
+		t.Fatalf("reading %s's child pid: %v", p.role, err)
 	}
-	pid, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(line), "acceptor "), 10, 32)
+	fields := strings.Fields(line)
+	if len(fields) != 2 {
+		t.Fatalf("bad child line %q from %s", line, p.role)
+	}
+	pid, err := strconv.ParseUint(fields[1], 10, 32)
 	if err != nil {
-		t.Fatalf("bad acceptor line %q: %v", line, err)
+		t.Fatalf("bad child line %q from %s: %v", line, p.role, err)
 	}
 	return uint32(pid)
+}
+
+// expect reads the next line a role prints and checks it.
+func (p *roleProc) expect(t *testing.T, want string) {
+	t.Helper()
+	if line, err := p.stdout.ReadString('\n'); err != nil || line != want+"\n" {
+		t.Fatalf("%s said %q (%v), want %q", p.role, line, err, want)
+	}
 }
 
 func (p *roleProc) wait(t *testing.T) {

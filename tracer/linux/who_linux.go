@@ -123,7 +123,41 @@ func addOwners(r *snapshot.PortReport, os owners) map[uint64]bool {
 	return held
 }
 
-// socketOwners runs the socket_owners iterator for a port.
+// portsWalkedOneByOne is how many ports FindHolders walks the open files
+// for one at a time; for more, one walk of every port's sockets costs less.
+const portsWalkedOneByOne = 8
+
+// FindHolders implements tracer.HolderFinder with who's walk of every
+// process's open files.
+func (s *LinuxSource) FindHolders(socks []tracer.HolderQuery) ([]tracer.Holder, error) {
+	wanted := make(map[tracer.SockID]bool, len(socks))
+	var ports []uint16
+	for _, q := range socks {
+		wanted[q.Sock] = true
+		if !slices.Contains(ports, q.Port) {
+			ports = append(ports, q.Port)
+		}
+	}
+	if len(ports) > portsWalkedOneByOne {
+		ports = []uint16{0}
+	}
+	var holders []tracer.Holder
+	for _, port := range ports {
+		found, err := socketOwners(port)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range found {
+			if wanted[tracer.SockID(o.sock)] {
+				holders = append(holders, tracer.Holder{Sock: tracer.SockID(o.sock), Process: o.process})
+			}
+		}
+	}
+	return holders, nil
+}
+
+// socketOwners runs the socket_owners iterator for a port, or for every
+// port if port is 0.
 func socketOwners(port uint16) (owners, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK for eBPF: %w", err)

@@ -46,7 +46,7 @@ func stateColor(r *tracer.Record) string {
 	switch {
 	case r.Err != 0:
 		return colorRed
-	case r.Type == tracer.RecordBind, r.New == tracer.StateListen:
+	case r.Type == tracer.RecordBind, r.Type == tracer.RecordOwner, r.New == tracer.StateListen:
 		return colorCyan
 	case r.New == tracer.StateEstablished:
 		return colorGreen
@@ -113,6 +113,9 @@ func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool) []by
 	case tracer.RecordSocket:
 		b = append(b, "at start: "...)
 		b = append(b, r.New.String()...)
+	case tracer.RecordOwner:
+		b = append(b, "OWNER "...)
+		b = append(b, r.New.String()...)
 	default:
 		b = append(b, r.Old.String()...)
 		b = append(b, " -> "...)
@@ -144,6 +147,20 @@ func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool) []by
 	}
 	if r.OwnerVia == tracer.OwnerListener {
 		b = append(b, "  (not accepted: listener's owner)"...)
+	}
+	if r.OwnerExited {
+		b = append(b, "  (owner exited)"...)
+	}
+	if r.Type == tracer.RecordOwner {
+		b = append(b, "  from "...)
+		b = strconv.AppendUint(b, uint64(r.Prev.PID), 10)
+		b = append(b, ' ')
+		b = appendPrintable(b, r.Prev.Comm.Bytes())
+		if r.PrevExited {
+			b = append(b, " (exited)"...)
+		}
+		b = append(b, " via "...)
+		b = append(b, r.OwnerVia.String()...)
 	}
 	// The COMM column names the program; the thread that acted, where it
 	// has a name of its own, follows.
@@ -217,7 +234,7 @@ func AppendJSON(b []byte, r *tracer.Record) []byte {
 		b = r.DAddr.AppendTo(b)
 		b = append(b, `","dport":`...)
 		b = strconv.AppendUint(b, uint64(r.DPort), 10)
-		if r.Type == tracer.RecordSocket {
+		if r.Type == tracer.RecordSocket || r.Type == tracer.RecordOwner {
 			b = append(b, `,"old":null,"new":"`...)
 		} else {
 			b = append(b, `,"old":"`...)
@@ -255,6 +272,19 @@ func AppendJSON(b []byte, r *tracer.Record) []byte {
 		b = append(b, `,"reason":"`...)
 		b = append(b, r.Reason...)
 		b = append(b, '"')
+	}
+	if r.OwnerExited {
+		b = append(b, `,"owner_exited":true`...)
+	}
+	if r.Type == tracer.RecordOwner {
+		b = append(b, `,"prev_pid":`...)
+		b = strconv.AppendUint(b, uint64(r.Prev.PID), 10)
+		b = append(b, `,"prev_comm":`...)
+		b = appendJSONString(b, r.Prev.Comm.Bytes())
+		b = append(b, `,"prev_start_ns":`...)
+		b = strconv.AppendUint(b, r.Prev.StartNs, 10)
+		b = append(b, `,"prev_exited":`...)
+		b = strconv.AppendBool(b, r.PrevExited)
 	}
 	if r.Err != 0 {
 		b = append(b, `,"error":"`...)

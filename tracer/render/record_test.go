@@ -13,8 +13,9 @@ import (
 
 // sampleRecords covers every shape of line: binds that work and fail,
 // listen, a handshake, an unknown owner (named by the socket's cgroup), a
-// listener's owner standing in, TIME_WAIT in and out, IPv6, a thread with a
-// name of its own, and names written to make trouble.
+// listener's owner standing in, TIME_WAIT in and out, IPv6, sockets
+// changing hands, an owner that exited, a thread with a name of its own,
+// and names written to make trouble.
 func sampleRecords() []tracer.Record {
 	t0 := time.Date(2026, 11, 24, 3, 12, 0, 123456789, time.UTC).UnixNano()
 	v4 := func(s string) netip.Addr { return netip.MustParseAddr(s) }
@@ -55,6 +56,19 @@ func sampleRecords() []tracer.Record {
 			r.Old, r.New, r.DurationNs, r.OwnerVia = tracer.StateClose, tracer.StateSynSent, -1, tracer.OwnerConnect
 			r.Comm = tracer.Comm{'e', 'v', 'i', 'l', '"', '\\', 0x1b, '[', '2', 'J', 0xff, 0}
 			r.Thread = tracer.Comm{'t', 0x1b, ']', '0', ';', 'x', 0x07, 0}
+		}),
+		with(func(r *tracer.Record) {
+			r.Type, r.New, r.DAddr, r.DPort, r.OwnerVia = tracer.RecordOwner, tracer.StateListen, v4("0.0.0.0"), 0, tracer.OwnerHolder
+			r.Process = tracer.Process{PID: 4243, StartNs: 1_234_570_000_000, Comm: tracer.CommFrom("nginx"), CgroupID: 9101}
+			r.Prev, r.PrevExited = tracer.Process{PID: 4241, StartNs: 1_234_500_000_000, Comm: tracer.CommFrom("nginx"), Thread: tracer.CommFrom("nginx"), CgroupID: 9101}, true
+		}),
+		with(func(r *tracer.Record) {
+			r.Type, r.New, r.OwnerVia = tracer.RecordOwner, tracer.StateEstablished, tracer.OwnerClose
+			r.Process = tracer.Process{PID: 4250, StartNs: 1_234_580_000_000, Comm: tracer.CommFrom("nginx"), Thread: tracer.CommFrom("nginx"), CgroupID: 9101}
+			r.Prev = base.Process
+		}),
+		with(func(r *tracer.Record) {
+			r.Old, r.New, r.DurationNs, r.TimeoutNs, r.OwnerExited = tracer.StateFinWait2, tracer.StateTimeWait, 2_000_000, 60e9, true
 		}),
 		with(func(r *tracer.Record) {
 			r.Family, r.SAddr, r.DAddr = tracer.FamilyIPv6, netip.MustParseAddr("::ffff:10.0.0.1"), netip.MustParseAddr("::ffff:10.0.0.2")
