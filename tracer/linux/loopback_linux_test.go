@@ -89,9 +89,16 @@ func traceHooks(t *testing.T, cfg tracer.Config, table []hook) (*recorder, *Linu
 		t.Fatalf("opening tracer: %v", err)
 	}
 	rec := newRecorder()
+	runUntilCleanup(t, src, func(ctx context.Context) error { return src.Run(ctx, rec) })
+	return rec, src
+}
+
+// runUntilCleanup runs a source's events through run until the test ends,
+// then closes the source.
+func runUntilCleanup(t *testing.T, src *LinuxSource, run func(context.Context) error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, rec) }()
+	go func() { done <- run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -101,7 +108,6 @@ func traceHooks(t *testing.T, cfg tracer.Config, table []hook) (*recorder, *Linu
 			t.Errorf("close: %v", err)
 		}
 	})
-	return rec, src
 }
 
 // recordLister is what waitFor reads: a recorder, or a sinkRecorder.
@@ -138,18 +144,7 @@ func traceLoop(t *testing.T, cfg tracer.Config) *sinkRecorder {
 	}
 	rec := &sinkRecorder{}
 	loop := correlate.NewLoop(rec)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- loop.Run(ctx, src) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-		if err := src.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
+	runUntilCleanup(t, src, func(ctx context.Context) error { return loop.Run(ctx, src) })
 	return rec
 }
 

@@ -146,16 +146,23 @@ func serveWithChild(addr string) error {
 	if err != nil {
 		return err
 	}
-	child := exec.Command(os.Args[0])
-	child.Env = append(os.Environ(), "PORTTRACE_TEST_ROLE=acceptor")
-	child.ExtraFiles = []*os.File{f}
-	child.Stderr = os.Stderr
-	if err := child.Start(); err != nil {
+	child, err := startChild("acceptor", f)
+	f.Close()
+	if err != nil {
 		return err
 	}
-	f.Close()
 	fmt.Printf("acceptor %d\n", child.Process.Pid)
 	return child.Wait()
+}
+
+// startChild starts this binary in role with f as its fd 3: a socket a
+// child inherits.
+func startChild(role string, f *os.File) (*exec.Cmd, error) {
+	child := exec.Command(os.Args[0])
+	child.Env = append(os.Environ(), "PORTTRACE_TEST_ROLE="+role)
+	child.ExtraFiles = []*os.File{f}
+	child.Stderr = os.Stderr
+	return child, child.Start()
 }
 
 // daemonize is a daemon started with "daemon on": it listens, hands the
@@ -170,11 +177,8 @@ func daemonize(addr string) error {
 	if err != nil {
 		return err
 	}
-	child := exec.Command(os.Args[0])
-	child.Env = append(os.Environ(), "PORTTRACE_TEST_ROLE=daemon-child")
-	child.ExtraFiles = []*os.File{f}
-	child.Stderr = os.Stderr
-	if err := child.Start(); err != nil {
+	child, err := startChild("daemon-child", f)
+	if err != nil {
 		return err
 	}
 	fmt.Printf("child %d\n", child.Process.Pid)
@@ -271,11 +275,7 @@ func closeInChild(addr string) error {
 	if err != nil {
 		return err
 	}
-	child := exec.Command(os.Args[0])
-	child.Env = append(os.Environ(), "PORTTRACE_TEST_ROLE=closer")
-	child.ExtraFiles = []*os.File{f}
-	child.Stderr = os.Stderr
-	err = child.Start()
+	child, err := startChild("closer", f)
 	f.Close()
 	c.Close()
 	if err != nil {
