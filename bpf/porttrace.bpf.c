@@ -516,15 +516,37 @@ int BPF_KPROBE(tw_expire_kprobe, struct timer_list *timer)
 /* ---- process exit: when a socket's owner is gone ----
  *
  * sched_process_exit fires for every thread that exits, before its files
- * are closed. do_exit() counts the group's live threads down first, so the
- * last thread of a process finds none left: only that one, the process's
- * exit, is reported. Kernel threads never own a socket.
+ * are closed. do_exit() counts the group's live threads down first, so a
+ * thread that finds none left is among the last of its process. Among,
+ * not the last: threads exiting at once (exit_group) may all find the
+ * count at 0 by the time they reach the tracepoint. The first of them to
+ * claim the process in exits_reported reports its exit. Kernel threads
+ * never own a socket.
  */
+
+struct exit_key {
+	__u64 start_ns;
+	__u32 tgid;
+	__u32 _pad;
+};
+
+/* Processes whose exit was reported; the oldest are forgotten first, long
+ * after their last thread is gone. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct exit_key);
+	__type(value, __u8);
+} exits_reported SEC(".maps");
 
 static __always_inline int handle_exit(void)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	if (BPF_CORE_READ(task, signal, live.counter) != 0 || (BPF_CORE_READ(task, flags) & PF_KTHREAD))
+		return 0;
+	struct exit_key key = {.start_ns = process_start_ns(task), .tgid = BPF_CORE_READ(task, tgid)};
+	__u8 reported = 1;
+	if (bpf_map_update_elem(&exits_reported, &key, &reported, BPF_NOEXIST))
 		return 0;
 	struct event *e = reserve(EVENT_EXIT);
 	if (!e)

@@ -48,12 +48,20 @@ type PorttraceEvent struct {
 	Thread       [16]int8
 }
 
+type PorttraceExitKey struct {
+	_       structs.HostLayout
+	StartNs uint64
+	Tgid    uint32
+	Pad     uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	PorttraceMapBinds               = "binds"
 	PorttraceMapEvents              = "events"
+	PorttraceMapExitsReported       = "exits_reported"
 	PorttraceMapLost                = "lost"
 	PorttraceProgAccept4Exit        = "accept4_exit"
 	PorttraceProgAcceptExit         = "accept_exit"
@@ -155,9 +163,10 @@ type PorttraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PorttraceMapSpecs struct {
-	Binds  *ebpf.MapSpec `ebpf:"binds"`
-	Events *ebpf.MapSpec `ebpf:"events"`
-	Lost   *ebpf.MapSpec `ebpf:"lost"`
+	Binds         *ebpf.MapSpec `ebpf:"binds"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	ExitsReported *ebpf.MapSpec `ebpf:"exits_reported"`
+	Lost          *ebpf.MapSpec `ebpf:"lost"`
 }
 
 // PorttraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -192,15 +201,17 @@ func (o *PorttraceObjects) Close() error {
 //
 // It can be passed to LoadPorttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PorttraceMaps struct {
-	Binds  *ebpf.Map `ebpf:"binds"`
-	Events *ebpf.Map `ebpf:"events"`
-	Lost   *ebpf.Map `ebpf:"lost"`
+	Binds         *ebpf.Map `ebpf:"binds"`
+	Events        *ebpf.Map `ebpf:"events"`
+	ExitsReported *ebpf.Map `ebpf:"exits_reported"`
+	Lost          *ebpf.Map `ebpf:"lost"`
 }
 
 func (m *PorttraceMaps) Close() error {
 	return _PorttraceClose(
 		m.Binds,
 		m.Events,
+		m.ExitsReported,
 		m.Lost,
 	)
 }
