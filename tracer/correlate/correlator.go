@@ -502,6 +502,10 @@ func (c *Correlator) onState(ev *tracer.Event) {
 		c.setOwner(i, ev, tracer.OwnerListen)
 	case s.ownerVia == tracer.OwnerUnknown && processContext(ev.OldState, ev.NewState):
 		c.setOwner(i, ev, tracer.OwnerClose)
+	case processContext(ev.OldState, ev.NewState) && s.owner.Same(&ev.Process):
+		// Of the owner's threads, the one that acts last is named: the
+		// one that closes, say, rather than the one that accepted.
+		s.owner.Thread = ev.Thread
 	}
 	c.joinConnection(i)
 

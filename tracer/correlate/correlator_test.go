@@ -634,3 +634,29 @@ func TestCorrelatorMPTCPSubflows(t *testing.T) {
 		t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(want))
 	}
 }
+
+// TestCorrelatorNamesTheThreadThatActs: a connection accepted by one named
+// thread and closed by another names each on its lines; a softirq's
+// bystander names none.
+func TestCorrelatorNamesTheThreadThatActs(t *testing.T) {
+	var got []string
+	c := NewCorrelator(func(r *tracer.Record) { got = append(got, fmt.Sprintf("%s->%s %s/%s", r.Old, r.New, r.Comm, r.Thread)) })
+	named := func(e tracer.Event, thread string) tracer.Event {
+		e.Comm, e.Thread = tracer.CommFrom("java"), tracer.CommFrom(thread)
+		return e
+	}
+	feed(c, []tracer.Event{
+		named(state(1, atServer, serverSock, tracer.StateListen, tracer.StateSynRecv, softirq), "ksoftirqd/0"),
+		named(ev(2, tracer.KindAccept, atServer, serverSock, 0, tracer.StateSynRecv, worker), "http-nio-8080-A"),
+		named(state(3, atServer, serverSock, tracer.StateSynRecv, tracer.StateEstablished, softirq), "curl"),
+		named(state(4, atServer, serverSock, tracer.StateEstablished, tracer.StateFinWait1, worker), "http-nio-8080-e"),
+	})
+	want := []string{
+		"LISTEN->SYN_RECV java/http-nio-8080-A",
+		"SYN_RECV->ESTABLISHED java/http-nio-8080-A",
+		"ESTABLISHED->FIN_WAIT1 java/http-nio-8080-e",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(want))
+	}
+}
