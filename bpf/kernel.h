@@ -20,6 +20,10 @@
 /* Go listens with MPTCP by default since 1.24: the listening TCP socket is
  * then a subflow of an MPTCP socket, which is what bind(2) sees. */
 #define IPPROTO_MPTCP 262
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
+/* include/linux/sched.h: task_struct.flags of a kernel thread. */
+#define PF_KTHREAD 0x00200000
 
 /* include/net/tcp_states.h */
 enum {
@@ -80,10 +84,37 @@ struct sock_common {
 	struct in6_addr skc_v6_rcv_saddr;
 };
 
+struct list_head {
+	struct list_head *next;
+	struct list_head *prev;
+};
+
+struct kernfs_node {
+	__u64 id; /* a cgroup's id (bpf_get_current_cgroup_id) since 5.5 */
+};
+
+struct cgroup {
+	struct kernfs_node *kn;
+};
+
+/* A socket's cgroup: a pointer since 5.15; before, a union whose val is the
+ * pointer unless its low bits say it holds net_cls/net_prio data instead. */
+struct sock_cgroup_data {
+	struct cgroup *cgroup;
+};
+
+struct sock_cgroup_data___514 {
+	union {
+		__u64 val;
+	};
+};
+
 struct sock {
 	struct sock_common __sk_common;
-	/* A bitfield before 5.6: read with BPF_CORE_READ_BITFIELD_PROBED. */
+	/* Bitfields before 5.6: read with BPF_CORE_READ_BITFIELD_PROBED. */
+	__u16 sk_type;
 	__u16 sk_protocol;
+	struct sock_cgroup_data sk_cgrp_data;
 };
 
 /* inet_sport keeps the local port to the end: skc_num is cleared when the
@@ -91,6 +122,32 @@ struct sock {
 struct inet_sock {
 	struct sock sk;
 	__be16 inet_sport;
+};
+
+struct inet_connection_sock {
+	struct inet_sock icsk_inet;
+	void *icsk_ulp_data;
+};
+
+/* is_mptcp exists only in kernels built with CONFIG_MPTCP (5.6+). */
+struct tcp_sock {
+	struct inet_connection_sock inet_conn;
+	bool is_mptcp;
+};
+
+/* The MPTCP types exist only with CONFIG_MPTCP: every read of them is
+ * guarded by bpf_core_type_exists. A subflow is a TCP socket whose ULP data
+ * is its context, which points to the MPTCP socket (conn); the MPTCP socket
+ * lists its subflows' contexts in conn_list. */
+struct mptcp_subflow_context {
+	struct list_head node;
+	struct sock *tcp_sock;
+	struct sock *conn;
+};
+
+struct mptcp_sock {
+	struct inet_connection_sock sk;
+	struct list_head conn_list;
 };
 
 struct timer_list {
@@ -128,10 +185,27 @@ struct files_struct {
 	struct fdtable *fdt;
 };
 
+typedef struct {
+	int counter;
+} atomic_t;
+
+struct signal_struct {
+	atomic_t live; /* threads not yet exited */
+};
+
+struct css_set {
+	struct cgroup *dfl_cgrp; /* the cgroup v2 (unified hierarchy) one */
+};
+
 struct task_struct {
+	unsigned int flags;
 	int tgid;
+	struct task_struct *group_leader;
+	__u64 start_boottime; /* ns since boot, CLOCK_BOOTTIME (5.5+) */
 	char comm[16];
 	struct files_struct *files;
+	struct signal_struct *signal;
+	struct css_set *cgroups;
 };
 
 struct seq_file;

@@ -16,21 +16,24 @@
 #include <bpf/bpf_core_read.h>
 
 #include "sock.h"
+#include "task.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 
-/* Set by user space before loading; 0 writes out every socket (the daemon's
- * starting snapshot). */
+/* Set by user space before loading: the port, or 0 for every socket (the
+ * daemon's starting snapshot). */
 const volatile __u16 owner_port = 0;
 
 /* One socket held by one process. Go decodes it by hand; a test checks the
  * decoder against the layout bpf2go generates from this. */
 struct owner {
-	__u64 sock;  /* struct sock *, the key of the tracer's events */
-	__u64 inode; /* socket inode, the key of sock_diag */
+	__u64 sock;      /* struct sock *, the key of the tracer's events */
+	__u64 inode;     /* socket inode, the key of sock_diag */
+	__u64 start_ns;  /* the process's start time (task.h) */
+	__u64 cgroup_id; /* the process's cgroup v2 id */
 	__u8 saddr[16];
 	__u8 daddr[16];
 	__u32 pid;
@@ -42,8 +45,8 @@ struct owner {
 	__u8 state;
 	__u8 v6only;
 	__u8 _pad[2];
-	__u32 fd; /* the process's descriptor for the socket */
-	char comm[16];
+	__u32 fd;      /* the process's descriptor for the socket */
+	char comm[16]; /* the process's name */
 };
 
 const struct owner *const owner_type = 0;
@@ -62,19 +65,21 @@ int socket_owners(struct bpf_iter__task_file *ctx)
 	struct sock *sk = BPF_CORE_READ(socket, sk);
 	if (!sk)
 		return 0;
-	struct sock_common *skc = (struct sock_common *)sk;
-	__u16 family = sock_family(skc);
-	if (!inet_family(family))
+	if (!holds_port(sk))
 		return 0;
 	/* Both sides of the port: what serves on it and what connects to it. */
+	struct sock_common *skc = (struct sock_common *)sk;
 	__u16 sport = sock_sport(sk);
 	__u16 dport = sock_dport(skc);
-	if (owner_port && sport != owner_port && dport != owner_port)
+	if (owner_port != 0 && sport != owner_port && dport != owner_port)
 		return 0;
+	__u16 family = sock_family(skc);
 
 	struct owner o = {
 		.sock = (__u64)sk,
 		.inode = BPF_CORE_READ(inode, i_ino),
+		.start_ns = process_start_ns(task),
+		.cgroup_id = task_cgroup_id(task),
 		.pid = BPF_CORE_READ(task, tgid),
 		.netns = sock_netns(skc),
 		.family = family,
@@ -85,7 +90,7 @@ int socket_owners(struct bpf_iter__task_file *ctx)
 		.state = BPF_CORE_READ(skc, skc_state),
 		.v6only = BPF_CORE_READ_BITFIELD_PROBED(skc, skc_ipv6only),
 	};
-	BPF_CORE_READ_STR_INTO(&o.comm, task, comm);
+	process_comm(task, o.comm);
 	sock_addrs(skc, family, o.saddr, o.daddr);
 	bpf_seq_write(ctx->meta->seq, &o, sizeof(o));
 	return 0;

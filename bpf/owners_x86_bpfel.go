@@ -14,22 +14,24 @@ import (
 )
 
 type OwnersOwner struct {
-	_      structs.HostLayout
-	Sock   uint64
-	Inode  uint64
-	Saddr  [16]uint8
-	Daddr  [16]uint8
-	Pid    uint32
-	Netns  uint32
-	Family uint16
-	Proto  uint16
-	Sport  uint16
-	Dport  uint16
-	State  uint8
-	V6only uint8
-	Pad    [2]uint8
-	Fd     uint32
-	Comm   [16]int8
+	_        structs.HostLayout
+	Sock     uint64
+	Inode    uint64
+	StartNs  uint64
+	CgroupId uint64
+	Saddr    [16]uint8
+	Daddr    [16]uint8
+	Pid      uint32
+	Netns    uint32
+	Family   uint16
+	Proto    uint16
+	Sport    uint16
+	Dport    uint16
+	State    uint8
+	V6only   uint8
+	Pad      [2]uint8
+	Fd       uint32
+	Comm     [16]int8
 }
 
 // Names of all BPF objects in the ELF.

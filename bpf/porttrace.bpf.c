@@ -2,8 +2,8 @@
 
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * porttrace's kernel side: report TCP state changes, accepts, binds and the
- * life of timewait sockets into one ring buffer.
+ * porttrace's kernel side: report TCP state changes, accepts, binds, the
+ * life of timewait sockets and the exits of processes into one ring buffer.
  *
  * Each hook exists in several forms (tp_btf, raw_tp, classic tracepoint,
  * kprobe) because kernels differ in what they offer. Every form is a thin
@@ -19,6 +19,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "sock.h"
+#include "task.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -28,7 +29,7 @@ const volatile __u8 filter_ports_on = 0;
  * bitmap answers for any list or range of ports with one load, where a
  * hash map would cost a helper call on every event. */
 const volatile __u8 filter_ports[65536 / 8] = {};
-const volatile __u16 filter_family = 0; /* AF_INET or AF_INET6 */
+const volatile __u16 filter_family = 0; /* AF_INET or AF_INET6: see traffic_wanted */
 /* Kernel address of tw_timer_handler, to recognise timewait timers. */
 const volatile __u64 tw_timer_handler_addr = 0;
 /* Length of one jiffy in nanoseconds (1e9 / CONFIG_HZ). */
@@ -44,28 +45,37 @@ enum event_kind {
 	EVENT_TIMEWAIT_START,
 	EVENT_TIMEWAIT_CANCEL,
 	EVENT_TIMEWAIT_EXPIRE,
+	EVENT_EXIT,
 };
+
+/* struct event's flags. */
+#define EVENT_KTHREAD 1 /* the task on the CPU is a kernel thread */
 
 /* The one record type of the ring buffer. Go decodes it by hand; a test
  * checks that decoder against the layout bpf2go generates from this. */
 struct event {
-	__u64 ts_ns;      /* CLOCK_MONOTONIC */
-	__u64 sock;       /* struct sock * or struct inet_timewait_sock * */
-	__s64 timeout_ns; /* timewait timer: time left at ts_ns (< 0: overdue) */
-	__u8 saddr[16];   /* local address; IPv4 in the first 4 bytes */
-	__u8 daddr[16];   /* remote address */
-	__u32 pid;        /* tgid of the task on the CPU */
-	__u32 netns;      /* network namespace inode */
-	__s32 err;        /* bind(2) return value */
-	__u16 sport;      /* local port, host order */
-	__u16 dport;      /* remote port, host order */
-	__u16 family;     /* AF_INET or AF_INET6 */
-	__u16 proto;      /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_MPTCP */
-	__u8 kind;        /* enum event_kind */
+	__u64 ts_ns;          /* CLOCK_MONOTONIC */
+	__u64 sock;           /* struct sock * or struct inet_timewait_sock * */
+	__s64 timeout_ns;     /* timewait timer: time left at ts_ns (< 0: overdue) */
+	__u64 parent;         /* an MPTCP subflow's MPTCP socket, else 0 */
+	__u64 start_ns;       /* start time of the process on the CPU (task.h) */
+	__u64 cgroup_id;      /* cgroup v2 id of the task on the CPU */
+	__u64 sock_cgroup_id; /* the socket's own cgroup (sock.h), else 0 */
+	__u8 saddr[16];       /* local address; IPv4 in the first 4 bytes */
+	__u8 daddr[16];       /* remote address */
+	__u32 pid;            /* tgid of the task on the CPU */
+	__u32 netns;          /* network namespace inode */
+	__s32 err;            /* bind(2) return value */
+	__u16 sport;          /* local port, host order */
+	__u16 dport;          /* remote port, host order */
+	__u16 family;         /* AF_INET or AF_INET6; 0 for an exit */
+	__u16 proto;          /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_MPTCP */
+	__u8 kind;            /* enum event_kind */
 	__u8 oldstate;
 	__u8 newstate;
-	__u8 _pad;
-	char comm[16];
+	__u8 flags;           /* EVENT_KTHREAD */
+	char comm[16];        /* the process's name (its leader's) */
+	char thread[16];      /* the name of the thread on the CPU */
 };
 
 /* Puts struct event into the object's BTF, for bpf2go to generate its Go
@@ -119,9 +129,36 @@ static __always_inline bool port_wanted(__u16 a, __u16 b)
 	return !filter_ports_on || port_watched(a) || port_watched(b);
 }
 
-static __always_inline bool family_wanted(__u16 family)
+/* An IPv6 address, as four words, that is :: or an IPv4-mapped one. */
+static __always_inline bool unspecified6(const __u32 a[4])
 {
-	return inet_family(family) && (filter_family == 0 || family == filter_family);
+	return (a[0] | a[1] | a[2] | a[3]) == 0;
+}
+
+static __always_inline bool ipv4_mapped(const __u32 a[4])
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
+}
+
+/* Whether the watch wants the traffic of a socket of family with these ends
+ * (an IPv4 address in the first word). A connection is IPv4 when its
+ * addresses are IPv4 or IPv4-mapped (the IPv4 peers of a dual-stack
+ * socket), whichever family its socket is; a socket without a peer goes by
+ * its local address, and an IPv6 wildcard one that is not IPV6_V6ONLY
+ * serves both families. tracer.Family.Carries is the same rule for the
+ * snapshot a watch starts from. */
+static __always_inline bool traffic_wanted(__u16 family, const __u32 saddr[4], const __u32 daddr[4], bool v6only)
+{
+	if (filter_family == 0)
+		return true;
+	if (family == AF_INET)
+		return filter_family == AF_INET;
+	const __u32 *addr = unspecified6(daddr) ? saddr : daddr;
+	if (ipv4_mapped(addr))
+		return filter_family == AF_INET;
+	if (unspecified6(addr) && !v6only)
+		return true;
+	return filter_family == AF_INET6;
 }
 
 static __always_inline struct event *reserve(__u8 kind)
@@ -137,8 +174,15 @@ static __always_inline struct event *reserve(__u8 kind)
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
 	e->kind = kind;
+
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	e->pid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->start_ns = process_start_ns(task);
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
+		e->flags = EVENT_KTHREAD;
+	process_comm(task, e->comm);
+	bpf_get_current_comm(e->thread, sizeof(e->thread));
 	return e;
 }
 
@@ -167,7 +211,39 @@ static __always_inline void fill_endpoints(struct event *e, struct sock_common *
  * unwatched traffic costs a few reads and no event. */
 static __always_inline bool sock_wanted(struct sock_common *skc, __u16 sport)
 {
-	return family_wanted(sock_family(skc)) && port_wanted(sport, sock_dport(skc));
+	__u16 family = sock_family(skc);
+	if (!inet_family(family) || !port_wanted(sport, sock_dport(skc)))
+		return false;
+	if (filter_family == 0)
+		return true;
+	__u32 saddr[4] = {}, daddr[4] = {};
+	sock_addrs(skc, family, (__u8 *)saddr, (__u8 *)daddr);
+	return traffic_wanted(family, saddr, daddr, BPF_CORE_READ_BITFIELD_PROBED(skc, skc_ipv6only));
+}
+
+/* The MPTCP socket a TCP socket is a subflow of, or 0: a subflow's ULP data
+ * is its MPTCP context. Kernels without MPTCP have neither type nor field. */
+static __always_inline __u64 mptcp_parent(struct sock *sk)
+{
+	if (!bpf_core_type_exists(struct mptcp_subflow_context) || !bpf_core_field_exists(struct tcp_sock, is_mptcp))
+		return 0;
+	if (!BPF_CORE_READ((struct tcp_sock *)sk, is_mptcp))
+		return 0;
+	struct mptcp_subflow_context *ctx = BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_ulp_data);
+	return (__u64)BPF_CORE_READ(ctx, conn);
+}
+
+/* The first TCP subflow of an MPTCP socket, or NULL. */
+static __always_inline struct sock *mptcp_first_subflow(struct sock *sk)
+{
+	if (!bpf_core_type_exists(struct mptcp_sock) || !bpf_core_type_exists(struct mptcp_subflow_context))
+		return NULL;
+	struct mptcp_sock *msk = (struct mptcp_sock *)sk;
+	struct list_head *node = BPF_CORE_READ(msk, conn_list.next);
+	if (!node || node == &msk->conn_list)
+		return NULL;
+	struct mptcp_subflow_context *ctx = (void *)node - bpf_core_field_offset(struct mptcp_subflow_context, node);
+	return BPF_CORE_READ(ctx, tcp_sock);
 }
 
 static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, __u8 newstate)
@@ -179,6 +255,8 @@ static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, 
 	e->proto = IPPROTO_TCP;
 	e->oldstate = oldstate;
 	e->newstate = newstate;
+	e->parent = mptcp_parent(sk);
+	e->sock_cgroup_id = sock_cgroup_id(sk);
 	fill_endpoints(e, (struct sock_common *)sk, sock_sport(sk));
 	submit(e);
 	return 0;
@@ -192,7 +270,7 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 	 * for no-op CLOSE->CLOSE and LISTEN->LISTEN calls. */
 	if (oldstate == newstate)
 		return 0;
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+	if (!tcp_socket(sk))
 		return 0;
 	if (!sock_wanted((struct sock_common *)sk, sock_sport(sk)))
 		return 0;
@@ -238,14 +316,19 @@ int BPF_KPROBE(state_set_kprobe, struct sock *sk, int newstate)
 
 /* ---- accept: who really owns a passive socket ---- */
 
+/* sk is what accept returned: a TCP socket, or from the accept syscalls an
+ * MPTCP one, whose traffic (and state changes) its TCP subflow carries. */
 static __always_inline int handle_accept(struct sock *sk)
 {
-	if (!sk || !sock_wanted((struct sock_common *)sk, sock_sport(sk)))
+	if (sk && BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) == IPPROTO_MPTCP)
+		sk = mptcp_first_subflow(sk);
+	if (!sk || !tcp_socket(sk) || !sock_wanted((struct sock_common *)sk, sock_sport(sk)))
 		return 0;
 	return emit_sock(EVENT_ACCEPT, sk, 0, BPF_CORE_READ(sk, __sk_common.skc_state));
 }
 
-/* Only the return value is read: the arguments changed in 6.10. */
+/* Only the return value is read: the arguments changed in 6.10. It is the
+ * TCP socket even for an MPTCP listener. */
 SEC("kretprobe/inet_csk_accept")
 int BPF_KRETPROBE(accept_kretprobe, struct sock *sk)
 {
@@ -292,7 +375,7 @@ int bind_enter(struct trace_event_raw_sys_enter *ctx)
 
 	if (bpf_probe_read_user(&args.family, sizeof(args.family), uaddr))
 		return 0;
-	if (!family_wanted(args.family))
+	if (!inet_family(args.family))
 		return 0;
 	/* sockaddr_in and sockaddr_in6 both keep the port at offset 2; the
 	 * address is at 4 and 8. */
@@ -317,19 +400,25 @@ int bind_exit(struct trace_event_raw_sys_exit *ctx)
 	if (!args)
 		return 0;
 
+	/* An inet address given to another kind of socket (netlink, raw)
+	 * binds no port, whatever the call returned. */
 	struct sock *sk = sock_of_fd(args->fd);
-	__u16 proto = sk ? BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) : 0;
+	if (!sk || !holds_port(sk))
+		goto out;
 	/* A successful bind to port 0 got its port only now. */
-	__u16 port = (ctx->ret == 0 && sk) ? sock_sport(sk) : args->port;
-
-	if ((proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_MPTCP) || !port_wanted(port, 0))
+	__u16 port = ctx->ret == 0 ? sock_sport(sk) : args->port;
+	__u32 any[4] = {};
+	if (!port_wanted(port, 0) ||
+	    !traffic_wanted(args->family, (__u32 *)args->addr, any,
+			    BPF_CORE_READ_BITFIELD_PROBED((struct sock_common *)sk, skc_ipv6only)))
 		goto out;
 
 	struct event *e = reserve(EVENT_BIND);
 	if (!e)
 		goto out;
 	e->sock = (__u64)sk;
-	e->proto = proto;
+	e->proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+	e->sock_cgroup_id = sock_cgroup_id(sk);
 	e->family = args->family;
 	e->sport = port;
 	e->err = ctx->ret;
@@ -438,4 +527,64 @@ SEC("kprobe/tw_timer_handler")
 int BPF_KPROBE(tw_expire_kprobe, struct timer_list *timer)
 {
 	return emit_timewait(EVENT_TIMEWAIT_EXPIRE, timer_timewait(timer), 0);
+}
+
+/* ---- process exit: when a socket's owner is gone ----
+ *
+ * sched_process_exit fires for every thread that exits, before its files
+ * are closed. do_exit() counts the group's live threads down first, so a
+ * thread that finds none left is among the last of its process. Among,
+ * not the last: threads exiting at once (exit_group) may all find the
+ * count at 0 by the time they reach the tracepoint. The first of them to
+ * claim the process in exits_reported reports its exit. Kernel threads
+ * never own a socket.
+ */
+
+struct exit_key {
+	__u64 start_ns;
+	__u32 tgid;
+	__u32 _pad;
+};
+
+/* Processes whose exit was reported; the oldest are forgotten first, long
+ * after their last thread is gone. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct exit_key);
+	__type(value, __u8);
+} exits_reported SEC(".maps");
+
+static __always_inline int handle_exit(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, signal, live.counter) != 0 || (BPF_CORE_READ(task, flags) & PF_KTHREAD))
+		return 0;
+	struct exit_key key = {.start_ns = process_start_ns(task), .tgid = BPF_CORE_READ(task, tgid)};
+	__u8 reported = 1;
+	if (bpf_map_update_elem(&exits_reported, &key, &reported, BPF_NOEXIST))
+		return 0;
+	struct event *e = reserve(EVENT_EXIT);
+	if (!e)
+		return 0;
+	submit(e);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int exit_tp_btf(__u64 *ctx)
+{
+	return handle_exit();
+}
+
+SEC("raw_tp/sched_process_exit")
+int exit_raw_tp(__u64 *ctx)
+{
+	return handle_exit();
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int exit_tracepoint(void *ctx)
+{
+	return handle_exit();
 }

@@ -23,24 +23,36 @@ type PorttraceBindArgs struct {
 }
 
 type PorttraceEvent struct {
-	_         structs.HostLayout
-	TsNs      uint64
-	Sock      uint64
-	TimeoutNs int64
-	Saddr     [16]uint8
-	Daddr     [16]uint8
-	Pid       uint32
-	Netns     uint32
-	Err       int32
-	Sport     uint16
-	Dport     uint16
-	Family    uint16
-	Proto     uint16
-	Kind      uint8
-	Oldstate  uint8
-	Newstate  uint8
-	Pad       uint8
-	Comm      [16]int8
+	_            structs.HostLayout
+	TsNs         uint64
+	Sock         uint64
+	TimeoutNs    int64
+	Parent       uint64
+	StartNs      uint64
+	CgroupId     uint64
+	SockCgroupId uint64
+	Saddr        [16]uint8
+	Daddr        [16]uint8
+	Pid          uint32
+	Netns        uint32
+	Err          int32
+	Sport        uint16
+	Dport        uint16
+	Family       uint16
+	Proto        uint16
+	Kind         uint8
+	Oldstate     uint8
+	Newstate     uint8
+	Flags        uint8
+	Comm         [16]int8
+	Thread       [16]int8
+}
+
+type PorttraceExitKey struct {
+	_       structs.HostLayout
+	StartNs uint64
+	Tgid    uint32
+	Pad     uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -49,12 +61,16 @@ type PorttraceEvent struct {
 const (
 	PorttraceMapBinds               = "binds"
 	PorttraceMapEvents              = "events"
+	PorttraceMapExitsReported       = "exits_reported"
 	PorttraceMapLost                = "lost"
 	PorttraceProgAccept4Exit        = "accept4_exit"
 	PorttraceProgAcceptExit         = "accept_exit"
 	PorttraceProgAcceptKretprobe    = "accept_kretprobe"
 	PorttraceProgBindEnter          = "bind_enter"
 	PorttraceProgBindExit           = "bind_exit"
+	PorttraceProgExitRawTp          = "exit_raw_tp"
+	PorttraceProgExitTpBtf          = "exit_tp_btf"
+	PorttraceProgExitTracepoint     = "exit_tracepoint"
 	PorttraceProgStateRawTp         = "state_raw_tp"
 	PorttraceProgStateSetKprobe     = "state_set_kprobe"
 	PorttraceProgStateStoreKprobe   = "state_store_kprobe"
@@ -125,6 +141,9 @@ type PorttraceProgramSpecs struct {
 	AcceptKretprobe    *ebpf.ProgramSpec `ebpf:"accept_kretprobe"`
 	BindEnter          *ebpf.ProgramSpec `ebpf:"bind_enter"`
 	BindExit           *ebpf.ProgramSpec `ebpf:"bind_exit"`
+	ExitRawTp          *ebpf.ProgramSpec `ebpf:"exit_raw_tp"`
+	ExitTpBtf          *ebpf.ProgramSpec `ebpf:"exit_tp_btf"`
+	ExitTracepoint     *ebpf.ProgramSpec `ebpf:"exit_tracepoint"`
 	StateRawTp         *ebpf.ProgramSpec `ebpf:"state_raw_tp"`
 	StateSetKprobe     *ebpf.ProgramSpec `ebpf:"state_set_kprobe"`
 	StateStoreKprobe   *ebpf.ProgramSpec `ebpf:"state_store_kprobe"`
@@ -145,9 +164,10 @@ type PorttraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PorttraceMapSpecs struct {
-	Binds  *ebpf.MapSpec `ebpf:"binds"`
-	Events *ebpf.MapSpec `ebpf:"events"`
-	Lost   *ebpf.MapSpec `ebpf:"lost"`
+	Binds         *ebpf.MapSpec `ebpf:"binds"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	ExitsReported *ebpf.MapSpec `ebpf:"exits_reported"`
+	Lost          *ebpf.MapSpec `ebpf:"lost"`
 }
 
 // PorttraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -183,15 +203,17 @@ func (o *PorttraceObjects) Close() error {
 //
 // It can be passed to LoadPorttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PorttraceMaps struct {
-	Binds  *ebpf.Map `ebpf:"binds"`
-	Events *ebpf.Map `ebpf:"events"`
-	Lost   *ebpf.Map `ebpf:"lost"`
+	Binds         *ebpf.Map `ebpf:"binds"`
+	Events        *ebpf.Map `ebpf:"events"`
+	ExitsReported *ebpf.Map `ebpf:"exits_reported"`
+	Lost          *ebpf.Map `ebpf:"lost"`
 }
 
 func (m *PorttraceMaps) Close() error {
 	return _PorttraceClose(
 		m.Binds,
 		m.Events,
+		m.ExitsReported,
 		m.Lost,
 	)
 }
@@ -218,6 +240,9 @@ type PorttracePrograms struct {
 	AcceptKretprobe    *ebpf.Program `ebpf:"accept_kretprobe"`
 	BindEnter          *ebpf.Program `ebpf:"bind_enter"`
 	BindExit           *ebpf.Program `ebpf:"bind_exit"`
+	ExitRawTp          *ebpf.Program `ebpf:"exit_raw_tp"`
+	ExitTpBtf          *ebpf.Program `ebpf:"exit_tp_btf"`
+	ExitTracepoint     *ebpf.Program `ebpf:"exit_tracepoint"`
 	StateRawTp         *ebpf.Program `ebpf:"state_raw_tp"`
 	StateSetKprobe     *ebpf.Program `ebpf:"state_set_kprobe"`
 	StateStoreKprobe   *ebpf.Program `ebpf:"state_store_kprobe"`
@@ -241,6 +266,9 @@ func (p *PorttracePrograms) Close() error {
 		p.AcceptKretprobe,
 		p.BindEnter,
 		p.BindExit,
+		p.ExitRawTp,
+		p.ExitTpBtf,
+		p.ExitTracepoint,
 		p.StateRawTp,
 		p.StateSetKprobe,
 		p.StateStoreKprobe,

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * What both programs read from a socket: its endpoints and its network
- * namespace. A full socket and a timewait socket both start with struct
- * sock_common, which holds all of it but the local port: each keeps that
- * in a field of its own (see inet_sock in kernel.h).
+ * What both programs read from a socket: what it is, its endpoints, its
+ * network namespace and its cgroup. A full socket and a timewait socket
+ * both start with struct sock_common, which holds the endpoints but the
+ * local port: each keeps that in a field of its own (see inet_sock in
+ * kernel.h).
  */
 #ifndef PORTTRACE_SOCK_H
 #define PORTTRACE_SOCK_H
@@ -23,6 +24,29 @@ static __always_inline bool inet_family(__u16 family)
 static __always_inline __u16 sock_family(struct sock_common *skc)
 {
 	return BPF_CORE_READ(skc, skc_family);
+}
+
+/* A TCP socket: a stream socket of IPPROTO_TCP (a raw socket of that
+ * protocol is not). */
+static __always_inline bool tcp_socket(struct sock *sk)
+{
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_type) == SOCK_STREAM &&
+	       BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) == IPPROTO_TCP;
+}
+
+/* Whether a socket holds a port: a TCP, MPTCP or UDP socket of the inet
+ * families. Raw sockets keep their protocol in the port field, ping sockets
+ * their ICMP identifier; neither holds a port, nor does any socket of
+ * another family. */
+static __always_inline bool holds_port(struct sock *sk)
+{
+	if (!inet_family(sock_family((struct sock_common *)sk)))
+		return false;
+	__u16 type = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_type);
+	__u16 proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+	if (type == SOCK_STREAM)
+		return proto == IPPROTO_TCP || proto == IPPROTO_MPTCP;
+	return type == SOCK_DGRAM && proto == IPPROTO_UDP;
 }
 
 /* inet_sport keeps the local port to the end (see kernel.h). */
@@ -45,6 +69,31 @@ static __always_inline __u16 sock_dport(struct sock_common *skc)
 static __always_inline __u32 sock_netns(struct sock_common *skc)
 {
 	return BPF_CORE_READ(skc, skc_net.net, ns.inum);
+}
+
+/* The id of the socket's cgroup v2 cgroup, which `ss --cgroup` shows: the
+ * cgroup of the process that created it (for an accepted socket, the
+ * listener's). 0 where the kernel keeps none (no CONFIG_SOCK_CGROUP_DATA,
+ * or, before 5.15, a socket whose cgroup data went to net_cls/net_prio). */
+static __always_inline __u64 sock_cgroup_id(struct sock *sk)
+{
+	struct cgroup *cgrp;
+
+	if (!bpf_core_field_exists(sk->sk_cgrp_data))
+		return 0;
+	if (bpf_core_field_exists(struct sock_cgroup_data, cgroup)) {
+		cgrp = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	} else {
+		struct sock_cgroup_data___514 *old = (void *)&sk->sk_cgrp_data;
+		__u64 val = BPF_CORE_READ(old, val);
+		/* The low bits mark net_cls/net_prio data, not a pointer. */
+		if (val & 3)
+			return 0;
+		cgrp = (struct cgroup *)val;
+	}
+	if (!cgrp)
+		return 0;
+	return BPF_CORE_READ(cgrp, kn, id);
 }
 
 /* Local and remote address into 16-byte buffers. An IPv4 address takes the

@@ -39,6 +39,11 @@ const (
 	// KindTimeWaitExpire is a timewait socket reaching the end of its
 	// lifetime.
 	KindTimeWaitExpire
+	// KindExit is a whole process exiting (its last thread), before its
+	// files are closed: Process is the process, and the event has no
+	// socket. The sockets it owned and still holds are closed next, or
+	// live on in another process that holds them too.
+	KindExit
 )
 
 var kindNames = [...]string{
@@ -49,6 +54,7 @@ var kindNames = [...]string{
 	KindTimeWaitStart:  "timewait_start",
 	KindTimeWaitCancel: "timewait_cancel",
 	KindTimeWaitExpire: "timewait_expire",
+	KindExit:           "exit",
 }
 
 func (k Kind) String() string {
@@ -156,6 +162,31 @@ func (f Family) String() string {
 	return "unknown"
 }
 
+// Carries reports whether a socket with these ends carries traffic of
+// family f, the rule of -4 and -6. A connection is IPv4 when its addresses
+// are IPv4 or IPv4-mapped (the IPv4 peers of a dual-stack socket),
+// whichever family its socket is, so that both its ends follow one rule; a
+// socket without a peer goes by its local address, and an IPv6 wildcard
+// one that is not IPV6_V6ONLY serves both families. Family 0 carries
+// everything. The Linux kernel side filters by the same rule
+// (traffic_wanted in bpf/porttrace.bpf.c).
+func (f Family) Carries(local, remote netip.Addr, v6only bool) bool {
+	if f == 0 {
+		return true
+	}
+	addr := remote
+	if !addr.IsValid() || addr.IsUnspecified() {
+		addr = local
+	}
+	switch {
+	case addr.Is4() || addr.Is4In6():
+		return f == FamilyIPv4
+	case addr.IsUnspecified() && !v6only:
+		return true
+	}
+	return f == FamilyIPv6
+}
+
 // CommLen is the size of a command name, as the Linux kernel's TASK_COMM_LEN.
 const CommLen = 16
 
@@ -182,6 +213,40 @@ func (c *Comm) Bytes() []byte {
 
 func (c Comm) String() string { return string(c.Bytes()) }
 
+// Process identifies a process as porttrace reports it. A pid alone is no
+// identity: the kernel reuses pids, so the start time goes with it.
+type Process struct {
+	PID uint32
+	// StartNs is when the process started, in nanoseconds since boot
+	// (Linux: CLOCK_BOOTTIME, which /proc/PID/stat's field 22 counts in
+	// clock ticks); 0 where the platform does not say.
+	StartNs uint64
+	// Comm is the process's name: its main thread's command name, which
+	// ps, ss and /proc/PID/comm show.
+	Comm Comm
+	// Thread is the name of the thread that acted, which differs from Comm
+	// where a program names its threads (Java's http-nio-8080-exec-1,
+	// Chromium's Chrome_ChildIOT); empty where unknown.
+	Thread Comm
+	// CgroupID is the id of the process's cgroup v2 cgroup (the inode
+	// number of its directory in the cgroup2 file system); 0 where unknown.
+	CgroupID uint64
+}
+
+// Same reports whether p and q are one process: the same pid, started at
+// the same time.
+func (p *Process) Same(q *Process) bool { return p.PID == q.PID && p.StartNs == q.StartNs }
+
+// Older reports whether p started before q (the lower pid first at the same
+// time): of the processes holding a socket, the oldest (a daemon's master,
+// a socket's first receiver) is taken for its owner.
+func (p *Process) Older(q *Process) bool {
+	if p.StartNs != q.StartNs {
+		return p.StartNs < q.StartNs
+	}
+	return p.PID < q.PID
+}
+
 // SockID identifies one socket for as long as it lives: the kernel address of
 // a struct sock or inet_timewait_sock on Linux, the TCB pointer on Windows.
 // Addresses are reused after a socket is freed; the correlator forgets a
@@ -204,16 +269,27 @@ type Event struct {
 	OldState State
 	NewState State
 	Sock     SockID
+	// Parent is, for a TCP socket that is a subflow of an MPTCP
+	// connection, the MPTCP socket: what the process holds, while the
+	// subflow carries the traffic and the state changes.
+	Parent SockID
 	// SAddr:SPort is the socket's local end and DAddr:DPort its remote end,
 	// as in the kernel's sock:inet_sock_set_state tracepoint.
 	SAddr netip.Addr
 	DAddr netip.Addr
 	SPort uint16
 	DPort uint16
-	// PID and Comm are the process on the CPU when the event fired (for
-	// KindBind, KindAccept and KindConnect, the process that made the call).
-	PID  uint32
-	Comm Comm
+	// Process is the process on the CPU when the event fired (for
+	// KindBind, KindAccept and KindConnect, the process that made the
+	// call), its CgroupID that of the task.
+	Process
+	// KernelThread marks an event that fired in a kernel thread (a kworker
+	// closing an MPTCP subflow, say): a kernel thread never owns a socket.
+	KernelThread bool
+	// SockCgroupID is the socket's own cgroup: that of the process that
+	// created it (for an accepted socket, the listener's); 0 where
+	// unknown. It names the cgroup of a socket whose owner is not known.
+	SockCgroupID uint64
 	// NetNS is the inode number of the socket's network namespace, 0 where
 	// the platform has none.
 	NetNS uint32

@@ -15,6 +15,9 @@ const (
 	// RecordSocket is a socket that existed when porttrace started, in its
 	// state then (New).
 	RecordSocket
+	// RecordOwner is a socket changing hands, in its state then (New):
+	// Process is the new owner, Prev the one before.
+	RecordOwner
 )
 
 func (t RecordType) String() string {
@@ -27,6 +30,8 @@ func (t RecordType) String() string {
 		return "bind"
 	case RecordSocket:
 		return "socket"
+	case RecordOwner:
+		return "owner"
 	}
 	return "unknown"
 }
@@ -46,13 +51,21 @@ const (
 	// OwnerBind: the process called bind().
 	OwnerBind
 	// OwnerClose: the process closed or shut down a socket porttrace had
-	// not seen before.
+	// not seen before, or that another process owned (it changed hands:
+	// fork, SCM_RIGHTS).
 	OwnerClose
 	// OwnerListener: nobody accepted the connection (yet); it is charged to
 	// the process that owns the listener it arrived on.
 	OwnerListener
 	// OwnerSnapshot: the process held the socket when porttrace started.
 	OwnerSnapshot
+	// OwnerMPTCP: the socket is a subflow the kernel added to an MPTCP
+	// connection (MP_JOIN) of this process's, which connected or
+	// accepted it.
+	OwnerMPTCP
+	// OwnerHolder: the owner before exited, and porttrace found this
+	// process holding the socket after it (the oldest of its holders).
+	OwnerHolder
 )
 
 var ownerViaNames = [...]string{
@@ -64,6 +77,8 @@ var ownerViaNames = [...]string{
 	OwnerClose:    "close",
 	OwnerListener: "listener",
 	OwnerSnapshot: "snapshot",
+	OwnerMPTCP:    "mptcp",
+	OwnerHolder:   "holder",
 }
 
 func (o OwnerVia) String() string {
@@ -86,11 +101,20 @@ type Record struct {
 	DAddr  netip.Addr
 	SPort  uint16
 	DPort  uint16
-	// PID and Comm are the socket's owner; PID is 0 when nobody is known.
-	PID      uint32
-	Comm     Comm
+	// Process is the socket's owner; its PID is 0 when nobody is known.
+	// Its CgroupID is the owner's cgroup, or where no owner is known the
+	// socket's own.
+	Process
 	OwnerVia OwnerVia
-	NetNS    uint32
+	// OwnerExited says the owner has exited: the socket outlived it (a
+	// TIME_WAIT, an orphan closing, or a socket nobody else was found to
+	// hold), and its pid may since name another program.
+	OwnerExited bool
+	// Prev is, on a RecordOwner line, the owner before, and PrevExited
+	// whether it had exited.
+	Prev       Process
+	PrevExited bool
+	NetNS      uint32
 	// DurationNs is the time the socket spent in Old, or -1 when porttrace
 	// did not see it enter Old.
 	DurationNs int64

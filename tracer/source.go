@@ -92,8 +92,8 @@ func ParseProbeMode(s string) (ProbeMode, error) {
 }
 
 // DefaultBufferSize is the kernel buffer's default size: on Linux, a ring
-// buffer with room for about 175,000 events, over a second of a connection
-// storm on a small machine.
+// buffer with room for about 110,000 events (152 bytes each with the ring's
+// header), most of a second of a connection storm on a small machine.
 const DefaultBufferSize = 16 << 20
 
 // Config says what a source watches.
@@ -128,4 +128,29 @@ func (c *Config) Verbosef(format string, args ...any) {
 	if c.Logf != nil {
 		c.Logf(format, args...)
 	}
+}
+
+// HolderFinder is a Source that can name, off the event path, the
+// processes holding sockets now (Linux: the in-kernel walk of every
+// process's open files). The event loop asks it when a socket's owner has
+// exited and the socket lives on: a daemon that forked after listen(), a
+// socket passed to another process.
+type HolderFinder interface {
+	// FindHolders lists the processes holding the sockets asked about. It
+	// may take milliseconds: it is called from a goroutine of its own.
+	FindHolders(socks []HolderQuery) ([]Holder, error)
+}
+
+// HolderQuery asks who holds a socket: the one open files refer to (for an
+// MPTCP subflow, its MPTCP socket), with its local port, which narrows the
+// search.
+type HolderQuery struct {
+	Sock SockID
+	Port uint16
+}
+
+// Holder is a process holding a socket.
+type Holder struct {
+	Sock SockID
+	Process
 }

@@ -131,7 +131,7 @@ func requestConnect(local, remote []byte) []byte {
 
 func v4Event(kind tracer.Kind, pid uint32) tracer.Event {
 	return tracer.Event{
-		Kind: kind, Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, Sock: tcb, PID: pid,
+		Kind: kind, Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, Sock: tcb, Process: tracer.Process{PID: pid},
 		SAddr: netip.MustParseAddr("10.0.0.1"), SPort: 8080,
 		DAddr: netip.MustParseAddr("10.0.0.2"), DPort: 50000,
 	}

@@ -20,13 +20,13 @@ func newTestJoiner(cfg tracer.Config) (*tcbJoiner, *recorder) {
 // change is a TcpTcbStateChange as decodeTCPIP and the source make it.
 func change(sock tracer.SockID, oldState, newState tracer.State, timeNs int64) *tracer.Event {
 	return &tracer.Event{Kind: tracer.KindState, Proto: tracer.ProtoTCP, Sock: sock,
-		OldState: oldState, NewState: newState, TimeNs: timeNs, PID: 4}
+		OldState: oldState, NewState: newState, TimeNs: timeNs, Process: tracer.Process{PID: 4}}
 }
 
 // named is an event naming sock's endpoints: local 10.0.0.1:lport, remote
 // 10.0.0.2:50000.
 func named(kind tracer.Kind, sock tracer.SockID, lport uint16) *tracer.Event {
-	return &tracer.Event{Kind: kind, Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, Sock: sock, PID: 99,
+	return &tracer.Event{Kind: kind, Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, Sock: sock, Process: tracer.Process{PID: 99},
 		SAddr: netip.MustParseAddr("10.0.0.1"), SPort: lport,
 		DAddr: netip.MustParseAddr("10.0.0.2"), DPort: 50000}
 }

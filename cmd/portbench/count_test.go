@@ -69,7 +69,7 @@ func porttraceJSONSample() string {
 	rec := func(typ pt.RecordType, sport, dport uint16, old, new pt.State) pt.Record {
 		return pt.Record{TimeNs: time.Date(2026, 12, 1, 14, 0, 0, 0, time.UTC).UnixNano(), Type: typ,
 			Proto: pt.ProtoTCP, Family: pt.FamilyIPv4, SAddr: lo, SPort: sport, DAddr: lo, DPort: dport,
-			Old: old, New: new, PID: 23951, Comm: pt.CommFrom("portstorm"), OwnerVia: pt.OwnerConnect, DurationNs: 12_000}
+			Old: old, New: new, Process: pt.Process{PID: 23951, Comm: pt.CommFrom("portstorm")}, OwnerVia: pt.OwnerConnect, DurationNs: 12_000}
 	}
 	state := func(sport, dport uint16, old, new pt.State) pt.Record {
 		return rec(pt.RecordState, sport, dport, old, new)

@@ -196,6 +196,9 @@ func TestJSONLines(t *testing.T) {
 		New        *string `json:"new"`
 		PID        int     `json:"pid"`
 		Comm       string  `json:"comm"`
+		Thread     string  `json:"thread"`
+		StartNs    uint64  `json:"start_ns"`
+		CgroupID   uint64  `json:"cgroup_id"`
 		OwnerVia   string  `json:"owner_via"`
 		NetNS      uint64  `json:"netns"`
 		DurationNs *int64  `json:"duration_ns"`
@@ -216,8 +219,12 @@ func TestJSONLines(t *testing.T) {
 		if ln.Proto != "tcp" && ln.Proto != "mptcp" || ln.Family != "ipv4" || ln.SAddr != "127.0.0.1" || ln.PID != os.Getpid() || ln.NetNS == 0 {
 			t.Errorf("line %q: want proto tcp, family ipv4, saddr 127.0.0.1, pid %d, a netns", raw, os.Getpid())
 		}
-		if !strings.HasPrefix("porttrace.test", ln.Comm) || ln.Comm == "" {
-			t.Errorf("line %q: comm %q, want this test's", raw, ln.Comm)
+		if !strings.HasPrefix("porttrace.test", ln.Comm) || ln.Comm == "" || ln.Thread == "" {
+			t.Errorf("line %q: comm %q thread %q, want this test's", raw, ln.Comm, ln.Thread)
+		}
+		// Every process is in a cgroup (the root one's id is 1).
+		if ln.StartNs == 0 || ln.CgroupID == 0 {
+			t.Errorf("line %q: no start time or cgroup of its owner", raw)
 		}
 		desc := ln.Type
 		if ln.Old != nil {
@@ -670,4 +677,53 @@ func TestPIDMustBeAProcess(t *testing.T) {
 		return
 	}
 	t.Fatal("the test process has no thread but its main one")
+}
+
+// TestFamilyFlagStartingSnapshot: -4 and -6 apply to the sockets a watch
+// starts from as to the events: by the traffic they carry, a dual-stack
+// [::] listener under both.
+func TestFamilyFlagStartingSnapshot(t *testing.T) {
+	needRoot(t)
+	listen := func(network, addr string) {
+		t.Helper()
+		l, err := net.Listen(network, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+	}
+	split, dual := strconv.Itoa(freeLoopbackPort(t)), strconv.Itoa(freeLoopbackPort(t))
+	listen("tcp4", "127.0.0.1:"+split)
+	listen("tcp6", "[::1]:"+split)
+	listen("tcp", "[::]:"+dual)
+	for _, tc := range []struct {
+		flag, port string
+		want       []string
+	}{
+		{"-4", split, []string{"127.0.0.1"}},
+		{"-6", split, []string{"::1"}},
+		{"-4", dual, []string{"::"}},
+		{"-6", dual, []string{"::"}},
+	} {
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), []string{tc.flag, "--port", tc.port, "--json", "--duration", "200ms"}, &stdout, &stderr); err != nil {
+			t.Fatalf("porttrace %s: %v\n%s", tc.flag, err, stderr.String())
+		}
+		var got []string
+		for _, raw := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+			var ln struct {
+				Type  string `json:"type"`
+				SAddr string `json:"saddr"`
+			}
+			if err := json.Unmarshal([]byte(raw), &ln); err != nil {
+				t.Fatalf("line %q: %v", raw, err)
+			}
+			if ln.Type == "socket" {
+				got = append(got, ln.SAddr)
+			}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("porttrace %s --port %s starts from %v, want %v", tc.flag, tc.port, got, tc.want)
+		}
+	}
 }

@@ -41,7 +41,8 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	// with EPIPE instead, and that ends the watch quietly.
 	ctx, stopSignal := signal.NotifyContext(ctx, syscall.SIGPIPE)
 	defer stopSignal()
-	src, err := openSource(f.config(stderr))
+	cfg := f.config(stderr)
+	src, err := openSource(cfg)
 	if err != nil {
 		return err
 	}
@@ -66,7 +67,7 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	}()
 	printer.Header()
 	loop := correlate.NewLoop(printer)
-	seed(loop, f.ports, stderr)
+	seed(loop, f.ports, cfg.Family, stderr)
 	if srv, err := api.Listen(api.WatchSocket(os.Getpid()), loop.Index); err != nil {
 		fmt.Fprintf(stderr, "porttrace: %v (porttrace who will not name TIME_WAIT owners from this watch)\n", err)
 	} else {
@@ -96,7 +97,7 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 // seed starts the watch from what holds its ports now; the probes are
 // attached first, so that nothing happens unseen between the snapshot and
 // the trace.
-func seed(loop *correlate.Loop, ports tracer.Ports, stderr io.Writer) {
+func seed(loop *correlate.Loop, ports tracer.Ports, family tracer.Family, stderr io.Writer) {
 	if len(ports) > maxSnapshotPorts {
 		fmt.Fprintf(stderr, "porttrace: more than %d ports: sockets open before the watch are not looked up, and their owners are learnt as they act\n", maxSnapshotPorts)
 		return
@@ -108,6 +109,7 @@ func seed(loop *correlate.Loop, ports tracer.Ports, stderr io.Writer) {
 			fmt.Fprintf(stderr, "porttrace: no snapshot of port %d's sockets: %v\n", port, err)
 			continue
 		}
+		report.KeepFamily(family)
 		loop.Seed(report, snapshotNs)
 	}
 }

@@ -33,7 +33,14 @@ type Socket struct {
 	Remote   netip.AddrPort `json:"remote"`
 	PID      uint32         `json:"pid"`
 	Comm     string         `json:"comm"`
-	OwnerVia string         `json:"owner_via"`
+	Thread   string         `json:"thread,omitempty"`
+	// StartNs is the owner's start time (see tracer.Process): a later
+	// process with the same pid is not the owner.
+	StartNs  uint64 `json:"start_ns,omitempty"`
+	CgroupID uint64 `json:"cgroup_id,omitempty"`
+	OwnerVia string `json:"owner_via"`
+	// Exited says the owner has exited: the socket outlived it.
+	Exited bool `json:"exited,omitempty"`
 }
 
 // OwnersResponse lists the sockets on a local port whose owners a server

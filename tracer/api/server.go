@@ -120,7 +120,9 @@ func owners(w http.ResponseWriter, r *http.Request, x *correlate.Index) {
 	for _, o := range x.ByLocalPort(uint16(port)) {
 		resp.Sockets = append(resp.Sockets, Socket{
 			Proto: o.Proto.String(), Family: o.Family.String(), State: o.State.String(), TimeWait: o.TimeWait,
-			NetNS: o.NetNS, Local: o.Local, Remote: o.Remote, PID: o.PID, Comm: o.Comm.String(), OwnerVia: o.Via.String(),
+			NetNS: o.NetNS, Local: o.Local, Remote: o.Remote, PID: o.Process.PID, Comm: o.Process.Comm.String(),
+			Thread: o.Process.Thread.String(), StartNs: o.Process.StartNs, CgroupID: o.Process.CgroupID, OwnerVia: o.Via.String(),
+			Exited: o.Exited,
 		})
 	}
 	writeJSON(w, http.StatusOK, resp)

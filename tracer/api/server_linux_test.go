@@ -43,7 +43,7 @@ func seeded() *correlate.Loop {
 			Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateListen, NetNS: 1, Sock: 0x1000,
 			Local: netip.MustParseAddrPort("127.0.0.1:8080"), Remote: netip.MustParseAddrPort("0.0.0.0:0"), PIDs: []uint32{100},
 		}},
-		Processes: map[uint32]*proc.Process{100: {Identity: proc.Identity{PID: 100}, Name: "server"}},
+		Processes: map[uint32]*proc.Process{100: {Identity: proc.Identity{PID: 100, StartNs: 5_000_000_000}, Name: "server", Cgroup: proc.Cgroup{ID: 42}}},
 	}, 1)
 	return loop
 }
@@ -79,7 +79,7 @@ func ask(t *testing.T, s *Server) *OwnersResponse {
 func TestOwners(t *testing.T) {
 	resp := ask(t, testServer(t, noWrap))
 	want := Socket{Proto: "tcp", Family: "ipv4", State: "LISTEN", NetNS: 1, Local: netip.MustParseAddrPort("127.0.0.1:8080"),
-		Remote: netip.MustParseAddrPort("0.0.0.0:0"), PID: 100, Comm: "server", OwnerVia: "snapshot"}
+		Remote: netip.MustParseAddrPort("0.0.0.0:0"), PID: 100, Comm: "server", StartNs: 5_000_000_000, CgroupID: 42, OwnerVia: "snapshot"}
 	if resp.Port != 8080 || len(resp.Sockets) != 1 || resp.Sockets[0] != want {
 		t.Errorf("got %+v, want port 8080 and %+v", resp, want)
 	}

@@ -20,6 +20,10 @@ const (
 	// re-arm or expiry that would follow at once on the same CPU before
 	// the stop counts as the socket being killed early.
 	cancelGraceNs = int64(100e6)
+	// exitGraceNs is how long after its owner's exit a socket may take to
+	// close before porttrace looks for who else holds it: a process's
+	// files are closed right after its exit is reported.
+	exitGraceNs = int64(100e6)
 )
 
 // Timewait reasons of a TIME_WAIT -> CLOSE record.
@@ -49,9 +53,23 @@ type sockState struct {
 	sport    uint16
 	dport    uint16
 	sinceNs  int64 // when it entered state; 0 if unseen
-	pid      uint32
-	comm     tracer.Comm
+	owner    tracer.Process
 	ownerVia tracer.OwnerVia
+	// sockCgroup is the socket's own cgroup, the one its lines name
+	// while no owner is known.
+	sockCgroup uint64
+	// parent is the MPTCP socket of a subflow, 0 for plain TCP.
+	parent tracer.SockID
+	// linked says the socket is on its owner's list (byOwner), between
+	// ownerPrev and ownerNext (indexes plus one, 0 at either end).
+	linked               bool
+	ownerPrev, ownerNext int32
+	// ownerExited says the owner has exited. exitNs is when, while
+	// porttrace has still to look for the socket's next holder (0 when it
+	// has not); asking says the loop is looking.
+	ownerExited bool
+	exitNs      int64
+	asking      bool
 	// passive marks a socket born from a listener: its owner is whoever
 	// accepts it, which is only known later.
 	passive bool
@@ -112,6 +130,12 @@ type Stats struct {
 	// last saw: an event was missed (lost in the kernel, or the socket
 	// predates porttrace).
 	Gaps uint64
+	// Exits counts the processes seen exiting (any process, not only
+	// owners); Handovers the sockets that changed hands; HolderErrors the
+	// searches for an exited owner's successor that failed.
+	Exits        uint64
+	Handovers    uint64
+	HolderErrors uint64
 }
 
 // Correlator turns a source's events into owner-attributed records. It
@@ -127,6 +151,20 @@ type Correlator struct {
 	// so that a new timewait socket finds the connection it continues.
 	closing   map[tupleKey]int32
 	listeners map[portKey][]int32
+	// mptcp indexes MPTCP connections by their MPTCP socket: the subflow
+	// whose owner the process's own connect or accept named, so that the
+	// subflows the kernel adds later (MP_JOIN, opened by a kworker or
+	// born from the listener) take that owner.
+	mptcp map[tracer.SockID]int32
+	// byOwner heads each owner's list of sockets (an index plus one).
+	byOwner map[ownerKey]int32
+	// findsHolders says the loop can look up who holds a socket; queries
+	// are the lookups to make, for the sockets waiting (by id), and asked
+	// the sockets of the lookup under way.
+	findsHolders bool
+	queries      []tracer.HolderQuery
+	waiting      []tracer.SockID
+	asked        []tracer.SockID
 	// queue holds the sockets that wait on a deadline (held lines, a
 	// stopped timewait timer), earliest first: the only ones Tick looks at.
 	queue deadlineQueue
@@ -143,6 +181,8 @@ func NewCorrelator(emit func(*tracer.Record)) *Correlator {
 		byID:      make(map[tracer.SockID]int32),
 		closing:   make(map[tupleKey]int32),
 		listeners: make(map[portKey][]int32),
+		mptcp:     make(map[tracer.SockID]int32),
+		byOwner:   make(map[ownerKey]int32),
 	}
 }
 
@@ -163,9 +203,14 @@ func (c *Correlator) Seed(r *snapshot.PortReport, timeNs int64) {
 		s.proto, s.family, s.state, s.netns = ps.Proto, ps.Family, ps.State, ps.NetNS
 		s.saddr, s.sport = ps.Local.Addr(), ps.Local.Port()
 		s.daddr, s.dport = ps.Remote.Addr(), ps.Remote.Port()
-		if len(ps.PIDs) > 0 {
-			p := r.Processes[ps.PIDs[0]]
-			s.pid, s.comm, s.ownerVia = p.PID, tracer.CommFrom(p.Name), tracer.OwnerSnapshot
+		// Of several holders (a daemon's master and its workers), the
+		// oldest, as when an owner's exit leaves a socket to them.
+		for _, pid := range ps.PIDs {
+			p := r.Processes[pid]
+			holder := tracer.Process{PID: p.PID, StartNs: p.StartNs, Comm: tracer.CommFrom(p.Name), CgroupID: p.Cgroup.ID}
+			if s.ownerVia == tracer.OwnerUnknown || holder.Older(&s.owner) {
+				s.owner, s.ownerVia = holder, tracer.OwnerSnapshot
+			}
 		}
 		if ps.Sock != 0 && ps.Proto == tracer.ProtoTCP {
 			if _, known := c.byID[ps.Sock]; !known {
@@ -173,6 +218,7 @@ func (c *Correlator) Seed(r *snapshot.PortReport, timeNs int64) {
 				i, _ := c.lookup(&ev)
 				s.id = ps.Sock
 				c.socks[i] = s
+				c.link(i)
 				c.enterState(i)
 			}
 		}
@@ -193,7 +239,7 @@ func (c *Correlator) appendOwned(dst []Owned) []Owned {
 		dst = append(dst, Owned{
 			Proto: s.proto, Family: s.family, State: s.state, TimeWait: s.timewait, NetNS: s.netns,
 			Local: netip.AddrPortFrom(s.saddr, s.sport), Remote: netip.AddrPortFrom(s.daddr, s.dport),
-			PID: s.pid, Comm: s.comm, Via: s.ownerVia,
+			Process: s.owner, Via: s.ownerVia, Exited: s.ownerExited,
 		})
 	}
 	return dst
@@ -201,6 +247,11 @@ func (c *Correlator) appendOwned(dst []Owned) []Owned {
 
 // Handle implements Handler.
 func (c *Correlator) Handle(ev *tracer.Event) {
+	if ev.Kind == tracer.KindExit {
+		// Any process's: counted apart from the sockets' events.
+		c.onExit(ev)
+		return
+	}
 	c.stats.Events++
 	switch ev.Kind {
 	case tracer.KindState:
@@ -226,17 +277,25 @@ func (c *Correlator) Handle(ev *tracer.Event) {
 	}
 }
 
-// Tick implements Handler: it releases held lines and settles stopped
-// timewait timers whose deadlines have passed. Each step takes a deadline
-// away from the earliest socket, so the loop ends.
+// Tick implements Handler: it releases held lines, settles stopped
+// timewait timers and asks who holds the sockets an exited owner left
+// open, once their deadlines have passed. Each step takes a deadline away
+// from the earliest socket, so the loop ends.
 func (c *Correlator) Tick(nowNs int64) {
 	for {
 		i, ok := c.queue.first()
 		if !ok || c.socks[i].deadlineNs > nowNs {
 			return
 		}
-		if s := &c.socks[i]; s.cancelNs != 0 && nowNs-s.cancelNs >= cancelGraceNs {
+		s := &c.socks[i]
+		if s.cancelNs != 0 && nowNs-s.cancelNs >= cancelGraceNs {
 			c.endTimeWait(i, s.cancelNs, ReasonKilled)
+			continue
+		}
+		if s.exitNs != 0 && nowNs-s.exitNs >= exitGraceNs {
+			s.exitNs = 0
+			c.askHolders(i)
+			c.schedule(i)
 			continue
 		}
 		c.release(i)
@@ -270,6 +329,10 @@ func (c *Correlator) lookup(ev *tracer.Event) (int32, bool) {
 
 func (c *Correlator) forget(i int32) {
 	s := &c.socks[i]
+	if j, ok := c.mptcp[s.parent]; ok && j == i {
+		delete(c.mptcp, s.parent)
+	}
+	c.unlink(i)
 	c.leaveState(i)
 	c.queue.remove(c.socks, i)
 	delete(c.byID, s.id)
@@ -277,16 +340,43 @@ func (c *Correlator) forget(i int32) {
 	c.free = append(c.free, i)
 }
 
-// updateEndpoints copies the event's addresses, which fill in over a
-// socket's life (a connect gets its local port after SYN_SENT).
-func (s *sockState) updateEndpoints(ev *tracer.Event) {
+// learn copies what the event says of the socket: its addresses, which
+// fill in over a socket's life (a connect gets its local port after
+// SYN_SENT), and where the event has them its cgroup and its MPTCP socket
+// (a passive subflow names the listener's until its connection has one).
+func (s *sockState) learn(ev *tracer.Event) {
 	s.family, s.netns = ev.Family, ev.NetNS
 	s.saddr, s.sport = ev.SAddr, ev.SPort
 	s.daddr, s.dport = ev.DAddr, ev.DPort
+	if ev.SockCgroupID != 0 {
+		s.sockCgroup = ev.SockCgroupID
+	}
+	if ev.Parent != 0 {
+		s.parent = ev.Parent
+	}
 }
 
-func (s *sockState) setOwner(ev *tracer.Event, via tracer.OwnerVia) {
-	s.pid, s.comm, s.ownerVia = ev.PID, ev.Comm, via
+// setOwner makes the event's process socket i's owner. A subflow whose
+// owner connected or accepted stands for its MPTCP connection.
+func (c *Correlator) setOwner(i int32, ev *tracer.Event, via tracer.OwnerVia) {
+	c.assignOwner(i, ev.Process, via, false)
+	s := &c.socks[i]
+	if s.parent != 0 && (via == tracer.OwnerConnect || via == tracer.OwnerAccept) {
+		if _, ok := c.mptcp[s.parent]; !ok {
+			c.mptcp[s.parent] = i
+		}
+	}
+}
+
+// joinConnection gives a subflow with no owner its MPTCP connection's.
+func (c *Correlator) joinConnection(i int32) {
+	s := &c.socks[i]
+	if s.parent == 0 || s.ownerVia != tracer.OwnerUnknown {
+		return
+	}
+	if j, ok := c.mptcp[s.parent]; ok && j != i {
+		c.assignOwner(i, c.socks[j].owner, tracer.OwnerMPTCP, c.socks[j].ownerExited)
+	}
 }
 
 // complete says whether the socket's lines can be printed as they are.
@@ -315,8 +405,14 @@ func (s *sockState) tuple() tupleKey {
 // shutdown), so that the event's PID is an owner rather than a bystander
 // interrupted by a softirq.
 func processContext(old, new tracer.State) bool {
+	return new == tracer.StateSynSent || new == tracer.StateListen || closing(old, new)
+}
+
+// closing reports whether the kernel makes this transition only when a
+// process closes or shuts down the socket, which it holds then.
+func closing(old, new tracer.State) bool {
 	switch {
-	case new == tracer.StateSynSent, new == tracer.StateListen:
+	case new == tracer.StateClose && old == tracer.StateListen:
 		return true
 	case new == tracer.StateFinWait1 && (old == tracer.StateEstablished || old == tracer.StateSynRecv):
 		return true
@@ -374,6 +470,11 @@ func (c *Correlator) onState(ev *tracer.Event) {
 		c.forget(i)
 		return
 	}
+	// Another process closing a socket with a known owner holds it: it
+	// was inherited (fork), or passed on (SCM_RIGHTS), since.
+	if !fresh && !ev.KernelThread && s.ownerVia != tracer.OwnerUnknown && closing(ev.OldState, ev.NewState) && !s.owner.Same(&ev.Process) {
+		c.handOver(i, ev.Process, tracer.OwnerClose, ev.TimeNs)
+	}
 
 	duration := int64(-1)
 	switch {
@@ -384,7 +485,7 @@ func (c *Correlator) onState(ev *tracer.Event) {
 		c.stats.Gaps++
 	}
 	c.leaveState(i)
-	s.updateEndpoints(ev)
+	s.learn(ev)
 	s.state, s.sinceNs = ev.NewState, ev.TimeNs
 	c.enterState(i)
 	if ev.NewState == tracer.StateEstablished {
@@ -392,13 +493,21 @@ func (c *Correlator) onState(ev *tracer.Event) {
 	}
 
 	switch {
+	case ev.KernelThread:
+		// A kernel thread acts on sockets it does not own (a kworker
+		// closing an MPTCP subflow for its process).
 	case ev.NewState == tracer.StateSynSent:
-		s.setOwner(ev, tracer.OwnerConnect)
+		c.setOwner(i, ev, tracer.OwnerConnect)
 	case ev.NewState == tracer.StateListen:
-		s.setOwner(ev, tracer.OwnerListen)
+		c.setOwner(i, ev, tracer.OwnerListen)
 	case s.ownerVia == tracer.OwnerUnknown && processContext(ev.OldState, ev.NewState):
-		s.setOwner(ev, tracer.OwnerClose)
+		c.setOwner(i, ev, tracer.OwnerClose)
+	case processContext(ev.OldState, ev.NewState) && s.owner.Same(&ev.Process):
+		// Of the owner's threads, the one that acts last is named: the
+		// one that closes, say, rather than the one that accepted.
+		s.owner.Thread = ev.Thread
 	}
+	c.joinConnection(i)
 
 	typ := tracer.RecordState
 	if ev.NewState == tracer.StateListen {
@@ -474,15 +583,17 @@ func (c *Correlator) enterState(i int32) {
 func (c *Correlator) onOwner(ev *tracer.Event) {
 	i, fresh := c.lookup(ev)
 	s := &c.socks[i]
+	s.learn(ev)
 	if fresh {
-		s.updateEndpoints(ev)
 		s.state = ev.NewState
 	}
 	via := tracer.OwnerAccept
 	if ev.Kind == tracer.KindConnect {
 		via = tracer.OwnerConnect
 	}
-	s.setOwner(ev, via)
+	if !ev.KernelThread {
+		c.setOwner(i, ev, via)
+	}
 	if s.complete() {
 		c.release(i)
 	}
@@ -496,7 +607,7 @@ func (c *Correlator) onBind(ev *tracer.Event) {
 	r := &c.rec
 	*r = tracer.Record{
 		TimeNs: ev.TimeNs, Type: tracer.RecordBind, Proto: ev.Proto, Family: ev.Family,
-		SAddr: ev.SAddr, SPort: ev.SPort, PID: ev.PID, Comm: ev.Comm, OwnerVia: tracer.OwnerBind,
+		SAddr: ev.SAddr, SPort: ev.SPort, Process: ev.Process, OwnerVia: tracer.OwnerBind,
 		NetNS: ev.NetNS, DurationNs: -1, Err: -ev.Err,
 	}
 	c.output(r)
@@ -524,13 +635,14 @@ func (c *Correlator) onTimeWaitStart(ev *tracer.Event) {
 
 	tw, _ := c.lookupLife(ev, hasFull)
 	t := &c.socks[tw]
-	t.updateEndpoints(ev)
+	t.learn(ev)
 	t.timewait = true
 	old, sinceNs := tracer.StateUnknown, int64(0)
 	if hasFull {
 		f := &c.socks[full]
 		old, sinceNs = f.state, f.sinceNs
-		t.pid, t.comm, t.ownerVia, t.passive = f.pid, f.comm, f.ownerVia, f.passive
+		c.assignOwner(tw, f.owner, f.ownerVia, f.ownerExited)
+		t.passive, t.sockCgroup = f.passive, f.sockCgroup
 		t.held, t.nheld, t.heldNs = f.held, f.nheld, f.heldNs
 		c.schedule(tw)
 		c.leaveState(full)
@@ -602,7 +714,7 @@ func (c *Correlator) release(i int32) {
 	}
 	if s.passive && s.ownerVia == tracer.OwnerUnknown {
 		if l, ok := c.listenerOf(s); ok {
-			s.pid, s.comm, s.ownerVia = l.pid, l.comm, tracer.OwnerListener
+			c.assignOwner(i, l.owner, tracer.OwnerListener, l.ownerExited)
 		}
 	}
 	for _, l := range s.held[:s.nheld] {
@@ -633,8 +745,11 @@ func (c *Correlator) record(s *sockState, l heldLine) *tracer.Record {
 	*r = tracer.Record{
 		TimeNs: l.timeNs, Type: l.typ, Proto: s.proto, Family: s.family, Old: l.old, New: l.new,
 		SAddr: s.saddr, DAddr: s.daddr, SPort: s.sport, DPort: s.dport,
-		PID: s.pid, Comm: s.comm, OwnerVia: s.ownerVia, NetNS: s.netns,
+		Process: s.owner, OwnerVia: s.ownerVia, OwnerExited: s.ownerExited, NetNS: s.netns,
 		DurationNs: l.durationNs, TimeoutNs: l.timeoutNs,
+	}
+	if r.PID == 0 {
+		r.CgroupID = s.sockCgroup
 	}
 	return r
 }

@@ -42,7 +42,7 @@ const (
 // ev builds an event at time ms (milliseconds) for one of the sockets.
 func ev(ms int64, kind tracer.Kind, at side, sock tracer.SockID, old, new tracer.State, pid uint32) tracer.Event {
 	e := tracer.Event{TimeNs: ms * 1e6, Kind: kind, Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, Sock: sock,
-		OldState: old, NewState: new, PID: pid, Comm: tracer.CommFrom(fmt.Sprint("p", pid)), NetNS: 1}
+		OldState: old, NewState: new, Process: tracer.Process{PID: pid, Comm: tracer.CommFrom(fmt.Sprint("p", pid))}, NetNS: 1}
 	switch at {
 	case atListener:
 		e.SAddr, e.SPort, e.DAddr = serverAddr, 8080, netip.IPv4Unspecified()
@@ -396,6 +396,10 @@ func TestCorrelatorAllocatesNothingPerEvent(t *testing.T) {
 		state(31, atClient, clientSock, tracer.StateFinWait2, tracer.StateClose, softirq),
 		timewait(60_031, tracer.KindTimeWaitExpire, tracer.StateTimeWait, 0),
 		state(40, atListener, listenSock, tracer.StateListen, tracer.StateClose, listener),
+		// Exits: of a process that owns nothing, and of one whose
+		// sockets have all closed.
+		tracer.Event{TimeNs: 50e6, Kind: tracer.KindExit, Process: tracer.Process{PID: 4242}},
+		tracer.Event{TimeNs: 51e6, Kind: tracer.KindExit, Process: tracer.Process{PID: client, Comm: tracer.CommFrom("p300")}},
 	)
 	run := func() {
 		for i := range events {
@@ -547,5 +551,113 @@ func TestDeadlineQueueOrder(t *testing.T) {
 		if c.socks[i].queuePos != 0 {
 			t.Fatalf("socket %d still has a queue position after the queue emptied", i)
 		}
+	}
+}
+
+// TestCorrelatorCgroupsAndKernelThreads: a line names its owner's cgroup,
+// or, while no owner is known, the socket's own (the task on the CPU in a
+// softirq is a bystander); a kernel thread acting on a socket (a kworker
+// closing it) never becomes its owner.
+func TestCorrelatorCgroupsAndKernelThreads(t *testing.T) {
+	var got []string
+	c := NewCorrelator(func(r *tracer.Record) {
+		got = append(got, fmt.Sprintf("%d %s %s cgroup %d", r.PID, r.Comm, r.OwnerVia, r.CgroupID))
+	})
+	const rootCgroup, serverCgroup, clientCgroup = 1, 500, 600
+	closeWait := state(10, atServer, serverSock, tracer.StateEstablished, tracer.StateCloseWait, softirq)
+	closeWait.CgroupID, closeWait.SockCgroupID = rootCgroup, serverCgroup
+	kworker := state(20, atServer, serverSock, tracer.StateCloseWait, tracer.StateLastAck, 9)
+	kworker.KernelThread, kworker.CgroupID, kworker.SockCgroupID = true, rootCgroup, serverCgroup
+	connect := state(30, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client)
+	connect.CgroupID, connect.SockCgroupID = clientCgroup, clientCgroup
+	established := state(31, atClient, clientSock, tracer.StateSynSent, tracer.StateEstablished, softirq)
+	established.CgroupID, established.SockCgroupID = rootCgroup, clientCgroup
+	feed(c, []tracer.Event{closeWait, kworker, connect, established})
+	want := []string{
+		"0  unknown cgroup 500",
+		"0  unknown cgroup 500",
+		"300 p300 connect cgroup 600",
+		"300 p300 connect cgroup 600",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(want))
+	}
+}
+
+// TestCorrelatorMPTCPSubflows: an MPTCP connection's subflows are TCP
+// sockets owned by whoever owns the connection: the first by the accept or
+// connect that named it, the ones the kernel joins later (born from the
+// listener, or opened by a kworker) by inheritance; a kworker closing a
+// subflow never takes it over.
+func TestCorrelatorMPTCPSubflows(t *testing.T) {
+	const (
+		listenMsk  tracer.SockID = 0x9000 // the MPTCP sockets
+		serverMsk  tracer.SockID = 0x9100
+		clientMsk  tracer.SockID = 0x9200
+		joinSock   tracer.SockID = 0x2100 // the subflows the kernel adds
+		joinClient tracer.SockID = 0x3100
+		kworker                  = 9
+	)
+	sub := func(e tracer.Event, parent tracer.SockID) tracer.Event { e.Parent = parent; return e }
+	joined := func(e tracer.Event) tracer.Event {
+		if e.SPort == 8080 {
+			e.DPort = 40001
+		} else {
+			e.SPort = 40001
+		}
+		return e
+	}
+	kthread := func(e tracer.Event) tracer.Event { e.KernelThread = true; return e }
+	got := correlate([]tracer.Event{
+		sub(state(0, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener), listenMsk),
+		sub(state(10, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client), clientMsk),
+		// A passive subflow names the listener's MPTCP socket until its
+		// connection has one of its own.
+		sub(state(11, atServer, serverSock, tracer.StateListen, tracer.StateSynRecv, softirq), listenMsk),
+		sub(state(12, atServer, serverSock, tracer.StateSynRecv, tracer.StateEstablished, softirq), serverMsk),
+		sub(ev(13, tracer.KindAccept, atServer, serverSock, 0, tracer.StateEstablished, worker), serverMsk),
+		joined(kthread(sub(state(20, atClient, joinClient, tracer.StateClose, tracer.StateSynSent, kworker), clientMsk))),
+		joined(sub(state(21, atServer, joinSock, tracer.StateListen, tracer.StateSynRecv, softirq), listenMsk)),
+		joined(sub(state(22, atServer, joinSock, tracer.StateSynRecv, tracer.StateEstablished, softirq), serverMsk)),
+		kthread(sub(state(30, atServer, serverSock, tracer.StateEstablished, tracer.StateFinWait1, kworker), serverMsk)),
+	})
+	want := []string{
+		"100 10.0.0.1:8080>0 CLOSE->LISTEN listen",
+		"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+		"200 10.0.0.1:8080>40000 LISTEN->SYN_RECV accept",
+		"200 10.0.0.1:8080>40000 SYN_RECV->ESTABLISHED accept 1ms",
+		"300 10.0.0.2:40001>8080 CLOSE->SYN_SENT mptcp",
+		"200 10.0.0.1:8080>40001 LISTEN->SYN_RECV mptcp",
+		"200 10.0.0.1:8080>40001 SYN_RECV->ESTABLISHED mptcp 1ms",
+		"200 10.0.0.1:8080>40000 ESTABLISHED->FIN_WAIT1 accept 18ms",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(want))
+	}
+}
+
+// TestCorrelatorNamesTheThreadThatActs: a connection accepted by one named
+// thread and closed by another names each on its lines; a softirq's
+// bystander names none.
+func TestCorrelatorNamesTheThreadThatActs(t *testing.T) {
+	var got []string
+	c := NewCorrelator(func(r *tracer.Record) { got = append(got, fmt.Sprintf("%s->%s %s/%s", r.Old, r.New, r.Comm, r.Thread)) })
+	named := func(e tracer.Event, thread string) tracer.Event {
+		e.Comm, e.Thread = tracer.CommFrom("java"), tracer.CommFrom(thread)
+		return e
+	}
+	feed(c, []tracer.Event{
+		named(state(1, atServer, serverSock, tracer.StateListen, tracer.StateSynRecv, softirq), "ksoftirqd/0"),
+		named(ev(2, tracer.KindAccept, atServer, serverSock, 0, tracer.StateSynRecv, worker), "http-nio-8080-A"),
+		named(state(3, atServer, serverSock, tracer.StateSynRecv, tracer.StateEstablished, softirq), "curl"),
+		named(state(4, atServer, serverSock, tracer.StateEstablished, tracer.StateFinWait1, worker), "http-nio-8080-e"),
+	})
+	want := []string{
+		"LISTEN->SYN_RECV java/http-nio-8080-A",
+		"SYN_RECV->ESTABLISHED java/http-nio-8080-A",
+		"ESTABLISHED->FIN_WAIT1 java/http-nio-8080-e",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(want))
 	}
 }

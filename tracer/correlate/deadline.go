@@ -1,24 +1,30 @@
 package correlate
 
 // A socket waits on a deadline while it holds lines back (until holdTimeoutNs
-// after the first) or while its stopped timewait timer has not settled
-// (until cancelGraceNs after the stop). schedule is the one place that keeps
-// the deadline queue in step with those two: every change to them calls it,
-// so no socket can take on a deadline without joining the queue, nor keep a
-// place it no longer needs.
+// after the first), while its stopped timewait timer has not settled
+// (until cancelGraceNs after the stop), or while its owner's exit may still
+// close it (until exitGraceNs after the exit). schedule is the one place
+// that keeps the deadline queue in step with those three: every change to
+// them calls it, so no socket can take on a deadline without joining the
+// queue, nor keep a place it no longer needs.
 
 // deadline is the earliest moment Tick must look at s, if it must at all.
 func (s *sockState) deadline() (int64, bool) {
 	var d int64
 	ok := false
+	earliest := func(t int64) {
+		if !ok || t < d {
+			d, ok = t, true
+		}
+	}
 	if s.nheld > 0 {
-		d, ok = s.heldNs+holdTimeoutNs, true
+		earliest(s.heldNs + holdTimeoutNs)
 	}
 	if s.cancelNs != 0 {
-		if c := s.cancelNs + cancelGraceNs; !ok || c < d {
-			d = c
-		}
-		ok = true
+		earliest(s.cancelNs + cancelGraceNs)
+	}
+	if s.exitNs != 0 {
+		earliest(s.exitNs + exitGraceNs)
 	}
 	return d, ok
 }

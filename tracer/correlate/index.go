@@ -19,9 +19,12 @@ type Owned struct {
 	NetNS    uint32
 	Local    netip.AddrPort
 	Remote   netip.AddrPort
-	PID      uint32
-	Comm     tracer.Comm
-	Via      tracer.OwnerVia
+	// Process is the owner: its start time tells it from a later process
+	// given the same pid.
+	Process tracer.Process
+	Via     tracer.OwnerVia
+	// Exited says the owner has exited: the socket outlived it.
+	Exited bool
 }
 
 // Index is what the event loop publishes for readers on other goroutines

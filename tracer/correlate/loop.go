@@ -18,10 +18,20 @@ const publishIntervalNs = int64(100e6)
 // goroutine; it passes records to its sinks and, on ticks, publishes an
 // immutable Index for readers on other goroutines. Nothing else touches the
 // correlator, so nothing needs a lock, and no reader can stall the events.
+//
+// Where the source can find who holds a socket (tracer.HolderFinder), a
+// goroutine of the loop's own does that, one batch at a time: the ticks
+// hand it the correlator's questions and take back its answers, so the
+// walk of every process's files never runs on the event path.
 type Loop struct {
 	corr  *Correlator
 	sinks []tracer.Sink
 	index atomic.Pointer[Index]
+	// asks and answers reach the holder goroutine while Run runs (nil
+	// otherwise); asking says a batch is under way.
+	asks    chan []tracer.HolderQuery
+	answers chan holderAnswer
+	asking  bool
 	// publishedNs and publishedAt say when the index was last built and
 	// how many events and records the correlator had handled then.
 	publishedNs int64
@@ -51,10 +61,20 @@ func (l *Loop) Seed(r *snapshot.PortReport, timeNs int64) {
 	l.publish(timeNs)
 }
 
+// holderAnswer is what FindHolders said.
+type holderAnswer struct {
+	holders []tracer.Holder
+	err     error
+}
+
 // Run feeds src's events to the correlator until ctx ends or src fails,
 // then releases what is held and publishes a last index. It returns src's
 // error.
 func (l *Loop) Run(ctx context.Context, src tracer.Source) error {
+	if finder, ok := src.(tracer.HolderFinder); ok {
+		stop := l.findHolders(finder)
+		defer stop()
+	}
 	err := src.Run(ctx, l)
 	l.corr.Flush()
 	now := time.Now().UnixNano()
@@ -65,12 +85,48 @@ func (l *Loop) Run(ctx context.Context, src tracer.Source) error {
 	return err
 }
 
+// findHolders starts the goroutine that answers the correlator's
+// questions with finder; the returned function stops it.
+func (l *Loop) findHolders(finder tracer.HolderFinder) (stop func()) {
+	l.corr.findsHolders = true
+	// Each holds one batch at most: a batch is asked only once the last
+	// one's answer is in, so neither side ever waits on the other.
+	l.asks, l.answers = make(chan []tracer.HolderQuery, 1), make(chan holderAnswer, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for q := range l.asks {
+			holders, err := finder.FindHolders(q)
+			l.answers <- holderAnswer{holders, err}
+		}
+	}()
+	return func() {
+		close(l.asks)
+		<-done
+		l.asks, l.answers, l.asking = nil, nil, false
+	}
+}
+
 // Handle implements tracer.Handler.
 func (l *Loop) Handle(ev *tracer.Event) { l.corr.Handle(ev) }
 
 // Tick implements tracer.Handler.
 func (l *Loop) Tick(nowNs int64) {
+	if l.asking {
+		select {
+		case a := <-l.answers:
+			l.asking = false
+			l.corr.applyHolders(a.holders, a.err, nowNs)
+		default:
+		}
+	}
 	l.corr.Tick(nowNs)
+	if l.asks != nil && !l.asking {
+		if q := l.corr.takeHolderQueries(); q != nil {
+			l.asks <- q
+			l.asking = true
+		}
+	}
 	for _, s := range l.sinks {
 		s.Tick(nowNs)
 	}
@@ -79,11 +135,11 @@ func (l *Loop) Tick(nowNs int64) {
 	}
 }
 
-// changes counts what can change the index: events, and records that a
-// tick released.
+// changes counts what can change the index: events, exits, and records
+// that a tick released.
 func (l *Loop) changes() uint64 {
 	st := &l.corr.stats
-	return st.Events + st.Records
+	return st.Events + st.Records + st.Exits
 }
 
 func (l *Loop) publish(nowNs int64) {

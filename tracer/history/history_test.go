@@ -28,14 +28,14 @@ var (
 func bindRec(ts int64, proto tracer.Proto, port uint16, pid uint32, comm string, errno int32) tracer.Record {
 	return tracer.Record{
 		TimeNs: ts, Type: tracer.RecordBind, Proto: proto, Family: tracer.FamilyIPv4, SAddr: any4, SPort: port,
-		PID: pid, Comm: tracer.CommFrom(comm), OwnerVia: tracer.OwnerBind, DurationNs: -1, Err: errno,
+		Process: tracer.Process{PID: pid, Comm: tracer.CommFrom(comm)}, OwnerVia: tracer.OwnerBind, DurationNs: -1, Err: errno,
 	}
 }
 
 func listenRec(ts int64, port uint16, pid uint32, comm string) tracer.Record {
 	return tracer.Record{
 		TimeNs: ts, Type: tracer.RecordListen, Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, Old: tracer.StateClose,
-		New: tracer.StateListen, SAddr: any4, SPort: port, PID: pid, Comm: tracer.CommFrom(comm), OwnerVia: tracer.OwnerListen,
+		New: tracer.StateListen, SAddr: any4, SPort: port, Process: tracer.Process{PID: pid, Comm: tracer.CommFrom(comm)}, OwnerVia: tracer.OwnerListen,
 		DurationNs: -1,
 	}
 }
@@ -51,7 +51,7 @@ func listenCloseRec(ts int64, port uint16, pid uint32, comm string) tracer.Recor
 func stateRec(ts int64, old, new tracer.State, sport, dport uint16, pid uint32, via tracer.OwnerVia) tracer.Record {
 	return tracer.Record{
 		TimeNs: ts, Type: tracer.RecordState, Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, Old: old, New: new,
-		SAddr: local4, DAddr: peer4, SPort: sport, DPort: dport, PID: pid, Comm: tracer.CommFrom("app"), OwnerVia: via,
+		SAddr: local4, DAddr: peer4, SPort: sport, DPort: dport, Process: tracer.Process{PID: pid, Comm: tracer.CommFrom("app")}, OwnerVia: via,
 		DurationNs: -1,
 	}
 }

@@ -56,6 +56,7 @@ func connectionRecords(sockBase uint64, clientPort uint16) [][]byte {
 		ne.PutUint16(b[offProto:], uint16(tracer.ProtoTCP))
 		b[offKind], b[offOldState], b[offNewState] = byte(s.kind), byte(s.old), byte(s.new)
 		copy(b[offComm:], "bench")
+		copy(b[offThread:], "bench-worker")
 		out[i] = b
 	}
 	return out

@@ -24,22 +24,27 @@ func TestDecoderMatchesCLayout(t *testing.T) {
 		t.Fatalf("struct event is %d bytes, decoder expects %d", got, eventSize)
 	}
 	offsets := map[string]uintptr{
-		"TsNs": offTime, "Sock": offSock, "TimeoutNs": offTimeout, "Saddr": offSAddr, "Daddr": offDAddr,
+		"TsNs": offTime, "Sock": offSock, "TimeoutNs": offTimeout, "Parent": offParent, "Saddr": offSAddr, "Daddr": offDAddr,
+		"StartNs": offStart, "CgroupId": offCgroup, "SockCgroupId": offSockCgroup,
 		"Pid": offPID, "Netns": offNetNS, "Err": offErr, "Sport": offSPort, "Dport": offDPort,
 		"Family": offFamily, "Proto": offProto, "Kind": offKind, "Oldstate": offOldState,
-		"Newstate": offNewState, "Comm": offComm,
+		"Newstate": offNewState, "Flags": offFlags, "Comm": offComm, "Thread": offThread,
 	}
 	checkOffsets(t, reflect.TypeOf(e), offsets)
 
 	e = bpf.PorttraceEvent{
-		TsNs: 1_000, Sock: 0xffff888104f5c0c0, TimeoutNs: -4_000_000, Pid: 4242, Netns: 4026531833,
-		Err: -98, Sport: 8080, Dport: 51234, Family: unix.AF_INET6, Proto: 262,
+		TsNs: 1_000, Sock: 0xffff888104f5c0c0, TimeoutNs: -4_000_000, Parent: 0xffff888104f5d000, StartNs: 987_654_321, CgroupId: 4242_4242,
+		SockCgroupId: 77, Pid: 4242, Netns: 4026531833, Err: -98, Sport: 8080, Dport: 51234, Family: unix.AF_INET6, Proto: 262,
 		Kind: uint8(tracer.KindTimeWaitCancel), Oldstate: uint8(tracer.StateFinWait1), Newstate: uint8(tracer.StateTimeWait),
+		Flags: flagKernelThread,
 	}
 	copy(e.Saddr[:], netip.MustParseAddr("::1").AsSlice())
 	copy(e.Daddr[:], netip.MustParseAddr("2001:db8::7").AsSlice())
-	for i, c := range "nginx: worker" {
+	for i, c := range "java" {
 		e.Comm[i] = int8(c)
+	}
+	for i, c := range "http-nio-8080-A" {
+		e.Thread[i] = int8(c)
 	}
 	var buf bytes.Buffer
 	if err := binary.Write(&buf, binary.NativeEndian, &e); err != nil {
@@ -51,10 +56,12 @@ func TestDecoderMatchesCLayout(t *testing.T) {
 	}
 	want := tracer.Event{
 		TimeNs: 1_005, Kind: tracer.KindTimeWaitCancel, Proto: tracer.ProtoMPTCP, Family: tracer.FamilyIPv6,
-		OldState: tracer.StateFinWait1, NewState: tracer.StateTimeWait, Sock: 0xffff888104f5c0c0,
+		OldState: tracer.StateFinWait1, NewState: tracer.StateTimeWait, Sock: 0xffff888104f5c0c0, Parent: 0xffff888104f5d000,
 		SAddr: netip.MustParseAddr("::1"), DAddr: netip.MustParseAddr("2001:db8::7"),
-		SPort: 8080, DPort: 51234, PID: 4242, Comm: tracer.CommFrom("nginx: worker"),
-		NetNS: 4026531833, Err: -98, TimeoutNs: -4_000_000,
+		SPort: 8080, DPort: 51234, NetNS: 4026531833, Err: -98, TimeoutNs: -4_000_000,
+		Process: tracer.Process{PID: 4242, StartNs: 987_654_321, Comm: tracer.CommFrom("java"),
+			Thread: tracer.CommFrom("http-nio-8080-A"), CgroupID: 4242_4242},
+		KernelThread: true, SockCgroupID: 77,
 	}
 	if ev != want {
 		t.Errorf("decoded\n %+v\nwant\n %+v", ev, want)
@@ -94,7 +101,7 @@ func TestDecodeRejects(t *testing.T) {
 	}{
 		{"short", func(b []byte) []byte { return b[:eventSize-1] }, errShortEvent},
 		{"kind 0", func(b []byte) []byte { b[offKind] = 0; return b }, errBadKind},
-		{"kind past last", func(b []byte) []byte { b[offKind] = byte(tracer.KindTimeWaitExpire) + 1; return b }, errBadKind},
+		{"kind past last", func(b []byte) []byte { b[offKind] = byte(tracer.KindExit) + 1; return b }, errBadKind},
 		{"family AF_UNIX", func(b []byte) []byte { binary.NativeEndian.PutUint16(b[offFamily:], unix.AF_UNIX); return b }, errBadFamily},
 		{"state 13", func(b []byte) []byte { b[offNewState] = 13; return b }, errBadState},
 	} {
@@ -128,11 +135,28 @@ func FuzzDecodeEvent(f *testing.F) {
 		if err := decodeEvent(raw, 0, &ev); err != nil {
 			return
 		}
-		if ev.Kind < tracer.KindState || ev.Kind > tracer.KindTimeWaitExpire || ev.NewState >= tracer.StateCount || ev.OldState >= tracer.StateCount {
+		if ev.Kind < tracer.KindState || ev.Kind > tracer.KindExit || ev.NewState >= tracer.StateCount || ev.OldState >= tracer.StateCount {
 			t.Fatalf("accepted an inconsistent event: %+v", ev)
 		}
 		if (ev.Family == tracer.FamilyIPv4) != ev.SAddr.Is4() {
 			t.Fatalf("family %v with address %v", ev.Family, ev.SAddr)
 		}
 	})
+}
+
+// TestDecodeExit: a process's exit is about no socket, and decodes without
+// an address family.
+func TestDecodeExit(t *testing.T) {
+	raw := make([]byte, eventSize)
+	raw[offKind] = byte(tracer.KindExit)
+	binary.NativeEndian.PutUint32(raw[offPID:], 4242)
+	binary.NativeEndian.PutUint64(raw[offStart:], 987_000_000)
+	copy(raw[offComm:], "nginx")
+	var ev tracer.Event
+	if err := decodeEvent(raw, 0, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Kind != tracer.KindExit || ev.Family != 0 || ev.SAddr.IsValid() || ev.PID != 4242 || ev.StartNs != 987_000_000 || ev.Comm.String() != "nginx" {
+		t.Errorf("decoded %+v", ev)
+	}
 }

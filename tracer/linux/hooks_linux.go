@@ -68,6 +68,7 @@ const (
 	hookAccept   hookName = "accept"
 	hookBind     hookName = "bind"
 	hookTimewait hookName = "timewait"
+	hookExit     hookName = "exit"
 )
 
 // hook is something porttrace needs to see, with its alternatives from most
@@ -139,6 +140,15 @@ var defaultHooks = []hook{
 				{bpf.PorttraceProgTimerCancelRawTp, "timer_cancel"},
 				{bpf.PorttraceProgTimerExpireRawTp, "timer_expire_entry"},
 			}},
+		},
+	},
+	{
+		name:    hookExit,
+		without: "a socket whose owner exits stays charged to it, not to the processes that hold it after it (a daemon that forked after listen(), a socket passed on)",
+		alts: []alternative{
+			{formTPBTF, []attachment{{bpf.PorttraceProgExitTpBtf, "sched_process_exit"}}},
+			{formRawTP, []attachment{{bpf.PorttraceProgExitRawTp, "sched_process_exit"}}},
+			{formTracepoint, []attachment{{bpf.PorttraceProgExitTracepoint, "sched/sched_process_exit"}}},
 		},
 	},
 }

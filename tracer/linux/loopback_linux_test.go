@@ -37,11 +37,26 @@ func needPrivileges(t *testing.T) {
 	}
 }
 
-// recorder collects the records of a live trace.
+// recorder collects the records of a live trace, and the events they came
+// from.
 type recorder struct {
 	*correlate.Correlator
 	mu   sync.Mutex
 	recs []tracer.Record
+	evs  []tracer.Event
+}
+
+func (r *recorder) Handle(ev *tracer.Event) {
+	r.mu.Lock()
+	r.evs = append(r.evs, *ev)
+	r.mu.Unlock()
+	r.Correlator.Handle(ev)
+}
+
+func (r *recorder) events() []tracer.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.evs)
 }
 
 func newRecorder() *recorder {
@@ -74,9 +89,16 @@ func traceHooks(t *testing.T, cfg tracer.Config, table []hook) (*recorder, *Linu
 		t.Fatalf("opening tracer: %v", err)
 	}
 	rec := newRecorder()
+	runUntilCleanup(t, src, func(ctx context.Context) error { return src.Run(ctx, rec) })
+	return rec, src
+}
+
+// runUntilCleanup runs a source's events through run until the test ends,
+// then closes the source.
+func runUntilCleanup(t *testing.T, src *LinuxSource, run func(context.Context) error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, rec) }()
+	go func() { done <- run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -86,11 +108,48 @@ func traceHooks(t *testing.T, cfg tracer.Config, table []hook) (*recorder, *Linu
 			t.Errorf("close: %v", err)
 		}
 	})
-	return rec, src
+}
+
+// recordLister is what waitFor reads: a recorder, or a sinkRecorder.
+type recordLister interface{ records() []tracer.Record }
+
+// sinkRecorder collects the records a Loop passes to its sinks.
+type sinkRecorder struct {
+	mu   sync.Mutex
+	recs []tracer.Record
+}
+
+func (r *sinkRecorder) Record(rec *tracer.Record) {
+	r.mu.Lock()
+	r.recs = append(r.recs, *rec)
+	r.mu.Unlock()
+}
+
+func (*sinkRecorder) Tick(int64) {}
+
+func (r *sinkRecorder) records() []tracer.Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.recs)
+}
+
+// traceLoop runs a source through a Loop, as a watch does, with the
+// lookups of who holds the sockets of owners that exit, which only a loop
+// makes.
+func traceLoop(t *testing.T, cfg tracer.Config) *sinkRecorder {
+	t.Helper()
+	src, err := Open(cfg)
+	if err != nil {
+		t.Fatalf("opening tracer: %v", err)
+	}
+	rec := &sinkRecorder{}
+	loop := correlate.NewLoop(rec)
+	runUntilCleanup(t, src, func(ctx context.Context) error { return loop.Run(ctx, src) })
+	return rec
 }
 
 // waitFor polls the records until done says they are complete.
-func waitFor(t *testing.T, rec *recorder, what string, done func([]tracer.Record) bool) []tracer.Record {
+func waitFor(t *testing.T, rec recordLister, what string, done func([]tracer.Record) bool) []tracer.Record {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -203,6 +262,7 @@ func loopbackCase(t *testing.T, listenHost, dialHost string, first closer, probe
 	check("client", cport, port, wantClient, clientPID)
 	check("server", port, cport, wantServer, acceptorPID)
 	check("listener", port, 0, []string{"CLOSE->LISTEN", "LISTEN->CLOSE"}, listenerPID)
+	waitForExits(t, rec, listenerPID, acceptorPID, clientPID)
 
 	// Only the listener's own bind counts: another bind(0), such as Go's
 	// probe of IPv4-mapped addresses, may draw the port the test just
@@ -222,6 +282,31 @@ func loopbackCase(t *testing.T, listenHost, dialHost string, first closer, probe
 	}
 	if binds != 1 {
 		t.Errorf("got %d bind lines, want 1; records:\n%s", binds, dump(recs))
+	}
+}
+
+// waitForExits waits until the exits of every process pid are reported,
+// once each: a process's exit, not its threads'.
+func waitForExits(t *testing.T, rec *recorder, pids ...uint32) {
+	t.Helper()
+	exits := func() map[uint32]int {
+		n := map[uint32]int{}
+		for _, ev := range rec.events() {
+			if ev.Kind == tracer.KindExit && slices.Contains(pids, ev.PID) {
+				n[ev.PID]++
+			}
+		}
+		return n
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(exits()) < len(pids); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("exits reported %v, want one for each of %v", exits(), pids)
+		}
+	}
+	for pid, n := range exits() {
+		if n != 1 {
+			t.Errorf("process %d's exit reported %d times (its threads'?), want once", pid, n)
+		}
 	}
 }
 
@@ -421,8 +506,9 @@ func TestKernelHookChoice(t *testing.T) {
 		mode tracer.ProbeMode
 		want []string
 	}{
-		{tracer.ProbeAuto, []string{"state: tp_btf inet_sock_set_state", "bind: tracepoint"}},
-		{tracer.ProbeTracepoint, []string{"state: tp_btf inet_sock_set_state", "accept: tracepoint syscalls/sys_exit_accept", "bind: tracepoint", "timewait: tp_btf timer_start"}},
+		{tracer.ProbeAuto, []string{"state: tp_btf inet_sock_set_state", "bind: tracepoint", "exit: tp_btf sched_process_exit"}},
+		{tracer.ProbeTracepoint, []string{"state: tp_btf inet_sock_set_state", "accept: tracepoint syscalls/sys_exit_accept", "bind: tracepoint",
+			"timewait: tp_btf timer_start", "exit: tp_btf sched_process_exit"}},
 	} {
 		if tc.mode == tracer.ProbeAuto && kprobes {
 			tc.want = append(tc.want, "accept: kretprobe inet_csk_accept", "timewait: kprobe __inet_twsk_schedule")
@@ -542,6 +628,55 @@ func TestKernelFamilyFilterInKernel(t *testing.T) {
 	for _, r := range rec.records() {
 		if r.Family != tracer.FamilyIPv6 {
 			t.Fatalf("IPv4 line with -6: %+v", r)
+		}
+	}
+}
+
+// TestKernelFamilyFollowsTheTraffic: -4 and -6 split by the traffic, not
+// by the socket. An IPv4 connection to a dual-stack [::] listener is IPv4
+// at both ends (the server side's addresses are IPv4-mapped), an IPv6
+// one is IPv6 at both ends, and the listener, which serves both, shows
+// under both with its bind.
+func TestKernelFamilyFollowsTheTraffic(t *testing.T) {
+	needPrivileges(t)
+	port := freePort(t, "::")
+	v4, _ := trace(t, tracer.Config{Ports: tracer.Ports{port}, Family: tracer.FamilyIPv4})
+	v6, _ := trace(t, tracer.Config{Ports: tracer.Ports{port}, Family: tracer.FamilyIPv6})
+	p := strconv.Itoa(int(port))
+	for _, dial := range []string{"127.0.0.1", "::1"} {
+		server := startRole(t, "server", net.JoinHostPort("::", p), clientFirst)
+		server.childPID(t)
+		startRole(t, "client", net.JoinHostPort(dial, p), clientFirst).wait(t)
+		server.wait(t)
+	}
+	for _, tc := range []struct {
+		family tracer.Family
+		rec    *recorder
+	}{{tracer.FamilyIPv4, v4}, {tracer.FamilyIPv6, v6}} {
+		// Per round: a bind and the listener's two lines; for the
+		// round of its family, both ends of the connection.
+		wantConn := len(activeClose) + len(acceptOpen) + len(passiveClose)
+		recs := waitFor(t, tc.rec, tc.family.String()+" lines of both rounds", func(recs []tracer.Record) bool {
+			binds, listener, conn := 0, 0, 0
+			for _, r := range recs {
+				switch {
+				case r.Type == tracer.RecordBind && r.SPort == port:
+					binds++
+				case r.SPort == port && r.DPort == 0:
+					listener++
+				case r.SPort == port || r.DPort == port:
+					conn++
+				}
+			}
+			return binds >= 2 && listener >= 4 && conn >= wantConn
+		})
+		for _, r := range recs {
+			if r.DPort == 0 {
+				continue
+			}
+			if v4 := r.SAddr.Is4() || r.SAddr.Is4In6(); v4 != (tc.family == tracer.FamilyIPv4) {
+				t.Errorf("-%d shows a connection line of %v -> %v:\n%s", tc.family, r.SAddr, r.DAddr, dump(recs))
+			}
 		}
 	}
 }

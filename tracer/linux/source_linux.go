@@ -43,7 +43,10 @@ type LinuxSource struct {
 	undecodable atomic.Uint64
 }
 
-var _ tracer.Source = (*LinuxSource)(nil)
+var (
+	_ tracer.Source       = (*LinuxSource)(nil)
+	_ tracer.HolderFinder = (*LinuxSource)(nil)
+)
 
 // Open loads and attaches porttrace's eBPF programs, choosing each hook from
 // what the kernel offers.

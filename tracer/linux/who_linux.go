@@ -82,14 +82,15 @@ func WhoIn(port uint16, namespaces []Namespace, resolver *proc.Resolver) (*snaps
 		r.Sockets = append(r.Sockets, d.socks...)
 	}
 	addOwners(r, owners, asked)
-	for pid, comm := range owners.comms() {
+	for pid, seen := range owners.processes() {
 		if !r.Holds(pid) {
 			continue
 		}
-		p, err := resolver.Resolve(pid)
+		p, err := resolver.Lookup(proc.Identity{PID: pid, StartNs: seen.StartNs})
 		if err != nil {
-			// Exited since the walk: it keeps the name the kernel gave.
-			p = proc.Process{Identity: proc.Identity{PID: pid}, Name: comm, Exited: true}
+			// Exited since the walk: it keeps what the kernel said of it.
+			p = proc.Process{Identity: proc.Identity{PID: pid, StartNs: seen.StartNs}, Name: seen.Comm.String(), Exited: true}
+			p.Cgroup.ID = seen.CgroupID
 		}
 		r.Processes[pid] = &p
 	}
@@ -112,22 +113,23 @@ func WhoIn(port uint16, namespaces []Namespace, resolver *proc.Resolver) (*snaps
 // owner is one socket held by one process, as the iterator writes it.
 type owner struct {
 	sock, inode uint64
-	pid, netns  uint32
+	netns       uint32
 	family      tracer.Family
 	proto       tracer.Proto
 	state       tracer.State
 	local, peer netip.AddrPort
 	v6only      bool
 	fd          int32
-	comm        tracer.Comm
+	process     tracer.Process
 }
 
 type owners []owner
 
-func (os owners) comms() map[uint32]string {
-	m := map[uint32]string{}
+// processes lists each holding process once.
+func (os owners) processes() map[uint32]tracer.Process {
+	m := map[uint32]tracer.Process{}
 	for _, o := range os {
-		m[o.pid] = o.comm.String()
+		m[o.process.PID] = o.process
 	}
 	return m
 }
@@ -167,14 +169,48 @@ func addOwners(r *snapshot.PortReport, os owners, asked map[uint32]bool) {
 		if o.proto == tracer.ProtoMPTCP {
 			s.Proto = o.proto
 		}
-		if !slices.Contains(s.PIDs, o.pid) {
-			s.PIDs = append(s.PIDs, o.pid)
+		if !slices.Contains(s.PIDs, o.process.PID) {
+			s.PIDs = append(s.PIDs, o.process.PID)
 			s.FDs = append(s.FDs, o.fd)
 		}
 	}
 }
 
-// socketOwners runs the socket_owners iterator for a port.
+// portsWalkedOneByOne is how many ports FindHolders walks the open files
+// for one at a time; for more, one walk of every port's sockets costs less.
+const portsWalkedOneByOne = 8
+
+// FindHolders implements tracer.HolderFinder with who's walk of every
+// process's open files.
+func (s *LinuxSource) FindHolders(socks []tracer.HolderQuery) ([]tracer.Holder, error) {
+	wanted := make(map[tracer.SockID]bool, len(socks))
+	var ports []uint16
+	for _, q := range socks {
+		wanted[q.Sock] = true
+		if !slices.Contains(ports, q.Port) {
+			ports = append(ports, q.Port)
+		}
+	}
+	if len(ports) > portsWalkedOneByOne {
+		ports = []uint16{0}
+	}
+	var holders []tracer.Holder
+	for _, port := range ports {
+		found, err := socketOwners(port)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range found {
+			if wanted[tracer.SockID(o.sock)] {
+				holders = append(holders, tracer.Holder{Sock: tracer.SockID(o.sock), Process: o.process})
+			}
+		}
+	}
+	return holders, nil
+}
+
+// socketOwners runs the socket_owners iterator for a port, or for every
+// port if port is 0.
 func socketOwners(port uint16) (owners, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK for eBPF: %w", err)
@@ -213,19 +249,21 @@ func socketOwners(port uint16) (owners, error) {
 const (
 	offOwnerSock   = 0
 	offOwnerInode  = 8
-	offOwnerSAddr  = 16
-	offOwnerDAddr  = 32
-	offOwnerPID    = 48
-	offOwnerNetNS  = 52
-	offOwnerFamily = 56
-	offOwnerProto  = 58
-	offOwnerSPort  = 60
-	offOwnerDPort  = 62
-	offOwnerState  = 64
-	offOwnerV6Only = 65
-	offOwnerFD     = 68
-	offOwnerComm   = 72
-	ownerSize      = 88
+	offOwnerStart  = 16
+	offOwnerCgroup = 24
+	offOwnerSAddr  = 32
+	offOwnerDAddr  = 48
+	offOwnerPID    = 64
+	offOwnerNetNS  = 68
+	offOwnerFamily = 72
+	offOwnerProto  = 74
+	offOwnerSPort  = 76
+	offOwnerDPort  = 78
+	offOwnerState  = 80
+	offOwnerV6Only = 81
+	offOwnerFD     = 84
+	offOwnerComm   = 88
+	ownerSize      = 104
 )
 
 var errOwnerLength = errors.New("iterator output is not a whole number of owner records")
@@ -239,8 +277,10 @@ func decodeOwners(raw []byte) (owners, error) {
 	for b := raw; len(b) > 0; b = b[ownerSize:] {
 		o := owner{
 			sock: ne.Uint64(b[offOwnerSock:]), inode: ne.Uint64(b[offOwnerInode:]),
-			pid: ne.Uint32(b[offOwnerPID:]), netns: ne.Uint32(b[offOwnerNetNS:]), proto: tracer.Proto(ne.Uint16(b[offOwnerProto:])),
+			netns: ne.Uint32(b[offOwnerNetNS:]), proto: tracer.Proto(ne.Uint16(b[offOwnerProto:])),
 			state: tracer.State(b[offOwnerState]), v6only: b[offOwnerV6Only] != 0, fd: int32(ne.Uint32(b[offOwnerFD:])),
+			process: tracer.Process{PID: ne.Uint32(b[offOwnerPID:]), StartNs: ne.Uint64(b[offOwnerStart:]),
+				CgroupID: ne.Uint64(b[offOwnerCgroup:])},
 		}
 		if o.state >= tracer.StateCount {
 			return nil, errBadState
@@ -258,7 +298,7 @@ func decodeOwners(raw []byte) (owners, error) {
 		default:
 			return nil, errBadFamily
 		}
-		copy(o.comm[:], b[offOwnerComm:offOwnerComm+tracer.CommLen])
+		copy(o.process.Comm[:], b[offOwnerComm:offOwnerComm+tracer.CommLen])
 		out = append(out, o)
 	}
 	return out, nil

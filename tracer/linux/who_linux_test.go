@@ -33,13 +33,13 @@ func TestOwnerDecoderMatchesCLayout(t *testing.T) {
 	}
 	offsets := map[string]uintptr{
 		"Sock": offOwnerSock, "Inode": offOwnerInode, "Saddr": offOwnerSAddr, "Daddr": offOwnerDAddr,
-		"Pid": offOwnerPID, "Netns": offOwnerNetNS, "Family": offOwnerFamily, "Proto": offOwnerProto,
+		"StartNs": offOwnerStart, "CgroupId": offOwnerCgroup, "Pid": offOwnerPID, "Netns": offOwnerNetNS, "Family": offOwnerFamily, "Proto": offOwnerProto,
 		"Sport": offOwnerSPort, "Dport": offOwnerDPort, "State": offOwnerState, "V6only": offOwnerV6Only,
 		"Fd": offOwnerFD, "Comm": offOwnerComm,
 	}
 	checkOffsets(t, reflect.TypeOf(o), offsets)
 
-	o = bpf.OwnersOwner{Sock: 0xffff8881, Inode: 77, Pid: 42, Netns: 4026531833, Family: unix.AF_INET6,
+	o = bpf.OwnersOwner{Sock: 0xffff8881, Inode: 77, StartNs: 5_000_000_000, CgroupId: 9, Pid: 42, Netns: 4026531833, Family: unix.AF_INET6,
 		Proto: 262, Sport: 8080, Dport: 0, State: uint8(tracer.StateListen), V6only: 1, Fd: 7}
 	copy(o.Saddr[:], netip.MustParseAddr("::").AsSlice())
 	for i, c := range "server" {
@@ -52,9 +52,9 @@ func TestOwnerDecoderMatchesCLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := owner{sock: 0xffff8881, inode: 77, pid: 42, netns: 4026531833, family: tracer.FamilyIPv6, proto: tracer.ProtoMPTCP,
+	want := owner{sock: 0xffff8881, inode: 77, netns: 4026531833, family: tracer.FamilyIPv6, proto: tracer.ProtoMPTCP,
 		state: tracer.StateListen, local: netip.MustParseAddrPort("[::]:8080"), peer: netip.MustParseAddrPort("[::]:0"),
-		v6only: true, fd: 7, comm: tracer.CommFrom("server")}
+		v6only: true, fd: 7, process: tracer.Process{PID: 42, StartNs: 5_000_000_000, Comm: tracer.CommFrom("server"), CgroupID: 9}}
 	if len(got) != 2 || got[0] != want || got[1] != want {
 		t.Errorf("decoded %+v, want twice %+v", got, want)
 	}

@@ -31,12 +31,12 @@ func stateRec(old, new tracer.State, sport, dport uint16, durationNs int64) trac
 	}
 	return tracer.Record{
 		Type: typ, Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, Old: old, New: new,
-		SAddr: local4, DAddr: peer4, SPort: sport, DPort: dport, PID: 1, DurationNs: durationNs,
+		SAddr: local4, DAddr: peer4, SPort: sport, DPort: dport, Process: tracer.Process{PID: 1}, DurationNs: durationNs,
 	}
 }
 
 func failedBind(proto tracer.Proto, port uint16, errno int32) tracer.Record {
-	return tracer.Record{Type: tracer.RecordBind, Proto: proto, Family: tracer.FamilyIPv4, SAddr: any4, SPort: port, PID: 2, Err: errno, DurationNs: -1}
+	return tracer.Record{Type: tracer.RecordBind, Proto: proto, Family: tracer.FamilyIPv4, SAddr: any4, SPort: port, Process: tracer.Process{PID: 2}, Err: errno, DurationNs: -1}
 }
 
 func feed(m *Metrics, recs ...tracer.Record) {

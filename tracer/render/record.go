@@ -3,6 +3,7 @@ package render
 import (
 	"github.com/porttrace/porttrace/tracer"
 
+	"bytes"
 	"net/netip"
 	"strconv"
 	"time"
@@ -45,7 +46,7 @@ func stateColor(r *tracer.Record) string {
 	switch {
 	case r.Err != 0:
 		return colorRed
-	case r.Type == tracer.RecordBind, r.New == tracer.StateListen:
+	case r.Type == tracer.RecordBind, r.Type == tracer.RecordOwner, r.New == tracer.StateListen:
 		return colorCyan
 	case r.New == tracer.StateEstablished:
 		return colorGreen
@@ -112,6 +113,9 @@ func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool) []by
 	case tracer.RecordSocket:
 		b = append(b, "at start: "...)
 		b = append(b, r.New.String()...)
+	case tracer.RecordOwner:
+		b = append(b, "OWNER "...)
+		b = append(b, r.New.String()...)
 	default:
 		b = append(b, r.Old.String()...)
 		b = append(b, " -> "...)
@@ -143,6 +147,26 @@ func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool) []by
 	}
 	if r.OwnerVia == tracer.OwnerListener {
 		b = append(b, "  (not accepted: listener's owner)"...)
+	}
+	if r.OwnerExited {
+		b = append(b, "  (owner exited)"...)
+	}
+	if r.Type == tracer.RecordOwner {
+		b = append(b, "  from "...)
+		b = strconv.AppendUint(b, uint64(r.Prev.PID), 10)
+		b = append(b, ' ')
+		b = tracer.AppendPrintable(b, r.Prev.Comm.Bytes())
+		if r.PrevExited {
+			b = append(b, " (exited)"...)
+		}
+		b = append(b, " via "...)
+		b = append(b, r.OwnerVia.String()...)
+	}
+	// The COMM column names the program; the thread that acted, where it
+	// has a name of its own, follows.
+	if thread := r.Thread.Bytes(); len(thread) > 0 && !bytes.Equal(thread, r.Comm.Bytes()) {
+		b = append(b, "  thread "...)
+		b = tracer.AppendPrintable(b, thread)
 	}
 	return append(b, '\n')
 }
@@ -195,7 +219,7 @@ func AppendJSON(b []byte, r *tracer.Record) []byte {
 		b = r.DAddr.AppendTo(b)
 		b = append(b, `","dport":`...)
 		b = strconv.AppendUint(b, uint64(r.DPort), 10)
-		if r.Type == tracer.RecordSocket {
+		if r.Type == tracer.RecordSocket || r.Type == tracer.RecordOwner {
 			b = append(b, `,"old":null,"new":"`...)
 		} else {
 			b = append(b, `,"old":"`...)
@@ -209,6 +233,12 @@ func AppendJSON(b []byte, r *tracer.Record) []byte {
 	b = strconv.AppendUint(b, uint64(r.PID), 10)
 	b = append(b, `,"comm":`...)
 	b = appendJSONString(b, r.Comm.Bytes())
+	b = append(b, `,"thread":`...)
+	b = appendJSONString(b, r.Thread.Bytes())
+	b = append(b, `,"start_ns":`...)
+	b = strconv.AppendUint(b, r.StartNs, 10)
+	b = append(b, `,"cgroup_id":`...)
+	b = strconv.AppendUint(b, r.CgroupID, 10)
 	b = append(b, `,"owner_via":"`...)
 	b = append(b, r.OwnerVia.String()...)
 	b = append(b, `","netns":`...)
@@ -227,6 +257,19 @@ func AppendJSON(b []byte, r *tracer.Record) []byte {
 		b = append(b, `,"reason":"`...)
 		b = append(b, r.Reason...)
 		b = append(b, '"')
+	}
+	if r.OwnerExited {
+		b = append(b, `,"owner_exited":true`...)
+	}
+	if r.Type == tracer.RecordOwner {
+		b = append(b, `,"prev_pid":`...)
+		b = strconv.AppendUint(b, uint64(r.Prev.PID), 10)
+		b = append(b, `,"prev_comm":`...)
+		b = appendJSONString(b, r.Prev.Comm.Bytes())
+		b = append(b, `,"prev_start_ns":`...)
+		b = strconv.AppendUint(b, r.Prev.StartNs, 10)
+		b = append(b, `,"prev_exited":`...)
+		b = strconv.AppendBool(b, r.PrevExited)
 	}
 	if r.Err != 0 {
 		b = append(b, `,"error":"`...)

@@ -12,14 +12,17 @@ import (
 )
 
 // sampleRecords covers every shape of line: binds that work and fail,
-// listen, a handshake, an unknown owner, a listener's owner standing in,
-// TIME_WAIT in and out, IPv6, and a command name written to make trouble.
+// listen, a handshake, an unknown owner (named by the socket's cgroup), a
+// listener's owner standing in, TIME_WAIT in and out, IPv6, sockets
+// changing hands, an owner that exited, a thread with a name of its own,
+// and names written to make trouble.
 func sampleRecords() []tracer.Record {
 	t0 := time.Date(2026, 11, 24, 3, 12, 0, 123456789, time.UTC).UnixNano()
 	v4 := func(s string) netip.Addr { return netip.MustParseAddr(s) }
 	base := tracer.Record{TimeNs: t0, Type: tracer.RecordState, Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, NetNS: 4026531833,
 		SAddr: v4("10.0.0.1"), SPort: 8080, DAddr: v4("10.0.0.2"), DPort: 40000,
-		PID: 4242, Comm: tracer.CommFrom("nginx"), OwnerVia: tracer.OwnerAccept, DurationNs: -1}
+		Process:  tracer.Process{PID: 4242, StartNs: 1_234_560_000_000, Comm: tracer.CommFrom("nginx"), Thread: tracer.CommFrom("nginx"), CgroupID: 9101},
+		OwnerVia: tracer.OwnerAccept, DurationNs: -1}
 	with := func(edit func(*tracer.Record)) tracer.Record { r := base; edit(&r); return r }
 	return []tracer.Record{
 		with(func(r *tracer.Record) {
@@ -27,7 +30,7 @@ func sampleRecords() []tracer.Record {
 		}),
 		with(func(r *tracer.Record) {
 			r.Type, r.OwnerVia, r.Proto, r.PID, r.Err = tracer.RecordBind, tracer.OwnerBind, tracer.ProtoUDP, 999, 98
-			r.Comm, r.DAddr, r.DPort = tracer.CommFrom("dnsmasq"), netip.Addr{}, 0
+			r.Comm, r.Thread, r.DAddr, r.DPort = tracer.CommFrom("dnsmasq"), tracer.CommFrom("dnsmasq"), netip.Addr{}, 0
 		}),
 		with(func(r *tracer.Record) {
 			r.Type, r.Old, r.New, r.OwnerVia, r.DAddr, r.DPort = tracer.RecordListen, tracer.StateClose, tracer.StateListen, tracer.OwnerListen, v4("0.0.0.0"), 0
@@ -37,7 +40,7 @@ func sampleRecords() []tracer.Record {
 			r.Old, r.New, r.DurationNs = tracer.StateSynRecv, tracer.StateEstablished, 41_000
 		}),
 		with(func(r *tracer.Record) {
-			r.Old, r.New, r.PID, r.Comm, r.OwnerVia = tracer.StateEstablished, tracer.StateCloseWait, 0, tracer.Comm{}, tracer.OwnerUnknown
+			r.Old, r.New, r.Process, r.OwnerVia = tracer.StateEstablished, tracer.StateCloseWait, tracer.Process{CgroupID: 9101}, tracer.OwnerUnknown
 		}),
 		with(func(r *tracer.Record) {
 			r.Old, r.New, r.OwnerVia, r.DurationNs = tracer.StateSynRecv, tracer.StateEstablished, tracer.OwnerListener, 7_000
@@ -52,6 +55,25 @@ func sampleRecords() []tracer.Record {
 			r.Family, r.SAddr, r.DAddr = tracer.FamilyIPv6, netip.MustParseAddr("::1"), netip.MustParseAddr("2001:db8::1234:5678")
 			r.Old, r.New, r.DurationNs, r.OwnerVia = tracer.StateClose, tracer.StateSynSent, -1, tracer.OwnerConnect
 			r.Comm = tracer.Comm{'e', 'v', 'i', 'l', '"', '\\', 0x1b, '[', '2', 'J', 0xff, 0}
+			r.Thread = tracer.Comm{'t', 0x1b, ']', '0', ';', 'x', 0x07, 0}
+		}),
+		with(func(r *tracer.Record) {
+			r.Type, r.New, r.DAddr, r.DPort, r.OwnerVia = tracer.RecordOwner, tracer.StateListen, v4("0.0.0.0"), 0, tracer.OwnerHolder
+			r.Process = tracer.Process{PID: 4243, StartNs: 1_234_570_000_000, Comm: tracer.CommFrom("nginx"), CgroupID: 9101}
+			r.Prev, r.PrevExited = tracer.Process{PID: 4241, StartNs: 1_234_500_000_000, Comm: tracer.CommFrom("nginx"), Thread: tracer.CommFrom("nginx"), CgroupID: 9101}, true
+		}),
+		with(func(r *tracer.Record) {
+			r.Type, r.New, r.OwnerVia = tracer.RecordOwner, tracer.StateEstablished, tracer.OwnerClose
+			r.Process = tracer.Process{PID: 4250, StartNs: 1_234_580_000_000, Comm: tracer.CommFrom("nginx"), Thread: tracer.CommFrom("nginx"), CgroupID: 9101}
+			r.Prev = base.Process
+		}),
+		with(func(r *tracer.Record) {
+			r.Old, r.New, r.DurationNs, r.TimeoutNs, r.OwnerExited = tracer.StateFinWait2, tracer.StateTimeWait, 2_000_000, 60e9, true
+		}),
+		with(func(r *tracer.Record) {
+			r.Family, r.SAddr, r.DAddr = tracer.FamilyIPv6, netip.MustParseAddr("::ffff:10.0.0.1"), netip.MustParseAddr("::ffff:10.0.0.2")
+			r.Old, r.New, r.DurationNs = tracer.StateCloseWait, tracer.StateLastAck, 3_000_000
+			r.Process = tracer.Process{PID: 5150, StartNs: 2_000_000_000, Comm: tracer.CommFrom("java"), Thread: tracer.CommFrom("http-nio-8080-e"), CgroupID: 9202}
 		}),
 	}
 }
@@ -82,7 +104,7 @@ func TestJSONGolden(t *testing.T) {
 		if err := json.Unmarshal(line, &m); err != nil {
 			t.Fatalf("line %d is not JSON: %v\n%s", i, err, line)
 		}
-		for _, field := range []string{"time", "type", "proto", "family", "saddr", "sport", "daddr", "dport", "old", "new", "pid", "comm", "owner_via", "netns", "duration_ns"} {
+		for _, field := range []string{"time", "type", "proto", "family", "saddr", "sport", "daddr", "dport", "old", "new", "pid", "comm", "thread", "start_ns", "cgroup_id", "owner_via", "netns", "duration_ns"} {
 			if _, ok := m[field]; !ok {
 				t.Errorf("line %d lacks %q: %s", i, field, line)
 			}

@@ -45,6 +45,13 @@ func WriteSummary(w io.Writer, s correlate.Stats, lost tracer.Lost, dropped uint
 	if len(parts) > 0 {
 		fmt.Fprintf(w, "porttrace: transitions into: %s\n", strings.Join(parts, ", "))
 	}
+	if s.Handovers > 0 || s.HolderErrors > 0 {
+		fmt.Fprintf(w, "porttrace: sockets that changed hands: %d", s.Handovers)
+		if s.HolderErrors > 0 {
+			fmt.Fprintf(w, " (%d searches for the holders of an exited owner's sockets failed: those stay charged to it)", s.HolderErrors)
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "porttrace: %s", DescribeLost(lost))
 	if s.Gaps > 0 {
 		fmt.Fprintf(w, "; transitions seen without their predecessor: %d", s.Gaps)

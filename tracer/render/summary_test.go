@@ -24,6 +24,10 @@ func TestSummaryGolden(t *testing.T) {
 	busy.Transitions[tracer.StateListen] = 2
 	withGaps := busy
 	withGaps.Gaps = 17
+	handovers := busy
+	handovers.Exits, handovers.Handovers = 40, 3
+	failedSearch := handovers
+	failedSearch.HolderErrors = 1
 
 	var out []byte
 	const elapsed = 12*time.Second + 345_678_901*time.Nanosecond
@@ -42,6 +46,8 @@ func TestSummaryGolden(t *testing.T) {
 		{"every kind of loss, with gaps", withGaps, tracer.Lost{Dropped: 1000, Skipped: 20, Undecodable: 2}, 0, time.Hour + 2*time.Minute + 3*time.Second + 4_400_000},
 		{"gaps without loss (sockets older than the watch)", withGaps, tracer.Lost{}, 0, elapsed},
 		{"output lines not written", busy, tracer.Lost{}, 812, elapsed},
+		{"sockets that changed hands", handovers, tracer.Lost{}, 0, elapsed},
+		{"a search for holders that failed", failedSearch, tracer.Lost{}, 0, elapsed},
 		{"everything at once", withGaps, tracer.Lost{Dropped: 5, Skipped: 6, Undecodable: 7}, 8, 999_999 * time.Nanosecond},
 	} {
 		var b bytes.Buffer

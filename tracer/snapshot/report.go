@@ -81,6 +81,14 @@ func (r *PortReport) NamespaceLabel(netns uint32) string { return r.Elsewhere[ne
 // connection). The other side connects to the port from this host.
 func (r *PortReport) Serves(s *PortSocket) bool { return s.Local.Port() == r.Port }
 
+// KeepFamily drops the sockets that carry no traffic of family f (see
+// tracer.Family.Carries); family 0 keeps them all.
+func (r *PortReport) KeepFamily(f tracer.Family) {
+	r.Sockets = slices.DeleteFunc(r.Sockets, func(s PortSocket) bool {
+		return !f.Carries(s.Local.Addr(), s.Remote.Addr(), s.V6Only)
+	})
+}
+
 // Held reports whether any process holds a socket that serves on the port:
 // a client connected to the port does not hold it.
 func (r *PortReport) Held() bool {

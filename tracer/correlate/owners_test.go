@@ -1,0 +1,301 @@
+package correlate
+
+import (
+	"github.com/porttrace/porttrace/tracer"
+
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// exit is the exit of process pid (started at 0, as ev's processes).
+func exit(ms int64, pid uint32) tracer.Event {
+	return tracer.Event{TimeNs: ms * 1e6, Kind: tracer.KindExit, Process: tracer.Process{PID: pid, Comm: tracer.CommFrom(fmt.Sprint("p", pid))}}
+}
+
+// ownerLine renders a record as line does, with what an owner line and an
+// exited owner add.
+func ownerLine(r *tracer.Record) string {
+	s := line(r)
+	if r.Type == tracer.RecordOwner {
+		s = fmt.Sprintf("%d %s:%d>%d OWNER %s %s from %d", r.PID, r.SAddr, r.SPort, r.DPort, r.New, r.OwnerVia, r.Prev.PID)
+		if r.PrevExited {
+			s += " (exited)"
+		}
+	}
+	if r.OwnerExited {
+		s += " (owner exited)"
+	}
+	return s
+}
+
+// holderCorrelator is a correlator whose loop can look up holders; its
+// lookups go to the returned list.
+func holderCorrelator(got *[]string) *Correlator {
+	c := NewCorrelator(func(r *tracer.Record) { *got = append(*got, ownerLine(r)) })
+	c.findsHolders = true
+	return c
+}
+
+func holder(sock tracer.SockID, pid uint32, startNs uint64) tracer.Holder {
+	return tracer.Holder{Sock: sock, Process: tracer.Process{PID: pid, StartNs: startNs, Comm: tracer.CommFrom(fmt.Sprint("p", pid))}}
+}
+
+// TestCorrelatorDaemonForkedAfterListen: the process that listened forks
+// the daemon and exits; the listener lives on in the daemon and its
+// workers. After the exit's grace the loop looks up the holders, and the
+// oldest (the master) takes the listener over, which its close then shows.
+func TestCorrelatorDaemonForkedAfterListen(t *testing.T) {
+	var got []string
+	c := holderCorrelator(&got)
+	feed(c, []tracer.Event{
+		state(5, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener),
+		exit(10, listener),
+		tick(60),
+	})
+	if q := c.takeHolderQueries(); q != nil {
+		t.Fatalf("asked %v before the exit's grace passed", q)
+	}
+	feed(c, []tracer.Event{tick(110)})
+	q := c.takeHolderQueries()
+	if want := []tracer.HolderQuery{{Sock: listenSock, Port: 8080}}; !slices.Equal(q, want) {
+		t.Fatalf("asked %v, want %v", q, want)
+	}
+	if again := c.takeHolderQueries(); again != nil {
+		t.Fatalf("asked %v again while the first lookup is under way", again)
+	}
+	// A worker (started later) and the master both hold it.
+	c.applyHolders([]tracer.Holder{holder(listenSock, 202, 2000), holder(listenSock, 201, 0), holder(0x7777, 5, 0)}, nil, 120e6)
+	feed(c, []tracer.Event{state(500, atListener, listenSock, tracer.StateListen, tracer.StateClose, 201)})
+	want := []string{
+		"100 10.0.0.1:8080>0 CLOSE->LISTEN listen",
+		"201 10.0.0.1:8080>0 OWNER LISTEN holder from 100 (exited)",
+		"201 10.0.0.1:8080>0 LISTEN->CLOSE holder 495ms",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(want))
+	}
+	if s := c.Stats(); s.Exits != 1 || s.Handovers != 1 {
+		t.Errorf("stats: %d exits, %d handovers, want 1 and 1", s.Exits, s.Handovers)
+	}
+}
+
+// TestCorrelatorOwnerExits covers the other ends of an owner's exit.
+func TestCorrelatorOwnerExits(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		events  []tracer.Event
+		holders []tracer.Holder
+		want    []string
+	}{{
+		name: "the exit closes the socket: no lookup, the owner is shown exited",
+		events: []tracer.Event{
+			state(10, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client),
+			state(11, atClient, clientSock, tracer.StateSynSent, tracer.StateEstablished, softirq),
+			exit(20, client),
+			state(20, atClient, clientSock, tracer.StateEstablished, tracer.StateFinWait1, client),
+			tick(200),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40000>8080 SYN_SENT->ESTABLISHED connect 1ms",
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 connect 9ms (owner exited)",
+		},
+	}, {
+		name: "a later process given the owner's pid is not the owner",
+		events: []tracer.Event{
+			state(10, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client),
+			func() tracer.Event { e := exit(20, client); e.StartNs = 99; return e }(),
+			tick(200),
+			state(300, atClient, clientSock, tracer.StateSynSent, tracer.StateEstablished, softirq),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40000>8080 SYN_SENT->ESTABLISHED connect 290ms",
+		},
+	}, {
+		name: "nobody else holds it: the owner stays, shown exited",
+		events: []tracer.Event{
+			state(10, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client),
+			exit(20, client),
+			tick(200),
+		},
+		holders: []tracer.Holder{},
+		want: []string{
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+		},
+	}, {
+		name: "the holders not looked up: the process closing the listener took it over",
+		events: []tracer.Event{
+			state(5, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener),
+			state(300, atListener, listenSock, tracer.StateListen, tracer.StateClose, 201),
+		},
+		want: []string{
+			"100 10.0.0.1:8080>0 CLOSE->LISTEN listen",
+			"201 10.0.0.1:8080>0 OWNER LISTEN close from 100",
+			"201 10.0.0.1:8080>0 LISTEN->CLOSE close 295ms",
+		},
+	}, {
+		name: "a child closes a connection its parent accepted: it changed hands",
+		events: []tracer.Event{
+			ev(10, tracer.KindAccept, atServer, serverSock, 0, tracer.StateEstablished, worker),
+			state(20, atServer, serverSock, tracer.StateEstablished, tracer.StateFinWait1, 250),
+			state(21, atServer, serverSock, tracer.StateFinWait1, tracer.StateFinWait2, softirq),
+		},
+		want: []string{
+			"250 10.0.0.1:8080>40000 OWNER ESTABLISHED close from 200",
+			"250 10.0.0.1:8080>40000 ESTABLISHED->FIN_WAIT1 close",
+			"250 10.0.0.1:8080>40000 FIN_WAIT1->FIN_WAIT2 close 1ms",
+		},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			c := holderCorrelator(&got)
+			for i := range tc.events {
+				e := &tc.events[i]
+				if e.Kind == 0 {
+					c.Tick(e.TimeNs)
+					if q := c.takeHolderQueries(); q != nil {
+						c.applyHolders(tc.holders, nil, e.TimeNs)
+					}
+					continue
+				}
+				c.Handle(e)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(tc.want))
+			}
+		})
+	}
+}
+
+// TestCorrelatorHoldersAfterClose: an answer that comes back after the
+// socket closed changes nothing.
+func TestCorrelatorHoldersAfterClose(t *testing.T) {
+	var got []string
+	c := holderCorrelator(&got)
+	feed(c, []tracer.Event{
+		state(5, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener),
+		exit(10, listener),
+		tick(200),
+	})
+	if q := c.takeHolderQueries(); len(q) != 1 {
+		t.Fatalf("asked %v, want the listener", q)
+	}
+	feed(c, []tracer.Event{state(210, atListener, listenSock, tracer.StateListen, tracer.StateClose, listener)})
+	c.applyHolders([]tracer.Holder{holder(listenSock, 201, 1000)}, nil, 220e6)
+	want := []string{
+		"100 10.0.0.1:8080>0 CLOSE->LISTEN listen",
+		"100 10.0.0.1:8080>0 LISTEN->CLOSE listen 205ms (owner exited)",
+	}
+	if !slices.Equal(got, want) || c.Live() != 0 {
+		t.Errorf("%d sockets live; got:\n  %s\nwant:\n  %s", c.Live(), join(got), join(want))
+	}
+}
+
+// TestCorrelatorExitWithoutHolderLookup: where the platform cannot look up
+// holders, an owner's exit only marks its sockets.
+func TestCorrelatorExitWithoutHolderLookup(t *testing.T) {
+	var got []string
+	c := NewCorrelator(func(r *tracer.Record) { got = append(got, ownerLine(r)) })
+	feed(c, []tracer.Event{
+		state(5, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener),
+		exit(10, listener),
+		tick(200),
+		state(300, atListener, listenSock, tracer.StateListen, tracer.StateClose, listener),
+	})
+	want := []string{
+		"100 10.0.0.1:8080>0 CLOSE->LISTEN listen",
+		"100 10.0.0.1:8080>0 LISTEN->CLOSE listen 295ms (owner exited)",
+	}
+	if q := c.takeHolderQueries(); q != nil || !slices.Equal(got, want) {
+		t.Errorf("asked %v; got:\n  %s\nwant:\n  %s", q, join(got), join(want))
+	}
+}
+
+// holderSource plays events to a loop, then ticks it until the context
+// ends; it finds the holders it was given.
+type holderSource struct {
+	events  []tracer.Event
+	holders []tracer.Holder
+	mu      sync.Mutex
+	asked   [][]tracer.HolderQuery
+}
+
+func (s *holderSource) Run(ctx context.Context, h tracer.Handler) error {
+	for i := range s.events {
+		h.Handle(&s.events[i])
+	}
+	for now := int64(0); ctx.Err() == nil; now += 10e6 {
+		h.Tick(now)
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+func (s *holderSource) FindHolders(q []tracer.HolderQuery) ([]tracer.Holder, error) {
+	s.mu.Lock()
+	s.asked = append(s.asked, q)
+	s.mu.Unlock()
+	return s.holders, nil
+}
+
+func (*holderSource) Lost() tracer.Lost { return tracer.Lost{} }
+func (*holderSource) Hooks() []string   { return nil }
+func (*holderSource) Close() error      { return nil }
+
+// recordSink keeps the records a loop emits.
+type recordSink struct {
+	mu   sync.Mutex
+	recs []tracer.Record
+}
+
+func (s *recordSink) Record(r *tracer.Record) {
+	s.mu.Lock()
+	s.recs = append(s.recs, *r)
+	s.mu.Unlock()
+}
+func (*recordSink) Tick(int64) {}
+
+func (s *recordSink) owners() []tracer.Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.DeleteFunc(slices.Clone(s.recs), func(r tracer.Record) bool { return r.Type != tracer.RecordOwner })
+}
+
+// TestLoopFindsHolders: the loop asks a source that can find holders from
+// a goroutine of its own, and the answer reaches the correlator on a tick;
+// the published index then names the new owner.
+func TestLoopFindsHolders(t *testing.T) {
+	src := &holderSource{
+		events:  []tracer.Event{state(5, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener), exit(10, listener)},
+		holders: []tracer.Holder{holder(listenSock, 201, 1000)},
+	}
+	sink := &recordSink{}
+	loop := NewLoop(sink)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- loop.Run(ctx, src) }()
+	for deadline := time.Now().Add(10 * time.Second); len(sink.owners()) == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no owner line after 10s")
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	r := sink.owners()[0]
+	if r.PID != 201 || r.Prev.PID != listener || !r.PrevExited || r.OwnerVia != tracer.OwnerHolder {
+		t.Errorf("owner line %+v", r)
+	}
+	if got := loop.Index().ByLocalPort(8080); len(got) != 1 || got[0].Process.PID != 201 || got[0].Exited {
+		t.Errorf("index: %+v, want the listener owned by 201", got)
+	}
+	if len(src.asked) != 1 {
+		t.Errorf("asked %d times, want once: %v", len(src.asked), src.asked)
+	}
+}
