@@ -68,7 +68,7 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	printer.Header()
 	loop := correlate.NewLoop(printer)
 	seed(loop, f.ports, cfg.Family, stderr)
-	if srv, err := api.Listen(api.WatchSocket(os.Getpid()), loop.Index); err != nil {
+	if srv, err := api.Listen(api.WatchSocket(os.Getpid()), api.Backend{Index: loop.Index}); err != nil {
 		fmt.Fprintf(stderr, "porttrace: %v (porttrace who will not name TIME_WAIT owners from this watch)\n", err)
 	} else {
 		defer srv.Close()

@@ -58,7 +58,7 @@ func testServer(t *testing.T, wrap func(net.Listener) net.Listener) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := serve(wrap(ln), path, peerRule{gid: os.Getgid()}, seeded().Index)
+	s := serve(wrap(ln), path, peerRule{gid: os.Getgid()}, watchBackend(seeded()))
 	t.Cleanup(func() { s.Close() })
 	return s
 }
@@ -204,7 +204,7 @@ func TestAskAllSkipsStalledServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := serve(ln, ln.Addr().String(), peerRule{gid: os.Getgid()}, seeded().Index)
+	good := serve(ln, ln.Addr().String(), peerRule{gid: os.Getgid()}, watchBackend(seeded()))
 	defer good.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -228,7 +228,7 @@ func TestPeerRefused(t *testing.T) {
 	}
 	defer os.RemoveAll(dir)
 	os.Chmod(dir, 0o755)
-	s, err := Listen(filepath.Join(dir, "api.sock"), seeded().Index)
+	s, err := Listen(filepath.Join(dir, "api.sock"), watchBackend(seeded()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,3 +254,6 @@ func TestPeerRefused(t *testing.T) {
 	}
 	ask(t, s) // root is served
 }
+
+// watchBackend serves only a loop's index, as a watch does.
+func watchBackend(l *correlate.Loop) Backend { return Backend{Index: l.Index} }

@@ -32,6 +32,9 @@ type Loop struct {
 	asks    chan []tracer.HolderQuery
 	answers chan holderAnswer
 	asking  bool
+	// reseeds carries fresh snapshots to reconcile the table with (see
+	// Reseed); the loop takes them on its ticks.
+	reseeds chan reseed
 	// publishedNs and publishedAt say when the index was last built and
 	// how many events and records the correlator had handled then.
 	publishedNs int64
@@ -42,7 +45,7 @@ var _ tracer.Handler = (*Loop)(nil)
 
 // NewLoop returns a loop whose correlator's records go to sinks, in order.
 func NewLoop(sinks ...tracer.Sink) *Loop {
-	l := &Loop{sinks: sinks}
+	l := &Loop{sinks: sinks, reseeds: make(chan reseed, 1)}
 	l.corr = NewCorrelator(l.emit)
 	l.index.Store(newIndex(0, Stats{}, nil))
 	return l
@@ -110,8 +113,36 @@ func (l *Loop) findHolders(finder tracer.HolderFinder) (stop func()) {
 // Handle implements tracer.Handler.
 func (l *Loop) Handle(ev *tracer.Event) { l.corr.Handle(ev) }
 
+type reseed struct {
+	report *snapshot.PortReport
+	atNs   int64
+}
+
+// Reseed hands the loop a snapshot of every socket, taken at atNs, to
+// reconcile its table with (Correlator.Reconcile) on its next tick: what a
+// daemon does when the kernel reports lost events. Safe from any
+// goroutine; it never blocks: a snapshot still waiting is replaced.
+func (l *Loop) Reseed(r *snapshot.PortReport, atNs int64) {
+	for {
+		select {
+		case l.reseeds <- reseed{r, atNs}:
+			return
+		default:
+		}
+		select {
+		case <-l.reseeds:
+		default:
+		}
+	}
+}
+
 // Tick implements tracer.Handler.
 func (l *Loop) Tick(nowNs int64) {
+	select {
+	case rs := <-l.reseeds:
+		l.corr.Reconcile(rs.report, rs.atNs)
+	default:
+	}
 	if l.asking {
 		select {
 		case a := <-l.answers:

@@ -238,7 +238,7 @@ func TestKernelWhoNamesTimeWaitOwner(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- loop.Run(ctx, src) }()
 	defer func() { src.Close() }()
-	srv, err := api.Listen(filepath.Join(t.TempDir(), "watch.sock"), loop.Index)
+	srv, err := api.Listen(filepath.Join(t.TempDir(), "watch.sock"), api.Backend{Index: loop.Index})
 	if err != nil {
 		t.Fatal(err)
 	}
