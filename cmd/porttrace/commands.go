@@ -69,6 +69,7 @@ show.`},
 		whoCommand(),
 		whyCommand(),
 		freeCommand(),
+		historyCommand(),
 		{doc: &clidoc.Command{Name: "help", Args: "[COMMAND]", Summary: "print the help of porttrace or of a command",
 			Flags: newFlagSet("help")}, run: c.help},
 		{doc: &clidoc.Command{Name: "version", Summary: "print the version", Flags: newFlagSet("version")},
@@ -84,6 +85,7 @@ or porttrace completion fish | source.`,
 				return nil
 			}},
 	}
+	c.commands = append(c.commands, platformCommands()...)
 	for _, cmd := range c.commands {
 		clidoc.AddHelp(cmd.doc.Flags)
 		c.program.Commands = append(c.program.Commands, cmd.doc)

@@ -21,6 +21,21 @@ import (
 	"github.com/porttrace/porttrace/bpf"
 )
 
+// Sockets lists, without their holders, the TCP and UDP sockets on both
+// sides of port in one network namespace, with the facts the kernel gives
+// any user (states, queues, timers): what the daemon names from its cache.
+func Sockets(port uint16, ns Namespace) (*snapshot.PortReport, error) {
+	socks, noUDP, err := diagPort(ns, port)
+	if err != nil {
+		return nil, err
+	}
+	r := &snapshot.PortReport{Port: port, Sockets: socks}
+	if noUDP {
+		r.Notes = append(r.Notes, "UDP sockets not shown: this kernel has no UDP sock_diag (load the udp_diag module)")
+	}
+	return r, nil
+}
+
 // Who answers "who owns this port?" for porttrace's own network namespace.
 func Who(port uint16) (*snapshot.PortReport, error) {
 	ns, err := CurrentNamespace()

@@ -6,10 +6,12 @@ _porttrace() {
 		'who:say once who holds PORT and who connects to it, and who owned its TIME_WAIT sockets'
 		'why:say whether bind(ADDR:PORT) would succeed now, and if not, what blocks it'
 		'free:stop what holds PORT and wait until it can be bound'
+		'history:say who held PORT, from when to when, its failed binds and connection counts'
 		'help:print the help of porttrace or of a command'
 		'version:print the version'
 		'completion:print the shell completion script for bash, zsh or fish'
 		'man:print the man page, in roff (porttrace man | man -l -)'
+		'daemon:trace every port as a service: who from its cache, history, metrics'
 	)
 	local -a specs
 	local state
@@ -22,6 +24,8 @@ _porttrace() {
 		specs+=('(-t --pids)'{-t,--pids}'[print only the pids of the processes holding the port, one per line (as lsof -t), for kill $(...)]')
 		specs+=('--netns=[answer for this network namespace\: an ip netns name, a path such as /proc/PID/ns/net, or a pid]:string: ')
 		specs+=('--all-netns[answer for every network namespace, each socket labelled with its own]')
+		specs+=('--socket=[ask the daemon on this socket first (default\: $PORTTRACE_SOCKET, else /run/porttrace/porttrace.sock)]:string: ')
+		specs+=('(-v --verbose)'{-v,--verbose}'[say whether the daemon or a snapshot taken now answered]')
 		specs+=('(-h --help)'{-h,--help}'[print this help]')
 		specs+=('1:PORT...: ')
 		_arguments -s $specs
@@ -53,11 +57,24 @@ _porttrace() {
 		_arguments -s $specs
 		return
 		;;
+	history)
+		shift words
+		(( CURRENT-- ))
+		specs+=('--since=[how far back (e.g. 24h, 15m)]:duration: ')
+		specs+=('--until=[up to this long ago (0\: now)]:duration: ')
+		specs+=('--json[print one JSON object]')
+		specs+=('--socket=[ask the daemon on this socket (default\: $PORTTRACE_SOCKET, else /run/porttrace/porttrace.sock)]:string: ')
+		specs+=('--data-dir=[read the history here when no daemon answers]:string: ')
+		specs+=('(-h --help)'{-h,--help}'[print this help]')
+		specs+=('1:PORT: ')
+		_arguments -s $specs
+		return
+		;;
 	help)
 		shift words
 		(( CURRENT-- ))
 		specs+=('(-h --help)'{-h,--help}'[print this help]')
-		specs+=('1:[COMMAND]:(who why free help version completion man)')
+		specs+=('1:[COMMAND]:(who why free history help version completion man daemon)')
 		_arguments -s $specs
 		return
 		;;
@@ -79,6 +96,22 @@ _porttrace() {
 	man)
 		shift words
 		(( CURRENT-- ))
+		specs+=('(-h --help)'{-h,--help}'[print this help]')
+		_arguments -s $specs
+		return
+		;;
+	daemon)
+		shift words
+		(( CURRENT-- ))
+		specs+=('--socket=[serve the API on this unix socket]:string: ')
+		specs+=('--data-dir=[keep the port history here ("" keeps none)]:string: ')
+		specs+=('--history-max-age=[forget history older than this]:duration: ')
+		specs+=('--history-max-bytes=[keep the history database under this many bytes]:int: ')
+		specs+=('--metrics-address=[serve Prometheus metrics on http\://ADDRESS/metrics (e.g. 127.0.0.1\:9813); default\: off]:string: ')
+		specs+=('--log-file=[log here instead of standard error; SIGHUP reopens it (for logrotate)]:string: ')
+		specs+=('--probe=[hook family\: auto, tracepoint or kprobe]:string: ')
+		specs+=('--buffer-size=[kernel ring buffer size in MiB (a power of two)]:int: ')
+		specs+=('(-v --verbose)'{-v,--verbose}'[log which hooks were attached and why]')
 		specs+=('(-h --help)'{-h,--help}'[print this help]')
 		_arguments -s $specs
 		return
