@@ -70,6 +70,9 @@ show.`},
 		whyCommand(),
 		freeCommand(),
 		historyCommand(),
+	}
+	c.commands = append(c.commands, platformCommands()...)
+	c.commands = append(c.commands, []*command{
 		{doc: &clidoc.Command{Name: "help", Args: "[COMMAND]", Summary: "print the help of porttrace or of a command",
 			Flags: newFlagSet("help")}, run: c.help},
 		{doc: &clidoc.Command{Name: "version", Summary: "print the version", Flags: newFlagSet("version")},
@@ -84,8 +87,7 @@ or porttrace completion fish | source.`,
 				c.program.Man(stdout)
 				return nil
 			}},
-	}
-	c.commands = append(c.commands, platformCommands()...)
+	}...)
 	for _, cmd := range c.commands {
 		clidoc.AddHelp(cmd.doc.Flags)
 		c.program.Commands = append(c.program.Commands, cmd.doc)

@@ -11,7 +11,7 @@ _porttrace() {
 	local command=
 	if ((COMP_CWORD > 1)); then
 		case ${COMP_WORDS[1]} in
-		who|why|free|history|help|version|completion|man|daemon) command=${COMP_WORDS[1]} ;;
+		who|why|free|history|daemon|help|version|completion|man) command=${COMP_WORDS[1]} ;;
 		esac
 	fi
 	case $command in
@@ -24,7 +24,7 @@ _porttrace() {
 		if [[ $cur == -* ]]; then
 			mapfile -t COMPREPLY < <(compgen -W '-p --port --pid -4 --ipv4 -6 --ipv6 --json --duration --ready-file --probe --buffer-size -v --verbose --version -h --help' -- "$cur")
 		elif ((COMP_CWORD == 1)); then
-			mapfile -t COMPREPLY < <(compgen -W 'who why free history help version completion man daemon' -- "$cur")
+			mapfile -t COMPREPLY < <(compgen -W 'who why free history daemon help version completion man' -- "$cur")
 		fi
 		;;
 	'who')
@@ -56,11 +56,19 @@ _porttrace() {
 			mapfile -t COMPREPLY < <(compgen -W '--since --until --json --socket --data-dir -h --help' -- "$cur")
 		fi
 		;;
+	'daemon')
+		case $prev in
+		--socket|--data-dir|--history-max-age|--history-max-bytes|--metrics-address|--log-file|--probe|--buffer-size) return ;;
+		esac
+		if [[ $cur == -* ]]; then
+			mapfile -t COMPREPLY < <(compgen -W '--socket --data-dir --history-max-age --history-max-bytes --metrics-address --log-file --probe --buffer-size -v --verbose -h --help' -- "$cur")
+		fi
+		;;
 	'help')
 		if [[ $cur == -* ]]; then
 			mapfile -t COMPREPLY < <(compgen -W '-h --help' -- "$cur")
 		else
-			mapfile -t COMPREPLY < <(compgen -W 'who why free history help version completion man daemon' -- "$cur")
+			mapfile -t COMPREPLY < <(compgen -W 'who why free history daemon help version completion man' -- "$cur")
 		fi
 		;;
 	'version')
@@ -78,14 +86,6 @@ _porttrace() {
 	'man')
 		if [[ $cur == -* ]]; then
 			mapfile -t COMPREPLY < <(compgen -W '-h --help' -- "$cur")
-		fi
-		;;
-	'daemon')
-		case $prev in
-		--socket|--data-dir|--history-max-age|--history-max-bytes|--metrics-address|--log-file|--probe|--buffer-size) return ;;
-		esac
-		if [[ $cur == -* ]]; then
-			mapfile -t COMPREPLY < <(compgen -W '--socket --data-dir --history-max-age --history-max-bytes --metrics-address --log-file --probe --buffer-size -v --verbose -h --help' -- "$cur")
 		fi
 		;;
 	esac

@@ -5,7 +5,7 @@
 function __porttrace_command
 	set -l tokens (commandline -opc)
 	set -l command ''
-	if set -q tokens[2]; and contains -- $tokens[2] who why free history help version completion man daemon
+	if set -q tokens[2]; and contains -- $tokens[2] who why free history daemon help version completion man
 		set command $tokens[2]
 	end
 	test "$command" = "$argv[1]"
@@ -16,11 +16,11 @@ complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a who -d 'say 
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a why -d 'say whether bind(ADDR:PORT) would succeed now, and if not, what blocks it'
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a free -d 'stop what holds PORT and wait until it can be bound'
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a history -d 'say who held PORT, from when to when, its failed binds and connection counts'
+complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a daemon -d 'trace every port as a service: who from its cache, history, metrics'
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a help -d 'print the help of porttrace or of a command'
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a version -d 'print the version'
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a completion -d 'print the shell completion script for bash, zsh or fish'
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a man -d 'print the man page, in roff (porttrace man | man -l -)'
-complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a daemon -d 'trace every port as a service: who from its cache, history, metrics'
 complete -c porttrace -n '__porttrace_command' -s p -l port -x -d 'watch only these PORTS, at either end of a socket: 8080, 80,443, 8000-8100 or a service name (http); repeated, the lists are merged; default: every port'
 complete -c porttrace -n '__porttrace_command' -l pid -x -d 'show only the sockets this PID owns'
 complete -c porttrace -n '__porttrace_command' -s 4 -l ipv4 -d 'IPv4 only'
@@ -59,12 +59,6 @@ complete -c porttrace -n '__porttrace_command history' -l json -d 'print one JSO
 complete -c porttrace -n '__porttrace_command history' -l socket -x -d 'ask the daemon on this socket (default: $PORTTRACE_SOCKET, else /run/porttrace/porttrace.sock)'
 complete -c porttrace -n '__porttrace_command history' -l data-dir -x -d 'read the history here when no daemon answers'
 complete -c porttrace -n '__porttrace_command history' -s h -l help -d 'print this help'
-complete -c porttrace -n '__porttrace_command help' -s h -l help -d 'print this help'
-complete -c porttrace -n '__porttrace_command help' -a 'who why free history help version completion man daemon'
-complete -c porttrace -n '__porttrace_command version' -s h -l help -d 'print this help'
-complete -c porttrace -n '__porttrace_command completion' -s h -l help -d 'print this help'
-complete -c porttrace -n '__porttrace_command completion' -a 'bash zsh fish'
-complete -c porttrace -n '__porttrace_command man' -s h -l help -d 'print this help'
 complete -c porttrace -n '__porttrace_command daemon' -l socket -x -d 'serve the API on this unix socket'
 complete -c porttrace -n '__porttrace_command daemon' -l data-dir -x -d 'keep the port history here ("" keeps none)'
 complete -c porttrace -n '__porttrace_command daemon' -l history-max-age -x -d 'forget history older than this'
@@ -75,3 +69,9 @@ complete -c porttrace -n '__porttrace_command daemon' -l probe -x -d 'hook famil
 complete -c porttrace -n '__porttrace_command daemon' -l buffer-size -x -d 'kernel ring buffer size in MiB (a power of two)'
 complete -c porttrace -n '__porttrace_command daemon' -s v -l verbose -d 'log which hooks were attached and why'
 complete -c porttrace -n '__porttrace_command daemon' -s h -l help -d 'print this help'
+complete -c porttrace -n '__porttrace_command help' -s h -l help -d 'print this help'
+complete -c porttrace -n '__porttrace_command help' -a 'who why free history daemon help version completion man'
+complete -c porttrace -n '__porttrace_command version' -s h -l help -d 'print this help'
+complete -c porttrace -n '__porttrace_command completion' -s h -l help -d 'print this help'
+complete -c porttrace -n '__porttrace_command completion' -a 'bash zsh fish'
+complete -c porttrace -n '__porttrace_command man' -s h -l help -d 'print this help'

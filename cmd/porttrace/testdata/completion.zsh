@@ -7,11 +7,11 @@ _porttrace() {
 		'why:say whether bind(ADDR:PORT) would succeed now, and if not, what blocks it'
 		'free:stop what holds PORT and wait until it can be bound'
 		'history:say who held PORT, from when to when, its failed binds and connection counts'
+		'daemon:trace every port as a service: who from its cache, history, metrics'
 		'help:print the help of porttrace or of a command'
 		'version:print the version'
 		'completion:print the shell completion script for bash, zsh or fish'
 		'man:print the man page, in roff (porttrace man | man -l -)'
-		'daemon:trace every port as a service: who from its cache, history, metrics'
 	)
 	local -a specs
 	local state
@@ -70,11 +70,27 @@ _porttrace() {
 		_arguments -s $specs
 		return
 		;;
+	daemon)
+		shift words
+		(( CURRENT-- ))
+		specs+=('--socket=[serve the API on this unix socket]:string: ')
+		specs+=('--data-dir=[keep the port history here ("" keeps none)]:string: ')
+		specs+=('--history-max-age=[forget history older than this]:duration: ')
+		specs+=('--history-max-bytes=[keep the history database under this many bytes]:int: ')
+		specs+=('--metrics-address=[serve Prometheus metrics on http\://ADDRESS/metrics (e.g. 127.0.0.1\:9813); default\: off]:string: ')
+		specs+=('--log-file=[log here instead of standard error; SIGHUP reopens it (for logrotate)]:string: ')
+		specs+=('--probe=[hook family\: auto, tracepoint or kprobe]:string: ')
+		specs+=('--buffer-size=[kernel ring buffer size in MiB (a power of two)]:int: ')
+		specs+=('(-v --verbose)'{-v,--verbose}'[log which hooks were attached and why]')
+		specs+=('(-h --help)'{-h,--help}'[print this help]')
+		_arguments -s $specs
+		return
+		;;
 	help)
 		shift words
 		(( CURRENT-- ))
 		specs+=('(-h --help)'{-h,--help}'[print this help]')
-		specs+=('1:[COMMAND]:(who why free history help version completion man daemon)')
+		specs+=('1:[COMMAND]:(who why free history daemon help version completion man)')
 		_arguments -s $specs
 		return
 		;;
@@ -96,22 +112,6 @@ _porttrace() {
 	man)
 		shift words
 		(( CURRENT-- ))
-		specs+=('(-h --help)'{-h,--help}'[print this help]')
-		_arguments -s $specs
-		return
-		;;
-	daemon)
-		shift words
-		(( CURRENT-- ))
-		specs+=('--socket=[serve the API on this unix socket]:string: ')
-		specs+=('--data-dir=[keep the port history here ("" keeps none)]:string: ')
-		specs+=('--history-max-age=[forget history older than this]:duration: ')
-		specs+=('--history-max-bytes=[keep the history database under this many bytes]:int: ')
-		specs+=('--metrics-address=[serve Prometheus metrics on http\://ADDRESS/metrics (e.g. 127.0.0.1\:9813); default\: off]:string: ')
-		specs+=('--log-file=[log here instead of standard error; SIGHUP reopens it (for logrotate)]:string: ')
-		specs+=('--probe=[hook family\: auto, tracepoint or kprobe]:string: ')
-		specs+=('--buffer-size=[kernel ring buffer size in MiB (a power of two)]:int: ')
-		specs+=('(-v --verbose)'{-v,--verbose}'[log which hooks were attached and why]')
 		specs+=('(-h --help)'{-h,--help}'[print this help]')
 		_arguments -s $specs
 		return
