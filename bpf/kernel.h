@@ -115,6 +115,7 @@ struct sock {
 	__u16 sk_type;
 	__u16 sk_protocol;
 	struct sock_cgroup_data sk_cgrp_data;
+	struct socket *sk_socket;
 };
 
 /* inet_sport keeps the local port to the end: skc_num is cleared when the
@@ -169,6 +170,12 @@ struct socket {
 struct inode {
 	unsigned short i_mode;
 	unsigned long i_ino;
+};
+
+/* A socket and its inode are allocated together (SOCK_INODE). */
+struct socket_alloc {
+	struct socket socket;
+	struct inode vfs_inode;
 };
 
 struct file {

@@ -76,6 +76,7 @@ struct event {
 	__u8 flags;           /* EVENT_KTHREAD */
 	char comm[16];        /* the process's name (its leader's) */
 	char thread[16];      /* the name of the thread on the CPU */
+	__u64 inode;          /* a new listener's inode (sock.h), else 0 */
 };
 
 /* Puts struct event into the object's BTF, for bpf2go to generate its Go
@@ -257,6 +258,10 @@ static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, 
 	e->newstate = newstate;
 	e->parent = mptcp_parent(sk);
 	e->sock_cgroup_id = sock_cgroup_id(sk);
+	/* Listeners may share their ends (SO_REUSEPORT): the inode tells
+	 * them apart, as sock_diag lists them. */
+	if (newstate == TCP_LISTEN)
+		e->inode = sock_inode(sk);
 	fill_endpoints(e, (struct sock_common *)sk, sock_sport(sk));
 	submit(e);
 	return 0;

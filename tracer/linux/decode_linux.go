@@ -35,7 +35,8 @@ const (
 	offFlags         = 111
 	offComm          = 112
 	offThread        = 128
-	eventSize        = 144
+	offInode         = 144
+	eventSize        = 152
 	flagKernelThread = 1 // EVENT_KTHREAD
 )
 
@@ -94,6 +95,7 @@ func decodeEvent(raw []byte, monoToWallNs int64, ev *tracer.Event) error {
 	ev.KernelThread = raw[offFlags]&flagKernelThread != 0
 	ev.NetNS = ne.Uint32(raw[offNetNS:])
 	ev.Err = int32(ne.Uint32(raw[offErr:]))
+	ev.Inode = ne.Uint64(raw[offInode:])
 	copy(ev.Comm[:], raw[offComm:offComm+tracer.CommLen])
 	copy(ev.Thread[:], raw[offThread:offThread+tracer.CommLen])
 	return nil
