@@ -187,7 +187,8 @@ func (d *daemon) who(ctx context.Context, port uint16, peerPID int32) (*api.WhoR
 		}
 		ns = found
 	}
-	r, complete, err := d.fromCache(port, ns)
+	owned := d.ownedByEnds(port)
+	r, complete, err := d.fromCache(port, ns, owned)
 	if err != nil {
 		return nil, err
 	}
@@ -198,33 +199,71 @@ func (d *daemon) who(ctx context.Context, port uint16, peerPID int32) (*api.WhoR
 	if err != nil {
 		return nil, err
 	}
+	r.NameSeen(seenOwners(owned))
 	return &api.WhoResponse{Report: r, From: "walk"}, nil
+}
+
+// ownedByEnds indexes the sockets on both sides of port whose owners the
+// loop knows by their ends. The index has TCP sockets only (UDP changes
+// no state to trace).
+func (d *daemon) ownedByEnds(port uint16) map[snapshot.SocketKey][]correlate.Owned {
+	owned := map[snapshot.SocketKey][]correlate.Owned{}
+	x := d.loop.Index()
+	for _, list := range [][]correlate.Owned{x.ByLocalPort(port), x.ByRemotePort(port)} {
+		for _, o := range list {
+			k := snapshot.KeyOf(o.NetNS, o.Local, o.Remote)
+			owned[k] = append(owned[k], o)
+		}
+	}
+	return owned
+}
+
+// seenOwners are the owners the loop saw of connections, for the sockets
+// a walk finds no process holding (TIME_WAIT, orphans).
+func seenOwners(owned map[snapshot.SocketKey][]correlate.Owned) map[snapshot.SocketKey]proc.Process {
+	seen := make(map[snapshot.SocketKey]proc.Process, len(owned))
+	for k, entries := range owned {
+		if len(entries) == 1 {
+			seen[k] = seenProcess(&entries[0])
+		}
+	}
+	return seen
+}
+
+func seenProcess(o *correlate.Owned) proc.Process {
+	return proc.Process{Identity: proc.Identity{PID: o.Process.PID, StartNs: o.Process.StartNs}, Name: o.Process.Comm.String(), Exited: o.Exited}
 }
 
 // fromCache builds who's report from the kernel's sockets and the loop's
 // index; complete is false when a socket some process holds has no owner
-// in the index.
-func (d *daemon) fromCache(port uint16, ns linux.Namespace) (*snapshot.PortReport, bool, error) {
+// in the index that is surely its own. Sockets are known by their ends;
+// listeners sharing theirs (SO_REUSEPORT) by their inodes.
+func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.SocketKey][]correlate.Owned) (*snapshot.PortReport, bool, error) {
 	r, err := linux.Sockets(port, ns)
 	if err != nil {
 		return nil, false, err
 	}
-	owned := map[snapshot.SocketKey]correlate.Owned{}
-	x := d.loop.Index()
-	for _, list := range [][]correlate.Owned{x.ByLocalPort(port), x.ByRemotePort(port)} {
-		for _, o := range list {
-			owned[snapshot.KeyOf(o.NetNS, o.Local, o.Remote)] = o
+	sharing := map[snapshot.SocketKey]int{}
+	for i := range r.Sockets {
+		if s := &r.Sockets[i]; s.Proto == tracer.ProtoTCP {
+			sharing[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)]++
 		}
 	}
 	r.Processes = map[uint32]*proc.Process{}
 	for i := range r.Sockets {
 		s := &r.Sockets[i]
-		o, ok := owned[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)]
+		k := snapshot.KeyOf(s.NetNS, s.Local, s.Remote)
+		var o correlate.Owned
+		ok := s.Proto == tracer.ProtoTCP
+		if ok {
+			o, ok = ownerOf(owned[k], s, sharing[k] > 1)
+		}
 		switch {
 		case ok && (o.TimeWait || s.Inode == 0):
-			seen := proc.Process{Identity: proc.Identity{PID: o.Process.PID, StartNs: o.Process.StartNs}, Name: o.Process.Comm.String(), Exited: o.Exited}
+			seen := seenProcess(&o)
 			s.Seen = &seen
 		case ok:
+			s.Proto = o.Proto // MPTCP, where the socket is a subflow
 			s.PIDs = []uint32{o.Process.PID}
 			if _, done := r.Processes[o.Process.PID]; !done {
 				p, err := d.resolver.Lookup(proc.Identity{PID: o.Process.PID, StartNs: o.Process.StartNs})
@@ -238,6 +277,25 @@ func (d *daemon) fromCache(port uint16, ns linux.Namespace) (*snapshot.PortRepor
 		}
 	}
 	return r, true, nil
+}
+
+// ownerOf picks socket s's entry among the index's entries with its ends:
+// the one with its inode, or, where no other socket has its ends (sharing
+// is false), the only one, unless that one names another inode.
+func ownerOf(entries []correlate.Owned, s *snapshot.PortSocket, sharing bool) (correlate.Owned, bool) {
+	for _, o := range entries {
+		if o.Inode != 0 && o.Inode == s.Inode {
+			return o, true
+		}
+	}
+	if sharing || len(entries) != 1 {
+		return correlate.Owned{}, false
+	}
+	o := entries[0]
+	if o.Inode != 0 && s.Inode != 0 {
+		return correlate.Owned{}, false // another socket's entry
+	}
+	return o, true
 }
 
 // history answers history from the store.
