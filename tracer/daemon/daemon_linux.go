@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/api"
 	"github.com/porttrace/porttrace/tracer/correlate"
@@ -52,6 +54,8 @@ type daemon struct {
 	store    *history.Store
 	resolver *proc.Resolver
 	own      linux.Namespace
+	// answers coalesces who's answers (see who).
+	answers singleflight.Group
 }
 
 // Run runs the daemon until ctx ends. It stops within a second of that:
@@ -187,6 +191,23 @@ func (d *daemon) who(ctx context.Context, port uint16, peerPID int32) (*api.WhoR
 		}
 		ns = found
 	}
+	// Clients asking about the same port and namespace at once share one
+	// answer: a crowd costs the kernel one walk of its sockets, not one
+	// each.
+	key := strconv.Itoa(int(port)) + "/" + strconv.FormatUint(uint64(ns.Inode), 10)
+	select {
+	case res := <-d.answers.DoChan(key, func() (any, error) { return d.answer(port, ns) }):
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*api.WhoResponse), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// answer answers who for port in ns.
+func (d *daemon) answer(port uint16, ns linux.Namespace) (*api.WhoResponse, error) {
 	owned := d.ownedByEnds(port)
 	r, complete, err := d.fromCache(port, ns, owned)
 	if err != nil {
