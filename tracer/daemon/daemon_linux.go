@@ -120,6 +120,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 	err = d.loop.Run(ctx, src)
 	wg.Wait()
+	if err == nil {
+		cfg.Logf("stopped")
+	}
 	return err
 }
 
