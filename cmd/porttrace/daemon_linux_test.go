@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -19,8 +21,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/api"
+	"github.com/porttrace/porttrace/tracer/history"
 	"github.com/porttrace/porttrace/tracer/linux"
 	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
@@ -248,14 +253,21 @@ func (h *socketHolder) do(cmd []string) (string, error) {
 		h.children = append(h.children, child)
 		return strconv.Itoa(child.Process.Pid), nil
 	case "fail-binds":
-		// bind(2) to addr, held by another socket, every few
-		// milliseconds, until stdin closes: failed binds for history.
+		// bind(2) to addr, held by another socket, at the interval given,
+		// until stdin closes: failed binds for history.
+		if len(cmd) != 3 {
+			return "", fmt.Errorf("fail-binds takes an address and an interval")
+		}
+		every, err := time.ParseDuration(cmd[2])
+		if err != nil {
+			return "", err
+		}
 		go func() {
 			for {
 				if l, err := lc.Listen(context.Background(), network, addr); err == nil {
 					l.Close()
 				}
-				time.Sleep(5 * time.Millisecond)
+				time.Sleep(every)
 			}
 		}()
 		return addr, nil
@@ -656,5 +668,509 @@ func TestDaemonWhoMatchesSnapshot(t *testing.T) {
 				t.Errorf("only %d sockets in the answer: the population is missing", len(got.Report.Sockets))
 			}
 		})
+	}
+}
+
+// eventually calls check until it returns "" (all is well), for at most
+// within (a hang detector), and fails with what it last said.
+func eventually(t *testing.T, within time.Duration, what string, check func() string) {
+	t.Helper()
+	var last string
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if last = check(); last == "" {
+			return
+		}
+	}
+	t.Fatalf("%s: not after %v: %s", what, within, last)
+}
+
+// agrees says how the daemon's answer about port, asked from this
+// namespace, differs from the one-shot report and from where it should
+// have come ("" when it does not).
+func (d *daemonRun) agrees(t *testing.T, port int, from string) string {
+	t.Helper()
+	got := d.who(t, port)
+	diffs := compareWho(got, d.oneShot(t, "", port))
+	if got.From != from {
+		diffs = append(diffs, "answered from the "+got.From+", want the "+from)
+	}
+	return strings.Join(diffs, "\n")
+}
+
+// loopback is 127.0.0.1:port.
+func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+// buildPortstorm builds the load generator, cmd/portstorm.
+func buildPortstorm(t *testing.T) string {
+	t.Helper()
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("building cmd/portstorm needs the go command: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "portstorm")
+	if out, err := exec.Command(goCmd, "build", "-o", bin, "github.com/porttrace/porttrace/cmd/portstorm").CombinedOutput(); err != nil {
+		t.Fatalf("building cmd/portstorm: %v: %s", err, out)
+	}
+	return bin
+}
+
+// storm runs portstorm: conns loopback connections on port.
+func storm(portstorm string, port, conns int) *exec.Cmd {
+	return exec.Command(portstorm, "--port", strconv.Itoa(port), "--conns", strconv.Itoa(conns), "--workers", "4")
+}
+
+// TestDaemonRepairsLosses: events lost in a storm (the daemon stopped, its
+// ring buffer of 1 MiB full) leave it wrong only until it reconciles: a
+// listener closed and opened again by another process meanwhile, and a
+// listener and a connection opened during a storm, are then owned right,
+// from its cache.
+func TestDaemonRepairsLosses(t *testing.T) {
+	needRoot(t)
+	portstorm := buildPortstorm(t)
+	d := startDaemon(t, t.TempDir(), "--buffer-size", "1")
+	first, second := startHolder(t, ""), startHolder(t, "")
+	reopened, opened := freeLoopbackPort(t), freeLoopbackPort(t)
+	first.do("listen %s", loopback(reopened))
+	eventually(t, 10*time.Second, "the daemon names the first listener's owner", func() string { return d.agrees(t, reopened, "cache") })
+
+	// Stopped, the daemon reads nothing: the first storm fills its ring,
+	// and whatever happens after is lost.
+	if err := d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			d.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+	if out, err := storm(portstorm, freeLoopbackPort(t), 5000).CombinedOutput(); err != nil {
+		t.Fatalf("portstorm: %v: %s", err, out)
+	}
+	during := storm(portstorm, freeLoopbackPort(t), 5000)
+	var stormOut strings.Builder
+	during.Stdout, during.Stderr = &stormOut, &stormOut
+	if err := during.Start(); err != nil {
+		t.Fatal(err)
+	}
+	first.do("close %s", loopback(reopened))
+	second.do("listen %s", loopback(reopened))
+	second.do("listen %s", loopback(opened))
+	first.do("dial %s", loopback(opened))
+	if err := during.Wait(); err != nil {
+		t.Fatalf("portstorm: %v: %s", err, stormOut.String())
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+
+	eventually(t, 15*time.Second, "the daemon reports the loss and reconciles", func() string {
+		if !strings.Contains(d.stderr.String(), "events lost") || !strings.Contains(d.stderr.String(), "reconciling with a fresh snapshot") {
+			return "its log: " + d.stderr.String()
+		}
+		return ""
+	})
+	for _, port := range []int{reopened, opened} {
+		eventually(t, 10*time.Second, fmt.Sprintf("port %d owned right after the loss", port), func() string { return d.agrees(t, port, "cache") })
+	}
+	if r := d.who(t, reopened).Report; !r.Holds(uint32(second.pid)) || r.Holds(uint32(first.pid)) {
+		t.Errorf("the reopened listener: held by %v, want only %d", r.PIDs(), second.pid)
+	}
+}
+
+// TestDaemonManyClients: a client that connects and never reads or writes
+// blocks nobody and is dropped; 1,000 clients asking at once are all
+// answered, rightly.
+func TestDaemonManyClients(t *testing.T) {
+	needRoot(t)
+	d := startDaemon(t, t.TempDir())
+	server := startHolder(t, "")
+	port := freeLoopbackPort(t)
+	server.do("listen %s", loopback(port))
+	eventually(t, 10*time.Second, "the daemon names the listener's owner", func() string { return d.agrees(t, port, "cache") })
+
+	silent, err := net.Dial("unix", d.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+
+	const clients = 1000
+	errs := make(chan error, clients)
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			resp, err := api.Who(ctx, d.socket, uint16(port))
+			if err == nil && !resp.Report.Holds(uint32(server.pid)) {
+				err = fmt.Errorf("the answer names %v, not %d", resp.Report.PIDs(), server.pid)
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	var first error
+	for err := range errs {
+		if err != nil {
+			if first == nil {
+				first = err
+			}
+			failed++
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d clients asking at once got no right answer; the first: %v", failed, clients, first)
+	}
+	// The silent client is dropped after the request timeout (2 s).
+	silent.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := silent.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("the silent client: read %v, want EOF (dropped by the daemon)", err)
+	}
+}
+
+// rawRequest sends request on a connection of its own and reads the
+// answer.
+func rawRequest(t *testing.T, socket, request string) (*http.Response, string) {
+	t.Helper()
+	c, err := net.Dial("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	go io.WriteString(c, request) // an oversized one is answered before it is all read
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("%.60q: no answer: %v", request, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
+
+// TestDaemonBadRequests: oversized and malformed requests are refused,
+// each with its status and a reason, and the daemon goes on answering.
+func TestDaemonBadRequests(t *testing.T) {
+	needRoot(t)
+	d := startDaemon(t, t.TempDir())
+	port := freeLoopbackPort(t)
+	for _, tc := range []struct {
+		name, request string
+		status        int
+		body          string
+	}{
+		{"a request line of a megabyte", "GET /v1/who?port=80&pad=" + strings.Repeat("x", 1<<20) + " HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusRequestHeaderFieldsTooLarge, ""},
+		{"a thousand headers", "GET /v1/who?port=80 HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("X-Pad: 0123456789abcdef\r\n", 1000) + "\r\n", http.StatusRequestHeaderFieldsTooLarge, ""},
+		{"not HTTP", "NONSENSE\r\n\r\n", http.StatusBadRequest, ""},
+		{"a binary request", "\x00\x01\x02\xff\r\n\r\n", http.StatusBadRequest, ""},
+		{"no port", "GET /v1/who HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusBadRequest, "port must be a number from 1 to 65535"},
+		{"a port that is not a number", "GET /v1/who?port=http HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusBadRequest, "port must be a number from 1 to 65535"},
+		{"port 70000", "GET /v1/owners?port=70000 HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusBadRequest, "port must be a number from 1 to 65535"},
+		{"a time that is not a number", "GET /v1/history?port=80&since=yesterday HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusBadRequest, "since must be nanoseconds since the epoch"},
+		{"another method", "POST /v1/who?port=80 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", http.StatusMethodNotAllowed, ""},
+		{"another version", "GET /v2/who?port=80 HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusNotFound, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := rawRequest(t, d.socket, tc.request)
+			if resp.StatusCode != tc.status || !strings.Contains(body, tc.body) {
+				t.Errorf("answered %s %q, want %d and %q", resp.Status, body, tc.status, tc.body)
+			}
+			d.who(t, port) // still answering
+		})
+	}
+	if strings.Contains(d.stderr.String(), "panic") {
+		t.Errorf("the daemon's log: %s", d.stderr.String())
+	}
+}
+
+// TestDaemonStaleSocket: a socket file left by a killed daemon is
+// replaced; a file that is no socket, or a socket another daemon serves,
+// stops a second daemon at once with one line saying so.
+func TestDaemonStaleSocket(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	stale := filepath.Join(dir, "api.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	live := startDaemon(t, dir) // serves where the stale socket was
+
+	for _, tc := range []struct {
+		name, socket, want string
+	}{
+		{"a live daemon's socket", live.socket, "porttrace: another porttrace already serves " + live.socket + "\n"},
+		{"a regular file", filepath.Join(dir, "file"), "porttrace: " + filepath.Join(dir, "file") + " exists and is not a socket: remove it\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.WriteFile(filepath.Join(dir, "file"), nil, 0o600)
+			second := &daemonRun{socket: tc.socket, dataDir: t.TempDir(), exited: make(chan error, 1)}
+			second.start(t)
+			var exit *exec.ExitError
+			select {
+			case err := <-second.exited:
+				second.exited <- err
+				if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+					t.Errorf("exited with %v, want status 1", err)
+				}
+			case <-time.After(daemonStartTimeout):
+				t.Fatalf("still running after %v; stderr: %s", daemonStartTimeout, second.stderr.String())
+			}
+			if got := second.stderr.String(); !strings.HasSuffix(got, tc.want) {
+				t.Errorf("stderr %q, want it to end with %q", got, tc.want)
+			}
+		})
+	}
+	live.who(t, 1) // the first still serves
+}
+
+// history asks the daemon what it recorded of port between since and
+// until.
+func (d *daemonRun) history(t *testing.T, port int, since, until time.Time) *history.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := api.History(ctx, d.socket, uint16(port), since, until)
+	if err != nil {
+		t.Fatalf("asking the daemon's history: %v; stderr: %s", err, d.stderr.String())
+	}
+	return res
+}
+
+// holders describes the holders history has of a port that are process
+// pid: since when, and "holding" or how it ended.
+func holders(res *history.Result, pid int) []string {
+	var out []string
+	for _, h := range res.Holders {
+		if int(h.Owner.PID) != pid {
+			continue // this test's probes for a free port, say
+		}
+		end := h.End.String()
+		if h.Held() {
+			end = "holding"
+		}
+		out = append(out, fmt.Sprintf("from %d %s", h.FromNs, end))
+	}
+	return out
+}
+
+// TestDaemonRestartKeepsHistory: a daemon stopped and started again keeps
+// the history it had: a listener that closed, and one that still listens,
+// continued as the same holder.
+func TestDaemonRestartKeepsHistory(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	start := time.Now()
+	d := startDaemon(t, dir)
+	server := startHolder(t, "")
+	held, closed := freeLoopbackPort(t), freeLoopbackPort(t)
+	server.do("listen %s", loopback(held))
+	server.do("listen %s", loopback(closed))
+	server.do("close %s", loopback(closed))
+	var before []string
+	eventually(t, 10*time.Second, "the daemon records both listeners", func() string {
+		h, c := holders(d.history(t, held, start, time.Time{}), server.pid), holders(d.history(t, closed, start, time.Time{}), server.pid)
+		before = append(h, c...)
+		if len(h) != 1 || !strings.HasSuffix(h[0], " holding") || len(c) != 1 || !strings.HasSuffix(c[0], " closed") {
+			return fmt.Sprintf("holders %q and %q", h, c)
+		}
+		return ""
+	})
+	if _, err := d.stop(t, syscall.SIGTERM, 5*time.Second); err != nil {
+		t.Fatalf("the daemon's exit: %v; stderr: %s", err, d.stderr.String())
+	}
+
+	again := startDaemon(t, dir)
+	after := append(holders(again.history(t, held, start, time.Time{}), server.pid), holders(again.history(t, closed, start, time.Time{}), server.pid)...)
+	if !slices.Equal(after, before) {
+		t.Errorf("after a restart history has %q, before it had %q", after, before)
+	}
+}
+
+// TestDaemonFullHistoryDisk: when the history's disk fills, the daemon
+// says so once and goes on: who answers, history answers from what it
+// wrote.
+func TestDaemonFullHistoryDisk(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", data, "tmpfs", 0, "size=512k"); err != nil {
+		t.Fatalf("mounting a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(data, syscall.MNT_DETACH) })
+	d := startDaemon(t, dir)
+	server, binder := startHolder(t, ""), startHolder(t, "")
+	port := freeLoopbackPort(t)
+	server.do("listen %s", loopback(port))
+	binder.do("fail-binds %s 200us", loopback(port))
+	eventually(t, 90*time.Second, "history stops on the full disk", func() string {
+		if !strings.Contains(d.stderr.String(), "history stopped") {
+			return "its log: " + d.stderr.String()
+		}
+		return ""
+	})
+	time.Sleep(time.Second) // more failed binds, which must not be logged again
+	if n := strings.Count(d.stderr.String(), "history stopped"); n != 1 || !strings.Contains(d.stderr.String(), "no space left on device") {
+		t.Errorf("the log says %d times that history stopped, want once, naming the full disk: %s", n, d.stderr.String())
+	}
+	eventually(t, 10*time.Second, "who on the port", func() string { return d.agrees(t, port, "cache") })
+	if res := d.history(t, port, time.Time{}, time.Time{}); len(res.FailedBinds) == 0 {
+		t.Error("history answers nothing of what it wrote before the disk filled")
+	}
+	select {
+	case err := <-d.exited:
+		t.Fatalf("the daemon stopped: %v", err)
+	default:
+	}
+}
+
+// TestDaemonKilledKeepsHistory: a daemon killed with SIGKILL and started
+// again has its history up to the last second before the kill.
+func TestDaemonKilledKeepsHistory(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	d := startDaemon(t, dir)
+	server, binder := startHolder(t, ""), startHolder(t, "")
+	port := freeLoopbackPort(t)
+	server.do("listen %s", loopback(port))
+	started := time.Now()
+	binder.do("fail-binds %s 5ms", loopback(port))
+	time.Sleep(3 * time.Second)
+	killed := time.Now()
+	d.stop(t, syscall.SIGKILL, 5*time.Second)
+
+	again := &daemonRun{socket: d.socket, dataDir: d.dataDir, exited: make(chan error, 1)}
+	again.start(t)
+	again.waitServing(t) // over the socket file the killed daemon left
+	res := again.history(t, port, started, killed)
+	var times []int64
+	for _, f := range res.FailedBinds {
+		if int(f.By.PID) == binder.pid {
+			times = append(times, f.TimeNs)
+		}
+	}
+	if len(times) == 0 {
+		t.Fatalf("no failed bind kept of 3 s of them before the kill")
+	}
+	const lossBound = 1500 * time.Millisecond // the last second, and half a second for fsync on a busy machine
+	first, last := time.Unix(0, times[0]), time.Unix(0, times[len(times)-1])
+	t.Logf("%d failed binds kept, from %v after the first to %v before the kill", len(times), first.Sub(started), killed.Sub(last))
+	if lost := killed.Sub(last); lost > lossBound {
+		t.Errorf("the kill lost the last %v of history, more than %v", lost, lossBound)
+	}
+	if first.Sub(started) > lossBound {
+		t.Errorf("history starts %v after the first failed bind", first.Sub(started))
+	}
+	for i := 1; i < len(times); i++ {
+		if gap := time.Duration(times[i] - times[i-1]); gap > time.Second {
+			t.Errorf("a gap of %v in history before the kill, at %v", gap, time.Unix(0, times[i]))
+		}
+	}
+	if h := holders(again.history(t, port, started, time.Time{}), server.pid); len(h) != 1 || !strings.HasSuffix(h[0], " holding") {
+		t.Errorf("the listener in history after the kill: %q, want %d holding", h, server.pid)
+	}
+}
+
+// progIDs are the ids of the eBPF programs process pid holds.
+func progIDs(t *testing.T, pid int) []ebpf.ProgramID {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []ebpf.ProgramID
+	for _, e := range entries {
+		if target, _ := os.Readlink(filepath.Join(dir, e.Name())); target != "anon_inode:bpf-prog" {
+			continue
+		}
+		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(line, "prog_id:"); ok {
+				id, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+				ids = append(ids, ebpf.ProgramID(id))
+			}
+		}
+	}
+	return ids
+}
+
+// TestDaemonStopsOnSIGTERM: SIGTERM stops the daemon (within a second;
+// the test waits five, as a hang detector), with status 0, its socket
+// removed and none of its programs left in the kernel.
+func TestDaemonStopsOnSIGTERM(t *testing.T) {
+	needRoot(t)
+	d := startDaemon(t, t.TempDir())
+	ids := progIDs(t, d.cmd.Process.Pid)
+	if len(ids) == 0 {
+		t.Fatal("the daemon holds no eBPF program")
+	}
+	took, err := d.stop(t, syscall.SIGTERM, 5*time.Second)
+	t.Logf("stopped %v after SIGTERM", took)
+	if err != nil {
+		t.Errorf("exit: %v; stderr: %s", err, d.stderr.String())
+	}
+	if _, err := os.Stat(d.socket); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the daemon left its socket: %v", err)
+	}
+	// Programs are freed after an RCU grace period.
+	eventually(t, 5*time.Second, "the daemon's programs unloaded", func() string {
+		var left []ebpf.ProgramID
+		for _, id := range ids {
+			if p, err := ebpf.NewProgramFromID(id); err == nil {
+				p.Close()
+				left = append(left, id)
+			}
+		}
+		if len(left) > 0 {
+			return fmt.Sprintf("programs %v still loaded", left)
+		}
+		return ""
+	})
+}
+
+// TestDaemonReopensLog: after logrotate moves the log away, SIGHUP makes
+// the daemon write its next lines to a new file at the same path.
+func TestDaemonReopensLog(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	logFile := filepath.Join(dir, "daemon.log")
+	d := startDaemon(t, dir, "--log-file", logFile)
+	read := func(path string) string {
+		b, _ := os.ReadFile(path)
+		return string(b)
+	}
+	if !strings.Contains(read(logFile), "serving the API on") {
+		t.Fatalf("the log: %q", read(logFile))
+	}
+	if err := os.Rename(logFile, logFile+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "a new log", func() string {
+		if !strings.Contains(read(logFile), "reopened the log") {
+			return fmt.Sprintf("%s holds %q", logFile, read(logFile))
+		}
+		return ""
+	})
+	if _, err := d.stop(t, syscall.SIGTERM, 5*time.Second); err != nil {
+		t.Fatalf("exit: %v", err)
+	}
+	if !strings.Contains(read(logFile), "stopped") || strings.Contains(read(logFile+".1"), "stopped") {
+		t.Errorf("the last line went to the old log: new %q, old %q", read(logFile), read(logFile+".1"))
 	}
 }
