@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -1108,8 +1109,9 @@ func progIDs(t *testing.T, pid int) []ebpf.ProgramID {
 }
 
 // TestDaemonStopsOnSIGTERM: SIGTERM stops the daemon (within a second;
-// the test waits five, as a hang detector), with status 0, its socket
-// removed and none of its programs left in the kernel.
+// the test waits five, as a hang detector), with status 0, a last line
+// counting what it lost, its socket removed and none of its programs left
+// in the kernel.
 func TestDaemonStopsOnSIGTERM(t *testing.T) {
 	needRoot(t)
 	d := startDaemon(t, t.TempDir())
@@ -1124,6 +1126,9 @@ func TestDaemonStopsOnSIGTERM(t *testing.T) {
 	}
 	if _, err := os.Stat(d.socket); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the daemon left its socket: %v", err)
+	}
+	if !regexp.MustCompile(`porttrace: stopped; in all, \d+ events lost \(\d+ ring full, \d+ runs skipped, \d+ undecodable\)\n$`).MatchString(d.stderr.String()) {
+		t.Errorf("the daemon's last line does not count what it lost: %s", d.stderr.String())
 	}
 	// Programs are freed after an RCU grace period.
 	eventually(t, 5*time.Second, "the daemon's programs unloaded", func() string {

@@ -121,7 +121,7 @@ func Run(ctx context.Context, cfg Config) error {
 	err = d.loop.Run(ctx, src)
 	wg.Wait()
 	if err == nil {
-		cfg.Logf("stopped")
+		cfg.Logf("stopped; in all, %s", lostLine(src.Lost(), tracer.Lost{}))
 	}
 	return err
 }
