@@ -25,6 +25,8 @@ const (
 	inetDiagBCDGE       = 4  // INET_DIAG_BC_D_GE
 	inetDiagBCDLE       = 5  // INET_DIAG_BC_D_LE
 	inetDiagReqLen      = 56 // struct inet_diag_req_v2
+	inetDiagReqOldLen   = 60 // struct inet_diag_req, of TCPDIAG_GETSOCK
+	tcpDiagGetSock      = 18 // TCPDIAG_GETSOCK
 	inetDiagMsgLen      = 72 // struct inet_diag_msg
 	allStates           = 0xffffffff
 )
@@ -60,50 +62,75 @@ func diagPort(ns Namespace, port uint16) (socks []snapshot.PortSocket, noUDP boo
 		return nil, false, fmt.Errorf("opening sock_diag in %s: %w", ns.Label(), err)
 	}
 	defer conn.Close()
-	// Each dump walks every socket of its protocol in the kernel, so
-	// one per family and protocol matches both ends at once.
-	for _, proto := range []tracer.Proto{tracer.ProtoTCP, tracer.ProtoUDP} {
-		for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-			msgs, err := conn.Execute(netlink.Message{
-				Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | netlink.Dump},
-				Data:   diagRequest(family, proto, allStates, eitherSide, port),
-			})
-			if proto == tracer.ProtoUDP && errors.Is(err, unix.ENOENT) {
-				noUDP = true
-				break
-			}
+	// Each dump walks every socket of its protocol in the kernel, whatever
+	// it keeps, so one filter keeps both ends of the port, and TCP's dump
+	// is the older request, TCPDIAG_GETSOCK, which the kernel answers for
+	// both families in one walk (inet_diag_dump_compat). UDP has no such
+	// request: a dump for each family, of a much smaller table.
+	dumps := []struct {
+		proto tracer.Proto
+		typ   netlink.HeaderType
+		req   []byte
+	}{
+		{tracer.ProtoTCP, tcpDiagGetSock, tcpDiagRequest(allStates, eitherSide, port)},
+		{tracer.ProtoUDP, unix.SOCK_DIAG_BY_FAMILY, diagRequest(unix.AF_INET, tracer.ProtoUDP, allStates, eitherSide, port)},
+		{tracer.ProtoUDP, unix.SOCK_DIAG_BY_FAMILY, diagRequest(unix.AF_INET6, tracer.ProtoUDP, allStates, eitherSide, port)},
+	}
+	for _, d := range dumps {
+		msgs, err := conn.Execute(netlink.Message{
+			Header: netlink.Header{Type: d.typ, Flags: netlink.Request | netlink.Dump},
+			Data:   d.req,
+		})
+		if d.proto == tracer.ProtoUDP && errors.Is(err, unix.ENOENT) {
+			noUDP = true
+			break
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("sock_diag dump of %s sockets in %s: %w", d.proto, ns.Label(), err)
+		}
+		for _, m := range msgs {
+			s, err := decodeDiagMsg(m.Data, d.proto)
 			if err != nil {
-				return nil, false, fmt.Errorf("sock_diag dump of %s sockets in %s: %w", proto, ns.Label(), err)
+				return nil, false, fmt.Errorf("sock_diag answer: %w", err)
 			}
-			for _, m := range msgs {
-				s, err := decodeDiagMsg(m.Data, proto)
-				if err != nil {
-					return nil, false, fmt.Errorf("sock_diag answer: %w", err)
-				}
-				s.NetNS = ns.Inode
-				socks = append(socks, s)
-			}
+			s.NetNS = ns.Inode
+			socks = append(socks, s)
 		}
 	}
 	return socks, noUDP, nil
 }
 
 // diagRequest is an inet_diag_req_v2 for the given states of one family
-// and protocol, with a bytecode filter on the port: "P <= port <= P" on
-// the local end, or on either end (the equality operators are younger
-// than the kernels porttrace runs on). Port 0 asks for every socket, with
-// no filter.
+// and protocol, filtered on port (see portFilter).
+func diagRequest(family uint8, proto tracer.Proto, states uint32, sd side, port uint16) []byte {
+	b := make([]byte, inetDiagReqLen)
+	b[0], b[1] = family, uint8(proto)
+	binary.NativeEndian.PutUint32(b[4:], states)
+	return append(b, portFilter(sd, port)...)
+}
+
+// tcpDiagRequest is a struct inet_diag_req for TCPDIAG_GETSOCK, for the
+// given states of TCP sockets of both families, filtered on port (see
+// portFilter). Its states follow its family and lengths (4 bytes) and the
+// socket id (48).
+func tcpDiagRequest(states uint32, sd side, port uint16) []byte {
+	b := make([]byte, inetDiagReqOldLen)
+	binary.NativeEndian.PutUint32(b[52:], states)
+	return append(b, portFilter(sd, port)...)
+}
+
+// portFilter is the bytecode attribute that keeps the sockets whose port
+// is port: "P <= port <= P" on the local end, or on either end (the
+// equality operators are younger than the kernels porttrace runs on).
+// Port 0 keeps every socket: no filter.
 //
 // The kernel checks the bytecode by following each operation's "yes"
 // jump from the start: every "no" jump must land on an operation so
 // reached, at the end (accept) or 4 past it (reject). An "or" therefore
 // ends its first half with a JMP over the second, as ss builds it.
-func diagRequest(family uint8, proto tracer.Proto, states uint32, sd side, port uint16) []byte {
-	b := make([]byte, inetDiagReqLen)
-	b[0], b[1] = family, uint8(proto)
-	binary.NativeEndian.PutUint32(b[4:], states)
+func portFilter(sd side, port uint16) []byte {
 	if port == 0 {
-		return b
+		return nil
 	}
 	var bc []byte
 	// op appends {code, yes, no}; a port comparison's port follows in a
@@ -130,7 +157,7 @@ func diagRequest(family uint8, proto tracer.Proto, states uint32, sd side, port 
 	ae := netlink.NewAttributeEncoder()
 	ae.Bytes(inetDiagReqBytecode, bc)
 	attrs, _ := ae.Encode() // encoding bytes cannot fail
-	return append(b, attrs...)
+	return attrs
 }
 
 var errShortDiag = errors.New("short inet_diag_msg")

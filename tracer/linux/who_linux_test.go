@@ -370,8 +370,7 @@ func TestDiagPortFilter(t *testing.T) {
 		{eitherSide, 8079, 8081, false},
 		{eitherSide, 80, 443, false},
 	} {
-		req := diagRequest(unix.AF_INET, tracer.ProtoTCP, allStates, tc.sd, 8080)
-		ad, err := netlink.NewAttributeDecoder(req[inetDiagReqLen:])
+		ad, err := netlink.NewAttributeDecoder(portFilter(tc.sd, 8080))
 		if err != nil {
 			t.Fatal(err)
 		}
