@@ -670,6 +670,37 @@ func TestDaemonWhoMatchesSnapshot(t *testing.T) {
 			}
 		})
 	}
+
+	// porttrace who, run in the other namespace, asks the daemon and
+	// prints the TIME_WAIT owners it saw.
+	cmd := exec.Command("ip", "netns", "exec", netns, os.Args[0])
+	cmd.Env = append(os.Environ(), "PORTTRACE_ARGS=who --json --verbose --socket "+d.socket+" "+strconv.Itoa(tcpPort))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || !strings.Contains(stderr.String(), "porttrace: answered by the daemon on "+d.socket+" (from its cache)") {
+		t.Fatalf("porttrace who in %s: %v; stderr: %s", netns, err, stderr.String())
+	}
+	var report struct {
+		Sockets []struct {
+			State, Saddr, Daddr string
+			Sport, Dport        uint16
+			Seen                *struct{ PID int }
+		}
+	}
+	if err := json.Unmarshal(out, &report); err != nil {
+		t.Fatalf("porttrace who --json: %v: %s", err, out)
+	}
+	named := 0
+	for _, s := range report.Sockets {
+		ends := timeWaitEnds{netip.AddrPortFrom(netip.MustParseAddr(s.Saddr), s.Sport), netip.AddrPortFrom(netip.MustParseAddr(s.Daddr), s.Dport)}
+		if pid, ok := timeWaitThere[ends]; ok && s.Seen != nil && s.Seen.PID == pid {
+			named++
+		}
+	}
+	if named != 4 {
+		t.Errorf("porttrace who in %s names the owners of %d TIME_WAIT sockets of 4: %s", netns, named, out)
+	}
 }
 
 // eventually calls check until it returns "" (all is well), for at most
