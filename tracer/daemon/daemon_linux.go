@@ -26,6 +26,14 @@ import (
 // loss is repaired by a fresh snapshot within about this long.
 const lossCheckInterval = time.Second
 
+// repairCostShare bounds what repairs cost: a snapshot walks every socket
+// and every process's open files (tens of milliseconds on a quiet host,
+// more with tens of thousands of sockets), so after one that took d the
+// next waits at least d/repairCostShare. A storm that keeps losing events
+// (the kernel skips runs under load) then costs at most that share of a
+// CPU, and is repaired a little later.
+const repairCostShare = 0.05
+
 // Config says what the daemon serves and keeps.
 type Config struct {
 	// Socket is the API's unix socket.
@@ -155,6 +163,7 @@ func (d *daemon) repairLosses(ctx context.Context) {
 	t := time.NewTicker(lossCheckInterval)
 	defer t.Stop()
 	seen := d.src.Lost()
+	var next time.Time // no repair before this
 	for {
 		select {
 		case <-ctx.Done():
@@ -162,12 +171,14 @@ func (d *daemon) repairLosses(ctx context.Context) {
 		case <-t.C:
 		}
 		lost := d.src.Lost()
-		if lost.Total() == seen.Total() {
+		if lost.Total() == seen.Total() || time.Now().Before(next) {
 			continue
 		}
 		d.cfg.Logf("%s: reconciling with a fresh snapshot", lostLine(lost, seen))
 		seen = lost
+		start := time.Now()
 		r, at, err := d.snapshotAll()
+		next = time.Now().Add(time.Duration(float64(time.Since(start)) / repairCostShare))
 		if err != nil {
 			d.cfg.Logf("reconciling after lost events: %v", err)
 			continue
