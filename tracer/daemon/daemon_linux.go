@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -116,6 +117,10 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		defer stop()
 	}
+	// Loading the programs and the first snapshot leave garbage a
+	// long-running service need not keep until the runtime's scavenger
+	// gets to it, minutes later.
+	debug.FreeOSMemory()
 	cfg.Logf("serving the API on %s", cfg.Socket)
 	if cfg.Ready != nil {
 		cfg.Ready()
