@@ -87,6 +87,8 @@ func (t *tally) row() []string {
 
 func (t *tally) linesCell() string {
 	switch {
+	case t.socket != "":
+		return "- (prints none)"
 	case !t.counted:
 		return "- (/dev/null)"
 	case t.otherPort:
@@ -184,6 +186,12 @@ func (b *bench) printTargets(tallies []*tally) {
 		// porttrace's lost count includes the runs the kernel skipped; what
 		// is left found its ring buffer full.
 		ringFull := t.lost.lost - min(t.lost.lost, t.bpf.misses)
+		if t.socket != "" {
+			// The daemon: every event kept, whatever its port.
+			fmt.Fprintf(b.out, "  %-32s rate %.2f (goal >= 0.90: %s); ring buffer full %d (goal 0: %s); the kernel skipped %d (counted, and repaired)\n",
+				t.name, ratio, verdict(ratio >= 0.90), ringFull, verdict(ringFull == 0), t.bpf.misses)
+			continue
+		}
 		if t.otherPort {
 			// Runs skipped there were of events the filter drops anyway.
 			fmt.Fprintf(b.out, "  %-32s rate %.2f (goal >= 0.95: %s); lines %d, ring buffer full %d (goal 0: %s)\n",
