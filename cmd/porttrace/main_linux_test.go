@@ -727,3 +727,33 @@ func TestFamilyFlagStartingSnapshot(t *testing.T) {
 		}
 	}
 }
+
+// TestWhoWithoutPrivileges: as nobody, who still answers from what the
+// kernel gives any user: root's listener as held by a process of uid 0 (exit
+// 0: the port is taken), and a note saying what naming it needs.
+func TestWhoWithoutPrivileges(t *testing.T) {
+	needRoot(t)
+	port := freeLoopbackPort(t)
+	l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cmd := exec.Command(copyForNobody(t))
+	cmd.Env = []string{"PORTTRACE_ARGS=who " + strconv.Itoa(port) + " --socket /nonexistent"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("who as nobody: %v; stderr: %s", err, stderr.String())
+	}
+	for _, want := range []string{
+		"held by a process of uid 0 (naming it needs root)",
+		"tcp   LISTEN       127.0.0.1:" + strconv.Itoa(port),
+		"note: without root, only your own processes are named",
+	} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("who as nobody lacks %q:\n%s", want, stdout.String())
+		}
+	}
+}
