@@ -52,6 +52,8 @@ type PrinterOptions struct {
 	PID uint32
 	// Location is the time zone of text lines; nil means local time.
 	Location *time.Location
+	// NetNS labels text lines of other network namespaces; nil, none.
+	NetNS *NetNSLabels
 }
 
 // NewPrinter starts a Printer writing to w. Close stops it.
@@ -120,7 +122,7 @@ func (p *Printer) Record(r *tracer.Record) {
 	if p.opts.JSON {
 		c.b = AppendJSON(c.b, r)
 	} else {
-		c.b = AppendText(c.b, r, p.opts.Location, p.opts.Color)
+		c.b = AppendText(c.b, r, p.opts.Location, p.opts.Color, p.opts.NetNS)
 	}
 	c.lines++
 	if len(c.b) >= chunkFlush {

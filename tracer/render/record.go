@@ -59,8 +59,9 @@ func stateColor(r *tracer.Record) string {
 }
 
 // AppendText appends r as one aligned line of text, in local time, with
-// ANSI colours when color is set.
-func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool) []byte {
+// ANSI colours when color is set, and labelled with its network namespace
+// by netns when that is not the watch's own (nil: no labels).
+func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool, netns *NetNSLabels) []byte {
 	start := len(b)
 	b = time.Unix(0, r.TimeNs).In(loc).AppendFormat(b, "15:04:05.000000")
 	b = pad(b, start, widthTime+1)
@@ -167,6 +168,12 @@ func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool) []by
 	if thread := r.Thread.Bytes(); len(thread) > 0 && !bytes.Equal(thread, r.Comm.Bytes()) {
 		b = append(b, "  thread "...)
 		b = tracer.AppendPrintable(b, thread)
+	}
+	// A line of another network namespace is not about this host's port.
+	if label := netns.label(r.NetNS); label != nil {
+		b = append(b, "  ["...)
+		b = append(b, label...)
+		b = append(b, ']')
 	}
 	return append(b, '\n')
 }

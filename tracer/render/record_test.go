@@ -75,7 +75,26 @@ func sampleRecords() []tracer.Record {
 			r.Old, r.New, r.DurationNs = tracer.StateCloseWait, tracer.StateLastAck, 3_000_000
 			r.Process = tracer.Process{PID: 5150, StartNs: 2_000_000_000, Comm: tracer.CommFrom("java"), Thread: tracer.CommFrom("http-nio-8080-e"), CgroupID: 9202}
 		}),
+		with(func(r *tracer.Record) {
+			r.Old, r.New, r.DurationNs, r.NetNS = tracer.StateSynRecv, tracer.StateEstablished, 52_000, otherNetNS
+			r.Process = tracer.Process{PID: 6160, StartNs: 3_000_000_000, Comm: tracer.CommFrom("caddy"), Thread: tracer.CommFrom("caddy"), CgroupID: 9303}
+		}),
 	}
+}
+
+// otherNetNS is the network namespace of a sample line that is not the
+// watch's own, named by testNetNSLabels.
+const otherNetNS = 4026532288
+
+// testNetNSLabels labels sample lines as a watch in the first sample's
+// namespace does, naming otherNetNS as `ip netns` might have.
+func testNetNSLabels() *NetNSLabels {
+	return NewNetNSLabels(4026531833, func(inode uint32) string {
+		if inode == otherNetNS {
+			return "t1"
+		}
+		return "unexpected"
+	})
 }
 
 func TestTextGolden(t *testing.T) {
@@ -84,8 +103,9 @@ func TestTextGolden(t *testing.T) {
 		color bool
 	}{{"records.txt", false}, {"records.color.txt", true}} {
 		b := append([]byte(TextHeader()), '\n')
+		labels := testNetNSLabels()
 		for _, r := range sampleRecords() {
-			b = AppendText(b, &r, time.UTC, tc.color)
+			b = AppendText(b, &r, time.UTC, tc.color, labels)
 		}
 		golden(t, tc.file, b)
 	}
@@ -118,9 +138,12 @@ func TestJSONGolden(t *testing.T) {
 func TestFormatAllocatesNothing(t *testing.T) {
 	recs := sampleRecords()
 	buf := make([]byte, 0, 4096)
+	// A namespace is named the first time a line of it is printed (the
+	// run AllocsPerRun does not count); never again.
+	labels := testNetNSLabels()
 	if n := testing.AllocsPerRun(100, func() {
 		for i := range recs {
-			buf = AppendText(buf[:0], &recs[i], time.UTC, true)
+			buf = AppendText(buf[:0], &recs[i], time.UTC, true, labels)
 			buf = AppendJSON(buf[:0], &recs[i])
 		}
 	}); n != 0 {
@@ -136,7 +159,7 @@ func BenchmarkFormat(b *testing.B) {
 		name string
 		fn   func(*tracer.Record)
 	}{
-		{"text", func(r *tracer.Record) { buf = AppendText(buf[:0], r, time.Local, false) }},
+		{"text", func(r *tracer.Record) { buf = AppendText(buf[:0], r, time.Local, false, nil) }},
 		{"json", func(r *tracer.Record) { buf = AppendJSON(buf[:0], r) }},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
