@@ -7,10 +7,12 @@ import (
 	"github.com/porttrace/porttrace/tracer/api"
 	"github.com/porttrace/porttrace/tracer/correlate"
 	"github.com/porttrace/porttrace/tracer/proc"
+	"github.com/porttrace/porttrace/tracer/render"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"net"
 	"net/netip"
 	"os"
@@ -276,5 +278,44 @@ func TestKernelWhoNamesTimeWaitOwner(t *testing.T) {
 			t.Fatalf("no TIME_WAIT socket with a seen owner: %+v", r.Sockets)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestKernelWhoNamesTheCgroup: a listener run in a cgroup of its own is
+// reported with that cgroup, path and id, in who's JSON and text.
+func TestKernelWhoNamesTheCgroup(t *testing.T) {
+	needPrivileges(t)
+	dir, id := testCgroup(t, "who")
+	port := freePort(t, "127.0.0.1")
+	holder := startRoleEnv(t, "hold", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))), "", "PORTTRACE_TEST_CGROUP="+dir)
+	holder.expect(t, "ready")
+	pid := uint32(holder.cmd.Process.Pid)
+	r, err := Who(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var b bytes.Buffer
+	if err := render.WhoJSON(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	var report struct {
+		Processes []struct {
+			PID      uint32 `json:"pid"`
+			Cgroup   string `json:"cgroup"`
+			CgroupID uint64 `json:"cgroup_id"`
+		} `json:"processes"`
+	}
+	if err := json.Unmarshal(b.Bytes(), &report); err != nil {
+		t.Fatal(err)
+	}
+	path := "/" + filepath.Base(dir)
+	if len(report.Processes) != 1 || report.Processes[0].PID != pid || report.Processes[0].Cgroup != path || report.Processes[0].CgroupID != id {
+		t.Errorf("who --json: %s\nwant process %d in cgroup %s, id %d", b.Bytes(), pid, path, id)
+	}
+	b.Reset()
+	render.WhoText(&b, r, render.WhoOptions{Now: time.Now()})
+	if want := "  cgroup   " + path + " (id " + strconv.FormatUint(id, 10) + ")\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("who's text:\n%s\nlacks %q", b.String(), want)
 	}
 }
