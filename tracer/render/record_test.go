@@ -3,6 +3,7 @@ package render
 import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/correlate"
+	"github.com/porttrace/porttrace/tracer/proc"
 
 	"bytes"
 	"encoding/json"
@@ -83,18 +84,33 @@ func sampleRecords() []tracer.Record {
 }
 
 // otherNetNS is the network namespace of a sample line that is not the
-// watch's own, named by testNetNSLabels.
+// watch's own.
 const otherNetNS = 4026532288
 
-// testNetNSLabels labels sample lines as a watch in the first sample's
-// namespace does, naming otherNetNS as `ip netns` might have.
-func testNetNSLabels() *NetNSLabels {
-	return NewNetNSLabels(4026531833, func(inode uint32) string {
-		if inode == otherNetNS {
-			return "t1"
-		}
-		return "unexpected"
-	})
+// testLabels labels sample lines as a watch in the first sample's
+// namespace does, naming otherNetNS as ip netns might have, and the
+// samples' cgroups: nginx's unit, java's Kubernetes container, caddy's
+// docker container.
+func testLabels() *Labels {
+	return &Labels{
+		OwnNetNS: 4026531833,
+		NetNSName: func(inode uint32) string {
+			if inode == otherNetNS {
+				return "t1"
+			}
+			return "unexpected"
+		},
+		Cgroup: func(id uint64) (proc.Cgroup, bool) {
+			c, ok := map[uint64]string{
+				9101: "/system.slice/nginx.service",
+				9202: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0d8a1c2e_5b7f_4a39_9e1d_2f6b8c4a7e10.slice/cri-containerd-5150aaaabbbbccccddddeeeeffff00001111222233334444555566667777aaaa.scope",
+				9303: "/system.slice/docker-6160aaaabbbbccccddddeeeeffff00001111222233334444555566667777bbbb.scope",
+			}[id]
+			cg := proc.ParseCgroupPath(c)
+			cg.ID = id
+			return cg, ok
+		},
+	}
 }
 
 func TestTextGolden(t *testing.T) {
@@ -103,7 +119,7 @@ func TestTextGolden(t *testing.T) {
 		color bool
 	}{{"records.txt", false}, {"records.color.txt", true}} {
 		b := append([]byte(TextHeader()), '\n')
-		labels := testNetNSLabels()
+		labels := testLabels()
 		for _, r := range sampleRecords() {
 			b = AppendText(b, &r, time.UTC, tc.color, labels)
 		}
@@ -113,8 +129,9 @@ func TestTextGolden(t *testing.T) {
 
 func TestJSONGolden(t *testing.T) {
 	var b []byte
+	labels := testLabels()
 	for _, r := range sampleRecords() {
-		b = AppendJSON(b, &r)
+		b = AppendJSON(b, &r, labels)
 	}
 	golden(t, "records.json", b)
 
@@ -138,13 +155,13 @@ func TestJSONGolden(t *testing.T) {
 func TestFormatAllocatesNothing(t *testing.T) {
 	recs := sampleRecords()
 	buf := make([]byte, 0, 4096)
-	// A namespace is named the first time a line of it is printed (the
-	// run AllocsPerRun does not count); never again.
-	labels := testNetNSLabels()
+	// A namespace or cgroup is named the first time a line of it is
+	// printed (in the run AllocsPerRun does not count); never again.
+	labels := testLabels()
 	if n := testing.AllocsPerRun(100, func() {
 		for i := range recs {
 			buf = AppendText(buf[:0], &recs[i], time.UTC, true, labels)
-			buf = AppendJSON(buf[:0], &recs[i])
+			buf = AppendJSON(buf[:0], &recs[i], labels)
 		}
 	}); n != 0 {
 		t.Errorf("formatting allocates %v times per batch", n)
@@ -160,7 +177,7 @@ func BenchmarkFormat(b *testing.B) {
 		fn   func(*tracer.Record)
 	}{
 		{"text", func(r *tracer.Record) { buf = AppendText(buf[:0], r, time.Local, false, nil) }},
-		{"json", func(r *tracer.Record) { buf = AppendJSON(buf[:0], r) }},
+		{"json", func(r *tracer.Record) { buf = AppendJSON(buf[:0], r, nil) }},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
