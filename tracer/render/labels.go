@@ -27,7 +27,8 @@ const (
 // Naming may take system calls (a look at /run/netns, a walk of the
 // cgroup2 mount), so it is done the first time a namespace or cgroup
 // appears in a line, and the label kept: a line of one seen before costs
-// a map lookup, and allocates nothing. One goroutine uses it (the
+// a map lookup, and allocates nothing (a cgroup not found is asked about
+// again during its first seconds). One goroutine uses it (the
 // Printer's caller). A nil *Labels labels nothing.
 type Labels struct {
 	// OwnNetNS is the watch's own network namespace: its lines go
@@ -43,10 +44,20 @@ type Labels struct {
 }
 
 // cgroupLabel is a cgroup as lines print it: text the container's label
-// (nil where it is in none), json the fields that follow cgroup_id.
+// (nil where it is in none), json the fields that follow cgroup_id. A
+// cgroup not found is asked about again for a while after its first line
+// (firstNs), since the index of cgroups is walked again at most once a
+// second and a container's first line follows its cgroup's creation
+// closely; a cgroup removed since stays unnamed after that.
 type cgroupLabel struct {
 	text, json []byte
+	named      bool
+	firstNs    int64
 }
+
+// cgroupRetryNs is how long after its first line a cgroup not found is
+// asked about again.
+const cgroupRetryNs = 3e9
 
 // netnsLabel is namespace netns's label, printable, nil for the watch's
 // own or an unknown one (0).
@@ -68,20 +79,24 @@ func (l *Labels) netnsLabel(netns uint32) []byte {
 	return b
 }
 
-// cgroup is the label of cgroup id; empty for an unknown one (0, or one
-// removed before it was first seen).
-func (l *Labels) cgroup(id uint64) cgroupLabel {
+// cgroup is the label of cgroup id, for a line at nowNs; empty for an
+// unknown one (0, or one removed before it was named).
+func (l *Labels) cgroup(id uint64, nowNs int64) cgroupLabel {
 	if l == nil || l.Cgroup == nil || id == 0 {
 		return cgroupLabel{}
 	}
-	if c, ok := l.cgroups[id]; ok {
-		return c
+	known, ok := l.cgroups[id]
+	if ok && (known.named || nowNs-known.firstNs > cgroupRetryNs) {
+		return known
 	}
-	if l.cgroups == nil || len(l.cgroups) >= maxLabels {
+	if !ok && (l.cgroups == nil || len(l.cgroups) >= maxLabels) {
 		l.cgroups = map[uint64]cgroupLabel{}
 	}
-	var label cgroupLabel
-	if c, ok := l.Cgroup(id); ok {
+	label := cgroupLabel{firstNs: nowNs}
+	if ok {
+		label.firstNs = known.firstNs
+	}
+	if c, found := l.Cgroup(id); found {
 		label = newCgroupLabel(&c)
 	}
 	l.cgroups[id] = label
@@ -91,7 +106,7 @@ func (l *Labels) cgroup(id uint64) cgroupLabel {
 // newCgroupLabel labels cgroup c; a path too long for a line (which no
 // runtime makes) is left to who, and the line keeps the id.
 func newCgroupLabel(c *proc.Cgroup) cgroupLabel {
-	var label cgroupLabel
+	label := cgroupLabel{named: true}
 	label.json = append(label.json, `,"cgroup":`...)
 	label.json = appendJSONString(label.json, []byte(c.Path))
 	if c.Unit != "" {
@@ -112,7 +127,7 @@ func newCgroupLabel(c *proc.Cgroup) cgroupLabel {
 		}
 	}
 	if len(label.json) > maxLabelBytes || len(label.text) > maxLabelBytes {
-		return cgroupLabel{}
+		return cgroupLabel{named: true}
 	}
 	return label
 }
@@ -120,7 +135,7 @@ func newCgroupLabel(c *proc.Cgroup) cgroupLabel {
 // appendText ends a text line with the owner's container and the
 // line's namespace, where they are worth a label.
 func (l *Labels) appendText(b []byte, r *tracer.Record) []byte {
-	if c := l.cgroup(r.CgroupID); c.text != nil {
+	if c := l.cgroup(r.CgroupID, r.TimeNs); c.text != nil {
 		b = append(b, "  ["...)
 		b = append(b, c.text...)
 		b = append(b, ']')
@@ -137,5 +152,5 @@ func (l *Labels) appendText(b []byte, r *tracer.Record) []byte {
 // appendJSON writes the JSON fields of the owner's cgroup that follow
 // cgroup_id.
 func (l *Labels) appendJSON(b []byte, r *tracer.Record) []byte {
-	return append(b, l.cgroup(r.CgroupID).json...)
+	return append(b, l.cgroup(r.CgroupID, r.TimeNs).json...)
 }

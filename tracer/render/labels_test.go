@@ -10,8 +10,8 @@ import (
 )
 
 // TestLabelsNameOnce: each namespace and cgroup is named once, the first
-// time a line of it is printed, even one that cannot be named; the
-// watch's own namespace and unknown ids never.
+// time a line of it is printed, even one that cannot be named (after its
+// first seconds); the watch's own namespace and unknown ids never.
 func TestLabelsNameOnce(t *testing.T) {
 	named := map[uint64]int{}
 	l := &Labels{
@@ -22,18 +22,22 @@ func TestLabelsNameOnce(t *testing.T) {
 			return proc.Cgroup{Path: "/a", ID: id}, id != 300
 		},
 	}
-	for range 3 {
+	// Lines at 0, 1, ..., 9 s: 300 is asked about again while its first
+	// line is at most cgroupRetryNs old (text and JSON at 0, 1, 2 and
+	// 3 s), then never.
+	for sec := range 10 {
 		for _, r := range []tracer.Record{
 			{NetNS: 1, Process: tracer.Process{CgroupID: 100}},
 			{NetNS: 2, Process: tracer.Process{CgroupID: 200}},
 			{NetNS: 0, Process: tracer.Process{CgroupID: 300}},
 			{NetNS: 2, Process: tracer.Process{CgroupID: 0}},
 		} {
+			r.TimeNs = int64(sec) * 1e9
 			AppendText(nil, &r, time.UTC, false, l)
 			AppendJSON(nil, &r, l)
 		}
 	}
-	want := map[uint64]int{2: 1, 100: 1, 200: 1, 300: 1}
+	want := map[uint64]int{2: 1, 100: 1, 200: 1, 300: 8}
 	if len(named) != len(want) {
 		t.Fatalf("named %v, want %v", named, want)
 	}
@@ -46,6 +50,24 @@ func TestLabelsNameOnce(t *testing.T) {
 
 // TestLabelsBounded: what labels add to a line stays within the room the
 // Printer keeps for one.
+// TestLabelsCgroupCreatedLate: a cgroup the index has not found yet at
+// its first line is named when it is found.
+func TestLabelsCgroupCreatedLate(t *testing.T) {
+	indexed := false
+	l := &Labels{Cgroup: func(id uint64) (proc.Cgroup, bool) {
+		return proc.ParseCgroupPath("/system.slice/docker-" + strings.Repeat("ab", 32) + ".scope"), indexed
+	}}
+	r := tracer.Record{TimeNs: 1e9, Process: tracer.Process{CgroupID: 77}}
+	if line := AppendText(nil, &r, time.UTC, false, l); strings.Contains(string(line), "docker") {
+		t.Fatalf("named before it was found: %s", line)
+	}
+	indexed = true
+	r.TimeNs += 5e8
+	if line := AppendText(nil, &r, time.UTC, false, l); !strings.Contains(string(line), "[docker abababababab]") {
+		t.Errorf("not named once found: %s", line)
+	}
+}
+
 func TestLabelsBounded(t *testing.T) {
 	long := strings.Repeat("\x1b", 4000)
 	l := &Labels{
