@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/tracer"
-	"github.com/porttrace/porttrace/tracer/api"
-	"github.com/porttrace/porttrace/tracer/correlate"
 	"github.com/porttrace/porttrace/tracer/proc"
 )
 
@@ -86,19 +84,7 @@ func TestKernelWhoTimeWaitPerNamespace(t *testing.T) {
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
 	from := "PORTTRACE_TEST_LOCAL=" + net.JoinHostPort("127.0.0.1", strconv.Itoa(int(clientPort)))
-	src, err := Open(tracer.Config{Ports: tracer.Ports{port}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	loop := correlate.NewLoop()
-	ctx := t.Context()
-	go loop.Run(ctx, src)
-	defer src.Close()
-	srv, err := api.Listen(t.TempDir()+"/watch.sock", loop.Index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	who := watchServingAPI(t, port)
 
 	// Here: a server's acceptor child closes first.
 	server := startRole(t, "server", addr, serverFirst)
@@ -119,15 +105,7 @@ func TestKernelWhoTimeWaitPerNamespace(t *testing.T) {
 	// the owners named for them, 0 for none yet.
 	owners := func(namespaces []Namespace) map[uint32]uint32 {
 		t.Helper()
-		r, err := WhoIn(port, namespaces, proc.NewResolver())
-		if err != nil {
-			t.Fatal(err)
-		}
-		answer, err := api.Ask(ctx, srv.Path(), port)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.NameSeen(api.Seen(answer.Sockets), proc.Identify)
+		r := who(namespaces...)
 		got := map[uint32]uint32{}
 		for _, s := range r.Sockets {
 			if s.State != tracer.StateTimeWait || [2]netip.AddrPort{s.Local, s.Remote} != tuple {

@@ -11,6 +11,7 @@ import (
 	"github.com/porttrace/porttrace/tracer/snapshot"
 
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"net"
@@ -226,26 +227,52 @@ func TestKernelWhoNobody(t *testing.T) {
 	}
 }
 
+// watchServingAPI runs a watch of port as porttrace does (a source into a
+// loop whose index the API serves) until the test ends. It returns who
+// for the namespaces given (porttrace's own if none), with the owners the
+// watch saw named, as porttrace who asks for them.
+func watchServingAPI(t *testing.T, port uint16) (who func(namespaces ...Namespace) *snapshot.PortReport) {
+	t.Helper()
+	src, err := Open(tracer.Config{Ports: tracer.Ports{port}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop := correlate.NewLoop()
+	runUntilCleanup(t, src, func(ctx context.Context) error { return loop.Run(ctx, src) })
+	srv, err := api.Listen(filepath.Join(t.TempDir(), "watch.sock"), loop.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return func(namespaces ...Namespace) *snapshot.PortReport {
+		t.Helper()
+		if len(namespaces) == 0 {
+			current, err := CurrentNamespace()
+			if err != nil {
+				t.Fatal(err)
+			}
+			namespaces = []Namespace{current}
+		}
+		r, err := WhoIn(port, namespaces, proc.NewResolver())
+		if err != nil {
+			t.Fatal(err)
+		}
+		answer, err := api.Ask(t.Context(), srv.Path(), port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.NameSeen(api.Seen(answer.Sockets), proc.Identify)
+		return r
+	}
+}
+
 // TestKernelWhoNamesTimeWaitOwner: a watch saw the connection, so who names
 // the owner of its TIME_WAIT socket, which no file refers to any more.
 func TestKernelWhoNamesTimeWaitOwner(t *testing.T) {
 	needPrivileges(t)
 	port := freePort(t, "127.0.0.1")
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
-	src, err := Open(tracer.Config{Ports: tracer.Ports{port}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	loop := correlate.NewLoop()
-	ctx := t.Context()
-	done := make(chan error, 1)
-	go func() { done <- loop.Run(ctx, src) }()
-	defer func() { src.Close() }()
-	srv, err := api.Listen(filepath.Join(t.TempDir(), "watch.sock"), loop.Index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	who := watchServingAPI(t, port)
 
 	// The server closes first: its side, on the port, goes TIME_WAIT.
 	server := startRole(t, "server", addr, serverFirst)
@@ -255,15 +282,7 @@ func TestKernelWhoNamesTimeWaitOwner(t *testing.T) {
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		r, err := Who(port)
-		if err != nil {
-			t.Fatal(err)
-		}
-		answer, err := api.Ask(ctx, srv.Path(), port)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.NameSeen(api.Seen(answer.Sockets), proc.Identify)
+		r := who()
 		for _, s := range r.Sockets {
 			if s.State == tracer.StateTimeWait && s.Seen != nil {
 				// The acceptor has exited since: who must say so rather
