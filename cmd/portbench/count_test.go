@@ -93,7 +93,7 @@ func porttraceJSONSample() string {
 	}
 	var b []byte
 	for i := range records {
-		b = render.AppendJSON(b, &records[i])
+		b = render.AppendJSON(b, &records[i], nil)
 	}
 	return string(b)
 }

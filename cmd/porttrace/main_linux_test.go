@@ -199,11 +199,26 @@ func TestJSONLines(t *testing.T) {
 		Thread     string  `json:"thread"`
 		StartNs    uint64  `json:"start_ns"`
 		CgroupID   uint64  `json:"cgroup_id"`
+		Cgroup     string  `json:"cgroup"`
+		Unit       string  `json:"unit"`
+		Container  any     `json:"container"`
 		OwnerVia   string  `json:"owner_via"`
 		NetNS      uint64  `json:"netns"`
 		DurationNs *int64  `json:"duration_ns"`
 		TimeoutNs  int64   `json:"timeout_ns"`
 		Reason     string  `json:"reason"`
+	}
+	// This process's cgroup v2 path, /proc/self/cgroup's "0::" line,
+	// which lines name where a cgroup2 file system is mounted (not on the
+	// vmtest guests).
+	procCgroup, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cgroup, _ := strings.Cut(string(procCgroup), "0::")
+	cgroup, _, _ = strings.Cut(cgroup, "\n")
+	if mountinfo, err := os.ReadFile("/proc/self/mountinfo"); err != nil || !strings.Contains(string(mountinfo), " - cgroup2 ") {
+		cgroup = ""
 	}
 	var got []string
 	for _, raw := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
@@ -223,8 +238,8 @@ func TestJSONLines(t *testing.T) {
 			t.Errorf("line %q: comm %q thread %q, want this test's", raw, ln.Comm, ln.Thread)
 		}
 		// Every process is in a cgroup (the root one's id is 1).
-		if ln.StartNs == 0 || ln.CgroupID == 0 {
-			t.Errorf("line %q: no start time or cgroup of its owner", raw)
+		if ln.StartNs == 0 || ln.CgroupID == 0 || ln.Cgroup != cgroup {
+			t.Errorf("line %q: no start time or cgroup of its owner, want cgroup %q", raw, cgroup)
 		}
 		desc := ln.Type
 		if ln.Old != nil {

@@ -56,7 +56,11 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	printer := render.NewPrinter(stdout, render.PrinterOptions{JSON: f.json, Color: colorWanted(stdout), PID: f.pid})
+	labels, err := lineLabels()
+	if err != nil {
+		return err
+	}
+	printer := render.NewPrinter(stdout, render.PrinterOptions{JSON: f.json, Color: colorWanted(stdout), PID: f.pid, Labels: labels})
 	// Output that cannot be written ends the watch at once.
 	go func() {
 		select {

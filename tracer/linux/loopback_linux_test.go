@@ -167,7 +167,7 @@ func waitFor(t *testing.T, rec recordLister, what string, done func([]tracer.Rec
 func dump(recs []tracer.Record) string {
 	var b []byte
 	for i := range recs {
-		b = render.AppendJSON(b, &recs[i])
+		b = render.AppendJSON(b, &recs[i], nil)
 	}
 	return string(b)
 }

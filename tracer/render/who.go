@@ -183,6 +183,9 @@ func writeProcess(w io.Writer, r *snapshot.PortReport, pid uint32, serving bool,
 	if restart := restartedBy(p); restart != "" {
 		fmt.Fprintf(w, "  managed  %s\n", restart)
 	}
+	if cgroup := cgroupText(&p.Cgroup); cgroup != "" {
+		fmt.Fprintf(w, "  cgroup   %s\n", cgroup)
+	}
 	if p.Exe != "" {
 		fmt.Fprintf(w, "  exe      %s\n", tracer.Printable(p.Exe))
 	}
@@ -212,6 +215,20 @@ func restartedBy(p *proc.Process) string {
 		return ""
 	}
 	return tracer.Printable(what) + " (" + tracer.Printable(stop) + ")"
+}
+
+// cgroupText is a process's cgroup v2 path and id, "" where neither is
+// known (Windows).
+func cgroupText(c *proc.Cgroup) string {
+	switch {
+	case c.Path != "" && c.ID != 0:
+		return tracer.Printable(c.Path) + " (id " + strconv.FormatUint(c.ID, 10) + ")"
+	case c.Path != "":
+		return tracer.Printable(c.Path)
+	case c.ID != 0:
+		return "id " + strconv.FormatUint(c.ID, 10)
+	}
+	return ""
 }
 
 func fdText(s *snapshot.PortSocket, i int) string {

@@ -4,6 +4,7 @@ import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/proc"
 
+	"errors"
 	"net/netip"
 	"slices"
 )
@@ -175,12 +176,22 @@ func KeyOf(netns uint32, local, remote netip.AddrPort) SocketKey {
 }
 
 // NameSeen names, for the sockets no process holds, the owners a running
-// porttrace saw.
-func (r *PortReport) NameSeen(seen map[SocketKey]proc.Process) {
+// porttrace saw. A pid is no identity: identify says which process a pid
+// names now (proc.ErrExited where none), and an owner it no longer names
+// is marked Exited, so that no one takes the pid for the program that may
+// hold it now. An owner without a start time (a platform that does not
+// say) cannot be checked, and is left as the tracer said.
+func (r *PortReport) NameSeen(seen map[SocketKey]proc.Process, identify func(pid uint32) (proc.Identity, error)) {
 	for i := range r.Sockets {
 		s := &r.Sockets[i]
-		if p, ok := seen[KeyOf(s.NetNS, s.Local, s.Remote)]; ok && !s.Held() && p.PID != 0 {
-			s.Seen = &p
+		p, ok := seen[KeyOf(s.NetNS, s.Local, s.Remote)]
+		if !ok || s.Held() || p.PID == 0 {
+			continue
 		}
+		if !p.Exited && p.StartNs != 0 {
+			now, err := identify(p.PID)
+			p.Exited = errors.Is(err, proc.ErrExited) || err == nil && !now.Same(p.Identity)
+		}
+		s.Seen = &p
 	}
 }
