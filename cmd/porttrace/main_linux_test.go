@@ -431,16 +431,7 @@ func TestAskedWhileStopping(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 200 {
-		c, err := net.Dial("tcp4", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := l.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Close()
-		c.Close()
+		serverClosesFirst(t, l)
 	}
 	l.Close()
 	time.Sleep(200 * time.Millisecond)
@@ -771,4 +762,20 @@ func TestWhoWithoutPrivileges(t *testing.T) {
 			t.Errorf("who as nobody lacks %q:\n%s", want, stdout.String())
 		}
 	}
+}
+
+// serverClosesFirst makes one connection to l that the server closes
+// first: its end, on l's port, goes TIME_WAIT.
+func serverClosesFirst(t *testing.T, l net.Listener) {
+	t.Helper()
+	c, err := net.Dial("tcp4", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	c.Close()
 }
