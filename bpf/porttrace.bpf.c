@@ -34,8 +34,6 @@ const volatile __u16 filter_family = 0; /* AF_INET or AF_INET6: see traffic_want
 const volatile __u64 tw_timer_handler_addr = 0;
 /* Length of one jiffy in nanoseconds (1e9 / CONFIG_HZ). */
 const volatile __u64 jiffy_ns = 0;
-/* Bytes waiting in the ring buffer that are worth waking the reader for. */
-const volatile __u64 wakeup_bytes = 0;
 
 enum event_kind {
 	EVENT_STATE = 1,
@@ -186,13 +184,13 @@ static __always_inline struct event *reserve(__u8 kind)
 	return e;
 }
 
-/* Waking the reader costs an interrupt per wakeup, and the reader polls
- * every few milliseconds anyway: wake it only when a batch has built up. */
+/* The kernel's own wakeup policy (no flag) wakes the reader only for a
+ * record at the reader's position: the first after the reader had read
+ * everything, which it sleeps on while idle. The records that follow while
+ * it reads or pauses between batches (see source_linux.go) cost no wakeup. */
 static __always_inline void submit(struct event *e)
 {
-	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
-			      BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-	bpf_ringbuf_submit(e, flags);
+	bpf_ringbuf_submit(e, 0);
 }
 
 /* Addresses, ports and namespace of a full or timewait socket (see

@@ -91,7 +91,6 @@ const (
 	PorttraceVarFilterPortsOn       = "filter_ports_on"
 	PorttraceVarJiffyNs             = "jiffy_ns"
 	PorttraceVarTwTimerHandlerAddr  = "tw_timer_handler_addr"
-	PorttraceVarWakeupBytes         = "wakeup_bytes"
 )
 
 // LoadPorttrace returns the embedded CollectionSpec for Porttrace.
@@ -180,7 +179,6 @@ type PorttraceVariableSpecs struct {
 	FilterPortsOn      *ebpf.VariableSpec `ebpf:"filter_ports_on"`
 	JiffyNs            *ebpf.VariableSpec `ebpf:"jiffy_ns"`
 	TwTimerHandlerAddr *ebpf.VariableSpec `ebpf:"tw_timer_handler_addr"`
-	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // PorttraceObjects contains all objects after they have been loaded into the kernel.
@@ -228,7 +226,6 @@ type PorttraceVariables struct {
 	FilterPortsOn      *ebpf.Variable `ebpf:"filter_ports_on"`
 	JiffyNs            *ebpf.Variable `ebpf:"jiffy_ns"`
 	TwTimerHandlerAddr *ebpf.Variable `ebpf:"tw_timer_handler_addr"`
-	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // PorttracePrograms contains all programs after they have been loaded into the kernel.

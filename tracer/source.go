@@ -12,8 +12,23 @@ type Handler interface {
 	Handle(ev *Event)
 	// Tick tells the handler the time (same clock as Event.TimeNs) when the
 	// source has nothing more to deliver for now, so that decisions waiting
-	// on later events can be taken by a deadline instead.
-	Tick(nowNs int64)
+	// on later events can be taken by a deadline instead. It returns when
+	// the handler must be ticked again even if no event comes, or
+	// NoDeadline: an idle source then sleeps until the next event.
+	Tick(nowNs int64) (nextNs int64)
+}
+
+// NoDeadline is what Tick returns when only an event can give the handler
+// or sink work to do.
+const NoDeadline = int64(0)
+
+// EarlierDeadline is the earlier of two deadlines, either of which may be
+// NoDeadline.
+func EarlierDeadline(a, b int64) int64 {
+	if a == NoDeadline || (b != NoDeadline && b < a) {
+		return b
+	}
+	return a
 }
 
 // Sink consumes the correlator's records: the printer of a watch, and the
@@ -24,8 +39,10 @@ type Sink interface {
 	// Record receives one record, valid only during the call.
 	Record(r *Record)
 	// Tick says the source has run dry for now (time on the events'
-	// clock): the moment to flush what is buffered.
-	Tick(nowNs int64)
+	// clock): the moment to flush what is buffered. It returns when the
+	// sink must be ticked again even if no record comes (work it holds
+	// back for a while), or NoDeadline.
+	Tick(nowNs int64) (nextNs int64)
 }
 
 // Source is one platform's stream of kernel events: eBPF on Linux, ETW on

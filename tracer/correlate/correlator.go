@@ -280,12 +280,16 @@ func (c *Correlator) Handle(ev *tracer.Event) {
 // Tick implements Handler: it releases held lines, settles stopped
 // timewait timers and asks who holds the sockets an exited owner left
 // open, once their deadlines have passed. Each step takes a deadline away
-// from the earliest socket, so the loop ends.
-func (c *Correlator) Tick(nowNs int64) {
+// from the earliest socket, so the loop ends. It returns the earliest
+// deadline still ahead.
+func (c *Correlator) Tick(nowNs int64) int64 {
 	for {
 		i, ok := c.queue.first()
-		if !ok || c.socks[i].deadlineNs > nowNs {
-			return
+		if !ok {
+			return tracer.NoDeadline
+		}
+		if c.socks[i].deadlineNs > nowNs {
+			return c.socks[i].deadlineNs
 		}
 		s := &c.socks[i]
 		if s.cancelNs != 0 && nowNs-s.cancelNs >= cancelGraceNs {

@@ -125,7 +125,7 @@ func (r *sinkRecorder) Record(rec *tracer.Record) {
 	r.mu.Unlock()
 }
 
-func (*sinkRecorder) Tick(int64) {}
+func (*sinkRecorder) Tick(int64) int64 { return tracer.NoDeadline }
 
 func (r *sinkRecorder) records() []tracer.Record {
 	r.mu.Lock()

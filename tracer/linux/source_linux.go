@@ -19,15 +19,18 @@ import (
 	"github.com/porttrace/porttrace/bpf"
 )
 
-// tickInterval is how often the ring buffer is polled and the handler
-// ticked (which flushes the output). The programs wake the reader only for
-// a batch (wakeupFraction of the ring), so this bounds a line's delay on a
-// quiet port, and batches the reading and writing of a busy one.
-const tickInterval = 10 * time.Millisecond
+// batchInterval is the least time between two reads of the ring buffer
+// while events flow: they are handled, and the output flushed, in batches
+// of at most this long, one wakeup per batch. An idle source sleeps until
+// the next event, which wakes it at once: the programs leave the wakeup to
+// the kernel, which wakes the reader for a record only when the reader had
+// read everything before it.
+const batchInterval = 10 * time.Millisecond
 
-// wakeupFraction of the ring buffer waiting makes the programs wake the
-// reader before its next poll.
-const wakeupFraction = 16
+// busyFraction of the ring buffer read in one batch makes the reader read
+// again at once rather than let the next batch gather: the ring must not
+// fill up while it pauses.
+const busyFraction = 16
 
 // LinuxSource reads porttrace's eBPF programs' ring buffer.
 type LinuxSource struct {
@@ -186,7 +189,6 @@ func loadSpec(cfg tracer.Config, k *kernel, chosen []choice) (*ebpf.CollectionSp
 		bpf.PorttraceVarFilterFamily:       family,
 		bpf.PorttraceVarTwTimerHandlerAddr: k.twTimerHandler,
 		bpf.PorttraceVarJiffyNs:            jiffy,
-		bpf.PorttraceVarWakeupBytes:        uint64(ringSize / wakeupFraction),
 	} {
 		if err := spec.Variables[name].Set(value); err != nil {
 			return nil, fmt.Errorf("setting %s: %w", name, err)
@@ -235,34 +237,79 @@ func (s *LinuxSource) nowNs() int64 {
 	return s.startMonoNs + int64(time.Since(s.startTime)) + s.monoToWallNs
 }
 
-// Run implements Source.
+// Run implements Source. It reads a batch of events, ticks the handler,
+// and then either pauses so that the next batch gathers (while events
+// flow) or waits for the next event or the handler's deadline, whichever
+// comes first: an idle watch costs no wakeups.
 func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 	// Flush wakes a blocked read so that cancellation is seen at once.
 	stop := context.AfterFunc(ctx, func() { _ = s.reader.Flush() })
 	defer stop()
+	pause := time.NewTimer(batchInterval)
+	defer pause.Stop()
+	busy := s.reader.BufferSize() / busyFraction
 
 	var rec ringbuf.Record
 	var ev tracer.Event
-	s.reader.SetDeadline(time.Now().Add(tickInterval))
+	var wait time.Time // zero: until an event comes
+	next := tracer.NoDeadline
 	for {
-		err := s.reader.ReadInto(&rec)
-		switch {
-		case err == nil:
+		s.reader.SetDeadline(wait)
+		var woke time.Time
+		n := 0
+		for {
+			err := s.reader.ReadInto(&rec)
+			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("reading ring buffer: %w", err)
+			}
+			if n == 0 {
+				// The batch's first event: read what is there now,
+				// without waiting for more.
+				woke = time.Now()
+				s.reader.SetDeadline(woke)
+			}
+			n += len(rec.RawSample)
 			if err := decodeEvent(rec.RawSample, s.monoToWallNs, &ev); err != nil {
 				s.undecodable.Add(1)
 				continue
 			}
 			h.Handle(&ev)
-		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
-			h.Tick(s.nowNs())
-			if ctx.Err() != nil {
-				return nil
-			}
-			s.reader.SetDeadline(time.Now().Add(tickInterval))
-		default:
-			return fmt.Errorf("reading ring buffer: %w", err)
 		}
+		// A read that found nothing needs no tick, unless a deadline
+		// has come.
+		if now := s.nowNs(); n > 0 || (next != tracer.NoDeadline && now >= next) || ctx.Err() != nil {
+			next = h.Tick(now)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if n == 0 {
+			wait = s.waitUntil(next)
+			continue
+		}
+		if n < busy {
+			pause.Reset(batchInterval - time.Since(woke))
+			select {
+			case <-pause.C:
+			case <-ctx.Done():
+			}
+		}
+		wait = time.Now()
 	}
+}
+
+// waitUntil is when a read must stop waiting for events to tick the
+// handler at its deadline (on the events' clock), or zero for never.
+func (s *LinuxSource) waitUntil(deadlineNs int64) time.Time {
+	if deadlineNs == tracer.NoDeadline {
+		return time.Time{}
+	}
+	// The reader waits whole milliseconds, rounded down: a millisecond
+	// more keeps the wait from ending just before the deadline.
+	return time.Now().Add(time.Duration(max(deadlineNs-s.nowNs(), 0)) + time.Millisecond)
 }
 
 // Close implements Source: it detaches every program and frees the maps.
