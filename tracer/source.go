@@ -62,11 +62,13 @@ type Source interface {
 // Lost counts events lost in the kernel, by cause.
 type Lost struct {
 	// Dropped found the kernel's buffer full: porttrace did not read fast
-	// enough.
+	// enough. They are events of the watched ports: the programs filter
+	// before they reserve room.
 	Dropped uint64
 	// Skipped are runs of a probe the kernel did not make because a run of
-	// it was already under way on that CPU (a softirq interrupting it). The
-	// kernel does not say which port they were for.
+	// it was already under way on that CPU (a softirq interrupting it), and
+	// that nothing made up for. The kernel does not say which port they
+	// were for: most are of other ports' traffic.
 	Skipped uint64
 	// Undecodable reached porttrace but did not decode: a kernel side
 	// that does not match this porttrace.
@@ -75,6 +77,10 @@ type Lost struct {
 
 // Total is every event lost.
 func (l Lost) Total() uint64 { return l.Dropped + l.Skipped + l.Undecodable }
+
+// OfWatchedPorts is the events lost that are known to be of the watched
+// ports: all but the skipped runs.
+func (l Lost) OfWatchedPorts() uint64 { return l.Dropped + l.Undecodable }
 
 // ProbeMode chooses between hook families where a kernel offers several.
 type ProbeMode uint8

@@ -171,6 +171,9 @@ type Correlator struct {
 
 	rec   tracer.Record
 	stats Stats
+	// ownerExits counts the exits of processes that owned sockets: the
+	// others (most, on a busy machine) change nothing readers see.
+	ownerExits uint64
 }
 
 // NewCorrelator returns a correlator that passes each record to emit. The

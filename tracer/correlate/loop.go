@@ -149,11 +149,11 @@ func (l *Loop) Tick(nowNs int64) int64 {
 	return next
 }
 
-// changes counts what can change the index: events, exits, and records
-// that a tick released.
+// changes counts what can change the index: events, owners' exits, and
+// records that a tick released.
 func (l *Loop) changes() uint64 {
 	st := &l.corr.stats
-	return st.Events + st.Records + st.Exits
+	return st.Events + st.Records + l.corr.ownerExits
 }
 
 func (l *Loop) publish(nowNs int64) {
