@@ -7,6 +7,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/bpf"
 )
 
 // tickCounter is a handler that tells why it was ticked: after events,
@@ -95,5 +101,95 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
+	}
+}
+
+// TestKernelRescueProtocol runs a hook's two programs by hand (the kernel's
+// test run, on one CPU): the second acts, and counts a rescue, only while
+// the first is marked under way on its CPU, which is what the kernel's
+// skipping a nested run of the first looks like; the first clears its
+// mark when it ends.
+func TestKernelRescueProtocol(t *testing.T) {
+	needPrivileges(t)
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := bpf.LoadPorttrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := bpf.PorttraceProgStateRawTp, bpf.PorttraceProgStateRawTpRescue
+	for name := range spec.Programs {
+		if name != first && name != second {
+			delete(spec.Programs, name)
+		}
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		t.Fatalf("loading: %v", err)
+	}
+	defer coll.Close()
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A state change CLOSE -> SYN_SENT of no socket: the handler drops it
+	// after the marks are read.
+	args := []uint64{0, uint64(tracer.StateClose), uint64(tracer.StateSynSent)}
+	run := func(prog string, cpu int) {
+		t.Helper()
+		if _, err := coll.Programs[prog].Run(&ebpf.RunOptions{Context: args, CPU: uint32(cpu), Flags: unix.BPF_F_TEST_RUN_ON_CPU}); err != nil {
+			t.Fatalf("running %s on CPU %d: %v", prog, cpu, err)
+		}
+	}
+	rescued := func() uint64 {
+		t.Helper()
+		var perCPU []uint64
+		if err := coll.Maps[bpf.PorttraceMapRescued].Lookup(uint32(0), &perCPU); err != nil {
+			t.Fatal(err)
+		}
+		var sum uint64
+		for _, n := range perCPU {
+			sum += n
+		}
+		return sum
+	}
+	marks := func() [][4]uint8 {
+		t.Helper()
+		var perCPU [][4]uint8
+		if err := coll.Maps[bpf.PorttraceMapRunning].Lookup(uint32(0), &perCPU); err != nil {
+			t.Fatal(err)
+		}
+		return perCPU
+	}
+
+	run(first, 0)
+	run(second, 0)
+	if n := rescued(); n != 0 {
+		t.Fatalf("the second program rescued %d runs after the first ran and ended", n)
+	}
+	// The first under way on CPU 0, as when a softirq interrupts it there.
+	underWay := make([][4]uint8, cpus)
+	underWay[0][0] = 1
+	if err := coll.Maps[bpf.PorttraceMapRunning].Put(uint32(0), underWay); err != nil {
+		t.Fatal(err)
+	}
+	run(second, 0)
+	if n := rescued(); n != 1 {
+		t.Fatalf("the second program rescued %d runs while the first was under way, want 1", n)
+	}
+	if cpus > 1 {
+		run(second, 1)
+		if n := rescued(); n != 1 {
+			t.Fatalf("the second program rescued a run on another CPU than the first's (%d in all)", n)
+		}
+	}
+	run(first, 0)
+	if m := marks(); m[0][0] != 0 {
+		t.Fatalf("the first program left its mark after it ended: %v", m[0])
+	}
+	run(second, 0)
+	if n := rescued(); n != 1 {
+		t.Fatalf("the second program rescued %d runs, want still 1", n)
 	}
 }
