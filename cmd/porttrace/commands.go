@@ -67,6 +67,7 @@ show.`},
 	c.commands = []*command{
 		watchCommand(),
 		whoCommand(),
+		topCommand(),
 		whyCommand(),
 		freeCommand(),
 		{doc: &clidoc.Command{Name: "help", Args: "[COMMAND]", Summary: "print the help of porttrace or of a command",

@@ -240,7 +240,7 @@ func (c *Correlator) appendOwned(dst []Owned) []Owned {
 			continue
 		}
 		dst = append(dst, Owned{
-			Proto: s.proto, Family: s.family, State: s.state, TimeWait: s.timewait, NetNS: s.netns,
+			Proto: s.proto, Family: s.family, State: s.state, SinceNs: s.sinceNs, TimeWait: s.timewait, NetNS: s.netns,
 			Local: netip.AddrPortFrom(s.saddr, s.sport), Remote: netip.AddrPortFrom(s.daddr, s.dport),
 			Process: s.owner, Via: s.ownerVia, Exited: s.ownerExited,
 		})
