@@ -13,7 +13,6 @@ import (
 
 	"github.com/porttrace/porttrace/cmd/internal/clidoc"
 	"github.com/porttrace/porttrace/tracer"
-	"github.com/porttrace/porttrace/tracer/api"
 	"github.com/porttrace/porttrace/tracer/correlate"
 	"github.com/porttrace/porttrace/tracer/render"
 	"github.com/porttrace/porttrace/tracer/top"
@@ -111,16 +110,11 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 	sink := top.NewSink(f.ports)
 	loop := correlate.NewLoop(sink)
 	seed(loop, f.ports, cfg.Family, stderr)
-	if srv, err := api.Listen(api.WatchSocket(os.Getpid()), loop.Index); err != nil {
-		fmt.Fprintf(stderr, "porttrace: %v (porttrace who will not name TIME_WAIT owners from this watch)\n", err)
-	} else {
-		defer srv.Close()
+	stopServing, err := serve(loop, f.readyFile, stderr)
+	if err != nil {
+		return err
 	}
-	if f.readyFile != "" {
-		if err := writeReadyFile(f.readyFile); err != nil {
-			return err
-		}
-	}
+	defer stopServing()
 	ran := make(chan error, 1)
 	go func() { ran <- loop.Run(ctx, src) }()
 

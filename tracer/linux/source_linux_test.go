@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/bpf"
@@ -111,24 +110,8 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // mark when it ends.
 func TestKernelRescueProtocol(t *testing.T) {
 	needPrivileges(t)
-	if err := rlimit.RemoveMemlock(); err != nil {
-		t.Fatal(err)
-	}
-	spec, err := bpf.LoadPorttrace()
-	if err != nil {
-		t.Fatal(err)
-	}
 	first, second := bpf.PorttraceProgStateRawTp, bpf.PorttraceProgStateRawTpRescue
-	for name := range spec.Programs {
-		if name != first && name != second {
-			delete(spec.Programs, name)
-		}
-	}
-	coll, err := ebpf.NewCollection(spec)
-	if err != nil {
-		t.Fatalf("loading: %v", err)
-	}
-	defer coll.Close()
+	coll := loadPrograms(t, first, second)
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {
 		t.Fatal(err)
