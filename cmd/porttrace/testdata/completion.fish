@@ -5,7 +5,7 @@
 function __porttrace_command
 	set -l tokens (commandline -opc)
 	set -l command ''
-	if set -q tokens[2]; and contains -- $tokens[2] who top why free help version completion man
+	if set -q tokens[2]; and contains -- $tokens[2] who why free top help version completion man
 		set command $tokens[2]
 	end
 	test "$command" = "$argv[1]"
@@ -13,9 +13,9 @@ end
 
 complete -c porttrace -f
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a who -d 'say once who holds PORT and who connects to it, and who owned its TIME_WAIT sockets'
-complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a top -d 'a live table of sockets by port and process'
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a why -d 'say whether bind(ADDR:PORT) would succeed now, and if not, what blocks it'
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a free -d 'stop what holds PORT and wait until it can be bound'
+complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a top -d 'a live table of sockets by port and process'
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a help -d 'print the help of porttrace or of a command'
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a version -d 'print the version'
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a completion -d 'print the shell completion script for bash, zsh or fish'
@@ -38,18 +38,6 @@ complete -c porttrace -n '__porttrace_command who' -s t -l pids -d 'print only t
 complete -c porttrace -n '__porttrace_command who' -l netns -x -d 'answer for this network namespace: an ip netns name, a path such as /proc/PID/ns/net, or a pid'
 complete -c porttrace -n '__porttrace_command who' -l all-netns -d 'answer for every network namespace, each socket labelled with its own'
 complete -c porttrace -n '__porttrace_command who' -s h -l help -d 'print this help'
-complete -c porttrace -n '__porttrace_command top' -s p -l port -x -d 'show only these PORTS: 8080, 80,443, 8000-8100 or a service name (http); repeated, the lists are merged; default: every port'
-complete -c porttrace -n '__porttrace_command top' -s 4 -l ipv4 -d 'IPv4 only'
-complete -c porttrace -n '__porttrace_command top' -s 6 -l ipv6 -d 'IPv6 only'
-complete -c porttrace -n '__porttrace_command top' -s d -l interval -x -d 'refresh every DURATION'
-complete -c porttrace -n '__porttrace_command top' -s n -l iterations -x -d 'stop after N tables; default: at q, Ctrl-C or SIGTERM'
-complete -c porttrace -n '__porttrace_command top' -l sort -x -a 'port sockets conns close-wait binds' -d 'sort the rows by KEY: port, sockets, conns, close-wait, binds'
-complete -c porttrace -n '__porttrace_command top' -l duration -x -d 'stop after this DURATION (30s, 5m)'
-complete -c porttrace -n '__porttrace_command top' -l ready-file -r -F -d 'write this FILE (porttrace\'s pid) once every probe is attached'
-complete -c porttrace -n '__porttrace_command top' -l probe -x -a 'auto tracepoint kprobe' -d 'hook FAMILY: auto, tracepoint or kprobe'
-complete -c porttrace -n '__porttrace_command top' -l buffer-size -x -d 'kernel ring buffer size in MiB, a power of two'
-complete -c porttrace -n '__porttrace_command top' -s v -l verbose -d 'say which hooks were attached and why'
-complete -c porttrace -n '__porttrace_command top' -s h -l help -d 'print this help'
 complete -c porttrace -n '__porttrace_command why' -l udp -d 'ask about a UDP socket (default TCP)'
 complete -c porttrace -n '__porttrace_command why' -l reuseaddr -d 'the socket would set SO_REUSEADDR'
 complete -c porttrace -n '__porttrace_command why' -l reuseport -d 'the socket would set SO_REUSEPORT'
@@ -62,8 +50,20 @@ complete -c porttrace -n '__porttrace_command free' -l dry-run -d 'say what woul
 complete -c porttrace -n '__porttrace_command free' -l time-wait -d 'also destroy the port\'s TIME_WAIT sockets (SOCK_DESTROY, as ss -K)'
 complete -c porttrace -n '__porttrace_command free' -l timeout -x -d 'how long a process has to exit after SIGTERM before SIGKILL'
 complete -c porttrace -n '__porttrace_command free' -s h -l help -d 'print this help'
+complete -c porttrace -n '__porttrace_command top' -s p -l port -x -d 'show only these PORTS: 8080, 80,443, 8000-8100 or a service name (http); repeated, the lists are merged; default: every port'
+complete -c porttrace -n '__porttrace_command top' -s 4 -l ipv4 -d 'IPv4 only'
+complete -c porttrace -n '__porttrace_command top' -s 6 -l ipv6 -d 'IPv6 only'
+complete -c porttrace -n '__porttrace_command top' -s d -l interval -x -d 'refresh every DURATION'
+complete -c porttrace -n '__porttrace_command top' -s n -l iterations -x -d 'stop after N tables; default: at q, Ctrl-C or SIGTERM'
+complete -c porttrace -n '__porttrace_command top' -l sort -x -a 'port sockets conns close-wait binds' -d 'sort the rows by KEY: port, sockets, conns, close-wait, binds'
+complete -c porttrace -n '__porttrace_command top' -l duration -x -d 'stop after this DURATION (30s, 5m)'
+complete -c porttrace -n '__porttrace_command top' -l ready-file -r -F -d 'write this FILE (porttrace\'s pid) once every probe is attached'
+complete -c porttrace -n '__porttrace_command top' -l probe -x -a 'auto tracepoint kprobe' -d 'hook FAMILY: auto, tracepoint or kprobe'
+complete -c porttrace -n '__porttrace_command top' -l buffer-size -x -d 'kernel ring buffer size in MiB, a power of two'
+complete -c porttrace -n '__porttrace_command top' -s v -l verbose -d 'say which hooks were attached and why'
+complete -c porttrace -n '__porttrace_command top' -s h -l help -d 'print this help'
 complete -c porttrace -n '__porttrace_command help' -s h -l help -d 'print this help'
-complete -c porttrace -n '__porttrace_command help' -a 'who top why free help version completion man'
+complete -c porttrace -n '__porttrace_command help' -a 'who why free top help version completion man'
 complete -c porttrace -n '__porttrace_command version' -s h -l help -d 'print this help'
 complete -c porttrace -n '__porttrace_command completion' -s h -l help -d 'print this help'
 complete -c porttrace -n '__porttrace_command completion' -a 'bash zsh fish'
