@@ -779,3 +779,37 @@ func serverClosesFirst(t *testing.T, l net.Listener) {
 	s.Close()
 	c.Close()
 }
+// TestTopPlainInAPipe: top with its output in a file prints -n tables,
+// plain (no escape sequences), each after a line with the time, with a
+// row for the port and this process, which listens and connects there.
+func TestTopPlainInAPipe(t *testing.T) {
+	needRoot(t)
+	port := freeLoopbackPort(t)
+	out, err := os.Create(filepath.Join(t.TempDir(), "top.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	top, stderr := startWatch(t, out, "top", "--port", strconv.Itoa(port), "-n", "2", "--interval", "500ms")
+	stop := connectLoop(t, port)
+	defer stop()
+	if code := waitExit(t, top, stderr); code != 0 {
+		t.Fatalf("exit status %d; stderr: %s", code, stderr.String())
+	}
+	b, err := os.ReadFile(out.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	if strings.Contains(text, "\x1b") || strings.Count(text, "porttrace top ") != 2 || strings.Count(text, "PORT  ") != 2 {
+		t.Fatalf("want two plain tables, each after a title line; got:\n%s", text)
+	}
+	row := false
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		row = row || (len(f) > 3 && f[0] == strconv.Itoa(port) && f[1] == strconv.Itoa(os.Getpid()))
+	}
+	if !row {
+		t.Errorf("no row for port %d and this process (%d):\n%s", port, os.Getpid(), text)
+	}
+}

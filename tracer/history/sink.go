@@ -241,11 +241,16 @@ func (st *sinkState) flushCounts(s *Store) {
 }
 
 // Tick implements tracer.Sink: the snapshot is over if it was not yet, and
-// counts gathered for a second go to the writer.
-func (s *Store) Tick(nowNs int64) {
+// counts gathered for countsFlushNs go to the writer; counts that must
+// still wait ask for the tick that will send them.
+func (s *Store) Tick(nowNs int64) int64 {
 	s.endSnapshot(nowNs)
 	if nowNs-s.sink.flushedNs >= countsFlushNs {
 		s.sink.flushCounts(s)
 		s.sink.flushedNs = nowNs
 	}
+	if len(s.sink.touched) > 0 {
+		return s.sink.flushedNs + countsFlushNs
+	}
+	return tracer.NoDeadline
 }

@@ -132,10 +132,11 @@ func (p *Printer) Record(r *tracer.Record) {
 
 // Tick implements tracer.Sink: what is formatted goes to the writer now, so
 // that lines appear as soon as the source runs dry.
-func (p *Printer) Tick(int64) {
+func (p *Printer) Tick(int64) int64 {
 	if p.cur != nil && len(p.cur.b) > 0 {
 		p.send()
 	}
+	return tracer.NoDeadline
 }
 
 // send hands the current chunk to the writer, or drops it if the writer's
