@@ -42,7 +42,7 @@ func daemonAnswers(ctx context.Context, socket string) bool {
 	return err == nil
 }
 
-var daemonStopped = regexp.MustCompile(`porttrace: stopped; in all, (\d+) events lost`)
+var daemonStopped = regexp.MustCompile(`porttrace: stopped; in all, (\d+) events lost \(\d+ ring full, (\d+) runs skipped`)
 
 // daemonLost reads the daemon's last line, which counts what it lost in
 // all; its absence means the daemon did not end as it should.
@@ -51,7 +51,7 @@ func daemonLost(stderr string) (lostReport, error) {
 	if m == nil {
 		return lostReport{}, fmt.Errorf("no last line from the daemon: %s", lastLines(stderr, 3))
 	}
-	return lostReport{lost: parseUint(m[1])}, nil
+	return lostReport{lost: parseUint(m[1]), skipped: parseUint(m[2])}, nil
 }
 
 // historySection measures what the daemon's history costs per ownership

@@ -540,7 +540,7 @@ func (d *daemonRun) oneShot(t *testing.T, netns string, port int) *snapshot.Port
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.NameSeen(api.Seen(owners.Sockets))
+	r.NameSeen(api.Seen(owners.Sockets), identify)
 	return r
 }
 
@@ -1188,9 +1188,12 @@ func TestDaemonReopensLog(t *testing.T) {
 		b, _ := os.ReadFile(path)
 		return string(b)
 	}
-	if !strings.Contains(read(logFile), "serving the API on") {
-		t.Fatalf("the log: %q", read(logFile))
-	}
+	eventually(t, 5*time.Second, "the log says the daemon serves", func() string {
+		if !strings.Contains(read(logFile), "serving the API on") {
+			return fmt.Sprintf("the log: %q", read(logFile))
+		}
+		return ""
+	})
 	if err := os.Rename(logFile, logFile+".1"); err != nil {
 		t.Fatal(err)
 	}
