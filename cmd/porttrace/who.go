@@ -148,7 +148,7 @@ func who(ctx context.Context, queries []portQuery, o whoOptions, stdout, stderr 
 func whoReport(ctx context.Context, port uint16, o whoOptions, stderr io.Writer) (report *snapshot.PortReport, byDaemon bool, err error) {
 	if o.netns == "" && !o.allNetNS {
 		socket := daemonSocket(o.socket)
-		actx, cancel := context.WithTimeout(ctx, askTimeout)
+		actx, cancel := context.WithTimeout(ctx, daemonTimeout)
 		resp, err := api.Who(actx, socket, port)
 		cancel()
 		if err == nil {
@@ -177,6 +177,13 @@ func keepProto(r *snapshot.PortReport, proto tracer.Proto) {
 // owners of sockets no process holds: a stopped or stalled one costs no
 // more.
 const askTimeout = 300 * time.Millisecond
+
+// daemonTimeout bounds how long who and history wait for the daemon's
+// answer before doing without it. Where no daemon runs, its socket
+// refuses at once; a running one lists a port's 40,000 sockets in about a
+// second on two busy cores, and a daemon that hangs costs no more than
+// this.
+const daemonTimeout = 5 * time.Second
 
 // nameSeen asks every running porttrace, at once, who owned the report's
 // sockets that no process holds any more, and marks the owners that have
