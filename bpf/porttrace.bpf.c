@@ -65,7 +65,7 @@ struct event {
 	__u8 daddr[16];       /* remote address */
 	__u32 pid;            /* tgid of the task on the CPU */
 	__u32 netns;          /* network namespace inode */
-	__s32 err;            /* bind(2) return value */
+	__s32 err;            /* bind(2) return value; -sk_err on a move to CLOSE */
 	__u16 sport;          /* local port, host order */
 	__u16 dport;          /* remote port, host order */
 	__u16 family;         /* AF_INET or AF_INET6; 0 for an exit */
@@ -257,6 +257,10 @@ static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, 
 	e->newstate = newstate;
 	e->parent = mptcp_parent(sk);
 	e->sock_cgroup_id = sock_cgroup_id(sk);
+	/* Why the kernel closed it, if for an error: a refused or timed-out
+	 * connect, a reset. Negated, as a bind's return value. */
+	if (newstate == TCP_CLOSE)
+		e->err = -BPF_CORE_READ(sk, sk_err);
 	fill_endpoints(e, (struct sock_common *)sk, sock_sport(sk));
 	submit(e);
 	return 0;

@@ -293,7 +293,11 @@ type Event struct {
 	// NetNS is the inode number of the socket's network namespace, 0 where
 	// the platform has none.
 	NetNS uint32
-	// Err is the negated errno of a failed bind, 0 on success.
+	// Err is the negated errno of a failed bind (0 on success) or, on a
+	// KindState event into CLOSE, of the error the kernel closed the socket
+	// for: a refused (ECONNREFUSED) or timed-out (ETIMEDOUT) connect, a
+	// reset (ECONNRESET); 0 for a close without error, or where the
+	// platform does not say.
 	Err int32
 	// TimeoutNs is a timewait socket's lifetime from TimeNs.
 	TimeoutNs int64

@@ -145,6 +145,10 @@ func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool) []by
 		b = append(b, "  "...)
 		b = append(b, r.Reason...)
 	}
+	if r.Err != 0 && r.Type != tracer.RecordBind {
+		b = append(b, "  "...)
+		b = append(b, tracer.ErrnoName(r.Err)...)
+	}
 	if r.OwnerVia == tracer.OwnerListener {
 		b = append(b, "  (not accepted: listener's owner)"...)
 	}
