@@ -126,4 +126,7 @@ type Record struct {
 	Err int32
 	// Reason says why a timewait socket went: "expired" or "killed".
 	Reason string
+	// Late marks a line that reached the output after lines later than
+	// it: it was held back longer than the watch's reorder window.
+	Late bool
 }
