@@ -56,7 +56,7 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	printer := render.NewPrinter(stdout, render.PrinterOptions{JSON: f.json, Color: colorWanted(stdout), PID: f.pid})
+	printer := render.NewPrinter(stdout, render.PrinterOptions{JSON: f.json, Text: render.Text{Color: colorWanted(stdout)}, PID: f.pid})
 	// Output that cannot be written ends the watch at once.
 	go func() {
 		select {

@@ -46,19 +46,15 @@ type Printer struct {
 
 // PrinterOptions shape a Printer's output.
 type PrinterOptions struct {
-	JSON  bool
-	Color bool
+	JSON bool
+	// Text shapes text lines: time format, zone, colours.
+	Text Text
 	// PID, when not 0, keeps only the lines of sockets this process owns.
 	PID uint32
-	// Location is the time zone of text lines; nil means local time.
-	Location *time.Location
 }
 
 // NewPrinter starts a Printer writing to w. Close stops it.
 func NewPrinter(w io.Writer, opts PrinterOptions) *Printer {
-	if opts.Location == nil {
-		opts.Location = time.Local
-	}
 	p := &Printer{
 		opts:   opts,
 		free:   make(chan *chunk, chunkCount),
@@ -98,8 +94,7 @@ func (p *Printer) write(w io.Writer) {
 // Header queues the column titles of the text format.
 func (p *Printer) Header() {
 	if !p.opts.JSON && p.cur != nil {
-		p.cur.b = append(p.cur.b, TextHeader()...)
-		p.cur.b = append(p.cur.b, '\n')
+		p.cur.b = p.opts.Text.AppendHeader(p.cur.b)
 	}
 }
 
@@ -120,7 +115,7 @@ func (p *Printer) Record(r *tracer.Record) {
 	if p.opts.JSON {
 		c.b = AppendJSON(c.b, r)
 	} else {
-		c.b = AppendText(c.b, r, p.opts.Location, p.opts.Color)
+		c.b = p.opts.Text.AppendRecord(c.b, r)
 	}
 	c.lines++
 	if len(c.b) >= chunkFlush {
