@@ -1,0 +1,136 @@
+package filter
+
+import (
+	"strings"
+
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/proc"
+)
+
+const (
+	// maxKnown bounds the processes and cgroups a test remembers; past it
+	// the test forgets them all and asks again (a machine forking
+	// hundreds of thousands of socket owners in one watch).
+	maxKnown = 1 << 16
+	// maxDepth ends a walk up the parents that never reaches the root nor
+	// an init.
+	maxDepth = 64
+	// retryCgroupNs is how long a cgroup the system could not name stays
+	// unnamed before it is asked about again: a cgroup created a moment
+	// ago is named on the next walk of the cgroup tree, which the
+	// resolver makes at most once a second.
+	retryCgroupNs = int64(1e9)
+)
+
+// Tree tells whether a socket's owner is a process or one of its
+// descendants: its children, theirs, and so on, as they fork while the
+// watch runs.
+//
+// Events name a process, not its parent. The first time Tree meets a
+// process it walks up its parents (one read of the system's process table
+// per ancestor, /proc/PID/stat on Linux, and none past an ancestor it has
+// met before) and remembers the answer: once per process, never per
+// event. A process that exited before its first socket's line reached
+// porttrace (a few milliseconds) cannot be placed and is left out, as is
+// one whose parent exited, handing it to init.
+type Tree struct {
+	root   proc.Identity
+	parent func(proc.Identity) (proc.Identity, error)
+	known  map[proc.Identity]bool
+}
+
+// NewTree returns the Tree of root, walking up with parent (proc.Parent on
+// Linux).
+func NewTree(root proc.Identity, parent func(proc.Identity) (proc.Identity, error)) *Tree {
+	return &Tree{root: root.Key(), parent: parent, known: map[proc.Identity]bool{}}
+}
+
+// Contains reports whether p is the root or one of its descendants.
+func (t *Tree) Contains(p *tracer.Process) bool {
+	if p.PID == 0 {
+		return false
+	}
+	id := proc.Identity{PID: p.PID, StartNs: p.StartNs}.Key()
+	if in, ok := t.known[id]; ok {
+		return in
+	}
+	if len(t.known) >= maxKnown {
+		clear(t.known)
+	}
+	var path []proc.Identity
+	in := false
+	for range maxDepth {
+		if t.isRoot(id) {
+			in = true
+			break
+		}
+		if known, ok := t.known[id]; ok {
+			in = known
+			break
+		}
+		path = append(path, id)
+		parent, err := t.parent(id)
+		if err != nil || parent.PID == id.PID {
+			break // exited, or an init: not below the root
+		}
+		id = parent.Key()
+	}
+	for _, q := range path {
+		t.known[q] = in
+	}
+	return in
+}
+
+// isRoot: a platform that does not say when its processes started
+// (Windows' events) leaves the root to be known by its pid alone.
+func (t *Tree) isRoot(id proc.Identity) bool {
+	return id == t.root || (id.StartNs == 0 && id.PID == t.root.PID)
+}
+
+// Container tells whether a socket's owner runs in a container, from the
+// cgroup id its lines carry. The first time it meets a cgroup id it asks
+// the system for the cgroup's path (proc.Resolver.CgroupByID, a lookup in
+// the resolver's index of the cgroup tree, which walks the tree again at
+// most once a second for an id it does not know) and remembers whether
+// the path is the container's: once per cgroup, never per event.
+type Container struct {
+	id     string
+	lookup func(cgroupID uint64) (proc.Cgroup, bool)
+	known  map[uint64]cgroupVerdict
+}
+
+type cgroupVerdict struct {
+	in bool
+	// retryNs is when to ask again about a cgroup the system could not
+	// name, 0 for one named.
+	retryNs int64
+}
+
+// NewContainer returns the test of the container whose id is id or starts
+// with it (docker ps shows the first 12 digits), naming cgroups with
+// lookup.
+func NewContainer(id string, lookup func(cgroupID uint64) (proc.Cgroup, bool)) *Container {
+	return &Container{id: strings.ToLower(id), lookup: lookup, known: map[uint64]cgroupVerdict{}}
+}
+
+// Contains reports whether cgroup cgroupID is the container's (nowNs on
+// the events' clock).
+func (c *Container) Contains(cgroupID uint64, nowNs int64) bool {
+	if cgroupID == 0 {
+		return false
+	}
+	v, ok := c.known[cgroupID]
+	if ok && (v.retryNs == 0 || nowNs < v.retryNs) {
+		return v.in
+	}
+	if len(c.known) >= maxKnown {
+		clear(c.known)
+	}
+	cg, named := c.lookup(cgroupID)
+	v = cgroupVerdict{in: named && cg.Container != nil && strings.HasPrefix(cg.Container.ID, c.id)}
+	if !named {
+		v.retryNs = nowNs + retryCgroupNs
+	}
+	c.known[cgroupID] = v
+	return v.in
+}
