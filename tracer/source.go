@@ -28,6 +28,22 @@ type Sink interface {
 	Tick(nowNs int64)
 }
 
+// ConnectionSink consumes connection lines, one per connection when it
+// ends (a watch with --connections), from the event loop's goroutine as
+// a Sink does.
+type ConnectionSink interface {
+	// Connection receives one connection, valid only during the call.
+	Connection(c *Connection)
+	// Tick is Sink's.
+	Tick(nowNs int64)
+}
+
+// Output takes either kind of line: what a watch shows, counts and prints.
+type Output interface {
+	Sink
+	Connection(c *Connection)
+}
+
 // Source is one platform's stream of kernel events: eBPF on Linux, ETW on
 // Windows.
 type Source interface {

@@ -37,10 +37,11 @@ type Options struct {
 	Container *Container
 }
 
-// Filter passes the records that pass every test to the next sink and
-// counts the others.
+// Filter passes the lines that pass every test on and counts the others.
+// It takes both kinds of line: a socket's transitions (Record) and, in a
+// watch with --connections, connections (Connection).
 type Filter struct {
-	next      tracer.Sink
+	next      tracer.Output
 	states    uint16 // bit s set: state s wanted; 0: any
 	types     uint8  // bit t set: RecordType t wanted; 0: any
 	failed    bool
@@ -50,10 +51,10 @@ type Filter struct {
 	hidden    uint64
 }
 
-var _ tracer.Sink = (*Filter)(nil)
+var _ tracer.Output = (*Filter)(nil)
 
 // New returns a Filter in front of next.
-func New(next tracer.Sink, o Options) *Filter {
+func New(next tracer.Output, o Options) *Filter {
 	f := &Filter{next: next, failed: o.Failed, tree: o.Tree, container: o.Container}
 	for _, s := range o.States {
 		f.states |= 1 << s
@@ -76,10 +77,19 @@ func (f *Filter) Record(r *tracer.Record) {
 	f.next.Record(r)
 }
 
+// Connection implements tracer.Output.
+func (f *Filter) Connection(c *tracer.Connection) {
+	if !f.MatchConnection(c) {
+		f.hidden++
+		return
+	}
+	f.next.Connection(c)
+}
+
 // Tick implements tracer.Sink.
 func (f *Filter) Tick(nowNs int64) { f.next.Tick(nowNs) }
 
-// Hidden counts the records the filter kept from the next sink.
+// Hidden counts the lines the filter kept from the next sink.
 func (f *Filter) Hidden() uint64 { return f.hidden }
 
 // Match reports whether r passes every test.
@@ -98,6 +108,37 @@ func (f *Filter) Match(r *tracer.Record) bool {
 		return f.owns(&r.Process, r.TimeNs) || f.owns(&r.Prev, r.TimeNs)
 	}
 	return f.owns(&r.Process, r.TimeNs)
+}
+
+// MatchConnection reports whether c passes every test: it passed through
+// one of the states (either end), it failed (an error closed it, or its
+// connect never connected), and one of its traced ends' owners passes the
+// tests of owners. Kinds of line do not apply.
+func (f *Filter) MatchConnection(c *tracer.Connection) bool {
+	if f.states != 0 && !f.passedThrough(&c.Client) && !f.passedThrough(&c.Server) {
+		return false
+	}
+	if f.failed && !ConnectionFailed(c) {
+		return false
+	}
+	return c.Client.Traced && f.owns(&c.Client.Process, c.EndNs) || c.Server.Traced && f.owns(&c.Server.Process, c.EndNs)
+}
+
+func (f *Filter) passedThrough(end *tracer.ConnEnd) bool {
+	for _, st := range end.States[:end.NStates] {
+		if f.states&(1<<st.State) != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// ConnectionFailed reports whether c failed: an error closed one of its
+// ends (refused, timed out, reset), or its client's connect ended before
+// it connected.
+func ConnectionFailed(c *tracer.Connection) bool {
+	client := &c.Client
+	return c.Err != 0 || !c.Open && client.Traced && client.NStates == 1 && client.States[0].State == tracer.StateSynSent
 }
 
 // owns reports whether p passes the tests of owners.

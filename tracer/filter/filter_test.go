@@ -220,8 +220,9 @@ func TestFilterCountsWhatItHides(t *testing.T) {
 
 type sinkFunc func(*tracer.Record)
 
-func (s sinkFunc) Record(r *tracer.Record) { s(r) }
-func (sinkFunc) Tick(int64)                {}
+func (s sinkFunc) Record(r *tracer.Record)     { s(r) }
+func (sinkFunc) Connection(*tracer.Connection) {}
+func (sinkFunc) Tick(int64)                    {}
 
 func TestFilterAllocatesNothingPerRecord(t *testing.T) {
 	var asked []uint32
@@ -267,3 +268,63 @@ func TestParse(t *testing.T) {
 }
 
 func second[T any](_ T, err error) error { return err }
+
+// conn is a connection between a client and a server end, each traced
+// where its owner is given, through these states.
+func conn(client, server *tracer.Process, clientStates, serverStates []tracer.State, errno int32) tracer.Connection {
+	c := tracer.Connection{Proto: tracer.ProtoTCP, RolesKnown: true, EndNs: 1e9, Err: errno}
+	for _, e := range []struct {
+		end    *tracer.ConnEnd
+		owner  *tracer.Process
+		states []tracer.State
+	}{{&c.Client, client, clientStates}, {&c.Server, server, serverStates}} {
+		if e.owner == nil {
+			continue
+		}
+		e.end.Traced, e.end.Process = true, *e.owner
+		for _, s := range e.states {
+			e.end.States[e.end.NStates] = tracer.StateTime{State: s, DurationNs: 1e6}
+			e.end.NStates++
+		}
+	}
+	return c
+}
+
+func TestFilterKeepsConnections(t *testing.T) {
+	curl, nginx, stranger := owner(12, "curl", 0), owner(11, "nginx", 0), owner(20, "wget", 0)
+	active := []tracer.State{tracer.StateSynSent, tracer.StateEstablished, tracer.StateFinWait1, tracer.StateFinWait2, tracer.StateTimeWait}
+	passive := []tracer.State{tracer.StateSynRecv, tracer.StateEstablished, tracer.StateCloseWait, tracer.StateLastAck}
+	conns := map[string]tracer.Connection{
+		"local":           conn(&curl, &nginx, active, passive, 0),
+		"to elsewhere":    conn(&stranger, nil, active, nil, 0),
+		"refused":         conn(&stranger, nil, []tracer.State{tracer.StateSynSent}, nil, 111),
+		"abandoned":       conn(&curl, nil, []tracer.State{tracer.StateSynSent}, nil, 0),
+		"from elsewhere":  conn(nil, &nginx, nil, passive, 0),
+		"reset by server": conn(&stranger, &nginx, active[:2], passive[:2], 104),
+	}
+	var asked []uint32
+	for _, tc := range []struct {
+		name string
+		opts Options
+		want []string
+	}{
+		{"--state TIME_WAIT: passed through it", Options{States: []tracer.State{tracer.StateTimeWait}}, []string{"local", "to elsewhere"}},
+		{"--state CLOSE_WAIT: either end", Options{States: []tracer.State{tracer.StateCloseWait}}, []string{"from elsewhere", "local"}},
+		{"--failed", Options{Failed: true}, []string{"abandoned", "refused", "reset by server"}},
+		{"--comm nginx: either end's owner", Options{Comms: []string{"nginx"}}, []string{"from elsewhere", "local", "reset by server"}},
+		{"--pid 10", Options{Tree: NewTree(ident(10), fakeParent(&asked))}, []string{"abandoned", "from elsewhere", "local", "reset by server"}},
+		{"--comm wget --failed", Options{Comms: []string{"wget"}, Failed: true}, []string{"refused", "reset by server"}},
+	} {
+		f := New(nil, tc.opts)
+		var got []string
+		for name, c := range conns {
+			if f.MatchConnection(&c) {
+				got = append(got, name)
+			}
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: kept %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

@@ -16,8 +16,8 @@ import (
 const (
 	chunkSize   = 64 << 10
 	chunkCount  = 64 // 4 MiB of output may wait for a slow reader
-	chunkFlush  = chunkSize - 1024
-	lineMaxSize = 1024 // no line is longer (a record's fields are bounded)
+	chunkFlush  = chunkSize - lineMaxSize
+	lineMaxSize = 4096 // no line is longer: a connection in JSON, every state of both ends, is about 1.5 KiB
 )
 
 // chunk is a run of whole lines on its way to the writer.
@@ -26,9 +26,10 @@ type chunk struct {
 	lines uint64
 }
 
-// Printer is the Sink of a live watch: it formats records as text or JSON
-// lines and hands them to a writer goroutine. Record and Tick are called by
-// the event loop only; Dropped and Err from anywhere.
+// Printer is the Output of a live watch: it formats records and
+// connections as text or JSON lines and hands them to a writer goroutine.
+// Record, Connection and Tick are called by the event loop only; Dropped
+// and Err from anywhere.
 type Printer struct {
 	opts PrinterOptions
 
@@ -103,25 +104,48 @@ func (p *Printer) Record(r *tracer.Record) {
 	if p.opts.PID != 0 && r.PID != p.opts.PID {
 		return
 	}
-	if p.cur == nil {
-		select {
-		case p.cur = <-p.free:
-		default:
-			p.dropped.Add(1)
-			return
-		}
+	p.print(r, nil)
+}
+
+// Connection implements tracer.Output.
+func (p *Printer) Connection(c *tracer.Connection) { p.print(nil, c) }
+
+// print formats a record or a connection into the current chunk.
+func (p *Printer) print(r *tracer.Record, conn *tracer.Connection) {
+	c := p.chunk()
+	if c == nil {
+		return
 	}
-	c := p.cur
-	if p.opts.JSON {
+	switch {
+	case r != nil && p.opts.JSON:
 		c.b = AppendJSON(c.b, r)
-	} else {
+	case r != nil:
 		c.b = p.opts.Text.AppendRecord(c.b, r)
+	case p.opts.JSON:
+		c.b = AppendConnectionJSON(c.b, conn)
+	default:
+		c.b = p.opts.Text.AppendConnection(c.b, conn)
 	}
 	c.lines++
 	if len(c.b) >= chunkFlush {
 		p.send()
 	}
 }
+
+// chunk is the chunk to append a line to, or nil when none is free: the
+// line is then dropped, and counted.
+func (p *Printer) chunk() *chunk {
+	if p.cur == nil {
+		select {
+		case p.cur = <-p.free:
+		default:
+			p.dropped.Add(1)
+			return nil
+		}
+	}
+	return p.cur
+}
+
 
 // Tick implements tracer.Sink: what is formatted goes to the writer now, so
 // that lines appear as soon as the source runs dry.

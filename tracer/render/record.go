@@ -77,6 +77,9 @@ type Text struct {
 	StartNs int64
 	// Color colours the transition (ANSI), for a terminal.
 	Color bool
+	// Connections says the lines are connections (AppendConnection), for
+	// the header.
+	Connections bool
 
 	// endpoint is the width of the LOCAL and REMOTE columns, 0 until the
 	// first header; scratch measures endpoints.
@@ -87,6 +90,9 @@ type Text struct {
 // AppendHeader appends the line of column titles.
 func (t *Text) AppendHeader(b []byte) []byte {
 	t.endpoint = max(t.endpoint, widthEndpoint)
+	if t.Connections {
+		return t.appendConnectionHeader(b)
+	}
 	b = appendPadded(b, "TIME", t.Time.width()+1)
 	b = appendPadded(b, "PID", widthPID+1)
 	b = appendPadded(b, "COMM", widthComm+1)
@@ -361,11 +367,7 @@ func AppendJSON(b []byte, r *tracer.Record) []byte {
 	b = append(b, `","netns":`...)
 	b = strconv.AppendUint(b, uint64(r.NetNS), 10)
 	b = append(b, `,"duration_ns":`...)
-	if r.DurationNs >= 0 {
-		b = strconv.AppendInt(b, r.DurationNs, 10)
-	} else {
-		b = append(b, "null"...)
-	}
+	b = appendNsOrNull(b, r.DurationNs)
 	if r.TimeoutNs > 0 {
 		b = append(b, `,"timeout_ns":`...)
 		b = strconv.AppendInt(b, r.TimeoutNs, 10)
