@@ -75,6 +75,11 @@ type Connection struct {
 	// StartNs is when the connection opened: when its first end entered
 	// the first state porttrace saw it in (SYN_SENT, for a connect).
 	StartNs int64
+	// OpenSeen says porttrace saw the connection open (a connect, or the
+	// handshake of an accepted one). Where it did not (a connection older
+	// than the watch, or whose first events were lost), StartNs is when
+	// porttrace first saw it, and its lifetime is not known.
+	OpenSeen bool
 	// ClosedNs is when the last of its traced ends closed (entered CLOSE,
 	// or TIME_WAIT), 0 if one had not when the watch ended.
 	ClosedNs int64
@@ -94,9 +99,13 @@ type Connection struct {
 
 // LifetimeNs is the time from the opening to the close of both ends (a
 // TIME_WAIT after that is in its end's States), or to the end of the
-// watch for a connection still open then.
+// watch for a connection still open then; -1 where the opening was not
+// seen.
 func (c *Connection) LifetimeNs() int64 {
-	if c.ClosedNs == 0 {
+	switch {
+	case !c.OpenSeen:
+		return -1
+	case c.ClosedNs == 0:
 		return c.EndNs - c.StartNs
 	}
 	return c.ClosedNs - c.StartNs

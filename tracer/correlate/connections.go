@@ -154,9 +154,7 @@ func (cs *Connections) find(r *tracer.Record) (int32, int, bool) {
 	}
 	e.c.Proto, e.c.NetNS, e.c.HandshakeNs = tracer.ProtoTCP, r.NetNS, -1
 	e.c.StartNs = r.TimeNs
-	if r.DurationNs >= 0 {
-		e.c.StartNs -= r.DurationNs
-	}
+	e.c.OpenSeen = r.Type == tracer.RecordState && (r.Old == tracer.StateClose || r.Old == tracer.StateListen)
 	other := e.end(1 - side)
 	other.Family, other.Addr, other.Port = r.Family, r.DAddr, r.DPort
 	cs.place(i, side, key, r)

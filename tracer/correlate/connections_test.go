@@ -66,7 +66,10 @@ func connLine(c *tracer.Connection) string {
 	if c.HandshakeNs >= 0 {
 		s += fmt.Sprint(" handshake ", c.HandshakeNs/1e6)
 	}
-	s += fmt.Sprintf(" life %d first %s", c.LifetimeNs()/1e6, c.ClosedFirst)
+	if life := c.LifetimeNs(); life >= 0 {
+		s += fmt.Sprint(" life ", life/1e6)
+	}
+	s += " first " + c.ClosedFirst.String()
 	if !c.RolesKnown {
 		s += " roles-unknown"
 	}
@@ -156,7 +159,7 @@ func TestConnections(t *testing.T) {
 		},
 		endMs: 100,
 		want: []string{
-			"client 10.0.0.2:40000 untraced | server 10.0.0.1:8080 200/close [ESTABLISHED CLOSE_WAIT:5 LAST_ACK:1] | start 20 end 26 life 6 first client",
+			"client 10.0.0.2:40000 untraced | server 10.0.0.1:8080 200/close [ESTABLISHED CLOSE_WAIT:5 LAST_ACK:1] | start 20 end 26 first client",
 		},
 	}, {
 		name: "older than the watch, nothing listening: roles unknown, the end seen first as client",
@@ -165,7 +168,7 @@ func TestConnections(t *testing.T) {
 		},
 		endMs: 100,
 		want: []string{
-			"client 10.0.0.1:8080 200/close [ESTABLISHED FIN_WAIT1:80] | server 10.0.0.2:40000 untraced | start 20 end 100 life 80 first client roles-unknown open",
+			"client 10.0.0.1:8080 200/close [ESTABLISHED FIN_WAIT1:80] | server 10.0.0.2:40000 untraced | start 20 end 100 first client roles-unknown open",
 		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -101,8 +101,11 @@ func (t *Text) AppendConnection(b []byte, c *tracer.Connection) []byte {
 	if c.Open {
 		b = append(b, "  (open when the watch ended)"...)
 	}
-	if !c.RolesKnown {
-		b = append(b, "  (opened before the watch: which end is the client is not known)"...)
+	switch {
+	case !c.OpenSeen && !c.RolesKnown:
+		b = append(b, "  (opened unseen: client and server not known)"...)
+	case !c.OpenSeen:
+		b = append(b, "  (opened unseen)"...)
 	}
 	return append(b, '\n')
 }
@@ -119,7 +122,7 @@ func AppendConnectionJSON(b []byte, c *tracer.Connection) []byte {
 	b = append(b, `,"start":"`...)
 	b = time.Unix(0, c.StartNs).UTC().AppendFormat(b, JSONTimeLayout)
 	b = append(b, `","lifetime_ns":`...)
-	b = strconv.AppendInt(b, c.LifetimeNs(), 10)
+	b = appendNsOrNull(b, c.LifetimeNs())
 	b = append(b, `,"handshake_ns":`...)
 	b = appendNsOrNull(b, c.HandshakeNs)
 	b = append(b, `,"closed_first":"`...)

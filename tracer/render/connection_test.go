@@ -13,7 +13,8 @@ import (
 // sampleConnections covers every shape of connection line: a local
 // connection with both ends through TIME_WAIT, a refused connect, a
 // reset, one from elsewhere to a dual-stack server, one still open at the
-// end, one older than the watch, and IPv6 endpoints wider than the columns.
+// end, one older than the watch (roles unknown, then known by the listener
+// of its server's port), and IPv6 endpoints wider than the columns.
 func sampleConnections() []tracer.Connection {
 	t0 := time.Date(2026, 11, 24, 3, 13, 0, 123456789, time.UTC).UnixNano()
 	addr := netip.MustParseAddr
@@ -29,7 +30,7 @@ func sampleConnections() []tracer.Connection {
 	nginx := tracer.Process{PID: 200, StartNs: 1_000_000_000, Comm: tracer.CommFrom("nginx"), Thread: tracer.CommFrom("nginx"), CgroupID: 88}
 	client := tracer.ConnEnd{Traced: true, Family: tracer.FamilyIPv4, Addr: addr("127.0.0.1"), Port: 40000, Process: curl, OwnerVia: tracer.OwnerConnect}
 	server := tracer.ConnEnd{Traced: true, Family: tracer.FamilyIPv4, Addr: addr("127.0.0.1"), Port: 8080, Process: nginx, OwnerVia: tracer.OwnerAccept}
-	local := tracer.Connection{Proto: tracer.ProtoTCP, NetNS: 4026531833, Client: client, Server: server, RolesKnown: true,
+	local := tracer.Connection{Proto: tracer.ProtoTCP, NetNS: 4026531833, Client: client, Server: server, RolesKnown: true, OpenSeen: true,
 		StartNs: t0, ClosedNs: t0 + ms(16), EndNs: t0 + ms(60016), HandshakeNs: ms(0.069), ClosedFirst: tracer.CloserClient}
 	local.Client.States, local.Client.NStates = states(tracer.StateSynSent, ms(0.069), tracer.StateEstablished, ms(8.5),
 		tracer.StateFinWait1, ms(0.2), tracer.StateFinWait2, ms(7.2), tracer.StateTimeWait, ms(60000.1))
@@ -37,7 +38,7 @@ func sampleConnections() []tracer.Connection {
 	local.Server.States, local.Server.NStates = states(tracer.StateSynRecv, ms(0.05), tracer.StateEstablished, ms(8.6),
 		tracer.StateCloseWait, ms(4), tracer.StateLastAck, ms(0.1))
 
-	refused := tracer.Connection{Proto: tracer.ProtoTCP, NetNS: 4026531833, Client: client, RolesKnown: true,
+	refused := tracer.Connection{Proto: tracer.ProtoTCP, NetNS: 4026531833, Client: client, RolesKnown: true, OpenSeen: true,
 		StartNs: t0 + ms(100), ClosedNs: t0 + ms(100.052), EndNs: t0 + ms(100.052), HandshakeNs: -1, Err: 111}
 	refused.Client.Port, refused.Client.Err = 40001, 111
 	refused.Client.States, refused.Client.NStates = states(tracer.StateSynSent, ms(0.052))
@@ -50,7 +51,7 @@ func sampleConnections() []tracer.Connection {
 	reset.ClosedNs, reset.EndNs = t0+ms(3.07), t0+ms(3.07)
 
 	java := tracer.Process{PID: 5150, StartNs: 2_000_000_000, Comm: tracer.CommFrom("java"), Thread: tracer.CommFrom("http-nio-8080-e"), CgroupID: 99}
-	fromElsewhere := tracer.Connection{Proto: tracer.ProtoTCP, NetNS: 4026531833, RolesKnown: true, StartNs: t0 + ms(200), ClosedNs: t0 + ms(260), EndNs: t0 + ms(260),
+	fromElsewhere := tracer.Connection{Proto: tracer.ProtoTCP, NetNS: 4026531833, RolesKnown: true, OpenSeen: true, StartNs: t0 + ms(200), ClosedNs: t0 + ms(260), EndNs: t0 + ms(260),
 		HandshakeNs: ms(0.3), ClosedFirst: tracer.CloserServer,
 		Client: tracer.ConnEnd{Family: tracer.FamilyIPv6, Addr: addr("::ffff:192.0.2.7"), Port: 51000},
 		Server: tracer.ConnEnd{Traced: true, Family: tracer.FamilyIPv6, Addr: addr("::ffff:192.0.2.1"), Port: 8080, Process: java, OwnerVia: tracer.OwnerAccept}}
@@ -66,11 +67,14 @@ func sampleConnections() []tracer.Connection {
 		HandshakeNs: -1, ClosedFirst: tracer.CloserClient, Client: server, Server: tracer.ConnEnd{Family: tracer.FamilyIPv4, Addr: addr("10.1.2.3"), Port: 33000}}
 	older.Client.OwnerExited = true
 	older.Client.States, older.Client.NStates = states(tracer.StateEstablished, int64(-1), tracer.StateFinWait1, ms(0.1))
+	olderToListener := older
+	olderToListener.RolesKnown, olderToListener.ClosedFirst = true, tracer.CloserServer
+	olderToListener.Client, olderToListener.Server = older.Server, older.Client
 
 	v6 := local
 	v6.Client.Family, v6.Client.Addr = tracer.FamilyIPv6, addr("2001:db8:85a3::8a2e:370:7334")
 	v6.Server.Family, v6.Server.Addr = tracer.FamilyIPv6, addr("2001:db8::1")
-	return []tracer.Connection{local, refused, reset, fromElsewhere, open, older, v6}
+	return []tracer.Connection{local, refused, reset, fromElsewhere, open, older, olderToListener, v6}
 }
 
 func TestConnectionTextGolden(t *testing.T) {
