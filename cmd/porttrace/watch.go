@@ -66,7 +66,8 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 		}
 	}()
 	printer.Header()
-	loop := correlate.NewLoop(printer)
+	tally := correlate.NewTally(printer)
+	loop := correlate.NewLoop(tally)
 	seed(loop, f.ports, cfg.Family, stderr)
 	if srv, err := api.Listen(api.WatchSocket(os.Getpid()), loop.Index); err != nil {
 		fmt.Fprintf(stderr, "porttrace: %v (porttrace who will not name TIME_WAIT owners from this watch)\n", err)
@@ -90,7 +91,8 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 		}
 		return fmt.Errorf("writing output: %w", closeErr)
 	}
-	render.WriteSummary(stderr, loop.Index().Stats, src.Lost(), printer.Dropped(), time.Since(start))
+	render.WriteSummary(stderr, &render.Summary{EndNs: time.Now().UnixNano(), Elapsed: time.Since(start),
+		Stats: loop.Index().Stats, Shown: tally.Counts(), Lost: src.Lost(), Dropped: printer.Dropped()})
 	return runErr
 }
 
