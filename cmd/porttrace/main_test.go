@@ -53,6 +53,14 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--port", "80,,443"}, 2, `invalid port list "80,,443": an empty item between commas`},
 		{[]string{"--port", "9000-8000"}, 2, "invalid port range 9000-8000: 9000 is above 8000"},
 		{[]string{"--pid", "4194305"}, 2, "invalid --pid 4194305: no such process"},
+		{[]string{"--state", "TIMEWAIT"}, 2, `invalid state "TIMEWAIT": want one of ESTABLISHED, SYN_SENT,`},
+		{[]string{"--state", ""}, 2, `invalid state ""`},
+		{[]string{"--event", "connect"}, 2, `invalid event "connect": want one of state, listen, bind, socket, owner`},
+		{[]string{"--event", "bind", "--connections"}, 2, "--event chooses among the lines of transitions, which --connections replaces"},
+		{[]string{"--comm", "nginx,"}, 2, `invalid --comm "nginx,": an empty name`},
+		{[]string{"--container", "no-such-container-here"}, 2, `invalid --container "no-such-container-here": neither docker nor podman knows a container of that name`},
+		{[]string{"--container", "abcdef"}, 2, `invalid --container "abcdef"`},
+		{[]string{"--time", "iso"}, 2, `invalid time format "iso": want clock, date or relative`},
 		{[]string{"who"}, 2, "who takes one or more ports, e.g. porttrace who 8080"},
 		{[]string{"who", "0"}, 2, "invalid port 0: must be 1-65535"},
 		{[]string{"who", "80/sctp"}, 2, `invalid protocol in "80/sctp": want tcp or udp`},
@@ -103,7 +111,11 @@ func TestWatching(t *testing.T) {
 		{[]string{"--port", "http"}, "port 80 (http), IPv4 and IPv6"},
 		{[]string{"-p", "8096", "--port", "8080", "-4"}, "ports 8080,8096, IPv4 only"},
 		{[]string{"-p", "https,8000-8100,ssh", "-6", "--duration", "30s"}, "ports 22,443,8000-8100 (https 443, ssh 22), IPv6 only, for 30s"},
-		{[]string{"-p", "8080", "--pid", strconv.Itoa(os.Getpid())}, "port 8080, IPv4 and IPv6, sockets of process " + strconv.Itoa(os.Getpid()) + " (porttrace.test)"},
+		{[]string{"-p", "8080", "--pid", strconv.Itoa(os.Getpid())}, "port 8080, IPv4 and IPv6, sockets of process " + strconv.Itoa(os.Getpid()) + " (porttrace.test) and its descendants"},
+		{[]string{"--state", "time-wait,CLOSE_WAIT", "--comm", "nginx", "--comm", "curl,wget", "--failed"},
+			"every port, IPv4 and IPv6, sockets of processes named nginx or curl or wget, only TIME_WAIT or CLOSE_WAIT, only failures"},
+		{[]string{"--event", "bind,listen", "-4"}, "every port, IPv4 only, only bind, listen lines"},
+		{[]string{"-p", "80", "--connections", "--container", strings.Repeat("0123456789ab", 2)}, "port 80, IPv4 and IPv6, sockets in container 0123456789ab, one line per connection"},
 	} {
 		var f watchFlags
 		fs := newFlagSet("porttrace")

@@ -8,6 +8,8 @@ import (
 	xwin "golang.org/x/sys/windows"
 
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/filter"
+	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 	"github.com/porttrace/porttrace/tracer/why"
 	"github.com/porttrace/porttrace/windows"
@@ -54,6 +56,15 @@ func v6onlyDefault(set, value bool) (bool, error) {
 		return value, nil
 	}
 	return true, nil
+}
+
+func identify(pid uint32) (proc.Identity, error) { return windows.Identify(pid) }
+
+func parentOf(id proc.Identity) (proc.Identity, error) { return windows.Parent(id) }
+
+// containerTest: Windows' events carry no cgroup to tell a container by.
+func containerTest(string) (*filter.Container, string, error) {
+	return nil, "", usageError("--container is Linux's: Windows' events do not say which container a process runs in")
 }
 
 // processName is the image name of process pid, or why it has none.

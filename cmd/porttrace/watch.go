@@ -14,6 +14,7 @@ import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/api"
 	"github.com/porttrace/porttrace/tracer/correlate"
+	"github.com/porttrace/porttrace/tracer/filter"
 	"github.com/porttrace/porttrace/tracer/render"
 )
 
@@ -56,7 +57,9 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	printer := render.NewPrinter(stdout, render.PrinterOptions{JSON: f.json, Text: render.Text{Color: colorWanted(stdout)}, PID: f.pid})
+	startNs := time.Now().UnixNano()
+	text := render.Text{Color: colorWanted(stdout), Time: f.time, StartNs: startNs, Connections: f.connections}
+	printer := render.NewPrinter(stdout, render.PrinterOptions{JSON: f.json, Text: text})
 	// Output that cannot be written ends the watch at once.
 	go func() {
 		select {
@@ -66,8 +69,18 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 		}
 	}()
 	printer.Header()
+	// Lines go in time order through the filters, are counted and printed;
+	// with --connections, lines of sockets make lines of connections first.
 	tally := correlate.NewTally(printer)
-	loop := correlate.NewLoop(tally)
+	shown := filter.New(tally, f.filter)
+	var ordered tracer.Sink = shown
+	var conns *correlate.Connections
+	if f.connections {
+		conns = correlate.NewConnections(shown)
+		ordered = conns
+	}
+	window := correlate.NewWindow(ordered)
+	loop := correlate.NewLoop(window)
 	seed(loop, f.ports, cfg.Family, stderr)
 	if srv, err := api.Listen(api.WatchSocket(os.Getpid()), loop.Index); err != nil {
 		fmt.Fprintf(stderr, "porttrace: %v (porttrace who will not name TIME_WAIT owners from this watch)\n", err)
@@ -82,6 +95,19 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	lostDone := reportLost(ctx, src, printer, stderr)
 	start := time.Now()
 	runErr := loop.Run(ctx, src)
+	window.Flush()
+	end := time.Now()
+	summary := render.Summary{EndNs: end.UnixNano(), Elapsed: end.Sub(start), Stats: loop.Index().Stats,
+		Hidden: shown.Hidden(), Late: window.Late(), Lost: src.Lost()}
+	if conns != nil {
+		conns.Flush(end.UnixNano())
+		summary.Unfollowed = conns.Unfollowed()
+	}
+	summary.Shown = tally.Counts()
+	if f.json {
+		summary.Dropped = printer.Dropped()
+		printer.Line(render.AppendSummaryJSON(nil, &summary))
+	}
 	closeErr := printer.Close(outputTimeout)
 	stop()
 	<-lostDone
@@ -91,8 +117,10 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 		}
 		return fmt.Errorf("writing output: %w", closeErr)
 	}
-	render.WriteSummary(stderr, &render.Summary{EndNs: time.Now().UnixNano(), Elapsed: time.Since(start),
-		Stats: loop.Index().Stats, Shown: tally.Counts(), Lost: src.Lost(), Dropped: printer.Dropped()})
+	if !f.json {
+		summary.Dropped = printer.Dropped()
+		render.WriteSummary(stderr, &summary)
+	}
 	return runErr
 }
 

@@ -184,15 +184,20 @@ func ParseStates(spec string) ([]tracer.State, error) {
 		name := strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(item), "-", "_"))
 		s, ok := tracer.ParseState(name)
 		if !ok || s == tracer.StateUnknown {
-			var names []string
-			for s := tracer.State(1); s < tracer.StateCount; s++ {
-				names = append(names, s.String())
-			}
-			return nil, fmt.Errorf("invalid state %q: want one of %s", item, strings.Join(names, ", "))
+			return nil, fmt.Errorf("invalid state %q: want one of %s", item, strings.Join(StateNames(), ", "))
 		}
 		states = append(states, s)
 	}
 	return states, nil
+}
+
+// StateNames are the TCP states, as ParseStates reads them.
+func StateNames() []string {
+	var names []string
+	for s := tracer.State(1); s < tracer.StateCount; s++ {
+		names = append(names, s.String())
+	}
+	return names
 }
 
 // TypeNames are the kinds of line, as ParseTypes reads them.

@@ -50,8 +50,6 @@ type PrinterOptions struct {
 	JSON bool
 	// Text shapes text lines: time format, zone, colours.
 	Text Text
-	// PID, when not 0, keeps only the lines of sockets this process owns.
-	PID uint32
 }
 
 // NewPrinter starts a Printer writing to w. Close stops it.
@@ -100,12 +98,7 @@ func (p *Printer) Header() {
 }
 
 // Record implements tracer.Sink.
-func (p *Printer) Record(r *tracer.Record) {
-	if p.opts.PID != 0 && r.PID != p.opts.PID {
-		return
-	}
-	p.print(r, nil)
-}
+func (p *Printer) Record(r *tracer.Record) { p.print(r, nil) }
 
 // Connection implements tracer.Output.
 func (p *Printer) Connection(c *tracer.Connection) { p.print(nil, c) }
@@ -132,6 +125,15 @@ func (p *Printer) print(r *tracer.Record, conn *tracer.Connection) {
 	}
 }
 
+// Line queues a line formatted elsewhere: the summary that ends a watch's
+// JSON, after its last record and before Close.
+func (p *Printer) Line(line []byte) {
+	if c := p.chunk(); c != nil {
+		c.b = append(c.b, line...)
+		c.lines++
+	}
+}
+
 // chunk is the chunk to append a line to, or nil when none is free: the
 // line is then dropped, and counted.
 func (p *Printer) chunk() *chunk {
@@ -145,7 +147,6 @@ func (p *Printer) chunk() *chunk {
 	}
 	return p.cur
 }
-
 
 // Tick implements tracer.Sink: what is formatted goes to the writer now, so
 // that lines appear as soon as the source runs dry.
