@@ -204,6 +204,7 @@ struct css_set {
 struct task_struct {
 	unsigned int flags;
 	int tgid;
+	struct task_struct *real_parent;
 	struct task_struct *group_leader;
 	__u64 start_boottime; /* ns since boot, CLOCK_BOOTTIME (5.5+) */
 	char comm[16];

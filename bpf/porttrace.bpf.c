@@ -76,6 +76,7 @@ struct event {
 	__u8 flags;           /* EVENT_KTHREAD */
 	char comm[16];        /* the process's name (its leader's) */
 	char thread[16];      /* the name of the thread on the CPU */
+	__u32 ppid;           /* the parent of the process on the CPU */
 };
 
 /* Puts struct event into the object's BTF, for bpf2go to generate its Go
@@ -178,6 +179,7 @@ static __always_inline struct event *reserve(__u8 kind)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->start_ns = process_start_ns(task);
+	e->ppid = process_parent(task);
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
 		e->flags = EVENT_KTHREAD;

@@ -46,6 +46,8 @@ type PorttraceEvent struct {
 	Flags        uint8
 	Comm         [16]int8
 	Thread       [16]int8
+	Ppid         uint32
+	_            [4]byte
 }
 
 type PorttraceExitKey struct {

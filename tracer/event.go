@@ -217,6 +217,9 @@ func (c Comm) String() string { return string(c.Bytes()) }
 // identity: the kernel reuses pids, so the start time goes with it.
 type Process struct {
 	PID uint32
+	// PPID is the process's parent (the one that forked it, or the
+	// reaper it was handed to) when it acted; 0 where unknown.
+	PPID uint32
 	// StartNs is when the process started, in nanoseconds since boot
 	// (Linux: CLOCK_BOOTTIME, which /proc/PID/stat's field 22 counts in
 	// clock ticks); 0 where the platform does not say.

@@ -108,7 +108,7 @@ func ParseProbeMode(s string) (ProbeMode, error) {
 }
 
 // DefaultBufferSize is the kernel buffer's default size: on Linux, a ring
-// buffer with room for about 110,000 events (152 bytes each with the ring's
+// buffer with room for about 105,000 events (160 bytes each with the ring's
 // header), most of a second of a connection storm on a small machine.
 const DefaultBufferSize = 16 << 20
 

@@ -126,7 +126,7 @@ func (f *watchFlags) check() error {
 		if err != nil {
 			return usageError("invalid --pid %d: %v", f.pid, err)
 		}
-		f.filter.Tree = filter.NewTree(root, parentOf)
+		f.filter.Tree = filter.NewTree(root, identify, parentOf)
 	}
 	return f.checkFilters()
 }

@@ -141,6 +141,44 @@ func ConnectionFailed(c *tracer.Connection) bool {
 	return c.Err != 0 || !c.Open && client.Traced && client.NStates == 1 && client.States[0].State == tracer.StateSynSent
 }
 
+// Learner returns a Sink that has the filter's tests of process trees and
+// containers meet the owners of each record it passes on to next, or nil
+// when the filter has no such test. Put in front of a reorder window and
+// connection lines, which the filter judges up to a minute after the
+// fact, it has those tests ask the system about each process and cgroup
+// while they still exist, and remember the answers.
+func (f *Filter) Learner(next tracer.Sink) tracer.Sink {
+	if f.tree == nil && f.container == nil {
+		return nil
+	}
+	return &learner{f: f, next: next}
+}
+
+type learner struct {
+	f    *Filter
+	next tracer.Sink
+}
+
+func (l *learner) Record(r *tracer.Record) {
+	l.f.learn(&r.Process, r.TimeNs)
+	if r.Type == tracer.RecordOwner {
+		l.f.learn(&r.Prev, r.TimeNs)
+	}
+	l.next.Record(r)
+}
+
+func (l *learner) Tick(nowNs int64) { l.next.Tick(nowNs) }
+
+// learn has the tests of trees and containers meet p.
+func (f *Filter) learn(p *tracer.Process, nowNs int64) {
+	if f.tree != nil {
+		f.tree.Contains(p)
+	}
+	if f.container != nil {
+		f.container.Contains(p.CgroupID, nowNs)
+	}
+}
+
 // owns reports whether p passes the tests of owners.
 func (f *Filter) owns(p *tracer.Process, nowNs int64) bool {
 	if len(f.comms) > 0 && !f.hasComm(&p.Comm) {

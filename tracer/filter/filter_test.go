@@ -79,11 +79,21 @@ func kept(f *Filter) []string {
 	return names
 }
 
+func fakeIdentify(pid uint32) (proc.Identity, error) {
+	if _, ok := parents[pid]; !ok || exited[pid] {
+		return proc.Identity{}, proc.ErrExited
+	}
+	return ident(pid), nil
+}
+
+// exited are processes of parents that have exited since they acted.
+var exited = map[uint32]bool{}
+
 func fakeParent(asked *[]uint32) func(proc.Identity) (proc.Identity, error) {
 	return func(id proc.Identity) (proc.Identity, error) {
 		*asked = append(*asked, id.PID)
 		ppid, ok := parents[id.PID]
-		if !ok || ppid == 0 || !id.Same(ident(id.PID)) {
+		if !ok || ppid == 0 || exited[id.PID] || !id.Same(ident(id.PID)) {
 			return proc.Identity{}, proc.ErrExited
 		}
 		return ident(ppid), nil
@@ -130,7 +140,7 @@ func TestFilterKeeps(t *testing.T) {
 		want: []string{"abandoned", "owner to tree", "refused", "time wait"},
 	}, {
 		name: "--pid 10: the process, its child and grandchild, not a process that took a child's pid",
-		opts: Options{Tree: NewTree(ident(10), fakeParent(&asked))},
+		opts: Options{Tree: NewTree(ident(10), fakeIdentify, fakeParent(&asked))},
 		want: []string{"abandoned", "at start", "bind", "bind failed", "close wait", "established", "kept in window", "last ack", "listen", "owner 10", "owner to tree", "reset"},
 	}, {
 		name: "--container abab: its cgroups only, by an id's prefix",
@@ -142,7 +152,7 @@ func TestFilterKeeps(t *testing.T) {
 		want: []string{"owner 10"},
 	}, {
 		name: "every test at once",
-		opts: Options{States: []tracer.State{tracer.StateClose}, Failed: true, Comms: []string{"curl"}, Tree: NewTree(ident(10), fakeParent(&asked))},
+		opts: Options{States: []tracer.State{tracer.StateClose}, Failed: true, Comms: []string{"curl"}, Tree: NewTree(ident(10), fakeIdentify, fakeParent(&asked))},
 		want: []string{"abandoned"},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -157,7 +167,7 @@ func TestFilterKeeps(t *testing.T) {
 // process is met, never again, and not past an ancestor already placed.
 func TestTreeAsksOncePerProcess(t *testing.T) {
 	var asked []uint32
-	tree := NewTree(ident(10), fakeParent(&asked))
+	tree := NewTree(ident(10), fakeIdentify, fakeParent(&asked))
 	for range 3 {
 		for _, pid := range []uint32{12, 11, 20, 10} {
 			p := owner(pid, "x", 0)
@@ -177,6 +187,38 @@ func TestTreeAsksOncePerProcess(t *testing.T) {
 	p := owner(13, "x", 0)
 	if !tree.Contains(&p) || !slices.Equal(asked, []uint32{13}) {
 		t.Errorf("grandchild 13: asked %v", asked)
+	}
+}
+
+// TestTreeTakesTheKernelsParent: a child that exited before porttrace
+// looked is placed by the parent its event named; one whose named parent
+// is younger than itself (a newcomer with a dead parent's pid) is not.
+func TestTreeTakesTheKernelsParent(t *testing.T) {
+	var asked []uint32
+	tree := NewTree(ident(10), fakeIdentify, fakeParent(&asked))
+	parents[14], parents[15], exited[14], exited[15] = 11, 30, true, true
+	parents[30] = 1
+	defer func() {
+		delete(parents, 14)
+		delete(parents, 15)
+		delete(parents, 30)
+		clear(exited)
+	}()
+	gone := owner(14, "x", 0)
+	gone.PPID = 11
+	if !tree.Contains(&gone) || slices.Contains(asked, 14) {
+		t.Errorf("exited grandchild 14 with its parent named: not placed, or asked about (%v)", asked)
+	}
+	direct := owner(16, "x", 0)
+	direct.PPID = 10
+	if !tree.Contains(&direct) {
+		t.Error("exited child 16 of the root: not placed")
+	}
+	// 15 started at 15 s; a process 30, started at 30 s, has its parent's pid now.
+	orphan := owner(15, "x", 0)
+	orphan.PPID = 30
+	if tree.Contains(&orphan) {
+		t.Error("15, whose parent's pid a younger process took, placed below the root")
 	}
 }
 
@@ -228,7 +270,7 @@ func TestFilterAllocatesNothingPerRecord(t *testing.T) {
 	var asked []uint32
 	f := New(nil, Options{
 		States: []tracer.State{tracer.StateClose}, Comms: []string{"curl", "nginx"},
-		Tree:      NewTree(ident(10), fakeParent(&asked)),
+		Tree:      NewTree(ident(10), fakeIdentify, fakeParent(&asked)),
 		Container: NewContainer("abab", func(uint64) (proc.Cgroup, bool) { return proc.Cgroup{}, true }),
 	})
 	recs := samples()
@@ -312,7 +354,7 @@ func TestFilterKeepsConnections(t *testing.T) {
 		{"--state CLOSE_WAIT: either end", Options{States: []tracer.State{tracer.StateCloseWait}}, []string{"from elsewhere", "local"}},
 		{"--failed", Options{Failed: true}, []string{"abandoned", "refused", "reset by server"}},
 		{"--comm nginx: either end's owner", Options{Comms: []string{"nginx"}}, []string{"from elsewhere", "local", "reset by server"}},
-		{"--pid 10", Options{Tree: NewTree(ident(10), fakeParent(&asked))}, []string{"abandoned", "from elsewhere", "local", "reset by server"}},
+		{"--pid 10", Options{Tree: NewTree(ident(10), fakeIdentify, fakeParent(&asked))}, []string{"abandoned", "from elsewhere", "local", "reset by server"}},
 		{"--comm wget --failed", Options{Comms: []string{"wget"}, Failed: true}, []string{"refused", "reset by server"}},
 	} {
 		f := New(nil, tc.opts)
@@ -326,5 +368,25 @@ func TestFilterKeepsConnections(t *testing.T) {
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("%s: kept %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestLearnerRemembersOwnersForLater: a process the learner met while it
+// ran is still placed in its tree when the filter judges its line after
+// it exited.
+func TestLearnerRemembersOwnersForLater(t *testing.T) {
+	var asked []uint32
+	f := New(sinkFunc(func(*tracer.Record) {}), Options{Tree: NewTree(ident(10), fakeIdentify, fakeParent(&asked))})
+	if New(nil, Options{Failed: true}).Learner(nil) != nil {
+		t.Error("a learner for a filter without tests of owners")
+	}
+	var passed int
+	learner := f.Learner(sinkFunc(func(*tracer.Record) { passed++ }))
+	r := samples()["abandoned"] // owned by 12, the root's grandchild
+	learner.Record(&r)
+	exited[12] = true
+	defer clear(exited)
+	if passed != 1 || !f.Match(&r) {
+		t.Errorf("passed on %d records; the line of 12, met before it exited, matched: %v", passed, f.Match(&r))
 	}
 }

@@ -26,23 +26,25 @@ const (
 // descendants: its children, theirs, and so on, as they fork while the
 // watch runs.
 //
-// Events name a process, not its parent. The first time Tree meets a
-// process it walks up its parents (one read of the system's process table
-// per ancestor, /proc/PID/stat on Linux, and none past an ancestor it has
-// met before) and remembers the answer: once per process, never per
-// event. A process that exited before its first socket's line reached
-// porttrace (a few milliseconds) cannot be placed and is left out, as is
-// one whose parent exited, handing it to init.
+// The first time Tree meets a process it walks up its parents and
+// remembers the answer: once per process, never per event. The first step
+// takes the parent the event names (Linux's events carry the parent's
+// pid, read in the kernel when the process acted, so that a child gone a
+// moment later is still placed); the rest read the system's process table
+// (/proc/PID/stat on Linux), one read per ancestor, none past an ancestor
+// it has met before. A process whose parent exited before it acted was
+// handed to a reaper (init) and is no longer below the root.
 type Tree struct {
-	root   proc.Identity
-	parent func(proc.Identity) (proc.Identity, error)
-	known  map[proc.Identity]bool
+	root     proc.Identity
+	identify func(pid uint32) (proc.Identity, error)
+	parent   func(proc.Identity) (proc.Identity, error)
+	known    map[proc.Identity]bool
 }
 
-// NewTree returns the Tree of root, walking up with parent (proc.Parent on
-// Linux).
-func NewTree(root proc.Identity, parent func(proc.Identity) (proc.Identity, error)) *Tree {
-	return &Tree{root: root.Key(), parent: parent, known: map[proc.Identity]bool{}}
+// NewTree returns the Tree of root, naming processes with identify and
+// walking up with parent (proc.Identify and proc.Parent on Linux).
+func NewTree(root proc.Identity, identify func(pid uint32) (proc.Identity, error), parent func(proc.Identity) (proc.Identity, error)) *Tree {
+	return &Tree{root: root.Key(), identify: identify, parent: parent, known: map[proc.Identity]bool{}}
 }
 
 // Contains reports whether p is the root or one of its descendants.
@@ -57,6 +59,34 @@ func (t *Tree) Contains(p *tracer.Process) bool {
 	if len(t.known) >= maxKnown {
 		clear(t.known)
 	}
+	in := t.isRoot(id)
+	if !in {
+		parent, err := t.parentOf(id, p.PPID)
+		in = err == nil && t.below(parent)
+	}
+	t.known[id] = in
+	return in
+}
+
+// parentOf is id's parent: the one the event named, ppid, where it did.
+func (t *Tree) parentOf(id proc.Identity, ppid uint32) (proc.Identity, error) {
+	switch {
+	case ppid == 0:
+		return t.parent(id)
+	case ppid == t.root.PID:
+		return t.root, nil
+	}
+	parent, err := t.identify(ppid)
+	if err == nil && id.StartNs != 0 && parent.Key().StartNs > id.StartNs {
+		// Younger than its child: a newcomer that took a dead parent's pid.
+		return proc.Identity{}, proc.ErrExited
+	}
+	return parent.Key(), err
+}
+
+// below reports whether id is the root or below it, walking up its
+// parents and remembering the answer for each.
+func (t *Tree) below(id proc.Identity) bool {
 	var path []proc.Identity
 	in := false
 	for range maxDepth {
@@ -71,7 +101,7 @@ func (t *Tree) Contains(p *tracer.Process) bool {
 		path = append(path, id)
 		parent, err := t.parent(id)
 		if err != nil || parent.PID == id.PID {
-			break // exited, or an init: not below the root
+			break // exited, or at the top: not below the root
 		}
 		id = parent.Key()
 	}

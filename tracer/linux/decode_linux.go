@@ -35,7 +35,8 @@ const (
 	offFlags         = 111
 	offComm          = 112
 	offThread        = 128
-	eventSize        = 144
+	offPPID          = 144
+	eventSize        = 152
 	flagKernelThread = 1 // EVENT_KTHREAD
 )
 
@@ -88,6 +89,7 @@ func decodeEvent(raw []byte, monoToWallNs int64, ev *tracer.Event) error {
 	ev.SPort = ne.Uint16(raw[offSPort:])
 	ev.DPort = ne.Uint16(raw[offDPort:])
 	ev.PID = ne.Uint32(raw[offPID:])
+	ev.PPID = ne.Uint32(raw[offPPID:])
 	ev.StartNs = ne.Uint64(raw[offStart:])
 	ev.CgroupID = ne.Uint64(raw[offCgroup:])
 	ev.SockCgroupID = ne.Uint64(raw[offSockCgroup:])
