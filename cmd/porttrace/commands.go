@@ -33,8 +33,8 @@ process that owns the socket, with the time spent in the state it left.
 Binds are shown with their errors (EADDRINUSE), and connects that fail
 with theirs (ECONNREFUSED, ETIMEDOUT). The column header goes to
 standard output, a first line saying what is watched and, at the end, a
-summary of what was shown and lost go to standard error (with --json, the
-summary is the last JSON object on standard output).
+summary of what was shown and lost go to standard error; with --json, the
+summary is also the last JSON object on standard output.
 
 Lines come out in time order, a second after what they report: the
 server side of a connection is known only once it is accepted. --state,

@@ -205,8 +205,18 @@ func TestJSONLines(t *testing.T) {
 		TimeoutNs  int64   `json:"timeout_ns"`
 		Reason     string  `json:"reason"`
 	}
+	// The last line is the summary, of the lines before it.
+	raws := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var summary struct {
+		Type        string
+		Lines       int
+		LostDropped *uint64 `json:"lost_dropped"`
+	}
+	if err := json.Unmarshal([]byte(raws[len(raws)-1]), &summary); err != nil || summary.Type != "summary" || summary.Lines != len(raws)-1 || summary.LostDropped == nil {
+		t.Errorf("last line %q (%v): want a summary of the %d lines before it", raws[len(raws)-1], err, len(raws)-1)
+	}
 	var got []string
-	for _, raw := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+	for _, raw := range raws[:len(raws)-1] {
 		var ln line
 		dec := json.NewDecoder(strings.NewReader(raw))
 		dec.DisallowUnknownFields()

@@ -69,8 +69,10 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 		}
 	}()
 	printer.Header()
-	// Lines go in time order through the filters, are counted and printed;
-	// with --connections, lines of sockets make lines of connections first.
+	// Lines are put in time order, go through the filters, are counted and
+	// printed; with --connections, lines of sockets make lines of
+	// connections first. The filters' tests of owners meet each owner
+	// before the window, while it still runs.
 	tally := correlate.NewTally(printer)
 	shown := filter.New(tally, f.filter)
 	var ordered tracer.Sink = shown
@@ -80,7 +82,11 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 		ordered = conns
 	}
 	window := correlate.NewWindow(ordered)
-	loop := correlate.NewLoop(window)
+	var first tracer.Sink = window
+	if learner := shown.Learner(window); learner != nil {
+		first = learner
+	}
+	loop := correlate.NewLoop(first)
 	seed(loop, f.ports, cfg.Family, stderr)
 	if srv, err := api.Listen(api.WatchSocket(os.Getpid()), loop.Index); err != nil {
 		fmt.Fprintf(stderr, "porttrace: %v (porttrace who will not name TIME_WAIT owners from this watch)\n", err)
@@ -105,6 +111,7 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	}
 	summary.Shown = tally.Counts()
 	if f.json {
+		// The same summary ends the JSON, for whoever reads that.
 		summary.Dropped = printer.Dropped()
 		printer.Line(render.AppendSummaryJSON(nil, &summary))
 	}
@@ -117,10 +124,8 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 		}
 		return fmt.Errorf("writing output: %w", closeErr)
 	}
-	if !f.json {
-		summary.Dropped = printer.Dropped()
-		render.WriteSummary(stderr, &summary)
-	}
+	summary.Dropped = printer.Dropped()
+	render.WriteSummary(stderr, &summary)
 	return runErr
 }
 
