@@ -53,6 +53,29 @@ func init() {
 	}
 }
 
+// platformBadInputs are the bad inputs of Linux's own flags.
+var platformBadInputs = []badInput{
+	{[]string{"--container", "no-such-container-here"}, 2, `invalid --container "no-such-container-here": neither docker nor podman knows a container of that name`},
+	{[]string{"--container", "abcdef"}, 2, `invalid --container "abcdef"`},
+}
+
+// TestWatchingContainer: the first line names the container by its id's
+// first 12 digits, as docker ps does.
+func TestWatchingContainer(t *testing.T) {
+	var f watchFlags
+	fs := newFlagSet("porttrace")
+	f.define(fs)
+	if err := fs.Parse([]string{"--container", strings.Repeat("0123456789ab", 2)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.check(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.watching(), "every port, IPv4 and IPv6, sockets in container 0123456789ab"; got != want {
+		t.Errorf("watching %q, want %q", got, want)
+	}
+}
+
 // jsonLine is one line of a watch's JSON: the fields these tests read of
 // records, connections and the summary.
 type jsonLine struct {

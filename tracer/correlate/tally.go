@@ -12,7 +12,9 @@ type Counts struct {
 	SocketsOpened, SocketsClosed uint64
 	// Connections count a local connection's two sockets once: it opened
 	// with its first socket to reach ESTABLISHED, and closed with its
-	// last to close.
+	// last to close. Only connections whose opening was shown are counted
+	// (where the filters hide it, or it predates the watch, nothing tells
+	// the two sockets of one connection from two connections).
 	ConnectionsOpened, ConnectionsClosed uint64
 	Transitions                          [tracer.StateCount]uint64
 	Binds, BindErrors                    uint64
@@ -92,7 +94,7 @@ func (t *Tally) socket(r *tracer.Record) {
 		// no line of its own into CLOSE, and TIME_WAIT -> CLOSE is the
 		// timewait socket going.
 		n.SocketsClosed++
-		if !peerOpen {
+		if _, opened := t.open[key]; opened && !peerOpen {
 			n.ConnectionsClosed++
 		}
 		delete(t.open, key)

@@ -64,3 +64,23 @@ func TestTallyCountsConnectionLines(t *testing.T) {
 		t.Errorf("got %+v", got)
 	}
 }
+
+// TestTallyCountsConnectionsOnlyWhoseOpeningItSaw: with the opening
+// filtered out, the closes of a local connection's two sockets count as
+// sockets only.
+func TestTallyCountsConnectionsOnlyWhoseOpeningItSaw(t *testing.T) {
+	tl := NewTally(discardOutput{})
+	c := NewCorrelator(func(r *tracer.Record) {
+		if r.New != tracer.StateEstablished {
+			tl.Record(r)
+		}
+	})
+	for _, e := range localConnection() {
+		if e.Kind != 0 {
+			c.Handle(&e)
+		}
+	}
+	if got := tl.Counts(); got.SocketsClosed != 2 || got.ConnectionsClosed != 0 || got.ConnectionsOpened != 0 {
+		t.Errorf("got %+v", got)
+	}
+}
