@@ -81,17 +81,32 @@ func (cs *Connections) Record(r *tracer.Record) {
 		return
 	case r.DPort == 0:
 		return // not connected: no connection
+	case r.Type == tracer.RecordSocket && r.New == tracer.StateTimeWait:
+		// Found in TIME_WAIT at the start: a timewait socket has no
+		// identity to follow, and no line will say when it goes.
+		return
 	}
 	i, side, ok := cs.find(r)
 	if !ok {
 		return
 	}
+	cs.update(&cs.entries[i], side, r)
+	cs.finishIfGone(i, r.TimeNs)
+}
+
+// finishIfGone passes entry i on if every traced end of it is gone.
+func (cs *Connections) finishIfGone(i int32, nowNs int64) {
 	e := &cs.entries[i]
-	cs.update(e, side, r)
 	if (!e.c.Client.Traced || e.gone[0]) && (!e.c.Server.Traced || e.gone[1]) {
-		e.c.EndNs = r.TimeNs
+		e.c.EndNs = nowNs
 		cs.finish(i)
 	}
+}
+
+// opens says r is the first line of a new socket: a connect, or a
+// connection arriving on a listener.
+func opens(r *tracer.Record) bool {
+	return r.Type == tracer.RecordState && (r.Old == tracer.StateClose || r.Old == tracer.StateListen)
 }
 
 // Flush passes on the connections still open, as the watch stops at
@@ -123,15 +138,23 @@ func (cs *Connections) Flush(nowNs int64) {
 func (cs *Connections) find(r *tracer.Record) (int32, int, bool) {
 	key := makeTuple(r.NetNS, r.SAddr, r.SPort, r.DAddr, r.DPort)
 	if v, ok := cs.ends[key]; ok {
-		return v / 2, int(v % 2), true
+		i, side := v/2, int(v%2)
+		if !opens(r) {
+			return i, side, true
+		}
+		// A new socket at the addresses of one whose end no line said
+		// (its events lost): that one is over.
+		e := &cs.entries[i]
+		e.gone[side] = true
+		delete(cs.ends, key)
+		cs.finishIfGone(i, r.TimeNs)
 	}
 	// The other end of a known connection: the peer's handshake came
 	// first, so the roles are settled (or, for a connection older than
 	// the watch, unknown on both sides).
 	peer := makeTuple(r.NetNS, r.DAddr, r.DPort, r.SAddr, r.SPort)
 	if v, ok := cs.ends[peer]; ok {
-		i, side := v/2, 1-int(v%2)
-		if !cs.entries[i].end(side).Traced {
+		if i, side := v/2, 1-int(v%2); cs.entries[i].joinable(side, r) {
 			cs.place(i, side, key, r)
 			return i, side, true
 		}
@@ -154,11 +177,30 @@ func (cs *Connections) find(r *tracer.Record) (int32, int, bool) {
 	}
 	e.c.Proto, e.c.NetNS, e.c.HandshakeNs = tracer.ProtoTCP, r.NetNS, -1
 	e.c.StartNs = r.TimeNs
-	e.c.OpenSeen = r.Type == tracer.RecordState && (r.Old == tracer.StateClose || r.Old == tracer.StateListen)
+	e.c.OpenSeen = opens(r)
 	other := e.end(1 - side)
 	other.Family, other.Addr, other.Port = r.Family, r.DAddr, r.DPort
 	cs.place(i, side, key, r)
 	return i, side, true
+}
+
+// joinable says r's socket, new to Connections, is end side of entry e,
+// whose other end is its peer: a socket that is opening joins only a peer
+// that opened the other way during the watch and has not closed (not an
+// older socket at the same addresses).
+func (e *connEntry) joinable(side int, r *tracer.Record) bool {
+	if e.end(side).Traced {
+		return false
+	}
+	if !opens(r) {
+		return true
+	}
+	other := e.end(1 - side)
+	if !e.c.OpenSeen || e.closedNs[1-side] != 0 || other.NStates == 0 {
+		return false
+	}
+	first := other.States[0].State
+	return (first == tracer.StateSynSent || first == tracer.StateSynRecv) && first != r.New
 }
 
 // roleOf is the end a socket's line says it is: 0 for a connect, 1 for an

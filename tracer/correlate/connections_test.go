@@ -170,6 +170,23 @@ func TestConnections(t *testing.T) {
 		want: []string{
 			"client 10.0.0.1:8080 200/close [ESTABLISHED FIN_WAIT1:80] | server 10.0.0.2:40000 untraced | start 20 end 100 first client roles-unknown open",
 		},
+	}, {
+		name: "a new connection at the addresses of one whose end was lost: that one ends, unseen",
+		events: []tracer.Event{
+			state(0, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener),
+			state(20, atServer, serverSock, tracer.StateEstablished, tracer.StateCloseWait, softirq),
+			// Its LAST_ACK -> CLOSE and the client's TIME_WAIT were lost.
+			state(3_000, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client),
+			state(3_001, atServer, serverSock+1, tracer.StateListen, tracer.StateSynRecv, softirq),
+			state(3_002, atServer, serverSock+1, tracer.StateSynRecv, tracer.StateEstablished, softirq),
+			state(3_002, atClient, clientSock, tracer.StateSynSent, tracer.StateEstablished, softirq),
+			ev(3_003, tracer.KindAccept, atServer, serverSock+1, 0, tracer.StateEstablished, worker),
+		},
+		endMs: 3_100,
+		want: []string{
+			"client 10.0.0.2:40000 untraced | server 10.0.0.1:8080 0/unknown [ESTABLISHED CLOSE_WAIT] | start 20 end 3001 first client",
+			"client 10.0.0.2:40000 300/connect [SYN_SENT:2 ESTABLISHED:98] | server 10.0.0.1:8080 200/accept [SYN_RECV:1 ESTABLISHED:98] | start 3000 end 3100 handshake 2 life 100 first unknown open",
+		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, _ := connections(tc.events, tc.endMs)

@@ -134,7 +134,8 @@ func (t *Tally) Connection(c *tracer.Connection) {
 		n.SocketsOpened += ends(c)
 		fallthrough
 	default:
-		if !c.Open {
+		// Closed both ways, whether or not its TIME_WAIT is over.
+		if c.ClosedNs != 0 {
 			n.ConnectionsClosed++
 			n.SocketsClosed += ends(c)
 		}
