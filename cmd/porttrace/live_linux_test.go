@@ -400,7 +400,11 @@ func TestContainerFilter(t *testing.T) {
 	needRoot(t)
 	root := cgroup2Root(t)
 	id := fmt.Sprintf("%016x", time.Now().UnixNano()) + strings.Repeat("c0ffee", 8)
-	dir := filepath.Join(root, "docker", id)
+	parent := filepath.Join(root, "docker")
+	if _, err := os.Stat(parent); os.IsNotExist(err) {
+		defer os.Remove(parent) // made here: leave nothing behind
+	}
+	dir := filepath.Join(parent, id)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
