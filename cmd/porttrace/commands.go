@@ -77,6 +77,11 @@ show.`},
 		whoCommand(),
 		whyCommand(),
 		freeCommand(),
+		historyCommand(),
+		topCommand(),
+	}
+	c.commands = append(c.commands, platformCommands()...)
+	c.commands = append(c.commands, []*command{
 		{doc: &clidoc.Command{Name: "help", Args: "[COMMAND]", Summary: "print the help of porttrace or of a command",
 			Flags: newFlagSet("help")}, run: c.help},
 		{doc: &clidoc.Command{Name: "version", Summary: "print the version", Flags: newFlagSet("version")},
@@ -91,7 +96,7 @@ or porttrace completion fish | source.`,
 				c.program.Man(stdout)
 				return nil
 			}},
-	}
+	}...)
 	for _, cmd := range c.commands {
 		clidoc.AddHelp(cmd.doc.Flags)
 		c.program.Commands = append(c.program.Commands, cmd.doc)

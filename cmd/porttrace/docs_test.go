@@ -93,13 +93,13 @@ var completionCases = []struct {
 	line string // up to the cursor
 	want string // the candidates, sorted, space-separated
 }{
-	{"porttrace ", "completion free help man version who why"},
+	{"porttrace ", "completion daemon free help history man top version who why"},
 	{"porttrace --pro", "--probe"},
 	{"porttrace --probe ", "auto kprobe tracepoint"},
 	{"porttrace --port 80 --js", "--json"},
 	{"porttrace -p 80 -", "--buffer-size --comm --connections --container --duration --event --failed --help --ipv4 --ipv6 --json --pid --port --probe --ready-file --state --time --verbose --version -4 -6 -h -p -v"},
 	{"porttrace --time ", "clock date relative"},
-	{"porttrace who --", "--all --all-netns --help --json --netns --pids"},
+	{"porttrace who --", "--all --all-netns --help --json --netns --pids --socket --verbose"},
 	{"porttrace completion ", "bash fish zsh"},
 	{"porttrace help v", "version"},
 	{"porttrace --json ", ""},

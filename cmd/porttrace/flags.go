@@ -89,7 +89,7 @@ func watchCommand() *command {
 			if f.version {
 				return printVersion(ctx, nil, stdout, stderr)
 			}
-			if err := f.check(); err != nil {
+			if err := f.checkWatch(); err != nil {
 				return err
 			}
 			return watch(ctx, &f, stdout, stderr)
@@ -128,12 +128,16 @@ func (f *watchFlags) check() error {
 		}
 		f.filter.Tree = filter.NewTree(root, identify, parentOf)
 	}
-	return f.checkFilters()
+	return nil
 }
 
-// checkFilters makes the filters and the shape of the lines.
-func (f *watchFlags) checkFilters() error {
-	var err error
+// checkWatch validates the flags of the watch itself, which top has not:
+// check's, then the filters and the shape of the lines.
+func (f *watchFlags) checkWatch() error {
+	err := f.check()
+	if err != nil {
+		return err
+	}
 	for _, spec := range f.stateSpecs {
 		states, err := filter.ParseStates(spec)
 		if err != nil {

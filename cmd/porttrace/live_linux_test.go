@@ -68,7 +68,7 @@ func TestWatchingContainer(t *testing.T) {
 	if err := fs.Parse([]string{"--container", strings.Repeat("0123456789ab", 2)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.check(); err != nil {
+	if err := f.checkWatch(); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := f.watching(), "every port, IPv4 and IPv6, sockets in container 0123456789ab"; got != want {

@@ -20,7 +20,12 @@ import (
 var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT}
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
+	signals := stopSignals
+	if len(os.Args) > 1 && os.Args[1] == "daemon" {
+		// The daemon reopens its log on SIGHUP, as logrotate expects.
+		signals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGQUIT}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), signals...)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err == nil {

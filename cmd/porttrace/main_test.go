@@ -49,7 +49,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--duration", "-1s"}, 2, "invalid --duration -1s: must not be negative"},
 		{[]string{"8080"}, 2, `unexpected argument "8080" (did you mean --port 8080?)`},
 		{[]string{"http"}, 2, `unexpected argument "http" (did you mean --port http?)`},
-		{[]string{"frobnicate"}, 2, `unknown command "frobnicate": the commands are who, why, free, help, version, completion, man`},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate": the commands are who, why, free, history, top, `},
 		{[]string{"--json", "who"}, 2, `"who" is a command: it comes first, as in porttrace who`},
 		{[]string{"--frobnicate"}, 2, "unknown flag: --frobnicate"},
 		{[]string{"--port", ""}, 2, "empty port list: give ports such as 8080, 80,443 or 8000-8100"},
@@ -71,7 +71,11 @@ func TestBadInput(t *testing.T) {
 		{[]string{"why", "80", "localhost"}, 2, `invalid address "localhost"`},
 		{[]string{"free"}, 2, "free takes one port"},
 		{[]string{"free", "80", "--timeout", "0s"}, 2, "invalid --timeout 0s: must be positive"},
-		{[]string{"help", "nonesuch"}, 2, `no command "nonesuch": the commands are who, why, free, help, version, completion, man`},
+		{[]string{"top", "--interval", "1ms"}, 2, "invalid --interval 1ms: want 100ms or more"},
+		{[]string{"top", "--sort", "pid"}, 2, `invalid sort key "pid": want one of port, sockets, conns, close-wait, binds`},
+		{[]string{"top", "-n", "-1"}, 2, "invalid --iterations -1: must not be negative"},
+		{[]string{"top", "8080"}, 2, `top takes no argument, got "8080"`},
+		{[]string{"help", "nonesuch"}, 2, `no command "nonesuch": the commands are who, why, free, history, top, `},
 		{[]string{"version", "now"}, 2, `version takes no argument, got "now"`},
 		{[]string{"completion"}, 2, "completion takes one shell: bash, zsh, fish"},
 		{[]string{"completion", "tcsh"}, 2, `no completion for shell "tcsh": want bash, zsh, fish`},
@@ -125,7 +129,7 @@ func TestWatching(t *testing.T) {
 		if err := fs.Parse(tc.args); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.check(); err != nil {
+		if err := f.checkWatch(); err != nil {
 			t.Fatal(err)
 		}
 		if got := f.watching(); got != tc.want {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -53,7 +54,12 @@ func snapshotIn(port uint16, netns string, all bool) (*snapshot.PortReport, erro
 		}
 		namespaces = []linux.Namespace{ns}
 	}
-	return linux.WhoIn(port, namespaces, proc.NewResolver())
+	r, err := linux.WhoIn(port, namespaces, proc.NewResolver())
+	if linux.IsPrivilegeError(err) && !all && netns == "" {
+		// What any user may see, and a note that says what is missing.
+		return linux.WhoUnprivileged(port, proc.NewResolver())
+	}
+	return r, err
 }
 
 // judge takes a snapshot of the port, names the owners a running porttrace
@@ -84,14 +90,11 @@ func v6onlyDefault(set, value bool) (bool, error) {
 	return linux.BindV6OnlyDefault()
 }
 
-func identify(pid uint32) (proc.Identity, error) { return proc.Identify(pid) }
-
 func parentOf(id proc.Identity) (proc.Identity, error) { return proc.Parent(id) }
 
 // containerTest is the test of --container: of the container that Docker
 // or Podman knows by spec (a name or an id), or else whose id starts with
-// spec, 12 hex digits or more, as docker ps and crictl ps show them. It
-// names cgroups with a resolver of its own.
+// spec, 12 hex digits or more, as docker ps and crictl ps show them.
 func containerTest(spec string) (*filter.Container, string, error) {
 	id, known := runtimeContainerID(spec)
 	if !known {
@@ -100,8 +103,12 @@ func containerTest(spec string) (*filter.Container, string, error) {
 			return nil, "", usageError("invalid --container %q: neither docker nor podman knows a container of that name, and it is not a container id (12 hex digits or more, as docker ps and crictl ps show)", spec)
 		}
 	}
-	return filter.NewContainer(id, proc.NewResolver().CgroupByID), id, nil
+	return filter.NewContainer(id, watchResolver().CgroupByID), id, nil
 }
+
+// watchResolver is the watch's one Resolver, which its lines' labels and
+// --container share: one index of the cgroup tree, walked for both.
+var watchResolver = sync.OnceValue(proc.NewResolver)
 
 // runtimeContainerID asks the container runtimes installed for the full id
 // of the container spec names.

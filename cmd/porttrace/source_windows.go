@@ -58,8 +58,6 @@ func v6onlyDefault(set, value bool) (bool, error) {
 	return true, nil
 }
 
-func identify(pid uint32) (proc.Identity, error) { return windows.Identify(pid) }
-
 func parentOf(id proc.Identity) (proc.Identity, error) { return windows.Parent(id) }
 
 // containerTest: Windows' events carry no cgroup to tell a container by.

@@ -20,6 +20,8 @@ type whoOptions struct {
 	json, all, pids bool
 	netns           string
 	allNetNS        bool
+	socket          string
+	verbose         bool
 }
 
 // whoCommand answers "who owns this port?" once and exits: status 0 when a
@@ -33,6 +35,8 @@ func whoCommand() *command {
 	fs.BoolVarP(&o.pids, "pids", "t", false, "print only the pids of the processes holding the port, one per line (as lsof -t), for kill $(...)")
 	fs.StringVar(&o.netns, "netns", "", "answer for this network namespace: an ip netns name, a path such as /proc/PID/ns/net, or a pid")
 	fs.BoolVar(&o.allNetNS, "all-netns", false, "answer for every network namespace, each socket labelled with its own")
+	fs.StringVar(&o.socket, "socket", "", "ask the daemon on this socket first (default: $PORTTRACE_SOCKET, else "+api.DaemonSocket+")")
+	fs.BoolVarP(&o.verbose, "verbose", "v", false, "say whether the daemon or a snapshot taken now answered")
 	return &command{
 		doc: &clidoc.Command{
 			Name:    "who",
@@ -64,7 +68,7 @@ whether a bind would still fail.`,
 				}
 				queries = append(queries, q)
 			}
-			return who(ctx, queries, o, stdout)
+			return who(ctx, queries, o, stdout, stderr)
 		},
 	}
 }
@@ -97,10 +101,10 @@ func parsePortQuery(arg string) (portQuery, error) {
 	return q, err
 }
 
-func who(ctx context.Context, queries []portQuery, o whoOptions, stdout io.Writer) error {
+func who(ctx context.Context, queries []portQuery, o whoOptions, stdout, stderr io.Writer) error {
 	allHeld := true
 	for i, q := range queries {
-		report, err := snapshotIn(q.port, o.netns, o.allNetNS)
+		report, err := whoReport(ctx, q.port, o, stderr)
 		if err != nil {
 			return err
 		}
@@ -134,6 +138,28 @@ func who(ctx context.Context, queries []portQuery, o whoOptions, stdout io.Write
 	return nil
 }
 
+// whoReport asks the daemon, which answers from its cache for the asker's
+// network namespace, and takes a snapshot now when none answers (or when
+// another namespace is asked about).
+func whoReport(ctx context.Context, port uint16, o whoOptions, stderr io.Writer) (*snapshot.PortReport, error) {
+	if o.netns == "" && !o.allNetNS {
+		socket := daemonSocket(o.socket)
+		actx, cancel := context.WithTimeout(ctx, askTimeout)
+		resp, err := api.Who(actx, socket, port)
+		cancel()
+		if err == nil {
+			if o.verbose {
+				fmt.Fprintf(stderr, "porttrace: answered by the daemon on %s (from its %s)\n", socket, resp.From)
+			}
+			return resp.Report, nil
+		}
+		if o.verbose {
+			fmt.Fprintf(stderr, "porttrace: no daemon answered (%v): taking a snapshot now\n", err)
+		}
+	}
+	return snapshotIn(port, o.netns, o.allNetNS)
+}
+
 // keepProto drops the sockets of the protocol not asked about (MPTCP counts
 // as TCP).
 func keepProto(r *snapshot.PortReport, proto tracer.Proto) {
@@ -148,9 +174,10 @@ func keepProto(r *snapshot.PortReport, proto tracer.Proto) {
 const askTimeout = 300 * time.Millisecond
 
 // nameSeen asks every running porttrace, at once, who owned the report's
-// sockets that no process holds any more.
+// sockets that no process holds any more, and marks the owners that have
+// exited since.
 func nameSeen(ctx context.Context, report *snapshot.PortReport) {
 	ctx, cancel := context.WithTimeout(ctx, askTimeout)
 	defer cancel()
-	report.NameSeen(api.Seen(api.AskAll(ctx, report.Port)))
+	report.NameSeen(api.Seen(api.AskAll(ctx, report.Port)), identify)
 }

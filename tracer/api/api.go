@@ -9,13 +9,31 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
+
+	"github.com/porttrace/porttrace/tracer/snapshot"
 )
 
 // Version is the API's version, the first element of every path.
 const Version = "v1"
 
-// ownersPath answers GET ?port=N with an OwnersResponse.
-const ownersPath = "/" + Version + "/owners"
+// The paths: ownersPath answers GET ?port=N with an OwnersResponse (every
+// server); whoPath with a WhoResponse and historyPath (?port=N&since=NS&until=NS)
+// with a history.Result (the daemon).
+const (
+	ownersPath  = "/" + Version + "/owners"
+	whoPath     = "/" + Version + "/who"
+	historyPath = "/" + Version + "/history"
+)
+
+// WhoResponse is the daemon's answer to who: the report, and how it was
+// made.
+type WhoResponse struct {
+	Report *snapshot.PortReport `json:"report"`
+	// From says where the owners came from: "cache" (the daemon's event
+	// cache) or "walk" (a walk of every process's files, when the cache
+	// could not name a socket's owner).
+	From string `json:"from"`
+}
 
 // Group is the group whose members may use the API besides root.
 const Group = "porttrace"

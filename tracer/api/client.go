@@ -12,7 +12,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 
+	"github.com/porttrace/porttrace/tracer/history"
 	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 )
@@ -58,6 +60,16 @@ func askAllIn(ctx context.Context, dir string, port uint16) []Socket {
 
 // Ask asks the server at path for the owners it knows on port.
 func Ask(ctx context.Context, path string, port uint16) (*OwnersResponse, error) {
+	var out OwnersResponse
+	if err := get(ctx, path, ownersPath+"?port="+strconv.Itoa(int(port)), &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// get asks the server at path for target and decodes its JSON answer into
+// out.
+func get(ctx context.Context, path, target string, out any) error {
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -65,13 +77,13 @@ func Ask(ctx context.Context, path string, port uint16) (*OwnersResponse, error)
 		},
 		DisableKeepAlives: true,
 	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://porttrace"+ownersPath+"?port="+strconv.Itoa(int(port)), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://porttrace"+target, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("asking %s: %w", path, err)
+		return fmt.Errorf("asking %s: %w", path, err)
 	}
 	defer resp.Body.Close()
 	body := io.LimitReader(resp.Body, maxResponseBytes)
@@ -80,13 +92,12 @@ func Ask(ctx context.Context, path string, port uint16) (*OwnersResponse, error)
 		if json.NewDecoder(body).Decode(&e) != nil || e.Error == "" {
 			e.Error = resp.Status
 		}
-		return nil, fmt.Errorf("asking %s: %s", path, e.Error)
+		return fmt.Errorf("asking %s: %s", path, e.Error)
 	}
-	var out OwnersResponse
-	if err := json.NewDecoder(body).Decode(&out); err != nil {
-		return nil, fmt.Errorf("reading %s's answer: %w", path, err)
+	if err := json.NewDecoder(body).Decode(out); err != nil {
+		return fmt.Errorf("reading %s's answer: %w", path, err)
 	}
-	return &out, nil
+	return nil
 }
 
 // Seen keys what servers answered by connection, for
@@ -94,7 +105,38 @@ func Ask(ctx context.Context, path string, port uint16) (*OwnersResponse, error)
 func Seen(sockets []Socket) map[snapshot.SocketKey]proc.Process {
 	seen := make(map[snapshot.SocketKey]proc.Process, len(sockets))
 	for _, s := range sockets {
-		seen[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)] = proc.Process{Identity: proc.Identity{PID: s.PID, StartNs: s.StartNs}, Name: s.Comm, Cgroup: proc.Cgroup{ID: s.CgroupID}}
+		seen[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)] = proc.Process{Identity: proc.Identity{PID: s.PID, StartNs: s.StartNs}, Name: s.Comm,
+			Cgroup: proc.Cgroup{ID: s.CgroupID}, Exited: s.Exited}
 	}
 	return seen
+}
+
+// Who asks the daemon at path who holds port, in the caller's network
+// namespace.
+func Who(ctx context.Context, path string, port uint16) (*WhoResponse, error) {
+	var out WhoResponse
+	if err := get(ctx, path, whoPath+"?port="+strconv.Itoa(int(port)), &out); err != nil {
+		return nil, err
+	}
+	if out.Report == nil {
+		return nil, fmt.Errorf("asking %s: an answer without a report", path)
+	}
+	return &out, nil
+}
+
+// History asks the daemon at path who held port between since and until
+// (zero times: no bound).
+func History(ctx context.Context, path string, port uint16, since, until time.Time) (*history.Result, error) {
+	q := "?port=" + strconv.Itoa(int(port))
+	if !since.IsZero() {
+		q += "&since=" + strconv.FormatInt(since.UnixNano(), 10)
+	}
+	if !until.IsZero() {
+		q += "&until=" + strconv.FormatInt(until.UnixNano(), 10)
+	}
+	var out history.Result
+	if err := get(ctx, path, historyPath+q, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }

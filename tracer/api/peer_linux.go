@@ -36,30 +36,31 @@ func restrict(path string) (peerRule, error) {
 	return rule, nil
 }
 
-// check returns why the peer of c may not use the API, or nil.
-func (r peerRule) check(c net.Conn) error {
+// check returns the peer's pid (in porttrace's pid namespace), and why it
+// may not use the API, or nil.
+func (r peerRule) check(c net.Conn) (int32, error) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
-		return errors.New("not a unix socket connection")
+		return 0, errors.New("not a unix socket connection")
 	}
 	raw, err := uc.SyscallConn()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var cred *unix.Ucred
 	var credErr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return err
+		return 0, err
 	}
 	if credErr != nil {
-		return fmt.Errorf("reading the peer's credentials: %w", credErr)
+		return 0, fmt.Errorf("reading the peer's credentials: %w", credErr)
 	}
 	if cred.Uid == 0 || (r.gid >= 0 && (int(cred.Gid) == r.gid || inGroup(cred.Pid, r.gid))) {
-		return nil
+		return cred.Pid, nil
 	}
-	return fmt.Errorf("uid %d may not read socket owners: run as root or as a member of the group %s", cred.Uid, Group)
+	return cred.Pid, fmt.Errorf("uid %d may not read socket owners: run as root or as a member of the group %s", cred.Uid, Group)
 }
 
 // inGroup reports whether process pid has gid among its supplementary

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/tracer/correlate"
+	"github.com/porttrace/porttrace/tracer/history"
 )
 
 // Bounds on what one client can make a server spend.
@@ -46,7 +47,7 @@ type Server struct {
 // its directory is created, a stale socket left by a dead server replaced,
 // the socket made root's and the group porttrace's, and every connection's
 // peer checked. It fails if another live server answers at path.
-func Listen(path string, index func() *correlate.Index) (*Server, error) {
+func Listen(path string, b Backend) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", filepath.Dir(path), err)
 	}
@@ -62,12 +63,30 @@ func Listen(path string, index func() *correlate.Index) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	return serve(ln, path, allowed, index), nil
+	return serve(ln, path, allowed, b), nil
 }
 
-func serve(ln net.Listener, path string, allowed peerRule, index func() *correlate.Index) *Server {
+// Backend is what a server answers from. Index is required: a watch
+// serves only that; the daemon adds Who and History.
+type Backend struct {
+	// Index returns the event loop's latest published index.
+	Index func() *correlate.Index
+	// Who answers who for a port in the network namespace of the process
+	// peerPID (0: the server's own).
+	Who func(ctx context.Context, port uint16, peerPID int32) (*WhoResponse, error)
+	// History answers history for a port between two times.
+	History func(port uint16, since, until time.Time) (*history.Result, error)
+}
+
+func serve(ln net.Listener, path string, allowed peerRule, b Backend) *Server {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+ownersPath, func(w http.ResponseWriter, r *http.Request) { owners(w, r, index()) })
+	mux.HandleFunc("GET "+ownersPath, func(w http.ResponseWriter, r *http.Request) { owners(w, r, b.Index()) })
+	if b.Who != nil {
+		mux.HandleFunc("GET "+whoPath, func(w http.ResponseWriter, r *http.Request) { who(w, r, b.Who) })
+	}
+	if b.History != nil {
+		mux.HandleFunc("GET "+historyPath, func(w http.ResponseWriter, r *http.Request) { historyOf(w, r, b.History) })
+	}
 	s := &Server{
 		path: path,
 		done: make(chan struct{}),
@@ -110,14 +129,61 @@ func (s *Server) Close() error {
 	return nil
 }
 
-func owners(w http.ResponseWriter, r *http.Request, x *correlate.Index) {
+// portParam reads the request's port, answering 400 when it has none.
+func portParam(w http.ResponseWriter, r *http.Request) (uint16, bool) {
 	port, err := strconv.ParseUint(r.URL.Query().Get("port"), 10, 16)
 	if err != nil || port == 0 {
 		writeJSON(w, http.StatusBadRequest, ErrorResponse{Error: "port must be a number from 1 to 65535"})
+		return 0, false
+	}
+	return uint16(port), true
+}
+
+func who(w http.ResponseWriter, r *http.Request, answer func(context.Context, uint16, int32) (*WhoResponse, error)) {
+	port, ok := portParam(w, r)
+	if !ok {
 		return
 	}
-	resp := OwnersResponse{Port: uint16(port), AtNs: x.AtNs, Sockets: []Socket{}}
-	for _, o := range x.ByLocalPort(uint16(port)) {
+	pid, _ := r.Context().Value(peerPIDKey{}).(int32)
+	resp, err := answer(r.Context(), port, pid)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, ErrorResponse{Error: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func historyOf(w http.ResponseWriter, r *http.Request, answer func(uint16, time.Time, time.Time) (*history.Result, error)) {
+	port, ok := portParam(w, r)
+	if !ok {
+		return
+	}
+	var since, until time.Time
+	for name, t := range map[string]*time.Time{"since": &since, "until": &until} {
+		if v := r.URL.Query().Get(name); v != "" {
+			ns, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				writeJSON(w, http.StatusBadRequest, ErrorResponse{Error: name + " must be nanoseconds since the epoch"})
+				return
+			}
+			*t = time.Unix(0, ns)
+		}
+	}
+	resp, err := answer(port, since, until)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, ErrorResponse{Error: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func owners(w http.ResponseWriter, r *http.Request, x *correlate.Index) {
+	port, ok := portParam(w, r)
+	if !ok {
+		return
+	}
+	resp := OwnersResponse{Port: port, AtNs: x.AtNs, Sockets: []Socket{}}
+	for _, o := range x.ByLocalPort(port) {
 		resp.Sockets = append(resp.Sockets, Socket{
 			Proto: o.Proto.String(), Family: o.Family.String(), State: o.State.String(), TimeWait: o.TimeWait,
 			NetNS: o.NetNS, Local: o.Local, Remote: o.Remote, PID: o.Process.PID, Comm: o.Process.Comm.String(),
@@ -182,7 +248,8 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		<-l.slots
 		return nil, err
 	}
-	return &guardedConn{Conn: c, slots: l.slots, peerErr: l.allowed.check(c)}, nil
+	pid, err := l.allowed.check(c)
+	return &guardedConn{Conn: c, slots: l.slots, peerPID: pid, peerErr: err}, nil
 }
 
 func (l *guardedListener) Close() error {
@@ -194,7 +261,9 @@ type guardedConn struct {
 	net.Conn
 	slots     chan struct{}
 	closeOnce sync.Once
-	// peerErr says why the peer may not use the API; nil if it may.
+	// peerPID is the peer's process (0 where the platform does not say),
+	// and peerErr why it may not use the API; nil if it may.
+	peerPID int32
 	peerErr error
 }
 
@@ -208,11 +277,17 @@ func (c *guardedConn) Close() error {
 
 type peerKey struct{}
 
+type peerPIDKey struct{}
+
 func connPeer(ctx context.Context, c net.Conn) context.Context {
-	if gc, ok := c.(*guardedConn); ok && gc.peerErr != nil {
-		return context.WithValue(ctx, peerKey{}, gc.peerErr)
+	gc, ok := c.(*guardedConn)
+	if !ok {
+		return ctx
 	}
-	return ctx
+	if gc.peerErr != nil {
+		ctx = context.WithValue(ctx, peerKey{}, gc.peerErr)
+	}
+	return context.WithValue(ctx, peerPIDKey{}, gc.peerPID)
 }
 
 // requirePeer answers 403 to a peer that may not use the API.

@@ -69,7 +69,7 @@ func NewConnections(next tracer.ConnectionSink) *Connections {
 func (cs *Connections) Unfollowed() uint64 { return cs.unfollowed }
 
 // Tick implements tracer.Sink.
-func (cs *Connections) Tick(nowNs int64) { cs.next.Tick(nowNs) }
+func (cs *Connections) Tick(nowNs int64) int64 { return cs.next.Tick(nowNs) }
 
 // Record implements tracer.Sink.
 func (cs *Connections) Record(r *tracer.Record) {

@@ -33,7 +33,7 @@ func connections(events []tracer.Event, endMs int64) ([]string, *Connections) {
 type connFunc func(*tracer.Connection)
 
 func (f connFunc) Connection(c *tracer.Connection) { f(c) }
-func (connFunc) Tick(int64)                        {}
+func (connFunc) Tick(int64) int64                  { return tracer.NoDeadline }
 
 // connLine renders a connection compactly: each end's address, owner and
 // states with their ms, then the connection's times in ms.

@@ -138,6 +138,9 @@ type Stats struct {
 	Exits        uint64
 	Handovers    uint64
 	HolderErrors uint64
+	// Reconciled counts the fresh snapshots the table was reconciled
+	// with after lost events.
+	Reconciled uint64
 }
 
 // Correlator turns a source's events into owner-attributed records. It
@@ -173,6 +176,9 @@ type Correlator struct {
 
 	rec   tracer.Record
 	stats Stats
+	// ownerExits counts the exits of processes that owned sockets: the
+	// others (most, on a busy machine) change nothing readers see.
+	ownerExits uint64
 }
 
 // NewCorrelator returns a correlator that passes each record to emit. The
@@ -200,34 +206,46 @@ func (c *Correlator) Live() int { return len(c.byID) }
 // sockets are attributed to their owners. Sockets without a kernel identity
 // (timewait ones) or without a holder are only reported.
 func (c *Correlator) Seed(r *snapshot.PortReport, timeNs int64) {
-	for _, ps := range r.Sockets {
-		var s sockState
-		s.proto, s.family, s.state, s.netns = ps.Proto, ps.Family, ps.State, ps.NetNS
-		s.saddr, s.sport = ps.Local.Addr(), ps.Local.Port()
-		s.daddr, s.dport = ps.Remote.Addr(), ps.Remote.Port()
-		// Of several holders (a daemon's master and its workers), the
-		// oldest, as when an owner's exit leaves a socket to them.
-		for _, pid := range ps.PIDs {
-			p := r.Processes[pid]
-			holder := tracer.Process{PID: p.PID, StartNs: p.StartNs, Comm: tracer.CommFrom(p.Name), CgroupID: p.Cgroup.ID}
-			if s.ownerVia == tracer.OwnerUnknown || holder.Older(&s.owner) {
-				s.owner, s.ownerVia = holder, tracer.OwnerSnapshot
-			}
-		}
-		if ps.Sock != 0 && ps.Proto == tracer.ProtoTCP {
-			if _, known := c.byID[ps.Sock]; !known {
-				ev := tracer.Event{Sock: ps.Sock, Proto: ps.Proto}
-				i, _ := c.lookup(&ev)
-				s.id = ps.Sock
-				c.socks[i] = s
-				c.link(i)
-				c.enterState(i)
-			}
+	for i := range r.Sockets {
+		ps := &r.Sockets[i]
+		s := snapshotState(r, ps)
+		if _, known := c.byID[ps.Sock]; !known && ps.Sock != 0 && ps.Proto == tracer.ProtoTCP {
+			c.adopt(s)
 		}
 		rec := c.record(&s, heldLine{timeNs: timeNs, durationNs: -1, new: ps.State, typ: tracer.RecordSocket})
 		rec.TimeoutNs = ps.TimerNs
 		c.output(rec)
 	}
+}
+
+// snapshotState is what a snapshot says of one socket: its ends, state and
+// owner. Of several holders (a daemon's master and its workers), the owner
+// is the oldest, as when an owner's exit leaves a socket to them.
+func snapshotState(r *snapshot.PortReport, ps *snapshot.PortSocket) sockState {
+	var s sockState
+	s.id, s.proto, s.family, s.state, s.netns = ps.Sock, ps.Proto, ps.Family, ps.State, ps.NetNS
+	s.saddr, s.sport = ps.Local.Addr(), ps.Local.Port()
+	s.daddr, s.dport = ps.Remote.Addr(), ps.Remote.Port()
+	for _, pid := range ps.PIDs {
+		p := r.Processes[pid]
+		if p == nil {
+			continue
+		}
+		holder := tracer.Process{PID: p.PID, StartNs: p.StartNs, Comm: tracer.CommFrom(p.Name), CgroupID: p.Cgroup.ID}
+		if s.ownerVia == tracer.OwnerUnknown || holder.Older(&s.owner) {
+			s.owner, s.ownerVia = holder, tracer.OwnerSnapshot
+		}
+	}
+	return s
+}
+
+// adopt starts tracking a socket a snapshot found.
+func (c *Correlator) adopt(s sockState) {
+	ev := tracer.Event{Sock: s.id, Proto: s.proto}
+	i, _ := c.lookup(&ev)
+	c.socks[i] = s
+	c.link(i)
+	c.enterState(i)
 }
 
 // appendOwned appends every live socket with a known owner, timewait
@@ -239,7 +257,7 @@ func (c *Correlator) appendOwned(dst []Owned) []Owned {
 			continue
 		}
 		dst = append(dst, Owned{
-			Proto: s.proto, Family: s.family, State: s.state, TimeWait: s.timewait, NetNS: s.netns,
+			Proto: s.proto, Family: s.family, State: s.state, SinceNs: s.sinceNs, TimeWait: s.timewait, NetNS: s.netns,
 			Local: netip.AddrPortFrom(s.saddr, s.sport), Remote: netip.AddrPortFrom(s.daddr, s.dport),
 			Process: s.owner, Via: s.ownerVia, Exited: s.ownerExited,
 		})
@@ -282,12 +300,16 @@ func (c *Correlator) Handle(ev *tracer.Event) {
 // Tick implements Handler: it releases held lines, settles stopped
 // timewait timers and asks who holds the sockets an exited owner left
 // open, once their deadlines have passed. Each step takes a deadline away
-// from the earliest socket, so the loop ends.
-func (c *Correlator) Tick(nowNs int64) {
+// from the earliest socket, so the loop ends. It returns the earliest
+// deadline still ahead.
+func (c *Correlator) Tick(nowNs int64) int64 {
 	for {
 		i, ok := c.queue.first()
-		if !ok || c.socks[i].deadlineNs > nowNs {
-			return
+		if !ok {
+			return tracer.NoDeadline
+		}
+		if c.socks[i].deadlineNs > nowNs {
+			return c.socks[i].deadlineNs
 		}
 		s := &c.socks[i]
 		if s.cancelNs != 0 && nowNs-s.cancelNs >= cancelGraceNs {

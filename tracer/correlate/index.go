@@ -13,6 +13,9 @@ type Owned struct {
 	Proto  tracer.Proto
 	Family tracer.Family
 	State  tracer.State
+	// SinceNs is when it entered State (events' clock), 0 if porttrace
+	// did not see it (a socket older than the watch).
+	SinceNs int64
 	// TimeWait marks a timewait socket: a connection no process holds any
 	// more, whose owner only a tracer can remember.
 	TimeWait bool
@@ -33,13 +36,37 @@ type Index struct {
 	// AtNs is when it was built, on the events' clock.
 	AtNs  int64
 	Stats Stats
-	// sockets are sorted by local port.
-	sockets []Owned
+	// sockets are sorted by local port; byRemote indexes them by remote
+	// port.
+	sockets  []Owned
+	byRemote []int32
 }
 
 func newIndex(atNs int64, stats Stats, sockets []Owned) *Index {
 	slices.SortFunc(sockets, func(a, b Owned) int { return int(a.Local.Port()) - int(b.Local.Port()) })
-	return &Index{AtNs: atNs, Stats: stats, sockets: sockets}
+	byRemote := make([]int32, len(sockets))
+	for i := range byRemote {
+		byRemote[i] = int32(i)
+	}
+	slices.SortFunc(byRemote, func(a, b int32) int { return int(sockets[a].Remote.Port()) - int(sockets[b].Remote.Port()) })
+	return &Index{AtNs: atNs, Stats: stats, sockets: sockets, byRemote: byRemote}
+}
+
+// ByRemotePort returns the sockets whose remote port is port: the clients
+// of a port on this host.
+func (x *Index) ByRemotePort(port uint16) []Owned {
+	if x == nil {
+		return nil
+	}
+	lo, _ := slices.BinarySearchFunc(x.byRemote, port, func(i int32, p uint16) int { return int(x.sockets[i].Remote.Port()) - int(p) })
+	var out []Owned
+	for _, i := range x.byRemote[lo:] {
+		if x.sockets[i].Remote.Port() != port {
+			break
+		}
+		out = append(out, x.sockets[i])
+	}
+	return out
 }
 
 // ByLocalPort returns the sockets whose local port is port. The slice is

@@ -14,6 +14,10 @@ import (
 // rebuild per interval.
 const publishIntervalNs = int64(100e6)
 
+// answerPollNs is how often the loop looks for the holder goroutine's
+// answer while a question is out.
+const answerPollNs = int64(10e6)
+
 // Loop is the one owner of a Correlator. The source calls it from one
 // goroutine; it passes records to its sinks and, on ticks, publishes an
 // immutable Index for readers on other goroutines. Nothing else touches the
@@ -32,6 +36,9 @@ type Loop struct {
 	asks    chan []tracer.HolderQuery
 	answers chan holderAnswer
 	asking  bool
+	// reseeds carries fresh snapshots to reconcile the table with (see
+	// Reseed); the loop takes them on its ticks.
+	reseeds chan reseed
 	// publishedNs and publishedAt say when the index was last built and
 	// how many events and records the correlator had handled then.
 	publishedNs int64
@@ -42,7 +49,7 @@ var _ tracer.Handler = (*Loop)(nil)
 
 // NewLoop returns a loop whose correlator's records go to sinks, in order.
 func NewLoop(sinks ...tracer.Sink) *Loop {
-	l := &Loop{sinks: sinks}
+	l := &Loop{sinks: sinks, reseeds: make(chan reseed, 1)}
 	l.corr = NewCorrelator(l.emit)
 	l.index.Store(newIndex(0, Stats{}, nil))
 	return l
@@ -110,8 +117,38 @@ func (l *Loop) findHolders(finder tracer.HolderFinder) (stop func()) {
 // Handle implements tracer.Handler.
 func (l *Loop) Handle(ev *tracer.Event) { l.corr.Handle(ev) }
 
-// Tick implements tracer.Handler.
-func (l *Loop) Tick(nowNs int64) {
+type reseed struct {
+	report *snapshot.PortReport
+	atNs   int64
+}
+
+// Reseed hands the loop a snapshot of every socket, taken at atNs, to
+// reconcile its table with (Correlator.Reconcile) on its next tick: what a
+// daemon does when the kernel reports lost events. Safe from any
+// goroutine; it never blocks: a snapshot still waiting is replaced.
+func (l *Loop) Reseed(r *snapshot.PortReport, atNs int64) {
+	for {
+		select {
+		case l.reseeds <- reseed{r, atNs}:
+			return
+		default:
+		}
+		select {
+		case <-l.reseeds:
+		default:
+		}
+	}
+}
+
+// Tick implements tracer.Handler. Its deadline is the earliest of the
+// correlator's, the sinks', the next look for a holder's answer while one
+// is awaited, and the index's next rebuild while a change is unpublished.
+func (l *Loop) Tick(nowNs int64) int64 {
+	select {
+	case rs := <-l.reseeds:
+		l.corr.Reconcile(rs.report, rs.atNs)
+	default:
+	}
 	if l.asking {
 		select {
 		case a := <-l.answers:
@@ -120,26 +157,34 @@ func (l *Loop) Tick(nowNs int64) {
 		default:
 		}
 	}
-	l.corr.Tick(nowNs)
+	next := l.corr.Tick(nowNs)
 	if l.asks != nil && !l.asking {
 		if q := l.corr.takeHolderQueries(); q != nil {
 			l.asks <- q
 			l.asking = true
 		}
 	}
+	if l.asking {
+		next = tracer.EarlierDeadline(next, nowNs+answerPollNs)
+	}
 	for _, s := range l.sinks {
-		s.Tick(nowNs)
+		next = tracer.EarlierDeadline(next, s.Tick(nowNs))
 	}
-	if nowNs-l.publishedNs >= publishIntervalNs && l.changes() != l.publishedAt {
-		l.publish(nowNs)
+	if l.changes() != l.publishedAt {
+		if nowNs-l.publishedNs >= publishIntervalNs {
+			l.publish(nowNs)
+		} else {
+			next = tracer.EarlierDeadline(next, l.publishedNs+publishIntervalNs)
+		}
 	}
+	return next
 }
 
-// changes counts what can change the index: events, exits, and records
-// that a tick released.
+// changes counts what can change the index: events, owners' exits, and
+// records that a tick released.
 func (l *Loop) changes() uint64 {
 	st := &l.corr.stats
-	return st.Events + st.Records + st.Exits
+	return st.Events + st.Records + l.corr.ownerExits + st.Reconciled
 }
 
 func (l *Loop) publish(nowNs int64) {

@@ -156,4 +156,4 @@ func ends(c *tracer.Connection) uint64 {
 }
 
 // Tick implements tracer.Sink.
-func (t *Tally) Tick(nowNs int64) { t.next.Tick(nowNs) }
+func (t *Tally) Tick(nowNs int64) int64 { return t.next.Tick(nowNs) }

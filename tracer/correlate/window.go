@@ -84,11 +84,16 @@ func (w *Window) Record(r *tracer.Record) {
 }
 
 // Tick implements tracer.Sink: the lines WindowNs older than nowNs go on.
-func (w *Window) Tick(nowNs int64) {
+// The next deadline is when the oldest line left will be.
+func (w *Window) Tick(nowNs int64) int64 {
 	for len(w.heap) > 0 && w.slots[w.heap[0]].TimeNs <= nowNs-w.widthNs {
 		w.passOldest()
 	}
-	w.next.Tick(nowNs)
+	next := w.next.Tick(nowNs)
+	if len(w.heap) > 0 {
+		next = tracer.EarlierDeadline(next, w.slots[w.heap[0]].TimeNs+w.widthNs)
+	}
+	return next
 }
 
 // Flush passes on every line held, as when the watch stops.

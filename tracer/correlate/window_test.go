@@ -24,7 +24,7 @@ func (p *passed) Record(r *tracer.Record) {
 	p.out = append(p.out, s)
 }
 
-func (p *passed) Tick(int64) {}
+func (p *passed) Tick(int64) int64 { return tracer.NoDeadline }
 
 // feed gives the window records at these times (ms); a negative number is
 // a tick at that time (ms, negated).
@@ -157,4 +157,4 @@ func TestWindowAllocatesNothingPerRecord(t *testing.T) {
 type discard struct{}
 
 func (discard) Record(*tracer.Record) {}
-func (discard) Tick(int64)            {}
+func (discard) Tick(int64) int64      { return tracer.NoDeadline }

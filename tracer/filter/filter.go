@@ -87,7 +87,7 @@ func (f *Filter) Connection(c *tracer.Connection) {
 }
 
 // Tick implements tracer.Sink.
-func (f *Filter) Tick(nowNs int64) { f.next.Tick(nowNs) }
+func (f *Filter) Tick(nowNs int64) int64 { return f.next.Tick(nowNs) }
 
 // Hidden counts the lines the filter kept from the next sink.
 func (f *Filter) Hidden() uint64 { return f.hidden }
@@ -167,7 +167,7 @@ func (l *learner) Record(r *tracer.Record) {
 	l.next.Record(r)
 }
 
-func (l *learner) Tick(nowNs int64) { l.next.Tick(nowNs) }
+func (l *learner) Tick(nowNs int64) int64 { return l.next.Tick(nowNs) }
 
 // learn has the tests of trees and containers meet p.
 func (f *Filter) learn(p *tracer.Process, nowNs int64) {

@@ -18,8 +18,11 @@ const (
 	// retryCgroupNs is how long a cgroup the system could not name stays
 	// unnamed before it is asked about again: a cgroup created a moment
 	// ago is named on the next walk of the cgroup tree, which the
-	// resolver makes at most once a second.
-	retryCgroupNs = int64(1e9)
+	// resolver makes at most once a second. After giveUpCgroupNs from its
+	// first line it is taken for one removed before it could be named
+	// (render.Labels gives up as late).
+	retryCgroupNs  = int64(1e9)
+	giveUpCgroupNs = int64(3e9)
 )
 
 // Tree tells whether a socket's owner is a process or one of its
@@ -131,9 +134,9 @@ type Container struct {
 
 type cgroupVerdict struct {
 	in bool
-	// retryNs is when to ask again about a cgroup the system could not
-	// name, 0 for one named.
-	retryNs int64
+	// firstNs is when the cgroup was first met, and retryNs when to ask
+	// again about it if the system could not name it (0: never again).
+	firstNs, retryNs int64
 }
 
 // NewContainer returns the test of the container whose id is id or starts
@@ -153,12 +156,16 @@ func (c *Container) Contains(cgroupID uint64, nowNs int64) bool {
 	if ok && (v.retryNs == 0 || nowNs < v.retryNs) {
 		return v.in
 	}
-	if len(c.known) >= maxKnown {
-		clear(c.known)
+	if !ok {
+		if len(c.known) >= maxKnown {
+			clear(c.known)
+		}
+		v.firstNs = nowNs
 	}
 	cg, named := c.lookup(cgroupID)
-	v = cgroupVerdict{in: named && cg.Container != nil && strings.HasPrefix(cg.Container.ID, c.id)}
-	if !named {
+	v.in = named && cg.Container != nil && strings.HasPrefix(cg.Container.ID, c.id)
+	v.retryNs = 0
+	if !named && nowNs-v.firstNs < giveUpCgroupNs {
 		v.retryNs = nowNs + retryCgroupNs
 	}
 	c.known[cgroupID] = v

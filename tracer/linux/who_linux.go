@@ -21,6 +21,21 @@ import (
 	"github.com/porttrace/porttrace/bpf"
 )
 
+// Sockets lists, without their holders, the TCP and UDP sockets on both
+// sides of port in one network namespace, with the facts the kernel gives
+// any user (states, queues, timers): what the daemon names from its cache.
+func Sockets(port uint16, ns Namespace) (*snapshot.PortReport, error) {
+	socks, noUDP, err := diagPort(ns, port)
+	if err != nil {
+		return nil, err
+	}
+	r := &snapshot.PortReport{Port: port, Sockets: socks}
+	if noUDP {
+		r.Notes = append(r.Notes, "UDP sockets not shown: this kernel has no UDP sock_diag (load the udp_diag module)")
+	}
+	return r, nil
+}
+
 // Who answers "who owns this port?" for porttrace's own network namespace.
 func Who(port uint16) (*snapshot.PortReport, error) {
 	ns, err := CurrentNamespace()
@@ -91,6 +106,9 @@ func WhoIn(port uint16, namespaces []Namespace, resolver *proc.Resolver) (*snaps
 			// Exited since the walk: it keeps what the kernel said of it.
 			p = proc.Process{Identity: proc.Identity{PID: pid, StartNs: seen.StartNs}, Name: seen.Comm.String(), Exited: true}
 			p.Cgroup.ID = seen.CgroupID
+			if c, ok := resolver.CgroupByID(seen.CgroupID); ok {
+				p.Cgroup = c
+			}
 		}
 		r.Processes[pid] = &p
 	}

@@ -17,7 +17,7 @@ const (
 	chunkSize   = 64 << 10
 	chunkCount  = 64 // 4 MiB of output may wait for a slow reader
 	chunkFlush  = chunkSize - lineMaxSize
-	lineMaxSize = 4096 // no line is longer: a connection in JSON, every state of both ends, is about 1.5 KiB
+	lineMaxSize = 4096 // no line is longer: a record's fields and Labels are bounded, and a connection in JSON, every state of both ends, is about 1.5 KiB
 )
 
 // chunk is a run of whole lines on its way to the writer.
@@ -48,7 +48,7 @@ type Printer struct {
 // PrinterOptions shape a Printer's output.
 type PrinterOptions struct {
 	JSON bool
-	// Text shapes text lines: time format, zone, colours.
+	// Text shapes text lines: time format, zone, colours, labels.
 	Text Text
 }
 
@@ -111,7 +111,7 @@ func (p *Printer) print(r *tracer.Record, conn *tracer.Connection) {
 	}
 	switch {
 	case r != nil && p.opts.JSON:
-		c.b = AppendJSON(c.b, r)
+		c.b = AppendJSON(c.b, r, p.opts.Text.Labels)
 	case r != nil:
 		c.b = p.opts.Text.AppendRecord(c.b, r)
 	case p.opts.JSON:
@@ -150,10 +150,11 @@ func (p *Printer) chunk() *chunk {
 
 // Tick implements tracer.Sink: what is formatted goes to the writer now, so
 // that lines appear as soon as the source runs dry.
-func (p *Printer) Tick(int64) {
+func (p *Printer) Tick(int64) int64 {
 	if p.cur != nil && len(p.cur.b) > 0 {
 		p.send()
 	}
+	return tracer.NoDeadline
 }
 
 // send hands the current chunk to the writer, or drops it if the writer's

@@ -80,6 +80,8 @@ type Text struct {
 	// Connections says the lines are connections (AppendConnection), for
 	// the header.
 	Connections bool
+	// Labels name the namespaces and cgroups of lines; nil, none.
+	Labels *Labels
 
 	// endpoint is the width of the LOCAL and REMOTE columns, 0 until the
 	// first header; scratch measures endpoints.
@@ -155,9 +157,10 @@ func stateColor(r *tracer.Record) string {
 	return ""
 }
 
-// AppendRecord appends r as one aligned line; when its endpoints are wider
-// than the columns so far, the columns widen and a header line with the
-// new widths comes first.
+// AppendRecord appends r as one aligned line, ending with the labels of
+// its owner's container and its network namespace (Labels); when its
+// endpoints are wider than the columns so far, the columns widen and a
+// header line with the new widths comes first.
 func (t *Text) AppendRecord(b []byte, r *tracer.Record) []byte {
 	if t.fit(netip.AddrPortFrom(r.SAddr, r.SPort), netip.AddrPortFrom(r.DAddr, r.DPort)) {
 		b = t.AppendHeader(b)
@@ -252,6 +255,7 @@ func (t *Text) AppendRecord(b []byte, r *tracer.Record) []byte {
 	if r.Late {
 		b = append(b, "  (late)"...)
 	}
+	b = t.Labels.appendText(b, r)
 	return append(b, '\n')
 }
 
@@ -320,9 +324,10 @@ func appendPadded(b []byte, s string, width int) []byte {
 // "time" field has the same width and sorts as text.
 const JSONTimeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
-// AppendJSON appends r as one JSON object and a newline. The fields are a
+// AppendJSON appends r as one JSON object and a newline, with the fields
+// labels knows of its owner's cgroup (nil labels: none). The fields are a
 // documented contract (README): add, never rename.
-func AppendJSON(b []byte, r *tracer.Record) []byte {
+func AppendJSON(b []byte, r *tracer.Record, labels *Labels) []byte {
 	b = append(b, `{"time":"`...)
 	b = time.Unix(0, r.TimeNs).UTC().AppendFormat(b, JSONTimeLayout)
 	b = append(b, `","type":"`...)
@@ -362,6 +367,7 @@ func AppendJSON(b []byte, r *tracer.Record) []byte {
 	b = strconv.AppendUint(b, r.StartNs, 10)
 	b = append(b, `,"cgroup_id":`...)
 	b = strconv.AppendUint(b, r.CgroupID, 10)
+	b = labels.appendJSON(b, r)
 	b = append(b, `,"owner_via":"`...)
 	b = append(b, r.OwnerVia.String()...)
 	b = append(b, `","netns":`...)

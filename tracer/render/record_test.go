@@ -3,6 +3,7 @@ package render
 import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/correlate"
+	"github.com/porttrace/porttrace/tracer/proc"
 
 	"bytes"
 	"encoding/json"
@@ -81,12 +82,47 @@ func sampleRecords() []tracer.Record {
 			r.TimeNs += 52_000
 			r.SAddr, r.SPort, r.DAddr, r.DPort = v4("10.0.0.2"), 40001, v4("10.0.0.1"), 9
 			r.Old, r.New, r.DurationNs, r.OwnerVia, r.Err = tracer.StateSynSent, tracer.StateClose, 52_000, tracer.OwnerConnect, 111
-			r.Process = tracer.Process{PID: 777, StartNs: 3_000_000_000, Comm: tracer.CommFrom("curl"), Thread: tracer.CommFrom("curl"), CgroupID: 9303}
+			r.Process = tracer.Process{PID: 777, StartNs: 3_000_000_000, Comm: tracer.CommFrom("curl"), Thread: tracer.CommFrom("curl"), CgroupID: 9404}
 		}),
 		with(func(r *tracer.Record) {
 			r.TimeNs -= 1_500_000_000
 			r.Old, r.New, r.DurationNs, r.OwnerVia, r.Late = tracer.StateSynRecv, tracer.StateEstablished, 9_000, tracer.OwnerListener, true
 		}),
+		with(func(r *tracer.Record) {
+			r.Old, r.New, r.DurationNs, r.NetNS = tracer.StateSynRecv, tracer.StateEstablished, 52_000, otherNetNS
+			r.Process = tracer.Process{PID: 6160, StartNs: 3_000_000_000, Comm: tracer.CommFrom("caddy"), Thread: tracer.CommFrom("caddy"), CgroupID: 9303}
+		}),
+	}
+}
+
+// otherNetNS is the network namespace of a sample line that is not the
+// watch's own.
+const otherNetNS = 4026532288
+
+// testLabels labels sample lines as a watch in the first sample's
+// namespace does, naming otherNetNS as ip netns might have, and the
+// samples' cgroups: nginx's unit, java's Kubernetes container, caddy's
+// docker container, curl's login session.
+func testLabels() *Labels {
+	return &Labels{
+		OwnNetNS: 4026531833,
+		NetNSName: func(inode uint32) string {
+			if inode == otherNetNS {
+				return "t1"
+			}
+			return "unexpected"
+		},
+		Cgroup: func(id uint64) (proc.Cgroup, bool) {
+			c, ok := map[uint64]string{
+				9101: "/system.slice/nginx.service",
+				9202: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0d8a1c2e_5b7f_4a39_9e1d_2f6b8c4a7e10.slice/cri-containerd-5150aaaabbbbccccddddeeeeffff00001111222233334444555566667777aaaa.scope",
+				9303: "/system.slice/docker-6160aaaabbbbccccddddeeeeffff00001111222233334444555566667777bbbb.scope",
+				9404: "/user.slice/user-0.slice/session-1.scope",
+			}[id]
+			cg := proc.ParseCgroupPath(c)
+			cg.ID = id
+			return cg, ok
+		},
 	}
 }
 
@@ -95,7 +131,7 @@ func TestTextGolden(t *testing.T) {
 		file  string
 		color bool
 	}{{"records.txt", false}, {"records.color.txt", true}} {
-		text := Text{Location: time.UTC, Color: tc.color}
+		text := Text{Location: time.UTC, Color: tc.color, Labels: testLabels()}
 		b := text.AppendHeader(nil)
 		for _, r := range sampleRecords() {
 			b = text.AppendRecord(b, &r)
@@ -166,8 +202,9 @@ func TestColumnsFitTheWidestEndpoint(t *testing.T) {
 
 func TestJSONGolden(t *testing.T) {
 	var b []byte
+	labels := testLabels()
 	for _, r := range sampleRecords() {
-		b = AppendJSON(b, &r)
+		b = AppendJSON(b, &r, labels)
 	}
 	golden(t, "records.json", b)
 
@@ -191,11 +228,14 @@ func TestJSONGolden(t *testing.T) {
 func TestFormatAllocatesNothing(t *testing.T) {
 	recs := sampleRecords()
 	buf := make([]byte, 0, 4096)
-	text := Text{Location: time.UTC, Color: true, Time: TimeRelative}
+	// A namespace or cgroup is named the first time a line of it is
+	// printed (in the run AllocsPerRun does not count); never again.
+	labels := testLabels()
+	text := Text{Location: time.UTC, Color: true, Time: TimeRelative, Labels: labels}
 	if n := testing.AllocsPerRun(100, func() {
 		for i := range recs {
 			buf = text.AppendRecord(buf[:0], &recs[i])
-			buf = AppendJSON(buf[:0], &recs[i])
+			buf = AppendJSON(buf[:0], &recs[i], labels)
 		}
 	}); n != 0 {
 		t.Errorf("formatting allocates %v times per batch", n)
@@ -212,7 +252,7 @@ func BenchmarkFormat(b *testing.B) {
 		fn   func(*tracer.Record)
 	}{
 		{"text", func(r *tracer.Record) { buf = text.AppendRecord(buf[:0], r) }},
-		{"json", func(r *tracer.Record) { buf = AppendJSON(buf[:0], r) }},
+		{"json", func(r *tracer.Record) { buf = AppendJSON(buf[:0], r, nil) }},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()

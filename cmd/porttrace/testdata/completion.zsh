@@ -6,6 +6,9 @@ _porttrace() {
 		'who:say once who holds PORT and who connects to it, and who owned its TIME_WAIT sockets'
 		'why:say whether bind(ADDR:PORT) would succeed now, and if not, what blocks it'
 		'free:stop what holds PORT and wait until it can be bound'
+		'history:say who held PORT, from when to when, its failed binds and connection counts'
+		'top:a live table of sockets by port and process'
+		'daemon:trace every port as a service: who from its cache, history, metrics'
 		'help:print the help of porttrace or of a command'
 		'version:print the version'
 		'completion:print the shell completion script for bash, zsh or fish'
@@ -22,6 +25,8 @@ _porttrace() {
 		specs+=('(-t --pids)'{-t,--pids}'[print only the pids of the processes holding the port, one per line (as lsof -t), for kill $(...)]')
 		specs+=('--netns=[answer for this network namespace\: an ip netns name, a path such as /proc/PID/ns/net, or a pid]:string: ')
 		specs+=('--all-netns[answer for every network namespace, each socket labelled with its own]')
+		specs+=('--socket=[ask the daemon on this socket first (default\: $PORTTRACE_SOCKET, else /run/porttrace/porttrace.sock)]:string: ')
+		specs+=('(-v --verbose)'{-v,--verbose}'[say whether the daemon or a snapshot taken now answered]')
 		specs+=('(-h --help)'{-h,--help}'[print this help]')
 		specs+=('1:PORT...: ')
 		_arguments -s $specs
@@ -53,11 +58,58 @@ _porttrace() {
 		_arguments -s $specs
 		return
 		;;
+	history)
+		shift words
+		(( CURRENT-- ))
+		specs+=('--since=[how far back (e.g. 24h, 15m)]:duration: ')
+		specs+=('--until=[up to this long ago (0\: now)]:duration: ')
+		specs+=('--json[print one JSON object]')
+		specs+=('--socket=[ask the daemon on this socket (default\: $PORTTRACE_SOCKET, else /run/porttrace/porttrace.sock)]:string: ')
+		specs+=('--data-dir=[read the history here when no daemon answers]:string: ')
+		specs+=('(-h --help)'{-h,--help}'[print this help]')
+		specs+=('1:PORT: ')
+		_arguments -s $specs
+		return
+		;;
+	top)
+		shift words
+		(( CURRENT-- ))
+		specs+=('(-p --port)'{-p+,--port=}'[show only these PORTS\: 8080, 80,443, 8000-8100 or a service name (http); repeated, the lists are merged; default\: every port]:PORTS: ')
+		specs+=('(-4 --ipv4)'{-4,--ipv4}'[IPv4 only]')
+		specs+=('(-6 --ipv6)'{-6,--ipv6}'[IPv6 only]')
+		specs+=('(-d --interval)'{-d+,--interval=}'[refresh every DURATION]:DURATION: ')
+		specs+=('(-n --iterations)'{-n+,--iterations=}'[stop after N tables; default\: at q, Ctrl-C or SIGTERM]:N: ')
+		specs+=('--sort=[sort the rows by KEY\: port, sockets, conns, close-wait, binds]:KEY:(port sockets conns close-wait binds)')
+		specs+=('--duration=[stop after this DURATION (30s, 5m)]:DURATION: ')
+		specs+=('--ready-file=[write this FILE (porttrace'\''s pid) once every probe is attached]:FILE:_files')
+		specs+=('--probe=[hook FAMILY\: auto, tracepoint or kprobe]:FAMILY:(auto tracepoint kprobe)')
+		specs+=('--buffer-size=[kernel ring buffer size in MiB, a power of two]:MiB: ')
+		specs+=('(-v --verbose)'{-v,--verbose}'[say which hooks were attached and why]')
+		specs+=('(-h --help)'{-h,--help}'[print this help]')
+		_arguments -s $specs
+		return
+		;;
+	daemon)
+		shift words
+		(( CURRENT-- ))
+		specs+=('--socket=[serve the API on this unix socket]:string: ')
+		specs+=('--data-dir=[keep the port history here ("" keeps none)]:string: ')
+		specs+=('--history-max-age=[forget history older than this]:duration: ')
+		specs+=('--history-max-bytes=[keep the history database under this many bytes]:int: ')
+		specs+=('--metrics-address=[serve Prometheus metrics on http\://ADDRESS/metrics (e.g. 127.0.0.1\:9813); default\: off]:string: ')
+		specs+=('--log-file=[log here instead of standard error; SIGHUP reopens it (for logrotate)]:string: ')
+		specs+=('--probe=[hook family\: auto, tracepoint or kprobe]:string: ')
+		specs+=('--buffer-size=[kernel ring buffer size in MiB (a power of two)]:int: ')
+		specs+=('(-v --verbose)'{-v,--verbose}'[log which hooks were attached and why]')
+		specs+=('(-h --help)'{-h,--help}'[print this help]')
+		_arguments -s $specs
+		return
+		;;
 	help)
 		shift words
 		(( CURRENT-- ))
 		specs+=('(-h --help)'{-h,--help}'[print this help]')
-		specs+=('1:[COMMAND]:(who why free help version completion man)')
+		specs+=('1:[COMMAND]:(who why free history top daemon help version completion man)')
 		_arguments -s $specs
 		return
 		;;

@@ -1,0 +1,298 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/api"
+	"github.com/porttrace/porttrace/tracer/correlate"
+	"github.com/porttrace/porttrace/tracer/history"
+	"github.com/porttrace/porttrace/tracer/linux"
+	"github.com/porttrace/porttrace/tracer/metrics"
+	"github.com/porttrace/porttrace/tracer/proc"
+	"github.com/porttrace/porttrace/tracer/snapshot"
+)
+
+// lossCheckInterval is how often the kernel's loss counters are read: a
+// loss is repaired by a fresh snapshot within about this long.
+const lossCheckInterval = time.Second
+
+// Config says what the daemon serves and keeps.
+type Config struct {
+	// Socket is the API's unix socket.
+	Socket string
+	// DataDir keeps the history; "" keeps none.
+	DataDir string
+	// History bounds the history store (zero values: its defaults).
+	HistoryMaxAge   time.Duration
+	HistoryMaxBytes int64
+	// MetricsAddress serves Prometheus metrics on /metrics; "" serves none.
+	MetricsAddress string
+	// Source is what to trace: every port by default.
+	Source tracer.Config
+	// Logf receives the daemon's log lines.
+	Logf func(format string, args ...any)
+	// Ready, if set, is called once the daemon serves.
+	Ready func()
+}
+
+// daemon is one running service. The loop owns the correlator; everything
+// else here reads what the loop publishes or what the kernel says now.
+type daemon struct {
+	cfg      Config
+	src      *linux.LinuxSource
+	loop     *correlate.Loop
+	store    *history.Store
+	resolver *proc.Resolver
+	own      linux.Namespace
+}
+
+// Run runs the daemon until ctx ends. It stops within a second of that:
+// the source is detached, the API and metrics servers closed, the history
+// committed.
+func Run(ctx context.Context, cfg Config) error {
+	d := &daemon{cfg: cfg, resolver: proc.NewResolver()}
+	var err error
+	if d.own, err = linux.CurrentNamespace(); err != nil {
+		return fmt.Errorf("reading the network namespace: %w", err)
+	}
+	var sinks []tracer.Sink
+	if cfg.DataDir != "" {
+		d.store, err = history.Open(cfg.DataDir, history.Options{
+			MaxAge: cfg.HistoryMaxAge, MaxBytes: cfg.HistoryMaxBytes, Logf: cfg.Logf, Describe: d.describe,
+		})
+		if err != nil {
+			return err
+		}
+		defer d.store.Close()
+		sinks = append(sinks, d.store)
+	}
+	src, err := linux.Open(cfg.Source)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	d.src = src
+	for _, h := range src.Hooks() {
+		cfg.Logf("%s", h)
+	}
+	var m *metrics.Metrics
+	if cfg.MetricsAddress != "" {
+		m = metrics.New(metrics.Options{Index: func() *correlate.Index { return d.loop.Index() }, Lost: src.Lost})
+		sinks = append(sinks, m)
+	}
+	d.loop = correlate.NewLoop(sinks...)
+	if err := d.seed(); err != nil {
+		return err
+	}
+	srv, err := api.Listen(cfg.Socket, api.Backend{Index: d.loop.Index, Who: d.who, History: d.history})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	if m != nil {
+		stop, err := serveMetrics(cfg.MetricsAddress, m.Handler(), cfg.Logf)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	cfg.Logf("serving the API on %s", cfg.Socket)
+	if cfg.Ready != nil {
+		cfg.Ready()
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.repairLosses(ctx)
+	}()
+	err = d.loop.Run(ctx, src)
+	wg.Wait()
+	return err
+}
+
+// seed starts the loop from one snapshot of every socket in every network
+// namespace.
+func (d *daemon) seed() error {
+	r, at, err := d.snapshotAll()
+	if err != nil {
+		return fmt.Errorf("the starting snapshot: %w", err)
+	}
+	d.loop.Seed(r, at)
+	d.cfg.Logf("started from %d sockets", len(r.Sockets))
+	return nil
+}
+
+func (d *daemon) snapshotAll() (*snapshot.PortReport, int64, error) {
+	namespaces, err := linux.AllNamespaces()
+	if err != nil {
+		return nil, 0, err
+	}
+	at := time.Now().UnixNano()
+	r, err := linux.WhoIn(0, namespaces, d.resolver)
+	return r, at, err
+}
+
+// repairLosses reconciles the loop's table with a fresh snapshot whenever
+// the kernel's count of lost events grows, so that a loss never leaves the
+// daemon wrong for long.
+func (d *daemon) repairLosses(ctx context.Context) {
+	t := time.NewTicker(lossCheckInterval)
+	defer t.Stop()
+	seen := d.src.Lost()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		lost := d.src.Lost()
+		if lost.Total() == seen.Total() {
+			continue
+		}
+		d.cfg.Logf("%s: reconciling with a fresh snapshot", lostLine(lost, seen))
+		seen = lost
+		r, at, err := d.snapshotAll()
+		if err != nil {
+			d.cfg.Logf("reconciling after lost events: %v", err)
+			continue
+		}
+		d.loop.Reseed(r, at)
+	}
+}
+
+func lostLine(now, before tracer.Lost) string {
+	return fmt.Sprintf("%d events lost (%d ring full, %d runs skipped, %d undecodable)",
+		now.Total()-before.Total(), now.Dropped-before.Dropped, now.Skipped-before.Skipped, now.Undecodable-before.Undecodable)
+}
+
+// who answers who from the cache: the kernel's sockets on the port now (one
+// sock_diag dump, filtered by the kernel) with the owners the loop knows.
+// Where the cache cannot name a socket's holder (UDP, or a socket from
+// before a loss), it walks every process's files for the port instead.
+func (d *daemon) who(ctx context.Context, port uint16, peerPID int32) (*api.WhoResponse, error) {
+	ns := d.own
+	if peerPID > 0 {
+		found, err := linux.FindNamespace(strconv.Itoa(int(peerPID)))
+		if err != nil {
+			return nil, err
+		}
+		ns = found
+	}
+	r, complete, err := d.fromCache(port, ns)
+	if err != nil {
+		return nil, err
+	}
+	from := "cache"
+	if !complete {
+		if r, err = linux.WhoIn(port, []linux.Namespace{ns}, d.resolver); err != nil {
+			return nil, err
+		}
+		from = "walk"
+	}
+	if !r.Held() {
+		r.Notes = append(r.Notes, d.lastHolder(port)...)
+	}
+	return &api.WhoResponse{Report: r, From: from}, nil
+}
+
+// lastHolder says who held a free port last and when it let go, from the
+// history.
+func (d *daemon) lastHolder(port uint16) []string {
+	if d.store == nil {
+		return nil
+	}
+	h, ok, err := d.store.LastHolder(port)
+	if err != nil || !ok || h.Held() {
+		return nil
+	}
+	return []string{fmt.Sprintf("last held by %s %d (%s %s:%d) until %s (%s)", tracer.Printable(h.Owner.Comm), h.Owner.PID,
+		h.Socket.Proto, h.Socket.Addr, h.Socket.Port, time.Unix(0, h.UntilNs).Format("2006-01-02 15:04:05"), h.End)}
+}
+
+// fromCache builds who's report from the kernel's sockets and the loop's
+// index; complete is false when a socket some process holds has no owner
+// in the index.
+func (d *daemon) fromCache(port uint16, ns linux.Namespace) (*snapshot.PortReport, bool, error) {
+	r, err := linux.Sockets(port, ns)
+	if err != nil {
+		return nil, false, err
+	}
+	owned := map[snapshot.SocketKey]correlate.Owned{}
+	x := d.loop.Index()
+	for _, list := range [][]correlate.Owned{x.ByLocalPort(port), x.ByRemotePort(port)} {
+		for _, o := range list {
+			owned[snapshot.KeyOf(o.NetNS, o.Local, o.Remote)] = o
+		}
+	}
+	r.Processes = map[uint32]*proc.Process{}
+	for i := range r.Sockets {
+		s := &r.Sockets[i]
+		o, ok := owned[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)]
+		switch {
+		case ok && (o.TimeWait || s.Inode == 0):
+			seen := proc.Process{Identity: proc.Identity{PID: o.Process.PID, StartNs: o.Process.StartNs}, Name: o.Process.Comm.String(), Exited: o.Exited}
+			s.Seen = &seen
+		case ok:
+			s.PIDs = []uint32{o.Process.PID}
+			if _, done := r.Processes[o.Process.PID]; !done {
+				p, err := d.resolver.Lookup(proc.Identity{PID: o.Process.PID, StartNs: o.Process.StartNs})
+				if err != nil {
+					return nil, false, nil // the owner is gone: the cache is behind
+				}
+				r.Processes[o.Process.PID] = &p
+			}
+		case s.Inode != 0:
+			return nil, false, nil // held by a process the cache does not know
+		}
+	}
+	return r, true, nil
+}
+
+// history answers history from the store.
+func (d *daemon) history(port uint16, since, until time.Time) (*history.Result, error) {
+	if d.store == nil {
+		return nil, errors.New("this daemon keeps no history (start it with --data-dir)")
+	}
+	res, err := d.store.Query(port, since, until)
+	return &res, err
+}
+
+// describe adds what /proc says of a process to history's facts.
+func (d *daemon) describe(p *history.Process) {
+	facts, err := d.resolver.Resolve(p.PID)
+	if err != nil {
+		return
+	}
+	p.User, p.Exe, p.Cmdline = facts.User, facts.Exe, facts.Cmdline
+}
+
+// serveMetrics serves h on addr until the returned function is called.
+func serveMetrics(addr string, h http.Handler, logf func(string, ...any)) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("serving metrics on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logf("metrics: %v", err)
+		}
+	}()
+	logf("serving metrics on http://%s/metrics", ln.Addr())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
+}
