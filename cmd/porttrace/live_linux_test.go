@@ -175,24 +175,30 @@ func dump(lines []jsonLine) string {
 	return b.String()
 }
 
-// connectAndClose makes one connection to a listener of its own on port,
-// the client closing first (its socket ends in TIME_WAIT), and returns the
-// client's port.
-func connectAndClose(t *testing.T, port int) int {
+// loopbackPair listens on 127.0.0.1:port, connects there and accepts: a
+// listener and the two ends of one connection, for the caller to close.
+func loopbackPair(t *testing.T, port int) (l net.Listener, client, server net.Conn) {
 	t.Helper()
 	l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	if err != nil {
 		t.Fatal(err)
 	}
+	if client, err = net.Dial("tcp4", l.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	if server, err = l.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	return l, client, server
+}
+
+// connectAndClose makes one connection to a listener of its own on port,
+// the client closing first (its socket ends in TIME_WAIT), and returns the
+// client's port.
+func connectAndClose(t *testing.T, port int) int {
+	t.Helper()
+	l, c, s := loopbackPair(t, port)
 	defer l.Close()
-	c, err := net.Dial("tcp4", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
 	clientPort := c.LocalAddr().(*net.TCPAddr).Port
 	c.Close()
 	s.Read(make([]byte, 1)) // the client's FIN
@@ -332,18 +338,7 @@ func TestConnectionsOnRealTraffic(t *testing.T) {
 	port, closed := freeLoopbackPort(t), freeLoopbackPort(t)
 	stop := watchJSON(t, "--connections", "--port", strconv.Itoa(port)+","+strconv.Itoa(closed))
 
-	l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.Dial("tcp4", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, c, s := loopbackPair(t, port)
 	resetPort := c.LocalAddr().(*net.TCPAddr).Port
 	c.(*net.TCPConn).SetLinger(0)
 	c.Close() // a reset

@@ -161,18 +161,7 @@ func TestJSONLines(t *testing.T) {
 		}
 	}
 
-	l, err = net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.Dial("tcp4", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, c, s := loopbackPair(t, port)
 	clientPort := c.LocalAddr().(*net.TCPAddr).Port
 	c.Close()
 	s.Close()

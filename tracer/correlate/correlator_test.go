@@ -94,13 +94,7 @@ func line(r *tracer.Record) string {
 func correlate(events []tracer.Event) []string {
 	var out []string
 	c := NewCorrelator(func(r *tracer.Record) { out = append(out, line(r)) })
-	for i := range events {
-		if events[i].Kind == 0 {
-			c.Tick(events[i].TimeNs)
-			continue
-		}
-		c.Handle(&events[i])
-	}
+	feed(c, events)
 	c.Flush()
 	return out
 }

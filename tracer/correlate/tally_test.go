@@ -14,13 +14,7 @@ func (discardOutput) Connection(*tracer.Connection) {}
 func tally(events []tracer.Event) Counts {
 	t := NewTally(discardOutput{})
 	c := NewCorrelator(t.Record)
-	for i := range events {
-		if events[i].Kind == 0 {
-			c.Tick(events[i].TimeNs)
-			continue
-		}
-		c.Handle(&events[i])
-	}
+	feed(c, events)
 	c.Flush()
 	return t.Counts()
 }
