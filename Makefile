@@ -55,7 +55,7 @@ lint:
 IMAGE ?= porttrace:latest
 image:
 	ctx=$$(mktemp -d) && trap 'rm -rf "$$ctx"' EXIT && \
-	CGO_ENABLED=0 $(GO) build -trimpath -o "$$ctx/porttrace" ./cmd/porttrace && \
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o "$$ctx/porttrace" ./cmd/porttrace && \
 	cp cmd/porttrace/deploy/Dockerfile "$$ctx/" && \
 	docker build -t $(IMAGE) "$$ctx"
 
