@@ -51,15 +51,7 @@ func TestDocker(t *testing.T) {
 	// socket's folder, the history, and /etc/group with a group porttrace.
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
-	runDir, historyDir, groups := filepath.Join(dir, "run"), filepath.Join(dir, "history"), filepath.Join(dir, "group")
-	etcGroup, err := os.ReadFile("/etc/group")
-	if err != nil {
-		t.Fatal(err)
-	}
-	const porttraceGID = 64123
-	if err := os.WriteFile(groups, fmt.Appendf(etcGroup, "porttrace:x:%d:\n", porttraceGID), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	runDir, historyDir, groups := filepath.Join(dir, "run"), filepath.Join(dir, "history"), groupFile(t)
 	// A host process, this test, listening before the daemon starts (so
 	// that its port gets a label from the starting snapshot, see
 	// TestPrometheusScrapes).
@@ -91,10 +83,7 @@ func TestDocker(t *testing.T) {
 		return out
 	}
 	scraped := scrape()
-	var st syscall.Stat_t
-	if err := syscall.Stat(socket, &st); err != nil || st.Uid != 0 || st.Gid != porttraceGID || st.Mode&0o777 != 0o660 {
-		t.Errorf("the socket: %v, uid %d gid %d mode %o; want root's and the group porttrace's (%d), 0660", err, st.Uid, st.Gid, st.Mode&0o777, porttraceGID)
-	}
+	checkSocket(t, socket)
 
 	a := who(t, socket, port)
 	if !a.FromDaemon || len(a.Processes) != 1 || a.Processes[0].PID != uint32(os.Getpid()) || a.Processes[0].Exe == "" || a.Processes[0].User != "root" {
@@ -213,8 +202,8 @@ func dockerClient(t *testing.T) *dockerCLI {
 	sock := filepath.Join(dir, "docker.sock")
 	cmd := exec.Command(dockerd, "--bridge=none", "--iptables=false", "--data-root", filepath.Join(dir, "root"),
 		"--exec-root", filepath.Join(dir, "exec"), "--pidfile", filepath.Join(dir, "docker.pid"), "--host", "unix://"+sock)
-	log := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = log, log
+	log := filepath.Join(dir, "dockerd.log")
+	outputTo(t, cmd, log)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +226,8 @@ func dockerClient(t *testing.T) *dockerCLI {
 	waitFor(t, "dockerd to answer", 60*time.Second, func() bool {
 		select {
 		case <-exited:
-			t.Fatalf("dockerd exited: %v\n%s", cmd.ProcessState, log.String())
+			out, _ := os.ReadFile(log)
+			t.Fatalf("dockerd exited: %v\n%s", cmd.ProcessState, out)
 		default:
 		}
 		return d.answers()

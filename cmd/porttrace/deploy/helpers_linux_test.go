@@ -116,30 +116,52 @@ func waitFor(t *testing.T, what string, bound time.Duration, cond func() bool) {
 	}
 }
 
-// lockedBuffer collects a process's output while it runs.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+// outputTo runs cmd with its standard output and error going to a new
+// file at path.
+func outputTo(t *testing.T, cmd *exec.Cmd, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	t.Cleanup(func() { f.Close() })
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
+// porttraceGID is the group porttrace's id in groupFile.
+const porttraceGID = 64123
+
+// groupFile is a copy of /etc/group with a group porttrace, for the
+// daemon to give its socket to.
+func groupFile(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/etc/group")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "group")
+	if err := os.WriteFile(path, fmt.Appendf(b, "porttrace:x:%d:\n", porttraceGID), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+// checkSocket checks that the daemon's socket is root's and the group
+// porttrace's, mode 0660.
+func checkSocket(t *testing.T, path string) {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil || st.Uid != 0 || st.Gid != porttraceGID || st.Mode&0o777 != 0o660 {
+		t.Errorf("the socket: %v, uid %d gid %d mode %o; want root's and the group porttrace's (%d), 0660", err, st.Uid, st.Gid, st.Mode&0o777, porttraceGID)
+	}
 }
 
 // daemon is a porttrace daemon a test started.
 type daemon struct {
 	cmd    *exec.Cmd
 	log    string // its --log-file
+	output string // its standard output and error: what comes before the log
 	socket string
-	output *lockedBuffer // standard output and error: what comes before the log
 	exited chan struct{}
 }
 
@@ -148,8 +170,8 @@ type daemon struct {
 // the daemon serves its API or exits. Its log goes to log.
 func startDaemon(t *testing.T, log, socket string, command ...string) *daemon {
 	t.Helper()
-	d := &daemon{cmd: exec.Command(command[0], command[1:]...), log: log, socket: socket, output: &lockedBuffer{}, exited: make(chan struct{})}
-	d.cmd.Stdout, d.cmd.Stderr = d.output, d.output
+	d := &daemon{cmd: exec.Command(command[0], command[1:]...), log: log, output: log + ".out", socket: socket, exited: make(chan struct{})}
+	outputTo(t, d.cmd, d.output)
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -178,8 +200,9 @@ func (d *daemon) hasExited() bool {
 
 // logText is what the daemon wrote, before and into its log.
 func (d *daemon) logText() string {
-	b, _ := os.ReadFile(d.log)
-	return d.output.String() + string(b)
+	out, _ := os.ReadFile(d.output)
+	log, _ := os.ReadFile(d.log)
+	return string(out) + string(log)
 }
 
 // stop sends SIGTERM and waits for the daemon to exit, returning how long

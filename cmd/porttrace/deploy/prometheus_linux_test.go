@@ -50,8 +50,8 @@ scrape_configs:
 	}
 	web := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	server := exec.Command(prometheus, "--config.file", config, "--storage.tsdb.path", filepath.Join(dir, "tsdb"), "--web.listen-address", web)
-	serverLog := &lockedBuffer{}
-	server.Stdout, server.Stderr = serverLog, serverLog
+	serverLog := filepath.Join(dir, "prometheus.log")
+	outputTo(t, server, serverLog)
 	if err := server.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,8 @@ scrape_configs:
 		var got string
 		for deadline := time.Now().Add(30 * time.Second); got != want; time.Sleep(200 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("prometheus answers %s = %q, want %q; its log:\n%s", query, got, want, serverLog.String())
+				out, _ := os.ReadFile(serverLog)
+				t.Fatalf("prometheus answers %s = %q, want %q; its log:\n%s", query, got, want, out)
 			}
 			got = queryValue(t, web, query)
 		}
