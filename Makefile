@@ -70,7 +70,7 @@ vmtest:
 	mkdir -p $(VMTEST_DIR)
 	CGO_ENABLED=0 $(GO) test -c -o $(VMTEST_DIR)/tracer.test ./tracer/linux
 	CGO_ENABLED=0 $(GO) test -c -o $(VMTEST_DIR)/porttrace.test ./cmd/porttrace
-	.ci/vmtest -- "tracer=$(VMTEST_DIR)/tracer.test -test.v -test.run ^TestKernel -test.skip Slow -test.timeout 240s" \
+	.ci/vmtest --timeout 900 -- "tracer=$(VMTEST_DIR)/tracer.test -test.v -test.run ^TestKernel -test.skip Slow -test.timeout 600s" \
 		"porttrace=$(VMTEST_DIR)/porttrace.test -test.v -test.run ^Test(WithoutPrivileges|JSONLines)$$ -test.timeout 120s"
 
 # The Windows build's tests, under wine.

@@ -34,8 +34,6 @@ const volatile __u16 filter_family = 0; /* AF_INET or AF_INET6: see traffic_want
 const volatile __u64 tw_timer_handler_addr = 0;
 /* Length of one jiffy in nanoseconds (1e9 / CONFIG_HZ). */
 const volatile __u64 jiffy_ns = 0;
-/* Bytes waiting in the ring buffer that are worth waking the reader for. */
-const volatile __u64 wakeup_bytes = 0;
 
 enum event_kind {
 	EVENT_STATE = 1,
@@ -95,6 +93,36 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } lost SEC(".maps");
+
+/* Runs of a hook's first program that its second program made instead
+ * (see "Runs the kernel skips"), per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} rescued SEC(".maps");
+
+/* The hooks that have a second program, as indexes into struct running. */
+enum rescued_hook {
+	HOOK_STATE,
+	HOOK_TIMER_START,
+	HOOK_TIMER_CANCEL,
+	HOOK_TIMER_EXPIRE,
+	RESCUED_HOOKS,
+};
+
+/* Whether a hook's first program is under way on this CPU. */
+struct running {
+	__u8 first[RESCUED_HOOKS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct running);
+} running SEC(".maps");
 
 /* A bind(2) between its entry and exit, by thread. */
 struct bind_args {
@@ -186,13 +214,13 @@ static __always_inline struct event *reserve(__u8 kind)
 	return e;
 }
 
-/* Waking the reader costs an interrupt per wakeup, and the reader polls
- * every few milliseconds anyway: wake it only when a batch has built up. */
+/* The kernel's own wakeup policy (no flag) wakes the reader only for a
+ * record at the reader's position: the first after the reader had read
+ * everything, which it sleeps on while idle. The records that follow while
+ * it reads or pauses between batches (see source_linux.go) cost no wakeup. */
 static __always_inline void submit(struct event *e)
 {
-	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
-			      BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-	bpf_ringbuf_submit(e, flags);
+	bpf_ringbuf_submit(e, 0);
 }
 
 /* Addresses, ports and namespace of a full or timewait socket (see
@@ -262,6 +290,58 @@ static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, 
 	return 0;
 }
 
+/* ---- Runs the kernel skips ----
+ *
+ * The kernel does not run a tp_btf or raw_tp program on a CPU where a run
+ * of the same program is under way (a softirq interrupting it); it only
+ * counts the run as missed, without saying for which socket. Each hook that
+ * runs in softirqs (state changes, timers) therefore has a second program,
+ * attached after the first: the kernel's guard is per program, so the
+ * second runs where the first was kept from it, which it knows by the
+ * first's mark that it is under way on this CPU. The first clears its mark
+ * when it ends, even when it ran nested (kernels without the guard run it
+ * nested, and the second then sees no mark and stays silent).
+ */
+static __always_inline __u8 *running_mark(enum rescued_hook hook)
+{
+	__u32 zero = 0;
+	struct running *r = bpf_map_lookup_elem(&running, &zero);
+	return r ? &r->first[hook] : NULL;
+}
+
+static __always_inline void count_rescued(void)
+{
+	__u32 zero = 0;
+	__u64 *count = bpf_map_lookup_elem(&rescued, &zero);
+	if (count)
+		(*count)++;
+}
+
+/* Defines a hook's two programs, name and name_rescue, on one section:
+ * both run call, the first always, the second only for the runs the kernel
+ * kept the first from. */
+#define WITH_RESCUE(sec, name, hook, call)                        \
+	SEC(sec)                                                  \
+	int name(__u64 *ctx)                                      \
+	{                                                         \
+		__u8 *mark = running_mark(hook);                  \
+		if (mark)                                         \
+			*mark = 1;                                \
+		int ret = call;                                   \
+		if (mark)                                         \
+			*mark = 0;                                \
+		return ret;                                       \
+	}                                                         \
+	SEC(sec)                                                  \
+	int name##_rescue(__u64 *ctx)                             \
+	{                                                         \
+		__u8 *mark = running_mark(hook);                  \
+		if (!mark || !*mark)                              \
+			return 0;                                 \
+		count_rescued();                                  \
+		return call;                                      \
+	}
+
 /* ---- TCP state changes: sock:inet_sock_set_state or tcp_set_state ---- */
 
 static __always_inline int handle_set_state(struct sock *sk, int oldstate, int newstate)
@@ -279,17 +359,10 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 
 /* tp_btf and raw_tp both receive the tracepoint's arguments as an array of
  * u64; reads go through BPF_CORE_READ, so one body serves both. */
-SEC("tp_btf/inet_sock_set_state")
-int state_tp_btf(__u64 *ctx)
-{
-	return handle_set_state((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2]);
-}
-
-SEC("raw_tp/inet_sock_set_state")
-int state_raw_tp(__u64 *ctx)
-{
-	return handle_set_state((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2]);
-}
+WITH_RESCUE("tp_btf/inet_sock_set_state", state_tp_btf, HOOK_STATE,
+	    handle_set_state((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2]))
+WITH_RESCUE("raw_tp/inet_sock_set_state", state_raw_tp, HOOK_STATE,
+	    handle_set_state((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2]))
 
 SEC("tracepoint/sock/inet_sock_set_state")
 int state_tracepoint(struct trace_event_raw_inet_sock_set_state *ctx)
@@ -472,41 +545,18 @@ static __always_inline int handle_timer(__u8 kind, struct timer_list *timer)
 	return emit_timewait(kind, timer_timewait(timer), left * (long)jiffy_ns);
 }
 
-SEC("tp_btf/timer_start")
-int timer_start_tp_btf(__u64 *ctx)
-{
-	return handle_timer(EVENT_TIMEWAIT_START, (struct timer_list *)ctx[0]);
-}
-
-SEC("tp_btf/timer_cancel")
-int timer_cancel_tp_btf(__u64 *ctx)
-{
-	return handle_timer(EVENT_TIMEWAIT_CANCEL, (struct timer_list *)ctx[0]);
-}
-
-SEC("tp_btf/timer_expire_entry")
-int timer_expire_tp_btf(__u64 *ctx)
-{
-	return handle_timer(EVENT_TIMEWAIT_EXPIRE, (struct timer_list *)ctx[0]);
-}
-
-SEC("raw_tp/timer_start")
-int timer_start_raw_tp(__u64 *ctx)
-{
-	return handle_timer(EVENT_TIMEWAIT_START, (struct timer_list *)ctx[0]);
-}
-
-SEC("raw_tp/timer_cancel")
-int timer_cancel_raw_tp(__u64 *ctx)
-{
-	return handle_timer(EVENT_TIMEWAIT_CANCEL, (struct timer_list *)ctx[0]);
-}
-
-SEC("raw_tp/timer_expire_entry")
-int timer_expire_raw_tp(__u64 *ctx)
-{
-	return handle_timer(EVENT_TIMEWAIT_EXPIRE, (struct timer_list *)ctx[0]);
-}
+WITH_RESCUE("tp_btf/timer_start", timer_start_tp_btf, HOOK_TIMER_START,
+	    handle_timer(EVENT_TIMEWAIT_START, (struct timer_list *)ctx[0]))
+WITH_RESCUE("tp_btf/timer_cancel", timer_cancel_tp_btf, HOOK_TIMER_CANCEL,
+	    handle_timer(EVENT_TIMEWAIT_CANCEL, (struct timer_list *)ctx[0]))
+WITH_RESCUE("tp_btf/timer_expire_entry", timer_expire_tp_btf, HOOK_TIMER_EXPIRE,
+	    handle_timer(EVENT_TIMEWAIT_EXPIRE, (struct timer_list *)ctx[0]))
+WITH_RESCUE("raw_tp/timer_start", timer_start_raw_tp, HOOK_TIMER_START,
+	    handle_timer(EVENT_TIMEWAIT_START, (struct timer_list *)ctx[0]))
+WITH_RESCUE("raw_tp/timer_cancel", timer_cancel_raw_tp, HOOK_TIMER_CANCEL,
+	    handle_timer(EVENT_TIMEWAIT_CANCEL, (struct timer_list *)ctx[0]))
+WITH_RESCUE("raw_tp/timer_expire_entry", timer_expire_raw_tp, HOOK_TIMER_EXPIRE,
+	    handle_timer(EVENT_TIMEWAIT_EXPIRE, (struct timer_list *)ctx[0]))
 
 /* With kprobes, the timewait socket's own functions: every (re)scheduling,
  * including the re-arms the timer tracepoints miss, an early kill, and the

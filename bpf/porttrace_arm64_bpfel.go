@@ -55,43 +55,57 @@ type PorttraceExitKey struct {
 	Pad     uint32
 }
 
+type PorttraceRunning struct {
+	_     structs.HostLayout
+	First [4]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	PorttraceMapBinds               = "binds"
-	PorttraceMapEvents              = "events"
-	PorttraceMapExitsReported       = "exits_reported"
-	PorttraceMapLost                = "lost"
-	PorttraceProgAccept4Exit        = "accept4_exit"
-	PorttraceProgAcceptExit         = "accept_exit"
-	PorttraceProgAcceptKretprobe    = "accept_kretprobe"
-	PorttraceProgBindEnter          = "bind_enter"
-	PorttraceProgBindExit           = "bind_exit"
-	PorttraceProgExitRawTp          = "exit_raw_tp"
-	PorttraceProgExitTpBtf          = "exit_tp_btf"
-	PorttraceProgExitTracepoint     = "exit_tracepoint"
-	PorttraceProgStateRawTp         = "state_raw_tp"
-	PorttraceProgStateSetKprobe     = "state_set_kprobe"
-	PorttraceProgStateStoreKprobe   = "state_store_kprobe"
-	PorttraceProgStateTpBtf         = "state_tp_btf"
-	PorttraceProgStateTracepoint    = "state_tracepoint"
-	PorttraceProgTimerCancelRawTp   = "timer_cancel_raw_tp"
-	PorttraceProgTimerCancelTpBtf   = "timer_cancel_tp_btf"
-	PorttraceProgTimerExpireRawTp   = "timer_expire_raw_tp"
-	PorttraceProgTimerExpireTpBtf   = "timer_expire_tp_btf"
-	PorttraceProgTimerStartRawTp    = "timer_start_raw_tp"
-	PorttraceProgTimerStartTpBtf    = "timer_start_tp_btf"
-	PorttraceProgTwDescheduleKprobe = "tw_deschedule_kprobe"
-	PorttraceProgTwExpireKprobe     = "tw_expire_kprobe"
-	PorttraceProgTwScheduleKprobe   = "tw_schedule_kprobe"
-	PorttraceVarEventType           = "event_type"
-	PorttraceVarFilterFamily        = "filter_family"
-	PorttraceVarFilterPorts         = "filter_ports"
-	PorttraceVarFilterPortsOn       = "filter_ports_on"
-	PorttraceVarJiffyNs             = "jiffy_ns"
-	PorttraceVarTwTimerHandlerAddr  = "tw_timer_handler_addr"
-	PorttraceVarWakeupBytes         = "wakeup_bytes"
+	PorttraceMapBinds                   = "binds"
+	PorttraceMapEvents                  = "events"
+	PorttraceMapExitsReported           = "exits_reported"
+	PorttraceMapLost                    = "lost"
+	PorttraceMapRescued                 = "rescued"
+	PorttraceMapRunning                 = "running"
+	PorttraceProgAccept4Exit            = "accept4_exit"
+	PorttraceProgAcceptExit             = "accept_exit"
+	PorttraceProgAcceptKretprobe        = "accept_kretprobe"
+	PorttraceProgBindEnter              = "bind_enter"
+	PorttraceProgBindExit               = "bind_exit"
+	PorttraceProgExitRawTp              = "exit_raw_tp"
+	PorttraceProgExitTpBtf              = "exit_tp_btf"
+	PorttraceProgExitTracepoint         = "exit_tracepoint"
+	PorttraceProgStateRawTp             = "state_raw_tp"
+	PorttraceProgStateRawTpRescue       = "state_raw_tp_rescue"
+	PorttraceProgStateSetKprobe         = "state_set_kprobe"
+	PorttraceProgStateStoreKprobe       = "state_store_kprobe"
+	PorttraceProgStateTpBtf             = "state_tp_btf"
+	PorttraceProgStateTpBtfRescue       = "state_tp_btf_rescue"
+	PorttraceProgStateTracepoint        = "state_tracepoint"
+	PorttraceProgTimerCancelRawTp       = "timer_cancel_raw_tp"
+	PorttraceProgTimerCancelRawTpRescue = "timer_cancel_raw_tp_rescue"
+	PorttraceProgTimerCancelTpBtf       = "timer_cancel_tp_btf"
+	PorttraceProgTimerCancelTpBtfRescue = "timer_cancel_tp_btf_rescue"
+	PorttraceProgTimerExpireRawTp       = "timer_expire_raw_tp"
+	PorttraceProgTimerExpireRawTpRescue = "timer_expire_raw_tp_rescue"
+	PorttraceProgTimerExpireTpBtf       = "timer_expire_tp_btf"
+	PorttraceProgTimerExpireTpBtfRescue = "timer_expire_tp_btf_rescue"
+	PorttraceProgTimerStartRawTp        = "timer_start_raw_tp"
+	PorttraceProgTimerStartRawTpRescue  = "timer_start_raw_tp_rescue"
+	PorttraceProgTimerStartTpBtf        = "timer_start_tp_btf"
+	PorttraceProgTimerStartTpBtfRescue  = "timer_start_tp_btf_rescue"
+	PorttraceProgTwDescheduleKprobe     = "tw_deschedule_kprobe"
+	PorttraceProgTwExpireKprobe         = "tw_expire_kprobe"
+	PorttraceProgTwScheduleKprobe       = "tw_schedule_kprobe"
+	PorttraceVarEventType               = "event_type"
+	PorttraceVarFilterFamily            = "filter_family"
+	PorttraceVarFilterPorts             = "filter_ports"
+	PorttraceVarFilterPortsOn           = "filter_ports_on"
+	PorttraceVarJiffyNs                 = "jiffy_ns"
+	PorttraceVarTwTimerHandlerAddr      = "tw_timer_handler_addr"
 )
 
 // LoadPorttrace returns the embedded CollectionSpec for Porttrace.
@@ -136,28 +150,36 @@ type PorttraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PorttraceProgramSpecs struct {
-	Accept4Exit        *ebpf.ProgramSpec `ebpf:"accept4_exit"`
-	AcceptExit         *ebpf.ProgramSpec `ebpf:"accept_exit"`
-	AcceptKretprobe    *ebpf.ProgramSpec `ebpf:"accept_kretprobe"`
-	BindEnter          *ebpf.ProgramSpec `ebpf:"bind_enter"`
-	BindExit           *ebpf.ProgramSpec `ebpf:"bind_exit"`
-	ExitRawTp          *ebpf.ProgramSpec `ebpf:"exit_raw_tp"`
-	ExitTpBtf          *ebpf.ProgramSpec `ebpf:"exit_tp_btf"`
-	ExitTracepoint     *ebpf.ProgramSpec `ebpf:"exit_tracepoint"`
-	StateRawTp         *ebpf.ProgramSpec `ebpf:"state_raw_tp"`
-	StateSetKprobe     *ebpf.ProgramSpec `ebpf:"state_set_kprobe"`
-	StateStoreKprobe   *ebpf.ProgramSpec `ebpf:"state_store_kprobe"`
-	StateTpBtf         *ebpf.ProgramSpec `ebpf:"state_tp_btf"`
-	StateTracepoint    *ebpf.ProgramSpec `ebpf:"state_tracepoint"`
-	TimerCancelRawTp   *ebpf.ProgramSpec `ebpf:"timer_cancel_raw_tp"`
-	TimerCancelTpBtf   *ebpf.ProgramSpec `ebpf:"timer_cancel_tp_btf"`
-	TimerExpireRawTp   *ebpf.ProgramSpec `ebpf:"timer_expire_raw_tp"`
-	TimerExpireTpBtf   *ebpf.ProgramSpec `ebpf:"timer_expire_tp_btf"`
-	TimerStartRawTp    *ebpf.ProgramSpec `ebpf:"timer_start_raw_tp"`
-	TimerStartTpBtf    *ebpf.ProgramSpec `ebpf:"timer_start_tp_btf"`
-	TwDescheduleKprobe *ebpf.ProgramSpec `ebpf:"tw_deschedule_kprobe"`
-	TwExpireKprobe     *ebpf.ProgramSpec `ebpf:"tw_expire_kprobe"`
-	TwScheduleKprobe   *ebpf.ProgramSpec `ebpf:"tw_schedule_kprobe"`
+	Accept4Exit            *ebpf.ProgramSpec `ebpf:"accept4_exit"`
+	AcceptExit             *ebpf.ProgramSpec `ebpf:"accept_exit"`
+	AcceptKretprobe        *ebpf.ProgramSpec `ebpf:"accept_kretprobe"`
+	BindEnter              *ebpf.ProgramSpec `ebpf:"bind_enter"`
+	BindExit               *ebpf.ProgramSpec `ebpf:"bind_exit"`
+	ExitRawTp              *ebpf.ProgramSpec `ebpf:"exit_raw_tp"`
+	ExitTpBtf              *ebpf.ProgramSpec `ebpf:"exit_tp_btf"`
+	ExitTracepoint         *ebpf.ProgramSpec `ebpf:"exit_tracepoint"`
+	StateRawTp             *ebpf.ProgramSpec `ebpf:"state_raw_tp"`
+	StateRawTpRescue       *ebpf.ProgramSpec `ebpf:"state_raw_tp_rescue"`
+	StateSetKprobe         *ebpf.ProgramSpec `ebpf:"state_set_kprobe"`
+	StateStoreKprobe       *ebpf.ProgramSpec `ebpf:"state_store_kprobe"`
+	StateTpBtf             *ebpf.ProgramSpec `ebpf:"state_tp_btf"`
+	StateTpBtfRescue       *ebpf.ProgramSpec `ebpf:"state_tp_btf_rescue"`
+	StateTracepoint        *ebpf.ProgramSpec `ebpf:"state_tracepoint"`
+	TimerCancelRawTp       *ebpf.ProgramSpec `ebpf:"timer_cancel_raw_tp"`
+	TimerCancelRawTpRescue *ebpf.ProgramSpec `ebpf:"timer_cancel_raw_tp_rescue"`
+	TimerCancelTpBtf       *ebpf.ProgramSpec `ebpf:"timer_cancel_tp_btf"`
+	TimerCancelTpBtfRescue *ebpf.ProgramSpec `ebpf:"timer_cancel_tp_btf_rescue"`
+	TimerExpireRawTp       *ebpf.ProgramSpec `ebpf:"timer_expire_raw_tp"`
+	TimerExpireRawTpRescue *ebpf.ProgramSpec `ebpf:"timer_expire_raw_tp_rescue"`
+	TimerExpireTpBtf       *ebpf.ProgramSpec `ebpf:"timer_expire_tp_btf"`
+	TimerExpireTpBtfRescue *ebpf.ProgramSpec `ebpf:"timer_expire_tp_btf_rescue"`
+	TimerStartRawTp        *ebpf.ProgramSpec `ebpf:"timer_start_raw_tp"`
+	TimerStartRawTpRescue  *ebpf.ProgramSpec `ebpf:"timer_start_raw_tp_rescue"`
+	TimerStartTpBtf        *ebpf.ProgramSpec `ebpf:"timer_start_tp_btf"`
+	TimerStartTpBtfRescue  *ebpf.ProgramSpec `ebpf:"timer_start_tp_btf_rescue"`
+	TwDescheduleKprobe     *ebpf.ProgramSpec `ebpf:"tw_deschedule_kprobe"`
+	TwExpireKprobe         *ebpf.ProgramSpec `ebpf:"tw_expire_kprobe"`
+	TwScheduleKprobe       *ebpf.ProgramSpec `ebpf:"tw_schedule_kprobe"`
 }
 
 // PorttraceMapSpecs contains maps before they are loaded into the kernel.
@@ -168,6 +190,8 @@ type PorttraceMapSpecs struct {
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	ExitsReported *ebpf.MapSpec `ebpf:"exits_reported"`
 	Lost          *ebpf.MapSpec `ebpf:"lost"`
+	Rescued       *ebpf.MapSpec `ebpf:"rescued"`
+	Running       *ebpf.MapSpec `ebpf:"running"`
 }
 
 // PorttraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -180,7 +204,6 @@ type PorttraceVariableSpecs struct {
 	FilterPortsOn      *ebpf.VariableSpec `ebpf:"filter_ports_on"`
 	JiffyNs            *ebpf.VariableSpec `ebpf:"jiffy_ns"`
 	TwTimerHandlerAddr *ebpf.VariableSpec `ebpf:"tw_timer_handler_addr"`
-	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // PorttraceObjects contains all objects after they have been loaded into the kernel.
@@ -207,6 +230,8 @@ type PorttraceMaps struct {
 	Events        *ebpf.Map `ebpf:"events"`
 	ExitsReported *ebpf.Map `ebpf:"exits_reported"`
 	Lost          *ebpf.Map `ebpf:"lost"`
+	Rescued       *ebpf.Map `ebpf:"rescued"`
+	Running       *ebpf.Map `ebpf:"running"`
 }
 
 func (m *PorttraceMaps) Close() error {
@@ -215,6 +240,8 @@ func (m *PorttraceMaps) Close() error {
 		m.Events,
 		m.ExitsReported,
 		m.Lost,
+		m.Rescued,
+		m.Running,
 	)
 }
 
@@ -228,35 +255,42 @@ type PorttraceVariables struct {
 	FilterPortsOn      *ebpf.Variable `ebpf:"filter_ports_on"`
 	JiffyNs            *ebpf.Variable `ebpf:"jiffy_ns"`
 	TwTimerHandlerAddr *ebpf.Variable `ebpf:"tw_timer_handler_addr"`
-	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // PorttracePrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadPorttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PorttracePrograms struct {
-	Accept4Exit        *ebpf.Program `ebpf:"accept4_exit"`
-	AcceptExit         *ebpf.Program `ebpf:"accept_exit"`
-	AcceptKretprobe    *ebpf.Program `ebpf:"accept_kretprobe"`
-	BindEnter          *ebpf.Program `ebpf:"bind_enter"`
-	BindExit           *ebpf.Program `ebpf:"bind_exit"`
-	ExitRawTp          *ebpf.Program `ebpf:"exit_raw_tp"`
-	ExitTpBtf          *ebpf.Program `ebpf:"exit_tp_btf"`
-	ExitTracepoint     *ebpf.Program `ebpf:"exit_tracepoint"`
-	StateRawTp         *ebpf.Program `ebpf:"state_raw_tp"`
-	StateSetKprobe     *ebpf.Program `ebpf:"state_set_kprobe"`
-	StateStoreKprobe   *ebpf.Program `ebpf:"state_store_kprobe"`
-	StateTpBtf         *ebpf.Program `ebpf:"state_tp_btf"`
-	StateTracepoint    *ebpf.Program `ebpf:"state_tracepoint"`
-	TimerCancelRawTp   *ebpf.Program `ebpf:"timer_cancel_raw_tp"`
-	TimerCancelTpBtf   *ebpf.Program `ebpf:"timer_cancel_tp_btf"`
-	TimerExpireRawTp   *ebpf.Program `ebpf:"timer_expire_raw_tp"`
-	TimerExpireTpBtf   *ebpf.Program `ebpf:"timer_expire_tp_btf"`
-	TimerStartRawTp    *ebpf.Program `ebpf:"timer_start_raw_tp"`
-	TimerStartTpBtf    *ebpf.Program `ebpf:"timer_start_tp_btf"`
-	TwDescheduleKprobe *ebpf.Program `ebpf:"tw_deschedule_kprobe"`
-	TwExpireKprobe     *ebpf.Program `ebpf:"tw_expire_kprobe"`
-	TwScheduleKprobe   *ebpf.Program `ebpf:"tw_schedule_kprobe"`
+	Accept4Exit            *ebpf.Program `ebpf:"accept4_exit"`
+	AcceptExit             *ebpf.Program `ebpf:"accept_exit"`
+	AcceptKretprobe        *ebpf.Program `ebpf:"accept_kretprobe"`
+	BindEnter              *ebpf.Program `ebpf:"bind_enter"`
+	BindExit               *ebpf.Program `ebpf:"bind_exit"`
+	ExitRawTp              *ebpf.Program `ebpf:"exit_raw_tp"`
+	ExitTpBtf              *ebpf.Program `ebpf:"exit_tp_btf"`
+	ExitTracepoint         *ebpf.Program `ebpf:"exit_tracepoint"`
+	StateRawTp             *ebpf.Program `ebpf:"state_raw_tp"`
+	StateRawTpRescue       *ebpf.Program `ebpf:"state_raw_tp_rescue"`
+	StateSetKprobe         *ebpf.Program `ebpf:"state_set_kprobe"`
+	StateStoreKprobe       *ebpf.Program `ebpf:"state_store_kprobe"`
+	StateTpBtf             *ebpf.Program `ebpf:"state_tp_btf"`
+	StateTpBtfRescue       *ebpf.Program `ebpf:"state_tp_btf_rescue"`
+	StateTracepoint        *ebpf.Program `ebpf:"state_tracepoint"`
+	TimerCancelRawTp       *ebpf.Program `ebpf:"timer_cancel_raw_tp"`
+	TimerCancelRawTpRescue *ebpf.Program `ebpf:"timer_cancel_raw_tp_rescue"`
+	TimerCancelTpBtf       *ebpf.Program `ebpf:"timer_cancel_tp_btf"`
+	TimerCancelTpBtfRescue *ebpf.Program `ebpf:"timer_cancel_tp_btf_rescue"`
+	TimerExpireRawTp       *ebpf.Program `ebpf:"timer_expire_raw_tp"`
+	TimerExpireRawTpRescue *ebpf.Program `ebpf:"timer_expire_raw_tp_rescue"`
+	TimerExpireTpBtf       *ebpf.Program `ebpf:"timer_expire_tp_btf"`
+	TimerExpireTpBtfRescue *ebpf.Program `ebpf:"timer_expire_tp_btf_rescue"`
+	TimerStartRawTp        *ebpf.Program `ebpf:"timer_start_raw_tp"`
+	TimerStartRawTpRescue  *ebpf.Program `ebpf:"timer_start_raw_tp_rescue"`
+	TimerStartTpBtf        *ebpf.Program `ebpf:"timer_start_tp_btf"`
+	TimerStartTpBtfRescue  *ebpf.Program `ebpf:"timer_start_tp_btf_rescue"`
+	TwDescheduleKprobe     *ebpf.Program `ebpf:"tw_deschedule_kprobe"`
+	TwExpireKprobe         *ebpf.Program `ebpf:"tw_expire_kprobe"`
+	TwScheduleKprobe       *ebpf.Program `ebpf:"tw_schedule_kprobe"`
 }
 
 func (p *PorttracePrograms) Close() error {
@@ -270,16 +304,24 @@ func (p *PorttracePrograms) Close() error {
 		p.ExitTpBtf,
 		p.ExitTracepoint,
 		p.StateRawTp,
+		p.StateRawTpRescue,
 		p.StateSetKprobe,
 		p.StateStoreKprobe,
 		p.StateTpBtf,
+		p.StateTpBtfRescue,
 		p.StateTracepoint,
 		p.TimerCancelRawTp,
+		p.TimerCancelRawTpRescue,
 		p.TimerCancelTpBtf,
+		p.TimerCancelTpBtfRescue,
 		p.TimerExpireRawTp,
+		p.TimerExpireRawTpRescue,
 		p.TimerExpireTpBtf,
+		p.TimerExpireTpBtfRescue,
 		p.TimerStartRawTp,
+		p.TimerStartRawTpRescue,
 		p.TimerStartTpBtf,
+		p.TimerStartTpBtfRescue,
 		p.TwDescheduleKprobe,
 		p.TwExpireKprobe,
 		p.TwScheduleKprobe,

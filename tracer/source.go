@@ -12,8 +12,23 @@ type Handler interface {
 	Handle(ev *Event)
 	// Tick tells the handler the time (same clock as Event.TimeNs) when the
 	// source has nothing more to deliver for now, so that decisions waiting
-	// on later events can be taken by a deadline instead.
-	Tick(nowNs int64)
+	// on later events can be taken by a deadline instead. It returns when
+	// the handler must be ticked again even if no event comes, or
+	// NoDeadline: an idle source then sleeps until the next event.
+	Tick(nowNs int64) (nextNs int64)
+}
+
+// NoDeadline is what Tick returns when only an event can give the handler
+// or sink work to do.
+const NoDeadline = int64(0)
+
+// EarlierDeadline is the earlier of two deadlines, either of which may be
+// NoDeadline.
+func EarlierDeadline(a, b int64) int64 {
+	if a == NoDeadline || (b != NoDeadline && b < a) {
+		return b
+	}
+	return a
 }
 
 // Sink consumes the correlator's records: the printer of a watch, and the
@@ -24,8 +39,10 @@ type Sink interface {
 	// Record receives one record, valid only during the call.
 	Record(r *Record)
 	// Tick says the source has run dry for now (time on the events'
-	// clock): the moment to flush what is buffered.
-	Tick(nowNs int64)
+	// clock): the moment to flush what is buffered. It returns when the
+	// sink must be ticked again even if no record comes (work it holds
+	// back for a while), or NoDeadline.
+	Tick(nowNs int64) (nextNs int64)
 }
 
 // Source is one platform's stream of kernel events: eBPF on Linux, ETW on
@@ -45,11 +62,13 @@ type Source interface {
 // Lost counts events lost in the kernel, by cause.
 type Lost struct {
 	// Dropped found the kernel's buffer full: porttrace did not read fast
-	// enough.
+	// enough. They are events of the watched ports: the programs filter
+	// before they reserve room.
 	Dropped uint64
 	// Skipped are runs of a probe the kernel did not make because a run of
-	// it was already under way on that CPU (a softirq interrupting it). The
-	// kernel does not say which port they were for.
+	// it was already under way on that CPU (a softirq interrupting it), and
+	// that nothing made up for. The kernel does not say which port they
+	// were for: most are of other ports' traffic.
 	Skipped uint64
 	// Undecodable reached porttrace but did not decode: a kernel side
 	// that does not match this porttrace.
@@ -58,6 +77,10 @@ type Lost struct {
 
 // Total is every event lost.
 func (l Lost) Total() uint64 { return l.Dropped + l.Skipped + l.Undecodable }
+
+// OfWatchedPorts is the events lost that are known to be of the watched
+// ports: all but the skipped runs.
+func (l Lost) OfWatchedPorts() uint64 { return l.Dropped + l.Undecodable }
 
 // ProbeMode chooses between hook families where a kernel offers several.
 type ProbeMode uint8

@@ -141,4 +141,4 @@ func TestBuffersFor(t *testing.T) {
 type countingHandler struct{ events, ticks int }
 
 func (h *countingHandler) Handle(*tracer.Event) { h.events++ }
-func (h *countingHandler) Tick(int64)           { h.ticks++ }
+func (h *countingHandler) Tick(int64) int64     { h.ticks++; return tracer.NoDeadline }

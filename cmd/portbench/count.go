@@ -156,10 +156,15 @@ func bpftraceScript(port int) string {
 // lostReport is what a tool says it lost.
 type lostReport struct {
 	lost uint64
-	gaps uint64 // porttrace: transitions seen without their predecessor
+	// porttrace: of lost, the probe runs the kernel skipped that nothing
+	// made up for, whose port is unknown; gaps, the transitions seen
+	// without their predecessor.
+	skipped uint64
+	gaps    uint64
 }
 
-var porttraceSummary = regexp.MustCompile(`porttrace: events lost in the kernel: (\d+)[^;\n]*(?:; transitions seen without their predecessor: (\d+))?`)
+var porttraceSummary = regexp.MustCompile(`porttrace: events lost in the kernel: (\d+)[^;\n]*` +
+	`(?:; probe runs the kernel skipped, of any port: (\d+)[^;\n]*)?(?:; transitions seen without their predecessor: (\d+))?`)
 
 // porttraceLost reads the last line of porttrace's summary; its absence
 // means porttrace did not end as it should.
@@ -169,7 +174,8 @@ func porttraceLost(stderr string) (lostReport, error) {
 		return lostReport{}, fmt.Errorf("no summary from porttrace: %s", lastLines(stderr, 3))
 	}
 	last := m[len(m)-1]
-	return lostReport{lost: parseUint(last[1]), gaps: parseUint(last[2])}, nil
+	skipped := parseUint(last[2])
+	return lostReport{lost: parseUint(last[1]) + skipped, skipped: skipped, gaps: parseUint(last[3])}, nil
 }
 
 // sumMatches adds up the counts a tool prints on stderr as it loses

@@ -93,7 +93,7 @@ func porttraceJSONSample() string {
 	}
 	var b []byte
 	for i := range records {
-		b = render.AppendJSON(b, &records[i])
+		b = render.AppendJSON(b, &records[i], nil)
 	}
 	return string(b)
 }
@@ -199,15 +199,15 @@ func TestPorttraceLost(t *testing.T) {
 		want   lostReport
 	}{
 		{"nothing lost", summary(stats, pt.Lost{}, 0), lostReport{}},
-		{"lost, every cause", summary(stats, pt.Lost{Dropped: 300, Skipped: 40, Undecodable: 2}, 0), lostReport{lost: 342}},
-		{"skipped only", summary(stats, pt.Lost{Skipped: 440}, 0), lostReport{lost: 440}},
-		{"gaps", summary(withGaps, pt.Lost{Skipped: 5}, 0), lostReport{lost: 5, gaps: 17}},
+		{"lost, every cause", summary(stats, pt.Lost{Dropped: 300, Skipped: 40, Undecodable: 2}, 0), lostReport{lost: 342, skipped: 40}},
+		{"skipped only", summary(stats, pt.Lost{Skipped: 440}, 0), lostReport{lost: 440, skipped: 440}},
+		{"gaps", summary(withGaps, pt.Lost{Skipped: 5}, 0), lostReport{lost: 5, skipped: 5, gaps: 17}},
 		{"lines not written after it", summary(withGaps, pt.Lost{Dropped: 9}, 1200), lostReport{lost: 9, gaps: 17}},
 		{"warnings while it ran, then the summary",
 			"porttrace: " + render.DescribeLost(pt.Lost{Skipped: 3}) + "\n" +
 				"porttrace: " + render.DescribeLost(pt.Lost{Dropped: 100, Skipped: 3}) + "\n" +
 				summary(withGaps, pt.Lost{Dropped: 100, Skipped: 8}, 0),
-			lostReport{lost: 108, gaps: 17}},
+			lostReport{lost: 108, skipped: 8, gaps: 17}},
 	} {
 		got, err := porttraceLost(tc.stderr)
 		if err != nil || got != tc.want {

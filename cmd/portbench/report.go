@@ -181,17 +181,23 @@ func (b *bench) printTargets(tallies []*tally) {
 			continue
 		}
 		ratio := median(t.ratios)
-		// porttrace's lost count includes the runs the kernel skipped; what
-		// is left found its ring buffer full.
-		ringFull := t.lost.lost - min(t.lost.lost, t.bpf.misses)
+		// porttrace's lost count is the events of the watched port that
+		// found its ring buffer full (or did not decode), and the runs the
+		// kernel skipped that its second programs did not make up for.
+		ringFull := t.lost.lost - t.lost.skipped
 		if t.otherPort {
 			// Runs skipped there were of events the filter drops anyway.
 			fmt.Fprintf(b.out, "  %-32s rate %.2f (goal >= 0.95: %s); lines %d, ring buffer full %d (goal 0: %s)\n",
 				t.name, ratio, verdict(ratio >= 0.95), t.all, ringFull, verdict(t.all == 0 && ringFull == 0))
 			continue
 		}
-		fmt.Fprintf(b.out, "  %-32s rate %.2f (goal >= 0.85: %s); lost %d, of which the kernel skipped %d (goal 0: %s)\n",
-			t.name, ratio, verdict(ratio >= 0.85), max(t.lost.lost, t.bpf.misses), t.bpf.misses, verdict(t.lost.lost+t.bpf.misses == 0))
+		fmt.Fprintf(b.out, "  %-32s rate %.2f (goal >= 0.95: %s); lost %d: ring buffer full %d, skipped runs not made up for %d (of %d the kernel skipped)",
+			t.name, ratio, verdict(ratio >= 0.95), t.lost.lost, ringFull, t.lost.skipped, t.bpf.misses)
+		if t.counted {
+			missing := float64(t.expected-t.lines) / float64(t.expected)
+			fmt.Fprintf(b.out, "; missing %.4f%% (goal < 0.001%%: %s)", 100*missing, verdict(missing < 0.00001))
+		}
+		fmt.Fprintln(b.out)
 	}
 }
 

@@ -241,6 +241,7 @@ func (t *tally) add(r runResult, conns int) {
 	}
 	t.all += r.tracer.all
 	t.lost.lost += r.tracer.lost.lost
+	t.lost.skipped += r.tracer.lost.skipped
 	t.lost.gaps += r.tracer.lost.gaps
 	t.bpf.add(r.tracer.bpf)
 	t.cpu = t.cpu.add(r.tracer.cpu)

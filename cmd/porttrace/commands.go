@@ -70,6 +70,7 @@ show.`},
 		whyCommand(),
 		freeCommand(),
 		historyCommand(),
+		topCommand(),
 	}
 	c.commands = append(c.commands, platformCommands()...)
 	c.commands = append(c.commands, []*command{

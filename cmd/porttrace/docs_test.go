@@ -93,7 +93,7 @@ var completionCases = []struct {
 	line string // up to the cursor
 	want string // the candidates, sorted, space-separated
 }{
-	{"porttrace ", "completion daemon free help history man version who why"},
+	{"porttrace ", "completion daemon free help history man top version who why"},
 	{"porttrace --pro", "--probe"},
 	{"porttrace --probe ", "auto kprobe tracepoint"},
 	{"porttrace --port 80 --js", "--json"},

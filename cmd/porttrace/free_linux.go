@@ -28,6 +28,10 @@ var serverBind = why.Request{ReuseAddr: true}
 
 func trialBind(req why.Request) (string, error) { return linux.TrialBind(req) }
 
+// identify is the process pid names now, for telling a process from a
+// later one that took its pid.
+func identify(pid uint32) (proc.Identity, error) { return proc.Identify(pid) }
+
 func descendants(root proc.Identity) ([]proc.Identity, error) { return proc.Descendants(root) }
 
 func stopProcess(ctx context.Context, id proc.Identity, timeout time.Duration) (string, error) {

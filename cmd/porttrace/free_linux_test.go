@@ -125,16 +125,7 @@ func TestFreeTimeWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := net.Dial("tcp4", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	c.Close()
+	serverClosesFirst(t, l)
 	l.Close()
 	var stdout, stderr bytes.Buffer
 	if err := run(context.Background(), []string{"free", strconv.Itoa(port), "--time-wait", "--yes"}, &stdout, &stderr); err != nil {

@@ -31,6 +31,10 @@ var serverBind = why.Request{}
 
 func trialBind(req why.Request) (string, error) { return windows.TrialBind(req) }
 
+// identify is the process pid names now, for telling a process from a
+// later one that took its pid.
+func identify(pid uint32) (proc.Identity, error) { return windows.Identify(pid) }
+
 func descendants(root proc.Identity) ([]proc.Identity, error) { return windows.Descendants(root) }
 
 func stopProcess(ctx context.Context, id proc.Identity, timeout time.Duration) (string, error) {

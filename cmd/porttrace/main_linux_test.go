@@ -199,11 +199,26 @@ func TestJSONLines(t *testing.T) {
 		Thread     string  `json:"thread"`
 		StartNs    uint64  `json:"start_ns"`
 		CgroupID   uint64  `json:"cgroup_id"`
+		Cgroup     string  `json:"cgroup"`
+		Unit       string  `json:"unit"`
+		Container  any     `json:"container"`
 		OwnerVia   string  `json:"owner_via"`
 		NetNS      uint64  `json:"netns"`
 		DurationNs *int64  `json:"duration_ns"`
 		TimeoutNs  int64   `json:"timeout_ns"`
 		Reason     string  `json:"reason"`
+	}
+	// This process's cgroup v2 path, /proc/self/cgroup's "0::" line,
+	// which lines name where a cgroup2 file system is mounted (not on the
+	// vmtest guests).
+	procCgroup, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cgroup, _ := strings.Cut(string(procCgroup), "0::")
+	cgroup, _, _ = strings.Cut(cgroup, "\n")
+	if mountinfo, err := os.ReadFile("/proc/self/mountinfo"); err != nil || !strings.Contains(string(mountinfo), " - cgroup2 ") {
+		cgroup = ""
 	}
 	var got []string
 	for _, raw := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
@@ -223,8 +238,8 @@ func TestJSONLines(t *testing.T) {
 			t.Errorf("line %q: comm %q thread %q, want this test's", raw, ln.Comm, ln.Thread)
 		}
 		// Every process is in a cgroup (the root one's id is 1).
-		if ln.StartNs == 0 || ln.CgroupID == 0 {
-			t.Errorf("line %q: no start time or cgroup of its owner", raw)
+		if ln.StartNs == 0 || ln.CgroupID == 0 || ln.Cgroup != cgroup {
+			t.Errorf("line %q: no start time or cgroup of its owner, want cgroup %q", raw, cgroup)
 		}
 		desc := ln.Type
 		if ln.Old != nil {
@@ -416,16 +431,7 @@ func TestAskedWhileStopping(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 200 {
-		c, err := net.Dial("tcp4", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := l.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Close()
-		c.Close()
+		serverClosesFirst(t, l)
 	}
 	l.Close()
 	time.Sleep(200 * time.Millisecond)
@@ -725,5 +731,85 @@ func TestFamilyFlagStartingSnapshot(t *testing.T) {
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("porttrace %s --port %s starts from %v, want %v", tc.flag, tc.port, got, tc.want)
 		}
+	}
+}
+
+// TestWhoWithoutPrivileges: as nobody, who still answers from what the
+// kernel gives any user: root's listener as held by a process of uid 0 (exit
+// 0: the port is taken), and a note saying what naming it needs.
+func TestWhoWithoutPrivileges(t *testing.T) {
+	needRoot(t)
+	port := freeLoopbackPort(t)
+	l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cmd := exec.Command(copyForNobody(t))
+	cmd.Env = []string{"PORTTRACE_ARGS=who " + strconv.Itoa(port) + " --socket /nonexistent"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("who as nobody: %v; stderr: %s", err, stderr.String())
+	}
+	for _, want := range []string{
+		"held by a process of uid 0 (naming it needs root)",
+		"tcp   LISTEN       127.0.0.1:" + strconv.Itoa(port),
+		"note: without root, only your own processes are named",
+	} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("who as nobody lacks %q:\n%s", want, stdout.String())
+		}
+	}
+}
+
+// serverClosesFirst makes one connection to l that the server closes
+// first: its end, on l's port, goes TIME_WAIT.
+func serverClosesFirst(t *testing.T, l net.Listener) {
+	t.Helper()
+	c, err := net.Dial("tcp4", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	c.Close()
+}
+// TestTopPlainInAPipe: top with its output in a file prints -n tables,
+// plain (no escape sequences), each after a line with the time, with a
+// row for the port and this process, which listens and connects there.
+func TestTopPlainInAPipe(t *testing.T) {
+	needRoot(t)
+	port := freeLoopbackPort(t)
+	out, err := os.Create(filepath.Join(t.TempDir(), "top.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	top, stderr := startWatch(t, out, "top", "--port", strconv.Itoa(port), "-n", "2", "--interval", "500ms")
+	stop := connectLoop(t, port)
+	defer stop()
+	if code := waitExit(t, top, stderr); code != 0 {
+		t.Fatalf("exit status %d; stderr: %s", code, stderr.String())
+	}
+	b, err := os.ReadFile(out.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	if strings.Contains(text, "\x1b") || strings.Count(text, "porttrace top ") != 2 || strings.Count(text, "PORT  ") != 2 {
+		t.Fatalf("want two plain tables, each after a title line; got:\n%s", text)
+	}
+	row := false
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		row = row || (len(f) > 3 && f[0] == strconv.Itoa(port) && f[1] == strconv.Itoa(os.Getpid()))
+	}
+	if !row {
+		t.Errorf("no row for port %d and this process (%d):\n%s", port, os.Getpid(), text)
 	}
 }

@@ -50,7 +50,12 @@ func snapshotIn(port uint16, netns string, all bool) (*snapshot.PortReport, erro
 		}
 		namespaces = []linux.Namespace{ns}
 	}
-	return linux.WhoIn(port, namespaces, proc.NewResolver())
+	r, err := linux.WhoIn(port, namespaces, proc.NewResolver())
+	if linux.IsPrivilegeError(err) && !all && netns == "" {
+		// What any user may see, and a note that says what is missing.
+		return linux.WhoUnprivileged(port, proc.NewResolver())
+	}
+	return r, err
 }
 
 // judge takes a snapshot of the port, names the owners a running porttrace

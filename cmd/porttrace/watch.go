@@ -56,7 +56,11 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	printer := render.NewPrinter(stdout, render.PrinterOptions{JSON: f.json, Color: colorWanted(stdout), PID: f.pid})
+	labels, err := lineLabels()
+	if err != nil {
+		return err
+	}
+	printer := render.NewPrinter(stdout, render.PrinterOptions{JSON: f.json, Color: colorWanted(stdout), PID: f.pid, Labels: labels})
 	// Output that cannot be written ends the watch at once.
 	go func() {
 		select {
@@ -68,16 +72,11 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	printer.Header()
 	loop := correlate.NewLoop(printer)
 	seed(loop, f.ports, cfg.Family, stderr)
-	if srv, err := api.Listen(api.WatchSocket(os.Getpid()), api.Backend{Index: loop.Index}); err != nil {
-		fmt.Fprintf(stderr, "porttrace: %v (porttrace who will not name TIME_WAIT owners from this watch)\n", err)
-	} else {
-		defer srv.Close()
+	stopServing, err := serve(loop, f.readyFile, stderr)
+	if err != nil {
+		return err
 	}
-	if f.readyFile != "" {
-		if err := writeReadyFile(f.readyFile); err != nil {
-			return err
-		}
-	}
+	defer stopServing()
 	lostDone := reportLost(ctx, src, printer, stderr)
 	start := time.Now()
 	runErr := loop.Run(ctx, src)
@@ -141,6 +140,25 @@ func reportLost(ctx context.Context, src tracer.Source, printer *render.Printer,
 		}
 	}()
 	return done
+}
+
+// serve starts the watch's API, which porttrace who asks for the owners
+// of TIME_WAIT sockets, and then writes the ready file, if asked for. The
+// returned function stops the API.
+func serve(loop *correlate.Loop, readyFile string, stderr io.Writer) (stop func(), err error) {
+	stop = func() {}
+	if srv, err := api.Listen(api.WatchSocket(os.Getpid()), api.Backend{Index: loop.Index}); err != nil {
+		fmt.Fprintf(stderr, "porttrace: %v (porttrace who will not name TIME_WAIT owners from this watch)\n", err)
+	} else {
+		stop = func() { srv.Close() }
+	}
+	if readyFile != "" {
+		if err := writeReadyFile(readyFile); err != nil {
+			stop()
+			return nil, err
+		}
+	}
+	return stop, nil
 }
 
 // writeReadyFile creates the file atomically, so that whoever waits for it

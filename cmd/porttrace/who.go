@@ -174,9 +174,10 @@ func keepProto(r *snapshot.PortReport, proto tracer.Proto) {
 const askTimeout = 300 * time.Millisecond
 
 // nameSeen asks every running porttrace, at once, who owned the report's
-// sockets that no process holds any more.
+// sockets that no process holds any more, and marks the owners that have
+// exited since.
 func nameSeen(ctx context.Context, report *snapshot.PortReport) {
 	ctx, cancel := context.WithTimeout(ctx, askTimeout)
 	defer cancel()
-	report.NameSeen(api.Seen(api.AskAll(ctx, report.Port)))
+	report.NameSeen(api.Seen(api.AskAll(ctx, report.Port)), identify)
 }

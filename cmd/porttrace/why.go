@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/porttrace/porttrace/cmd/internal/clidoc"
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/api"
 	"github.com/porttrace/porttrace/tracer/render"
 	"github.com/porttrace/porttrace/tracer/why"
 )
@@ -57,6 +60,7 @@ rules explain it. Exit status 0 if it would succeed, 1 if not.`,
 			if err != nil {
 				return err
 			}
+			verdict.Notes = append(verdict.Notes, recentFailedBinds(ctx, port)...)
 			if asJSON {
 				err = render.WhyJSON(stdout, verdict)
 			} else {
@@ -72,3 +76,25 @@ rules explain it. Exit status 0 if it would succeed, 1 if not.`,
 		},
 	}
 }
+
+// recentFailedBinds are the port's failed binds of the last hour that the
+// daemon recorded, newest last, as notes; none when no daemon answers.
+func recentFailedBinds(ctx context.Context, port uint16) []string {
+	ctx, cancel := context.WithTimeout(ctx, askTimeout)
+	defer cancel()
+	now := time.Now()
+	res, err := api.History(ctx, daemonSocket(""), port, now.Add(-time.Hour), now)
+	if err != nil || len(res.FailedBinds) == 0 {
+		return nil
+	}
+	binds := res.FailedBinds[max(0, len(res.FailedBinds)-maxFailedBinds):]
+	note := fmt.Sprintf("%d failed bind(s) of port %d in the last hour (porttrace daemon saw them):", len(res.FailedBinds), port)
+	for _, b := range binds {
+		note += fmt.Sprintf("\n  %s  %s %d  %s %s:%d  %s", time.Unix(0, b.TimeNs).Format("15:04:05"),
+			tracer.Printable(b.By.Comm), b.By.PID, b.Socket.Proto, b.Socket.Addr, b.Socket.Port, tracer.ErrnoName(b.Errno))
+	}
+	return []string{note}
+}
+
+// maxFailedBinds is how many recent failed binds why lists.
+const maxFailedBinds = 5

@@ -105,7 +105,8 @@ func get(ctx context.Context, path, target string, out any) error {
 func Seen(sockets []Socket) map[snapshot.SocketKey]proc.Process {
 	seen := make(map[snapshot.SocketKey]proc.Process, len(sockets))
 	for _, s := range sockets {
-		seen[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)] = proc.Process{Identity: proc.Identity{PID: s.PID, StartNs: s.StartNs}, Name: s.Comm, Cgroup: proc.Cgroup{ID: s.CgroupID}}
+		seen[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)] = proc.Process{Identity: proc.Identity{PID: s.PID, StartNs: s.StartNs}, Name: s.Comm,
+			Cgroup: proc.Cgroup{ID: s.CgroupID}, Exited: s.Exited}
 	}
 	return seen
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -82,6 +83,19 @@ func TestOwners(t *testing.T) {
 		Remote: netip.MustParseAddrPort("0.0.0.0:0"), PID: 100, Comm: "server", StartNs: 5_000_000_000, CgroupID: 42, OwnerVia: "snapshot"}
 	if resp.Port != 8080 || len(resp.Sockets) != 1 || resp.Sockets[0] != want {
 		t.Errorf("got %+v, want port 8080 and %+v", resp, want)
+	}
+}
+
+// TestSeenKeepsIdentity: what a server says of an owner reaches who whole:
+// its start time, cgroup and whether it has exited, keyed by the
+// connection in its namespace.
+func TestSeenKeepsIdentity(t *testing.T) {
+	s := Socket{NetNS: 7, Local: netip.MustParseAddrPort("[::ffff:127.0.0.1]:8080"), Remote: netip.MustParseAddrPort("127.0.0.1:40000"),
+		PID: 100, Comm: "server", StartNs: 5_000_000_000, CgroupID: 42, Exited: true}
+	got, ok := Seen([]Socket{s})[snapshot.KeyOf(7, netip.MustParseAddrPort("127.0.0.1:8080"), s.Remote)]
+	want := proc.Process{Identity: proc.Identity{PID: 100, StartNs: 5_000_000_000}, Name: "server", Cgroup: proc.Cgroup{ID: 42}, Exited: true}
+	if !ok || !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v (%v), want %+v", got, ok, want)
 	}
 }
 

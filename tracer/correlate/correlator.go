@@ -174,6 +174,9 @@ type Correlator struct {
 
 	rec   tracer.Record
 	stats Stats
+	// ownerExits counts the exits of processes that owned sockets: the
+	// others (most, on a busy machine) change nothing readers see.
+	ownerExits uint64
 }
 
 // NewCorrelator returns a correlator that passes each record to emit. The
@@ -252,7 +255,7 @@ func (c *Correlator) appendOwned(dst []Owned) []Owned {
 			continue
 		}
 		dst = append(dst, Owned{
-			Proto: s.proto, Family: s.family, State: s.state, TimeWait: s.timewait, NetNS: s.netns,
+			Proto: s.proto, Family: s.family, State: s.state, SinceNs: s.sinceNs, TimeWait: s.timewait, NetNS: s.netns,
 			Local: netip.AddrPortFrom(s.saddr, s.sport), Remote: netip.AddrPortFrom(s.daddr, s.dport),
 			Process: s.owner, Via: s.ownerVia, Exited: s.ownerExited,
 		})
@@ -295,12 +298,16 @@ func (c *Correlator) Handle(ev *tracer.Event) {
 // Tick implements Handler: it releases held lines, settles stopped
 // timewait timers and asks who holds the sockets an exited owner left
 // open, once their deadlines have passed. Each step takes a deadline away
-// from the earliest socket, so the loop ends.
-func (c *Correlator) Tick(nowNs int64) {
+// from the earliest socket, so the loop ends. It returns the earliest
+// deadline still ahead.
+func (c *Correlator) Tick(nowNs int64) int64 {
 	for {
 		i, ok := c.queue.first()
-		if !ok || c.socks[i].deadlineNs > nowNs {
-			return
+		if !ok {
+			return tracer.NoDeadline
+		}
+		if c.socks[i].deadlineNs > nowNs {
+			return c.socks[i].deadlineNs
 		}
 		s := &c.socks[i]
 		if s.cancelNs != 0 && nowNs-s.cancelNs >= cancelGraceNs {

@@ -537,15 +537,20 @@ func TestDeadlineQueueOrder(t *testing.T) {
 		c.socks[i].nheld = 1
 		c.schedule(i)
 	}
+	// Each tick names the next deadline, the queue's earliest: following
+	// them empties the queue in order.
 	last := int64(-1)
-	for c.queue.socks != nil && len(c.queue.socks) > 0 {
-		i, _ := c.queue.first()
-		d := c.socks[i].deadlineNs
+	for d := c.Tick(0); d != tracer.NoDeadline; d = c.Tick(d) {
+		if i, _ := c.queue.first(); c.socks[i].deadlineNs != d {
+			t.Fatalf("Tick named deadline %d, the queue's earliest is %d", d, c.socks[i].deadlineNs)
+		}
 		if d < last {
 			t.Fatalf("deadline %d came after %d", d, last)
 		}
 		last = d
-		c.Tick(d)
+	}
+	if len(c.queue.socks) != 0 {
+		t.Fatalf("%d sockets still queued after the last deadline", len(c.queue.socks))
 	}
 	for i := range c.socks {
 		if c.socks[i].queuePos != 0 {

@@ -13,6 +13,9 @@ type Owned struct {
 	Proto  tracer.Proto
 	Family tracer.Family
 	State  tracer.State
+	// SinceNs is when it entered State (events' clock), 0 if porttrace
+	// did not see it (a socket older than the watch).
+	SinceNs int64
 	// TimeWait marks a timewait socket: a connection no process holds any
 	// more, whose owner only a tracer can remember.
 	TimeWait bool

@@ -14,6 +14,10 @@ import (
 // rebuild per interval.
 const publishIntervalNs = int64(100e6)
 
+// answerPollNs is how often the loop looks for the holder goroutine's
+// answer while a question is out.
+const answerPollNs = int64(10e6)
+
 // Loop is the one owner of a Correlator. The source calls it from one
 // goroutine; it passes records to its sinks and, on ticks, publishes an
 // immutable Index for readers on other goroutines. Nothing else touches the
@@ -136,8 +140,10 @@ func (l *Loop) Reseed(r *snapshot.PortReport, atNs int64) {
 	}
 }
 
-// Tick implements tracer.Handler.
-func (l *Loop) Tick(nowNs int64) {
+// Tick implements tracer.Handler. Its deadline is the earliest of the
+// correlator's, the sinks', the next look for a holder's answer while one
+// is awaited, and the index's next rebuild while a change is unpublished.
+func (l *Loop) Tick(nowNs int64) int64 {
 	select {
 	case rs := <-l.reseeds:
 		l.corr.Reconcile(rs.report, rs.atNs)
@@ -151,26 +157,34 @@ func (l *Loop) Tick(nowNs int64) {
 		default:
 		}
 	}
-	l.corr.Tick(nowNs)
+	next := l.corr.Tick(nowNs)
 	if l.asks != nil && !l.asking {
 		if q := l.corr.takeHolderQueries(); q != nil {
 			l.asks <- q
 			l.asking = true
 		}
 	}
+	if l.asking {
+		next = tracer.EarlierDeadline(next, nowNs+answerPollNs)
+	}
 	for _, s := range l.sinks {
-		s.Tick(nowNs)
+		next = tracer.EarlierDeadline(next, s.Tick(nowNs))
 	}
-	if nowNs-l.publishedNs >= publishIntervalNs && l.changes() != l.publishedAt {
-		l.publish(nowNs)
+	if l.changes() != l.publishedAt {
+		if nowNs-l.publishedNs >= publishIntervalNs {
+			l.publish(nowNs)
+		} else {
+			next = tracer.EarlierDeadline(next, l.publishedNs+publishIntervalNs)
+		}
 	}
+	return next
 }
 
-// changes counts what can change the index: events, exits, and records
-// that a tick released.
+// changes counts what can change the index: events, owners' exits, and
+// records that a tick released.
 func (l *Loop) changes() uint64 {
 	st := &l.corr.stats
-	return st.Events + st.Records + st.Exits
+	return st.Events + st.Records + l.corr.ownerExits + st.Reconciled
 }
 
 func (l *Loop) publish(nowNs int64) {

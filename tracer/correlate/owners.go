@@ -77,6 +77,7 @@ func (c *Correlator) onExit(ev *tracer.Event) {
 	if !ok {
 		return
 	}
+	c.ownerExits++
 	delete(c.byOwner, key)
 	for next != 0 {
 		i := next - 1

@@ -216,8 +216,9 @@ func TestCorrelatorExitWithoutHolderLookup(t *testing.T) {
 	}
 }
 
-// holderSource plays events to a loop, then ticks it until the context
-// ends; it finds the holders it was given.
+// holderSource plays events to a loop, then ticks it at the deadlines it
+// names, as an idle source would, until the context ends; it finds the
+// holders it was given.
 type holderSource struct {
 	events  []tracer.Event
 	holders []tracer.Holder
@@ -229,9 +230,13 @@ func (s *holderSource) Run(ctx context.Context, h tracer.Handler) error {
 	for i := range s.events {
 		h.Handle(&s.events[i])
 	}
-	for now := int64(0); ctx.Err() == nil; now += 10e6 {
-		h.Tick(now)
-		time.Sleep(time.Millisecond)
+	for now := int64(0); ctx.Err() == nil; time.Sleep(time.Millisecond) {
+		next := h.Tick(now)
+		if next == tracer.NoDeadline {
+			<-ctx.Done()
+			break
+		}
+		now = max(now, next)
 	}
 	return nil
 }
@@ -258,7 +263,7 @@ func (s *recordSink) Record(r *tracer.Record) {
 	s.recs = append(s.recs, *r)
 	s.mu.Unlock()
 }
-func (*recordSink) Tick(int64) {}
+func (*recordSink) Tick(int64) int64 { return tracer.NoDeadline }
 
 func (s *recordSink) owners() []tracer.Record {
 	s.mu.Lock()

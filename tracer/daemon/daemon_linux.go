@@ -191,14 +191,31 @@ func (d *daemon) who(ctx context.Context, port uint16, peerPID int32) (*api.WhoR
 	if err != nil {
 		return nil, err
 	}
-	if complete {
-		return &api.WhoResponse{Report: r, From: "cache"}, nil
+	from := "cache"
+	if !complete {
+		if r, err = linux.WhoIn(port, []linux.Namespace{ns}, d.resolver); err != nil {
+			return nil, err
+		}
+		from = "walk"
 	}
-	r, err = linux.WhoIn(port, []linux.Namespace{ns}, d.resolver)
-	if err != nil {
-		return nil, err
+	if !r.Held() {
+		r.Notes = append(r.Notes, d.lastHolder(port)...)
 	}
-	return &api.WhoResponse{Report: r, From: "walk"}, nil
+	return &api.WhoResponse{Report: r, From: from}, nil
+}
+
+// lastHolder says who held a free port last and when it let go, from the
+// history.
+func (d *daemon) lastHolder(port uint16) []string {
+	if d.store == nil {
+		return nil
+	}
+	h, ok, err := d.store.LastHolder(port)
+	if err != nil || !ok || h.Held() {
+		return nil
+	}
+	return []string{fmt.Sprintf("last held by %s %d (%s %s:%d) until %s (%s)", tracer.Printable(h.Owner.Comm), h.Owner.PID,
+		h.Socket.Proto, h.Socket.Addr, h.Socket.Port, time.Unix(0, h.UntilNs).Format("2006-01-02 15:04:05"), h.End)}
 }
 
 // fromCache builds who's report from the kernel's sockets and the loop's

@@ -34,7 +34,7 @@ func Make(r *snapshot.PortReport) Plan {
 		if !r.Serves(&s) {
 			continue
 		}
-		if len(s.PIDs) == 0 {
+		if !s.Held() {
 			p.TimeWait++
 			continue
 		}

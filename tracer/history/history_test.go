@@ -416,3 +416,23 @@ func TestRecordAllocates(t *testing.T) {
 		t.Errorf("Record allocates %v times per record, want 0", allocs)
 	}
 }
+
+// TestListenerChangesHands: nginx with daemon on: the startup process
+// listens and exits, and porttrace finds the master holding the listener
+// (an owner record): history ends the first holder and starts the master's.
+func TestListenerChangesHands(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	handed := listenRec(at(2*time.Second), 8080, 20, "nginx")
+	handed.Type, handed.Old, handed.OwnerVia = tracer.RecordOwner, tracer.StateUnknown, tracer.OwnerHolder
+	handed.Prev = tracer.Process{PID: 10, Comm: tracer.CommFrom("nginx")}
+	feed(t, s, listenRec(at(time.Second), 8080, 10, "nginx"), handed)
+	r := query(t, s, 8080)
+	sock := Socket{Proto: tracer.ProtoTCP, Addr: any4, Port: 8080}
+	checkHolders(t, r.Holders, []Holder{
+		{Socket: sock, Owner: Process{PID: 10, Comm: "nginx"}, Via: tracer.OwnerListen, FromNs: at(time.Second), ListenNs: at(time.Second), UntilNs: at(2 * time.Second), End: EndHandedOver},
+		{Socket: sock, Owner: Process{PID: 20, Comm: "nginx"}, Via: tracer.OwnerHolder, FromNs: at(2 * time.Second), ListenNs: at(time.Second)},
+	})
+	if len(r.OwnerChanges) != 1 || r.OwnerChanges[0].From.PID != 10 || r.OwnerChanges[0].To.PID != 20 {
+		t.Errorf("owner changes: %+v, want 10 -> 20", r.OwnerChanges)
+	}
+}

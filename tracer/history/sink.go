@@ -29,12 +29,10 @@ const (
 	changeCounts
 	// changeSync asks the writer to commit and answer on done.
 	changeSync
+	// changeOwner: the socket a holder holds passed to another process
+	// (prevPID's exit, a descriptor passed or inherited).
+	changeOwner
 )
-
-// A record type for owner changes (a descriptor passed or inherited) is
-// coming to the model: it maps to a change that ends the open holder of
-// its socket with EndHandedOver and starts one for the new owner, as
-// handOver does for the changes derived today.
 
 // change is what the sink hands the writer: a fixed-size value, so that
 // queueing one allocates nothing.
@@ -45,6 +43,7 @@ type change struct {
 	timeNs    int64
 	socket    Socket
 	pid       uint32
+	prevPID   uint32
 	comm      tracer.Comm
 	via       tracer.OwnerVia
 	// minute and counts are a changeCounts's.
@@ -143,6 +142,14 @@ func (s *Store) Record(r *tracer.Record) {
 		s.send(&c)
 	case tracer.RecordSocket:
 		s.seen(r)
+	case tracer.RecordOwner:
+		// A listener or a bound socket changing hands ends one holder
+		// and starts the next; a connection's owner is not history's.
+		if r.New == tracer.StateListen || r.Proto == tracer.ProtoUDP || r.New == tracer.StateClose {
+			c := recordChange(changeOwner, r)
+			c.prevPID = r.Prev.PID
+			s.send(&c)
+		}
 	case tracer.RecordState:
 		if r.Old == tracer.StateListen {
 			if r.New == tracer.StateClose {
@@ -241,11 +248,16 @@ func (st *sinkState) flushCounts(s *Store) {
 }
 
 // Tick implements tracer.Sink: the snapshot is over if it was not yet, and
-// counts gathered for a second go to the writer.
-func (s *Store) Tick(nowNs int64) {
+// counts gathered for countsFlushNs go to the writer; counts that must
+// still wait ask for the tick that will send them.
+func (s *Store) Tick(nowNs int64) int64 {
 	s.endSnapshot(nowNs)
 	if nowNs-s.sink.flushedNs >= countsFlushNs {
 		s.sink.flushCounts(s)
 		s.sink.flushedNs = nowNs
 	}
+	if len(s.sink.touched) > 0 {
+		return s.sink.flushedNs + countsFlushNs
+	}
+	return tracer.NoDeadline
 }

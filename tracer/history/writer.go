@@ -147,6 +147,8 @@ func (t *txn) apply(c *change) error {
 		return t.bound(c)
 	case changeListening:
 		return t.listening(c)
+	case changeOwner:
+		return t.owner(c)
 	case changeListenClosed:
 		return t.listenClosed(c)
 	case changeConnEnded:
@@ -321,6 +323,20 @@ func (t *txn) handOver(from *openHolder, to *storedHolder, via tracer.OwnerVia) 
 	}
 	oc := OwnerChange{TimeNs: to.FromNs, Socket: to.Socket, From: from.Owner, To: to.Owner, Via: via}
 	return t.putEvent(t.owners, to.Socket.Port, to.FromNs, oc.encode(nil))
+}
+
+// owner hands the holder of c's socket that the previous owner held to the
+// process that holds it now.
+func (t *txn) owner(c *change) error {
+	o, err := t.pick(c,
+		func(o *openHolder) bool { return o.sameSocket(c) && o.Owner.PID != c.pid },
+		func(a, _ *openHolder) bool { return a.Owner.PID == c.prevPID })
+	if err != nil || o == nil {
+		return err
+	}
+	h := t.newHolder(c, c.via)
+	h.ListenNs = o.ListenNs
+	return t.handOver(o, &h, c.via)
 }
 
 // listenClosed ends the listener's holder, its process's if several

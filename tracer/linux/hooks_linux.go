@@ -51,6 +51,15 @@ func (f form) isKprobe() bool { return f == formKprobe || f == formKretprobe }
 type attachment struct {
 	prog   string
 	target string
+	// rescue marks the second program of a hook (bpf/porttrace.bpf.c,
+	// "Runs the kernel skips"): it acts only for the runs the kernel kept
+	// the program before it from, and must be attached after it.
+	rescue bool
+}
+
+// withRescue is a program and its second program on one target.
+func withRescue(prog, rescue, target string) []attachment {
+	return []attachment{{prog: prog, target: target}, {prog: rescue, target: target, rescue: true}}
 }
 
 // alternative is one way to implement a hook: all its programs share a form.
@@ -87,12 +96,12 @@ var defaultHooks = []hook{
 	{
 		name: hookState,
 		alts: []alternative{
-			{formTPBTF, []attachment{{bpf.PorttraceProgStateTpBtf, "inet_sock_set_state"}}},
-			{formRawTP, []attachment{{bpf.PorttraceProgStateRawTp, "inet_sock_set_state"}}},
-			{formTracepoint, []attachment{{bpf.PorttraceProgStateTracepoint, "sock/inet_sock_set_state"}}},
+			{formTPBTF, withRescue(bpf.PorttraceProgStateTpBtf, bpf.PorttraceProgStateTpBtfRescue, "inet_sock_set_state")},
+			{formRawTP, withRescue(bpf.PorttraceProgStateRawTp, bpf.PorttraceProgStateRawTpRescue, "inet_sock_set_state")},
+			{formTracepoint, []attachment{{prog: bpf.PorttraceProgStateTracepoint, target: "sock/inet_sock_set_state"}}},
 			{formKprobe, []attachment{
-				{bpf.PorttraceProgStateStoreKprobe, "inet_sk_state_store"},
-				{bpf.PorttraceProgStateSetKprobe, "inet_sk_set_state"},
+				{prog: bpf.PorttraceProgStateStoreKprobe, target: "inet_sk_state_store"},
+				{prog: bpf.PorttraceProgStateSetKprobe, target: "inet_sk_set_state"},
 			}},
 		},
 	},
@@ -102,10 +111,10 @@ var defaultHooks = []hook{
 		alts: []alternative{
 			// The kretprobe also sees accepts that do not go through the
 			// accept syscalls (io_uring).
-			{formKretprobe, []attachment{{bpf.PorttraceProgAcceptKretprobe, "inet_csk_accept"}}},
+			{formKretprobe, []attachment{{prog: bpf.PorttraceProgAcceptKretprobe, target: "inet_csk_accept"}}},
 			{formTracepoint, []attachment{
-				{bpf.PorttraceProgAcceptExit, "syscalls/sys_exit_accept"},
-				{bpf.PorttraceProgAccept4Exit, "syscalls/sys_exit_accept4"},
+				{prog: bpf.PorttraceProgAcceptExit, target: "syscalls/sys_exit_accept"},
+				{prog: bpf.PorttraceProgAccept4Exit, target: "syscalls/sys_exit_accept4"},
 			}},
 		},
 	},
@@ -114,8 +123,8 @@ var defaultHooks = []hook{
 		without: "bind(2) calls and their errors are not shown",
 		alts: []alternative{
 			{formTracepoint, []attachment{
-				{bpf.PorttraceProgBindEnter, "syscalls/sys_enter_bind"},
-				{bpf.PorttraceProgBindExit, "syscalls/sys_exit_bind"},
+				{prog: bpf.PorttraceProgBindEnter, target: "syscalls/sys_enter_bind"},
+				{prog: bpf.PorttraceProgBindExit, target: "syscalls/sys_exit_bind"},
 			}},
 		},
 	},
@@ -126,29 +135,29 @@ var defaultHooks = []hook{
 			// The kprobes see every re-arm (an orphan's FIN_WAIT2 turning
 			// TIME_WAIT), which the timer tracepoints may miss.
 			{formKprobe, []attachment{
-				{bpf.PorttraceProgTwScheduleKprobe, "__inet_twsk_schedule"},
-				{bpf.PorttraceProgTwDescheduleKprobe, "inet_twsk_deschedule_put"},
-				{bpf.PorttraceProgTwExpireKprobe, "tw_timer_handler"},
+				{prog: bpf.PorttraceProgTwScheduleKprobe, target: "__inet_twsk_schedule"},
+				{prog: bpf.PorttraceProgTwDescheduleKprobe, target: "inet_twsk_deschedule_put"},
+				{prog: bpf.PorttraceProgTwExpireKprobe, target: "tw_timer_handler"},
 			}},
-			{formTPBTF, []attachment{
-				{bpf.PorttraceProgTimerStartTpBtf, "timer_start"},
-				{bpf.PorttraceProgTimerCancelTpBtf, "timer_cancel"},
-				{bpf.PorttraceProgTimerExpireTpBtf, "timer_expire_entry"},
-			}},
-			{formRawTP, []attachment{
-				{bpf.PorttraceProgTimerStartRawTp, "timer_start"},
-				{bpf.PorttraceProgTimerCancelRawTp, "timer_cancel"},
-				{bpf.PorttraceProgTimerExpireRawTp, "timer_expire_entry"},
-			}},
+			{formTPBTF, slices.Concat(
+				withRescue(bpf.PorttraceProgTimerStartTpBtf, bpf.PorttraceProgTimerStartTpBtfRescue, "timer_start"),
+				withRescue(bpf.PorttraceProgTimerCancelTpBtf, bpf.PorttraceProgTimerCancelTpBtfRescue, "timer_cancel"),
+				withRescue(bpf.PorttraceProgTimerExpireTpBtf, bpf.PorttraceProgTimerExpireTpBtfRescue, "timer_expire_entry"),
+			)},
+			{formRawTP, slices.Concat(
+				withRescue(bpf.PorttraceProgTimerStartRawTp, bpf.PorttraceProgTimerStartRawTpRescue, "timer_start"),
+				withRescue(bpf.PorttraceProgTimerCancelRawTp, bpf.PorttraceProgTimerCancelRawTpRescue, "timer_cancel"),
+				withRescue(bpf.PorttraceProgTimerExpireRawTp, bpf.PorttraceProgTimerExpireRawTpRescue, "timer_expire_entry"),
+			)},
 		},
 	},
 	{
 		name:    hookExit,
 		without: "a socket whose owner exits stays charged to it, not to the processes that hold it after it (a daemon that forked after listen(), a socket passed on)",
 		alts: []alternative{
-			{formTPBTF, []attachment{{bpf.PorttraceProgExitTpBtf, "sched_process_exit"}}},
-			{formRawTP, []attachment{{bpf.PorttraceProgExitRawTp, "sched_process_exit"}}},
-			{formTracepoint, []attachment{{bpf.PorttraceProgExitTracepoint, "sched/sched_process_exit"}}},
+			{formTPBTF, []attachment{{prog: bpf.PorttraceProgExitTpBtf, target: "sched_process_exit"}}},
+			{formRawTP, []attachment{{prog: bpf.PorttraceProgExitRawTp, target: "sched_process_exit"}}},
+			{formTracepoint, []attachment{{prog: bpf.PorttraceProgExitTracepoint, target: "sched/sched_process_exit"}}},
 		},
 	},
 }

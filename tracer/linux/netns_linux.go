@@ -33,6 +33,12 @@ func (n Namespace) Label() string {
 	return "netns:[" + strconv.FormatUint(uint64(n.Inode), 10) + "]"
 }
 
+// LabelOf labels the network namespace inode as Label does, for what knows
+// only its inode (an event).
+func LabelOf(inode uint32) string {
+	return Namespace{Inode: inode, Name: namedAs(inode)}.Label()
+}
+
 // CurrentNamespace is porttrace's own network namespace.
 func CurrentNamespace() (Namespace, error) {
 	return namespaceAt("/proc/self/ns/net")

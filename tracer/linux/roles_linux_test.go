@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -59,6 +60,13 @@ func runRole(role string) error {
 			return fmt.Errorf("joining cgroup %s: %w", cgroup, err)
 		}
 	}
+	// A role started in a network namespace of its own brings its
+	// loopback up first: a new namespace's is down.
+	if os.Getenv("PORTTRACE_TEST_NEW_NETNS") != "" {
+		if err := loopbackUp(); err != nil {
+			return err
+		}
+	}
 	switch role {
 	case "server":
 		return serveWithChild(addr)
@@ -83,6 +91,8 @@ func runRole(role string) error {
 		return closeInChild(addr)
 	case "closer":
 		return unix.Close(3)
+	case "timewait":
+		return timeWaitPair(addr, os.Getenv("PORTTRACE_TEST_LOCAL"))
 	case "bind":
 		l, err := net.Listen("tcp", addr)
 		if err == nil {
@@ -299,9 +309,13 @@ func acceptOne(first closer) error {
 }
 
 // connectOnce connects, with Multipath TCP if PORTTRACE_TEST_MPTCP is set
-// (Go's listeners use it by default, its dialers do not), and closes.
+// (Go's listeners use it by default, its dialers do not), from the address
+// PORTTRACE_TEST_LOCAL if set, and closes.
 func connectOnce(addr string, first closer) error {
-	var d net.Dialer
+	d, err := dialerFrom(os.Getenv("PORTTRACE_TEST_LOCAL"))
+	if err != nil {
+		return err
+	}
 	mptcp := os.Getenv("PORTTRACE_TEST_MPTCP") != ""
 	d.SetMultipathTCP(mptcp)
 	c, err := d.Dial("tcp", addr)
@@ -313,6 +327,72 @@ func connectOnce(addr string, first closer) error {
 		return fmt.Errorf("the connection to %s fell back to TCP (%v)", addr, err)
 	}
 	return finish(c, first == clientFirst)
+}
+
+// dialerFrom is a dialer that connects from local ("" for any address).
+func dialerFrom(local string) (*net.Dialer, error) {
+	if local == "" {
+		return &net.Dialer{}, nil
+	}
+	ap, err := netip.ParseAddrPort(local)
+	if err != nil {
+		return nil, fmt.Errorf("local address: %w", err)
+	}
+	return &net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(ap)}, nil
+}
+
+// timeWaitPair makes one connection to itself, from local to addr, and
+// closes the accepting end first: the accepted socket, on addr's port,
+// goes TIME_WAIT, owned by this process. It says "ready" and keeps its
+// network namespace (and with it the TIME_WAIT socket) until stdin closes.
+func timeWaitPair(addr, local string) error {
+	l, err := net.Listen("tcp4", addr)
+	if err != nil {
+		return err
+	}
+	d, err := dialerFrom(local)
+	if err != nil {
+		return err
+	}
+	c, err := d.Dial("tcp4", addr)
+	if err != nil {
+		return err
+	}
+	s, err := l.Accept()
+	l.Close()
+	if err != nil {
+		return err
+	}
+	if err := s.Close(); err != nil {
+		return err
+	}
+	if err := finish(c, false); err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin)
+	return nil
+}
+
+// loopbackUp brings up lo in this process's network namespace.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("reading lo's flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bringing lo up: %w", err)
+	}
+	return nil
 }
 
 // finish closes at once if this end closes first; otherwise it waits for
@@ -347,7 +427,26 @@ func startRole(t *testing.T, role, addr string, first closer) *roleProc {
 // Multipath TCP for a client (PORTTRACE_TEST_MPTCP).
 func startRoleEnv(t *testing.T, role, addr string, first closer, env ...string) *roleProc {
 	t.Helper()
+	return startRoleAttr(t, nil, role, addr, first, env...)
+}
+
+// startRoleInNewNetNS starts a role in a network namespace of its own
+// (which lives as long as the role), loopback up, and returns it with the
+// namespace.
+func startRoleInNewNetNS(t *testing.T, role, addr string, env ...string) (*roleProc, Namespace) {
+	t.Helper()
+	p := startRoleAttr(t, &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}, role, addr, "", append(env, "PORTTRACE_TEST_NEW_NETNS=1")...)
+	ns, err := FindNamespace(strconv.Itoa(p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, ns
+}
+
+func startRoleAttr(t *testing.T, attr *syscall.SysProcAttr, role, addr string, first closer, env ...string) *roleProc {
+	t.Helper()
 	cmd := exec.Command(os.Args[0])
+	cmd.SysProcAttr = attr
 	cmd.Env = append(os.Environ(), "PORTTRACE_TEST_ROLE="+role, "PORTTRACE_TEST_ADDR="+addr, "PORTTRACE_TEST_CLOSER="+string(first))
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -19,22 +21,32 @@ import (
 	"github.com/porttrace/porttrace/bpf"
 )
 
-// tickInterval is how often the ring buffer is polled and the handler
-// ticked (which flushes the output). The programs wake the reader only for
-// a batch (wakeupFraction of the ring), so this bounds a line's delay on a
-// quiet port, and batches the reading and writing of a busy one.
-const tickInterval = 10 * time.Millisecond
+// batchInterval is the least time between two reads of the ring buffer
+// while events flow: they are handled, and the output flushed, in batches
+// of at most this long, one wakeup per batch. Otherwise the source sleeps
+// until the next event, which wakes it at once: the programs leave the
+// wakeup to the kernel, which wakes the reader for a record only when the
+// reader had read everything before it.
+const batchInterval = 10 * time.Millisecond
 
-// wakeupFraction of the ring buffer waiting makes the programs wake the
-// reader before its next poll.
-const wakeupFraction = 16
+// clockCheckEvery is how many records Run handles between looks at the
+// clock within a batch.
+const clockCheckEvery = 256
+
+// busyFraction of the ring buffer read in one batch makes the reader read
+// again at once rather than let the next batch gather: the ring must not
+// fill up while it pauses.
+const busyFraction = 16
 
 // LinuxSource reads porttrace's eBPF programs' ring buffer.
 type LinuxSource struct {
-	coll         *ebpf.Collection
-	links        []link.Link
-	reader       *ringbuf.Reader
-	hooks        []string
+	coll   *ebpf.Collection
+	links  []link.Link
+	reader *ringbuf.Reader
+	hooks  []string
+	// rescuers are the programs that make up for the runs the kernel
+	// skips of the program before them.
+	rescuers     []string
 	monoToWallNs int64
 	startMonoNs  int64
 	startTime    time.Time
@@ -106,6 +118,9 @@ func open(cfg tracer.Config, table []hook) (src *LinuxSource, err error) {
 
 	for _, c := range chosen {
 		for _, a := range c.alt.progs {
+			if a.rescue {
+				s.rescuers = append(s.rescuers, a.prog)
+			}
 			l, err := attach(c.alt, a, s.coll.Programs[a.prog])
 			if err != nil {
 				return nil, fmt.Errorf("attaching %s/%s: %w", c.alt.form, a.target, err)
@@ -129,15 +144,23 @@ func open(cfg tracer.Config, table []hook) (src *LinuxSource, err error) {
 	return s, nil
 }
 
+// targets lists an alternative's targets, saying whether runs the kernel
+// skips are made up for.
 func targets(alt alternative) string {
-	out := ""
-	for i, a := range alt.progs {
-		if i > 0 {
-			out += ","
+	var out []string
+	rescued := false
+	for _, a := range alt.progs {
+		if a.rescue {
+			rescued = true
+			continue
 		}
-		out += a.target
+		out = append(out, a.target)
 	}
-	return out
+	s := strings.Join(out, ",")
+	if rescued {
+		s += " (each with a second program for the runs the kernel skips)"
+	}
+	return s
 }
 
 // loadSpec prepares the collection: only the chosen programs, the filters
@@ -186,7 +209,6 @@ func loadSpec(cfg tracer.Config, k *kernel, chosen []choice) (*ebpf.CollectionSp
 		bpf.PorttraceVarFilterFamily:       family,
 		bpf.PorttraceVarTwTimerHandlerAddr: k.twTimerHandler,
 		bpf.PorttraceVarJiffyNs:            jiffy,
-		bpf.PorttraceVarWakeupBytes:        uint64(ringSize / wakeupFraction),
 	} {
 		if err := spec.Variables[name].Set(value); err != nil {
 			return nil, fmt.Errorf("setting %s: %w", name, err)
@@ -209,25 +231,42 @@ func portBitmap(ports tracer.Ports) *[65536 / 8]byte {
 func (s *LinuxSource) Hooks() []string { return s.hooks }
 
 // Lost implements Source. Events are lost two ways: they find the ring
-// buffer full (counted per CPU by the programs), or the kernel skips a
-// program's run because a run of it is already under way on that CPU (a
-// softirq interrupting it), which the kernel counts as the program's
-// recursion misses (5.12+).
+// buffer full (counted per CPU by the programs, after the port filter, so
+// these concern the watched ports), or the kernel skips a program's run
+// because a run of it is already under way on that CPU (a softirq
+// interrupting it), which the kernel counts as the program's recursion
+// misses (5.12+), without saying for which port. The runs a hook's second
+// program made up for are not lost; the second programs' own misses lose
+// nothing, as the first ran.
 func (s *LinuxSource) Lost() tracer.Lost {
-	var lost tracer.Lost
-	var perCPU []uint64
-	if err := s.coll.Maps[bpf.PorttraceMapLost].Lookup(uint32(0), &perCPU); err == nil {
-		for _, n := range perCPU {
-			lost.Dropped += n
+	lost := tracer.Lost{Dropped: s.sumPerCPU(bpf.PorttraceMapLost), Undecodable: s.undecodable.Load()}
+	// Read before the misses, which a rescue follows, never precedes.
+	rescued := s.sumPerCPU(bpf.PorttraceMapRescued)
+	var missed uint64
+	for name, prog := range s.coll.Programs {
+		if slices.Contains(s.rescuers, name) {
+			continue
 		}
-	}
-	for _, prog := range s.coll.Programs {
 		if stats, err := prog.Stats(); err == nil {
-			lost.Skipped += stats.RecursionMisses
+			missed += stats.RecursionMisses
 		}
 	}
-	lost.Undecodable = s.undecodable.Load()
+	// A kernel that guards but does not count would leave rescues
+	// without their misses.
+	lost.Skipped = missed - min(missed, rescued)
 	return lost
+}
+
+// sumPerCPU adds up a one-counter per-CPU array.
+func (s *LinuxSource) sumPerCPU(name string) uint64 {
+	var perCPU []uint64
+	var sum uint64
+	if err := s.coll.Maps[name].Lookup(uint32(0), &perCPU); err == nil {
+		for _, n := range perCPU {
+			sum += n
+		}
+	}
+	return sum
 }
 
 // nowNs is the current time on the events' clock, without a system call.
@@ -235,34 +274,92 @@ func (s *LinuxSource) nowNs() int64 {
 	return s.startMonoNs + int64(time.Since(s.startTime)) + s.monoToWallNs
 }
 
-// Run implements Source.
+// Run implements Source. It reads a batch of events, ticks the handler,
+// and then either pauses so that the next batch gathers (when this batch
+// came less than batchInterval after the one before: events flow) or
+// waits for the next event or the handler's deadline, whichever comes
+// first: an idle watch costs no wakeups, a sparse event one.
 func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 	// Flush wakes a blocked read so that cancellation is seen at once.
 	stop := context.AfterFunc(ctx, func() { _ = s.reader.Flush() })
 	defer stop()
+	pause := time.NewTimer(batchInterval)
+	defer pause.Stop()
+	busy := s.reader.BufferSize() / busyFraction
 
 	var rec ringbuf.Record
 	var ev tracer.Event
-	s.reader.SetDeadline(time.Now().Add(tickInterval))
+	records := 0
+	var wait time.Time // zero: until an event comes
+	var woke time.Time // when the last batch began
+	// flowing says the last batch was read after a pause, or came less
+	// than batchInterval after the one before it.
+	flowing := false
+	next := tracer.NoDeadline
 	for {
-		err := s.reader.ReadInto(&rec)
-		switch {
-		case err == nil:
+		s.reader.SetDeadline(wait)
+		previous := woke
+		n := 0
+		for {
+			err := s.reader.ReadInto(&rec)
+			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("reading ring buffer: %w", err)
+			}
+			if n == 0 {
+				// The batch's first event: read what is there now,
+				// without waiting for more.
+				woke = time.Now()
+				s.reader.SetDeadline(woke)
+			}
+			n += len(rec.RawSample)
 			if err := decodeEvent(rec.RawSample, s.monoToWallNs, &ev); err != nil {
 				s.undecodable.Add(1)
 				continue
 			}
 			h.Handle(&ev)
-		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
-			h.Tick(s.nowNs())
-			if ctx.Err() != nil {
-				return nil
+			// A storm that outpaces the reader never lets the ring run
+			// dry: the ticks (held lines, holder lookups, the index, the
+			// output, Ctrl-C) must come on time anyway.
+			if records++; records%clockCheckEvery == 0 && time.Since(woke) >= batchInterval {
+				break
 			}
-			s.reader.SetDeadline(time.Now().Add(tickInterval))
-		default:
-			return fmt.Errorf("reading ring buffer: %w", err)
 		}
+		// A read that found nothing needs no tick, unless a deadline
+		// has come.
+		if now := s.nowNs(); n > 0 || (next != tracer.NoDeadline && now >= next) || ctx.Err() != nil {
+			next = h.Tick(now)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		flowing = n > 0 && (flowing || woke.Sub(previous) < batchInterval)
+		switch {
+		case !flowing:
+			wait = s.waitUntil(next)
+			continue
+		case n < busy:
+			pause.Reset(batchInterval - time.Since(woke))
+			select {
+			case <-pause.C:
+			case <-ctx.Done():
+			}
+		}
+		wait = time.Now()
 	}
+}
+
+// waitUntil is when a read must stop waiting for events to tick the
+// handler at its deadline (on the events' clock), or zero for never.
+func (s *LinuxSource) waitUntil(deadlineNs int64) time.Time {
+	if deadlineNs == tracer.NoDeadline {
+		return time.Time{}
+	}
+	// The reader waits whole milliseconds, rounded down: a millisecond
+	// more keeps the wait from ending just before the deadline.
+	return time.Now().Add(time.Duration(max(deadlineNs-s.nowNs(), 0)) + time.Millisecond)
 }
 
 // Close implements Source: it detaches every program and frees the maps.

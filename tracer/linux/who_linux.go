@@ -106,6 +106,9 @@ func WhoIn(port uint16, namespaces []Namespace, resolver *proc.Resolver) (*snaps
 			// Exited since the walk: it keeps what the kernel said of it.
 			p = proc.Process{Identity: proc.Identity{PID: pid, StartNs: seen.StartNs}, Name: seen.Comm.String(), Exited: true}
 			p.Cgroup.ID = seen.CgroupID
+			if c, ok := resolver.CgroupByID(seen.CgroupID); ok {
+				p.Cgroup = c
+			}
 		}
 		r.Processes[pid] = &p
 	}

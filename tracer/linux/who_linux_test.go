@@ -6,10 +6,14 @@ import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/api"
 	"github.com/porttrace/porttrace/tracer/correlate"
+	"github.com/porttrace/porttrace/tracer/proc"
+	"github.com/porttrace/porttrace/tracer/render"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 
 	"bytes"
+	"context"
 	"encoding/binary"
+	"encoding/json"
 	"net"
 	"net/netip"
 	"os"
@@ -223,26 +227,52 @@ func TestKernelWhoNobody(t *testing.T) {
 	}
 }
 
+// watchServingAPI runs a watch of port as porttrace does (a source into a
+// loop whose index the API serves) until the test ends. It returns who
+// for the namespaces given (porttrace's own if none), with the owners the
+// watch saw named, as porttrace who asks for them.
+func watchServingAPI(t *testing.T, port uint16) (who func(namespaces ...Namespace) *snapshot.PortReport) {
+	t.Helper()
+	src, err := Open(tracer.Config{Ports: tracer.Ports{port}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop := correlate.NewLoop()
+	runUntilCleanup(t, src, func(ctx context.Context) error { return loop.Run(ctx, src) })
+	srv, err := api.Listen(filepath.Join(t.TempDir(), "watch.sock"), api.Backend{Index: loop.Index})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return func(namespaces ...Namespace) *snapshot.PortReport {
+		t.Helper()
+		if len(namespaces) == 0 {
+			current, err := CurrentNamespace()
+			if err != nil {
+				t.Fatal(err)
+			}
+			namespaces = []Namespace{current}
+		}
+		r, err := WhoIn(port, namespaces, proc.NewResolver())
+		if err != nil {
+			t.Fatal(err)
+		}
+		answer, err := api.Ask(t.Context(), srv.Path(), port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.NameSeen(api.Seen(answer.Sockets), proc.Identify)
+		return r
+	}
+}
+
 // TestKernelWhoNamesTimeWaitOwner: a watch saw the connection, so who names
 // the owner of its TIME_WAIT socket, which no file refers to any more.
 func TestKernelWhoNamesTimeWaitOwner(t *testing.T) {
 	needPrivileges(t)
 	port := freePort(t, "127.0.0.1")
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
-	src, err := Open(tracer.Config{Ports: tracer.Ports{port}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	loop := correlate.NewLoop()
-	ctx := t.Context()
-	done := make(chan error, 1)
-	go func() { done <- loop.Run(ctx, src) }()
-	defer func() { src.Close() }()
-	srv, err := api.Listen(filepath.Join(t.TempDir(), "watch.sock"), api.Backend{Index: loop.Index})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	who := watchServingAPI(t, port)
 
 	// The server closes first: its side, on the port, goes TIME_WAIT.
 	server := startRole(t, "server", addr, serverFirst)
@@ -252,19 +282,13 @@ func TestKernelWhoNamesTimeWaitOwner(t *testing.T) {
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		r, err := Who(port)
-		if err != nil {
-			t.Fatal(err)
-		}
-		answer, err := api.Ask(ctx, srv.Path(), port)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.NameSeen(api.Seen(answer.Sockets))
+		r := who()
 		for _, s := range r.Sockets {
 			if s.State == tracer.StateTimeWait && s.Seen != nil {
-				if s.Seen.PID != acceptor || s.TimerNs <= 0 || len(s.PIDs) != 0 {
-					t.Fatalf("TIME_WAIT socket %+v seen %+v, want owner %d", s, s.Seen, acceptor)
+				// The acceptor has exited since: who must say so rather
+				// than offer its pid, which another program may hold now.
+				if s.Seen.PID != acceptor || !s.Seen.Exited || s.TimerNs <= 0 || len(s.PIDs) != 0 {
+					t.Fatalf("TIME_WAIT socket %+v seen %+v, want owner %d, exited", s, s.Seen, acceptor)
 				}
 				return
 			}
@@ -273,5 +297,44 @@ func TestKernelWhoNamesTimeWaitOwner(t *testing.T) {
 			t.Fatalf("no TIME_WAIT socket with a seen owner: %+v", r.Sockets)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestKernelWhoNamesTheCgroup: a listener run in a cgroup of its own is
+// reported with that cgroup, path and id, in who's JSON and text.
+func TestKernelWhoNamesTheCgroup(t *testing.T) {
+	needPrivileges(t)
+	dir, id := testCgroup(t, "who")
+	port := freePort(t, "127.0.0.1")
+	holder := startRoleEnv(t, "hold", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))), "", "PORTTRACE_TEST_CGROUP="+dir)
+	holder.expect(t, "ready")
+	pid := uint32(holder.cmd.Process.Pid)
+	r, err := Who(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var b bytes.Buffer
+	if err := render.WhoJSON(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	var report struct {
+		Processes []struct {
+			PID      uint32 `json:"pid"`
+			Cgroup   string `json:"cgroup"`
+			CgroupID uint64 `json:"cgroup_id"`
+		} `json:"processes"`
+	}
+	if err := json.Unmarshal(b.Bytes(), &report); err != nil {
+		t.Fatal(err)
+	}
+	path := "/" + filepath.Base(dir)
+	if len(report.Processes) != 1 || report.Processes[0].PID != pid || report.Processes[0].Cgroup != path || report.Processes[0].CgroupID != id {
+		t.Errorf("who --json: %s\nwant process %d in cgroup %s, id %d", b.Bytes(), pid, path, id)
+	}
+	b.Reset()
+	render.WhoText(&b, r, render.WhoOptions{Now: time.Now()})
+	if want := "  cgroup   " + path + " (id " + strconv.FormatUint(id, 10) + ")\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("who's text:\n%s\nlacks %q", b.String(), want)
 	}
 }

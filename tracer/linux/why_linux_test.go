@@ -117,21 +117,7 @@ func TestKernelWhyVerdicts(t *testing.T) {
 	})
 	t.Run("TIME_WAIT", func(t *testing.T) {
 		port := freePort(t, "127.0.0.1")
-		l, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(int(port)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := net.Dial("tcp4", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := l.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Close() // the server closes first: its side goes TIME_WAIT
-		c.Close()
-		l.Close()
+		leaveTimeWait(t, port)
 		check(t, why.Request{Port: port, Addr: netip.MustParseAddr("127.0.0.1")}, false, "TIME_WAIT")
 		// Go's listener set SO_REUSEADDR, and the accepted socket kept it.
 		check(t, why.Request{Port: port, Addr: netip.MustParseAddr("127.0.0.1"), ReuseAddr: true}, true, "")
@@ -143,21 +129,7 @@ func TestKernelWhyVerdicts(t *testing.T) {
 func TestKernelDestroyTimeWait(t *testing.T) {
 	needPrivileges(t)
 	port := freePort(t, "127.0.0.1")
-	l, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(int(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.Dial("tcp4", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	c.Close()
-	l.Close()
+	leaveTimeWait(t, port)
 	if realBind(t, "127.0.0.1", port, false) {
 		t.Fatal("no TIME_WAIT socket blocks the port")
 	}
@@ -190,4 +162,17 @@ func kernelBefore(release string, major, minor int) bool {
 	var ma, mi int
 	fmt.Sscanf(release, "%d.%d", &ma, &mi)
 	return ma < major || ma == major && mi < minor
+}
+
+// leaveTimeWait leaves on port a TIME_WAIT socket no process holds: a
+// connection the server closed first, from a listener closed since (Go's
+// listeners set SO_REUSEADDR, and the accepted socket keeps it).
+func leaveTimeWait(t *testing.T, port uint16) {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(int(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverClosesFirst(t, l, 0)
+	l.Close()
 }

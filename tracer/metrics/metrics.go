@@ -175,7 +175,7 @@ func (m *Metrics) Record(r *tracer.Record) {
 
 // Tick implements tracer.Sink: metrics are live, there is nothing to
 // flush.
-func (m *Metrics) Tick(int64) {}
+func (m *Metrics) Tick(int64) int64 { return tracer.NoDeadline }
 
 func (m *Metrics) transition(r *tracer.Record) {
 	old, new := r.Old, r.New

@@ -16,8 +16,8 @@ import (
 const (
 	chunkSize   = 64 << 10
 	chunkCount  = 64 // 4 MiB of output may wait for a slow reader
-	chunkFlush  = chunkSize - 1024
-	lineMaxSize = 1024 // no line is longer (a record's fields are bounded)
+	chunkFlush  = chunkSize - lineMaxSize
+	lineMaxSize = 4096 // no line is longer (a record's fields and Labels are bounded)
 )
 
 // chunk is a run of whole lines on its way to the writer.
@@ -52,6 +52,8 @@ type PrinterOptions struct {
 	PID uint32
 	// Location is the time zone of text lines; nil means local time.
 	Location *time.Location
+	// Labels name the namespaces and cgroups of lines; nil, none.
+	Labels *Labels
 }
 
 // NewPrinter starts a Printer writing to w. Close stops it.
@@ -118,9 +120,9 @@ func (p *Printer) Record(r *tracer.Record) {
 	}
 	c := p.cur
 	if p.opts.JSON {
-		c.b = AppendJSON(c.b, r)
+		c.b = AppendJSON(c.b, r, p.opts.Labels)
 	} else {
-		c.b = AppendText(c.b, r, p.opts.Location, p.opts.Color)
+		c.b = AppendText(c.b, r, p.opts.Location, p.opts.Color, p.opts.Labels)
 	}
 	c.lines++
 	if len(c.b) >= chunkFlush {
@@ -130,10 +132,11 @@ func (p *Printer) Record(r *tracer.Record) {
 
 // Tick implements tracer.Sink: what is formatted goes to the writer now, so
 // that lines appear as soon as the source runs dry.
-func (p *Printer) Tick(int64) {
+func (p *Printer) Tick(int64) int64 {
 	if p.cur != nil && len(p.cur.b) > 0 {
 		p.send()
 	}
+	return tracer.NoDeadline
 }
 
 // send hands the current chunk to the writer, or drops it if the writer's

@@ -59,8 +59,9 @@ func stateColor(r *tracer.Record) string {
 }
 
 // AppendText appends r as one aligned line of text, in local time, with
-// ANSI colours when color is set.
-func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool) []byte {
+// ANSI colours when color is set, ending with the labels of its owner's
+// container and its network namespace (nil labels: none).
+func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool, labels *Labels) []byte {
 	start := len(b)
 	b = time.Unix(0, r.TimeNs).In(loc).AppendFormat(b, "15:04:05.000000")
 	b = pad(b, start, widthTime+1)
@@ -168,6 +169,7 @@ func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool) []by
 		b = append(b, "  thread "...)
 		b = tracer.AppendPrintable(b, thread)
 	}
+	b = labels.appendText(b, r)
 	return append(b, '\n')
 }
 
@@ -197,9 +199,10 @@ func appendPadded(b []byte, s string, width int) []byte {
 // "time" field has the same width and sorts as text.
 const JSONTimeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
-// AppendJSON appends r as one JSON object and a newline. The fields are a
+// AppendJSON appends r as one JSON object and a newline, with the fields
+// labels knows of its owner's cgroup (nil labels: none). The fields are a
 // documented contract (README): add, never rename.
-func AppendJSON(b []byte, r *tracer.Record) []byte {
+func AppendJSON(b []byte, r *tracer.Record, labels *Labels) []byte {
 	b = append(b, `{"time":"`...)
 	b = time.Unix(0, r.TimeNs).UTC().AppendFormat(b, JSONTimeLayout)
 	b = append(b, `","type":"`...)
@@ -239,6 +242,7 @@ func AppendJSON(b []byte, r *tracer.Record) []byte {
 	b = strconv.AppendUint(b, r.StartNs, 10)
 	b = append(b, `,"cgroup_id":`...)
 	b = strconv.AppendUint(b, r.CgroupID, 10)
+	b = labels.appendJSON(b, r)
 	b = append(b, `,"owner_via":"`...)
 	b = append(b, r.OwnerVia.String()...)
 	b = append(b, `","netns":`...)

@@ -3,6 +3,7 @@ package render
 import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/correlate"
+	"github.com/porttrace/porttrace/tracer/proc"
 
 	"bytes"
 	"encoding/json"
@@ -75,6 +76,40 @@ func sampleRecords() []tracer.Record {
 			r.Old, r.New, r.DurationNs = tracer.StateCloseWait, tracer.StateLastAck, 3_000_000
 			r.Process = tracer.Process{PID: 5150, StartNs: 2_000_000_000, Comm: tracer.CommFrom("java"), Thread: tracer.CommFrom("http-nio-8080-e"), CgroupID: 9202}
 		}),
+		with(func(r *tracer.Record) {
+			r.Old, r.New, r.DurationNs, r.NetNS = tracer.StateSynRecv, tracer.StateEstablished, 52_000, otherNetNS
+			r.Process = tracer.Process{PID: 6160, StartNs: 3_000_000_000, Comm: tracer.CommFrom("caddy"), Thread: tracer.CommFrom("caddy"), CgroupID: 9303}
+		}),
+	}
+}
+
+// otherNetNS is the network namespace of a sample line that is not the
+// watch's own.
+const otherNetNS = 4026532288
+
+// testLabels labels sample lines as a watch in the first sample's
+// namespace does, naming otherNetNS as ip netns might have, and the
+// samples' cgroups: nginx's unit, java's Kubernetes container, caddy's
+// docker container.
+func testLabels() *Labels {
+	return &Labels{
+		OwnNetNS: 4026531833,
+		NetNSName: func(inode uint32) string {
+			if inode == otherNetNS {
+				return "t1"
+			}
+			return "unexpected"
+		},
+		Cgroup: func(id uint64) (proc.Cgroup, bool) {
+			c, ok := map[uint64]string{
+				9101: "/system.slice/nginx.service",
+				9202: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0d8a1c2e_5b7f_4a39_9e1d_2f6b8c4a7e10.slice/cri-containerd-5150aaaabbbbccccddddeeeeffff00001111222233334444555566667777aaaa.scope",
+				9303: "/system.slice/docker-6160aaaabbbbccccddddeeeeffff00001111222233334444555566667777bbbb.scope",
+			}[id]
+			cg := proc.ParseCgroupPath(c)
+			cg.ID = id
+			return cg, ok
+		},
 	}
 }
 
@@ -84,8 +119,9 @@ func TestTextGolden(t *testing.T) {
 		color bool
 	}{{"records.txt", false}, {"records.color.txt", true}} {
 		b := append([]byte(TextHeader()), '\n')
+		labels := testLabels()
 		for _, r := range sampleRecords() {
-			b = AppendText(b, &r, time.UTC, tc.color)
+			b = AppendText(b, &r, time.UTC, tc.color, labels)
 		}
 		golden(t, tc.file, b)
 	}
@@ -93,8 +129,9 @@ func TestTextGolden(t *testing.T) {
 
 func TestJSONGolden(t *testing.T) {
 	var b []byte
+	labels := testLabels()
 	for _, r := range sampleRecords() {
-		b = AppendJSON(b, &r)
+		b = AppendJSON(b, &r, labels)
 	}
 	golden(t, "records.json", b)
 
@@ -118,10 +155,13 @@ func TestJSONGolden(t *testing.T) {
 func TestFormatAllocatesNothing(t *testing.T) {
 	recs := sampleRecords()
 	buf := make([]byte, 0, 4096)
+	// A namespace or cgroup is named the first time a line of it is
+	// printed (in the run AllocsPerRun does not count); never again.
+	labels := testLabels()
 	if n := testing.AllocsPerRun(100, func() {
 		for i := range recs {
-			buf = AppendText(buf[:0], &recs[i], time.UTC, true)
-			buf = AppendJSON(buf[:0], &recs[i])
+			buf = AppendText(buf[:0], &recs[i], time.UTC, true, labels)
+			buf = AppendJSON(buf[:0], &recs[i], labels)
 		}
 	}); n != 0 {
 		t.Errorf("formatting allocates %v times per batch", n)
@@ -136,8 +176,8 @@ func BenchmarkFormat(b *testing.B) {
 		name string
 		fn   func(*tracer.Record)
 	}{
-		{"text", func(r *tracer.Record) { buf = AppendText(buf[:0], r, time.Local, false) }},
-		{"json", func(r *tracer.Record) { buf = AppendJSON(buf[:0], r) }},
+		{"text", func(r *tracer.Record) { buf = AppendText(buf[:0], r, time.Local, false, nil) }},
+		{"json", func(r *tracer.Record) { buf = AppendJSON(buf[:0], r, nil) }},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()

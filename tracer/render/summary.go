@@ -13,15 +13,15 @@ import (
 // DescribeLost says how many events the kernel lost and why, with what to
 // do about the loss porttrace can prevent.
 func DescribeLost(l tracer.Lost) string {
-	s := fmt.Sprintf("events lost in the kernel: %d", l.Total())
+	s := fmt.Sprintf("events lost in the kernel: %d", l.OfWatchedPorts())
 	if l.Dropped > 0 {
 		s += fmt.Sprintf(" (%d found the ring buffer full: raise --buffer-size)", l.Dropped)
 	}
-	if l.Skipped > 0 {
-		s += fmt.Sprintf(" (%d probe runs skipped by the kernel while one ran on the same CPU, for any port)", l.Skipped)
-	}
 	if l.Undecodable > 0 {
 		s += fmt.Sprintf(" (%d records did not decode: please report this)", l.Undecodable)
+	}
+	if l.Skipped > 0 {
+		s += fmt.Sprintf("; probe runs the kernel skipped, of any port: %d (a softirq interrupted a run on the same CPU, and the kernel does not say for which port)", l.Skipped)
 	}
 	return s
 }

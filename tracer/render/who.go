@@ -53,6 +53,14 @@ func WhoText(w io.Writer, r *snapshot.PortReport, opts WhoOptions) {
 			writeProcess(w, r, pid, false, peers, opts)
 		}
 	}
+	if uids := hiddenUIDs(r); len(uids) > 0 {
+		fmt.Fprintf(w, "\nHELD BY PROCESSES YOU MAY NOT SEE (naming them needs root)\n")
+		for i := range r.Sockets {
+			if s := &r.Sockets[i]; s.Hidden {
+				fmt.Fprintf(w, "  uid %-5d %s\n", s.UID, socketLine(r, s, peers))
+			}
+		}
+	}
 	writeUnheld(w, r, opts)
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "\nnote: %s\n", n)
@@ -67,6 +75,9 @@ func headline(r *snapshot.PortReport) string {
 		if slices.ContainsFunc(r.Sockets, func(s snapshot.PortSocket) bool { return slices.Contains(s.PIDs, pid) && r.Serves(&s) }) {
 			holders = append(holders, processLabel(r, pid))
 		}
+	}
+	for _, uid := range hiddenUIDs(r) {
+		holders = append(holders, fmt.Sprintf("a process of uid %d (naming it needs root)", uid))
 	}
 	switch {
 	case len(holders) == 1:
@@ -97,6 +108,18 @@ func headline(r *snapshot.PortReport) string {
 	}
 	return fmt.Sprintf("port %d: no process holds it, but %s %s bind(0.0.0.0:%d) without SO_REUSEADDR; see porttrace why %d",
 		r.Port, strings.Join(parts, ", "), noun, r.Port, r.Port)
+}
+
+// hiddenUIDs lists the users whose processes hold sockets serving on the
+// port that the caller may not see.
+func hiddenUIDs(r *snapshot.PortReport) []uint32 {
+	var uids []uint32
+	for i := range r.Sockets {
+		if s := &r.Sockets[i]; s.Hidden && r.Serves(s) && !slices.Contains(uids, s.UID) {
+			uids = append(uids, s.UID)
+		}
+	}
+	return uids
 }
 
 // count writes n with thousands separators: 12,533 TIME_WAIT sockets.
@@ -160,6 +183,9 @@ func writeProcess(w io.Writer, r *snapshot.PortReport, pid uint32, serving bool,
 	if restart := restartedBy(p); restart != "" {
 		fmt.Fprintf(w, "  managed  %s\n", restart)
 	}
+	if cgroup := cgroupText(&p.Cgroup); cgroup != "" {
+		fmt.Fprintf(w, "  cgroup   %s\n", cgroup)
+	}
 	if p.Exe != "" {
 		fmt.Fprintf(w, "  exe      %s\n", tracer.Printable(p.Exe))
 	}
@@ -189,6 +215,20 @@ func restartedBy(p *proc.Process) string {
 		return ""
 	}
 	return tracer.Printable(what) + " (" + tracer.Printable(stop) + ")"
+}
+
+// cgroupText is a process's cgroup v2 path and id, "" where neither is
+// known (Windows).
+func cgroupText(c *proc.Cgroup) string {
+	switch {
+	case c.Path != "" && c.ID != 0:
+		return tracer.Printable(c.Path) + " (id " + strconv.FormatUint(c.ID, 10) + ")"
+	case c.Path != "":
+		return tracer.Printable(c.Path)
+	case c.ID != 0:
+		return "id " + strconv.FormatUint(c.ID, 10)
+	}
+	return ""
 }
 
 func fdText(s *snapshot.PortSocket, i int) string {
@@ -311,7 +351,7 @@ func writeUnheld(w io.Writer, r *snapshot.PortReport, opts WhoOptions) {
 	groups := map[string]*group{}
 	for i := range r.Sockets {
 		s := &r.Sockets[i]
-		if len(s.PIDs) > 0 {
+		if s.Held() {
 			continue
 		}
 		owner := "owner unknown (closed before porttrace watched)"

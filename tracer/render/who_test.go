@@ -193,7 +193,32 @@ func sampleReports() []whoCase {
 			Processes: procs(evil),
 		}},
 		bothSides(),
+		elsewhere(),
 	}
+}
+
+// elsewhere is who --all-netns: the same port here and in the network
+// namespace t1, a TIME_WAIT socket on the same 4-tuple in each, whose
+// owners a watch saw, one of which has exited since; the server here runs
+// in a cgroup of its own.
+func elsewhere() whoCase {
+	const t1 = 4026532288
+	here := &proc.Process{Identity: proc.Identity{PID: 1700}, Name: "caddy", User: "caddy",
+		Cgroup: proc.Cgroup{Path: "/porttrace-test", ID: 8812}}
+	there := &proc.Process{Identity: proc.Identity{PID: 1800}, Name: "caddy", User: "caddy",
+		Cgroup: proc.Cgroup{Path: "/system.slice/caddy-t1.service", ID: 8813, Unit: "caddy-t1.service"}}
+	inT1 := func(s snapshot.PortSocket) snapshot.PortSocket { s.NetNS = t1; return s }
+	return whoCase{name: "every network namespace, a former owner since exited", report: &snapshot.PortReport{
+		Port: 8443,
+		Sockets: []snapshot.PortSocket{
+			portSocket(tracer.ProtoTCP, tracer.StateListen, "127.0.0.1:8443", "", 1700),
+			inT1(portSocket(tracer.ProtoTCP, tracer.StateListen, "127.0.0.1:8443", "", 1800)),
+			timeWait("127.0.0.1:8443", "127.0.0.1:40000", 20e9, &proc.Process{Identity: proc.Identity{PID: 1700, StartNs: 5e9}, Name: "caddy", Cgroup: proc.Cgroup{ID: 8812}}),
+			inT1(timeWait("127.0.0.1:8443", "127.0.0.1:40000", 20e9, &proc.Process{Identity: proc.Identity{PID: 1801, StartNs: 6e9}, Name: "caddy", Cgroup: proc.Cgroup{ID: 8813}, Exited: true})),
+		},
+		Processes: procs(here, there),
+		Elsewhere: map[uint32]string{t1: "t1"},
+	}}
 }
 
 // TestWhoTextAll: with --all every socket has a line of its own.

@@ -42,7 +42,7 @@ func writeBlockers(w io.Writer, blockers []why.Blocker) {
 	var ownerless []why.Blocker
 	n := 0
 	for _, b := range blockers {
-		if len(b.Socket.PIDs) == 0 {
+		if !b.Socket.Held() {
 			ownerless = append(ownerless, b)
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/proc"
 
+	"errors"
 	"net/netip"
 	"slices"
 )
@@ -45,6 +46,9 @@ type PortSocket struct {
 	// descriptor for it.
 	PIDs []uint32
 	FDs  []int32
+	// Hidden says a process holds the socket but the caller may not see
+	// which: another user's, for a caller without privileges.
+	Hidden bool
 	// Seen is the owner porttrace saw for a socket no process holds any
 	// more (TIME_WAIT), if it saw the connection.
 	Seen *proc.Process
@@ -92,7 +96,7 @@ func (r *PortReport) KeepFamily(f tracer.Family) {
 // Held reports whether any process holds a socket that serves on the port:
 // a client connected to the port does not hold it.
 func (r *PortReport) Held() bool {
-	return slices.ContainsFunc(r.Sockets, func(s PortSocket) bool { return len(s.PIDs) > 0 && r.Serves(&s) })
+	return slices.ContainsFunc(r.Sockets, func(s PortSocket) bool { return s.Held() && r.Serves(&s) })
 }
 
 // Holds reports whether pid holds any socket of the report.
@@ -127,6 +131,9 @@ func Scope(addr netip.Addr, v6only bool) string {
 	}
 	return a.String() + " only: reachable from the network on its interface"
 }
+
+// Held reports whether a process holds the socket, seen or not.
+func (s *PortSocket) Held() bool { return len(s.PIDs) > 0 || s.Hidden }
 
 // Connected reports whether a socket is a connection rather than something
 // that holds the port open for others (a listener, a bound or UDP socket).
@@ -169,12 +176,22 @@ func KeyOf(netns uint32, local, remote netip.AddrPort) SocketKey {
 }
 
 // NameSeen names, for the sockets no process holds, the owners a running
-// porttrace saw.
-func (r *PortReport) NameSeen(seen map[SocketKey]proc.Process) {
+// porttrace saw. A pid is no identity: identify says which process a pid
+// names now (proc.ErrExited where none), and an owner it no longer names
+// is marked Exited, so that no one takes the pid for the program that may
+// hold it now. An owner without a start time (a platform that does not
+// say) cannot be checked, and is left as the tracer said.
+func (r *PortReport) NameSeen(seen map[SocketKey]proc.Process, identify func(pid uint32) (proc.Identity, error)) {
 	for i := range r.Sockets {
 		s := &r.Sockets[i]
-		if p, ok := seen[KeyOf(s.NetNS, s.Local, s.Remote)]; ok && len(s.PIDs) == 0 && p.PID != 0 {
-			s.Seen = &p
+		p, ok := seen[KeyOf(s.NetNS, s.Local, s.Remote)]
+		if !ok || s.Held() || p.PID == 0 {
+			continue
 		}
+		if !p.Exited && p.StartNs != 0 {
+			now, err := identify(p.PID)
+			p.Exited = errors.Is(err, proc.ErrExited) || err == nil && !now.Same(p.Identity)
+		}
+		s.Seen = &p
 	}
 }

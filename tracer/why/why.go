@@ -222,7 +222,7 @@ func conflicts(req Request, s *snapshot.PortSocket) (reason string, unblock []st
 // timeWaitLike is a connection no process holds: TIME_WAIT, or an orphan
 // still closing.
 func timeWaitLike(s *snapshot.PortSocket) bool {
-	return len(s.PIDs) == 0 && s.State != tracer.StateListen && s.State != tracer.StateClose
+	return !s.Held() && s.State != tracer.StateListen && s.State != tracer.StateClose
 }
 
 func waitFor(s *snapshot.PortSocket) string {
@@ -256,7 +256,7 @@ func coverage(req Request, s *snapshot.PortSocket) string {
 func stopOwner(s *snapshot.PortSocket, option string) []string {
 	var out []string
 	switch {
-	case len(s.PIDs) > 0:
+	case s.Held():
 		out = append(out, fmt.Sprintf("stop the process holding it (porttrace free %d)", s.Local.Port()))
 	default:
 		out = append(out, waitFor(s))
@@ -295,8 +295,8 @@ func notes(req Request, sys System, v Verdict) []string {
 func sorted(bs []Blocker) []Blocker {
 	out := slices.Clone(bs)
 	slices.SortStableFunc(out, func(a, b Blocker) int {
-		if (len(a.Socket.PIDs) == 0) != (len(b.Socket.PIDs) == 0) {
-			if len(a.Socket.PIDs) > 0 {
+		if a.Socket.Held() != b.Socket.Held() {
+			if a.Socket.Held() {
 				return -1
 			}
 			return 1

@@ -11,7 +11,7 @@ _porttrace() {
 	local command=
 	if ((COMP_CWORD > 1)); then
 		case ${COMP_WORDS[1]} in
-		who|why|free|history|daemon|help|version|completion|man) command=${COMP_WORDS[1]} ;;
+		who|why|free|history|top|daemon|help|version|completion|man) command=${COMP_WORDS[1]} ;;
 		esac
 	fi
 	case $command in
@@ -24,7 +24,7 @@ _porttrace() {
 		if [[ $cur == -* ]]; then
 			mapfile -t COMPREPLY < <(compgen -W '-p --port --pid -4 --ipv4 -6 --ipv6 --json --duration --ready-file --probe --buffer-size -v --verbose --version -h --help' -- "$cur")
 		elif ((COMP_CWORD == 1)); then
-			mapfile -t COMPREPLY < <(compgen -W 'who why free history daemon help version completion man' -- "$cur")
+			mapfile -t COMPREPLY < <(compgen -W 'who why free history top daemon help version completion man' -- "$cur")
 		fi
 		;;
 	'who')
@@ -56,6 +56,17 @@ _porttrace() {
 			mapfile -t COMPREPLY < <(compgen -W '--since --until --json --socket --data-dir -h --help' -- "$cur")
 		fi
 		;;
+	'top')
+		case $prev in
+		--sort) mapfile -t COMPREPLY < <(compgen -W 'port sockets conns close-wait binds' -- "$cur"); return ;;
+		--ready-file) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
+		--probe) mapfile -t COMPREPLY < <(compgen -W 'auto tracepoint kprobe' -- "$cur"); return ;;
+		-p|--port|-d|--interval|-n|--iterations|--duration|--buffer-size) return ;;
+		esac
+		if [[ $cur == -* ]]; then
+			mapfile -t COMPREPLY < <(compgen -W '-p --port -4 --ipv4 -6 --ipv6 -d --interval -n --iterations --sort --duration --ready-file --probe --buffer-size -v --verbose -h --help' -- "$cur")
+		fi
+		;;
 	'daemon')
 		case $prev in
 		--socket|--data-dir|--history-max-age|--history-max-bytes|--metrics-address|--log-file|--probe|--buffer-size) return ;;
@@ -68,7 +79,7 @@ _porttrace() {
 		if [[ $cur == -* ]]; then
 			mapfile -t COMPREPLY < <(compgen -W '-h --help' -- "$cur")
 		else
-			mapfile -t COMPREPLY < <(compgen -W 'who why free history daemon help version completion man' -- "$cur")
+			mapfile -t COMPREPLY < <(compgen -W 'who why free history top daemon help version completion man' -- "$cur")
 		fi
 		;;
 	'version')

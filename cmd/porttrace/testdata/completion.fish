@@ -5,7 +5,7 @@
 function __porttrace_command
 	set -l tokens (commandline -opc)
 	set -l command ''
-	if set -q tokens[2]; and contains -- $tokens[2] who why free history daemon help version completion man
+	if set -q tokens[2]; and contains -- $tokens[2] who why free history top daemon help version completion man
 		set command $tokens[2]
 	end
 	test "$command" = "$argv[1]"
@@ -16,6 +16,7 @@ complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a who -d 'say 
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a why -d 'say whether bind(ADDR:PORT) would succeed now, and if not, what blocks it'
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a free -d 'stop what holds PORT and wait until it can be bound'
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a history -d 'say who held PORT, from when to when, its failed binds and connection counts'
+complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a top -d 'a live table of sockets by port and process'
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a daemon -d 'trace every port as a service: who from its cache, history, metrics'
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a help -d 'print the help of porttrace or of a command'
 complete -c porttrace -n 'test (count (commandline -opc)) -eq 1' -a version -d 'print the version'
@@ -59,6 +60,18 @@ complete -c porttrace -n '__porttrace_command history' -l json -d 'print one JSO
 complete -c porttrace -n '__porttrace_command history' -l socket -x -d 'ask the daemon on this socket (default: $PORTTRACE_SOCKET, else /run/porttrace/porttrace.sock)'
 complete -c porttrace -n '__porttrace_command history' -l data-dir -x -d 'read the history here when no daemon answers'
 complete -c porttrace -n '__porttrace_command history' -s h -l help -d 'print this help'
+complete -c porttrace -n '__porttrace_command top' -s p -l port -x -d 'show only these PORTS: 8080, 80,443, 8000-8100 or a service name (http); repeated, the lists are merged; default: every port'
+complete -c porttrace -n '__porttrace_command top' -s 4 -l ipv4 -d 'IPv4 only'
+complete -c porttrace -n '__porttrace_command top' -s 6 -l ipv6 -d 'IPv6 only'
+complete -c porttrace -n '__porttrace_command top' -s d -l interval -x -d 'refresh every DURATION'
+complete -c porttrace -n '__porttrace_command top' -s n -l iterations -x -d 'stop after N tables; default: at q, Ctrl-C or SIGTERM'
+complete -c porttrace -n '__porttrace_command top' -l sort -x -a 'port sockets conns close-wait binds' -d 'sort the rows by KEY: port, sockets, conns, close-wait, binds'
+complete -c porttrace -n '__porttrace_command top' -l duration -x -d 'stop after this DURATION (30s, 5m)'
+complete -c porttrace -n '__porttrace_command top' -l ready-file -r -F -d 'write this FILE (porttrace\'s pid) once every probe is attached'
+complete -c porttrace -n '__porttrace_command top' -l probe -x -a 'auto tracepoint kprobe' -d 'hook FAMILY: auto, tracepoint or kprobe'
+complete -c porttrace -n '__porttrace_command top' -l buffer-size -x -d 'kernel ring buffer size in MiB, a power of two'
+complete -c porttrace -n '__porttrace_command top' -s v -l verbose -d 'say which hooks were attached and why'
+complete -c porttrace -n '__porttrace_command top' -s h -l help -d 'print this help'
 complete -c porttrace -n '__porttrace_command daemon' -l socket -x -d 'serve the API on this unix socket'
 complete -c porttrace -n '__porttrace_command daemon' -l data-dir -x -d 'keep the port history here ("" keeps none)'
 complete -c porttrace -n '__porttrace_command daemon' -l history-max-age -x -d 'forget history older than this'
@@ -70,7 +83,7 @@ complete -c porttrace -n '__porttrace_command daemon' -l buffer-size -x -d 'kern
 complete -c porttrace -n '__porttrace_command daemon' -s v -l verbose -d 'log which hooks were attached and why'
 complete -c porttrace -n '__porttrace_command daemon' -s h -l help -d 'print this help'
 complete -c porttrace -n '__porttrace_command help' -s h -l help -d 'print this help'
-complete -c porttrace -n '__porttrace_command help' -a 'who why free history daemon help version completion man'
+complete -c porttrace -n '__porttrace_command help' -a 'who why free history top daemon help version completion man'
 complete -c porttrace -n '__porttrace_command version' -s h -l help -d 'print this help'
 complete -c porttrace -n '__porttrace_command completion' -s h -l help -d 'print this help'
 complete -c porttrace -n '__porttrace_command completion' -a 'bash zsh fish'

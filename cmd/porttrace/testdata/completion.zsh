@@ -7,6 +7,7 @@ _porttrace() {
 		'why:say whether bind(ADDR:PORT) would succeed now, and if not, what blocks it'
 		'free:stop what holds PORT and wait until it can be bound'
 		'history:say who held PORT, from when to when, its failed binds and connection counts'
+		'top:a live table of sockets by port and process'
 		'daemon:trace every port as a service: who from its cache, history, metrics'
 		'help:print the help of porttrace or of a command'
 		'version:print the version'
@@ -70,6 +71,24 @@ _porttrace() {
 		_arguments -s $specs
 		return
 		;;
+	top)
+		shift words
+		(( CURRENT-- ))
+		specs+=('(-p --port)'{-p+,--port=}'[show only these PORTS\: 8080, 80,443, 8000-8100 or a service name (http); repeated, the lists are merged; default\: every port]:PORTS: ')
+		specs+=('(-4 --ipv4)'{-4,--ipv4}'[IPv4 only]')
+		specs+=('(-6 --ipv6)'{-6,--ipv6}'[IPv6 only]')
+		specs+=('(-d --interval)'{-d+,--interval=}'[refresh every DURATION]:DURATION: ')
+		specs+=('(-n --iterations)'{-n+,--iterations=}'[stop after N tables; default\: at q, Ctrl-C or SIGTERM]:N: ')
+		specs+=('--sort=[sort the rows by KEY\: port, sockets, conns, close-wait, binds]:KEY:(port sockets conns close-wait binds)')
+		specs+=('--duration=[stop after this DURATION (30s, 5m)]:DURATION: ')
+		specs+=('--ready-file=[write this FILE (porttrace'\''s pid) once every probe is attached]:FILE:_files')
+		specs+=('--probe=[hook FAMILY\: auto, tracepoint or kprobe]:FAMILY:(auto tracepoint kprobe)')
+		specs+=('--buffer-size=[kernel ring buffer size in MiB, a power of two]:MiB: ')
+		specs+=('(-v --verbose)'{-v,--verbose}'[say which hooks were attached and why]')
+		specs+=('(-h --help)'{-h,--help}'[print this help]')
+		_arguments -s $specs
+		return
+		;;
 	daemon)
 		shift words
 		(( CURRENT-- ))
@@ -90,7 +109,7 @@ _porttrace() {
 		shift words
 		(( CURRENT-- ))
 		specs+=('(-h --help)'{-h,--help}'[print this help]')
-		specs+=('1:[COMMAND]:(who why free history daemon help version completion man)')
+		specs+=('1:[COMMAND]:(who why free history top daemon help version completion man)')
 		_arguments -s $specs
 		return
 		;;

@@ -1,0 +1,78 @@
+package snapshot
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+
+	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/proc"
+)
+
+// TestNameSeenChecksIdentity: a pid is no identity. A former owner is
+// named as running only while its pid still names the process that
+// started at its start time.
+func TestNameSeenChecksIdentity(t *testing.T) {
+	const port = 8080
+	local := netip.MustParseAddrPort("127.0.0.1:8080")
+	peer := func(p uint16) netip.AddrPort { return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p) }
+	const start = 5_000_000_000
+	owner := func(pid uint32, startNs uint64) proc.Process {
+		return proc.Process{Identity: proc.Identity{PID: pid, StartNs: startNs}, Name: "server"}
+	}
+	// Now: 100 runs, started in the same clock tick as seen (the kernel's
+	// exact time against /proc's rounded one); 200's pid was taken by a
+	// process started later; 300 is gone; 500 cannot be read.
+	running := map[uint32]uint64{100: start - start%10_000_000, 200: start + 7e9}
+	identify := func(pid uint32) (proc.Identity, error) {
+		if pid == 500 {
+			return proc.Identity{}, errors.New("permission denied")
+		}
+		if s, ok := running[pid]; ok {
+			return proc.Identity{PID: pid, StartNs: s}, nil
+		}
+		return proc.Identity{}, proc.ErrExited
+	}
+	cases := []struct {
+		name       string
+		seen       proc.Process
+		held       bool
+		wantNamed  bool
+		wantExited bool
+	}{
+		{"still running", owner(100, start+3_000_000), false, true, false},
+		{"pid taken by another program", owner(200, start), false, true, true},
+		{"gone", owner(300, start), false, true, true},
+		{"start time unknown: cannot be checked", owner(200, 0), false, true, false},
+		{"the tracer saw it exit", func() proc.Process { p := owner(100, start); p.Exited = true; return p }(), false, true, true},
+		{"unreadable: not said to have exited", owner(500, start), false, true, false},
+		{"held by a process: not a former owner's", owner(100, start), true, false, false},
+	}
+	r := &PortReport{Port: port}
+	seen := map[SocketKey]proc.Process{}
+	for i, c := range cases {
+		s := PortSocket{Proto: tracer.ProtoTCP, State: tracer.StateTimeWait, Local: local, Remote: peer(uint16(40000 + i)), NetNS: 7}
+		if c.held {
+			s.State, s.PIDs = tracer.StateEstablished, []uint32{42}
+		}
+		r.Sockets = append(r.Sockets, s)
+		seen[KeyOf(7, s.Local, s.Remote)] = c.seen
+	}
+	// The same connection in another namespace is another socket.
+	r.Sockets = append(r.Sockets, PortSocket{Proto: tracer.ProtoTCP, State: tracer.StateTimeWait, Local: local, Remote: peer(40000), NetNS: 8})
+	r.NameSeen(seen, identify)
+	for i, c := range cases {
+		got := r.Sockets[i].Seen
+		switch {
+		case got == nil && c.wantNamed:
+			t.Errorf("%s: not named", c.name)
+		case got != nil && !c.wantNamed:
+			t.Errorf("%s: named %+v", c.name, got)
+		case got != nil && (got.PID != c.seen.PID || got.Exited != c.wantExited):
+			t.Errorf("%s: named %+v, want pid %d exited %v", c.name, got, c.seen.PID, c.wantExited)
+		}
+	}
+	if s := r.Sockets[len(cases)]; s.Seen != nil {
+		t.Errorf("a socket of another namespace took the owner %+v", s.Seen)
+	}
+}
