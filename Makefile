@@ -12,7 +12,7 @@ CLANG_MAJOR := 14
 
 VMTEST_DIR ?= /tmp/porttrace-vmtest
 
-.PHONY: build man generate clang-version check-generated test lint vmtest test-windows bench clean
+.PHONY: build man generate clang-version check-generated test lint vmtest test-windows bench clean image test-deploy
 
 build:
 	$(GO) build -o porttrace ./cmd/porttrace
@@ -49,6 +49,21 @@ lint:
 	$(GO) vet ./...
 	GOOS=windows $(GO) vet ./...
 	GOOS=windows $(GO) build ./...
+
+# The daemon's container image (cmd/porttrace/deploy/Dockerfile): the
+# static binary alone, in a build context of its own.
+IMAGE ?= porttrace:latest
+image:
+	ctx=$$(mktemp -d) && trap 'rm -rf "$$ctx"' EXIT && \
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o "$$ctx/porttrace" ./cmd/porttrace && \
+	cp cmd/porttrace/deploy/Dockerfile "$$ctx/" && \
+	docker build -t $(IMAGE) "$$ctx"
+
+# The image run under Docker as the DaemonSet runs it. Needs root, Docker
+# (Debian's docker.io: the test starts dockerd when none answers) and
+# busybox-static; not in make test, for the Docker daemon it needs.
+test-deploy:
+	PORTTRACE_TEST_DEPLOY=1 $(GO) test -count=1 -run '^TestDocker' ./cmd/porttrace/deploy
 
 # The privileged tests inside Debian's 5.10, 6.1 and 6.12 kernels under qemu.
 vmtest:
