@@ -77,9 +77,10 @@ vmtest:
 test-windows:
 	.ci/wine-test
 
-# The side-by-side benchmark (cmd/portbench): porttrace against no tracer,
-# tcpstates and bpftrace, its memory, and the Go benchmarks. Run as root,
-# about 10 minutes; bench-quick is its CI smoke run (under a minute).
+# The side-by-side benchmark (cmd/portbench): porttrace and its daemon
+# against no tracer, tcpstates and bpftrace, their memory, who through the
+# daemon, history's cost, and the Go benchmarks. Run as root, about 15
+# minutes; bench-quick is its CI smoke run (a minute or two).
 bench:
 	$(GO) run ./cmd/portbench
 

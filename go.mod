@@ -44,7 +44,7 @@ require (
 	github.com/mdlayher/netlink v1.11.2
 	github.com/mdlayher/socket v0.6.0 // indirect
 	golang.org/x/net v0.59.0 // indirect
-	golang.org/x/sync v0.23.0 // indirect
+	golang.org/x/sync v0.23.0
 )
 
 tool github.com/cilium/ebpf/cmd/bpf2go

@@ -119,6 +119,7 @@ struct sock {
 	 * tcp_reset, tcp_write_err). */
 	int sk_err;
 	struct sock_cgroup_data sk_cgrp_data;
+	struct socket *sk_socket;
 };
 
 /* inet_sport keeps the local port to the end: skc_num is cleared when the
@@ -173,6 +174,12 @@ struct socket {
 struct inode {
 	unsigned short i_mode;
 	unsigned long i_ino;
+};
+
+/* A socket and its inode are allocated together (SOCK_INODE). */
+struct socket_alloc {
+	struct socket socket;
+	struct inode vfs_inode;
 };
 
 struct file {

@@ -74,6 +74,7 @@ struct event {
 	__u8 flags;           /* EVENT_KTHREAD */
 	char comm[16];        /* the process's name (its leader's) */
 	char thread[16];      /* the name of the thread on the CPU */
+	__u64 inode;          /* a new listener's inode (sock.h), else 0 */
 	__u32 ppid;           /* the parent of the process on the CPU */
 };
 
@@ -291,6 +292,10 @@ static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, 
 	 * connect, a reset. Negated, as a bind's return value. */
 	if (newstate == TCP_CLOSE)
 		e->err = -BPF_CORE_READ(sk, sk_err);
+	/* Listeners may share their ends (SO_REUSEPORT): the inode tells
+	 * them apart, as sock_diag lists them. */
+	if (newstate == TCP_LISTEN)
+		e->inode = sock_inode(sk);
 	fill_endpoints(e, (struct sock_common *)sk, sock_sport(sk));
 	submit(e);
 	return 0;

@@ -46,6 +46,7 @@ type PorttraceEvent struct {
 	Flags        uint8
 	Comm         [16]int8
 	Thread       [16]int8
+	Inode        uint64
 	Ppid         uint32
 	_            [4]byte
 }

@@ -71,6 +71,17 @@ static __always_inline __u32 sock_netns(struct sock_common *skc)
 	return BPF_CORE_READ(skc, skc_net.net, ns.inum);
 }
 
+/* The socket's inode number, as sock_diag and /proc/PID/fd name the socket
+ * (the kernel's sock_i_ino()), 0 for a socket no file refers to. */
+static __always_inline __u64 sock_inode(struct sock *sk)
+{
+	struct socket *socket = BPF_CORE_READ(sk, sk_socket);
+
+	if (!socket)
+		return 0;
+	return BPF_CORE_READ((struct socket_alloc *)socket, vfs_inode.i_ino);
+}
+
 /* The id of the socket's cgroup v2 cgroup, which `ss --cgroup` shows: the
  * cgroup of the process that created it (for an accepted socket, the
  * listener's). 0 where the kernel keeps none (no CONFIG_SOCK_CGROUP_DATA,

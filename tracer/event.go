@@ -304,4 +304,8 @@ type Event struct {
 	Err int32
 	// TimeoutNs is a timewait socket's lifetime from TimeNs.
 	TimeoutNs int64
+	// Inode is a new listener's inode number, the name snapshots give a
+	// socket (sock_diag, /proc/PID/fd): listeners sharing their address
+	// and port (SO_REUSEPORT) differ by it. 0 where not given.
+	Inode uint64
 }

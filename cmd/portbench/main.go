@@ -2,9 +2,11 @@
 
 // Command portbench measures porttrace beside its peers on this machine,
 // in one run: the connection rate a loopback storm keeps under each tracer
-// and how much of the storm each one printed or lost; porttrace's memory
+// (porttrace's daemon, tracing every port, among them) and how much of the
+// storm each one printed or lost; the memory of porttrace and its daemon
 // with many connections open at once and over a long storm; how long each
-// tool takes to say who owns a port; and the Go benchmarks.
+// tool takes to say who owns a port, porttrace's daemon included; what the
+// daemon's history costs per ownership change; and the Go benchmarks.
 //
 // It needs root: the tracers load and attach eBPF programs (CAP_BPF,
 // CAP_PERFMON); mounting tracefs for the peers and enabling the kernel's
@@ -54,6 +56,8 @@ type options struct {
 	sampleEvery time.Duration
 	whoRepeats  int
 	basePort    int
+	// historyListeners are opened and closed to measure history's cost.
+	historyListeners int
 }
 
 func parseOptions(args []string) (options, error) {
@@ -69,6 +73,7 @@ func parseOptions(args []string) (options, error) {
 	fs.DurationVar(&o.sampleEvery, "sample-every", 10*time.Second, "interval of memory samples during the long storm")
 	fs.IntVar(&o.whoRepeats, "who-repeats", 5, "times each who-owns-the-port command is timed")
 	fs.IntVar(&o.basePort, "base-port", 24000, "first loopback port to use (below the ephemeral range)")
+	fs.IntVar(&o.historyListeners, "history-listeners", 20000, "listeners opened and closed under the daemon to measure history's cost per ownership change")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -76,14 +81,14 @@ func parseOptions(args []string) (options, error) {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if o.quick {
-		quick := map[string]string{"rounds": "1", "conns": "2000", "hold-conns": "2000", "big-conns": "20000", "sample-every": "1s", "who-repeats": "1"}
+		quick := map[string]string{"rounds": "1", "conns": "2000", "hold-conns": "2000", "big-conns": "20000", "sample-every": "1s", "who-repeats": "1", "history-listeners": "2000"}
 		for name, value := range quick {
 			if !fs.Changed(name) {
 				fs.Set(name, value)
 			}
 		}
 	}
-	if o.rounds < 1 || o.conns < 1 || o.workers < 1 || o.holdConns < 1 || o.bigConns < 1 || o.whoRepeats < 1 || o.bigFor <= 0 || o.sampleEvery <= 0 {
+	if o.rounds < 1 || o.conns < 1 || o.workers < 1 || o.holdConns < 1 || o.bigConns < 1 || o.whoRepeats < 1 || o.historyListeners < 1 || o.bigFor <= 0 || o.sampleEvery <= 0 {
 		return o, errors.New("counts and durations must be positive")
 	}
 	return o, nil
@@ -105,13 +110,19 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := b.memorySection(ctx, b.bigStormSize(tallies)); err != nil {
+	if err := b.memorySection(ctx, b.bigStormSize(tallies, porttraceText), b.bigStormSize(tallies, porttraceDaemon)); err != nil {
 		b.problem("memory: %v", err)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	b.goBenchmarks(ctx)
+	if err := b.historySection(ctx); err != nil {
+		b.problem("history: %v", err)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
 	fmt.Fprintf(b.out, "\nload average at end: %s; the benchmark took %.0f s\n", loadAverage(), time.Since(start).Seconds())
 	if len(b.problems) > 0 {
 		return fmt.Errorf("%d problem(s): %s", len(b.problems), strings.Join(b.problems, "; "))
@@ -119,12 +130,12 @@ func run(ctx context.Context, args []string) error {
 	return nil
 }
 
-// bigStormSize fits the long storm in about --big-for at the rate
-// porttrace allowed in the comparison, in whole thousands.
-func (b *bench) bigStormSize(tallies []*tally) int {
+// bigStormSize fits a long storm in about --big-for at the rate the
+// contender named allowed in the comparison, in whole thousands.
+func (b *bench) bigStormSize(tallies []*tally, name string) int {
 	rate := 0.0
 	for _, t := range tallies {
-		if t.name == porttraceText && len(t.rates) > 0 {
+		if t.name == name && len(t.rates) > 0 {
 			rate = median(t.rates)
 		}
 	}

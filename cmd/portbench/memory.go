@@ -5,6 +5,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -12,21 +17,26 @@ import (
 // memoryRow is one line of the memory table.
 type memoryRow struct{ what, figure string }
 
-// memorySection measures porttrace's memory with many connections open at
-// once (timing the who-owns-the-port commands meanwhile), then over a long
-// storm. bigConns is the long storm's size.
-func (b *bench) memorySection(ctx context.Context, bigConns int) error {
+// memorySection measures the memory of porttrace watching a port and of
+// its daemon with many connections open at once (timing the
+// who-owns-the-port commands meanwhile), then over a long storm each.
+// bigConns and daemonBigConns are the long storms' sizes.
+func (b *bench) memorySection(ctx context.Context, bigConns, daemonBigConns int) error {
 	held, who, err := b.heldMemory(ctx)
 	if err != nil {
 		return err
 	}
-	storm, err := b.stormMemory(ctx, bigConns)
+	storm, err := b.stormMemory(ctx, b.porttraceTracer("porttrace", false, nil), bigConns)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(b.out, "\n## b. porttrace's memory (porttrace --port P, text to /dev/null; a fresh porttrace for each part)\n\n")
+	daemonStorm, err := b.stormMemory(ctx, b.daemonTracer("porttrace daemon", filepath.Join(b.dir, "daemon-storm")), daemonBigConns)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(b.out, "\n## b. porttrace's memory (porttrace --port P, text to /dev/null, and porttrace daemon, tracing every port; a fresh one for each part)\n\n")
 	var rows [][]string
-	for _, r := range append(held, storm...) {
+	for _, r := range slices.Concat(held, storm, daemonStorm) {
 		rows = append(rows, []string{r.what, r.figure})
 	}
 	printTable(b.out, []string{"what", "figure"}, rows)
@@ -34,38 +44,69 @@ func (b *bench) memorySection(ctx context.Context, bigConns int) error {
 	return nil
 }
 
-// heldMemory: porttrace's peak resident memory while holdConns
-// connections on its port are open at once, and what it keeps after they
-// close.
+// heldMemory: the peak resident memory of porttrace watching the port, and
+// of the daemon, while holdConns connections on the port are open at
+// once; the who-owns-the-port commands are timed meanwhile, and the
+// daemon's who on a port with one listener before and while they are
+// open.
 func (b *bench) heldMemory(ctx context.Context) ([]memoryRow, []whoResult, error) {
 	port, err := b.freePort()
 	if err != nil {
 		return nil, nil, err
 	}
-	b.progress("holding %d connections open on port %d under porttrace", b.opts.holdConns, port)
+	b.progress("holding %d connections open on port %d under porttrace and its daemon", b.opts.holdConns, port)
 	run, err := b.startTracer(ctx, b.porttraceTracer("porttrace", false, nil), port)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer run.c.stop()
-	pid := run.c.pid()
+	daemon, err := b.startTracer(ctx, b.daemonTracer("porttrace daemon", filepath.Join(b.dir, "daemon-held")), 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer daemon.c.stop()
+	pid, daemonPID := run.c.pid(), daemon.c.pid()
 	idle, err := memoryKiB(pid, "VmRSS")
 	if err != nil {
 		return nil, nil, err
 	}
+	daemonIdle, err := memoryKiB(daemonPID, "VmRSS")
+	if err != nil {
+		return nil, nil, err
+	}
+	quiet, err := b.quietListener()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer quiet.Close()
+	quietPort := quiet.Addr().(*net.TCPAddr).Port
+	quietBefore := b.timeWhoOf(ctx, fmt.Sprintf("porttrace who (daemon), port %d with 1 listener, before", quietPort), b.daemonWho(quietPort), quietPort, []int{os.Getpid()})
+
 	h, err := b.holdConnections(ctx, port, b.opts.holdConns)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer h.release()
-	if err := waitIdle(pid, 10*time.Second); err != nil {
-		return nil, nil, err
+	for _, p := range []int{pid, daemonPID} {
+		if err := waitIdle(p, 10*time.Second); err != nil {
+			return nil, nil, err
+		}
 	}
 	peak, err := memoryKiB(pid, "VmHWM")
 	if err != nil {
 		return nil, nil, err
 	}
+	daemonPeak, err := memoryKiB(daemonPID, "VmHWM")
+	if err != nil {
+		return nil, nil, err
+	}
+	daemonHeld, err := memoryKiB(daemonPID, "VmRSS")
+	if err != nil {
+		return nil, nil, err
+	}
 	who := b.timeWho(ctx, port, h.pids())
+	quietDuring := b.timeWhoOf(ctx, fmt.Sprintf("porttrace who (daemon), port %d with 1 listener, %d sockets open", quietPort, 2*b.opts.holdConns), b.daemonWho(quietPort), quietPort, []int{os.Getpid()})
+	who = append(who, quietBefore, quietDuring)
 	if err := h.release(); err != nil {
 		return nil, nil, err
 	}
@@ -76,25 +117,50 @@ func (b *bench) heldMemory(ctx context.Context) ([]memoryRow, []whoResult, error
 	if err != nil {
 		return nil, nil, err
 	}
+	daemonRes, err := daemon.finish(port)
+	if err != nil {
+		return nil, nil, err
+	}
+	held := fmt.Sprintf("%d connections held open at once: %d sockets on the port, %d holder processes (peak, VmHWM)", b.opts.holdConns, 2*b.opts.holdConns, len(h.procs))
 	rows := []memoryRow{
 		{"attached, idle (VmRSS)", mib(idle)},
-		{fmt.Sprintf("%d connections held open at once: %d sockets on the port, %d holder processes (peak, VmHWM)", b.opts.holdConns, 2*b.opts.holdConns, len(h.procs)), mib(peak)},
+		{held, mib(peak)},
 		{"  events lost / skipped by kernel meanwhile", fmt.Sprintf("%d / %d", res.lost.lost, res.bpf.misses)},
+		{"daemon: started, idle (VmRSS)", mib(daemonIdle)},
+		{"daemon: " + held, mib(daemonPeak)},
+		{"  daemon: VmRSS while they are held", mib(daemonHeld)},
+		{"  events lost / skipped by kernel meanwhile (machine-wide)", fmt.Sprintf("%d / %d", daemonRes.lost.lost, daemonRes.bpf.misses)},
 	}
 	return rows, who, nil
 }
 
-// stormMemory: porttrace's resident memory sampled over a long storm. It
-// forgets a connection when it closes and a TIME_WAIT socket when that
-// goes (60 s, or reused sooner), so memory follows the sockets alive at
-// once, not the traffic: the samples level off.
-func (b *bench) stormMemory(ctx context.Context, conns int) ([]memoryRow, error) {
+// quietListener listens on a port of its own, which nothing connects to:
+// who on it shows what the answer costs with no socket on the port.
+func (b *bench) quietListener() (net.Listener, error) {
 	port, err := b.freePort()
 	if err != nil {
 		return nil, err
 	}
-	b.progress("storm of %d connections on port %d under porttrace", conns, port)
-	run, err := b.startTracer(ctx, b.porttraceTracer("porttrace", false, nil), port)
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	l, err := lc.Listen(context.Background(), "tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return nil, fmt.Errorf("listening on a quiet port: %w", err)
+	}
+	return l, nil
+}
+
+// stormMemory: the resident memory of tracer t sampled over a long storm.
+// porttrace forgets a connection when it closes and a TIME_WAIT socket
+// when that goes (60 s, or reused sooner), so memory follows the sockets
+// alive at once, not the traffic: the samples level off.
+func (b *bench) stormMemory(ctx context.Context, t tracer, conns int) ([]memoryRow, error) {
+	port, err := b.freePort()
+	if err != nil {
+		return nil, err
+	}
+	b.progress("storm of %d connections on port %d under %s", conns, port, t.name)
+	run, err := b.startTracer(ctx, t, port)
 	if err != nil {
 		return nil, err
 	}
@@ -119,8 +185,12 @@ func (b *bench) stormMemory(ctx context.Context, conns int) ([]memoryRow, error)
 	if err != nil {
 		return nil, err
 	}
+	prefix := ""
+	if t.socket != "" {
+		prefix = "daemon: "
+	}
 	return []memoryRow{
-		{fmt.Sprintf("storm of %d connections in %.0f s (%.0f conns/s): peak (VmHWM)", conns, took.Seconds(), storm.rate), mib(peak)},
+		{fmt.Sprintf("%sstorm of %d connections in %.0f s (%.0f conns/s): peak (VmHWM)", prefix, conns, took.Seconds(), storm.rate), mib(peak)},
 		{fmt.Sprintf("  VmRSS every %v during it", b.opts.sampleEvery), trail},
 		{"  events lost / skipped by kernel", fmt.Sprintf("%d / %d", res.lost.lost, res.bpf.misses)},
 	}, nil

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
 )
@@ -55,6 +56,7 @@ func (b *bench) contenders() []contender {
 		{tracer: b.porttraceTracer(porttraceText, false, nil)},
 		{tracer: b.porttraceTracer("porttrace --json (to a file)", true, parsePorttraceJSON)},
 		{tracer: b.porttraceTracer("porttrace, another port (JSON)", true, parsePorttraceJSON), otherPort: true},
+		{tracer: b.daemonTracer(porttraceDaemon, filepath.Join(b.dir, "daemon-data"))},
 	}
 	if b.tcpstates != "" {
 		// Unfiltered: its -L and -D filters are ANDed, so none of them

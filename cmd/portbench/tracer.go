@@ -25,9 +25,11 @@ type tracer struct {
 	// argv is the command watching port; ready is the file porttrace
 	// writes once attached.
 	argv func(port int, ready string) []string
-	// readyFile: the tool writes --ready-file; otherwise the harness waits
-	// for its eBPF programs to run.
+	// readyFile: the tool writes --ready-file; socket: it is porttrace's
+	// daemon, ready once its API answers there. Otherwise the harness
+	// waits for its eBPF programs to run.
 	readyFile bool
+	socket    string
 	// parse reads its output lines; nil when the output goes to /dev/null.
 	parse lineParser
 	// lost reads what it says on stderr of events it lost; outputLost
@@ -99,7 +101,7 @@ func (b *bench) startTracer(ctx context.Context, t tracer, port int) (*tracerRun
 
 // waitReady polls until the tracer is attached, fails, or takes too long.
 func (b *bench) waitReady(ctx context.Context, run *tracerRun, ready string) error {
-	if !run.t.readyFile {
+	if !run.t.readyFile && run.t.socket == "" {
 		// Run counts, which tell that a peer is attached, are kept only
 		// while BPF statistics are on.
 		stats, err := enableStats()
@@ -130,13 +132,17 @@ func (b *bench) waitReady(ctx context.Context, run *tracerRun, ready string) err
 	}
 }
 
-// attached: porttrace says so with its ready file. The peers do not say:
+// attached: porttrace says so with its ready file, the daemon by
+// answering. The peers do not say:
 // their programs have run once a canary connection fired them (the port
 // filter runs inside the program, after the kernel counted the run).
 func (b *bench) attached(run *tracerRun, ready string) (bool, error) {
 	if run.t.readyFile {
 		_, err := os.Stat(ready)
 		return err == nil, nil
+	}
+	if run.t.socket != "" {
+		return daemonAnswers(context.Background(), run.t.socket), nil
 	}
 	if err := b.canaryConnection(); err != nil {
 		return false, err

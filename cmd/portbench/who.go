@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -22,6 +23,8 @@ type whoCommand struct {
 	// stdout.
 	pids func(stdout string) []int
 	core bool // porttrace's own: a wrong answer is a problem
+	// daemon: answered by the daemon, as it must say on stderr.
+	daemon bool
 }
 
 // whoResult is a command's timings, or why it was not run.
@@ -34,19 +37,30 @@ type whoResult struct {
 }
 
 // whoCommands are the contenders for port: the usual tools, as the
-// project's notes measured them, and porttrace's own once it has one.
+// project's notes measured them, and porttrace's own: the snapshot it
+// takes without a daemon, and the answer of the harness's daemon.
 func (b *bench) whoCommands(ctx context.Context, port int) []whoResult {
 	p := strconv.Itoa(port)
+	// A socket nobody serves: the one-shot asks no daemon running here.
+	noDaemon := filepath.Join(b.dir, "no-daemon.sock")
 	cmds := []whoResult{
 		{whoCommand: whoCommand{name: "ss -ltnp", argv: []string{"ss", "-ltnp", "sport = :" + p}, pids: ssPIDs}},
 		{whoCommand: whoCommand{name: "lsof -iTCP -sTCP:LISTEN", argv: []string{"lsof", "-iTCP:" + p, "-sTCP:LISTEN"}, pids: lsofPIDs}},
 		{whoCommand: whoCommand{name: "fuser", argv: []string{"fuser", p + "/tcp"}, pids: fuserPIDs}},
-		{whoCommand: whoCommand{name: "porttrace who", argv: []string{b.porttrace, "who", p}, pids: porttraceWhoPIDs, core: true}},
+		{whoCommand: whoCommand{name: "porttrace who (snapshot)", argv: []string{b.porttrace, "who", "--socket", noDaemon, p}, pids: porttraceWhoPIDs, core: true}},
+		{whoCommand: b.daemonWho(port)},
 	}
 	for i := range cmds {
 		cmds[i].skipped = b.whyNot(ctx, cmds[i].whoCommand)
 	}
 	return cmds
+}
+
+// daemonWho is porttrace who answered by the harness's daemon; --verbose
+// says on stderr which answered, which timeWhoOf checks.
+func (b *bench) daemonWho(port int) whoCommand {
+	return whoCommand{name: "porttrace who (daemon)", argv: []string{b.porttrace, "who", "--verbose", "--socket", b.daemonSocket(), strconv.Itoa(port)},
+		pids: porttraceWhoPIDs, core: true, daemon: true}
 }
 
 // whyNot says why a command cannot run here; "" when it can.
@@ -72,28 +86,51 @@ func (b *bench) timeWho(ctx context.Context, port int, pids []int) []whoResult {
 	}
 	for range b.opts.whoRepeats {
 		for i := range results {
-			r := &results[i]
-			if r.skipped != "" || r.err != nil {
-				continue
-			}
-			secs, out, err := timeCommand(ctx, r.argv)
-			if err != nil {
-				r.err = err
-				if r.core {
-					b.problem("%s: %v", r.name, err)
-				}
-				continue
-			}
-			r.seconds = append(r.seconds, secs)
-			r.right = r.right && namesAny(r.pids(out), pids)
+			b.timeOnce(ctx, &results[i], pids)
 		}
 	}
 	for _, r := range results {
-		if r.core && r.err == nil && r.skipped == "" && !r.right {
-			b.problem("%s: the answer names none of the processes holding port %d (%v)", r.name, port, pids)
-		}
+		b.checkWho(r, port, pids)
 	}
 	return results
+}
+
+// timeWhoOf times one command about port alone, named name.
+func (b *bench) timeWhoOf(ctx context.Context, name string, c whoCommand, port int, pids []int) whoResult {
+	r := whoResult{whoCommand: c, right: true}
+	r.name = name
+	for range b.opts.whoRepeats {
+		b.timeOnce(ctx, &r, pids)
+	}
+	b.checkWho(r, port, pids)
+	return r
+}
+
+// timeOnce runs r's command once, unless it was skipped or failed.
+func (b *bench) timeOnce(ctx context.Context, r *whoResult, pids []int) {
+	if r.skipped != "" || r.err != nil {
+		return
+	}
+	secs, out, stderr, err := timeCommand(ctx, r.argv)
+	if err == nil && r.daemon && !strings.Contains(stderr, "answered by the daemon") {
+		err = fmt.Errorf("not answered by the daemon: %s", lastLines(stderr, 2))
+	}
+	if err != nil {
+		r.err = err
+		if r.core {
+			b.problem("%s: %v", r.name, err)
+		}
+		return
+	}
+	r.seconds = append(r.seconds, secs)
+	r.right = r.right && namesAny(r.pids(out), pids)
+}
+
+// checkWho flags a porttrace answer that named none of the holders.
+func (b *bench) checkWho(r whoResult, port int, pids []int) {
+	if r.core && r.err == nil && r.skipped == "" && !r.right {
+		b.problem("%s: the answer names none of the processes holding port %d (%v)", r.name, port, pids)
+	}
 }
 
 // namesAny reports whether any of named is one of pids.
@@ -163,8 +200,8 @@ func atoiOr0(s string) int {
 }
 
 // timeCommand runs argv to completion and returns its wall time and what
-// it printed on stdout.
-func timeCommand(ctx context.Context, argv []string) (float64, string, error) {
+// it printed on stdout and stderr.
+func timeCommand(ctx context.Context, argv []string) (float64, string, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
@@ -174,9 +211,9 @@ func timeCommand(ctx context.Context, argv []string) (float64, string, error) {
 	err := cmd.Run()
 	secs := time.Since(start).Seconds()
 	if err != nil {
-		return 0, "", fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, lastLines(stderr.String()+stdout.String(), 2))
+		return 0, "", "", fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, lastLines(stderr.String()+stdout.String(), 2))
 	}
-	return secs, stdout.String(), nil
+	return secs, stdout.String(), stderr.String(), nil
 }
 
 func (b *bench) printWho(results []whoResult) {

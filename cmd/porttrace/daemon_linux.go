@@ -80,7 +80,9 @@ within a second; SIGHUP reopens --log-file.`,
 				for range reopen {
 					if err := log.reopen(); err != nil {
 						log.printf("reopening the log: %v", err)
+						continue
 					}
+					log.printf("reopened the log (SIGHUP)")
 				}
 			}()
 			return daemon.Run(ctx, cfg)

@@ -77,7 +77,7 @@ func daemonSocket(flag string) string {
 // queryHistory asks the daemon, or reads its data directory when no
 // daemon answers.
 func queryHistory(ctx context.Context, socket, dataDir string, port uint16, since, until time.Time) (*history.Result, error) {
-	actx, cancel := context.WithTimeout(ctx, askTimeout)
+	actx, cancel := context.WithTimeout(ctx, daemonTimeout)
 	defer cancel()
 	if res, err := api.History(actx, socket, port, since, until); err == nil {
 		return res, nil

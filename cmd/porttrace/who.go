@@ -104,14 +104,18 @@ func parsePortQuery(arg string) (portQuery, error) {
 func who(ctx context.Context, queries []portQuery, o whoOptions, stdout, stderr io.Writer) error {
 	allHeld := true
 	for i, q := range queries {
-		report, err := whoReport(ctx, q.port, o, stderr)
+		report, byDaemon, err := whoReport(ctx, q.port, o, stderr)
 		if err != nil {
 			return err
 		}
 		if q.proto != 0 {
 			keepProto(report, q.proto)
 		}
-		nameSeen(ctx, report)
+		if !byDaemon {
+			// The daemon named the owners it saw, which traces every
+			// port: a watch has nothing to add.
+			nameSeen(ctx, report)
+		}
 		switch {
 		case o.pids:
 			for _, pid := range report.PIDs() {
@@ -140,24 +144,25 @@ func who(ctx context.Context, queries []portQuery, o whoOptions, stdout, stderr 
 
 // whoReport asks the daemon, which answers from its cache for the asker's
 // network namespace, and takes a snapshot now when none answers (or when
-// another namespace is asked about).
-func whoReport(ctx context.Context, port uint16, o whoOptions, stderr io.Writer) (*snapshot.PortReport, error) {
+// another namespace is asked about); byDaemon says which answered.
+func whoReport(ctx context.Context, port uint16, o whoOptions, stderr io.Writer) (report *snapshot.PortReport, byDaemon bool, err error) {
 	if o.netns == "" && !o.allNetNS {
 		socket := daemonSocket(o.socket)
-		actx, cancel := context.WithTimeout(ctx, askTimeout)
+		actx, cancel := context.WithTimeout(ctx, daemonTimeout)
 		resp, err := api.Who(actx, socket, port)
 		cancel()
 		if err == nil {
 			if o.verbose {
 				fmt.Fprintf(stderr, "porttrace: answered by the daemon on %s (from its %s)\n", socket, resp.From)
 			}
-			return resp.Report, nil
+			return resp.Report, true, nil
 		}
 		if o.verbose {
 			fmt.Fprintf(stderr, "porttrace: no daemon answered (%v): taking a snapshot now\n", err)
 		}
 	}
-	return snapshotIn(port, o.netns, o.allNetNS)
+	report, err = snapshotIn(port, o.netns, o.allNetNS)
+	return report, false, err
 }
 
 // keepProto drops the sockets of the protocol not asked about (MPTCP counts
@@ -172,6 +177,13 @@ func keepProto(r *snapshot.PortReport, proto tracer.Proto) {
 // owners of sockets no process holds: a stopped or stalled one costs no
 // more.
 const askTimeout = 300 * time.Millisecond
+
+// daemonTimeout bounds how long who and history wait for the daemon's
+// answer before doing without it. Where no daemon runs, its socket
+// refuses at once; a running one lists a port's 40,000 sockets in about a
+// second on two busy cores, and a daemon that hangs costs no more than
+// this.
+const daemonTimeout = 5 * time.Second
 
 // nameSeen asks every running porttrace, at once, who owned the report's
 // sockets that no process holds any more, and marks the owners that have

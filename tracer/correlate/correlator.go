@@ -45,15 +45,18 @@ type heldLine struct {
 
 // sockState is what the correlator knows of one live socket.
 type sockState struct {
-	id       tracer.SockID
-	proto    tracer.Proto
-	family   tracer.Family
-	state    tracer.State
-	netns    uint32
-	saddr    netip.Addr
-	daddr    netip.Addr
-	sport    uint16
-	dport    uint16
+	id     tracer.SockID
+	proto  tracer.Proto
+	family tracer.Family
+	state  tracer.State
+	netns  uint32
+	saddr  netip.Addr
+	daddr  netip.Addr
+	sport  uint16
+	dport  uint16
+	// inode names the socket in snapshots; 0 unless a snapshot or its
+	// listen gave it.
+	inode    uint64
 	sinceNs  int64 // when it entered state; 0 if unseen
 	owner    tracer.Process
 	ownerVia tracer.OwnerVia
@@ -223,7 +226,7 @@ func (c *Correlator) Seed(r *snapshot.PortReport, timeNs int64) {
 // is the oldest, as when an owner's exit leaves a socket to them.
 func snapshotState(r *snapshot.PortReport, ps *snapshot.PortSocket) sockState {
 	var s sockState
-	s.id, s.proto, s.family, s.state, s.netns = ps.Sock, ps.Proto, ps.Family, ps.State, ps.NetNS
+	s.id, s.proto, s.family, s.state, s.netns, s.inode = ps.Sock, ps.Proto, ps.Family, ps.State, ps.NetNS, ps.Inode
 	s.saddr, s.sport = ps.Local.Addr(), ps.Local.Port()
 	s.daddr, s.dport = ps.Remote.Addr(), ps.Remote.Port()
 	for _, pid := range ps.PIDs {
@@ -256,9 +259,14 @@ func (c *Correlator) appendOwned(dst []Owned) []Owned {
 		if s.ownerVia == tracer.OwnerUnknown {
 			continue
 		}
+		proto := s.proto
+		if s.parent != 0 {
+			// A subflow: its process holds the MPTCP socket.
+			proto = tracer.ProtoMPTCP
+		}
 		dst = append(dst, Owned{
-			Proto: s.proto, Family: s.family, State: s.state, SinceNs: s.sinceNs, TimeWait: s.timewait, NetNS: s.netns,
-			Local: netip.AddrPortFrom(s.saddr, s.sport), Remote: netip.AddrPortFrom(s.daddr, s.dport),
+			Proto: proto, Family: s.family, State: s.state, SinceNs: s.sinceNs, TimeWait: s.timewait, NetNS: s.netns,
+			Local: netip.AddrPortFrom(s.saddr, s.sport), Remote: netip.AddrPortFrom(s.daddr, s.dport), Inode: s.inode,
 			Process: s.owner, Via: s.ownerVia, Exited: s.ownerExited,
 		})
 	}
@@ -374,6 +382,9 @@ func (s *sockState) learn(ev *tracer.Event) {
 	s.daddr, s.dport = ev.DAddr, ev.DPort
 	if ev.SockCgroupID != 0 {
 		s.sockCgroup = ev.SockCgroupID
+	}
+	if ev.Inode != 0 {
+		s.inode = ev.Inode
 	}
 	if ev.Parent != 0 {
 		s.parent = ev.Parent
@@ -608,6 +619,13 @@ func (c *Correlator) onOwner(ev *tracer.Event) {
 	i, fresh := c.lookup(ev)
 	s := &c.socks[i]
 	s.learn(ev)
+	if ev.Kind == tracer.KindAccept {
+		// What accept returned is what the process holds: an MPTCP
+		// connection, or a plain TCP one (an MPTCP listener's, from a
+		// client without MPTCP), whatever its birth from the
+		// listener's subflow named.
+		s.parent = ev.Parent
+	}
 	if fresh {
 		s.state = ev.NewState
 	}

@@ -7,6 +7,7 @@ import (
 
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"testing"
 )
@@ -689,5 +690,56 @@ func TestCorrelatorNamesTheThreadThatActs(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(want))
+	}
+}
+
+// TestIndexNamesWhatProcessesHold: the published owners say what each
+// process holds, as a snapshot would: a listener's inode, which tells
+// SO_REUSEPORT listeners with the same ends apart; MPTCP for an MPTCP
+// listener and connection; TCP for an MPTCP listener's connection from a
+// client without MPTCP, which accept returns as a plain TCP socket.
+func TestIndexNamesWhatProcessesHold(t *testing.T) {
+	const (
+		listenMsk   tracer.SockID = 0x9000
+		serverMsk   tracer.SockID = 0x9100
+		fallback    tracer.SockID = 0x1200
+		otherListen tracer.SockID = 0x1300
+	)
+	sub := func(e tracer.Event, parent tracer.SockID) tracer.Event { e.Parent = parent; return e }
+	withInode := func(e tracer.Event, inode uint64) tracer.Event { e.Inode = inode; return e }
+	from := func(e tracer.Event, port uint16) tracer.Event { e.DPort = port; return e }
+	c := NewCorrelator(func(*tracer.Record) {})
+	feed(c, []tracer.Event{
+		withInode(sub(state(0, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener), listenMsk), 501),
+		withInode(state(1, atListener, otherListen, tracer.StateClose, tracer.StateListen, worker), 502),
+		sub(state(11, atServer, serverSock, tracer.StateListen, tracer.StateSynRecv, softirq), listenMsk),
+		sub(state(12, atServer, serverSock, tracer.StateSynRecv, tracer.StateEstablished, softirq), serverMsk),
+		sub(ev(13, tracer.KindAccept, atServer, serverSock, 0, tracer.StateEstablished, worker), serverMsk),
+		from(sub(state(21, atServer, fallback, tracer.StateListen, tracer.StateSynRecv, softirq), listenMsk), 40002),
+		from(state(22, atServer, fallback, tracer.StateSynRecv, tracer.StateEstablished, softirq), 40002),
+		from(ev(23, tracer.KindAccept, atServer, fallback, 0, tracer.StateEstablished, worker), 40002),
+	})
+	type held struct {
+		proto tracer.Proto
+		inode uint64
+		pid   uint32
+	}
+	got := map[tracer.State]map[uint16]held{}
+	for _, o := range c.appendOwned(nil) {
+		if got[o.State] == nil {
+			got[o.State] = map[uint16]held{}
+		}
+		key := o.Remote.Port()
+		if o.State == tracer.StateListen {
+			key = uint16(o.Inode)
+		}
+		got[o.State][key] = held{o.Proto, o.Inode, o.Process.PID}
+	}
+	want := map[tracer.State]map[uint16]held{
+		tracer.StateListen:      {501: {tracer.ProtoMPTCP, 501, listener}, 502: {tracer.ProtoTCP, 502, worker}},
+		tracer.StateEstablished: {40000: {tracer.ProtoMPTCP, 0, worker}, 40002: {tracer.ProtoTCP, 0, worker}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("owned:\n %v\nwant\n %v", got, want)
 	}
 }

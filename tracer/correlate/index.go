@@ -22,6 +22,9 @@ type Owned struct {
 	NetNS    uint32
 	Local    netip.AddrPort
 	Remote   netip.AddrPort
+	// Inode names the socket in snapshots, 0 where unknown: what tells
+	// apart listeners that share their ends (SO_REUSEPORT).
+	Inode uint64
 	// Process is the owner: its start time tells it from a later process
 	// given the same pid.
 	Process tracer.Process

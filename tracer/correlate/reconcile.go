@@ -6,15 +6,24 @@ import (
 )
 
 // Reconcile brings the socket table in step with a snapshot of every socket
-// taken at timeNs, after the kernel lost events: sockets it lacks are
-// adopted with their holders, owners it did not know are taken from it, and
-// sockets that a process must hold but that no process holds in the
-// snapshot (their close was among the lost events), unchanged since before
-// it was taken, are forgotten. It prints nothing: what was lost is lost.
+// taken at timeNs, after the kernel lost events. Sockets it lacks are
+// adopted with their holders, and owners it did not know taken from it.
+// A socket whose address the snapshot shows with other ends, or held by
+// others than its owner, was freed and its address reused unseen: the
+// snapshot's socket replaces it. Sockets that are gone, unchanged since
+// before the snapshot, are forgotten: those a process must hold when no
+// process holds them (their close was among the lost events), and the
+// others (closing, TIME_WAIT) when no socket has their ends (their end
+// was). It prints nothing: what was lost is lost.
 func (c *Correlator) Reconcile(r *snapshot.PortReport, timeNs int64) {
 	listed := make(map[tracer.SockID]bool, len(r.Sockets))
+	ends := make(map[tupleKey]bool, len(r.Sockets))
 	for i := range r.Sockets {
 		ps := &r.Sockets[i]
+		if ps.Proto == tracer.ProtoUDP {
+			continue
+		}
+		ends[makeTuple(ps.NetNS, ps.Local.Addr(), ps.Local.Port(), ps.Remote.Addr(), ps.Remote.Port())] = true
 		if ps.Sock == 0 || ps.Proto != tracer.ProtoTCP {
 			continue
 		}
@@ -24,13 +33,21 @@ func (c *Correlator) Reconcile(r *snapshot.PortReport, timeNs int64) {
 		switch {
 		case !known:
 			c.adopt(s)
-		case c.socks[j].ownerVia == tracer.OwnerUnknown && s.ownerVia != tracer.OwnerUnknown:
-			c.socks[j].owner, c.socks[j].ownerVia = s.owner, s.ownerVia
+		case c.socks[j].sinceNs >= timeNs:
+			// Changed since the snapshot: the events know better.
+		case c.socks[j].tuple() != s.tuple() || !heldBy(r, ps, &c.socks[j].owner):
+			c.release(j)
+			c.forget(j)
+			c.adopt(s)
 		}
 	}
 	var gone []int32
 	for id, i := range c.byID {
-		if s := &c.socks[i]; !listed[id] && s.sinceNs < timeNs && mustBeHeld(s) {
+		s := &c.socks[i]
+		if s.sinceNs >= timeNs {
+			continue
+		}
+		if mustBeHeld(s) && !listed[id] || !mustBeHeld(s) && !ends[s.tuple()] {
 			gone = append(gone, i)
 		}
 	}
@@ -38,6 +55,16 @@ func (c *Correlator) Reconcile(r *snapshot.PortReport, timeNs int64) {
 		c.forget(i)
 	}
 	c.stats.Reconciled++
+}
+
+// heldBy says whether owner is among the holders a snapshot names of ps.
+func heldBy(r *snapshot.PortReport, ps *snapshot.PortSocket, owner *tracer.Process) bool {
+	for _, pid := range ps.PIDs {
+		if p := r.Processes[pid]; p != nil && p.PID == owner.PID && p.StartNs == owner.StartNs {
+			return true
+		}
+	}
+	return false
 }
 
 // mustBeHeld says whether a process holds a socket in s's state: a

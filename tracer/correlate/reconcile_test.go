@@ -10,9 +10,10 @@ import (
 )
 
 // TestReconcile: after lost events, a fresh snapshot adopts the sockets the
-// table missed, names owners it did not know, and drops a connection whose
-// close was lost, while a listener it lists and a TIME_WAIT it cannot list
-// stay.
+// table missed, names owners it did not know, drops a connection whose
+// close was lost and a closing socket whose end was, and replaces a socket
+// whose address the kernel reused unseen; a listener it lists, a TIME_WAIT
+// it lists by its ends and a socket changed since it was taken stay.
 func TestReconcile(t *testing.T) {
 	c := NewCorrelator(func(*tracer.Record) {})
 	for _, e := range handshake() {
@@ -26,16 +27,36 @@ func TestReconcile(t *testing.T) {
 	c.Handle(&established)
 	tw := timewait(30, tracer.KindTimeWaitStart, tracer.StateTimeWait, 60_000)
 	c.Handle(&tw)
+	const (
+		orphan  tracer.SockID = 0xb000 // closed in FIN_WAIT2; its end lost
+		reused  tracer.SockID = 0xc000 // a listener, closed and its address reused unseen
+		changed tracer.SockID = 0xd000 // a listener born after the snapshot
+	)
+	for _, e := range []tracer.Event{
+		state(40, atClient, orphan, tracer.StateEstablished, tracer.StateFinWait1, client),
+		state(41, atClient, orphan, tracer.StateFinWait1, tracer.StateFinWait2, softirq),
+		state(42, atListener, reused, tracer.StateClose, tracer.StateListen, listener),
+		state(1500, atListener, changed, tracer.StateClose, tracer.StateListen, listener),
+	} {
+		e.SPort = uint16(e.Sock >> 4)
+		c.Handle(&e)
+	}
 
 	adopted := tracer.SockID(0xa000)
+	local := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(serverAddr, port) }
+	anyRemote := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
 	r := &snapshot.PortReport{
 		Sockets: []snapshot.PortSocket{
-			{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateListen, Local: netip.AddrPortFrom(serverAddr, 8080),
-				Remote: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), NetNS: 1, Sock: listenSock, PIDs: []uint32{listener}},
-			{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateEstablished, Local: netip.AddrPortFrom(serverAddr, 8080),
+			{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateListen, Local: local(8080),
+				Remote: anyRemote, NetNS: 1, Sock: listenSock, PIDs: []uint32{listener}},
+			{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateEstablished, Local: local(8080),
 				Remote: netip.AddrPortFrom(clientAddr, 40000), NetNS: 1, Sock: serverSock, PIDs: []uint32{worker}},
-			{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateEstablished, Local: netip.AddrPortFrom(serverAddr, 9090),
+			{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateEstablished, Local: local(9090),
 				Remote: netip.AddrPortFrom(clientAddr, 40001), NetNS: 1, Sock: adopted, PIDs: []uint32{worker}},
+			{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateTimeWait, Local: netip.AddrPortFrom(clientAddr, 40000),
+				Remote: local(8080), NetNS: 1},
+			{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateListen, Local: local(7070),
+				Remote: anyRemote, NetNS: 1, Sock: reused, PIDs: []uint32{worker}},
 		},
 		Processes: map[uint32]*proc.Process{
 			listener: {Identity: proc.Identity{PID: listener}, Name: "p100"},
@@ -43,10 +64,12 @@ func TestReconcile(t *testing.T) {
 		},
 	}
 	c.Reconcile(r, 1000*1e6)
-	if _, ok := c.byID[0x9000]; ok {
-		t.Error("a connection no process holds any more is still tracked")
+	for _, id := range []tracer.SockID{0x9000, orphan} {
+		if _, ok := c.byID[id]; ok {
+			t.Errorf("socket %#x, gone, is still tracked", id)
+		}
 	}
-	for _, id := range []tracer.SockID{listenSock, serverSock, adopted, twSock} {
+	for _, id := range []tracer.SockID{listenSock, serverSock, adopted, twSock, reused, changed} {
 		if _, ok := c.byID[id]; !ok {
 			t.Errorf("socket %#x dropped", id)
 		}
@@ -56,5 +79,11 @@ func TestReconcile(t *testing.T) {
 	}
 	if s := &c.socks[c.byID[adopted]]; s.owner.PID != worker {
 		t.Errorf("the adopted socket's owner: %d, want %d", s.owner.PID, worker)
+	}
+	if s := &c.socks[c.byID[reused]]; s.owner.PID != worker || s.sport != 7070 {
+		t.Errorf("the reused address: port %d owned by %d, want the snapshot's 7070 owned by %d", s.sport, s.owner.PID, worker)
+	}
+	if s := &c.socks[c.byID[listenSock]]; s.ownerVia != tracer.OwnerListen {
+		t.Errorf("the listener, held by its owner, was replaced: owner via %s", s.ownerVia)
 	}
 }

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/api"
@@ -23,6 +26,14 @@ import (
 // lossCheckInterval is how often the kernel's loss counters are read: a
 // loss is repaired by a fresh snapshot within about this long.
 const lossCheckInterval = time.Second
+
+// repairCostShare bounds what repairs cost: a snapshot walks every socket
+// and every process's open files (tens of milliseconds on a quiet host,
+// more with tens of thousands of sockets), so after one that took d the
+// next waits at least d/repairCostShare. A storm that keeps losing events
+// (the kernel skips runs under load) then costs at most that share of a
+// CPU, and is repaired a little later.
+const repairCostShare = 0.05
 
 // Config says what the daemon serves and keeps.
 type Config struct {
@@ -52,6 +63,8 @@ type daemon struct {
 	store    *history.Store
 	resolver *proc.Resolver
 	own      linux.Namespace
+	// answers coalesces who's answers (see who).
+	answers singleflight.Group
 }
 
 // Run runs the daemon until ctx ends. It stops within a second of that:
@@ -104,6 +117,10 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		defer stop()
 	}
+	// Loading the programs and the first snapshot leave garbage a
+	// long-running service need not keep until the runtime's scavenger
+	// gets to it, minutes later.
+	debug.FreeOSMemory()
 	cfg.Logf("serving the API on %s", cfg.Socket)
 	if cfg.Ready != nil {
 		cfg.Ready()
@@ -116,6 +133,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 	err = d.loop.Run(ctx, src)
 	wg.Wait()
+	if err == nil {
+		cfg.Logf("stopped; in all, %s", lostLine(src.Lost(), tracer.Lost{}))
+	}
 	return err
 }
 
@@ -148,6 +168,7 @@ func (d *daemon) repairLosses(ctx context.Context) {
 	t := time.NewTicker(lossCheckInterval)
 	defer t.Stop()
 	seen := d.src.Lost()
+	var next time.Time // no repair before this
 	for {
 		select {
 		case <-ctx.Done():
@@ -155,12 +176,14 @@ func (d *daemon) repairLosses(ctx context.Context) {
 		case <-t.C:
 		}
 		lost := d.src.Lost()
-		if lost.Total() == seen.Total() {
+		if lost.Total() == seen.Total() || time.Now().Before(next) {
 			continue
 		}
 		d.cfg.Logf("%s: reconciling with a fresh snapshot", lostLine(lost, seen))
 		seen = lost
+		start := time.Now()
 		r, at, err := d.snapshotAll()
+		next = time.Now().Add(time.Duration(float64(time.Since(start)) / repairCostShare))
 		if err != nil {
 			d.cfg.Logf("reconciling after lost events: %v", err)
 			continue
@@ -187,7 +210,25 @@ func (d *daemon) who(ctx context.Context, port uint16, peerPID int32) (*api.WhoR
 		}
 		ns = found
 	}
-	r, complete, err := d.fromCache(port, ns)
+	// Clients asking about the same port and namespace at once share one
+	// answer: a crowd costs the kernel one walk of its sockets, not one
+	// each.
+	key := strconv.Itoa(int(port)) + "/" + strconv.FormatUint(uint64(ns.Inode), 10)
+	select {
+	case res := <-d.answers.DoChan(key, func() (any, error) { return d.answer(port, ns) }):
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*api.WhoResponse), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// answer answers who for port in ns.
+func (d *daemon) answer(port uint16, ns linux.Namespace) (*api.WhoResponse, error) {
+	owned := d.ownedByEnds(port)
+	r, complete, err := d.fromCache(port, ns, owned)
 	if err != nil {
 		return nil, err
 	}
@@ -196,6 +237,7 @@ func (d *daemon) who(ctx context.Context, port uint16, peerPID int32) (*api.WhoR
 		if r, err = linux.WhoIn(port, []linux.Namespace{ns}, d.resolver); err != nil {
 			return nil, err
 		}
+		r.NameSeen(seenOwners(owned), proc.Identify)
 		from = "walk"
 	}
 	if !r.Held() {
@@ -218,30 +260,67 @@ func (d *daemon) lastHolder(port uint16) []string {
 		h.Socket.Proto, h.Socket.Addr, h.Socket.Port, time.Unix(0, h.UntilNs).Format("2006-01-02 15:04:05"), h.End)}
 }
 
+// ownedByEnds indexes the sockets on both sides of port whose owners the
+// loop knows by their ends. The index has TCP sockets only (UDP changes
+// no state to trace).
+func (d *daemon) ownedByEnds(port uint16) map[snapshot.SocketKey][]correlate.Owned {
+	owned := map[snapshot.SocketKey][]correlate.Owned{}
+	x := d.loop.Index()
+	for _, list := range [][]correlate.Owned{x.ByLocalPort(port), x.ByRemotePort(port)} {
+		for _, o := range list {
+			k := snapshot.KeyOf(o.NetNS, o.Local, o.Remote)
+			owned[k] = append(owned[k], o)
+		}
+	}
+	return owned
+}
+
+// seenOwners are the owners the loop saw of connections, for the sockets
+// a walk finds no process holding (TIME_WAIT, orphans).
+func seenOwners(owned map[snapshot.SocketKey][]correlate.Owned) map[snapshot.SocketKey]proc.Process {
+	seen := make(map[snapshot.SocketKey]proc.Process, len(owned))
+	for k, entries := range owned {
+		if len(entries) == 1 {
+			seen[k] = seenProcess(&entries[0])
+		}
+	}
+	return seen
+}
+
+func seenProcess(o *correlate.Owned) proc.Process {
+	return proc.Process{Identity: proc.Identity{PID: o.Process.PID, StartNs: o.Process.StartNs}, Name: o.Process.Comm.String(), Exited: o.Exited}
+}
+
 // fromCache builds who's report from the kernel's sockets and the loop's
 // index; complete is false when a socket some process holds has no owner
-// in the index.
-func (d *daemon) fromCache(port uint16, ns linux.Namespace) (*snapshot.PortReport, bool, error) {
+// in the index that is surely its own. Sockets are known by their ends;
+// listeners sharing theirs (SO_REUSEPORT) by their inodes.
+func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.SocketKey][]correlate.Owned) (*snapshot.PortReport, bool, error) {
 	r, err := linux.Sockets(port, ns)
 	if err != nil {
 		return nil, false, err
 	}
-	owned := map[snapshot.SocketKey]correlate.Owned{}
-	x := d.loop.Index()
-	for _, list := range [][]correlate.Owned{x.ByLocalPort(port), x.ByRemotePort(port)} {
-		for _, o := range list {
-			owned[snapshot.KeyOf(o.NetNS, o.Local, o.Remote)] = o
+	sharing := map[snapshot.SocketKey]int{}
+	for i := range r.Sockets {
+		if s := &r.Sockets[i]; s.Proto == tracer.ProtoTCP {
+			sharing[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)]++
 		}
 	}
 	r.Processes = map[uint32]*proc.Process{}
 	for i := range r.Sockets {
 		s := &r.Sockets[i]
-		o, ok := owned[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)]
+		k := snapshot.KeyOf(s.NetNS, s.Local, s.Remote)
+		var o correlate.Owned
+		ok := s.Proto == tracer.ProtoTCP
+		if ok {
+			o, ok = ownerOf(owned[k], s, sharing[k] > 1)
+		}
 		switch {
 		case ok && (o.TimeWait || s.Inode == 0):
-			seen := proc.Process{Identity: proc.Identity{PID: o.Process.PID, StartNs: o.Process.StartNs}, Name: o.Process.Comm.String(), Exited: o.Exited}
+			seen := seenProcess(&o)
 			s.Seen = &seen
 		case ok:
+			s.Proto = o.Proto // MPTCP, where the socket is a subflow
 			s.PIDs = []uint32{o.Process.PID}
 			if _, done := r.Processes[o.Process.PID]; !done {
 				p, err := d.resolver.Lookup(proc.Identity{PID: o.Process.PID, StartNs: o.Process.StartNs})
@@ -255,6 +334,25 @@ func (d *daemon) fromCache(port uint16, ns linux.Namespace) (*snapshot.PortRepor
 		}
 	}
 	return r, true, nil
+}
+
+// ownerOf picks socket s's entry among the index's entries with its ends:
+// the one with its inode, or, where no other socket has its ends (sharing
+// is false), the only one, unless that one names another inode.
+func ownerOf(entries []correlate.Owned, s *snapshot.PortSocket, sharing bool) (correlate.Owned, bool) {
+	for _, o := range entries {
+		if o.Inode != 0 && o.Inode == s.Inode {
+			return o, true
+		}
+	}
+	if sharing || len(entries) != 1 {
+		return correlate.Owned{}, false
+	}
+	o := entries[0]
+	if o.Inode != 0 && s.Inode != 0 {
+		return correlate.Owned{}, false // another socket's entry
+	}
+	return o, true
 }
 
 // history answers history from the store.

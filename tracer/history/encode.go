@@ -50,9 +50,15 @@ func keyTime(k []byte) int64 {
 }
 
 // appendSocketPrefix keys the open-holder index by socket, so that what
-// ends or continues a holder finds it with one seek.
+// ends or continues a holder finds it with one seek. MPTCP keys as TCP:
+// it holds TCP ports, and an MPTCP socket's bind names MPTCP while its
+// listen and close, traced on its TCP subflow, name TCP.
 func appendSocketPrefix(dst []byte, s *Socket) []byte {
-	dst = binary.BigEndian.AppendUint16(dst, uint16(s.Proto))
+	proto := s.Proto
+	if proto == tracer.ProtoMPTCP {
+		proto = tracer.ProtoTCP
+	}
+	dst = binary.BigEndian.AppendUint16(dst, uint16(proto))
 	dst = binary.BigEndian.AppendUint16(dst, s.Port)
 	var family byte
 	switch {

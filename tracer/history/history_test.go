@@ -152,6 +152,21 @@ func TestListenerLife(t *testing.T) {
 	}
 }
 
+// TestMPTCPListenerLife: an MPTCP listener (Go's default) is one holder:
+// its bind names MPTCP, its listen and close, traced on its subflow, TCP.
+func TestMPTCPListenerLife(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	feed(t, s,
+		bindRec(at(0), tracer.ProtoMPTCP, 8080, 100, "server", 0),
+		listenRec(at(time.Second), 8080, 100, "server"),
+		listenCloseRec(at(time.Minute), 8080, 100, "server"),
+	)
+	checkHolders(t, query(t, s, 8080).Holders, []Holder{
+		{Socket: Socket{Proto: tracer.ProtoMPTCP, Addr: any4, Port: 8080}, Owner: Process{PID: 100, Comm: "server"}, Via: tracer.OwnerBind,
+			FromNs: at(0), ListenNs: at(time.Second), UntilNs: at(time.Minute), End: EndClosed},
+	})
+}
+
 func checkHolders(t *testing.T, got, want []Holder) {
 	t.Helper()
 	if len(got) != len(want) {

@@ -35,8 +35,9 @@ const (
 	offFlags         = 111
 	offComm          = 112
 	offThread        = 128
-	offPPID          = 144
-	eventSize        = 152
+	offInode         = 144
+	offPPID          = 152
+	eventSize        = 160
 	flagKernelThread = 1 // EVENT_KTHREAD
 )
 
@@ -96,6 +97,7 @@ func decodeEvent(raw []byte, monoToWallNs int64, ev *tracer.Event) error {
 	ev.KernelThread = raw[offFlags]&flagKernelThread != 0
 	ev.NetNS = ne.Uint32(raw[offNetNS:])
 	ev.Err = int32(ne.Uint32(raw[offErr:]))
+	ev.Inode = ne.Uint64(raw[offInode:])
 	copy(ev.Comm[:], raw[offComm:offComm+tracer.CommLen])
 	copy(ev.Thread[:], raw[offThread:offThread+tracer.CommLen])
 	return nil

@@ -19,11 +19,14 @@ import (
 const (
 	inetDiagReqBytecode = 1  // INET_DIAG_REQ_BYTECODE
 	inetDiagSkV6Only    = 11 // INET_DIAG_SKV6ONLY
+	inetDiagBCJmp       = 1  // INET_DIAG_BC_JMP
 	inetDiagBCSGE       = 2  // INET_DIAG_BC_S_GE
 	inetDiagBCSLE       = 3  // INET_DIAG_BC_S_LE
 	inetDiagBCDGE       = 4  // INET_DIAG_BC_D_GE
 	inetDiagBCDLE       = 5  // INET_DIAG_BC_D_LE
 	inetDiagReqLen      = 56 // struct inet_diag_req_v2
+	inetDiagReqOldLen   = 60 // struct inet_diag_req, of TCPDIAG_GETSOCK
+	tcpDiagGetSock      = 18 // TCPDIAG_GETSOCK
 	inetDiagMsgLen      = 72 // struct inet_diag_msg
 	allStates           = 0xffffffff
 )
@@ -32,8 +35,8 @@ const (
 type side uint8
 
 const (
-	localSide side = iota
-	remoteSide
+	localSide  side = iota
+	eitherSide      // the local or the remote end
 )
 
 // timerNames are inet_diag_msg's idiag_timer values, as ss names them.
@@ -61,87 +64,114 @@ func diagPort(ns Namespace, port uint16) (socks []snapshot.PortSocket, noUDP boo
 		return nil, false, fmt.Errorf("opening sock_diag in %s: %w", ns.Label(), err)
 	}
 	defer conn.Close()
-	// A socket whose both ends use the port is listed by both dumps.
-	seen := map[uint64]bool{}
-	for _, proto := range []tracer.Proto{tracer.ProtoTCP, tracer.ProtoUDP} {
-		for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-			sides := []side{localSide, remoteSide}
-			if port == 0 {
-				sides = sides[:1] // no filter: one dump has them all
+	// Each dump walks every socket of its protocol in the kernel, whatever
+	// it keeps, so one filter keeps both ends of the port, and TCP's dump
+	// is the older request, TCPDIAG_GETSOCK, which the kernel answers for
+	// both families in one walk (inet_diag_dump_compat). UDP has no such
+	// request: a dump for each family, of a much smaller table.
+	dumps := []struct {
+		proto tracer.Proto
+		typ   netlink.HeaderType
+		req   []byte
+	}{
+		{tracer.ProtoTCP, tcpDiagGetSock, tcpDiagRequest(allStates, eitherSide, port)},
+		{tracer.ProtoUDP, unix.SOCK_DIAG_BY_FAMILY, diagRequest(unix.AF_INET, tracer.ProtoUDP, allStates, eitherSide, port)},
+		{tracer.ProtoUDP, unix.SOCK_DIAG_BY_FAMILY, diagRequest(unix.AF_INET6, tracer.ProtoUDP, allStates, eitherSide, port)},
+	}
+	for _, d := range dumps {
+		msgs, err := conn.Execute(netlink.Message{
+			Header: netlink.Header{Type: d.typ, Flags: netlink.Request | netlink.Dump},
+			Data:   d.req,
+		})
+		if d.proto == tracer.ProtoUDP && errors.Is(err, unix.ENOENT) {
+			noUDP = true
+			break
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("sock_diag dump of %s sockets in %s: %w", d.proto, ns.Label(), err)
+		}
+		for _, m := range msgs {
+			s, err := decodeDiagMsg(m.Data, d.proto)
+			if err != nil {
+				return nil, false, fmt.Errorf("sock_diag answer: %w", err)
 			}
-			for _, sd := range sides {
-				msgs, err := conn.Execute(netlink.Message{
-					Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | netlink.Dump},
-					Data:   diagRequest(family, proto, allStates, sd, port),
-				})
-				if proto == tracer.ProtoUDP && errors.Is(err, unix.ENOENT) {
-					noUDP = true
-					break
-				}
-				if err != nil {
-					return nil, false, fmt.Errorf("sock_diag dump of %s sockets in %s: %w", proto, ns.Label(), err)
-				}
-				for _, m := range msgs {
-					s, cookie, err := decodeDiagMsg(m.Data, proto)
-					if err != nil {
-						return nil, false, fmt.Errorf("sock_diag answer: %w", err)
-					}
-					if !seen[cookie] {
-						seen[cookie] = true
-						s.NetNS = ns.Inode
-						socks = append(socks, s)
-					}
-				}
-			}
+			s.NetNS = ns.Inode
+			socks = append(socks, s)
 		}
 	}
 	return socks, noUDP, nil
 }
 
 // diagRequest is an inet_diag_req_v2 for the given states of one family
-// and protocol, with a bytecode filter "port >= P && port <= P" on one side
-// (the equality operators are younger than the kernels porttrace runs on).
-// Each operation is {code, yes, no} followed by its argument in a second
-// operation's no field; a jump past the end by 4 rejects.
-//
-// Port 0 asks for every socket, with no filter.
+// and protocol, filtered on port (see portFilter).
 func diagRequest(family uint8, proto tracer.Proto, states uint32, sd side, port uint16) []byte {
 	b := make([]byte, inetDiagReqLen)
 	b[0], b[1] = family, uint8(proto)
 	binary.NativeEndian.PutUint32(b[4:], states)
+	return append(b, portFilter(sd, port)...)
+}
+
+// tcpDiagRequest is a struct inet_diag_req for TCPDIAG_GETSOCK, for the
+// given states of TCP sockets of both families, filtered on port (see
+// portFilter). Its states follow its family and lengths (4 bytes) and the
+// socket id (48).
+func tcpDiagRequest(states uint32, sd side, port uint16) []byte {
+	b := make([]byte, inetDiagReqOldLen)
+	binary.NativeEndian.PutUint32(b[52:], states)
+	return append(b, portFilter(sd, port)...)
+}
+
+// portFilter is the bytecode attribute that keeps the sockets whose port
+// is port: "P <= port <= P" on the local end, or on either end (the
+// equality operators are younger than the kernels porttrace runs on).
+// Port 0 keeps every socket: no filter.
+//
+// The kernel checks the bytecode by following each operation's "yes"
+// jump from the start: every "no" jump must land on an operation so
+// reached, at the end (accept) or 4 past it (reject). An "or" therefore
+// ends its first half with a JMP over the second, as ss builds it.
+func portFilter(sd side, port uint16) []byte {
 	if port == 0 {
-		return b
+		return nil
 	}
-	ge, le := byte(inetDiagBCSGE), byte(inetDiagBCSLE)
-	if sd == remoteSide {
-		ge, le = inetDiagBCDGE, inetDiagBCDLE
+	var bc []byte
+	// op appends {code, yes, no}; a port comparison's port follows in a
+	// second operation's no field.
+	op := func(code, yes byte, no uint16) {
+		bc = append(bc, code, yes, 0, 0)
+		binary.NativeEndian.PutUint16(bc[len(bc)-2:], no)
 	}
-	bc := []byte{
-		ge, 8, 0, 0, 0, 0, 0, 0, // no: 20, patched below
-		le, 8, 0, 0, 0, 0, 0, 0, // no: 12
+	compare := func(code byte, no uint16) {
+		op(code, 8, no)
+		op(0, 0, port)
 	}
-	ne := binary.NativeEndian
-	ne.PutUint16(bc[2:], 20)
-	ne.PutUint16(bc[6:], port)
-	ne.PutUint16(bc[10:], 12)
-	ne.PutUint16(bc[14:], port)
+	switch sd {
+	case localSide: // 0: S_GE, 8: S_LE, 16: end
+		compare(inetDiagBCSGE, 20)
+		compare(inetDiagBCSLE, 12)
+	case eitherSide: // 0: S_GE, 8: S_LE, 16: JMP, 20: D_GE, 28: D_LE, 36: end
+		compare(inetDiagBCSGE, 20)
+		compare(inetDiagBCSLE, 12)
+		op(inetDiagBCJmp, 4, 20)
+		compare(inetDiagBCDGE, 20)
+		compare(inetDiagBCDLE, 12)
+	}
 	ae := netlink.NewAttributeEncoder()
 	ae.Bytes(inetDiagReqBytecode, bc)
 	attrs, _ := ae.Encode() // encoding bytes cannot fail
-	return append(b, attrs...)
+	return attrs
 }
 
 var errShortDiag = errors.New("short inet_diag_msg")
 
-// decodeDiagMsg reads one inet_diag_msg and its attributes, with the
-// socket's cookie (its identity in sock_diag).
-func decodeDiagMsg(b []byte, proto tracer.Proto) (snapshot.PortSocket, uint64, error) {
+// decodeDiagMsg reads one inet_diag_msg and its attributes.
+func decodeDiagMsg(b []byte, proto tracer.Proto) (snapshot.PortSocket, error) {
 	if len(b) < inetDiagMsgLen {
-		return snapshot.PortSocket{}, 0, errShortDiag
+		return snapshot.PortSocket{}, errShortDiag
 	}
 	s := snapshot.PortSocket{Proto: proto, State: tracer.State(b[1])}
 	if s.State >= tracer.StateCount {
-		return snapshot.PortSocket{}, 0, errBadState
+		return snapshot.PortSocket{}, errBadState
 	}
 	be, ne := binary.BigEndian, binary.NativeEndian
 	sport, dport := be.Uint16(b[4:]), be.Uint16(b[6:])
@@ -154,11 +184,10 @@ func decodeDiagMsg(b []byte, proto tracer.Proto) (snapshot.PortSocket, uint64, e
 		s.Family = tracer.FamilyIPv6
 		src, dst = netip.AddrFrom16([16]byte(b[8:24])), netip.AddrFrom16([16]byte(b[24:40]))
 	default:
-		return snapshot.PortSocket{}, 0, errBadFamily
+		return snapshot.PortSocket{}, errBadFamily
 	}
 	s.Local, s.Remote = netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport)
 	s.Interface = ne.Uint32(b[40:])
-	cookie := ne.Uint64(b[44:])
 	if t := b[2]; int(t) < len(timerNames) && timerNames[t] != "" {
 		s.Timer = timerNames[t]
 		s.TimerNs = int64(ne.Uint32(b[52:])) * 1e6 // idiag_expires counts down in ms
@@ -168,14 +197,14 @@ func decodeDiagMsg(b []byte, proto tracer.Proto) (snapshot.PortSocket, uint64, e
 	s.Inode = uint64(ne.Uint32(b[68:]))
 	ad, err := netlink.NewAttributeDecoder(b[inetDiagMsgLen:])
 	if err != nil {
-		return snapshot.PortSocket{}, 0, err
+		return snapshot.PortSocket{}, err
 	}
 	for ad.Next() {
 		if ad.Type() == inetDiagSkV6Only {
 			s.V6Only = ad.Uint8() != 0
 		}
 	}
-	return s, cookie, ad.Err()
+	return s, ad.Err()
 }
 
 // sockDestroy is SOCK_DESTROY (linux/sock_diag.h): what ss -K sends.
