@@ -68,6 +68,10 @@ func containerTest(string) (*filter.Container, string, error) {
 // processName is the image name of process pid, or why it has none.
 func processName(pid uint32) (string, error) {
 	path, err := windows.ImagePath(pid)
+	if errors.Is(err, xwin.ERROR_INVALID_PARAMETER) {
+		// What OpenProcess says of a pid no process has.
+		return "", errors.New("no such process")
+	}
 	if err != nil {
 		return "", err
 	}
