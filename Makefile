@@ -40,9 +40,11 @@ check-generated: generate
 	git diff --exit-code -- bpf/ || { echo "bpf/: generated files are stale: run make generate and commit" >&2; exit 1; }
 
 # The README's test command. Run as root: the privileged tests load eBPF
-# programs (with CI=true they fail instead of skipping without root).
+# programs (with CI=true they fail instead of skipping without root). One
+# package at a time (-p 1): their privileged tests storm loopback and watch
+# every port, and two packages at once would make each other's noise.
 test: lint
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -p 1 ./...
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$unformatted" || { echo "gofmt needed: $$unformatted" >&2; exit 1; }
