@@ -25,14 +25,14 @@ const (
 	// maxHeaderBytes bounds a request's line and headers (net/http adds
 	// 4 KiB of slack); no request needs a body.
 	maxHeaderBytes = 4 << 10
-	// requestTimeout bounds reading a request and writing its answer: a
+	// requestTimeout bounds reading a request: a
 	// client that connects and says nothing is dropped after it.
 	requestTimeout = 2 * time.Second
 	// answerTimeout bounds making and writing an answer, from the end of
 	// its request: a reader that stops reading is dropped after it, while
 	// a busy machine still gets its answers written.
 	answerTimeout = 10 * time.Second
-	idleTimeout    = 5 * time.Second
+	idleTimeout   = 5 * time.Second
 	// maxConns connections are served at once; more wait in the kernel's
 	// backlog, costing the server nothing.
 	maxConns = 128
