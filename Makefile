@@ -12,7 +12,7 @@ CLANG_MAJOR := 14
 
 VMTEST_DIR ?= /tmp/porttrace-vmtest
 
-.PHONY: build man generate clang-version check-generated test lint vmtest test-windows bench clean
+.PHONY: build man generate clang-version check-generated test lint vmtest test-windows bench clean image test-deploy
 
 build:
 	$(GO) build -o porttrace ./cmd/porttrace
@@ -40,15 +40,32 @@ check-generated: generate
 	git diff --exit-code -- bpf/ || { echo "bpf/: generated files are stale: run make generate and commit" >&2; exit 1; }
 
 # The README's test command. Run as root: the privileged tests load eBPF
-# programs (with CI=true they fail instead of skipping without root).
+# programs (with CI=true they fail instead of skipping without root). One
+# package at a time (-p 1): their privileged tests storm loopback and watch
+# every port, and two packages at once would make each other's noise.
 test: lint
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -p 1 ./...
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$unformatted" || { echo "gofmt needed: $$unformatted" >&2; exit 1; }
 	$(GO) vet ./...
 	GOOS=windows $(GO) vet ./...
 	GOOS=windows $(GO) build ./...
+
+# The daemon's container image (cmd/porttrace/deploy/Dockerfile): the
+# static binary alone, in a build context of its own.
+IMAGE ?= porttrace:latest
+image:
+	ctx=$$(mktemp -d) && trap 'rm -rf "$$ctx"' EXIT && \
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o "$$ctx/porttrace" ./cmd/porttrace && \
+	cp cmd/porttrace/deploy/Dockerfile "$$ctx/" && \
+	docker build -t $(IMAGE) "$$ctx"
+
+# The image run under Docker as the DaemonSet runs it. Needs root, Docker
+# (Debian's docker.io: the test starts dockerd when none answers) and
+# busybox-static; not in make test, for the Docker daemon it needs.
+test-deploy:
+	PORTTRACE_TEST_DEPLOY=1 $(GO) test -count=1 -run '^TestDocker' ./cmd/porttrace/deploy
 
 # The privileged tests inside Debian's 5.10, 6.1 and 6.12 kernels under qemu.
 vmtest:

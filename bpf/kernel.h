@@ -114,6 +114,10 @@ struct sock {
 	/* Bitfields before 5.6: read with BPF_CORE_READ_BITFIELD_PROBED. */
 	__u16 sk_type;
 	__u16 sk_protocol;
+	/* The error a failed connect or a reset left, which the kernel sets
+	 * before it moves the socket to CLOSE (tcp_done_with_error,
+	 * tcp_reset, tcp_write_err). */
+	int sk_err;
 	struct sock_cgroup_data sk_cgrp_data;
 	struct socket *sk_socket;
 };
@@ -207,6 +211,7 @@ struct css_set {
 struct task_struct {
 	unsigned int flags;
 	int tgid;
+	struct task_struct *real_parent;
 	struct task_struct *group_leader;
 	__u64 start_boottime; /* ns since boot, CLOCK_BOOTTIME (5.5+) */
 	char comm[16];

@@ -63,7 +63,7 @@ struct event {
 	__u8 daddr[16];       /* remote address */
 	__u32 pid;            /* tgid of the task on the CPU */
 	__u32 netns;          /* network namespace inode */
-	__s32 err;            /* bind(2) return value */
+	__s32 err;            /* bind(2) return value; -sk_err on a move to CLOSE */
 	__u16 sport;          /* local port, host order */
 	__u16 dport;          /* remote port, host order */
 	__u16 family;         /* AF_INET or AF_INET6; 0 for an exit */
@@ -75,6 +75,7 @@ struct event {
 	char comm[16];        /* the process's name (its leader's) */
 	char thread[16];      /* the name of the thread on the CPU */
 	__u64 inode;          /* a new listener's inode (sock.h), else 0 */
+	__u32 ppid;           /* the parent of the process on the CPU */
 };
 
 /* Puts struct event into the object's BTF, for bpf2go to generate its Go
@@ -207,6 +208,7 @@ static __always_inline struct event *reserve(__u8 kind)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->start_ns = process_start_ns(task);
+	e->ppid = process_parent(task);
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
 		e->flags = EVENT_KTHREAD;
@@ -286,6 +288,10 @@ static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, 
 	e->newstate = newstate;
 	e->parent = mptcp_parent(sk);
 	e->sock_cgroup_id = sock_cgroup_id(sk);
+	/* Why the kernel closed it, if for an error: a refused or timed-out
+	 * connect, a reset. Negated, as a bind's return value. */
+	if (newstate == TCP_CLOSE)
+		e->err = -BPF_CORE_READ(sk, sk_err);
 	/* Listeners may share their ends (SO_REUSEPORT): the inode tells
 	 * them apart, as sock_diag lists them. */
 	if (newstate == TCP_LISTEN)

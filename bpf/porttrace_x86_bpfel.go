@@ -47,6 +47,8 @@ type PorttraceEvent struct {
 	Comm         [16]int8
 	Thread       [16]int8
 	Inode        uint64
+	Ppid         uint32
+	_            [4]byte
 }
 
 type PorttraceExitKey struct {

@@ -22,6 +22,14 @@ static __always_inline __u64 process_start_ns(struct task_struct *task)
 	return BPF_CORE_READ(task, group_leader, start_boottime);
 }
 
+/* The process's parent: the one that forked it, or the reaper it was handed
+ * to when that one exited. A short-lived child is gone by the time user
+ * space could ask /proc. */
+static __always_inline __u32 process_parent(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, real_parent, tgid);
+}
+
 /* The process's name, as ps, ss and /proc/PID/comm show it. */
 static __always_inline void process_comm(struct task_struct *task, char comm[16])
 {

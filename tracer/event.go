@@ -217,6 +217,9 @@ func (c Comm) String() string { return string(c.Bytes()) }
 // identity: the kernel reuses pids, so the start time goes with it.
 type Process struct {
 	PID uint32
+	// PPID is the process's parent (the one that forked it, or the
+	// reaper it was handed to) when it acted; 0 where unknown.
+	PPID uint32
 	// StartNs is when the process started, in nanoseconds since boot
 	// (Linux: CLOCK_BOOTTIME, which /proc/PID/stat's field 22 counts in
 	// clock ticks); 0 where the platform does not say.
@@ -293,7 +296,11 @@ type Event struct {
 	// NetNS is the inode number of the socket's network namespace, 0 where
 	// the platform has none.
 	NetNS uint32
-	// Err is the negated errno of a failed bind, 0 on success.
+	// Err is the negated errno of a failed bind (0 on success) or, on a
+	// KindState event into CLOSE, of the error the kernel closed the socket
+	// for: a refused (ECONNREFUSED) or timed-out (ETIMEDOUT) connect, a
+	// reset (ECONNRESET); 0 for a close without error, or where the
+	// platform does not say.
 	Err int32
 	// TimeoutNs is a timewait socket's lifetime from TimeNs.
 	TimeoutNs int64

@@ -121,8 +121,12 @@ type Record struct {
 	// TimeoutNs is the lifetime of a timewait socket, on transitions into
 	// TIME_WAIT or the timewait FIN_WAIT2.
 	TimeoutNs int64
-	// Err is the errno of a failed bind (positive), 0 otherwise.
+	// Err is the errno (positive) of a failed bind, or of the error a
+	// transition into CLOSE was made for (Event.Err); 0 otherwise.
 	Err int32
 	// Reason says why a timewait socket went: "expired" or "killed".
 	Reason string
+	// Late marks a line that reached the output after lines later than
+	// it: it was held back longer than the watch's reorder window.
+	Late bool
 }

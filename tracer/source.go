@@ -45,6 +45,22 @@ type Sink interface {
 	Tick(nowNs int64) (nextNs int64)
 }
 
+// ConnectionSink consumes connection lines, one per connection when it
+// ends (a watch with --connections), from the event loop's goroutine as
+// a Sink does.
+type ConnectionSink interface {
+	// Connection receives one connection, valid only during the call.
+	Connection(c *Connection)
+	// Tick is Sink's.
+	Tick(nowNs int64) (nextNs int64)
+}
+
+// Output takes either kind of line: what a watch shows, counts and prints.
+type Output interface {
+	Sink
+	Connection(c *Connection)
+}
+
 // Source is one platform's stream of kernel events: eBPF on Linux, ETW on
 // Windows.
 type Source interface {
@@ -115,7 +131,7 @@ func ParseProbeMode(s string) (ProbeMode, error) {
 }
 
 // DefaultBufferSize is the kernel buffer's default size: on Linux, a ring
-// buffer with room for about 110,000 events (152 bytes each with the ring's
+// buffer with room for about 105,000 events (160 bytes each with the ring's
 // header), most of a second of a connection storm on a small machine.
 const DefaultBufferSize = 16 << 20
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unsafe"
 
 	xwin "golang.org/x/sys/windows"
 
@@ -135,4 +136,35 @@ func Descendants(root proc.Identity) ([]proc.Identity, error) {
 		return ids, fmt.Errorf("processes below pid %d left alone: %v cannot be opened to read their creation times (run porttrace from an elevated prompt)", root.PID, unknown)
 	}
 	return ids, nil
+}
+
+// Parent is the process that created id, where it still runs: Windows
+// keeps only the creator's pid, so a process of that pid created after id
+// is a newcomer that took a dead creator's pid, and ErrExited says the
+// creator is gone. id.StartNs 0 takes whatever process pid names now.
+func Parent(id proc.Identity) (proc.Identity, error) {
+	h, err := openToQuery(id.PID)
+	if err != nil {
+		return proc.Identity{}, err
+	}
+	defer xwin.CloseHandle(h)
+	start, err := creationTime(h)
+	if err != nil {
+		return proc.Identity{}, err
+	}
+	if id.StartNs != 0 && !(proc.Identity{PID: id.PID, StartNs: start}).Same(id) {
+		return proc.Identity{}, fmt.Errorf("pid %d: %w", id.PID, proc.ErrExited)
+	}
+	var info xwin.PROCESS_BASIC_INFORMATION
+	if err := xwin.NtQueryInformationProcess(h, xwin.ProcessBasicInformation, unsafe.Pointer(&info), uint32(unsafe.Sizeof(info)), nil); err != nil {
+		return proc.Identity{}, fmt.Errorf("reading the creator of process %d: %w", id.PID, err)
+	}
+	parent, err := Identify(uint32(info.InheritedFromUniqueProcessId))
+	if err != nil {
+		return proc.Identity{}, err
+	}
+	if parent.StartNs > start {
+		return proc.Identity{}, fmt.Errorf("creator of pid %d: %w", id.PID, proc.ErrExited)
+	}
+	return parent, nil
 }

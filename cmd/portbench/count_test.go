@@ -183,7 +183,7 @@ func TestCountOutput(t *testing.T) {
 // this test rather than the benchmark's lost column.
 func summary(stats correlate.Stats, lost pt.Lost, dropped uint64) string {
 	var b bytes.Buffer
-	render.WriteSummary(&b, stats, lost, dropped, 1234*time.Millisecond)
+	render.WriteSummary(&b, &render.Summary{Stats: stats, Lost: lost, Dropped: dropped, Elapsed: 1234 * time.Millisecond})
 	return b.String()
 }
 

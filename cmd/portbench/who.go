@@ -49,6 +49,8 @@ func (b *bench) whoCommands(ctx context.Context, port int) []whoResult {
 		{whoCommand: whoCommand{name: "fuser", argv: []string{"fuser", p + "/tcp"}, pids: fuserPIDs}},
 		{whoCommand: whoCommand{name: "porttrace who (snapshot)", argv: []string{b.porttrace, "who", "--socket", noDaemon, p}, pids: porttraceWhoPIDs, core: true}},
 		{whoCommand: b.daemonWho(port)},
+		{whoCommand: whoCommand{name: "porttrace why", argv: []string{b.porttrace, "why", p}, pids: porttraceHeldByPIDs, core: true}},
+		{whoCommand: whoCommand{name: "porttrace free --dry-run", argv: []string{b.porttrace, "free", "--dry-run", p}, pids: porttraceFreePIDs, core: true}},
 	}
 	for i := range cmds {
 		cmds[i].skipped = b.whyNot(ctx, cmds[i].whoCommand)
@@ -188,6 +190,41 @@ func porttraceWhoPIDs(stdout string) []int {
 	for _, m := range porttraceWhoPID.FindAllStringSubmatch(stdout, -1) {
 		if !strings.HasPrefix(m[0], "port ") {
 			pids = append(pids, atoiOr0(m[1]))
+		}
+	}
+	return pids
+}
+
+// porttraceHeldBy is why's naming of a blocker's holder: "held by NAME PID".
+var porttraceHeldBy = regexp.MustCompile(`held by .* (\d+)(?: \(user [^)]*\))?\n`)
+
+func porttraceHeldByPIDs(stdout string) []int {
+	var pids []int
+	for _, m := range porttraceHeldBy.FindAllStringSubmatch(stdout, -1) {
+		pids = append(pids, atoiOr0(m[1]))
+	}
+	return pids
+}
+
+// porttraceFreeTarget is a process free --dry-run would stop, "  NAME PID
+// user U ...", and porttraceFreeStarted the holders it started, "    and
+// the holders it started: NAME PID, NAME PID".
+var (
+	porttraceFreeTarget  = regexp.MustCompile(`(?m)^  [^ ].*? (\d+)(?:  |$)`)
+	porttraceFreeStarted = regexp.MustCompile(`(?m)^    and the holders it started: (.*)$`)
+	lastNumber           = regexp.MustCompile(` (\d+)$`)
+)
+
+func porttraceFreePIDs(stdout string) []int {
+	var pids []int
+	for _, m := range porttraceFreeTarget.FindAllStringSubmatch(stdout, -1) {
+		pids = append(pids, atoiOr0(m[1]))
+	}
+	for _, m := range porttraceFreeStarted.FindAllStringSubmatch(stdout, -1) {
+		for _, holder := range strings.Split(m[1], ", ") {
+			if n := lastNumber.FindStringSubmatch(holder); n != nil {
+				pids = append(pids, atoiOr0(n[1]))
+			}
 		}
 	}
 	return pids

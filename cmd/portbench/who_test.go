@@ -83,6 +83,10 @@ func TestWhoPIDs(t *testing.T) {
 		{"fuser", fuserPIDs, fuserSample, holders},
 		{"porttrace who", porttraceWhoPIDs, porttraceWhoSample(), holders},
 		{"porttrace who, nobody", porttraceWhoPIDs, "port 24777: no process holds it\n", nil},
+		{"porttrace why", porttraceHeldByPIDs, porttraceWhySample, []int{27886}},
+		{"porttrace why, free", porttraceHeldByPIDs, "bind(0.0.0.0:24777) over TCP would succeed now (tried)\n", nil},
+		{"porttrace free --dry-run", porttraceFreePIDs, porttraceFreeSample, holders},
+		{"porttrace free --dry-run, nobody", porttraceFreePIDs, "port 24777: no process holds it\n", nil},
 	} {
 		if got := tc.pids(tc.stdout); !slices.Equal(got, tc.want) {
 			t.Errorf("%s: got %v, want %v; stdout:\n%s", tc.name, got, tc.want, tc.stdout)
@@ -115,3 +119,19 @@ func TestNamesAny(t *testing.T) {
 		}
 	}
 }
+
+// porttraceWhySample and porttraceFreeSample are why's and free --dry-run's
+// answers, as porttrace printed them here for a listener held by a
+// process and the child it forked.
+const (
+	porttraceWhySample = `bind(0.0.0.0:24777) over TCP would fail now: EADDRINUSE (tried)
+
+1. a listener on 127.0.0.1:24777 (0.0.0.0 covers 127.0.0.1)
+   held by pb-portbench 27886 (user root)
+   to unblock: stop the process holding it (porttrace free 24777)
+`
+	porttraceFreeSample = `port 24777: held by 2 process(es); stopping would end:
+  pb-portbench 27886  user root  /tmp/pb-portbench hold --port 24777 --conns 5000
+    and the holders it started: pb-portbench 27887
+`
+)

@@ -30,9 +30,17 @@ func newCLI() *cli {
 		Description: `porttrace watches every TCP state transition on a port live (handshakes,
 teardowns, FIN_WAIT2 and TIME_WAIT included) and attributes each to the
 process that owns the socket, with the time spent in the state it left.
-Binds are shown with their errors (EADDRINUSE). The column header goes to
+Binds are shown with their errors (EADDRINUSE), and connects that fail
+with theirs (ECONNREFUSED, ETIMEDOUT). The column header goes to
 standard output, a first line saying what is watched and, at the end, a
-summary of what was seen and lost go to standard error.
+summary of what was shown and lost go to standard error; with --json, the
+summary is also the last JSON object on standard output.
+
+Lines come out in time order, a second after what they report: the
+server side of a connection is known only once it is accepted. --state,
+--event, --failed, --comm, --pid and --container keep only the lines
+asked for; --connections prints one line per connection when it ends
+instead of its transitions.
 
 porttrace who PORT answers once which processes hold a port, and which
 sockets on it no process holds any more (TIME_WAIT), naming their owner

@@ -58,11 +58,16 @@ within a second; SIGHUP reopens --log-file.`,
 				return usageError("--history-max-age and --history-max-bytes must be positive")
 			}
 			cfg.Source.BufferSize = bufferMiB << 20
+			// Returns only if it did not re-execute the daemon.
+			joinErr := daemon.EnterHostCgroupNamespace()
 			log, err := openLog(logFile, stderr)
 			if err != nil {
 				return err
 			}
 			defer log.close()
+			if joinErr != nil {
+				log.printf("%v: other containers' processes may be shown without their container and pod", joinErr)
+			}
 			cfg.Logf = log.printf
 			cfg.Source.Warnf = log.printf
 			if verbose {

@@ -13,26 +13,37 @@ import (
 
 	"github.com/porttrace/porttrace/cmd/internal/clidoc"
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/filter"
+	"github.com/porttrace/porttrace/tracer/render"
 )
 
 // watchFlags are the watch's options: as typed, and as check makes them.
 type watchFlags struct {
-	portSpecs []string
-	probeName string
-	bufferMiB int
+	portSpecs     []string
+	probeName     string
+	bufferMiB     int
+	stateSpecs    []string
+	eventSpecs    []string
+	commSpecs     []string
+	containerSpec string
+	timeName      string
 
-	ports     tracer.Ports
-	portNames []tracer.PortName
-	pid       uint32
-	pidComm   string
-	ipv4      bool
-	ipv6      bool
-	json      bool
-	duration  time.Duration
-	readyFile string
-	probe     tracer.ProbeMode
-	verbose   bool
-	version   bool
+	ports       tracer.Ports
+	portNames   []tracer.PortName
+	pid         uint32
+	pidComm     string
+	filter      filter.Options
+	containerID string
+	connections bool
+	time        render.TimeFormat
+	ipv4        bool
+	ipv6        bool
+	json        bool
+	duration    time.Duration
+	readyFile   string
+	probe       tracer.ProbeMode
+	verbose     bool
+	version     bool
 	// bufferSize is in bytes.
 	bufferSize int
 }
@@ -40,7 +51,17 @@ type watchFlags struct {
 // define defines the watch's flags on fs.
 func (f *watchFlags) define(fs *pflag.FlagSet) {
 	fs.StringArrayVarP(&f.portSpecs, "port", "p", nil, "watch only these `PORTS`, at either end of a socket: 8080, 80,443, 8000-8100 or a service name (http); repeated, the lists are merged; default: every port")
-	fs.Uint32Var(&f.pid, "pid", 0, "show only the sockets this `PID` owns")
+	fs.Uint32Var(&f.pid, "pid", 0, "show only the sockets this `PID` and its descendants own, children forked during the watch included")
+	fs.StringArrayVar(&f.stateSpecs, "state", nil, "show only transitions into or out of these `STATES`: TIME_WAIT, or CLOSE_WAIT,LAST_ACK (ss's time-wait too); with --connections, connections that passed through one; repeated, the lists are merged")
+	clidoc.Values(fs, "state", filter.StateNames()...)
+	fs.StringArrayVar(&f.eventSpecs, "event", nil, "show only these `KINDS` of line: "+strings.Join(filter.TypeNames, ", ")+" (JSON's type), comma-separated; repeated, the lists are merged")
+	clidoc.Values(fs, "event", filter.TypeNames...)
+	fs.BoolVar(&f.filter.Failed, "failed", false, "show only failures: binds that failed, connects refused, timed out or given up, resets, with their errno")
+	fs.StringArrayVar(&f.commSpecs, "comm", nil, "show only the sockets of processes with one of these command `NAMES`, comma-separated; repeated, the lists are merged")
+	fs.StringVar(&f.containerSpec, "container", "", "show only the sockets of processes in this container: `ID|NAME`, its id (12 hex digits or more, as docker ps shows) or a name Docker or Podman knows")
+	fs.BoolVar(&f.connections, "connections", false, "print one line per connection when it ends (both ends and their owners, lifetime, handshake, the end that closed first, the time in each state) instead of its transitions")
+	fs.StringVar(&f.timeName, "time", render.TimeClock.String(), "write the time of text lines in `FORMAT`: clock (15:04:05.000000), date (the date too) or relative (seconds since the watch started)")
+	clidoc.Values(fs, "time", render.TimeFormatNames()...)
 	fs.BoolVarP(&f.ipv4, "ipv4", "4", false, "IPv4 only")
 	fs.BoolVarP(&f.ipv6, "ipv6", "6", false, "IPv6 only")
 	fs.BoolVar(&f.json, "json", false, "print one JSON object per line (fields in the README)")
@@ -68,7 +89,7 @@ func watchCommand() *command {
 			if f.version {
 				return printVersion(ctx, nil, stdout, stderr)
 			}
-			if err := f.check(); err != nil {
+			if err := f.checkWatch(); err != nil {
 				return err
 			}
 			return watch(ctx, &f, stdout, stderr)
@@ -101,6 +122,54 @@ func (f *watchFlags) check() error {
 		if f.pidComm, err = processName(f.pid); err != nil {
 			return usageError("invalid --pid %d: %v", f.pid, err)
 		}
+		root, err := identify(f.pid)
+		if err != nil {
+			return usageError("invalid --pid %d: %v", f.pid, err)
+		}
+		f.filter.Tree = filter.NewTree(root, identify, parentOf)
+	}
+	return nil
+}
+
+// checkWatch validates the flags of the watch itself, which top has not:
+// check's, then the filters and the shape of the lines.
+func (f *watchFlags) checkWatch() error {
+	err := f.check()
+	if err != nil {
+		return err
+	}
+	for _, spec := range f.stateSpecs {
+		states, err := filter.ParseStates(spec)
+		if err != nil {
+			return usageError("%v", err)
+		}
+		f.filter.States = append(f.filter.States, states...)
+	}
+	if f.eventSpecs != nil && f.connections {
+		return usageError("--event chooses among the lines of transitions, which --connections replaces with one line per connection: give one of them")
+	}
+	for _, spec := range f.eventSpecs {
+		types, err := filter.ParseTypes(spec)
+		if err != nil {
+			return usageError("%v", err)
+		}
+		f.filter.Types = append(f.filter.Types, types...)
+	}
+	for _, spec := range f.commSpecs {
+		for _, name := range strings.Split(spec, ",") {
+			if name = strings.TrimSpace(name); name == "" {
+				return usageError("invalid --comm %q: an empty name", spec)
+			}
+			f.filter.Comms = append(f.filter.Comms, name)
+		}
+	}
+	if f.containerSpec != "" {
+		if f.filter.Container, f.containerID, err = containerTest(f.containerSpec); err != nil {
+			return err
+		}
+	}
+	if f.time, err = render.ParseTimeFormat(f.timeName); err != nil {
+		return usageError("%v", err)
 	}
 	return nil
 }
@@ -154,7 +223,25 @@ func (f *watchFlags) watching() string {
 		b.WriteString(", IPv4 and IPv6")
 	}
 	if f.pid != 0 {
-		fmt.Fprintf(&b, ", sockets of process %d (%s)", f.pid, f.pidComm)
+		fmt.Fprintf(&b, ", sockets of process %d (%s) and its descendants", f.pid, f.pidComm)
+	}
+	if len(f.filter.Comms) > 0 {
+		b.WriteString(", sockets of processes named " + strings.Join(f.filter.Comms, " or "))
+	}
+	if f.containerID != "" {
+		fmt.Fprintf(&b, ", sockets in container %s", f.containerID[:min(12, len(f.containerID))])
+	}
+	if len(f.filter.States) > 0 {
+		b.WriteString(", only " + joinNames(f.filter.States, " or "))
+	}
+	if len(f.filter.Types) > 0 {
+		b.WriteString(", only " + joinNames(f.filter.Types, ", ") + " lines")
+	}
+	if f.filter.Failed {
+		b.WriteString(", only failures")
+	}
+	if f.connections {
+		b.WriteString(", one line per connection")
 	}
 	if f.duration > 0 {
 		fmt.Fprintf(&b, ", for %v", f.duration)
@@ -184,4 +271,13 @@ func version() string {
 		}
 	}
 	return "devel"
+}
+
+// joinNames joins the names of things.
+func joinNames[T fmt.Stringer](things []T, sep string) string {
+	names := make([]string, len(things))
+	for i, t := range things {
+		names[i] = t.String()
+	}
+	return strings.Join(names, sep)
 }

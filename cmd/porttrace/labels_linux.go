@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/porttrace/porttrace/tracer/linux"
-	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/render"
 )
 
@@ -16,5 +15,5 @@ func lineLabels() (*render.Labels, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the network namespace: %w", err)
 	}
-	return &render.Labels{OwnNetNS: own.Inode, NetNSName: linux.LabelOf, Cgroup: proc.NewResolver().CgroupByID}, nil
+	return &render.Labels{OwnNetNS: own.Inode, NetNSName: linux.LabelOf, Cgroup: watchResolver().CgroupByID}, nil
 }

@@ -161,18 +161,7 @@ func TestJSONLines(t *testing.T) {
 		}
 	}
 
-	l, err = net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.Dial("tcp4", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, c, s := loopbackPair(t, port)
 	clientPort := c.LocalAddr().(*net.TCPAddr).Port
 	c.Close()
 	s.Close()
@@ -208,6 +197,16 @@ func TestJSONLines(t *testing.T) {
 		TimeoutNs  int64   `json:"timeout_ns"`
 		Reason     string  `json:"reason"`
 	}
+	// The last line is the summary, of the lines before it.
+	raws := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var summary struct {
+		Type        string
+		Lines       int
+		LostDropped *uint64 `json:"lost_dropped"`
+	}
+	if err := json.Unmarshal([]byte(raws[len(raws)-1]), &summary); err != nil || summary.Type != "summary" || summary.Lines != len(raws)-1 || summary.LostDropped == nil {
+		t.Errorf("last line %q (%v): want a summary of the %d lines before it", raws[len(raws)-1], err, len(raws)-1)
+	}
 	// This process's cgroup v2 path, /proc/self/cgroup's "0::" line,
 	// which lines name where a cgroup2 file system is mounted (not on the
 	// vmtest guests).
@@ -221,7 +220,7 @@ func TestJSONLines(t *testing.T) {
 		cgroup = ""
 	}
 	var got []string
-	for _, raw := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+	for _, raw := range raws[:len(raws)-1] {
 		var ln line
 		dec := json.NewDecoder(strings.NewReader(raw))
 		dec.DisallowUnknownFields()

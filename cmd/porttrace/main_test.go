@@ -29,12 +29,16 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// badInput is a command line that porttrace must refuse, with its exit
+// status and the start of its one line.
+type badInput struct {
+	args []string
+	code int
+	want string
+}
+
 func TestBadInput(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		code int
-		want string
-	}{
+	for _, tc := range append([]badInput{
 		{[]string{"--port", "0"}, 2, "invalid port 0: must be 1-65535"},
 		{[]string{"--port", "70000"}, 2, "invalid port 70000: must be 1-65535"},
 		{[]string{"--port", "no-such-service"}, 2, `invalid port "no-such-service": not a number in 1-65535 nor a known service name`},
@@ -53,6 +57,12 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--port", "80,,443"}, 2, `invalid port list "80,,443": an empty item between commas`},
 		{[]string{"--port", "9000-8000"}, 2, "invalid port range 9000-8000: 9000 is above 8000"},
 		{[]string{"--pid", "4194305"}, 2, "invalid --pid 4194305: no such process"},
+		{[]string{"--state", "TIMEWAIT"}, 2, `invalid state "TIMEWAIT": want one of ESTABLISHED, SYN_SENT,`},
+		{[]string{"--state", ""}, 2, `invalid state ""`},
+		{[]string{"--event", "connect"}, 2, `invalid event "connect": want one of state, listen, bind, socket, owner`},
+		{[]string{"--event", "bind", "--connections"}, 2, "--event chooses among the lines of transitions, which --connections replaces"},
+		{[]string{"--comm", "nginx,"}, 2, `invalid --comm "nginx,": an empty name`},
+		{[]string{"--time", "iso"}, 2, `invalid time format "iso": want clock, date or relative`},
 		{[]string{"who"}, 2, "who takes one or more ports, e.g. porttrace who 8080"},
 		{[]string{"who", "0"}, 2, "invalid port 0: must be 1-65535"},
 		{[]string{"who", "80/sctp"}, 2, `invalid protocol in "80/sctp": want tcp or udp`},
@@ -69,7 +79,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"version", "now"}, 2, `version takes no argument, got "now"`},
 		{[]string{"completion"}, 2, "completion takes one shell: bash, zsh, fish"},
 		{[]string{"completion", "tcsh"}, 2, `no completion for shell "tcsh": want bash, zsh, fish`},
-	} {
+	}, platformBadInputs...) {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			err := run(context.Background(), tc.args, &stdout, &stderr)
@@ -107,7 +117,11 @@ func TestWatching(t *testing.T) {
 		{[]string{"--port", "http"}, "port 80 (http), IPv4 and IPv6"},
 		{[]string{"-p", "8096", "--port", "8080", "-4"}, "ports 8080,8096, IPv4 only"},
 		{[]string{"-p", "https,8000-8100,ssh", "-6", "--duration", "30s"}, "ports 22,443,8000-8100 (https 443, ssh 22), IPv6 only, for 30s"},
-		{[]string{"-p", "8080", "--pid", strconv.Itoa(os.Getpid())}, "port 8080, IPv4 and IPv6, sockets of process " + strconv.Itoa(os.Getpid()) + " (porttrace.test)"},
+		{[]string{"-p", "8080", "--pid", strconv.Itoa(os.Getpid())}, "port 8080, IPv4 and IPv6, sockets of process " + strconv.Itoa(os.Getpid()) + " (porttrace.test) and its descendants"},
+		{[]string{"--state", "time-wait,CLOSE_WAIT", "--comm", "nginx", "--comm", "curl,wget", "--failed"},
+			"every port, IPv4 and IPv6, sockets of processes named nginx or curl or wget, only TIME_WAIT or CLOSE_WAIT, only failures"},
+		{[]string{"--event", "bind,listen", "-4"}, "every port, IPv4 only, only bind, listen lines"},
+		{[]string{"-p", "80", "--connections"}, "port 80, IPv4 and IPv6, one line per connection"},
 	} {
 		var f watchFlags
 		fs := newFlagSet("porttrace")
@@ -115,10 +129,11 @@ func TestWatching(t *testing.T) {
 		if err := fs.Parse(tc.args); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.check(); err != nil {
+		if err := f.checkWatch(); err != nil {
 			t.Fatal(err)
 		}
-		if got := f.watching(); got != tc.want {
+		// Windows names a process by its image, porttrace.test.exe.
+		if got := strings.Replace(f.watching(), ".exe)", ")", 1); got != tc.want {
 			t.Errorf("%q: watching %q, want %q", tc.args, got, tc.want)
 		}
 	}

@@ -7,11 +7,15 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/filter"
 	"github.com/porttrace/porttrace/tracer/linux"
 	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
@@ -84,6 +88,43 @@ func v6onlyDefault(set, value bool) (bool, error) {
 		return value, nil
 	}
 	return linux.BindV6OnlyDefault()
+}
+
+func parentOf(id proc.Identity) (proc.Identity, error) { return proc.Parent(id) }
+
+// containerTest is the test of --container: of the container that Docker
+// or Podman knows by spec (a name or an id), or else whose id starts with
+// spec, 12 hex digits or more, as docker ps and crictl ps show them.
+func containerTest(spec string) (*filter.Container, string, error) {
+	id, known := runtimeContainerID(spec)
+	if !known {
+		id = strings.ToLower(spec)
+		if len(id) < 12 || strings.Trim(id, "0123456789abcdef") != "" {
+			return nil, "", usageError("invalid --container %q: neither docker nor podman knows a container of that name, and it is not a container id (12 hex digits or more, as docker ps and crictl ps show)", spec)
+		}
+	}
+	return filter.NewContainer(id, watchResolver().CgroupByID), id, nil
+}
+
+// watchResolver is the watch's one Resolver, which its lines' labels and
+// --container share: one index of the cgroup tree, walked for both.
+var watchResolver = sync.OnceValue(proc.NewResolver)
+
+// runtimeContainerID asks the container runtimes installed for the full id
+// of the container spec names.
+func runtimeContainerID(spec string) (string, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, runtime := range []string{"docker", "podman"} {
+		if _, err := exec.LookPath(runtime); err != nil {
+			continue
+		}
+		out, err := exec.CommandContext(ctx, runtime, "inspect", "--type", "container", "--format", "{{.Id}}", spec).Output()
+		if id := strings.TrimSpace(string(out)); err == nil && id != "" {
+			return id, true
+		}
+	}
+	return "", false
 }
 
 // processName is the command name of process pid, or why there is no such

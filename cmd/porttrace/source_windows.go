@@ -8,6 +8,8 @@ import (
 	xwin "golang.org/x/sys/windows"
 
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/filter"
+	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 	"github.com/porttrace/porttrace/tracer/why"
 	"github.com/porttrace/porttrace/windows"
@@ -56,9 +58,20 @@ func v6onlyDefault(set, value bool) (bool, error) {
 	return true, nil
 }
 
+func parentOf(id proc.Identity) (proc.Identity, error) { return windows.Parent(id) }
+
+// containerTest: Windows' events carry no cgroup to tell a container by.
+func containerTest(string) (*filter.Container, string, error) {
+	return nil, "", usageError("--container is Linux's: Windows' events do not say which container a process runs in")
+}
+
 // processName is the image name of process pid, or why it has none.
 func processName(pid uint32) (string, error) {
 	path, err := windows.ImagePath(pid)
+	if errors.Is(err, xwin.ERROR_INVALID_PARAMETER) {
+		// What OpenProcess says of a pid no process has.
+		return "", errors.New("no such process")
+	}
 	if err != nil {
 		return "", err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/api"
 	"github.com/porttrace/porttrace/tracer/correlate"
+	"github.com/porttrace/porttrace/tracer/filter"
 	"github.com/porttrace/porttrace/tracer/render"
 )
 
@@ -60,7 +61,9 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	printer := render.NewPrinter(stdout, render.PrinterOptions{JSON: f.json, Color: colorWanted(stdout), PID: f.pid, Labels: labels})
+	startNs := time.Now().UnixNano()
+	text := render.Text{Color: colorWanted(stdout), Time: f.time, StartNs: startNs, Connections: f.connections, Labels: labels}
+	printer := render.NewPrinter(stdout, render.PrinterOptions{JSON: f.json, Text: text})
 	// Output that cannot be written ends the watch at once.
 	go func() {
 		select {
@@ -70,7 +73,24 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 		}
 	}()
 	printer.Header()
-	loop := correlate.NewLoop(printer)
+	// Lines are put in time order, go through the filters, are counted and
+	// printed; with --connections, lines of sockets make lines of
+	// connections first. The filters' tests of owners meet each owner
+	// before the window, while it still runs.
+	tally := correlate.NewTally(printer)
+	shown := filter.New(tally, f.filter)
+	var ordered tracer.Sink = shown
+	var conns *correlate.Connections
+	if f.connections {
+		conns = correlate.NewConnections(shown)
+		ordered = conns
+	}
+	window := correlate.NewWindow(ordered)
+	var first tracer.Sink = window
+	if learner := shown.Learner(window); learner != nil {
+		first = learner
+	}
+	loop := correlate.NewLoop(first)
 	seed(loop, f.ports, cfg.Family, stderr)
 	stopServing, err := serve(loop, f.readyFile, stderr)
 	if err != nil {
@@ -80,6 +100,20 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	lostDone := reportLost(ctx, src, printer, stderr)
 	start := time.Now()
 	runErr := loop.Run(ctx, src)
+	window.Flush()
+	end := time.Now()
+	summary := render.Summary{EndNs: end.UnixNano(), Elapsed: end.Sub(start), Stats: loop.Index().Stats,
+		Hidden: shown.Hidden(), Late: window.Late(), Lost: src.Lost()}
+	if conns != nil {
+		conns.Flush(end.UnixNano())
+		summary.Unfollowed = conns.Unfollowed()
+	}
+	summary.Shown = tally.Counts()
+	if f.json {
+		// The same summary ends the JSON, for whoever reads that.
+		summary.Dropped = printer.Dropped()
+		printer.Line(render.AppendSummaryJSON(nil, &summary))
+	}
 	closeErr := printer.Close(outputTimeout)
 	stop()
 	<-lostDone
@@ -89,7 +123,8 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 		}
 		return fmt.Errorf("writing output: %w", closeErr)
 	}
-	render.WriteSummary(stderr, loop.Index().Stats, src.Lost(), printer.Dropped(), time.Since(start))
+	summary.Dropped = printer.Dropped()
+	render.WriteSummary(stderr, &summary)
 	return runErr
 }
 

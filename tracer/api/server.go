@@ -25,10 +25,14 @@ const (
 	// maxHeaderBytes bounds a request's line and headers (net/http adds
 	// 4 KiB of slack); no request needs a body.
 	maxHeaderBytes = 4 << 10
-	// requestTimeout bounds reading a request and writing its answer: a
+	// requestTimeout bounds reading a request: a
 	// client that connects and says nothing is dropped after it.
 	requestTimeout = 2 * time.Second
-	idleTimeout    = 5 * time.Second
+	// answerTimeout bounds making and writing an answer, from the end of
+	// its request: a reader that stops reading is dropped after it, while
+	// a busy machine still gets its answers written.
+	answerTimeout = 10 * time.Second
+	idleTimeout   = 5 * time.Second
 	// maxConns connections are served at once; more wait in the kernel's
 	// backlog, costing the server nothing.
 	maxConns = 128
@@ -94,7 +98,7 @@ func serve(ln net.Listener, path string, allowed peerRule, b Backend) *Server {
 			Handler:           requirePeer(mux),
 			ReadHeaderTimeout: requestTimeout,
 			ReadTimeout:       requestTimeout,
-			WriteTimeout:      requestTimeout,
+			WriteTimeout:      answerTimeout,
 			IdleTimeout:       idleTimeout,
 			MaxHeaderBytes:    maxHeaderBytes,
 			ConnContext:       connPeer,

@@ -37,8 +37,10 @@ type heldLine struct {
 	timeNs     int64
 	durationNs int64
 	timeoutNs  int64
-	old, new   tracer.State
-	typ        tracer.RecordType
+	// err is the errno of a transition into CLOSE made for an error.
+	err      int32
+	old, new tracer.State
+	typ      tracer.RecordType
 }
 
 // sockState is what the correlator knows of one live socket.
@@ -546,7 +548,7 @@ func (c *Correlator) onState(ev *tracer.Event) {
 	if ev.NewState == tracer.StateListen {
 		typ = tracer.RecordListen
 	}
-	c.line(i, heldLine{timeNs: ev.TimeNs, durationNs: duration, old: ev.OldState, new: ev.NewState, typ: typ})
+	c.line(i, heldLine{timeNs: ev.TimeNs, durationNs: duration, err: -ev.Err, old: ev.OldState, new: ev.NewState, typ: typ})
 	if ev.NewState == tracer.StateClose {
 		c.release(i)
 		c.forget(i)
@@ -786,7 +788,7 @@ func (c *Correlator) record(s *sockState, l heldLine) *tracer.Record {
 		TimeNs: l.timeNs, Type: l.typ, Proto: s.proto, Family: s.family, Old: l.old, New: l.new,
 		SAddr: s.saddr, DAddr: s.daddr, SPort: s.sport, DPort: s.dport,
 		Process: s.owner, OwnerVia: s.ownerVia, OwnerExited: s.ownerExited, NetNS: s.netns,
-		DurationNs: l.durationNs, TimeoutNs: l.timeoutNs,
+		DurationNs: l.durationNs, TimeoutNs: l.timeoutNs, Err: l.err,
 	}
 	if r.PID == 0 {
 		r.CgroupID = s.sockCgroup

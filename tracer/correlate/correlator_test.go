@@ -59,6 +59,17 @@ func state(ms int64, at side, sock tracer.SockID, old, new tracer.State, pid uin
 	return ev(ms, tracer.KindState, at, sock, old, new, pid)
 }
 
+// Errnos of failed connections, as a state event carries them (negated).
+const (
+	econnrefused = 111
+	econnreset   = 104
+)
+
+func withErr(e tracer.Event, errno int32) tracer.Event {
+	e.Err = -errno
+	return e
+}
+
 // tick is a pseudo-event: the source ran dry at this time.
 func tick(ms int64) tracer.Event { return tracer.Event{TimeNs: ms * 1e6} }
 
@@ -75,19 +86,16 @@ func line(r *tracer.Record) string {
 	if r.Reason != "" {
 		s += " " + r.Reason
 	}
+	if r.Err != 0 {
+		s += " " + tracer.ErrnoName(r.Err)
+	}
 	return s
 }
 
 func correlate(events []tracer.Event) []string {
 	var out []string
 	c := NewCorrelator(func(r *tracer.Record) { out = append(out, line(r)) })
-	for i := range events {
-		if events[i].Kind == 0 {
-			c.Tick(events[i].TimeNs)
-			continue
-		}
-		c.Handle(&events[i])
-	}
+	feed(c, events)
 	c.Flush()
 	return out
 }
@@ -322,6 +330,23 @@ func TestCorrelator(t *testing.T) {
 			"300 10.0.0.2:40001>8080 SYN_SENT->FIN_WAIT1 connect 1ms",
 			"300 10.0.0.2:40000>8080 TIME_WAIT->CLOSE close 10ms killed",
 			"300 10.0.0.2:40001>8080 FIN_WAIT1->TIME_WAIT connect 8ms timeout=60s",
+		},
+	}, {
+		name: "a refused connect, and a reset on the server's side still held for its accept, keep their errors",
+		events: append(handshake(),
+			state(20, atClient, clientSock+1, tracer.StateClose, tracer.StateSynSent, client),
+			withErr(state(21, atClient, clientSock+1, tracer.StateSynSent, tracer.StateClose, softirq), econnrefused),
+			withErr(state(30, atServer, serverSock, tracer.StateEstablished, tracer.StateClose, softirq), econnreset),
+		),
+		want: []string{
+			"100 10.0.0.1:8080>0 CLOSE->LISTEN listen",
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40000>8080 SYN_SENT->ESTABLISHED connect 2ms",
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40000>8080 SYN_SENT->CLOSE connect 1ms ECONNREFUSED",
+			"100 10.0.0.1:8080>40000 LISTEN->SYN_RECV listener",
+			"100 10.0.0.1:8080>40000 SYN_RECV->ESTABLISHED listener 1ms",
+			"100 10.0.0.1:8080>40000 ESTABLISHED->CLOSE listener 18ms ECONNRESET",
 		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -18,12 +18,20 @@ import (
 func (c *Correlator) Reconcile(r *snapshot.PortReport, timeNs int64) {
 	listed := make(map[tracer.SockID]bool, len(r.Sockets))
 	ends := make(map[tupleKey]bool, len(r.Sockets))
+	// heldEnds are the ends of the sockets processes hold: an MPTCP
+	// socket's, which the snapshot lists, are those of the TCP subflows
+	// the events follow, under other ids.
+	heldEnds := make(map[tupleKey]bool, len(r.Sockets))
 	for i := range r.Sockets {
 		ps := &r.Sockets[i]
 		if ps.Proto == tracer.ProtoUDP {
 			continue
 		}
-		ends[makeTuple(ps.NetNS, ps.Local.Addr(), ps.Local.Port(), ps.Remote.Addr(), ps.Remote.Port())] = true
+		key := makeTuple(ps.NetNS, ps.Local.Addr(), ps.Local.Port(), ps.Remote.Addr(), ps.Remote.Port())
+		ends[key] = true
+		if ps.Held() {
+			heldEnds[key] = true
+		}
 		if ps.Sock == 0 || ps.Proto != tracer.ProtoTCP {
 			continue
 		}
@@ -47,7 +55,7 @@ func (c *Correlator) Reconcile(r *snapshot.PortReport, timeNs int64) {
 		if s.sinceNs >= timeNs {
 			continue
 		}
-		if mustBeHeld(s) && !listed[id] || !mustBeHeld(s) && !ends[s.tuple()] {
+		if mustBeHeld(s) && !listed[id] && !heldEnds[s.tuple()] || !mustBeHeld(s) && !ends[s.tuple()] {
 			gone = append(gone, i)
 		}
 	}

@@ -87,3 +87,22 @@ func TestReconcile(t *testing.T) {
 		t.Errorf("the listener, held by its owner, was replaced: owner via %s", s.ownerVia)
 	}
 }
+
+// TestReconcileKeepsMPTCPSubflows: the snapshot lists an MPTCP listener by
+// its MPTCP socket; the events follow its TCP subflow under another id. A
+// reconcile must not take the subflow for a listener whose close was lost.
+func TestReconcileKeepsMPTCPSubflows(t *testing.T) {
+	c := NewCorrelator(func(*tracer.Record) {})
+	listen := state(0, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener)
+	c.Handle(&listen)
+	r := &snapshot.PortReport{
+		Sockets: []snapshot.PortSocket{{Proto: tracer.ProtoMPTCP, Family: tracer.FamilyIPv4, State: tracer.StateListen,
+			Local: netip.AddrPortFrom(serverAddr, 8080), Remote: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), NetNS: 1,
+			Sock: 0xbeef, PIDs: []uint32{listener}}},
+		Processes: map[uint32]*proc.Process{listener: {Identity: proc.Identity{PID: listener}, Name: "p100"}},
+	}
+	c.Reconcile(r, 1000*1e6)
+	if _, ok := c.byID[listenSock]; !ok {
+		t.Error("the MPTCP listener's subflow was forgotten")
+	}
+}

@@ -36,7 +36,8 @@ const (
 	offComm          = 112
 	offThread        = 128
 	offInode         = 144
-	eventSize        = 152
+	offPPID          = 152
+	eventSize        = 160
 	flagKernelThread = 1 // EVENT_KTHREAD
 )
 
@@ -89,6 +90,7 @@ func decodeEvent(raw []byte, monoToWallNs int64, ev *tracer.Event) error {
 	ev.SPort = ne.Uint16(raw[offSPort:])
 	ev.DPort = ne.Uint16(raw[offDPort:])
 	ev.PID = ne.Uint32(raw[offPID:])
+	ev.PPID = ne.Uint32(raw[offPPID:])
 	ev.StartNs = ne.Uint64(raw[offStart:])
 	ev.CgroupID = ne.Uint64(raw[offCgroup:])
 	ev.SockCgroupID = ne.Uint64(raw[offSockCgroup:])

@@ -28,13 +28,13 @@ func TestDecoderMatchesCLayout(t *testing.T) {
 		"StartNs": offStart, "CgroupId": offCgroup, "SockCgroupId": offSockCgroup,
 		"Pid": offPID, "Netns": offNetNS, "Err": offErr, "Sport": offSPort, "Dport": offDPort,
 		"Family": offFamily, "Proto": offProto, "Kind": offKind, "Oldstate": offOldState,
-		"Newstate": offNewState, "Flags": offFlags, "Comm": offComm, "Thread": offThread, "Inode": offInode,
+		"Newstate": offNewState, "Flags": offFlags, "Comm": offComm, "Thread": offThread, "Inode": offInode, "Ppid": offPPID,
 	}
 	checkOffsets(t, reflect.TypeOf(e), offsets)
 
 	e = bpf.PorttraceEvent{
 		TsNs: 1_000, Sock: 0xffff888104f5c0c0, TimeoutNs: -4_000_000, Parent: 0xffff888104f5d000, StartNs: 987_654_321, CgroupId: 4242_4242,
-		SockCgroupId: 77, Pid: 4242, Netns: 4026531833, Err: -98, Sport: 8080, Dport: 51234, Family: unix.AF_INET6, Proto: 262,
+		SockCgroupId: 77, Pid: 4242, Ppid: 4000, Netns: 4026531833, Err: -98, Sport: 8080, Dport: 51234, Family: unix.AF_INET6, Proto: 262,
 		Kind: uint8(tracer.KindTimeWaitCancel), Oldstate: uint8(tracer.StateFinWait1), Newstate: uint8(tracer.StateTimeWait),
 		Flags: flagKernelThread, Inode: 1015533,
 	}
@@ -59,7 +59,7 @@ func TestDecoderMatchesCLayout(t *testing.T) {
 		OldState: tracer.StateFinWait1, NewState: tracer.StateTimeWait, Sock: 0xffff888104f5c0c0, Parent: 0xffff888104f5d000,
 		SAddr: netip.MustParseAddr("::1"), DAddr: netip.MustParseAddr("2001:db8::7"),
 		SPort: 8080, DPort: 51234, NetNS: 4026531833, Err: -98, TimeoutNs: -4_000_000,
-		Process: tracer.Process{PID: 4242, StartNs: 987_654_321, Comm: tracer.CommFrom("java"),
+		Process: tracer.Process{PID: 4242, PPID: 4000, StartNs: 987_654_321, Comm: tracer.CommFrom("java"),
 			Thread: tracer.CommFrom("http-nio-8080-A"), CgroupID: 4242_4242},
 		KernelThread: true, SockCgroupID: 77, Inode: 1015533,
 	}

@@ -78,8 +78,9 @@ func (id Identity) Same(other Identity) bool {
 	return id.PID == other.PID && id.StartNs/tickNs == other.StartNs/tickNs
 }
 
-// key is the Identity at /proc's precision, for use as a map key.
-func (id Identity) key() Identity {
+// Key is the Identity at /proc's precision, for use as a map key: the
+// Keys of two Identities are equal when they are the Same process.
+func (id Identity) Key() Identity {
 	return Identity{PID: id.PID, StartNs: id.StartNs / tickNs * tickNs}
 }
 

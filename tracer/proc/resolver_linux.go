@@ -93,12 +93,12 @@ func (r *Resolver) Resolve(pid uint32) (Process, error) {
 func (r *Resolver) Lookup(id Identity) (Process, error) {
 	st, err := readStat(id.PID)
 	if err == nil && id.Same(Identity{PID: id.PID, StartNs: st.startNs()}) {
-		return r.resolve(id.key(), st)
+		return r.resolve(id.Key(), st)
 	}
 	if err != nil && !errors.Is(err, ErrExited) {
 		return Process{}, err
 	}
-	p, ok := r.cached(id.key())
+	p, ok := r.cached(id.Key())
 	if !ok {
 		return Process{}, fmt.Errorf("pid %d: %w", id.PID, ErrExited)
 	}

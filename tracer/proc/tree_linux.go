@@ -45,6 +45,21 @@ func Descendants(root Identity) ([]Identity, error) {
 	return out, nil
 }
 
+// Parent is the process that id's parent pid names now: the one that
+// forked it, or the reaper it was handed to when that one exited (init, a
+// subreaper). ErrExited where id no longer runs. One read of
+// /proc/PID/stat and one of the parent's.
+func Parent(id Identity) (Identity, error) {
+	st, err := readStat(id.PID)
+	if err != nil {
+		return Identity{}, err
+	}
+	if id.StartNs != 0 && !id.Same(Identity{PID: id.PID, StartNs: st.startNs()}) {
+		return Identity{}, fmt.Errorf("pid %d: %w", id.PID, ErrExited)
+	}
+	return Identify(st.ppid)
+}
+
 func taskChildrenPath(pid, tid uint32) string {
 	return "/proc/" + strconv.FormatUint(uint64(pid), 10) + "/task/" + strconv.FormatUint(uint64(tid), 10) + "/children"
 }

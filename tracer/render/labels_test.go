@@ -33,7 +33,7 @@ func TestLabelsNameOnce(t *testing.T) {
 			{NetNS: 2, Process: tracer.Process{CgroupID: 0}},
 		} {
 			r.TimeNs = int64(sec) * 1e9
-			AppendText(nil, &r, time.UTC, false, l)
+			textLine(&r, false, l)
 			AppendJSON(nil, &r, l)
 		}
 	}
@@ -58,12 +58,12 @@ func TestLabelsCgroupCreatedLate(t *testing.T) {
 		return proc.ParseCgroupPath("/system.slice/docker-" + strings.Repeat("ab", 32) + ".scope"), indexed
 	}}
 	r := tracer.Record{TimeNs: 1e9, Process: tracer.Process{CgroupID: 77}}
-	if line := AppendText(nil, &r, time.UTC, false, l); strings.Contains(string(line), "docker") {
+	if line := textLine(&r, false, l); strings.Contains(string(line), "docker") {
 		t.Fatalf("named before it was found: %s", line)
 	}
 	indexed = true
 	r.TimeNs += 5e8
-	if line := AppendText(nil, &r, time.UTC, false, l); !strings.Contains(string(line), "[docker abababababab]") {
+	if line := textLine(&r, false, l); !strings.Contains(string(line), "[docker abababababab]") {
 		t.Errorf("not named once found: %s", line)
 	}
 }
@@ -79,15 +79,22 @@ func TestLabelsBounded(t *testing.T) {
 	}
 	r := sampleRecords()[9] // the one with the most escapes
 	r.NetNS = 2
-	for _, line := range [][]byte{AppendText(nil, &r, time.UTC, true, l), AppendJSON(nil, &r, l)} {
+	for _, line := range [][]byte{textLine(&r, true, l), AppendJSON(nil, &r, l)} {
 		if len(line) > lineMaxSize {
 			t.Errorf("a line of %d bytes, more than %d: %.200s…", len(line), lineMaxSize, line)
 		}
 	}
-	if text := AppendText(nil, &r, time.UTC, false, l); !strings.Contains(string(text), `[\x1b\x1b`) {
+	if text := textLine(&r, false, l); !strings.Contains(string(text), `[\x1b\x1b`) {
 		t.Errorf("the namespace's label, cut, is missing: %.300s", text)
 	}
 	if json := AppendJSON(nil, &r, l); strings.Contains(string(json), `"cgroup":`) {
 		t.Errorf("a cgroup path too long for a line is printed: %.300s", json)
 	}
+}
+
+// textLine is r's text line, after a header, with labels l.
+func textLine(r *tracer.Record, color bool, l *Labels) []byte {
+	text := Text{Location: time.UTC, Color: color, Labels: l}
+	text.AppendHeader(nil)
+	return text.AppendRecord(nil, r)
 }

@@ -17,7 +17,7 @@ const (
 	chunkSize   = 64 << 10
 	chunkCount  = 64 // 4 MiB of output may wait for a slow reader
 	chunkFlush  = chunkSize - lineMaxSize
-	lineMaxSize = 4096 // no line is longer (a record's fields and Labels are bounded)
+	lineMaxSize = 4096 // no line is longer: a record's fields and Labels are bounded, and a connection in JSON, every state of both ends, is about 1.5 KiB
 )
 
 // chunk is a run of whole lines on its way to the writer.
@@ -26,9 +26,10 @@ type chunk struct {
 	lines uint64
 }
 
-// Printer is the Sink of a live watch: it formats records as text or JSON
-// lines and hands them to a writer goroutine. Record and Tick are called by
-// the event loop only; Dropped and Err from anywhere.
+// Printer is the Output of a live watch: it formats records and
+// connections as text or JSON lines and hands them to a writer goroutine.
+// Record, Connection and Tick are called by the event loop only; Dropped
+// and Err from anywhere.
 type Printer struct {
 	opts PrinterOptions
 
@@ -46,21 +47,13 @@ type Printer struct {
 
 // PrinterOptions shape a Printer's output.
 type PrinterOptions struct {
-	JSON  bool
-	Color bool
-	// PID, when not 0, keeps only the lines of sockets this process owns.
-	PID uint32
-	// Location is the time zone of text lines; nil means local time.
-	Location *time.Location
-	// Labels name the namespaces and cgroups of lines; nil, none.
-	Labels *Labels
+	JSON bool
+	// Text shapes text lines: time format, zone, colours, labels.
+	Text Text
 }
 
 // NewPrinter starts a Printer writing to w. Close stops it.
 func NewPrinter(w io.Writer, opts PrinterOptions) *Printer {
-	if opts.Location == nil {
-		opts.Location = time.Local
-	}
 	p := &Printer{
 		opts:   opts,
 		free:   make(chan *chunk, chunkCount),
@@ -100,34 +93,59 @@ func (p *Printer) write(w io.Writer) {
 // Header queues the column titles of the text format.
 func (p *Printer) Header() {
 	if !p.opts.JSON && p.cur != nil {
-		p.cur.b = append(p.cur.b, TextHeader()...)
-		p.cur.b = append(p.cur.b, '\n')
+		p.cur.b = p.opts.Text.AppendHeader(p.cur.b)
 	}
 }
 
 // Record implements tracer.Sink.
-func (p *Printer) Record(r *tracer.Record) {
-	if p.opts.PID != 0 && r.PID != p.opts.PID {
+func (p *Printer) Record(r *tracer.Record) { p.print(r, nil) }
+
+// Connection implements tracer.Output.
+func (p *Printer) Connection(c *tracer.Connection) { p.print(nil, c) }
+
+// print formats a record or a connection into the current chunk.
+func (p *Printer) print(r *tracer.Record, conn *tracer.Connection) {
+	c := p.chunk()
+	if c == nil {
 		return
 	}
-	if p.cur == nil {
-		select {
-		case p.cur = <-p.free:
-		default:
-			p.dropped.Add(1)
-			return
-		}
-	}
-	c := p.cur
-	if p.opts.JSON {
-		c.b = AppendJSON(c.b, r, p.opts.Labels)
-	} else {
-		c.b = AppendText(c.b, r, p.opts.Location, p.opts.Color, p.opts.Labels)
+	switch {
+	case r != nil && p.opts.JSON:
+		c.b = AppendJSON(c.b, r, p.opts.Text.Labels)
+	case r != nil:
+		c.b = p.opts.Text.AppendRecord(c.b, r)
+	case p.opts.JSON:
+		c.b = AppendConnectionJSON(c.b, conn)
+	default:
+		c.b = p.opts.Text.AppendConnection(c.b, conn)
 	}
 	c.lines++
 	if len(c.b) >= chunkFlush {
 		p.send()
 	}
+}
+
+// Line queues a line formatted elsewhere: the summary that ends a watch's
+// JSON, after its last record and before Close.
+func (p *Printer) Line(line []byte) {
+	if c := p.chunk(); c != nil {
+		c.b = append(c.b, line...)
+		c.lines++
+	}
+}
+
+// chunk is the chunk to append a line to, or nil when none is free: the
+// line is then dropped, and counted.
+func (p *Printer) chunk() *chunk {
+	if p.cur == nil {
+		select {
+		case p.cur = <-p.free:
+		default:
+			p.dropped.Add(1)
+			return nil
+		}
+	}
+	return p.cur
 }
 
 // Tick implements tracer.Sink: what is formatted goes to the writer now, so

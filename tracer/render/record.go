@@ -4,33 +4,132 @@ import (
 	"github.com/porttrace/porttrace/tracer"
 
 	"bytes"
+	"fmt"
 	"net/netip"
 	"strconv"
 	"time"
 	"unicode/utf8"
 )
 
-// Column widths of the text format, wide enough for IPv4 endpoints and the
-// longest transition; longer IPv6 endpoints push the line out, as in ss.
+// Column widths of the text format. The endpoint columns start wide enough
+// for any IPv4 endpoint and grow to fit the widest seen (Text.fit).
 const (
-	widthTime       = 15
 	widthPID        = 7
 	widthComm       = 16
 	widthEndpoint   = 22
 	widthTransition = 26
 )
 
-// TextHeader is the first line of the text format.
-func TextHeader() string {
-	var b []byte
-	b = appendPadded(b, "TIME", widthTime+1)
+// TimeFormat is how a text line writes its time.
+type TimeFormat uint8
+
+const (
+	// TimeClock is the time of day to the microsecond: 15:04:05.000000.
+	TimeClock TimeFormat = iota
+	// TimeDate is the date and time: 2006-01-02 15:04:05.000000.
+	TimeDate
+	// TimeRelative is the seconds since the watch started: 12.345678.
+	TimeRelative
+)
+
+var timeFormatNames = [...]string{TimeClock: "clock", TimeDate: "date", TimeRelative: "relative"}
+
+// TimeFormatNames are the names ParseTimeFormat reads, in order.
+func TimeFormatNames() []string { return timeFormatNames[:] }
+
+func (f TimeFormat) String() string {
+	if int(f) < len(timeFormatNames) {
+		return timeFormatNames[f]
+	}
+	return "unknown"
+}
+
+// ParseTimeFormat reads a time format by its name.
+func ParseTimeFormat(s string) (TimeFormat, error) {
+	for i, name := range timeFormatNames {
+		if s == name {
+			return TimeFormat(i), nil
+		}
+	}
+	return 0, fmt.Errorf("invalid time format %q: want clock, date or relative", s)
+}
+
+// layout is the time layout of the clock formats.
+func (f TimeFormat) layout() string {
+	if f == TimeDate {
+		return "2006-01-02 15:04:05.000000"
+	}
+	return "15:04:05.000000"
+}
+
+// width is the width of the TIME column: the clock formats' length, and
+// room for relative times up to 11 days.
+func (f TimeFormat) width() int { return max(len(f.layout()), len("999999.999999")) }
+
+// Text writes records as aligned lines of text. It remembers the widest
+// endpoint it has written, so it is one per output, used from one
+// goroutine.
+type Text struct {
+	// Location is the time zone of the clock formats; nil means local time.
+	Location *time.Location
+	Time     TimeFormat
+	// StartNs is when the watch started: the zero of TimeRelative.
+	StartNs int64
+	// Color colours the transition (ANSI), for a terminal.
+	Color bool
+	// Connections says the lines are connections (AppendConnection), for
+	// the header.
+	Connections bool
+	// Labels name the namespaces and cgroups of lines; nil, none.
+	Labels *Labels
+
+	// endpoint is the width of the LOCAL and REMOTE columns, 0 until the
+	// first header; scratch measures endpoints.
+	endpoint int
+	scratch  []byte
+}
+
+// AppendHeader appends the line of column titles.
+func (t *Text) AppendHeader(b []byte) []byte {
+	t.endpoint = max(t.endpoint, widthEndpoint)
+	if t.Connections {
+		return t.appendConnectionHeader(b)
+	}
+	b = appendPadded(b, "TIME", t.Time.width()+1)
 	b = appendPadded(b, "PID", widthPID+1)
 	b = appendPadded(b, "COMM", widthComm+1)
-	b = appendPadded(b, "LOCAL", widthEndpoint+1)
-	b = appendPadded(b, "REMOTE", widthEndpoint+1)
+	b = appendPadded(b, "LOCAL", t.endpoint+1)
+	b = appendPadded(b, "REMOTE", t.endpoint+1)
 	b = appendPadded(b, "TRANSITION", widthTransition+1)
 	b = append(b, "MS"...)
-	return string(b)
+	return append(b, '\n')
+}
+
+// fit widens the endpoint columns to fit these endpoints, and says whether
+// it had to.
+func (t *Text) fit(endpoints ...netip.AddrPort) bool {
+	widest := t.endpoint
+	for _, e := range endpoints {
+		t.scratch = appendEndpoint(t.scratch[:0], e.Addr(), e.Port())
+		widest = max(widest, len(t.scratch)+1)
+	}
+	if widest == t.endpoint {
+		return false
+	}
+	t.endpoint = widest
+	return true
+}
+
+// appendTime writes a line's time as the format says.
+func (t *Text) appendTime(b []byte, timeNs int64) []byte {
+	if t.Time == TimeRelative {
+		return strconv.AppendFloat(b, float64(timeNs-t.StartNs)/1e9, 'f', 6, 64)
+	}
+	loc := t.Location
+	if loc == nil {
+		loc = time.Local
+	}
+	return time.Unix(0, timeNs).In(loc).AppendFormat(b, t.Time.layout())
 }
 
 // ANSI colours for the new state, on a terminal only.
@@ -58,33 +157,22 @@ func stateColor(r *tracer.Record) string {
 	return ""
 }
 
-// AppendText appends r as one aligned line of text, in local time, with
-// ANSI colours when color is set, ending with the labels of its owner's
-// container and its network namespace (nil labels: none).
-func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool, labels *Labels) []byte {
+// AppendRecord appends r as one aligned line, ending with the labels of
+// its owner's container and its network namespace (Labels); when its
+// endpoints are wider than the columns so far, the columns widen and a
+// header line with the new widths comes first.
+func (t *Text) AppendRecord(b []byte, r *tracer.Record) []byte {
+	if t.fit(netip.AddrPortFrom(r.SAddr, r.SPort), netip.AddrPortFrom(r.DAddr, r.DPort)) {
+		b = t.AppendHeader(b)
+	}
 	start := len(b)
-	b = time.Unix(0, r.TimeNs).In(loc).AppendFormat(b, "15:04:05.000000")
-	b = pad(b, start, widthTime+1)
-
-	start = len(b)
-	if r.PID == 0 {
-		b = append(b, '-')
-	} else {
-		b = strconv.AppendUint(b, uint64(r.PID), 10)
-	}
-	b = pad(b, start, widthPID+1)
-
-	start = len(b)
-	if comm := r.Comm.Bytes(); len(comm) > 0 {
-		b = tracer.AppendPrintable(b, comm)
-	} else {
-		b = append(b, '?')
-	}
-	b = pad(b, start, widthComm+1)
+	b = t.appendTime(b, r.TimeNs)
+	b = pad(b, start, t.Time.width()+1)
+	b = appendOwner(b, &r.Process)
 
 	start = len(b)
 	b = appendEndpoint(b, r.SAddr, r.SPort)
-	b = pad(b, start, widthEndpoint+1)
+	b = pad(b, start, t.endpoint+1)
 
 	start = len(b)
 	switch {
@@ -95,11 +183,11 @@ func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool, labe
 	default:
 		b = appendEndpoint(b, r.DAddr, r.DPort)
 	}
-	b = pad(b, start, widthEndpoint+1)
+	b = pad(b, start, t.endpoint+1)
 
 	start = len(b)
 	c := ""
-	if color {
+	if t.Color {
 		c = stateColor(r)
 	}
 	b = append(b, c...)
@@ -128,11 +216,7 @@ func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool, labe
 	}
 	b = pad(b, start, widthTransition+1)
 
-	if r.DurationNs >= 0 {
-		b = strconv.AppendFloat(b, float64(r.DurationNs)/1e6, 'f', 3, 64)
-	} else {
-		b = append(b, '-')
-	}
+	b = appendMs(b, r.DurationNs)
 	if r.TimeoutNs > 0 && r.Type == tracer.RecordSocket {
 		b = append(b, "  "...)
 		b = strconv.AppendFloat(b, float64(r.TimeoutNs)/1e9, 'f', 1, 64)
@@ -145,6 +229,10 @@ func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool, labe
 	if r.Reason != "" {
 		b = append(b, "  "...)
 		b = append(b, r.Reason...)
+	}
+	if r.Err != 0 && r.Type != tracer.RecordBind {
+		b = append(b, "  "...)
+		b = append(b, tracer.ErrnoName(r.Err)...)
 	}
 	if r.OwnerVia == tracer.OwnerListener {
 		b = append(b, "  (not accepted: listener's owner)"...)
@@ -163,18 +251,55 @@ func AppendText(b []byte, r *tracer.Record, loc *time.Location, color bool, labe
 		b = append(b, " via "...)
 		b = append(b, r.OwnerVia.String()...)
 	}
-	// The COMM column names the program; the thread that acted, where it
-	// has a name of its own, follows.
-	if thread := r.Thread.Bytes(); len(thread) > 0 && !bytes.Equal(thread, r.Comm.Bytes()) {
-		b = append(b, "  thread "...)
-		b = tracer.AppendPrintable(b, thread)
+	b = appendThread(b, &r.Process)
+	if r.Late {
+		b = append(b, "  (late)"...)
 	}
-	b = labels.appendText(b, r)
+	b = t.Labels.appendText(b, r)
 	return append(b, '\n')
 }
 
+// appendOwner writes the PID and COMM columns of a socket's owner.
+func appendOwner(b []byte, p *tracer.Process) []byte {
+	start := len(b)
+	if p.PID == 0 {
+		b = append(b, '-')
+	} else {
+		b = strconv.AppendUint(b, uint64(p.PID), 10)
+	}
+	b = pad(b, start, widthPID+1)
+	start = len(b)
+	if comm := p.Comm.Bytes(); len(comm) > 0 {
+		b = tracer.AppendPrintable(b, comm)
+	} else {
+		b = append(b, '?')
+	}
+	return pad(b, start, widthComm+1)
+}
+
+// appendThread names, after a line, the thread that acted where it has a
+// name of its own: the COMM column names the program.
+func appendThread(b []byte, p *tracer.Process) []byte {
+	if thread := p.Thread.Bytes(); len(thread) > 0 && !bytes.Equal(thread, p.Comm.Bytes()) {
+		b = append(b, "  thread "...)
+		b = tracer.AppendPrintable(b, thread)
+	}
+	return b
+}
+
+// appendMs writes a duration in milliseconds, or - for one not known.
+func appendMs(b []byte, ns int64) []byte {
+	if ns < 0 {
+		return append(b, '-')
+	}
+	return strconv.AppendFloat(b, float64(ns)/1e6, 'f', 3, 64)
+}
+
+// appendEndpoint writes an address and port, an IPv4-mapped address as the
+// IPv4 address it is: a dual-stack server's peers then read as they do on
+// their own side.
 func appendEndpoint(b []byte, addr netip.Addr, port uint16) []byte {
-	return netip.AddrPortFrom(addr, port).AppendTo(b)
+	return netip.AddrPortFrom(addr.Unmap(), port).AppendTo(b)
 }
 
 // pad fills the column that started at start to width, always leaving one
@@ -248,11 +373,7 @@ func AppendJSON(b []byte, r *tracer.Record, labels *Labels) []byte {
 	b = append(b, `","netns":`...)
 	b = strconv.AppendUint(b, uint64(r.NetNS), 10)
 	b = append(b, `,"duration_ns":`...)
-	if r.DurationNs >= 0 {
-		b = strconv.AppendInt(b, r.DurationNs, 10)
-	} else {
-		b = append(b, "null"...)
-	}
+	b = appendNsOrNull(b, r.DurationNs)
 	if r.TimeoutNs > 0 {
 		b = append(b, `,"timeout_ns":`...)
 		b = strconv.AppendInt(b, r.TimeoutNs, 10)
@@ -279,6 +400,9 @@ func AppendJSON(b []byte, r *tracer.Record, labels *Labels) []byte {
 		b = append(b, `,"error":"`...)
 		b = append(b, tracer.ErrnoName(r.Err)...)
 		b = append(b, '"')
+	}
+	if r.Late {
+		b = append(b, `,"late":true`...)
 	}
 	return append(b, "}\n"...)
 }

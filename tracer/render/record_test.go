@@ -7,7 +7,9 @@ import (
 
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -77,6 +79,16 @@ func sampleRecords() []tracer.Record {
 			r.Process = tracer.Process{PID: 5150, StartNs: 2_000_000_000, Comm: tracer.CommFrom("java"), Thread: tracer.CommFrom("http-nio-8080-e"), CgroupID: 9202}
 		}),
 		with(func(r *tracer.Record) {
+			r.TimeNs += 52_000
+			r.SAddr, r.SPort, r.DAddr, r.DPort = v4("10.0.0.2"), 40001, v4("10.0.0.1"), 9
+			r.Old, r.New, r.DurationNs, r.OwnerVia, r.Err = tracer.StateSynSent, tracer.StateClose, 52_000, tracer.OwnerConnect, 111
+			r.Process = tracer.Process{PID: 777, StartNs: 3_000_000_000, Comm: tracer.CommFrom("curl"), Thread: tracer.CommFrom("curl"), CgroupID: 9404}
+		}),
+		with(func(r *tracer.Record) {
+			r.TimeNs -= 1_500_000_000
+			r.Old, r.New, r.DurationNs, r.OwnerVia, r.Late = tracer.StateSynRecv, tracer.StateEstablished, 9_000, tracer.OwnerListener, true
+		}),
+		with(func(r *tracer.Record) {
 			r.Old, r.New, r.DurationNs, r.NetNS = tracer.StateSynRecv, tracer.StateEstablished, 52_000, otherNetNS
 			r.Process = tracer.Process{PID: 6160, StartNs: 3_000_000_000, Comm: tracer.CommFrom("caddy"), Thread: tracer.CommFrom("caddy"), CgroupID: 9303}
 		}),
@@ -90,7 +102,7 @@ const otherNetNS = 4026532288
 // testLabels labels sample lines as a watch in the first sample's
 // namespace does, naming otherNetNS as ip netns might have, and the
 // samples' cgroups: nginx's unit, java's Kubernetes container, caddy's
-// docker container.
+// docker container, curl's login session.
 func testLabels() *Labels {
 	return &Labels{
 		OwnNetNS: 4026531833,
@@ -105,6 +117,7 @@ func testLabels() *Labels {
 				9101: "/system.slice/nginx.service",
 				9202: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0d8a1c2e_5b7f_4a39_9e1d_2f6b8c4a7e10.slice/cri-containerd-5150aaaabbbbccccddddeeeeffff00001111222233334444555566667777aaaa.scope",
 				9303: "/system.slice/docker-6160aaaabbbbccccddddeeeeffff00001111222233334444555566667777bbbb.scope",
+				9404: "/user.slice/user-0.slice/session-1.scope",
 			}[id]
 			cg := proc.ParseCgroupPath(c)
 			cg.ID = id
@@ -118,12 +131,72 @@ func TestTextGolden(t *testing.T) {
 		file  string
 		color bool
 	}{{"records.txt", false}, {"records.color.txt", true}} {
-		b := append([]byte(TextHeader()), '\n')
-		labels := testLabels()
+		text := Text{Location: time.UTC, Color: tc.color, Labels: testLabels()}
+		b := text.AppendHeader(nil)
 		for _, r := range sampleRecords() {
-			b = AppendText(b, &r, time.UTC, tc.color, labels)
+			b = text.AppendRecord(b, &r)
 		}
 		golden(t, tc.file, b)
+	}
+}
+
+// TestTimeFormatsGolden writes a few lines in each time format, the
+// relative one from a watch started 3.5 s before the first.
+func TestTimeFormatsGolden(t *testing.T) {
+	var b []byte
+	for _, f := range []TimeFormat{TimeClock, TimeDate, TimeRelative} {
+		recs := sampleRecords()
+		text := Text{Location: time.UTC, Time: f, StartNs: recs[0].TimeNs - 3_500_000_000}
+		b = fmt.Appendf(b, "=== --time %s\n", f)
+		b = text.AppendHeader(b)
+		for _, r := range recs[2:5] {
+			b = text.AppendRecord(b, &r)
+		}
+	}
+	golden(t, "times.txt", b)
+}
+
+func TestParseTimeFormat(t *testing.T) {
+	for _, name := range TimeFormatNames() {
+		f, err := ParseTimeFormat(name)
+		if err != nil || f.String() != name {
+			t.Errorf("%q: %v, %v", name, f, err)
+		}
+	}
+	if _, err := ParseTimeFormat("iso"); err == nil || err.Error() != `invalid time format "iso": want clock, date or relative` {
+		t.Errorf("iso: %v", err)
+	}
+}
+
+// TestColumnsFitTheWidestEndpoint: the endpoint columns widen, with a new
+// header, for an endpoint wider than any before, and only then.
+func TestColumnsFitTheWidestEndpoint(t *testing.T) {
+	recs := sampleRecords()
+	wide := recs[0]
+	wide.Type, wide.Family = tracer.RecordState, tracer.FamilyIPv6
+	wide.SAddr, wide.DAddr = netip.MustParseAddr("2001:db8:85a3::8a2e:370:7334"), netip.MustParseAddr("2001:db8::1")
+	var text Text
+	b := text.AppendHeader(nil)
+	for _, r := range []tracer.Record{recs[3], wide, recs[3], wide} {
+		b = text.AppendRecord(b, &r)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	headers := 0
+	for _, l := range lines {
+		if strings.HasPrefix(l, "TIME") {
+			headers++
+		}
+	}
+	if headers != 2 || len(lines) != 6 || !strings.HasPrefix(lines[2], "TIME") {
+		t.Fatalf("want a header, a line, a wider header and three lines:\n%s", b)
+	}
+	// Every line after the wider header has its REMOTE column where the
+	// header has it.
+	col := strings.Index(lines[2], "REMOTE")
+	for _, l := range lines[3:] {
+		if l[col-1] != ' ' || l[col] == ' ' {
+			t.Errorf("REMOTE not at column %d:\n%s\n%s", col, lines[2], l)
+		}
 	}
 }
 
@@ -158,9 +231,10 @@ func TestFormatAllocatesNothing(t *testing.T) {
 	// A namespace or cgroup is named the first time a line of it is
 	// printed (in the run AllocsPerRun does not count); never again.
 	labels := testLabels()
+	text := Text{Location: time.UTC, Color: true, Time: TimeRelative, Labels: labels}
 	if n := testing.AllocsPerRun(100, func() {
 		for i := range recs {
-			buf = AppendText(buf[:0], &recs[i], time.UTC, true, labels)
+			buf = text.AppendRecord(buf[:0], &recs[i])
 			buf = AppendJSON(buf[:0], &recs[i], labels)
 		}
 	}); n != 0 {
@@ -172,11 +246,12 @@ func TestFormatAllocatesNothing(t *testing.T) {
 func BenchmarkFormat(b *testing.B) {
 	recs := sampleRecords()
 	buf := make([]byte, 0, 512)
+	text := Text{}
 	for _, tc := range []struct {
 		name string
 		fn   func(*tracer.Record)
 	}{
-		{"text", func(r *tracer.Record) { buf = AppendText(buf[:0], r, time.Local, false, nil) }},
+		{"text", func(r *tracer.Record) { buf = text.AppendRecord(buf[:0], r) }},
 		{"json", func(r *tracer.Record) { buf = AppendJSON(buf[:0], r, nil) }},
 	} {
 		b.Run(tc.name, func(b *testing.B) {

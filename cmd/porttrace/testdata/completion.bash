@@ -17,12 +17,15 @@ _porttrace() {
 	case $command in
 	'')
 		case $prev in
+		--state) mapfile -t COMPREPLY < <(compgen -W 'ESTABLISHED SYN_SENT SYN_RECV FIN_WAIT1 FIN_WAIT2 TIME_WAIT CLOSE CLOSE_WAIT LAST_ACK LISTEN CLOSING NEW_SYN_RECV' -- "$cur"); return ;;
+		--event) mapfile -t COMPREPLY < <(compgen -W 'state listen bind socket owner' -- "$cur"); return ;;
+		--time) mapfile -t COMPREPLY < <(compgen -W 'clock date relative' -- "$cur"); return ;;
 		--ready-file) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
 		--probe) mapfile -t COMPREPLY < <(compgen -W 'auto tracepoint kprobe' -- "$cur"); return ;;
-		-p|--port|--pid|--duration|--buffer-size) return ;;
+		-p|--port|--pid|--comm|--container|--duration|--buffer-size) return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			mapfile -t COMPREPLY < <(compgen -W '-p --port --pid -4 --ipv4 -6 --ipv6 --json --duration --ready-file --probe --buffer-size -v --verbose --version -h --help' -- "$cur")
+			mapfile -t COMPREPLY < <(compgen -W '-p --port --pid --state --event --failed --comm --container --connections --time -4 --ipv4 -6 --ipv6 --json --duration --ready-file --probe --buffer-size -v --verbose --version -h --help' -- "$cur")
 		elif ((COMP_CWORD == 1)); then
 			mapfile -t COMPREPLY < <(compgen -W 'who why free history top daemon help version completion man' -- "$cur")
 		fi

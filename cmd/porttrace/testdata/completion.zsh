@@ -137,7 +137,14 @@ _porttrace() {
 		;;
 	esac
 	specs+=('(-p --port)'{-p+,--port=}'[watch only these PORTS, at either end of a socket\: 8080, 80,443, 8000-8100 or a service name (http); repeated, the lists are merged; default\: every port]:PORTS: ')
-	specs+=('--pid=[show only the sockets this PID owns]:PID: ')
+	specs+=('--pid=[show only the sockets this PID and its descendants own, children forked during the watch included]:PID: ')
+	specs+=('--state=[show only transitions into or out of these STATES\: TIME_WAIT, or CLOSE_WAIT,LAST_ACK (ss'\''s time-wait too); with --connections, connections that passed through one; repeated, the lists are merged]:STATES:(ESTABLISHED SYN_SENT SYN_RECV FIN_WAIT1 FIN_WAIT2 TIME_WAIT CLOSE CLOSE_WAIT LAST_ACK LISTEN CLOSING NEW_SYN_RECV)')
+	specs+=('--event=[show only these KINDS of line\: state, listen, bind, socket, owner (JSON'\''s type), comma-separated; repeated, the lists are merged]:KINDS:(state listen bind socket owner)')
+	specs+=('--failed[show only failures\: binds that failed, connects refused, timed out or given up, resets, with their errno]')
+	specs+=('--comm=[show only the sockets of processes with one of these command NAMES, comma-separated; repeated, the lists are merged]:NAMES: ')
+	specs+=('--container=[show only the sockets of processes in this container\: ID|NAME, its id (12 hex digits or more, as docker ps shows) or a name Docker or Podman knows]:ID|NAME: ')
+	specs+=('--connections[print one line per connection when it ends (both ends and their owners, lifetime, handshake, the end that closed first, the time in each state) instead of its transitions]')
+	specs+=('--time=[write the time of text lines in FORMAT\: clock (15\:04\:05.000000), date (the date too) or relative (seconds since the watch started)]:FORMAT:(clock date relative)')
 	specs+=('(-4 --ipv4)'{-4,--ipv4}'[IPv4 only]')
 	specs+=('(-6 --ipv6)'{-6,--ipv6}'[IPv6 only]')
 	specs+=('--json[print one JSON object per line (fields in the README)]')

@@ -1,0 +1,80 @@
+package correlate
+
+import (
+	"testing"
+
+	"github.com/porttrace/porttrace/tracer"
+)
+
+type discardOutput struct{ discard }
+
+func (discardOutput) Connection(*tracer.Connection) {}
+
+// tally runs events through a correlator into a Tally.
+func tally(events []tracer.Event) Counts {
+	t := NewTally(discardOutput{})
+	c := NewCorrelator(t.Record)
+	feed(c, events)
+	c.Flush()
+	return t.Counts()
+}
+
+func TestTallyCountsConnectionsAndSocketsApart(t *testing.T) {
+	got := tally(append(localConnection(),
+		state(70_000, atClient, clientSock+1, tracer.StateClose, tracer.StateSynSent, client),
+		withErr(state(70_001, atClient, clientSock+1, tracer.StateSynSent, tracer.StateClose, softirq), econnrefused),
+	))
+	want := Counts{Lines: 14, SocketsOpened: 2, SocketsClosed: 2, ConnectionsOpened: 1, ConnectionsClosed: 1, ConnectsFailed: 1, Refused: 1}
+	want.Transitions[tracer.StateListen] = 1
+	want.Transitions[tracer.StateSynSent] = 2
+	want.Transitions[tracer.StateSynRecv] = 1
+	want.Transitions[tracer.StateEstablished] = 2
+	want.Transitions[tracer.StateFinWait1] = 1
+	want.Transitions[tracer.StateFinWait2] = 1
+	want.Transitions[tracer.StateTimeWait] = 1
+	want.Transitions[tracer.StateCloseWait] = 1
+	want.Transitions[tracer.StateLastAck] = 1
+	want.Transitions[tracer.StateClose] = 3
+	if got != want {
+		t.Errorf("got  %+v\nwant %+v", got, want)
+	}
+}
+
+func TestTallyCountsConnectionLines(t *testing.T) {
+	tl := NewTally(discardOutput{})
+	cs := NewConnections(tl)
+	c := NewCorrelator(cs.Record)
+	for _, e := range append(localConnection(),
+		state(70_000, atClient, clientSock+1, tracer.StateClose, tracer.StateSynSent, client),
+		withErr(state(70_001, atClient, clientSock+1, tracer.StateSynSent, tracer.StateClose, softirq), econnrefused),
+	) {
+		if e.Kind != 0 {
+			c.Handle(&e)
+		}
+	}
+	got := tl.Counts()
+	if got.Lines != 2 || got.ConnectionsOpened != 1 || got.ConnectionsClosed != 1 || got.SocketsOpened != 2 || got.SocketsClosed != 2 ||
+		got.ConnectsFailed != 1 || got.Refused != 1 || got.Transitions[tracer.StateTimeWait] != 1 {
+		t.Errorf("got %+v", got)
+	}
+}
+
+// TestTallyCountsConnectionsOnlyWhoseOpeningItSaw: with the opening
+// filtered out, the closes of a local connection's two sockets count as
+// sockets only.
+func TestTallyCountsConnectionsOnlyWhoseOpeningItSaw(t *testing.T) {
+	tl := NewTally(discardOutput{})
+	c := NewCorrelator(func(r *tracer.Record) {
+		if r.New != tracer.StateEstablished {
+			tl.Record(r)
+		}
+	})
+	for _, e := range localConnection() {
+		if e.Kind != 0 {
+			c.Handle(&e)
+		}
+	}
+	if got := tl.Counts(); got.SocketsClosed != 2 || got.ConnectionsClosed != 0 || got.ConnectionsOpened != 0 {
+		t.Errorf("got %+v", got)
+	}
+}
