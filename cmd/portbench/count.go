@@ -54,6 +54,11 @@ type outputCount struct {
 // group.
 func countOutput(path string, port int, parse lineParser, lost *regexp.Regexp) (c outputCount, err error) {
 	err = eachLine(path, func(line string) {
+		// A porttrace watch with --json ends with its summary object: a
+		// report of the watch, not a line of traffic.
+		if strings.HasPrefix(line, "{") && strings.Contains(line, `"type":"summary"`) {
+			return
+		}
 		c.all++
 		t, ok := parse(line)
 		if ok && (t.sport == port || t.dport == port) && stormTransitions[[2]pt.State{t.old, t.new}] {

@@ -239,3 +239,16 @@ func TestPeersLost(t *testing.T) {
 		}
 	}
 }
+
+// TestCountSkipsTheSummary: a --json watch's last line is its summary
+// object, which is no line of traffic: a watch of a quiet port printed none.
+func TestCountSkipsTheSummary(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.json")
+	if err := os.WriteFile(path, render.AppendSummaryJSON(nil, &render.Summary{}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := countOutput(path, 9, parsePorttraceJSON, nil)
+	if err != nil || c.all != 0 {
+		t.Errorf("counted %+v, %v; want no line", c, err)
+	}
+}
