@@ -93,8 +93,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer src.Close()
 	d.src = src
-	for _, h := range src.Hooks() {
-		cfg.Logf("%s", h)
+	// With a verbose source, the source has logged each hook already.
+	if cfg.Source.Logf == nil {
+		for _, h := range src.Hooks() {
+			cfg.Logf("%s", h)
+		}
 	}
 	var m *metrics.Metrics
 	if cfg.MetricsAddress != "" {
