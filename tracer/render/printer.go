@@ -90,10 +90,13 @@ func (p *Printer) write(w io.Writer) {
 	}
 }
 
-// Header queues the column titles of the text format.
+// Header sends the column titles of the text format to the writer at once:
+// an idle watch may not tick its sinks for a long time, and a reader such as
+// head -1 must not wait for the first event to see them.
 func (p *Printer) Header() {
 	if !p.opts.JSON && p.cur != nil {
 		p.cur.b = p.opts.Text.AppendHeader(p.cur.b)
+		p.send()
 	}
 }
 
