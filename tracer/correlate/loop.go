@@ -11,8 +11,14 @@ import (
 
 // publishIntervalNs bounds how often the loop rebuilds the published index:
 // readers see a change this late at worst, and a storm pays for at most one
-// rebuild per interval.
-const publishIntervalNs = int64(100e6)
+// rebuild per interval. A rebuild copies and sorts every owned socket (a
+// storm leaves tens of thousands in TIME_WAIT), so the interval also grows
+// to publishCostFactor times the last rebuild's duration: the index never
+// takes more than about 2% of the loop's time.
+const (
+	publishIntervalNs = int64(100e6)
+	publishCostFactor = 50
+)
 
 // answerPollNs is how often the loop looks for the holder goroutine's
 // answer while a question is out.
@@ -43,13 +49,16 @@ type Loop struct {
 	// how many events and records the correlator had handled then.
 	publishedNs int64
 	publishedAt uint64
+	// publishEvery is the interval between rebuilds now (see
+	// publishIntervalNs).
+	publishEvery int64
 }
 
 var _ tracer.Handler = (*Loop)(nil)
 
 // NewLoop returns a loop whose correlator's records go to sinks, in order.
 func NewLoop(sinks ...tracer.Sink) *Loop {
-	l := &Loop{sinks: sinks, reseeds: make(chan reseed, 1)}
+	l := &Loop{sinks: sinks, reseeds: make(chan reseed, 1), publishEvery: publishIntervalNs}
 	l.corr = NewCorrelator(l.emit)
 	l.index.Store(newIndex(0, Stats{}, nil))
 	return l
@@ -171,10 +180,10 @@ func (l *Loop) Tick(nowNs int64) int64 {
 		next = tracer.EarlierDeadline(next, s.Tick(nowNs))
 	}
 	if l.changes() != l.publishedAt {
-		if nowNs-l.publishedNs >= publishIntervalNs {
+		if nowNs-l.publishedNs >= l.publishEvery {
 			l.publish(nowNs)
 		} else {
-			next = tracer.EarlierDeadline(next, l.publishedNs+publishIntervalNs)
+			next = tracer.EarlierDeadline(next, l.publishedNs+l.publishEvery)
 		}
 	}
 	return next
@@ -188,8 +197,10 @@ func (l *Loop) changes() uint64 {
 }
 
 func (l *Loop) publish(nowNs int64) {
+	start := time.Now()
 	l.index.Store(newIndex(nowNs, l.corr.Stats(), l.corr.appendOwned(nil)))
 	l.publishedNs, l.publishedAt = nowNs, l.changes()
+	l.publishEvery = max(publishIntervalNs, publishCostFactor*int64(time.Since(start)))
 }
 
 // Index returns the latest published index. Safe from any goroutine.

@@ -43,6 +43,8 @@ type Printer struct {
 	errOnce sync.Once
 	err     atomic.Pointer[error]
 	closed  bool
+	// sentNs is when Tick last handed a chunk to the writer.
+	sentNs int64
 }
 
 // PrinterOptions shape a Printer's output.
@@ -151,12 +153,23 @@ func (p *Printer) chunk() *chunk {
 	return p.cur
 }
 
-// Tick implements tracer.Sink: what is formatted goes to the writer now, so
-// that lines appear as soon as the source runs dry.
-func (p *Printer) Tick(int64) int64 {
-	if p.cur != nil && len(p.cur.b) > 0 {
-		p.send()
+// flushIntervalNs bounds how often formatted lines go to the writer between
+// full chunks: each hand-over wakes the writer goroutine for a write, and
+// under a storm the source runs dry thousands of times a second.
+const flushIntervalNs = int64(10e6)
+
+// Tick implements tracer.Sink: what is formatted goes to the writer, at
+// most flushIntervalNs after the last hand-over, so that lines appear soon
+// after the source runs dry without a write for every tick.
+func (p *Printer) Tick(nowNs int64) int64 {
+	if p.cur == nil || len(p.cur.b) == 0 {
+		return tracer.NoDeadline
 	}
+	if due := p.sentNs + flushIntervalNs; nowNs < due {
+		return due
+	}
+	p.send()
+	p.sentNs = nowNs
 	return tracer.NoDeadline
 }
 
