@@ -78,10 +78,16 @@ func diagPort(ns Namespace, port uint16) (socks []snapshot.PortSocket, noUDP boo
 		{tracer.ProtoUDP, unix.SOCK_DIAG_BY_FAMILY, diagRequest(unix.AF_INET, tracer.ProtoUDP, allStates, eitherSide, port)},
 		{tracer.ProtoUDP, unix.SOCK_DIAG_BY_FAMILY, diagRequest(unix.AF_INET6, tracer.ProtoUDP, allStates, eitherSide, port)},
 	}
+	buf := make([]byte, dumpBufferSize)
 	for _, d := range dumps {
-		msgs, err := conn.Execute(netlink.Message{
-			Header: netlink.Header{Type: d.typ, Flags: netlink.Request | netlink.Dump},
-			Data:   d.req,
+		err := diagDump(conn, buf, d.typ, d.req, func(msg []byte) error {
+			s, err := decodeDiagMsg(msg, d.proto)
+			if err != nil {
+				return fmt.Errorf("sock_diag answer: %w", err)
+			}
+			s.NetNS = ns.Inode
+			socks = append(socks, s)
+			return nil
 		})
 		if d.proto == tracer.ProtoUDP && errors.Is(err, unix.ENOENT) {
 			noUDP = true
@@ -90,16 +96,83 @@ func diagPort(ns Namespace, port uint16) (socks []snapshot.PortSocket, noUDP boo
 		if err != nil {
 			return nil, false, fmt.Errorf("sock_diag dump of %s sockets in %s: %w", d.proto, ns.Label(), err)
 		}
-		for _, m := range msgs {
-			s, err := decodeDiagMsg(m.Data, d.proto)
-			if err != nil {
-				return nil, false, fmt.Errorf("sock_diag answer: %w", err)
-			}
-			s.NetNS = ns.Inode
-			socks = append(socks, s)
-		}
 	}
 	return socks, noUDP, nil
+}
+
+// dumpBufferSize holds the biggest batch the kernel writes for one read of a
+// netlink dump (32 KiB, netlink's max_recvmsg_len) with room to spare.
+const dumpBufferSize = 64 << 10
+
+// diagDump sends a sock_diag dump request and calls each with every answer's
+// payload. It reads the answers itself, into buf, which it reuses: a port's
+// tens of thousands of sockets then cost no allocation each, where
+// netlink.Conn.Execute allocates every message.
+func diagDump(conn *netlink.Conn, buf []byte, typ netlink.HeaderType, req []byte, each func(msg []byte) error) error {
+	sent, err := conn.Send(netlink.Message{Header: netlink.Header{Type: typ, Flags: netlink.Request | netlink.Dump}, Data: req})
+	if err != nil {
+		return err
+	}
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for {
+		var n int
+		var recvErr error
+		// The socket is non-blocking: returning false waits until it is
+		// readable.
+		if err := raw.Read(func(fd uintptr) bool {
+			n, _, recvErr = unix.Recvfrom(int(fd), buf, 0)
+			return recvErr != unix.EAGAIN
+		}); err != nil {
+			return err
+		}
+		if recvErr != nil {
+			return recvErr
+		}
+		done, err := eachAnswer(buf[:n], sent.Header.Sequence, each)
+		if done || err != nil {
+			return err
+		}
+	}
+}
+
+// eachAnswer calls each with the payload of every message in one read of a
+// dump's answers to the request numbered seq; done says the dump ended.
+func eachAnswer(b []byte, seq uint32, each func(msg []byte) error) (done bool, err error) {
+	ne := binary.NativeEndian
+	for len(b) >= unix.NLMSG_HDRLEN {
+		size := int(ne.Uint32(b))
+		if size < unix.NLMSG_HDRLEN || size > len(b) {
+			return true, errShortDiag
+		}
+		typ, msgSeq, payload := ne.Uint16(b[4:]), ne.Uint32(b[8:]), b[unix.NLMSG_HDRLEN:size]
+		b = b[min(len(b), (size+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)):]
+		if msgSeq != seq {
+			continue // an answer to an earlier request
+		}
+		switch typ {
+		case unix.NLMSG_DONE:
+			// A dump that failed part way says so here.
+			if len(payload) >= 4 && int32(ne.Uint32(payload)) < 0 {
+				return true, unix.Errno(-int32(ne.Uint32(payload)))
+			}
+			return true, nil
+		case unix.NLMSG_ERROR:
+			if len(payload) < 4 {
+				return true, errShortDiag
+			}
+			if code := int32(ne.Uint32(payload)); code < 0 {
+				return true, unix.Errno(-code)
+			}
+			return true, nil
+		}
+		if err := each(payload); err != nil {
+			return true, err
+		}
+	}
+	return false, nil
 }
 
 // diagRequest is an inet_diag_req_v2 for the given states of one family
@@ -195,16 +268,19 @@ func decodeDiagMsg(b []byte, proto tracer.Proto) (snapshot.PortSocket, error) {
 	s.RecvQ, s.SendQ = ne.Uint32(b[56:]), ne.Uint32(b[60:])
 	s.UID = ne.Uint32(b[64:])
 	s.Inode = uint64(ne.Uint32(b[68:]))
-	ad, err := netlink.NewAttributeDecoder(b[inetDiagMsgLen:])
-	if err != nil {
-		return snapshot.PortSocket{}, err
-	}
-	for ad.Next() {
-		if ad.Type() == inetDiagSkV6Only {
-			s.V6Only = ad.Uint8() != 0
+	// The attributes (struct rtattr: length, type, value, padded to 4
+	// bytes), read in place.
+	for a := b[inetDiagMsgLen:]; len(a) >= 4; {
+		size := int(ne.Uint16(a))
+		if size < 4 || size > len(a) {
+			return snapshot.PortSocket{}, errShortDiag
 		}
+		if ne.Uint16(a[2:]) == inetDiagSkV6Only && size > 4 {
+			s.V6Only = a[4] != 0
+		}
+		a = a[min(len(a), (size+3)&^3):]
 	}
-	return s, ad.Err()
+	return s, nil
 }
 
 // sockDestroy is SOCK_DESTROY (linux/sock_diag.h): what ss -K sends.

@@ -168,6 +168,7 @@ func addOwners(r *snapshot.PortReport, os owners, asked map[uint32]bool) {
 			index[key{s.NetNS, s.Inode}] = i
 		}
 	}
+	pids, fds := make([]uint32, 0, len(os)), make([]int32, 0, len(os))
 	for _, o := range os {
 		if !asked[o.netns] {
 			continue
@@ -187,7 +188,14 @@ func addOwners(r *snapshot.PortReport, os owners, asked map[uint32]bool) {
 		if o.proto == tracer.ProtoMPTCP {
 			s.Proto = o.proto
 		}
-		if !slices.Contains(s.PIDs, o.process.PID) {
+		switch {
+		case s.PIDs == nil:
+			// Most sockets have one holder: theirs is a slot of one shared
+			// array, capped so that a second holder's append copies it.
+			n := len(pids)
+			pids, fds = append(pids, o.process.PID), append(fds, o.fd)
+			s.PIDs, s.FDs = pids[n:n+1:n+1], fds[n:n+1:n+1]
+		case !slices.Contains(s.PIDs, o.process.PID):
 			s.PIDs = append(s.PIDs, o.process.PID)
 			s.FDs = append(s.FDs, o.fd)
 		}

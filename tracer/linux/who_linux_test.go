@@ -133,6 +133,61 @@ func TestDecodeDiagMsg(t *testing.T) {
 	}
 }
 
+// nlmsg is a netlink message of type typ answering request seq, padded to
+// 4 bytes.
+func nlmsg(typ uint16, seq uint32, payload []byte) []byte {
+	b := make([]byte, unix.NLMSG_HDRLEN, unix.NLMSG_HDRLEN+len(payload)+3)
+	binary.NativeEndian.PutUint32(b, uint32(unix.NLMSG_HDRLEN+len(payload)))
+	binary.NativeEndian.PutUint16(b[4:], typ)
+	binary.NativeEndian.PutUint32(b[8:], seq)
+	b = append(b, payload...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+func TestEachAnswer(t *testing.T) {
+	errno := func(e unix.Errno) []byte { return binary.NativeEndian.AppendUint32(nil, uint32(-int32(e))) }
+	for _, tc := range []struct {
+		name     string
+		read     []byte
+		payloads []string
+		done     bool
+		err      error
+	}{
+		{"two answers, more to come", slices.Concat(nlmsg(20, 7, []byte("a")), nlmsg(20, 7, []byte("bcde"))), []string{"a", "bcde"}, false, nil},
+		{"the end", slices.Concat(nlmsg(20, 7, []byte("a")), nlmsg(unix.NLMSG_DONE, 7, make([]byte, 4))), []string{"a"}, true, nil},
+		{"an earlier request's answer", slices.Concat(nlmsg(20, 6, []byte("x")), nlmsg(20, 7, []byte("a"))), []string{"a"}, false, nil},
+		{"refused", nlmsg(unix.NLMSG_ERROR, 7, errno(unix.ENOENT)), nil, true, unix.ENOENT},
+		{"failed part way", nlmsg(unix.NLMSG_DONE, 7, errno(unix.EINTR)), nil, true, unix.EINTR},
+		{"cut short", nlmsg(20, 7, []byte("abcdefgh"))[:20], nil, true, errShortDiag},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			done, err := eachAnswer(tc.read, 7, func(msg []byte) error {
+				got = append(got, string(msg))
+				return nil
+			})
+			if done != tc.done || !errors.Is(err, tc.err) || !slices.Equal(got, tc.payloads) {
+				t.Errorf("got %q, done %v, %v; want %q, done %v, %v", got, done, err, tc.payloads, tc.done, tc.err)
+			}
+		})
+	}
+}
+
+func FuzzEachAnswer(f *testing.F) {
+	f.Add(slices.Concat(nlmsg(20, 1, []byte("abc")), nlmsg(unix.NLMSG_DONE, 1, make([]byte, 4))))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		_, _ = eachAnswer(raw, 1, func(msg []byte) error {
+			if len(msg) > len(raw) {
+				t.Fatalf("a payload longer than the read: %d > %d", len(msg), len(raw))
+			}
+			return nil
+		})
+	})
+}
+
 func FuzzDecodeDiagMsg(f *testing.F) {
 	f.Add(diagMsg(unix.AF_INET6, tracer.StateListen, netip.MustParseAddrPort("[::]:8080"), netip.MustParseAddrPort("[::]:0"), 0, 0, 1, true))
 	f.Fuzz(func(t *testing.T, raw []byte) {
