@@ -32,15 +32,24 @@ type WhoOptions struct {
 // then the sockets no process holds, grouped.
 func WhoText(w io.Writer, r *snapshot.PortReport, opts WhoOptions) {
 	fmt.Fprintln(w, headline(r))
+	// One pass over the sockets: a busy port has tens of thousands.
+	serves := map[uint32]bool{}
+	for i := range r.Sockets {
+		if s := &r.Sockets[i]; r.Serves(s) {
+			for _, pid := range s.PIDs {
+				serves[pid] = true
+			}
+		}
+	}
 	var serving, connecting []uint32
 	for _, pid := range r.PIDs() {
-		if slices.ContainsFunc(r.Sockets, func(s snapshot.PortSocket) bool { return slices.Contains(s.PIDs, pid) && r.Serves(&s) }) {
+		if serves[pid] {
 			serving = append(serving, pid)
 		} else {
 			connecting = append(connecting, pid)
 		}
 	}
-	peers := peerIndex(r)
+	peers := &peerIndex{r: r}
 	if len(serving) > 0 {
 		fmt.Fprintf(w, "\nSERVES ON %d\n", r.Port)
 		for _, pid := range serving {
@@ -154,7 +163,7 @@ const cmdlineWidth = 100
 
 // writeProcess writes one process's facts and the sockets it holds on the
 // side asked.
-func writeProcess(w io.Writer, r *snapshot.PortReport, pid uint32, serving bool, peers map[snapshot.SocketKey]*snapshot.PortSocket, opts WhoOptions) {
+func writeProcess(w io.Writer, r *snapshot.PortReport, pid uint32, serving bool, peers *peerIndex, opts WhoOptions) {
 	p := r.Processes[pid]
 	if p == nil {
 		p = &proc.Process{Identity: proc.Identity{PID: pid}, Name: "?"}
@@ -192,17 +201,18 @@ func writeProcess(w io.Writer, r *snapshot.PortReport, pid uint32, serving bool,
 	if p.Cmdline != "" {
 		fmt.Fprintf(w, "  cmd      %s\n", p.CmdlineText(cmdlineWidth))
 	}
-	var conns []snapshot.PortSocket
-	for _, s := range r.Sockets {
+	var conns []*snapshot.PortSocket
+	for j := range r.Sockets {
+		s := &r.Sockets[j]
 		i := slices.Index(s.PIDs, pid)
-		if i < 0 || r.Serves(&s) != serving {
+		if i < 0 || r.Serves(s) != serving {
 			continue
 		}
 		if s.Connected() && !opts.All {
 			conns = append(conns, s)
 			continue
 		}
-		fmt.Fprintf(w, "  %-6s %s\n", fdText(&s, i), socketLine(r, &s, peers))
+		fmt.Fprintf(w, "  %-6s %s\n", fdText(s, i), socketLine(r, s, peers))
 	}
 	writeConnections(w, r, pid, conns, peers)
 }
@@ -240,11 +250,11 @@ func fdText(s *snapshot.PortSocket, i int) string {
 
 // socketLine is one socket: protocol, state, its ends, its queues and
 // timer, and what its address admits or who its peer is.
-func socketLine(r *snapshot.PortReport, s *snapshot.PortSocket, peers map[snapshot.SocketKey]*snapshot.PortSocket) string {
+func socketLine(r *snapshot.PortReport, s *snapshot.PortSocket, peers *peerIndex) string {
 	line := fmt.Sprintf("%-5s %-12s %s", s.Proto, socketState(s), endpoint(s.Local))
 	if s.Connected() || s.Remote.Port() != 0 {
 		line += " -> " + endpoint(s.Remote)
-		if name := peerName(r, s, peers); name != "" {
+		if name := peers.name(s); name != "" {
 			line += " (" + name + ")"
 		}
 	}
@@ -273,22 +283,27 @@ func endpoint(ap netip.AddrPort) string {
 	return ap.String()
 }
 
-// peerIndex finds, for each connection in the report, the socket at its
-// other end when that end is on this host too.
-func peerIndex(r *snapshot.PortReport) map[snapshot.SocketKey]*snapshot.PortSocket {
-	m := make(map[snapshot.SocketKey]*snapshot.PortSocket, len(r.Sockets))
-	for i := range r.Sockets {
-		s := &r.Sockets[i]
-		if s.Connected() {
-			m[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)] = s
-		}
-	}
-	return m
+// peerIndex finds, for a connection in the report, the socket at its other
+// end when that end is on this host too. It indexes the report's
+// connections at its first question: a busy port's text names only a few
+// peers.
+type peerIndex struct {
+	r     *snapshot.PortReport
+	conns map[snapshot.SocketKey]*snapshot.PortSocket
 }
 
-// peerName names the local process at a connection's other end.
-func peerName(r *snapshot.PortReport, s *snapshot.PortSocket, peers map[snapshot.SocketKey]*snapshot.PortSocket) string {
-	peer, ok := peers[snapshot.KeyOf(s.NetNS, s.Remote, s.Local)]
+// name names the local process at a connection's other end.
+func (x *peerIndex) name(s *snapshot.PortSocket) string {
+	if x.conns == nil {
+		x.conns = make(map[snapshot.SocketKey]*snapshot.PortSocket, len(x.r.Sockets))
+		for i := range x.r.Sockets {
+			if c := &x.r.Sockets[i]; c.Connected() {
+				x.conns[snapshot.KeyOf(c.NetNS, c.Local, c.Remote)] = c
+			}
+		}
+	}
+	r := x.r
+	peer, ok := x.conns[snapshot.KeyOf(s.NetNS, s.Remote, s.Local)]
 	if !ok {
 		return ""
 	}
@@ -306,8 +321,8 @@ const maxPeers = 3
 
 // writeConnections counts a process's connections by state and names a few
 // peers of each.
-func writeConnections(w io.Writer, r *snapshot.PortReport, pid uint32, conns []snapshot.PortSocket, peers map[snapshot.SocketKey]*snapshot.PortSocket) {
-	byState := map[tracer.State][]snapshot.PortSocket{}
+func writeConnections(w io.Writer, r *snapshot.PortReport, pid uint32, conns []*snapshot.PortSocket, peers *peerIndex) {
+	byState := map[tracer.State][]*snapshot.PortSocket{}
 	var states []tracer.State
 	for _, c := range conns {
 		if _, ok := byState[c.State]; !ok {
@@ -319,13 +334,13 @@ func writeConnections(w io.Writer, r *snapshot.PortReport, pid uint32, conns []s
 	for _, st := range states {
 		cs := byState[st]
 		if len(cs) == 1 {
-			fmt.Fprintf(w, "  %-6s %s\n", fdText(&cs[0], slices.Index(cs[0].PIDs, pid)), socketLine(r, &cs[0], peers))
+			fmt.Fprintf(w, "  %-6s %s\n", fdText(cs[0], slices.Index(cs[0].PIDs, pid)), socketLine(r, cs[0], peers))
 			continue
 		}
 		var named []string
 		for _, c := range cs[:min(len(cs), maxPeers)] {
 			peer := endpoint(c.Remote)
-			if name := peerName(r, &c, peers); name != "" {
+			if name := peers.name(c); name != "" {
 				peer += " (" + name + ")"
 			}
 			named = append(named, peer)
