@@ -39,6 +39,7 @@ func freeCommand() *command {
 	fs.BoolVar(&o.timeWait, "time-wait", false, timeWaitUsage)
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, timeoutUsage)
 	return &command{
+		snapshot: true,
 		doc: &clidoc.Command{
 			Name:        "free",
 			Args:        "PORT",

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -74,6 +75,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if cmd.doc.Args == "" && fs.NArg() > 0 {
 		return c.unexpected(cmd, fs.Arg(0))
+	}
+	if cmd.snapshot {
+		debug.SetGCPercent(snapshotGCPercent)
 	}
 	return cmd.run(ctx, fs.Args(), stdout, stderr)
 }

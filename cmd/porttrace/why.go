@@ -27,6 +27,7 @@ func whyCommand() *command {
 	fs.BoolVar(&v6only, "v6only", false, "an IPv6 socket would set IPV6_V6ONLY (default: the system's)")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object (fields in the README)")
 	return &command{
+		snapshot: true,
 		doc: &clidoc.Command{
 			Name:    "why",
 			Args:    "PORT [ADDR]",
