@@ -39,15 +39,40 @@ func WhyText(w io.Writer, v *why.Verdict) {
 }
 
 func writeBlockers(w io.Writer, blockers []why.Blocker) {
+	// A process's connections in one state are one blocker: a busy server
+	// holds thousands.
+	type heldKey struct {
+		pid   uint32
+		state tracer.State
+	}
+	var held [][]*why.Blocker
+	groups := map[heldKey]int{}
 	var ownerless []why.Blocker
-	n := 0
-	for _, b := range blockers {
+	for i := range blockers {
+		b := &blockers[i]
 		if !b.Socket.Held() {
-			ownerless = append(ownerless, b)
+			ownerless = append(ownerless, *b)
 			continue
 		}
+		if b.Socket.Connected() && b.Owner != nil {
+			k := heldKey{b.Owner.PID, b.Socket.State}
+			if g, ok := groups[k]; ok {
+				held[g] = append(held[g], b)
+				continue
+			}
+			groups[k] = len(held)
+		}
+		held = append(held, []*why.Blocker{b})
+	}
+	n := 0
+	for _, g := range held {
+		b := g[0]
 		n++
-		fmt.Fprintf(w, "\n%d. %s\n", n, tracer.Printable(b.Reason))
+		if len(g) == 1 {
+			fmt.Fprintf(w, "\n%d. %s\n", n, tracer.Printable(b.Reason))
+		} else {
+			fmt.Fprintf(w, "\n%d. %d connections in %s\n   e.g. %s\n", n, len(g), b.Socket.State, tracer.Printable(b.Reason))
+		}
 		if b.Owner != nil {
 			fmt.Fprintf(w, "   held by %s %d", tracer.Printable(b.Owner.Name), b.Owner.PID)
 			if b.Owner.User != "" {

@@ -96,16 +96,17 @@ type Verdict struct {
 // it succeeded), report the port's sockets, sys the namespace's settings.
 func Judge(req Request, report *snapshot.PortReport, sys System, trial string) Verdict {
 	v := Verdict{Request: req, Report: report, Free: trial == "", Errno: trial}
-	for _, s := range report.Sockets {
-		if s.Local.Port() != req.Port || !sameProto(req, &s) || !overlap(req, &s) {
+	for i := range report.Sockets {
+		s := &report.Sockets[i]
+		if s.Local.Port() != req.Port || !sameProto(req, s) || !overlap(req, s) {
 			continue
 		}
 		// Where the trial succeeded, a socket the rules would call a
 		// blocker had the options that let the two share.
-		if reason, unblock, conflict := conflicts(req, &s); conflict && !v.Free {
-			v.Blockers = append(v.Blockers, Blocker{Socket: s, Owner: ownerOf(report, &s), Reason: reason, Unblock: unblock})
+		if reason, unblock, conflict := conflicts(req, s); conflict && !v.Free {
+			v.Blockers = append(v.Blockers, Blocker{Socket: *s, Owner: ownerOf(report, s), Reason: reason, Unblock: unblock})
 		} else {
-			v.Sharing = append(v.Sharing, s)
+			v.Sharing = append(v.Sharing, *s)
 		}
 	}
 	v.Blockers = sorted(v.Blockers)
@@ -293,15 +294,25 @@ func notes(req Request, sys System, v Verdict) []string {
 // sorted orders blockers: processes before ownerless sockets, then by
 // address; it keeps reports stable for the eye and for golden files.
 func sorted(bs []Blocker) []Blocker {
-	out := slices.Clone(bs)
-	slices.SortStableFunc(out, func(a, b Blocker) int {
-		if a.Socket.Held() != b.Socket.Held() {
-			if a.Socket.Held() {
+	// Sorted by index, then copied once: a blocker is a few hundred bytes,
+	// and a busy port has thousands.
+	order := make([]int, len(bs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(i, j int) int {
+		a, b := &bs[i].Socket, &bs[j].Socket
+		if a.Held() != b.Held() {
+			if a.Held() {
 				return -1
 			}
 			return 1
 		}
-		return a.Socket.Local.Compare(b.Socket.Local)
+		return a.Local.Compare(b.Local)
 	})
+	out := make([]Blocker, len(bs))
+	for i, j := range order {
+		out[i] = bs[j]
+	}
 	return out
 }
