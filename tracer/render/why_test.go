@@ -14,8 +14,9 @@ import (
 
 // sampleVerdicts covers every shape of why's answer: free, free beside a
 // SO_REUSEPORT group, blocked by a listener (with user), by a bound socket,
-// by many TIME_WAIT sockets, by one seen owner's TIME_WAIT, and a refusal
-// nothing explains.
+// by many TIME_WAIT sockets, by one seen owner's TIME_WAIT, by a server's
+// connections (one blocker per process and state), and a refusal nothing
+// explains.
 func sampleVerdicts() []why.Verdict {
 	nginx := &proc.Process{Identity: proc.Identity{PID: 1234}, Name: "nginx", User: "www-data"}
 	listener := portSocket(tracer.ProtoTCP, tracer.StateListen, "0.0.0.0:8080", "", 1234)
@@ -26,6 +27,11 @@ func sampleVerdicts() []why.Verdict {
 		tws = append(tws, timeWait("127.0.0.1:8080", fmt.Sprintf("127.0.0.1:%d", 41000+i), int64(50+i)*1e9, nil))
 	}
 	tws = append(tws, timeWait("127.0.0.1:8080", "127.0.0.1:42000", 12e9, &proc.Process{Identity: proc.Identity{PID: 99}, Name: "java"}))
+	serving := []snapshot.PortSocket{listener}
+	for i := range 4 {
+		serving = append(serving, portSocket(tracer.ProtoTCP, tracer.StateEstablished, "127.0.0.1:8080", fmt.Sprintf("127.0.0.1:%d", 43000+i), 1234))
+	}
+	serving = append(serving, portSocket(tracer.ProtoTCP, tracer.StateCloseWait, "127.0.0.1:8080", "127.0.0.1:44000", 1234))
 	sys := why.System{UnprivilegedPortStart: 1024, EphemeralLow: 32768, EphemeralHigh: 60999}
 	lo := netip.MustParseAddr("127.0.0.1")
 	return []why.Verdict{
@@ -34,6 +40,7 @@ func sampleVerdicts() []why.Verdict {
 		why.Judge(why.Request{Port: 8080}, held, sys, "EADDRINUSE"),
 		why.Judge(why.Request{Port: 8080, Addr: lo}, &snapshot.PortReport{Port: 8080, Sockets: tws}, sys, "EADDRINUSE"),
 		why.Judge(why.Request{Port: 8080, Addr: lo}, &snapshot.PortReport{Port: 8080, Sockets: tws[5:]}, sys, "EADDRINUSE"),
+		why.Judge(why.Request{Port: 8080, Addr: lo}, &snapshot.PortReport{Port: 8080, Sockets: serving, Processes: procs(nginx)}, sys, "EADDRINUSE"),
 		why.Judge(why.Request{Port: 40000, UDP: true}, &snapshot.PortReport{Port: 40000}, sys, "EADDRINUSE"),
 		why.Judge(why.Request{Port: 80, Addr: netip.MustParseAddr("192.0.2.1")}, &snapshot.PortReport{Port: 80}, sys, "EADDRNOTAVAIL"),
 	}
