@@ -43,11 +43,15 @@ const (
 var timerNames = [...]string{1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
 
 // diagPort lists, in one network namespace, the TCP and UDP sockets whose
-// local or remote port is port: both sides of the port (port 0: all). A bytecode filter
-// makes the kernel drop the others, so the answer follows the port, not
-// the machine's sockets. Without UDP sock_diag (udp_diag not loaded) the
-// UDP sockets are missing and noUDP says so.
-func diagPort(ns Namespace, port uint16) (socks []snapshot.PortSocket, noUDP bool, err error) {
+// local or remote port is port: both sides of the port (port 0: all). A
+// bytecode filter makes the kernel drop the others, so the answer follows
+// the port, not the machine's sockets; the kernel still walks every TCP
+// socket for it. With byEnds, it does not: the port's TCP listeners come
+// from the listening table alone, and its other TCP sockets are conns,
+// each looked up by its ends (a hash lookup in the kernel; one that is gone
+// is left out). Without UDP sock_diag (udp_diag not loaded) the UDP
+// sockets are missing and noUDP says so.
+func diagPort(ns Namespace, port uint16, byEnds bool, conns []snapshot.SocketKey) (socks []snapshot.PortSocket, noUDP bool, err error) {
 	var cfg netlink.Config
 	// Entering a namespace needs CAP_SYS_ADMIN, even one's own: only
 	// another namespace is entered.
@@ -69,12 +73,18 @@ func diagPort(ns Namespace, port uint16) (socks []snapshot.PortSocket, noUDP boo
 	// is the older request, TCPDIAG_GETSOCK, which the kernel answers for
 	// both families in one walk (inet_diag_dump_compat). UDP has no such
 	// request: a dump for each family, of a much smaller table.
+	tcp := tcpDiagRequest(allStates, eitherSide, port)
+	if byEnds {
+		// The kernel walks only its listening table for a dump of
+		// listeners on the local side.
+		tcp = tcpDiagRequest(1<<tracer.StateListen, localSide, port)
+	}
 	dumps := []struct {
 		proto tracer.Proto
 		typ   netlink.HeaderType
 		req   []byte
 	}{
-		{tracer.ProtoTCP, tcpDiagGetSock, tcpDiagRequest(allStates, eitherSide, port)},
+		{tracer.ProtoTCP, tcpDiagGetSock, tcp},
 		{tracer.ProtoUDP, unix.SOCK_DIAG_BY_FAMILY, diagRequest(unix.AF_INET, tracer.ProtoUDP, allStates, eitherSide, port)},
 		{tracer.ProtoUDP, unix.SOCK_DIAG_BY_FAMILY, diagRequest(unix.AF_INET6, tracer.ProtoUDP, allStates, eitherSide, port)},
 	}
@@ -97,8 +107,89 @@ func diagPort(ns Namespace, port uint16) (socks []snapshot.PortSocket, noUDP boo
 			return nil, false, fmt.Errorf("sock_diag dump of %s sockets in %s: %w", d.proto, ns.Label(), err)
 		}
 	}
+	for _, k := range conns {
+		s, found, err := diagLookup(conn, buf, k)
+		if err != nil {
+			return nil, false, fmt.Errorf("sock_diag lookup of %v -> %v in %s: %w", k.Local, k.Remote, ns.Label(), err)
+		}
+		if found {
+			s.NetNS = ns.Inode
+			socks = append(socks, s)
+		}
+	}
 	return socks, noUDP, nil
 }
+
+// diagLookup asks sock_diag for the TCP socket with ends k (in conn's
+// namespace); found is false when there is none.
+func diagLookup(conn *netlink.Conn, buf []byte, k snapshot.SocketKey) (s snapshot.PortSocket, found bool, err error) {
+	req := make([]byte, inetDiagReqLen)
+	req[1] = uint8(tracer.ProtoTCP)
+	binary.NativeEndian.PutUint32(req[4:], allStates)
+	// inet_diag_sockid: ports (big-endian), source and destination
+	// addresses (16 bytes each), interface, cookie (none: all ones). An
+	// IPv4 connection of a dual-stack socket is found by its IPv4 ends.
+	id := req[8:]
+	binary.BigEndian.PutUint16(id[0:], k.Local.Port())
+	binary.BigEndian.PutUint16(id[2:], k.Remote.Port())
+	local, remote := k.Local.Addr(), k.Remote.Addr()
+	if local.Is4() {
+		req[0] = unix.AF_INET
+		a, b := local.As4(), remote.As4()
+		copy(id[4:], a[:])
+		copy(id[20:], b[:])
+	} else {
+		req[0] = unix.AF_INET6
+		a, b := local.As16(), remote.As16()
+		copy(id[4:], a[:])
+		copy(id[20:], b[:])
+	}
+	binary.NativeEndian.PutUint64(id[40:], ^uint64(0))
+	sent, err := conn.Send(netlink.Message{Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request}, Data: req})
+	if err != nil {
+		return s, false, err
+	}
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return s, false, err
+	}
+	// The answer is one message: the socket, or an error.
+	var msg []byte
+	for msg == nil {
+		var n int
+		var recvErr error
+		if err := raw.Read(func(fd uintptr) bool {
+			n, _, recvErr = unix.Recvfrom(int(fd), buf, 0)
+			return recvErr != unix.EAGAIN
+		}); err != nil {
+			return s, false, err
+		}
+		if recvErr != nil {
+			return s, false, recvErr
+		}
+		done, err := eachAnswer(buf[:n], sent.Header.Sequence, func(m []byte) error {
+			msg = m
+			return errAnswered
+		})
+		switch {
+		case errors.Is(err, unix.ENOENT):
+			return s, false, nil
+		case err != nil && !errors.Is(err, errAnswered):
+			return s, false, err
+		case done && msg == nil:
+			return s, false, nil
+		}
+	}
+	if s, err = decodeDiagMsg(msg, tracer.ProtoTCP); err != nil {
+		return s, false, err
+	}
+	// Where no connection has these ends, the kernel answers with the
+	// listener a packet to them would reach.
+	return s, snapshot.KeyOf(k.NetNS, s.Local, s.Remote) == k, nil
+}
+
+// errAnswered stops eachAnswer at a lookup's one answer.
+var errAnswered = errors.New("answered")
 
 // dumpBufferSize holds the biggest batch the kernel writes for one read of a
 // netlink dump (32 KiB, netlink's max_recvmsg_len) with room to spare.

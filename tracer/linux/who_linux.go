@@ -25,7 +25,20 @@ import (
 // sides of port in one network namespace, with the facts the kernel gives
 // any user (states, queues, timers): what the daemon names from its cache.
 func Sockets(port uint16, ns Namespace) (*snapshot.PortReport, error) {
-	socks, noUDP, err := diagPort(ns, port)
+	return sockets(port, ns, false, nil)
+}
+
+// SocketsByEnds is Sockets for a caller that knows the port's TCP
+// connections, by their ends (in ns): their sockets are looked up one by
+// one instead of walking every TCP socket, so that the answer's cost
+// follows the port's sockets, not the machine's. A connection in conns
+// that is gone is left out; one missing from conns is not found.
+func SocketsByEnds(port uint16, ns Namespace, conns []snapshot.SocketKey) (*snapshot.PortReport, error) {
+	return sockets(port, ns, true, conns)
+}
+
+func sockets(port uint16, ns Namespace, byEnds bool, conns []snapshot.SocketKey) (*snapshot.PortReport, error) {
+	socks, noUDP, err := diagPort(ns, port, byEnds, conns)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +85,7 @@ func WhoIn(port uint16, namespaces []Namespace, resolver *proc.Resolver) (*snaps
 		defer close(done)
 		for i, ns := range namespaces {
 			d := &dumps[i]
-			d.socks, d.noUDP, d.err = diagPort(ns, port)
+			d.socks, d.noUDP, d.err = diagPort(ns, port, false, nil)
 		}
 	}()
 	owners, err := socketOwners(port)

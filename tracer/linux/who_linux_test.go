@@ -504,3 +504,81 @@ func TestKernelWhoNamesTheCgroup(t *testing.T) {
 		t.Errorf("who's text:\n%s\nlacks %q", b.String(), want)
 	}
 }
+
+// TestKernelSocketsByEnds: looked up by their ends, a port's connections
+// and TIME_WAIT sockets are the ones the walk of every socket finds; a
+// connection that is gone is left out (the kernel answers it with the
+// listener), and only the port's listeners come from the listening table.
+func TestKernelSocketsByEnds(t *testing.T) {
+	needPrivileges(t)
+	ns, err := CurrentNamespace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, port := listenTCP4(t)
+	defer l.Close()
+	client, err := net.Dial("tcp4", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	// A second connection whose server end closes first: TIME_WAIT on
+	// the port.
+	closed, err := net.Dial("tcp4", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted.Close()
+	closed.Close()
+
+	ends := func(r *snapshot.PortReport) []string {
+		var out []string
+		for _, s := range r.Sockets {
+			if s.Proto == tracer.ProtoTCP {
+				out = append(out, fmt.Sprintf("%v %v->%v inode %d", s.State, s.Local, s.Remote, s.Inode))
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	var walked *snapshot.PortReport
+	var conns []snapshot.SocketKey
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if walked, err = Sockets(port, ns); err != nil {
+			t.Fatal(err)
+		}
+		conns = conns[:0]
+		timeWait := false
+		for _, s := range walked.Sockets {
+			if s.Proto == tracer.ProtoTCP && s.State != tracer.StateListen {
+				conns = append(conns, snapshot.KeyOf(s.NetNS, s.Local, s.Remote))
+				timeWait = timeWait || s.State == tracer.StateTimeWait
+			}
+		}
+		if timeWait {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no TIME_WAIT socket on port %d: %q", port, ends(walked))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	gone := snapshot.KeyOf(ns.Inode, netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", port)), netip.MustParseAddrPort("127.0.0.1:1"))
+	looked, err := SocketsByEnds(port, ns, append(slices.Clone(conns), gone))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ends(looked), ends(walked); !slices.Equal(got, want) {
+		t.Errorf("looked up by their ends:\n%s\nwalking every socket:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
