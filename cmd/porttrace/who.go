@@ -187,8 +187,16 @@ const daemonTimeout = 5 * time.Second
 
 // nameSeen asks every running porttrace, at once, who owned the report's
 // sockets that no process holds any more, and marks the owners that have
-// exited since.
+// exited since. Where every socket has its holder it asks nothing: a watch
+// of a busy port answers with tens of thousands of owners.
 func nameSeen(ctx context.Context, report *snapshot.PortReport) {
+	unheld := false
+	for i := range report.Sockets {
+		unheld = unheld || !report.Sockets[i].Held()
+	}
+	if !unheld {
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, askTimeout)
 	defer cancel()
 	report.NameSeen(api.Seen(api.AskAll(ctx, report.Port)), identify)
