@@ -21,26 +21,38 @@ const windowCapacity = 1 << 16
 // pushed past by a storm that filled the window) goes out at once, marked
 // Late.
 //
-// It holds copies of the records in a heap of bounded size and allocates
-// nothing per record once that has grown. It runs on the loop's goroutine,
-// as every sink; Flush passes on what it holds when the loop has stopped.
+// Nearly every line arrives in time order: those wait in a ring, in the
+// order they came, at a constant cost each; only the lines that arrive
+// after a later one (the held ones) wait in a heap. The oldest of the
+// ring's first and the heap's top goes out first. A storm fills the window
+// with tens of thousands of lines a second, and a heap of them all cost a
+// few microseconds a line in cache misses alone.
+//
+// It holds copies of the records and allocates nothing per record once
+// its ring and heap have grown. It runs on the loop's goroutine, as every
+// sink; Flush passes on what it holds when the loop has stopped.
 type Window struct {
 	next     tracer.Sink
 	widthNs  int64
 	capacity int
 
-	// slots hold the records waiting, heap their indexes ordered by time
-	// and then arrival (seqs), free the slots unused.
-	slots []tracer.Record
-	seqs  []uint64
-	heap  []int32
-	free  []int32
-	seq   uint64
+	// ring holds the lines that came in time order: n of them from head.
+	ring    []windowLine
+	head, n int
+	// heap holds the others, ordered by time and then arrival.
+	heap []windowLine
+	seq  uint64
 	// passedNs is the time of the latest line passed on: a line older
 	// than that is late.
 	passedNs int64
 	late     uint64
 	scratch  tracer.Record
+}
+
+// windowLine is a line waiting, with its place in the order of arrival.
+type windowLine struct {
+	seq uint64
+	r   tracer.Record
 }
 
 var _ tracer.Sink = (*Window)(nil)
@@ -63,42 +75,79 @@ func (w *Window) Record(r *tracer.Record) {
 		w.next.Record(&w.scratch)
 		return
 	}
-	var i int32
-	if n := len(w.free); n > 0 {
-		i = w.free[n-1]
-		w.free = w.free[:n-1]
-	} else {
-		w.slots = append(w.slots, tracer.Record{})
-		w.seqs = append(w.seqs, 0)
-		i = int32(len(w.slots) - 1)
-	}
-	w.slots[i] = *r
-	w.seqs[i] = w.seq
 	w.seq++
-	w.heap = append(w.heap, i)
-	w.up(len(w.heap) - 1)
-	if len(w.heap) > w.capacity {
+	if w.n == 0 || r.TimeNs >= w.at(w.n-1).r.TimeNs {
+		if w.n == len(w.ring) {
+			w.grow()
+		}
+		l := w.at(w.n)
+		l.seq, l.r = w.seq, *r
+		w.n++
+	} else {
+		w.heap = append(w.heap, windowLine{seq: w.seq, r: *r})
+		w.up(len(w.heap) - 1)
+	}
+	if w.n+len(w.heap) > w.capacity {
 		// The oldest of all, which may be this one, goes out early.
 		w.passOldest()
 	}
 }
 
+// at is the ring's i-th line from its head.
+func (w *Window) at(i int) *windowLine {
+	if i += w.head; i >= len(w.ring) {
+		i -= len(w.ring)
+	}
+	return &w.ring[i]
+}
+
+// grow doubles the ring, keeping its lines in order, up to one more line
+// than the window holds: Record passes one on when it holds more.
+func (w *Window) grow() {
+	ring := make([]windowLine, min(max(64, 2*len(w.ring)), w.capacity+1))
+	for i := range w.n {
+		ring[i] = *w.at(i)
+	}
+	w.ring, w.head = ring, 0
+}
+
+// oldest is the line to pass on next, nil if none waits; fromRing says
+// where it waits.
+func (w *Window) oldest() (l *windowLine, fromRing bool) {
+	switch {
+	case w.n == 0 && len(w.heap) == 0:
+		return nil, false
+	case len(w.heap) == 0:
+		return &w.ring[w.head], true
+	case w.n == 0:
+		return &w.heap[0], false
+	}
+	if first := &w.ring[w.head]; before(first, &w.heap[0]) {
+		return first, true
+	}
+	return &w.heap[0], false
+}
+
 // Tick implements tracer.Sink: the lines WindowNs older than nowNs go on.
 // The next deadline is when the oldest line left will be.
 func (w *Window) Tick(nowNs int64) int64 {
-	for len(w.heap) > 0 && w.slots[w.heap[0]].TimeNs <= nowNs-w.widthNs {
+	for {
+		l, _ := w.oldest()
+		if l == nil || l.r.TimeNs > nowNs-w.widthNs {
+			break
+		}
 		w.passOldest()
 	}
 	next := w.next.Tick(nowNs)
-	if len(w.heap) > 0 {
-		next = tracer.EarlierDeadline(next, w.slots[w.heap[0]].TimeNs+w.widthNs)
+	if l, _ := w.oldest(); l != nil {
+		next = tracer.EarlierDeadline(next, l.r.TimeNs+w.widthNs)
 	}
 	return next
 }
 
 // Flush passes on every line held, as when the watch stops.
 func (w *Window) Flush() {
-	for len(w.heap) > 0 {
+	for w.n > 0 || len(w.heap) > 0 {
 		w.passOldest()
 	}
 }
@@ -106,31 +155,39 @@ func (w *Window) Flush() {
 // Late counts the lines passed on out of time order.
 func (w *Window) Late() uint64 { return w.late }
 
-// passOldest passes the oldest line on and frees its slot.
+// passOldest passes the oldest line on.
 func (w *Window) passOldest() {
-	i := w.heap[0]
-	last := len(w.heap) - 1
-	w.heap[0] = w.heap[last]
-	w.heap = w.heap[:last]
-	if last > 0 {
-		w.down(0)
+	l, fromRing := w.oldest()
+	r := &l.r
+	if fromRing {
+		// The slot is not reused before the next Record.
+		if w.head++; w.head == len(w.ring) {
+			w.head = 0
+		}
+		w.n--
+	} else {
+		w.scratch = l.r
+		r = &w.scratch
+		last := len(w.heap) - 1
+		w.heap[0] = w.heap[last]
+		w.heap = w.heap[:last]
+		if last > 0 {
+			w.down(0)
+		}
 	}
-	w.free = append(w.free, i)
-	r := &w.slots[i]
 	w.passedNs = max(w.passedNs, r.TimeNs)
 	w.next.Record(r)
 }
 
-// before orders the heap: by time, then by arrival.
-func (w *Window) before(a, b int32) bool {
-	ta, tb := w.slots[a].TimeNs, w.slots[b].TimeNs
-	return ta < tb || (ta == tb && w.seqs[a] < w.seqs[b])
+// before orders lines: by time, then by arrival.
+func before(a, b *windowLine) bool {
+	return a.r.TimeNs < b.r.TimeNs || (a.r.TimeNs == b.r.TimeNs && a.seq < b.seq)
 }
 
 func (w *Window) up(j int) {
 	for j > 0 {
 		parent := (j - 1) / 2
-		if !w.before(w.heap[j], w.heap[parent]) {
+		if !before(&w.heap[j], &w.heap[parent]) {
 			return
 		}
 		w.heap[j], w.heap[parent] = w.heap[parent], w.heap[j]
@@ -142,10 +199,10 @@ func (w *Window) down(j int) {
 	n := len(w.heap)
 	for {
 		least := j
-		if l := 2*j + 1; l < n && w.before(w.heap[l], w.heap[least]) {
+		if l := 2*j + 1; l < n && before(&w.heap[l], &w.heap[least]) {
 			least = l
 		}
-		if r := 2*j + 2; r < n && w.before(w.heap[r], w.heap[least]) {
+		if r := 2*j + 2; r < n && before(&w.heap[r], &w.heap[least]) {
 			least = r
 		}
 		if least == j {
