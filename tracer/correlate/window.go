@@ -21,9 +21,9 @@ const windowCapacity = 1 << 16
 // pushed past by a storm that filled the window) goes out at once, marked
 // Late.
 //
-// Nearly every line arrives in time order: those wait in a ring, in the
-// order they came, at a constant cost each; only the lines that arrive
-// after a later one (the held ones) wait in a heap. The oldest of the
+// Nearly every line arrives in time order, or a few places out of it:
+// those wait in a ring, in order, at a small constant cost each; only the
+// lines that arrive long after later ones (the held ones) wait in a heap. The oldest of the
 // ring's first and the heap's top goes out first. A storm fills the window
 // with tens of thousands of lines a second, and a heap of them all cost a
 // few microseconds a line in cache misses alone.
@@ -39,9 +39,13 @@ type Window struct {
 	// ring holds the lines that came in time order: n of them from head.
 	ring    []windowLine
 	head, n int
-	// heap holds the others, ordered by time and then arrival.
-	heap []windowLine
-	seq  uint64
+	// heap orders the others by time and then arrival; their records
+	// wait in slots (free lists the unused ones), so that the heap moves
+	// small entries.
+	heap  []heapEntry
+	slots []tracer.Record
+	free  []int32
+	seq   uint64
 	// passedNs is the time of the latest line passed on: a line older
 	// than that is late.
 	passedNs int64
@@ -53,6 +57,14 @@ type Window struct {
 type windowLine struct {
 	seq uint64
 	r   tracer.Record
+}
+
+// heapEntry is a held-back line's place in the heap: its time, its place
+// in the order of arrival, and the slot of its record.
+type heapEntry struct {
+	timeNs int64
+	seq    uint64
+	slot   int32
 }
 
 var _ tracer.Sink = (*Window)(nil)
@@ -76,21 +88,52 @@ func (w *Window) Record(r *tracer.Record) {
 		return
 	}
 	w.seq++
-	if w.n == 0 || r.TimeNs >= w.at(w.n-1).r.TimeNs {
+	if i, ok := w.place(r.TimeNs); ok {
 		if w.n == len(w.ring) {
 			w.grow()
 		}
-		l := w.at(w.n)
+		// Lines after its place move up one.
+		for j := w.n; j > i; j-- {
+			*w.at(j) = *w.at(j - 1)
+		}
+		l := w.at(i)
 		l.seq, l.r = w.seq, *r
 		w.n++
 	} else {
-		w.heap = append(w.heap, windowLine{seq: w.seq, r: *r})
+		var slot int32
+		if n := len(w.free); n > 0 {
+			slot, w.free = w.free[n-1], w.free[:n-1]
+		} else {
+			w.slots = append(w.slots, tracer.Record{})
+			slot = int32(len(w.slots) - 1)
+		}
+		w.slots[slot] = *r
+		w.heap = append(w.heap, heapEntry{timeNs: r.TimeNs, seq: w.seq, slot: slot})
 		w.up(len(w.heap) - 1)
 	}
 	if w.n+len(w.heap) > w.capacity {
 		// The oldest of all, which may be this one, goes out early.
 		w.passOldest()
 	}
+}
+
+// maxShift is how far back in the ring a line may take its place. Lines
+// from two CPUs reach the ring buffer a little out of time order (each
+// stamps its event before it reserves room for it), most a place or two
+// late; a line later than this, held back by the correlator, waits in the
+// heap.
+const maxShift = 16
+
+// place is where in the ring a line of time timeNs goes, after every line
+// of its time or earlier; ok is false when that is more than maxShift
+// lines back from the ring's end.
+func (w *Window) place(timeNs int64) (i int, ok bool) {
+	for i = w.n; i > 0 && w.at(i-1).r.TimeNs > timeNs; i-- {
+		if w.n-i == maxShift {
+			return 0, false
+		}
+	}
+	return i, true
 }
 
 // at is the ring's i-th line from its head.
@@ -111,36 +154,37 @@ func (w *Window) grow() {
 	w.ring, w.head = ring, 0
 }
 
-// oldest is the line to pass on next, nil if none waits; fromRing says
+// oldest is the record to pass on next, nil if none waits; fromRing says
 // where it waits.
-func (w *Window) oldest() (l *windowLine, fromRing bool) {
+func (w *Window) oldest() (r *tracer.Record, fromRing bool) {
 	switch {
 	case w.n == 0 && len(w.heap) == 0:
 		return nil, false
 	case len(w.heap) == 0:
-		return &w.ring[w.head], true
+		return &w.ring[w.head].r, true
 	case w.n == 0:
-		return &w.heap[0], false
+		return &w.slots[w.heap[0].slot], false
 	}
-	if first := &w.ring[w.head]; before(first, &w.heap[0]) {
-		return first, true
+	first, top := &w.ring[w.head], &w.heap[0]
+	if first.r.TimeNs < top.timeNs || (first.r.TimeNs == top.timeNs && first.seq < top.seq) {
+		return &first.r, true
 	}
-	return &w.heap[0], false
+	return &w.slots[top.slot], false
 }
 
 // Tick implements tracer.Sink: the lines WindowNs older than nowNs go on.
 // The next deadline is when the oldest line left will be.
 func (w *Window) Tick(nowNs int64) int64 {
 	for {
-		l, _ := w.oldest()
-		if l == nil || l.r.TimeNs > nowNs-w.widthNs {
+		r, _ := w.oldest()
+		if r == nil || r.TimeNs > nowNs-w.widthNs {
 			break
 		}
 		w.passOldest()
 	}
 	next := w.next.Tick(nowNs)
-	if l, _ := w.oldest(); l != nil {
-		next = tracer.EarlierDeadline(next, l.r.TimeNs+w.widthNs)
+	if r, _ := w.oldest(); r != nil {
+		next = tracer.EarlierDeadline(next, r.TimeNs+w.widthNs)
 	}
 	return next
 }
@@ -157,17 +201,15 @@ func (w *Window) Late() uint64 { return w.late }
 
 // passOldest passes the oldest line on.
 func (w *Window) passOldest() {
-	l, fromRing := w.oldest()
-	r := &l.r
+	// Its ring place or slot is not reused before the next Record.
+	r, fromRing := w.oldest()
 	if fromRing {
-		// The slot is not reused before the next Record.
 		if w.head++; w.head == len(w.ring) {
 			w.head = 0
 		}
 		w.n--
 	} else {
-		w.scratch = l.r
-		r = &w.scratch
+		w.free = append(w.free, w.heap[0].slot)
 		last := len(w.heap) - 1
 		w.heap[0] = w.heap[last]
 		w.heap = w.heap[:last]
@@ -179,9 +221,9 @@ func (w *Window) passOldest() {
 	w.next.Record(r)
 }
 
-// before orders lines: by time, then by arrival.
-func before(a, b *windowLine) bool {
-	return a.r.TimeNs < b.r.TimeNs || (a.r.TimeNs == b.r.TimeNs && a.seq < b.seq)
+// before orders held-back lines: by time, then by arrival.
+func before(a, b *heapEntry) bool {
+	return a.timeNs < b.timeNs || (a.timeNs == b.timeNs && a.seq < b.seq)
 }
 
 func (w *Window) up(j int) {
