@@ -3,7 +3,6 @@ package render
 import (
 	"net/netip"
 	"strconv"
-	"time"
 
 	"github.com/porttrace/porttrace/tracer"
 )
@@ -114,13 +113,13 @@ func (t *Text) AppendConnection(b []byte, c *tracer.Connection) []byte {
 // "connection". The fields are a documented contract (README).
 func AppendConnectionJSON(b []byte, c *tracer.Connection) []byte {
 	b = append(b, `{"time":"`...)
-	b = time.Unix(0, c.EndNs).UTC().AppendFormat(b, JSONTimeLayout)
+	b = appendJSONTime(b, c.EndNs)
 	b = append(b, `","type":"connection","proto":"`...)
 	b = append(b, c.Proto.String()...)
 	b = append(b, `","netns":`...)
 	b = strconv.AppendUint(b, uint64(c.NetNS), 10)
 	b = append(b, `,"start":"`...)
-	b = time.Unix(0, c.StartNs).UTC().AppendFormat(b, JSONTimeLayout)
+	b = appendJSONTime(b, c.StartNs)
 	b = append(b, `","lifetime_ns":`...)
 	b = appendNsOrNull(b, c.LifetimeNs())
 	b = append(b, `,"handshake_ns":`...)

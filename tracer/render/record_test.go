@@ -262,3 +262,24 @@ func BenchmarkFormat(b *testing.B) {
 		})
 	}
 }
+
+// TestAppendTimeOfDay: the time written by hand is what time's layouts
+// write, for the text's clock formats and for JSON.
+func TestAppendTimeOfDay(t *testing.T) {
+	zone := time.FixedZone("X", -(3*3600 + 30*60))
+	for _, ns := range []int64{0, 1, 999_999_999, 1_700_000_000_123_456_789, 1_790_000_000_000_000_001, 4_102_444_799_999_999_999} {
+		tm := time.Unix(0, ns).In(zone)
+		for _, c := range []struct {
+			date   bool
+			digits int
+			layout string
+		}{{false, 6, "15:04:05.000000"}, {true, 6, "2006-01-02 15:04:05.000000"}} {
+			if got, want := string(appendTimeOfDay(nil, tm, c.date, ' ', c.digits)), tm.Format(c.layout); got != want {
+				t.Errorf("%d as %q: %q", ns, want, got)
+			}
+		}
+		if got, want := string(appendJSONTime(nil, ns)), time.Unix(0, ns).UTC().Format(JSONTimeLayout); got != want {
+			t.Errorf("%d in JSON: %q, want %q", ns, got, want)
+		}
+	}
+}

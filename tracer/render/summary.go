@@ -104,7 +104,7 @@ func WriteSummary(w io.Writer, s *Summary) {
 func AppendSummaryJSON(b []byte, s *Summary) []byte {
 	n := &s.Shown
 	b = append(b, `{"time":"`...)
-	b = time.Unix(0, s.EndNs).UTC().AppendFormat(b, JSONTimeLayout)
+	b = appendJSONTime(b, s.EndNs)
 	b = append(b, `","type":"summary"`...)
 	for _, f := range []struct {
 		name  string
