@@ -71,16 +71,19 @@ func (t *Tally) Record(r *tracer.Record) {
 // socket counts the opening and closing of r's socket and connection.
 func (t *Tally) socket(r *tracer.Record) {
 	n := &t.counts
-	key := makeTuple(r.NetNS, r.SAddr, r.SPort, r.DAddr, r.DPort)
-	peer := makeTuple(r.NetNS, r.DAddr, r.DPort, r.SAddr, r.SPort)
-	_, peerOpen := t.open[peer]
+	// Whether the other end is open (on this host): asked only of the
+	// lines that open or close a socket, two of a connection's ten.
+	peerOpen := func() bool {
+		_, open := t.open[makeTuple(r.NetNS, r.DAddr, r.DPort, r.SAddr, r.SPort)]
+		return open
+	}
 	switch {
 	case r.New == tracer.StateEstablished:
 		n.SocketsOpened++
-		if !peerOpen {
+		if !peerOpen() {
 			n.ConnectionsOpened++
 		}
-		t.open[key] = struct{}{}
+		t.open[makeTuple(r.NetNS, r.SAddr, r.SPort, r.DAddr, r.DPort)] = struct{}{}
 	case r.Old == tracer.StateSynSent && r.New == tracer.StateClose:
 		n.ConnectsFailed++
 		switch r.Err {
@@ -94,7 +97,8 @@ func (t *Tally) socket(r *tracer.Record) {
 		// no line of its own into CLOSE, and TIME_WAIT -> CLOSE is the
 		// timewait socket going.
 		n.SocketsClosed++
-		if _, opened := t.open[key]; opened && !peerOpen {
+		key := makeTuple(r.NetNS, r.SAddr, r.SPort, r.DAddr, r.DPort)
+		if _, opened := t.open[key]; opened && !peerOpen() {
 			n.ConnectionsClosed++
 		}
 		delete(t.open, key)
