@@ -19,6 +19,15 @@ import (
 // platformCommands are the commands only Linux has.
 func platformCommands() []*command { return []*command{daemonCommand()} }
 
+// daemonBufferMiB is the daemon's default ring buffer: half a watch's. Its
+// reader drains the ring every 10 ms, a loopback storm of every port (14,000
+// connections a second) fills under 300 KiB of it meanwhile, and 8 MiB
+// still holds a quarter of a second of that storm should the reader stall.
+// The ring is mapped twice (once more for reads that wrap around), so it
+// counts twice in the resident memory a DaemonSet's limits see: 16 MiB
+// where a watch's counts 32.
+const daemonBufferMiB = 8
+
 func daemonCommand() *command {
 	fs := newFlagSet("porttrace daemon")
 	var cfg daemon.Config
@@ -32,7 +41,7 @@ func daemonCommand() *command {
 	fs.StringVar(&cfg.MetricsAddress, "metrics-address", "", "serve Prometheus metrics on http://ADDRESS/metrics (e.g. 127.0.0.1:9813); default: off")
 	fs.StringVar(&logFile, "log-file", "", "log here instead of standard error; SIGHUP reopens it (for logrotate)")
 	fs.StringVar(&probe, "probe", "auto", "hook family: auto, tracepoint or kprobe")
-	fs.IntVar(&bufferMiB, "buffer-size", tracer.DefaultBufferSize>>20, "kernel ring buffer size in MiB (a power of two)")
+	fs.IntVar(&bufferMiB, "buffer-size", daemonBufferMiB, "kernel ring buffer size in MiB (a power of two)")
 	fs.BoolVarP(&verbose, "verbose", "v", false, "log which hooks were attached and why")
 	return &command{
 		doc: &clidoc.Command{
