@@ -88,9 +88,11 @@ type sockState struct {
 	cancelNs     int64
 	endState     tracer.State
 	endExpiresNs int64
-	held         [holdCapacity]heldLine
-	nheld        uint8
-	heldNs       int64 // when the first held line was held
+	// heldAt is the slot of its held lines in the correlator's heldLines
+	// plus one (0: none); nheld how many there are.
+	heldAt int32
+	nheld  uint8
+	heldNs int64 // when the first held line was held
 	// deadlineNs is when Tick must next look at the socket, and queuePos
 	// its place in the deadline queue plus one (0: not queued).
 	deadlineNs int64
@@ -176,6 +178,11 @@ type Correlator struct {
 	// queue holds the sockets that wait on a deadline (held lines, a
 	// stopped timewait timer), earliest first: the only ones Tick looks at.
 	queue deadlineQueue
+	// heldLines are the slots of the sockets' held lines, heldFree the
+	// unused ones: few sockets hold lines at a time, and a slot in each
+	// socket's entry made every entry a third bigger.
+	heldLines [][holdCapacity]heldLine
+	heldFree  []int32
 
 	rec   tracer.Record
 	stats Stats
@@ -368,6 +375,7 @@ func (c *Correlator) forget(i int32) {
 	c.leaveState(i)
 	c.queue.remove(c.socks, i)
 	delete(c.byID, s.id)
+	c.freeHeld(i)
 	*s = sockState{}
 	c.free = append(c.free, i)
 }
@@ -685,10 +693,11 @@ func (c *Correlator) onTimeWaitStart(ev *tracer.Event) {
 		old, sinceNs = f.state, f.sinceNs
 		c.assignOwner(tw, f.owner, f.ownerVia, f.ownerExited)
 		t.passive, t.sockCgroup = f.passive, f.sockCgroup
-		t.held, t.nheld, t.heldNs = f.held, f.nheld, f.heldNs
+		c.freeHeld(tw)
+		t.heldAt, t.nheld, t.heldNs = f.heldAt, f.nheld, f.heldNs
 		c.schedule(tw)
 		c.leaveState(full)
-		f.state, f.handedOver, f.nheld = tracer.StateClose, true, 0
+		f.state, f.handedOver, f.heldAt, f.nheld = tracer.StateClose, true, 0, 0
 		c.schedule(full)
 	} else {
 		c.stats.Gaps++
@@ -742,9 +751,26 @@ func (c *Correlator) line(i int32, l heldLine) {
 	if s.nheld == 0 {
 		s.heldNs = l.timeNs
 	}
-	s.held[s.nheld] = l
+	if s.heldAt == 0 {
+		if n := len(c.heldFree); n > 0 {
+			s.heldAt, c.heldFree = c.heldFree[n-1]+1, c.heldFree[:n-1]
+		} else {
+			c.heldLines = append(c.heldLines, [holdCapacity]heldLine{})
+			s.heldAt = int32(len(c.heldLines))
+		}
+	}
+	c.heldLines[s.heldAt-1][s.nheld] = l
 	s.nheld++
 	c.schedule(i)
+}
+
+// freeHeld gives back socket i's slot of held lines.
+func (c *Correlator) freeHeld(i int32) {
+	s := &c.socks[i]
+	if s.heldAt != 0 {
+		c.heldFree = append(c.heldFree, s.heldAt-1)
+		s.heldAt, s.nheld = 0, 0
+	}
 }
 
 // release prints a socket's held lines with the best owner known now:
@@ -759,10 +785,10 @@ func (c *Correlator) release(i int32) {
 			c.assignOwner(i, l.owner, tracer.OwnerListener, l.ownerExited)
 		}
 	}
-	for _, l := range s.held[:s.nheld] {
+	for _, l := range c.heldLines[s.heldAt-1][:s.nheld] {
 		c.output(c.record(s, l))
 	}
-	s.nheld = 0
+	c.freeHeld(i)
 	c.schedule(i)
 }
 

@@ -436,6 +436,10 @@ func TestCorrelatorAllocatesNothingPerEvent(t *testing.T) {
 	if n := testing.AllocsPerRun(100, run); n != 0 {
 		t.Errorf("%v allocations per connection", n)
 	}
+	// Every socket has closed: every slot of held lines is free again.
+	if len(c.heldLines) == 0 || len(c.heldFree) != len(c.heldLines) {
+		t.Errorf("%d of %d slots of held lines free after every socket closed", len(c.heldFree), len(c.heldLines))
+	}
 }
 
 // TestCorrelatorSeed: a watch starts from the snapshot's sockets, reports
@@ -559,9 +563,7 @@ func TestDeadlineQueueOrder(t *testing.T) {
 	for k := 0; k < n; k += 3 {
 		i := c.byID[tracer.SockID(0x10000+k)]
 		c.release(i)
-		c.socks[i].heldNs = int64(k+n) * 1e6
-		c.socks[i].nheld = 1
-		c.schedule(i)
+		c.line(i, heldLine{timeNs: int64(k+n) * 1e6, old: tracer.StateClose, new: tracer.StateSynSent, typ: tracer.RecordState})
 	}
 	// Each tick names the next deadline, the queue's earliest: following
 	// them empties the queue in order.
