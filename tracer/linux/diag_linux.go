@@ -132,53 +132,25 @@ func diagLookup(conn *netlink.Conn, buf []byte, k snapshot.SocketKey) (s snapsho
 	id := req[8:]
 	binary.BigEndian.PutUint16(id[0:], k.Local.Port())
 	binary.BigEndian.PutUint16(id[2:], k.Remote.Port())
-	local, remote := k.Local.Addr(), k.Remote.Addr()
-	if local.Is4() {
+	req[0] = unix.AF_INET6
+	if k.Local.Addr().Is4() {
 		req[0] = unix.AF_INET
-		a, b := local.As4(), remote.As4()
-		copy(id[4:], a[:])
-		copy(id[20:], b[:])
-	} else {
-		req[0] = unix.AF_INET6
-		a, b := local.As16(), remote.As16()
-		copy(id[4:], a[:])
-		copy(id[20:], b[:])
 	}
+	copy(id[4:], k.Local.Addr().AsSlice())
+	copy(id[20:], k.Remote.Addr().AsSlice())
 	binary.NativeEndian.PutUint64(id[40:], ^uint64(0))
-	sent, err := conn.Send(netlink.Message{Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request}, Data: req})
-	if err != nil {
-		return s, false, err
-	}
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		return s, false, err
-	}
-	// The answer is one message: the socket, or an error.
+	// The answer is one message, the socket, or an error; it stays in buf
+	// as no more is read.
 	var msg []byte
-	for msg == nil {
-		var n int
-		var recvErr error
-		if err := raw.Read(func(fd uintptr) bool {
-			n, _, recvErr = unix.Recvfrom(int(fd), buf, 0)
-			return recvErr != unix.EAGAIN
-		}); err != nil {
-			return s, false, err
-		}
-		if recvErr != nil {
-			return s, false, recvErr
-		}
-		done, err := eachAnswer(buf[:n], sent.Header.Sequence, func(m []byte) error {
-			msg = m
-			return errAnswered
-		})
-		switch {
-		case errors.Is(err, unix.ENOENT):
-			return s, false, nil
-		case err != nil && !errors.Is(err, errAnswered):
-			return s, false, err
-		case done && msg == nil:
-			return s, false, nil
-		}
+	err = ask(conn, buf, netlink.Request, unix.SOCK_DIAG_BY_FAMILY, req, func(m []byte) error {
+		msg = m
+		return errAnswered
+	})
+	switch {
+	case errors.Is(err, unix.ENOENT) || err == nil && msg == nil:
+		return s, false, nil
+	case err != nil && !errors.Is(err, errAnswered):
+		return s, false, err
 	}
 	if s, err = decodeDiagMsg(msg, tracer.ProtoTCP); err != nil {
 		return s, false, err
@@ -196,11 +168,18 @@ var errAnswered = errors.New("answered")
 const dumpBufferSize = 64 << 10
 
 // diagDump sends a sock_diag dump request and calls each with every answer's
-// payload. It reads the answers itself, into buf, which it reuses: a port's
-// tens of thousands of sockets then cost no allocation each, where
-// netlink.Conn.Execute allocates every message.
+// payload (see ask).
 func diagDump(conn *netlink.Conn, buf []byte, typ netlink.HeaderType, req []byte, each func(msg []byte) error) error {
-	sent, err := conn.Send(netlink.Message{Header: netlink.Header{Type: typ, Flags: netlink.Request | netlink.Dump}, Data: req})
+	return ask(conn, buf, netlink.Request|netlink.Dump, typ, req, each)
+}
+
+// ask sends a sock_diag request and calls each with every answer's payload
+// until the answers end or each returns an error. It reads the answers
+// itself, into buf, which it reuses: a port's tens of thousands of sockets
+// then cost no allocation each, where netlink.Conn.Execute allocates every
+// message.
+func ask(conn *netlink.Conn, buf []byte, flags netlink.HeaderFlags, typ netlink.HeaderType, req []byte, each func(msg []byte) error) error {
+	sent, err := conn.Send(netlink.Message{Header: netlink.Header{Type: typ, Flags: flags}, Data: req})
 	if err != nil {
 		return err
 	}
