@@ -18,10 +18,10 @@ import (
 func (c *Correlator) Reconcile(r *snapshot.PortReport, timeNs int64) {
 	listed := make(map[tracer.SockID]bool, len(r.Sockets))
 	ends := make(map[tupleKey]bool, len(r.Sockets))
-	// heldEnds are the ends of the sockets processes hold: an MPTCP
-	// socket's, which the snapshot lists, are those of the TCP subflows
-	// the events follow, under other ids.
-	heldEnds := make(map[tupleKey]bool, len(r.Sockets))
+	// heldAt lists the held sockets by their ends: an MPTCP socket's,
+	// which the snapshot lists, are those of the TCP subflows the events
+	// follow, under other ids, and held by the same process.
+	heldAt := make(map[tupleKey][]*snapshot.PortSocket, len(r.Sockets))
 	for i := range r.Sockets {
 		ps := &r.Sockets[i]
 		if ps.Proto == tracer.ProtoUDP {
@@ -30,7 +30,7 @@ func (c *Correlator) Reconcile(r *snapshot.PortReport, timeNs int64) {
 		key := makeTuple(ps.NetNS, ps.Local.Addr(), ps.Local.Port(), ps.Remote.Addr(), ps.Remote.Port())
 		ends[key] = true
 		if ps.Held() {
-			heldEnds[key] = true
+			heldAt[key] = append(heldAt[key], ps)
 		}
 		if ps.Sock == 0 || ps.Proto != tracer.ProtoTCP {
 			continue
@@ -55,7 +55,7 @@ func (c *Correlator) Reconcile(r *snapshot.PortReport, timeNs int64) {
 		if s.sinceNs >= timeNs {
 			continue
 		}
-		if mustBeHeld(s) && !listed[id] && !heldEnds[s.tuple()] || !mustBeHeld(s) && !ends[s.tuple()] {
+		if mustBeHeld(s) && !listed[id] && !heldByOwner(r, heldAt[s.tuple()], &s.owner) || !mustBeHeld(s) && !ends[s.tuple()] {
 			gone = append(gone, i)
 		}
 	}
@@ -63,6 +63,19 @@ func (c *Correlator) Reconcile(r *snapshot.PortReport, timeNs int64) {
 		c.forget(i)
 	}
 	c.stats.Reconciled++
+}
+
+// heldByOwner says whether owner holds one of socks: a socket the snapshot
+// does not list by its id, at the ends of one its owner holds, is that
+// one's subflow; at the ends of one another process holds (a listener
+// closed unseen, another opened on its address), it is gone.
+func heldByOwner(r *snapshot.PortReport, socks []*snapshot.PortSocket, owner *tracer.Process) bool {
+	for _, ps := range socks {
+		if heldBy(r, ps, owner) {
+			return true
+		}
+	}
+	return false
 }
 
 // heldBy says whether owner is among the holders a snapshot names of ps.

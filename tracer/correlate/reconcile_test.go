@@ -106,3 +106,28 @@ func TestReconcileKeepsMPTCPSubflows(t *testing.T) {
 		t.Error("the MPTCP listener's subflow was forgotten")
 	}
 }
+
+// TestReconcileForgetsReplacedListener: a listener closed unseen, and
+// another process's opened on its address, is forgotten: the snapshot
+// lists only the new one, at the same ends, held by another process. (Kept,
+// it would stand beside the new listener and make the daemon's who doubt
+// its cache.)
+func TestReconcileForgetsReplacedListener(t *testing.T) {
+	c := NewCorrelator(func(*tracer.Record) {})
+	listen := state(0, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener)
+	c.Handle(&listen)
+	const replacement tracer.SockID = 0xbeef
+	r := &snapshot.PortReport{
+		Sockets: []snapshot.PortSocket{{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateListen,
+			Local: netip.AddrPortFrom(serverAddr, 8080), Remote: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), NetNS: 1,
+			Sock: replacement, PIDs: []uint32{worker}}},
+		Processes: map[uint32]*proc.Process{worker: {Identity: proc.Identity{PID: worker}, Name: "p200"}},
+	}
+	c.Reconcile(r, 1000*1e6)
+	if _, ok := c.byID[listenSock]; ok {
+		t.Error("the replaced listener is still tracked")
+	}
+	if i, ok := c.byID[replacement]; !ok || c.socks[i].owner.PID != worker {
+		t.Error("the new listener was not adopted with its owner")
+	}
+}
