@@ -505,10 +505,11 @@ func TestKernelWhoNamesTheCgroup(t *testing.T) {
 	}
 }
 
-// TestKernelSocketsByEnds: looked up by their ends, a port's connections
-// and TIME_WAIT sockets are the ones the walk of every socket finds; a
-// connection that is gone is left out (the kernel answers it with the
-// listener), and only the port's listeners come from the listening table.
+// TestKernelSocketsByEnds: a port's held connections looked up by their
+// ends, with its listeners and its TIME_WAIT socket from the dumps, are the
+// sockets the walk of every socket finds: a connection that is gone is left
+// out (the kernel answers it with the listener), and one both looked up and
+// dumped (held, in FIN_WAIT2) is listed once.
 func TestKernelSocketsByEnds(t *testing.T) {
 	needPrivileges(t)
 	ns, err := CurrentNamespace()
@@ -539,6 +540,20 @@ func TestKernelSocketsByEnds(t *testing.T) {
 	}
 	accepted.Close()
 	closed.Close()
+	// A third whose client shuts its side down: FIN_WAIT2, still held.
+	halfClosed, err := net.Dial("tcp4", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer halfClosed.Close()
+	halfServer, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer halfServer.Close()
+	if err := halfClosed.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
 
 	ends := func(r *snapshot.PortReport) []string {
 		var out []string
@@ -558,18 +573,19 @@ func TestKernelSocketsByEnds(t *testing.T) {
 			t.Fatal(err)
 		}
 		conns = conns[:0]
-		timeWait := false
+		timeWait, finWait2 := false, false
 		for _, s := range walked.Sockets {
-			if s.Proto == tracer.ProtoTCP && s.State != tracer.StateListen {
+			if s.Proto == tracer.ProtoTCP && s.State != tracer.StateListen && s.State != tracer.StateTimeWait {
 				conns = append(conns, snapshot.KeyOf(s.NetNS, s.Local, s.Remote))
-				timeWait = timeWait || s.State == tracer.StateTimeWait
 			}
+			timeWait = timeWait || s.State == tracer.StateTimeWait
+			finWait2 = finWait2 || s.State == tracer.StateFinWait2
 		}
-		if timeWait {
+		if timeWait && finWait2 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no TIME_WAIT socket on port %d: %q", port, ends(walked))
+			t.Fatalf("no TIME_WAIT and FIN_WAIT2 sockets on port %d: %q", port, ends(walked))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
