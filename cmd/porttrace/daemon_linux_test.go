@@ -811,6 +811,30 @@ func TestDaemonRepairsLosses(t *testing.T) {
 	}
 }
 
+// TestDaemonNamesOlderTimeWait: TIME_WAIT sockets on a port from before
+// the daemon started, which it never saw held, are in its who as in the
+// one-shot's.
+func TestDaemonNamesOlderTimeWait(t *testing.T) {
+	needRoot(t)
+	server, client := startHolder(t, ""), startHolder(t, "")
+	port := freeLoopbackPort(t)
+	closing := server.do("listen-closing %s", loopback(port))
+	for range 3 {
+		client.do("dial-eof %s", closing)
+	}
+	d := startDaemon(t, t.TempDir())
+	eventually(t, 10*time.Second, "the daemon's who on the port", func() string { return d.agrees(t, port, "cache") })
+	n := 0
+	for _, s := range d.who(t, port).Report.Sockets {
+		if s.State == tracer.StateTimeWait {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Errorf("%d TIME_WAIT sockets in the daemon's who, want 3", n)
+	}
+}
+
 // TestDaemonManyClients: a client that connects and never reads or writes
 // blocks nobody and is dropped; 1,000 clients asking at once are all
 // answered, rightly.

@@ -66,6 +66,7 @@ type daemon struct {
 	own      linux.Namespace
 	// answers coalesces who's answers (see who).
 	answers singleflight.Group
+	unheld  unheldSockets
 }
 
 // Run runs the daemon until ctx ends. It stops within a second of that:
@@ -151,6 +152,7 @@ func (d *daemon) seed() error {
 		return fmt.Errorf("the starting snapshot: %w", err)
 	}
 	d.loop.Seed(r, at)
+	d.unheld.remember(r)
 	d.cfg.Logf("started from %d sockets", len(r.Sockets))
 	return nil
 }
@@ -193,6 +195,7 @@ func (d *daemon) repairLosses(ctx context.Context) {
 			continue
 		}
 		d.loop.Reseed(r, at)
+		d.unheld.remember(r)
 	}
 }
 
@@ -345,22 +348,44 @@ func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.S
 const maxLookups = 256
 
 // portSockets lists port's sockets in ns. The loop knows the port's TCP
-// connections that processes hold, so the kernel is asked for each of
-// them by its ends rather than building an answer for every socket on the
-// machine: who about a quiet port costs nearly the same beside 40 sockets
-// or 40,000. The sockets no process holds come from the kernel's walk
-// (see linux.SocketsByEnds): the loop does not know those older than it.
+// sockets but those no process held before it saw them (see
+// unheldSockets), so the kernel is asked for each by its ends rather than
+// walking every TCP socket on the machine: who about a quiet port costs
+// the same beside 40 sockets or 40,000.
 func (d *daemon) portSockets(port uint16, ns linux.Namespace, owned map[snapshot.SocketKey][]correlate.Owned) (*snapshot.PortReport, error) {
+	known := map[snapshot.SocketKey]bool{}
 	var conns []snapshot.SocketKey
 	for k, entries := range owned {
-		if k.NetNS == ns.Inode && slices.ContainsFunc(entries, func(o correlate.Owned) bool { return o.State != tracer.StateListen && !o.TimeWait }) {
+		if k.NetNS == ns.Inode && slices.ContainsFunc(entries, func(o correlate.Owned) bool { return o.State != tracer.StateListen }) {
+			known[k] = true
+			conns = append(conns, k)
+		}
+	}
+	unheld := d.unheld.on(port, ns.Inode)
+	for _, k := range unheld {
+		if !known[k] {
 			conns = append(conns, k)
 		}
 	}
 	if len(conns) > maxLookups {
 		return linux.Sockets(port, ns)
 	}
-	return linux.SocketsByEnds(port, ns, conns)
+	r, err := linux.SocketsByEnds(port, ns, conns)
+	if err != nil {
+		return nil, err
+	}
+	found := make(map[snapshot.SocketKey]bool, len(r.Sockets))
+	for i := range r.Sockets {
+		found[snapshot.KeyOf(r.Sockets[i].NetNS, r.Sockets[i].Local, r.Sockets[i].Remote)] = true
+	}
+	var gone []snapshot.SocketKey
+	for _, k := range unheld {
+		if !found[k] {
+			gone = append(gone, k)
+		}
+	}
+	d.unheld.forget(gone)
+	return r, nil
 }
 
 // ownerOf picks socket s's entry among the index's entries with its ends:

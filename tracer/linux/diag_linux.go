@@ -46,14 +46,11 @@ var timerNames = [...]string{1: "on", 2: "keepalive", 3: "timewait", 4: "persist
 // local or remote port is port: both sides of the port (port 0: all). A
 // bytecode filter makes the kernel drop the others, so the answer follows
 // the port, not the machine's sockets; the kernel still walks every TCP
-// socket for it, and builds an answer for each on the port. With byEnds,
-// the port's TCP listeners come from the listening table alone; its
-// sockets no process may hold (TIME_WAIT, orphans closing, handshakes)
-// from a walk that passes over sockets in other states at the cost of
-// reading their state; and its other TCP sockets are conns, each looked
-// up by its ends (a hash lookup in the kernel; one that is gone is left
-// out, one a dump listed is not listed again). Without UDP sock_diag
-// (udp_diag not loaded) the UDP sockets are missing and noUDP says so.
+// socket for it. With byEnds, it does not: the port's TCP listeners come
+// from the listening table alone, and its other TCP sockets are conns,
+// each looked up by its ends (a hash lookup in the kernel; one that is gone
+// is left out). Without UDP sock_diag (udp_diag not loaded) the UDP
+// sockets are missing and noUDP says so.
 func diagPort(ns Namespace, port uint16, byEnds bool, conns []snapshot.SocketKey) (socks []snapshot.PortSocket, noUDP bool, err error) {
 	var cfg netlink.Config
 	// Entering a namespace needs CAP_SYS_ADMIN, even one's own: only
@@ -85,10 +82,7 @@ func diagPort(ns Namespace, port uint16, byEnds bool, conns []snapshot.SocketKey
 	if byEnds {
 		// The kernel walks only its listening table for a dump of
 		// listeners on the local side.
-		dumps = []dump{
-			{tracer.ProtoTCP, tcpDiagGetSock, tcpDiagRequest(1<<tracer.StateListen, localSide, port)},
-			{tracer.ProtoTCP, tcpDiagGetSock, tcpDiagRequest(unheldStates, eitherSide, port)},
-		}
+		dumps = []dump{{tracer.ProtoTCP, tcpDiagGetSock, tcpDiagRequest(1<<tracer.StateListen, localSide, port)}}
 	}
 	dumps = append(dumps,
 		dump{tracer.ProtoUDP, unix.SOCK_DIAG_BY_FAMILY, diagRequest(unix.AF_INET, tracer.ProtoUDP, allStates, eitherSide, port)},
@@ -113,37 +107,18 @@ func diagPort(ns Namespace, port uint16, byEnds bool, conns []snapshot.SocketKey
 			return nil, false, fmt.Errorf("sock_diag dump of %s sockets in %s: %w", d.proto, ns.Label(), err)
 		}
 	}
-	if len(conns) == 0 {
-		return socks, noUDP, nil
-	}
-	type listed struct {
-		key   snapshot.SocketKey
-		inode uint64
-	}
-	dumped := make(map[listed]bool, len(socks))
-	for i := range socks {
-		dumped[listed{snapshot.KeyOf(ns.Inode, socks[i].Local, socks[i].Remote), socks[i].Inode}] = true
-	}
 	for _, k := range conns {
 		s, found, err := diagLookup(conn, buf, k)
 		if err != nil {
 			return nil, false, fmt.Errorf("sock_diag lookup of %v -> %v in %s: %w", k.Local, k.Remote, ns.Label(), err)
 		}
-		if found && !dumped[listed{k, s.Inode}] {
+		if found {
 			s.NetNS = ns.Inode
 			socks = append(socks, s)
 		}
 	}
 	return socks, noUDP, nil
 }
-
-// unheldStates are the TCP states of the sockets no process may hold: a
-// timewait socket, an orphan closing after its process closed it, a
-// handshake not yet accepted (SYN_RECV), and the states those pass
-// through. A tracer that follows sockets from events may not know them:
-// they predate it, and it learns owners, not orphans.
-const unheldStates = 1<<tracer.StateTimeWait | 1<<tracer.StateFinWait1 | 1<<tracer.StateFinWait2 |
-	1<<tracer.StateClosing | 1<<tracer.StateLastAck | 1<<tracer.StateSynRecv | 1<<tracer.StateClose
 
 // diagLookup asks sock_diag for the TCP socket with ends k (in conn's
 // namespace); found is false when there is none.

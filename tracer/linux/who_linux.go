@@ -28,14 +28,11 @@ func Sockets(port uint16, ns Namespace) (*snapshot.PortReport, error) {
 	return sockets(port, ns, false, nil)
 }
 
-// SocketsByEnds is Sockets for a caller that knows the port's TCP
-// connections that processes hold, by their ends (in ns): their sockets
-// are looked up one by one, and the kernel builds no answer for the
-// machine's other sockets, so that the answer's cost follows the port's
-// sockets. The port's listeners, and its sockets no process may hold
-// (TIME_WAIT, orphans, handshakes), are listed as Sockets lists them. A
-// connection in conns that is gone is left out; a held one missing from
-// conns is not found.
+// SocketsByEnds is Sockets for a caller that knows the port's TCP sockets
+// but its listeners, by their ends (in ns): they are looked up one by one
+// instead of walking every TCP socket, so that the answer's cost follows
+// the port's sockets, not the machine's. A socket in conns that is gone is
+// left out; one missing from conns is not found.
 func SocketsByEnds(port uint16, ns Namespace, conns []snapshot.SocketKey) (*snapshot.PortReport, error) {
 	return sockets(port, ns, true, conns)
 }

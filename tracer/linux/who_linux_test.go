@@ -505,11 +505,10 @@ func TestKernelWhoNamesTheCgroup(t *testing.T) {
 	}
 }
 
-// TestKernelSocketsByEnds: a port's held connections looked up by their
-// ends, with its listeners and its TIME_WAIT socket from the dumps, are the
-// sockets the walk of every socket finds: a connection that is gone is left
-// out (the kernel answers it with the listener), and one both looked up and
-// dumped (held, in FIN_WAIT2) is listed once.
+// TestKernelSocketsByEnds: a port's connections and TIME_WAIT socket
+// looked up by their ends, with its listeners from the listening table, are
+// the sockets the walk of every socket finds; a connection that is gone is
+// left out (the kernel answers it with the listener).
 func TestKernelSocketsByEnds(t *testing.T) {
 	needPrivileges(t)
 	ns, err := CurrentNamespace()
@@ -575,7 +574,7 @@ func TestKernelSocketsByEnds(t *testing.T) {
 		conns = conns[:0]
 		timeWait, finWait2 := false, false
 		for _, s := range walked.Sockets {
-			if s.Proto == tracer.ProtoTCP && s.State != tracer.StateListen && s.State != tracer.StateTimeWait {
+			if s.Proto == tracer.ProtoTCP && s.State != tracer.StateListen {
 				conns = append(conns, snapshot.KeyOf(s.NetNS, s.Local, s.Remote))
 			}
 			timeWait = timeWait || s.State == tracer.StateTimeWait
