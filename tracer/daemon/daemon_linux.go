@@ -66,7 +66,7 @@ type daemon struct {
 	own      linux.Namespace
 	// answers coalesces who's answers (see who).
 	answers singleflight.Group
-	unheld  unheldSockets
+	unheld  unheldPorts
 }
 
 // Run runs the daemon until ctx ends. It stops within a second of that:
@@ -348,10 +348,12 @@ func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.S
 const maxLookups = 256
 
 // portSockets lists port's sockets in ns. The loop knows the port's TCP
-// sockets but those no process held before it saw them (see
-// unheldSockets), so the kernel is asked for each by its ends rather than
-// walking every TCP socket on the machine: who about a quiet port costs
-// the same beside 40 sockets or 40,000.
+// sockets, so the kernel is asked for each by its ends rather than walking
+// every TCP socket on the machine: who about a quiet port costs the same
+// beside 40 sockets or 40,000. The loop may not know the port's sockets no
+// process held when the daemon last took a snapshot (TIME_WAIT older than
+// it): for a port that had some, the kernel walks for those too, until a
+// walk finds none it does not know.
 func (d *daemon) portSockets(port uint16, ns linux.Namespace, owned map[snapshot.SocketKey][]correlate.Owned) (*snapshot.PortReport, error) {
 	known := map[snapshot.SocketKey]bool{}
 	var conns []snapshot.SocketKey
@@ -361,30 +363,19 @@ func (d *daemon) portSockets(port uint16, ns linux.Namespace, owned map[snapshot
 			conns = append(conns, k)
 		}
 	}
-	unheld := d.unheld.on(port, ns.Inode)
-	for _, k := range unheld {
-		if !known[k] {
-			conns = append(conns, k)
-		}
-	}
 	if len(conns) > maxLookups {
 		return linux.Sockets(port, ns)
 	}
-	r, err := linux.SocketsByEnds(port, ns, conns)
+	walk := d.unheld.has(ns.Inode, port)
+	r, err := linux.SocketsByEnds(port, ns, conns, walk)
 	if err != nil {
 		return nil, err
 	}
-	found := make(map[snapshot.SocketKey]bool, len(r.Sockets))
-	for i := range r.Sockets {
-		found[snapshot.KeyOf(r.Sockets[i].NetNS, r.Sockets[i].Local, r.Sockets[i].Remote)] = true
+	if walk && !slices.ContainsFunc(r.Sockets, func(s snapshot.PortSocket) bool {
+		return s.Proto == tracer.ProtoTCP && !known[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)] && s.State != tracer.StateListen
+	}) {
+		d.unheld.forget(ns.Inode, port)
 	}
-	var gone []snapshot.SocketKey
-	for _, k := range unheld {
-		if !found[k] {
-			gone = append(gone, k)
-		}
-	}
-	d.unheld.forget(gone)
 	return r, nil
 }
 

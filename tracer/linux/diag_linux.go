@@ -46,12 +46,10 @@ var timerNames = [...]string{1: "on", 2: "keepalive", 3: "timewait", 4: "persist
 // local or remote port is port: both sides of the port (port 0: all). A
 // bytecode filter makes the kernel drop the others, so the answer follows
 // the port, not the machine's sockets; the kernel still walks every TCP
-// socket for it. With byEnds, it does not: the port's TCP listeners come
-// from the listening table alone, and its other TCP sockets are conns,
-// each looked up by its ends (a hash lookup in the kernel; one that is gone
-// is left out). Without UDP sock_diag (udp_diag not loaded) the UDP
-// sockets are missing and noUDP says so.
-func diagPort(ns Namespace, port uint16, byEnds bool, conns []snapshot.SocketKey) (socks []snapshot.PortSocket, noUDP bool, err error) {
+// socket for it. Asked by ends, it does not: see byEnds. Without UDP
+// sock_diag (udp_diag not loaded) the UDP sockets are missing and noUDP
+// says so.
+func diagPort(ns Namespace, port uint16, ends *byEnds) (socks []snapshot.PortSocket, noUDP bool, err error) {
 	var cfg netlink.Config
 	// Entering a namespace needs CAP_SYS_ADMIN, even one's own: only
 	// another namespace is entered.
@@ -79,10 +77,13 @@ func diagPort(ns Namespace, port uint16, byEnds bool, conns []snapshot.SocketKey
 		req   []byte
 	}
 	dumps := []dump{{tracer.ProtoTCP, tcpDiagGetSock, tcpDiagRequest(allStates, eitherSide, port)}}
-	if byEnds {
+	if ends != nil {
 		// The kernel walks only its listening table for a dump of
 		// listeners on the local side.
 		dumps = []dump{{tracer.ProtoTCP, tcpDiagGetSock, tcpDiagRequest(1<<tracer.StateListen, localSide, port)}}
+		if ends.unheld {
+			dumps = append(dumps, dump{tracer.ProtoTCP, tcpDiagGetSock, tcpDiagRequest(unheldStates, eitherSide, port)})
+		}
 	}
 	dumps = append(dumps,
 		dump{tracer.ProtoUDP, unix.SOCK_DIAG_BY_FAMILY, diagRequest(unix.AF_INET, tracer.ProtoUDP, allStates, eitherSide, port)},
@@ -107,18 +108,49 @@ func diagPort(ns Namespace, port uint16, byEnds bool, conns []snapshot.SocketKey
 			return nil, false, fmt.Errorf("sock_diag dump of %s sockets in %s: %w", d.proto, ns.Label(), err)
 		}
 	}
-	for _, k := range conns {
+	if ends == nil || len(ends.conns) == 0 {
+		return socks, noUDP, nil
+	}
+	type listed struct {
+		key   snapshot.SocketKey
+		inode uint64
+	}
+	dumped := make(map[listed]bool, len(socks))
+	for i := range socks {
+		dumped[listed{snapshot.KeyOf(ns.Inode, socks[i].Local, socks[i].Remote), socks[i].Inode}] = true
+	}
+	for _, k := range ends.conns {
 		s, found, err := diagLookup(conn, buf, k)
 		if err != nil {
 			return nil, false, fmt.Errorf("sock_diag lookup of %v -> %v in %s: %w", k.Local, k.Remote, ns.Label(), err)
 		}
-		if found {
+		if found && !dumped[listed{k, s.Inode}] {
 			s.NetNS = ns.Inode
 			socks = append(socks, s)
 		}
 	}
 	return socks, noUDP, nil
 }
+
+// byEnds asks diagPort for a port's TCP sockets by their ends: the port's
+// listeners from the kernel's listening table alone, and conns each looked
+// up by its ends (a hash lookup in the kernel; one that is gone is left
+// out), where the kernel would otherwise walk every TCP socket and answer
+// for each on the port. With unheld, the port's sockets no process may
+// hold (TIME_WAIT, orphans closing, handshakes) come from a walk too, one
+// that answers for no socket in another state; one it lists is not listed
+// again by its lookup.
+type byEnds struct {
+	conns  []snapshot.SocketKey
+	unheld bool
+}
+
+// unheldStates are the TCP states of the sockets no process may hold: a
+// timewait socket, an orphan closing after its process closed it, a
+// handshake not yet accepted (SYN_RECV), and the states those pass
+// through.
+const unheldStates = 1<<tracer.StateTimeWait | 1<<tracer.StateFinWait1 | 1<<tracer.StateFinWait2 |
+	1<<tracer.StateClosing | 1<<tracer.StateLastAck | 1<<tracer.StateSynRecv | 1<<tracer.StateClose
 
 // diagLookup asks sock_diag for the TCP socket with ends k (in conn's
 // namespace); found is false when there is none.

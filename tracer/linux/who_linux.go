@@ -25,20 +25,23 @@ import (
 // sides of port in one network namespace, with the facts the kernel gives
 // any user (states, queues, timers): what the daemon names from its cache.
 func Sockets(port uint16, ns Namespace) (*snapshot.PortReport, error) {
-	return sockets(port, ns, false, nil)
+	return sockets(port, ns, nil)
 }
 
 // SocketsByEnds is Sockets for a caller that knows the port's TCP sockets
 // but its listeners, by their ends (in ns): they are looked up one by one
 // instead of walking every TCP socket, so that the answer's cost follows
 // the port's sockets, not the machine's. A socket in conns that is gone is
-// left out; one missing from conns is not found.
-func SocketsByEnds(port uint16, ns Namespace, conns []snapshot.SocketKey) (*snapshot.PortReport, error) {
-	return sockets(port, ns, true, conns)
+// left out; one missing from conns is not found, but where unheld is set,
+// for a caller that may not know the sockets no process holds (TIME_WAIT,
+// orphans), those come from a walk that answers for no socket in another
+// state.
+func SocketsByEnds(port uint16, ns Namespace, conns []snapshot.SocketKey, unheld bool) (*snapshot.PortReport, error) {
+	return sockets(port, ns, &byEnds{conns: conns, unheld: unheld})
 }
 
-func sockets(port uint16, ns Namespace, byEnds bool, conns []snapshot.SocketKey) (*snapshot.PortReport, error) {
-	socks, noUDP, err := diagPort(ns, port, byEnds, conns)
+func sockets(port uint16, ns Namespace, ends *byEnds) (*snapshot.PortReport, error) {
+	socks, noUDP, err := diagPort(ns, port, ends)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +88,7 @@ func WhoIn(port uint16, namespaces []Namespace, resolver *proc.Resolver) (*snaps
 		defer close(done)
 		for i, ns := range namespaces {
 			d := &dumps[i]
-			d.socks, d.noUDP, d.err = diagPort(ns, port, false, nil)
+			d.socks, d.noUDP, d.err = diagPort(ns, port, nil)
 		}
 	}()
 	owners, err := socketOwners(port)

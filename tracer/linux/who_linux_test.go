@@ -508,7 +508,10 @@ func TestKernelWhoNamesTheCgroup(t *testing.T) {
 // TestKernelSocketsByEnds: a port's connections and TIME_WAIT socket
 // looked up by their ends, with its listeners from the listening table, are
 // the sockets the walk of every socket finds; a connection that is gone is
-// left out (the kernel answers it with the listener).
+// left out (the kernel answers it with the listener). So are its held
+// connections looked up with its unheld sockets walked for, where a held
+// socket in an unheld state (FIN_WAIT2 after a shutdown), both looked up
+// and walked, is listed once.
 func TestKernelSocketsByEnds(t *testing.T) {
 	needPrivileges(t)
 	ns, err := CurrentNamespace()
@@ -565,17 +568,20 @@ func TestKernelSocketsByEnds(t *testing.T) {
 		return out
 	}
 	var walked *snapshot.PortReport
-	var conns []snapshot.SocketKey
+	var conns, held []snapshot.SocketKey
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if walked, err = Sockets(port, ns); err != nil {
 			t.Fatal(err)
 		}
-		conns = conns[:0]
+		conns, held = conns[:0], held[:0]
 		timeWait, finWait2 := false, false
 		for _, s := range walked.Sockets {
 			if s.Proto == tracer.ProtoTCP && s.State != tracer.StateListen {
 				conns = append(conns, snapshot.KeyOf(s.NetNS, s.Local, s.Remote))
+				if s.State != tracer.StateTimeWait {
+					held = append(held, snapshot.KeyOf(s.NetNS, s.Local, s.Remote))
+				}
 			}
 			timeWait = timeWait || s.State == tracer.StateTimeWait
 			finWait2 = finWait2 || s.State == tracer.StateFinWait2
@@ -589,11 +595,16 @@ func TestKernelSocketsByEnds(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	gone := snapshot.KeyOf(ns.Inode, netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", port)), netip.MustParseAddrPort("127.0.0.1:1"))
-	looked, err := SocketsByEnds(port, ns, append(slices.Clone(conns), gone))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := ends(looked), ends(walked); !slices.Equal(got, want) {
-		t.Errorf("looked up by their ends:\n%s\nwalking every socket:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	for _, tc := range []struct {
+		conns  []snapshot.SocketKey
+		unheld bool
+	}{{append(slices.Clone(conns), gone), false}, {append(slices.Clone(held), gone), true}} {
+		looked, err := SocketsByEnds(port, ns, tc.conns, tc.unheld)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := ends(looked), ends(walked); !slices.Equal(got, want) {
+			t.Errorf("looked up by their ends (unheld walked: %v):\n%s\nwalking every socket:\n%s", tc.unheld, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
 	}
 }
