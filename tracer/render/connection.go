@@ -154,16 +154,7 @@ func appendConnEndJSON(b []byte, e *tracer.ConnEnd) []byte {
 	if !e.Traced {
 		return append(b, '}')
 	}
-	b = append(b, `,"pid":`...)
-	b = strconv.AppendUint(b, uint64(e.PID), 10)
-	b = append(b, `,"comm":`...)
-	b = appendJSONString(b, e.Comm.Bytes())
-	b = append(b, `,"thread":`...)
-	b = appendJSONString(b, e.Thread.Bytes())
-	b = append(b, `,"start_ns":`...)
-	b = strconv.AppendUint(b, e.StartNs, 10)
-	b = append(b, `,"cgroup_id":`...)
-	b = strconv.AppendUint(b, e.CgroupID, 10)
+	b = appendProcessJSON(b, &e.Process)
 	b = append(b, `,"owner_via":"`...)
 	b = append(b, e.OwnerVia.String()...)
 	b = append(b, `","owner_exited":`...)

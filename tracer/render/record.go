@@ -361,6 +361,21 @@ func appendPadded(b []byte, s string, width int) []byte {
 	return pad(append(b, s...), start, width)
 }
 
+// appendProcessJSON writes an owner's fields, each after a comma: pid,
+// comm, thread, start_ns, cgroup_id.
+func appendProcessJSON(b []byte, p *tracer.Process) []byte {
+	b = append(b, `,"pid":`...)
+	b = strconv.AppendUint(b, uint64(p.PID), 10)
+	b = append(b, `,"comm":`...)
+	b = appendJSONString(b, p.Comm.Bytes())
+	b = append(b, `,"thread":`...)
+	b = appendJSONString(b, p.Thread.Bytes())
+	b = append(b, `,"start_ns":`...)
+	b = strconv.AppendUint(b, p.StartNs, 10)
+	b = append(b, `,"cgroup_id":`...)
+	return strconv.AppendUint(b, p.CgroupID, 10)
+}
+
 // JSONTimeLayout is RFC 3339 with nanoseconds always written, so that every
 // "time" field has the same width and sorts as text.
 const JSONTimeLayout = "2006-01-02T15:04:05.000000000Z07:00"
@@ -404,16 +419,7 @@ func AppendJSON(b []byte, r *tracer.Record, labels *Labels) []byte {
 		b = append(b, r.New.String()...)
 		b = append(b, '"')
 	}
-	b = append(b, `,"pid":`...)
-	b = strconv.AppendUint(b, uint64(r.PID), 10)
-	b = append(b, `,"comm":`...)
-	b = appendJSONString(b, r.Comm.Bytes())
-	b = append(b, `,"thread":`...)
-	b = appendJSONString(b, r.Thread.Bytes())
-	b = append(b, `,"start_ns":`...)
-	b = strconv.AppendUint(b, r.StartNs, 10)
-	b = append(b, `,"cgroup_id":`...)
-	b = strconv.AppendUint(b, r.CgroupID, 10)
+	b = appendProcessJSON(b, &r.Process)
 	b = labels.appendJSON(b, r)
 	b = append(b, `,"owner_via":"`...)
 	b = append(b, r.OwnerVia.String()...)
