@@ -66,13 +66,28 @@ func (f *watchFlags) define(fs *pflag.FlagSet) {
 	fs.BoolVarP(&f.ipv6, "ipv6", "6", false, "IPv6 only")
 	fs.BoolVar(&f.json, "json", false, "print one JSON object per line (fields in the README)")
 	fs.DurationVar(&f.duration, "duration", 0, "stop after this `DURATION` (30s, 5m); default: at Ctrl-C or SIGTERM")
+	f.defineSource(fs)
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+}
+
+// defineSource defines the flags of the kernel source, which the watch
+// and top share.
+func (f *watchFlags) defineSource(fs *pflag.FlagSet) {
 	fs.StringVar(&f.readyFile, "ready-file", "", "write this `FILE` (porttrace's pid) once every probe is attached")
 	clidoc.File(fs, "ready-file")
 	fs.StringVar(&f.probeName, "probe", "auto", "hook `FAMILY`: auto, tracepoint or kprobe")
 	clidoc.Values(fs, "probe", "auto", "tracepoint", "kprobe")
 	fs.IntVar(&f.bufferMiB, "buffer-size", tracer.DefaultBufferSize>>20, "kernel ring buffer size in `MiB`, a power of two")
 	fs.BoolVarP(&f.verbose, "verbose", "v", false, "say which hooks were attached and why")
-	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+}
+
+// runContext is the context a watch or top runs in: it ends with ctx (the
+// signals), after duration where one is given, or at stop.
+func runContext(ctx context.Context, duration time.Duration) (_ context.Context, stop context.CancelFunc) {
+	if duration > 0 {
+		return context.WithTimeout(ctx, duration)
+	}
+	return context.WithCancel(ctx)
 }
 
 // watchCommand is porttrace without a command: the live watch.

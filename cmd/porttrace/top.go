@@ -36,12 +36,7 @@ func (f *topFlags) define(fs *pflag.FlagSet) {
 	fs.StringVar(&f.sortName, "sort", "port", "sort the rows by `KEY`: "+strings.Join(top.SortNames(), ", "))
 	clidoc.Values(fs, "sort", top.SortNames()...)
 	fs.DurationVar(&f.duration, "duration", 0, "stop after this `DURATION` (30s, 5m)")
-	fs.StringVar(&f.readyFile, "ready-file", "", "write this `FILE` (porttrace's pid) once every probe is attached")
-	clidoc.File(fs, "ready-file")
-	fs.StringVar(&f.probeName, "probe", "auto", "hook `FAMILY`: auto, tracepoint or kprobe")
-	clidoc.Values(fs, "probe", "auto", "tracepoint", "kprobe")
-	fs.IntVar(&f.bufferMiB, "buffer-size", tracer.DefaultBufferSize>>20, "kernel ring buffer size in `MiB`, a power of two")
-	fs.BoolVarP(&f.verbose, "verbose", "v", false, "say which hooks were attached and why")
+	f.defineSource(fs)
 }
 
 func (f *topFlags) check() error {
@@ -99,12 +94,7 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 		return err
 	}
 	defer src.Close()
-	if f.duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, f.duration)
-		defer cancel()
-	}
-	ctx, stop := context.WithCancel(ctx)
+	ctx, stop := runContext(ctx, f.duration)
 	defer stop()
 
 	sink := top.NewSink(f.ports)

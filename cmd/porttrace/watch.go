@@ -50,12 +50,7 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	defer src.Close()
 	fmt.Fprintf(stderr, "porttrace: watching %s\n", f.watching())
 
-	if f.duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, f.duration)
-		defer cancel()
-	}
-	ctx, stop := context.WithCancel(ctx)
+	ctx, stop := runContext(ctx, f.duration)
 	defer stop()
 	labels, err := lineLabels()
 	if err != nil {
