@@ -355,11 +355,13 @@ const maxLookups = 256
 // it): for a port that had some, the kernel walks for those too, until a
 // walk finds none it does not know.
 func (d *daemon) portSockets(port uint16, ns linux.Namespace, owned map[snapshot.SocketKey][]correlate.Owned) (*snapshot.PortReport, error) {
-	known := map[snapshot.SocketKey]bool{}
+	// Listeners come from the kernel's listening table.
+	known := func(k snapshot.SocketKey) bool {
+		return slices.ContainsFunc(owned[k], func(o correlate.Owned) bool { return o.State != tracer.StateListen })
+	}
 	var conns []snapshot.SocketKey
-	for k, entries := range owned {
-		if k.NetNS == ns.Inode && slices.ContainsFunc(entries, func(o correlate.Owned) bool { return o.State != tracer.StateListen }) {
-			known[k] = true
+	for k := range owned {
+		if k.NetNS == ns.Inode && known(k) {
 			conns = append(conns, k)
 		}
 	}
@@ -372,7 +374,7 @@ func (d *daemon) portSockets(port uint16, ns linux.Namespace, owned map[snapshot
 		return nil, err
 	}
 	if walk && !slices.ContainsFunc(r.Sockets, func(s snapshot.PortSocket) bool {
-		return s.Proto == tracer.ProtoTCP && !known[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)] && s.State != tracer.StateListen
+		return s.Proto == tracer.ProtoTCP && s.State != tracer.StateListen && !known(snapshot.KeyOf(s.NetNS, s.Local, s.Remote))
 	}) {
 		d.unheld.forget(ns.Inode, port)
 	}

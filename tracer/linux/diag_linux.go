@@ -155,19 +155,17 @@ const unheldStates = 1<<tracer.StateTimeWait | 1<<tracer.StateFinWait1 | 1<<trac
 // diagLookup asks sock_diag for the TCP socket with ends k (in conn's
 // namespace); found is false when there is none.
 func diagLookup(conn *netlink.Conn, buf []byte, k snapshot.SocketKey) (s snapshot.PortSocket, found bool, err error) {
-	req := make([]byte, inetDiagReqLen)
-	req[1] = uint8(tracer.ProtoTCP)
-	binary.NativeEndian.PutUint32(req[4:], allStates)
+	// An IPv4 connection of a dual-stack socket is found by its IPv4 ends.
+	family := uint8(unix.AF_INET6)
+	if k.Local.Addr().Is4() {
+		family = unix.AF_INET
+	}
+	req := diagRequest(family, tracer.ProtoTCP, allStates, localSide, 0)
 	// inet_diag_sockid: ports (big-endian), source and destination
-	// addresses (16 bytes each), interface, cookie (none: all ones). An
-	// IPv4 connection of a dual-stack socket is found by its IPv4 ends.
+	// addresses (16 bytes each), interface, cookie (none: all ones).
 	id := req[8:]
 	binary.BigEndian.PutUint16(id[0:], k.Local.Port())
 	binary.BigEndian.PutUint16(id[2:], k.Remote.Port())
-	req[0] = unix.AF_INET6
-	if k.Local.Addr().Is4() {
-		req[0] = unix.AF_INET
-	}
 	copy(id[4:], k.Local.Addr().AsSlice())
 	copy(id[20:], k.Remote.Addr().AsSlice())
 	binary.NativeEndian.PutUint64(id[40:], ^uint64(0))
