@@ -50,15 +50,23 @@ func startChild(t *testing.T, comm string, name string, args ...string) *child {
 		cmd.Wait()
 	})
 	pid := uint32(cmd.Process.Pid)
-	waitFor(t, name+" to run as "+comm, func() bool {
-		b, _ := os.ReadFile("/proc/" + itoa(pid) + "/comm")
-		return strings.TrimSpace(string(b)) == comm
-	})
+	waitUntilRuns(t, pid, comm)
 	id, err := Identify(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &child{Cmd: cmd, id: id}
+}
+
+// waitUntilRuns waits until pid has finished an exec into comm: the name
+// changes first, and the command line is set a little later.
+func waitUntilRuns(t *testing.T, pid uint32, comm string) {
+	t.Helper()
+	waitFor(t, "pid "+itoa(pid)+" to run as "+comm, func() bool {
+		b, _ := os.ReadFile("/proc/" + itoa(pid) + "/comm")
+		cmdline, _ := os.ReadFile("/proc/" + itoa(pid) + "/cmdline")
+		return strings.TrimSpace(string(b)) == comm && len(cmdline) > 0
+	})
 }
 
 func itoa(pid uint32) string { return strconv.FormatUint(uint64(pid), 10) }

@@ -109,6 +109,9 @@ func (r *Resolver) Lookup(id Identity) (Process, error) {
 // resolve describes the running process id, whose stat was just read.
 func (r *Resolver) resolve(id Identity, st stat) (Process, error) {
 	p, hit := r.cached(id)
+	if hit && execSince(p, st) {
+		hit = false
+	}
 	if !hit {
 		var err error
 		if p, err = r.read(id, st); err != nil {
@@ -123,6 +126,17 @@ func (r *Resolver) resolve(id Identity, st stat) (Process, error) {
 		r.store(p.copy())
 	}
 	return p, nil
+}
+
+// execSince says the facts cached as p no longer describe the process
+// whose stat is st: it has run exec since (an entry script's `exec nginx`
+// keeps the pid and start time, and changes the name), or p was read in
+// the middle of an exec, when the name is already the new program's and
+// the command line not yet set (a kernel thread has neither exe nor
+// command line, and is never re-read for it). A process renaming itself
+// costs one read more.
+func execSince(p Process, st stat) bool {
+	return p.Name != st.comm || (p.Cmdline == "" && p.Exe != "")
 }
 
 // cached is a copy of what the cache holds about id.

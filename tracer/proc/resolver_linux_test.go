@@ -150,6 +150,33 @@ func TestResolveReparented(t *testing.T) {
 	}
 }
 
+// TestResolveAfterExec: a process that execs keeps its pid and start
+// time; the next Resolve describes the program it runs now, not the
+// script it was (an entry point's `exec "$@"`).
+func TestResolveAfterExec(t *testing.T) {
+	sh := exec.Command("sh", "-c", "read x; exec sleep 1000")
+	stdin, _ := sh.StdinPipe()
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sh.Process.Kill(); sh.Wait() })
+	pid := uint32(sh.Process.Pid)
+	waitUntilRuns(t, pid, "sh")
+	r := NewResolver()
+	before, err := r.Resolve(pid)
+	if err != nil || !strings.HasPrefix(before.Cmdline, "sh -c") {
+		t.Fatalf("before the exec: %+v, %v; want sh", before, err)
+	}
+	io.WriteString(stdin, "go\n")
+	waitUntilRuns(t, pid, "sleep")
+	after, err := r.Resolve(pid)
+	sleepPath, _ := exec.LookPath("sleep")
+	sleepExe, _ := filepath.EvalSymlinks(sleepPath)
+	if err != nil || after.Identity != before.Identity || after.Name != "sleep" || after.Exe != sleepExe || after.Cmdline != "sleep 1000" {
+		t.Errorf("after the exec: %+v, %v; want the same process as sleep 1000, %s", after, err, sleepExe)
+	}
+}
+
 // TestEvict: a full cache forgets the processes that exited first, then
 // the least recently used.
 func TestEvict(t *testing.T) {
