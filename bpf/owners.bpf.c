@@ -58,30 +58,33 @@ int socket_owners(struct bpf_iter__task_file *ctx)
 	struct task_struct *task = ctx->task;
 	if (!file || !task)
 		return 0;
-	struct inode *inode = BPF_CORE_READ(file, f_inode);
-	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFSOCK)
+	/* The file, its inode and the task are read in place (read.h); the
+	 * socket, which private_data points to as a void *, through the
+	 * helper. */
+	struct inode *inode = file->f_inode;
+	if (!inode || (inode->i_mode & S_IFMT) != S_IFSOCK)
 		return 0;
-	struct socket *socket = BPF_CORE_READ(file, private_data);
+	struct socket *socket = file->private_data;
 	struct sock *sk = BPF_CORE_READ(socket, sk);
 	if (!sk)
 		return 0;
-	if (!holds_port(sk))
+	if (!holds_port(sk, false))
 		return 0;
 	/* Both sides of the port: what serves on it and what connects to it. */
 	struct sock_common *skc = (struct sock_common *)sk;
-	__u16 sport = sock_sport(sk);
-	__u16 dport = sock_dport(skc);
+	__u16 sport = sock_sport(sk, false);
+	__u16 dport = sock_dport(skc, false);
 	if (owner_port != 0 && sport != owner_port && dport != owner_port)
 		return 0;
-	__u16 family = sock_family(skc);
+	__u16 family = sock_family(skc, false);
 
 	struct owner o = {
 		.sock = (__u64)sk,
-		.inode = BPF_CORE_READ(inode, i_ino),
-		.start_ns = process_start_ns(task),
-		.cgroup_id = task_cgroup_id(task),
-		.pid = BPF_CORE_READ(task, tgid),
-		.netns = sock_netns(skc),
+		.inode = inode->i_ino,
+		.start_ns = process_start_ns(task, true),
+		.cgroup_id = task_cgroup_id(task, true),
+		.pid = task->tgid,
+		.netns = sock_netns(skc, false),
 		.family = family,
 		.proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol),
 		.sport = sport,
@@ -90,8 +93,8 @@ int socket_owners(struct bpf_iter__task_file *ctx)
 		.state = BPF_CORE_READ(skc, skc_state),
 		.v6only = BPF_CORE_READ_BITFIELD_PROBED(skc, skc_ipv6only),
 	};
-	process_comm(task, o.comm);
-	sock_addrs(skc, family, o.saddr, o.daddr);
+	process_comm(task, o.comm, true);
+	sock_addrs(skc, family, o.saddr, o.daddr, false);
 	bpf_seq_write(ctx->meta->seq, &o, sizeof(o));
 	return 0;
 }

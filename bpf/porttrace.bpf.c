@@ -34,6 +34,13 @@ const volatile __u16 filter_family = 0; /* AF_INET or AF_INET6: see traffic_want
 const volatile __u64 tw_timer_handler_addr = 0;
 /* Length of one jiffy in nanoseconds (1e9 / CONFIG_HZ). */
 const volatile __u64 jiffy_ns = 0;
+/* What tp_btf programs may read in place (read.h), as user space found the
+ * kernel to allow: a TCP socket through bpf_skc_to_tcp_sock (5.9+), whose
+ * answer the verifier knows for a tcp_sock (it knows the tracepoint's
+ * argument for a plain sock, which ends before the local port), and the
+ * current task through bpf_get_current_task_btf (5.11+). */
+const volatile __u8 btf_sock_reads = 0;
+const volatile __u8 btf_task_reads = 0;
 
 enum event_kind {
 	EVENT_STATE = 1,
@@ -191,7 +198,9 @@ static __always_inline bool traffic_wanted(__u16 family, const __u32 saddr[4], c
 	return filter_family == AF_INET6;
 }
 
-static __always_inline struct event *reserve(__u8 kind)
+/* btf: the caller is a tp_btf program, which may read in place what the
+ * kernel allows (btf_sock_reads, btf_task_reads). */
+static __always_inline struct event *reserve(__u8 kind, bool btf)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -205,14 +214,15 @@ static __always_inline struct event *reserve(__u8 kind)
 	e->ts_ns = bpf_ktime_get_ns();
 	e->kind = kind;
 
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	bool direct = btf && btf_task_reads;
+	struct task_struct *task = current_task(direct);
 	e->pid = bpf_get_current_pid_tgid() >> 32;
-	e->start_ns = process_start_ns(task);
-	e->ppid = process_parent(task);
+	e->start_ns = process_start_ns(task, direct);
+	e->ppid = process_parent(task, direct);
 	e->cgroup_id = bpf_get_current_cgroup_id();
-	if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
+	if (READ(direct, task, flags) & PF_KTHREAD)
 		e->flags = EVENT_KTHREAD;
-	process_comm(task, e->comm);
+	process_comm(task, e->comm, direct);
 	bpf_get_current_comm(e->thread, sizeof(e->thread));
 	return e;
 }
@@ -229,38 +239,39 @@ static __always_inline void submit(struct event *e)
 /* Addresses, ports and namespace of a full or timewait socket (see
  * sock.h). The local port comes from the caller, which knows which of the
  * two it has. */
-static __always_inline void fill_endpoints(struct event *e, struct sock_common *skc, __u16 sport)
+static __always_inline void fill_endpoints(struct event *e, struct sock_common *skc, __u16 sport, bool direct)
 {
-	e->family = sock_family(skc);
+	e->family = sock_family(skc, direct);
 	e->sport = sport;
-	e->dport = sock_dport(skc);
-	e->netns = sock_netns(skc);
-	sock_addrs(skc, e->family, e->saddr, e->daddr);
+	e->dport = sock_dport(skc, direct);
+	e->netns = sock_netns(skc, direct);
+	sock_addrs(skc, e->family, e->saddr, e->daddr, direct);
 }
 
 /* Cheap checks on the socket before reserving ring buffer space, so that
  * unwatched traffic costs a few reads and no event. */
-static __always_inline bool sock_wanted(struct sock_common *skc, __u16 sport)
+static __always_inline bool sock_wanted(struct sock_common *skc, __u16 sport, bool direct)
 {
-	__u16 family = sock_family(skc);
-	if (!inet_family(family) || !port_wanted(sport, sock_dport(skc)))
+	__u16 family = sock_family(skc, direct);
+	if (!inet_family(family) || !port_wanted(sport, sock_dport(skc, direct)))
 		return false;
 	if (filter_family == 0)
 		return true;
 	__u32 saddr[4] = {}, daddr[4] = {};
-	sock_addrs(skc, family, (__u8 *)saddr, (__u8 *)daddr);
-	return traffic_wanted(family, saddr, daddr, BPF_CORE_READ_BITFIELD_PROBED(skc, skc_ipv6only));
+	sock_addrs(skc, family, (__u8 *)saddr, (__u8 *)daddr, direct);
+	return traffic_wanted(family, saddr, daddr, READ_BITFIELD(direct, skc, skc_ipv6only));
 }
 
 /* The MPTCP socket a TCP socket is a subflow of, or 0: a subflow's ULP data
  * is its MPTCP context. Kernels without MPTCP have neither type nor field. */
-static __always_inline __u64 mptcp_parent(struct sock *sk)
+static __always_inline __u64 mptcp_parent(struct sock *sk, bool direct)
 {
 	if (!bpf_core_type_exists(struct mptcp_subflow_context) || !bpf_core_field_exists(struct tcp_sock, is_mptcp))
 		return 0;
-	if (!BPF_CORE_READ((struct tcp_sock *)sk, is_mptcp))
+	if (!READ(direct, (struct tcp_sock *)sk, is_mptcp))
 		return 0;
-	struct mptcp_subflow_context *ctx = BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_ulp_data);
+	/* The ULP data is a void * to the verifier: read through the helper. */
+	struct mptcp_subflow_context *ctx = READ(direct, (struct inet_connection_sock *)sk, icsk_ulp_data);
 	return (__u64)BPF_CORE_READ(ctx, conn);
 }
 
@@ -277,26 +288,29 @@ static __always_inline struct sock *mptcp_first_subflow(struct sock *sk)
 	return BPF_CORE_READ(ctx, tcp_sock);
 }
 
-static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, __u8 newstate)
+/* btf: the caller is a tp_btf program (see reserve); direct: sk is what
+ * bpf_skc_to_tcp_sock returned there, to be read in place (see
+ * handle_set_state). */
+static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, __u8 newstate, bool btf, bool direct)
 {
-	struct event *e = reserve(kind);
+	struct event *e = reserve(kind, btf);
 	if (!e)
 		return 0;
 	e->sock = (__u64)sk;
 	e->proto = IPPROTO_TCP;
 	e->oldstate = oldstate;
 	e->newstate = newstate;
-	e->parent = mptcp_parent(sk);
-	e->sock_cgroup_id = sock_cgroup_id(sk);
+	e->parent = mptcp_parent(sk, direct);
+	e->sock_cgroup_id = sock_cgroup_id(sk, direct);
 	/* Why the kernel closed it, if for an error: a refused or timed-out
 	 * connect, a reset. Negated, as a bind's return value. */
 	if (newstate == TCP_CLOSE)
-		e->err = -BPF_CORE_READ(sk, sk_err);
+		e->err = -READ(direct, sk, sk_err);
 	/* Listeners may share their ends (SO_REUSEPORT): the inode tells
 	 * them apart, as sock_diag lists them. */
 	if (newstate == TCP_LISTEN)
 		e->inode = sock_inode(sk);
-	fill_endpoints(e, (struct sock_common *)sk, sock_sport(sk));
+	fill_endpoints(e, (struct sock_common *)sk, sock_sport(sk, direct), direct);
 	submit(e);
 	return 0;
 }
@@ -355,30 +369,37 @@ static __always_inline void count_rescued(void)
 
 /* ---- TCP state changes: sock:inet_sock_set_state or tcp_set_state ---- */
 
-static __always_inline int handle_set_state(struct sock *sk, int oldstate, int newstate)
+static __always_inline int handle_set_state(struct sock *sk, int oldstate, int newstate, bool btf)
 {
 	/* The tracepoint fires for every inet protocol; raw forms also fire
 	 * for no-op CLOSE->CLOSE and LISTEN->LISTEN calls. */
 	if (oldstate == newstate)
 		return 0;
-	if (!tcp_socket(sk))
+	bool direct = btf && btf_sock_reads;
+	if (direct) {
+		/* NULL for a socket of another protocol. */
+		sk = (struct sock *)bpf_skc_to_tcp_sock(sk);
+		if (!sk)
+			return 0;
+	}
+	if (!tcp_socket(sk, direct))
 		return 0;
-	if (!sock_wanted((struct sock_common *)sk, sock_sport(sk)))
+	if (!sock_wanted((struct sock_common *)sk, sock_sport(sk, direct), direct))
 		return 0;
-	return emit_sock(EVENT_STATE, sk, oldstate, newstate);
+	return emit_sock(EVENT_STATE, sk, oldstate, newstate, btf, direct);
 }
 
 /* tp_btf and raw_tp both receive the tracepoint's arguments as an array of
- * u64; reads go through BPF_CORE_READ, so one body serves both. */
+ * u64; one body serves both, reading in place in tp_btf (read.h). */
 WITH_RESCUE("tp_btf/inet_sock_set_state", state_tp_btf, HOOK_STATE,
-	    handle_set_state((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2]))
+	    handle_set_state((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], true))
 WITH_RESCUE("raw_tp/inet_sock_set_state", state_raw_tp, HOOK_STATE,
-	    handle_set_state((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2]))
+	    handle_set_state((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], false))
 
 SEC("tracepoint/sock/inet_sock_set_state")
 int state_tracepoint(struct trace_event_raw_inet_sock_set_state *ctx)
 {
-	return handle_set_state((struct sock *)ctx->skaddr, ctx->oldstate, ctx->newstate);
+	return handle_set_state((struct sock *)ctx->skaddr, ctx->oldstate, ctx->newstate, false);
 }
 
 /* Without the tracepoint, kprobes on the two functions that fire it:
@@ -389,13 +410,13 @@ int state_tracepoint(struct trace_event_raw_inet_sock_set_state *ctx)
 SEC("kprobe/inet_sk_state_store")
 int BPF_KPROBE(state_store_kprobe, struct sock *sk, int newstate)
 {
-	return handle_set_state(sk, BPF_CORE_READ(sk, __sk_common.skc_state), newstate);
+	return handle_set_state(sk, BPF_CORE_READ(sk, __sk_common.skc_state), newstate, false);
 }
 
 SEC("kprobe/inet_sk_set_state")
 int BPF_KPROBE(state_set_kprobe, struct sock *sk, int newstate)
 {
-	return handle_set_state(sk, BPF_CORE_READ(sk, __sk_common.skc_state), newstate);
+	return handle_set_state(sk, BPF_CORE_READ(sk, __sk_common.skc_state), newstate, false);
 }
 
 /* ---- accept: who really owns a passive socket ---- */
@@ -406,9 +427,9 @@ static __always_inline int handle_accept(struct sock *sk)
 {
 	if (sk && BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) == IPPROTO_MPTCP)
 		sk = mptcp_first_subflow(sk);
-	if (!sk || !tcp_socket(sk) || !sock_wanted((struct sock_common *)sk, sock_sport(sk)))
+	if (!sk || !tcp_socket(sk, false) || !sock_wanted((struct sock_common *)sk, sock_sport(sk, false), false))
 		return 0;
-	return emit_sock(EVENT_ACCEPT, sk, 0, BPF_CORE_READ(sk, __sk_common.skc_state));
+	return emit_sock(EVENT_ACCEPT, sk, 0, BPF_CORE_READ(sk, __sk_common.skc_state), false, false);
 }
 
 /* Only the return value is read: the arguments changed in 6.10. It is the
@@ -487,26 +508,26 @@ int bind_exit(struct trace_event_raw_sys_exit *ctx)
 	/* An inet address given to another kind of socket (netlink, raw)
 	 * binds no port, whatever the call returned. */
 	struct sock *sk = sock_of_fd(args->fd);
-	if (!sk || !holds_port(sk))
+	if (!sk || !holds_port(sk, false))
 		goto out;
 	/* A successful bind to port 0 got its port only now. */
-	__u16 port = ctx->ret == 0 ? sock_sport(sk) : args->port;
+	__u16 port = ctx->ret == 0 ? sock_sport(sk, false) : args->port;
 	__u32 any[4] = {};
 	if (!port_wanted(port, 0) ||
 	    !traffic_wanted(args->family, (__u32 *)args->addr, any,
 			    BPF_CORE_READ_BITFIELD_PROBED((struct sock_common *)sk, skc_ipv6only)))
 		goto out;
 
-	struct event *e = reserve(EVENT_BIND);
+	struct event *e = reserve(EVENT_BIND, false);
 	if (!e)
 		goto out;
 	e->sock = (__u64)sk;
 	e->proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
-	e->sock_cgroup_id = sock_cgroup_id(sk);
+	e->sock_cgroup_id = sock_cgroup_id(sk, false);
 	e->family = args->family;
 	e->sport = port;
 	e->err = ctx->ret;
-	e->netns = sock_netns((struct sock_common *)sk);
+	e->netns = sock_netns((struct sock_common *)sk, false);
 	__builtin_memcpy(e->saddr, args->addr, sizeof(e->saddr));
 	submit(e);
 out:
@@ -529,45 +550,48 @@ static __always_inline struct inet_timewait_sock *timer_timewait(struct timer_li
 }
 
 /* Reports a timewait socket's event. timeout_ns is the time left on its
- * timer from now. */
-static __always_inline int emit_timewait(__u8 kind, struct inet_timewait_sock *tw, __s64 timeout_ns)
+ * timer from now. The socket is read through the helper: the verifier
+ * knows no type for a pointer computed from its timer's. */
+static __always_inline int emit_timewait(__u8 kind, struct inet_timewait_sock *tw, __s64 timeout_ns, bool btf)
 {
-	if (!sock_wanted(&tw->__tw_common, timewait_sport(tw)))
+	if (!sock_wanted(&tw->__tw_common, timewait_sport(tw), false))
 		return 0;
-	struct event *e = reserve(kind);
+	struct event *e = reserve(kind, btf);
 	if (!e)
 		return 0;
 	e->sock = (__u64)tw;
 	e->proto = IPPROTO_TCP;
 	e->newstate = BPF_CORE_READ(tw, tw_substate);
 	e->timeout_ns = timeout_ns;
-	fill_endpoints(e, &tw->__tw_common, timewait_sport(tw));
+	fill_endpoints(e, &tw->__tw_common, timewait_sport(tw), false);
 	submit(e);
 	return 0;
 }
 
-static __always_inline int handle_timer(__u8 kind, struct timer_list *timer)
+/* btf: a tp_btf program, whose timer the verifier knows: most timers are
+ * not timewait sockets', and are told apart by one read in place. */
+static __always_inline int handle_timer(__u8 kind, struct timer_list *timer, bool btf)
 {
-	if ((__u64)BPF_CORE_READ(timer, function) != tw_timer_handler_addr)
+	if ((__u64)READ(btf, timer, function) != tw_timer_handler_addr)
 		return 0;
 	/* Re-arming a timer within its wheel bucket only moves its expiry,
 	 * without tracing: the expiry read at the end tells when it was. */
-	long left = (long)(BPF_CORE_READ(timer, expires) - bpf_jiffies64());
-	return emit_timewait(kind, timer_timewait(timer), left * (long)jiffy_ns);
+	long left = (long)(READ(btf, timer, expires) - bpf_jiffies64());
+	return emit_timewait(kind, timer_timewait(timer), left * (long)jiffy_ns, btf);
 }
 
 WITH_RESCUE("tp_btf/timer_start", timer_start_tp_btf, HOOK_TIMER_START,
-	    handle_timer(EVENT_TIMEWAIT_START, (struct timer_list *)ctx[0]))
+	    handle_timer(EVENT_TIMEWAIT_START, (struct timer_list *)ctx[0], true))
 WITH_RESCUE("tp_btf/timer_cancel", timer_cancel_tp_btf, HOOK_TIMER_CANCEL,
-	    handle_timer(EVENT_TIMEWAIT_CANCEL, (struct timer_list *)ctx[0]))
+	    handle_timer(EVENT_TIMEWAIT_CANCEL, (struct timer_list *)ctx[0], true))
 WITH_RESCUE("tp_btf/timer_expire_entry", timer_expire_tp_btf, HOOK_TIMER_EXPIRE,
-	    handle_timer(EVENT_TIMEWAIT_EXPIRE, (struct timer_list *)ctx[0]))
+	    handle_timer(EVENT_TIMEWAIT_EXPIRE, (struct timer_list *)ctx[0], true))
 WITH_RESCUE("raw_tp/timer_start", timer_start_raw_tp, HOOK_TIMER_START,
-	    handle_timer(EVENT_TIMEWAIT_START, (struct timer_list *)ctx[0]))
+	    handle_timer(EVENT_TIMEWAIT_START, (struct timer_list *)ctx[0], false))
 WITH_RESCUE("raw_tp/timer_cancel", timer_cancel_raw_tp, HOOK_TIMER_CANCEL,
-	    handle_timer(EVENT_TIMEWAIT_CANCEL, (struct timer_list *)ctx[0]))
+	    handle_timer(EVENT_TIMEWAIT_CANCEL, (struct timer_list *)ctx[0], false))
 WITH_RESCUE("raw_tp/timer_expire_entry", timer_expire_raw_tp, HOOK_TIMER_EXPIRE,
-	    handle_timer(EVENT_TIMEWAIT_EXPIRE, (struct timer_list *)ctx[0]))
+	    handle_timer(EVENT_TIMEWAIT_EXPIRE, (struct timer_list *)ctx[0], false))
 
 /* With kprobes, the timewait socket's own functions: every (re)scheduling,
  * including the re-arms the timer tracepoints miss, an early kill, and the
@@ -575,19 +599,19 @@ WITH_RESCUE("raw_tp/timer_expire_entry", timer_expire_raw_tp, HOOK_TIMER_EXPIRE,
 SEC("kprobe/__inet_twsk_schedule")
 int BPF_KPROBE(tw_schedule_kprobe, struct inet_timewait_sock *tw, int timeo)
 {
-	return emit_timewait(EVENT_TIMEWAIT_START, tw, (__s64)timeo * (__s64)jiffy_ns);
+	return emit_timewait(EVENT_TIMEWAIT_START, tw, (__s64)timeo * (__s64)jiffy_ns, false);
 }
 
 SEC("kprobe/inet_twsk_deschedule_put")
 int BPF_KPROBE(tw_deschedule_kprobe, struct inet_timewait_sock *tw)
 {
-	return emit_timewait(EVENT_TIMEWAIT_CANCEL, tw, 0);
+	return emit_timewait(EVENT_TIMEWAIT_CANCEL, tw, 0, false);
 }
 
 SEC("kprobe/tw_timer_handler")
 int BPF_KPROBE(tw_expire_kprobe, struct timer_list *timer)
 {
-	return emit_timewait(EVENT_TIMEWAIT_EXPIRE, timer_timewait(timer), 0);
+	return emit_timewait(EVENT_TIMEWAIT_EXPIRE, timer_timewait(timer), 0, false);
 }
 
 /* ---- process exit: when a socket's owner is gone ----
@@ -616,16 +640,17 @@ struct {
 	__type(value, __u8);
 } exits_reported SEC(".maps");
 
-static __always_inline int handle_exit(void)
+static __always_inline int handle_exit(bool btf)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	if (BPF_CORE_READ(task, signal, live.counter) != 0 || (BPF_CORE_READ(task, flags) & PF_KTHREAD))
+	bool direct = btf && btf_task_reads;
+	struct task_struct *task = current_task(direct);
+	if (READ(direct, task, signal, live.counter) != 0 || (READ(direct, task, flags) & PF_KTHREAD))
 		return 0;
-	struct exit_key key = {.start_ns = process_start_ns(task), .tgid = BPF_CORE_READ(task, tgid)};
+	struct exit_key key = {.start_ns = process_start_ns(task, direct), .tgid = READ(direct, task, tgid)};
 	__u8 reported = 1;
 	if (bpf_map_update_elem(&exits_reported, &key, &reported, BPF_NOEXIST))
 		return 0;
-	struct event *e = reserve(EVENT_EXIT);
+	struct event *e = reserve(EVENT_EXIT, btf);
 	if (!e)
 		return 0;
 	submit(e);
@@ -635,17 +660,17 @@ static __always_inline int handle_exit(void)
 SEC("tp_btf/sched_process_exit")
 int exit_tp_btf(__u64 *ctx)
 {
-	return handle_exit();
+	return handle_exit(true);
 }
 
 SEC("raw_tp/sched_process_exit")
 int exit_raw_tp(__u64 *ctx)
 {
-	return handle_exit();
+	return handle_exit(false);
 }
 
 SEC("tracepoint/sched/sched_process_exit")
 int exit_tracepoint(void *ctx)
 {
-	return handle_exit();
+	return handle_exit(false);
 }

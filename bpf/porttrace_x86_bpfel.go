@@ -103,6 +103,8 @@ const (
 	PorttraceProgTwDescheduleKprobe     = "tw_deschedule_kprobe"
 	PorttraceProgTwExpireKprobe         = "tw_expire_kprobe"
 	PorttraceProgTwScheduleKprobe       = "tw_schedule_kprobe"
+	PorttraceVarBtfSockReads            = "btf_sock_reads"
+	PorttraceVarBtfTaskReads            = "btf_task_reads"
 	PorttraceVarEventType               = "event_type"
 	PorttraceVarFilterFamily            = "filter_family"
 	PorttraceVarFilterPorts             = "filter_ports"
@@ -201,6 +203,8 @@ type PorttraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PorttraceVariableSpecs struct {
+	BtfSockReads       *ebpf.VariableSpec `ebpf:"btf_sock_reads"`
+	BtfTaskReads       *ebpf.VariableSpec `ebpf:"btf_task_reads"`
 	EventType          *ebpf.VariableSpec `ebpf:"event_type"`
 	FilterFamily       *ebpf.VariableSpec `ebpf:"filter_family"`
 	FilterPorts        *ebpf.VariableSpec `ebpf:"filter_ports"`
@@ -252,6 +256,8 @@ func (m *PorttraceMaps) Close() error {
 //
 // It can be passed to LoadPorttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PorttraceVariables struct {
+	BtfSockReads       *ebpf.Variable `ebpf:"btf_sock_reads"`
+	BtfTaskReads       *ebpf.Variable `ebpf:"btf_task_reads"`
 	EventType          *ebpf.Variable `ebpf:"event_type"`
 	FilterFamily       *ebpf.Variable `ebpf:"filter_family"`
 	FilterPorts        *ebpf.Variable `ebpf:"filter_ports"`

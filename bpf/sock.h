@@ -10,6 +10,7 @@
 #define PORTTRACE_SOCK_H
 
 #include "kernel.h"
+#include "read.h"
 
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -21,38 +22,40 @@ static __always_inline bool inet_family(__u16 family)
 	return family == AF_INET || family == AF_INET6;
 }
 
-static __always_inline __u16 sock_family(struct sock_common *skc)
+static __always_inline __u16 sock_family(struct sock_common *skc, bool direct)
 {
-	return BPF_CORE_READ(skc, skc_family);
+	return READ(direct, skc, skc_family);
 }
 
 /* A TCP socket: a stream socket of IPPROTO_TCP (a raw socket of that
  * protocol is not). */
-static __always_inline bool tcp_socket(struct sock *sk)
+static __always_inline bool tcp_socket(struct sock *sk, bool direct)
 {
-	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_type) == SOCK_STREAM &&
-	       BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) == IPPROTO_TCP;
+	return READ_BITFIELD(direct, sk, sk_type) == SOCK_STREAM &&
+	       READ_BITFIELD(direct, sk, sk_protocol) == IPPROTO_TCP;
 }
 
 /* Whether a socket holds a port: a TCP, MPTCP or UDP socket of the inet
  * families. Raw sockets keep their protocol in the port field, ping sockets
  * their ICMP identifier; neither holds a port, nor does any socket of
  * another family. */
-static __always_inline bool holds_port(struct sock *sk)
+static __always_inline bool holds_port(struct sock *sk, bool direct)
 {
-	if (!inet_family(sock_family((struct sock_common *)sk)))
+	if (!inet_family(sock_family((struct sock_common *)sk, direct)))
 		return false;
-	__u16 type = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_type);
-	__u16 proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+	__u16 type = READ_BITFIELD(direct, sk, sk_type);
+	__u16 proto = READ_BITFIELD(direct, sk, sk_protocol);
 	if (type == SOCK_STREAM)
 		return proto == IPPROTO_TCP || proto == IPPROTO_MPTCP;
 	return type == SOCK_DGRAM && proto == IPPROTO_UDP;
 }
 
-/* inet_sport keeps the local port to the end (see kernel.h). */
-static __always_inline __u16 sock_sport(struct sock *sk)
+/* inet_sport keeps the local port to the end (see kernel.h). It lies past
+ * struct sock: read in place only where the verifier knows sk for an
+ * inet_sock or larger (bpf_skc_to_tcp_sock's answer), never a plain sock. */
+static __always_inline __u16 sock_sport(struct sock *sk, bool direct)
 {
-	return bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	return bpf_ntohs(READ(direct, (struct inet_sock *)sk, inet_sport));
 }
 
 static __always_inline __u16 timewait_sport(struct inet_timewait_sock *tw)
@@ -60,15 +63,15 @@ static __always_inline __u16 timewait_sport(struct inet_timewait_sock *tw)
 	return bpf_ntohs(BPF_CORE_READ(tw, tw_sport));
 }
 
-static __always_inline __u16 sock_dport(struct sock_common *skc)
+static __always_inline __u16 sock_dport(struct sock_common *skc, bool direct)
 {
-	return bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	return bpf_ntohs(READ(direct, skc, skc_dport));
 }
 
 /* The inode number of the socket's network namespace. */
-static __always_inline __u32 sock_netns(struct sock_common *skc)
+static __always_inline __u32 sock_netns(struct sock_common *skc, bool direct)
 {
-	return BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	return READ(direct, skc, skc_net.net, ns.inum);
 }
 
 /* The socket's inode number, as sock_diag and /proc/PID/fd name the socket
@@ -86,37 +89,34 @@ static __always_inline __u64 sock_inode(struct sock *sk)
  * cgroup of the process that created it (for an accepted socket, the
  * listener's). 0 where the kernel keeps none (no CONFIG_SOCK_CGROUP_DATA,
  * or, before 5.15, a socket whose cgroup data went to net_cls/net_prio). */
-static __always_inline __u64 sock_cgroup_id(struct sock *sk)
+static __always_inline __u64 sock_cgroup_id(struct sock *sk, bool direct)
 {
-	struct cgroup *cgrp;
-
 	if (!bpf_core_field_exists(sk->sk_cgrp_data))
 		return 0;
 	if (bpf_core_field_exists(struct sock_cgroup_data, cgroup)) {
-		cgrp = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
-	} else {
-		struct sock_cgroup_data___514 *old = (void *)&sk->sk_cgrp_data;
-		__u64 val = BPF_CORE_READ(old, val);
-		/* The low bits mark net_cls/net_prio data, not a pointer. */
-		if (val & 3)
-			return 0;
-		cgrp = (struct cgroup *)val;
+		struct cgroup *cgrp = READ(direct, sk, sk_cgrp_data.cgroup);
+		return cgrp ? READ(direct, cgrp, kn, id) : 0;
 	}
-	if (!cgrp)
+	/* Before 5.15. The pointer is a number to the verifier: read through
+	 * the helper. */
+	struct sock_cgroup_data___514 *old = (void *)&sk->sk_cgrp_data;
+	__u64 val = BPF_CORE_READ(old, val);
+	/* The low bits mark net_cls/net_prio data, not a pointer. */
+	if (!val || (val & 3))
 		return 0;
-	return BPF_CORE_READ(cgrp, kn, id);
+	return BPF_CORE_READ((struct cgroup *)val, kn, id);
 }
 
 /* Local and remote address into 16-byte buffers. An IPv4 address takes the
  * first 4 bytes; the rest keep what the caller put there (zeros). */
-static __always_inline void sock_addrs(struct sock_common *skc, __u16 family, __u8 *saddr, __u8 *daddr)
+static __always_inline void sock_addrs(struct sock_common *skc, __u16 family, __u8 *saddr, __u8 *daddr, bool direct)
 {
 	if (family == AF_INET) {
-		bpf_core_read(saddr, 4, &skc->skc_rcv_saddr);
-		bpf_core_read(daddr, 4, &skc->skc_daddr);
+		READ_BYTES(direct, saddr, 4, &skc->skc_rcv_saddr);
+		READ_BYTES(direct, daddr, 4, &skc->skc_daddr);
 	} else {
-		bpf_core_read(saddr, 16, &skc->skc_v6_rcv_saddr);
-		bpf_core_read(daddr, 16, &skc->skc_v6_daddr);
+		READ_BYTES(direct, saddr, 16, &skc->skc_v6_rcv_saddr);
+		READ_BYTES(direct, daddr, 16, &skc->skc_v6_daddr);
 	}
 }
 

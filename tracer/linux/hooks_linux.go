@@ -184,6 +184,39 @@ type kernel struct {
 	// programs recognise them by; missingTimewait says why it is unknown.
 	twTimerHandler  uint64
 	missingTimewait reason
+	inPlace         inPlaceReads
+}
+
+// inPlaceReads is what tp_btf programs may read in place, a plain load
+// instead of a bpf_probe_read_kernel call (bpf/read.h): a TCP socket once
+// bpf_skc_to_tcp_sock (5.9+) has named it one, the current task through
+// bpf_get_current_task_btf (5.11+).
+type inPlaceReads struct {
+	sock, task bool
+}
+
+// probeInPlaceReads loads a tp_btf program calling each helper. The
+// features package probes helpers with fentry programs, which a kernel can
+// refuse while it accepts tp_btf (see probeTPBTF).
+func probeInPlaceReads() inPlaceReads {
+	const target = "inet_sock_set_state" // its first argument is a struct sock *
+	return inPlaceReads{
+		sock: probeTPBTF(target, asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord), asm.FnSkcToTcpSock.Call()) == nil,
+		task: probeTPBTF(target, asm.FnGetCurrentTaskBtf.Call()) == nil,
+	}
+}
+
+// String says how tp_btf programs read the kernel's structures.
+func (r inPlaceReads) String() string {
+	switch {
+	case r.sock && r.task:
+		return "tp_btf programs read sockets and tasks in place"
+	case r.task:
+		return "tp_btf programs read tasks in place, sockets through bpf_probe_read_kernel (no bpf_skc_to_tcp_sock for them: 5.9+)"
+	case r.sock:
+		return "tp_btf programs read sockets in place, tasks through bpf_probe_read_kernel (no bpf_get_current_task_btf: 5.11+)"
+	}
+	return "tp_btf programs read through bpf_probe_read_kernel (no bpf_skc_to_tcp_sock nor bpf_get_current_task_btf for them: 5.9+, 5.11+)"
 }
 
 // probeKernel finds out what the kernel offers. It fails only for what
@@ -207,6 +240,7 @@ func probeKernel(tracefs string, noTracefs reason) (*kernel, error) {
 		kprobes: exists("/sys/bus/event_source/devices/kprobe/type") ||
 			(tracefs != "" && exists(filepath.Join(tracefs, "kprobe_events"))),
 	}
+	k.inPlace = probeInPlaceReads()
 	k.twTimerHandler, err = kallsymsAddr("tw_timer_handler")
 	if err != nil {
 		k.missingTimewait = reason{text: err.Error(), permission: errors.Is(err, errKernelAddressesHidden)}
@@ -284,15 +318,15 @@ func tracepointReadable(tracefs, target string) (bool, reason) {
 	return false, reason{text: fmt.Sprintf("checking %s: %v", id, err)}
 }
 
-// probeTPBTF loads a do-nothing tp_btf program on a tracepoint. The
-// features package probes tracing programs with fentry, which a kernel can
-// refuse (EPERM) while it accepts tp_btf.
-func probeTPBTF(target string) error {
+// probeTPBTF loads a tp_btf program on a tracepoint: body (which may be
+// nothing), then return 0. The features package probes tracing programs
+// with fentry, which a kernel can refuse (EPERM) while it accepts tp_btf.
+func probeTPBTF(target string, body ...asm.Instruction) error {
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:         ebpf.Tracing,
 		AttachType:   ebpf.AttachTraceRawTp,
 		AttachTo:     target,
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		Instructions: append(body, asm.Mov.Imm(asm.R0, 0), asm.Return()),
 		License:      "GPL",
 	})
 	if err != nil {

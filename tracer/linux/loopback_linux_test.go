@@ -84,7 +84,13 @@ func trace(t *testing.T, cfg tracer.Config) (*recorder, *LinuxSource) {
 // traceHooks is trace choosing from the given hook table.
 func traceHooks(t *testing.T, cfg tracer.Config, table []hook) (*recorder, *LinuxSource) {
 	t.Helper()
-	src, err := open(cfg, table)
+	return traceAllowing(t, cfg, table, inPlaceReads{sock: true, task: true})
+}
+
+// traceAllowing is traceHooks allowing only some of the reads in place.
+func traceAllowing(t *testing.T, cfg tracer.Config, table []hook, allowInPlace inPlaceReads) (*recorder, *LinuxSource) {
+	t.Helper()
+	src, err := open(cfg, table, allowInPlace)
 	if err != nil {
 		t.Fatalf("opening tracer: %v", err)
 	}
@@ -472,11 +478,24 @@ func TestKernelForcedKprobeMode(t *testing.T) {
 // closes them when the test ends.
 func loadPrograms(t *testing.T, only ...string) *ebpf.Collection {
 	t.Helper()
+	return loadReadingInPlace(t, inPlaceReads{}, only...)
+}
+
+// loadReadingInPlace is loadPrograms with the tp_btf programs reading in
+// place what reads says.
+func loadReadingInPlace(t *testing.T, reads inPlaceReads, only ...string) *ebpf.Collection {
+	t.Helper()
 	if err := rlimit.RemoveMemlock(); err != nil {
 		t.Fatal(err)
 	}
 	spec, err := bpf.LoadPorttrace()
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := spec.Variables[bpf.PorttraceVarBtfSockReads].Set(reads.sock); err != nil {
+		t.Fatal(err)
+	}
+	if err := spec.Variables[bpf.PorttraceVarBtfTaskReads].Set(reads.task); err != nil {
 		t.Fatal(err)
 	}
 	for name := range spec.Programs {
@@ -498,13 +517,16 @@ func loadPrograms(t *testing.T, only ...string) *ebpf.Collection {
 
 // TestKernelEveryProgramPassesVerifier loads every program of the object, the
 // kprobe ones included: on a kernel without kprobes they cannot attach,
-// but the verifier still checks them.
+// but the verifier still checks them. The tp_btf programs are checked
+// reading through the helper and reading in place what the kernel allows.
 func TestKernelEveryProgramPassesVerifier(t *testing.T) {
 	needPrivileges(t)
-	coll := loadPrograms(t)
-	for _, name := range []string{bpf.PorttraceProgStateStoreKprobe, bpf.PorttraceProgStateSetKprobe, bpf.PorttraceProgAcceptKretprobe} {
-		if coll.Programs[name] == nil {
-			t.Errorf("program %s not loaded", name)
+	for _, reads := range []inPlaceReads{{}, probeThisKernel(t).inPlace} {
+		coll := loadReadingInPlace(t, reads)
+		for _, name := range []string{bpf.PorttraceProgStateStoreKprobe, bpf.PorttraceProgStateSetKprobe, bpf.PorttraceProgAcceptKretprobe, bpf.PorttraceProgStateTpBtf} {
+			if coll.Programs[name] == nil {
+				t.Errorf("%s: program %s not loaded", reads, name)
+			}
 		}
 	}
 }

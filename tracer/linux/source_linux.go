@@ -63,12 +63,13 @@ var (
 // Open loads and attaches porttrace's eBPF programs, choosing each hook from
 // what the kernel offers.
 func Open(cfg tracer.Config) (*LinuxSource, error) {
-	return open(cfg, defaultHooks)
+	return open(cfg, defaultHooks, inPlaceReads{sock: true, task: true})
 }
 
 // open is Open with the hook table to choose from, which tests narrow (to
-// force one alternative of a hook, say).
-func open(cfg tracer.Config, table []hook) (src *LinuxSource, err error) {
+// force one alternative of a hook, say), and the reads in place to allow
+// where the kernel has them (tests compare them with the helper's).
+func open(cfg tracer.Config, table []hook, allowInPlace inPlaceReads) (src *LinuxSource, err error) {
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
@@ -98,6 +99,8 @@ func open(cfg tracer.Config, table []hook) (src *LinuxSource, err error) {
 	if err != nil {
 		return nil, err
 	}
+	k.inPlace.sock = k.inPlace.sock && allowInPlace.sock
+	k.inPlace.task = k.inPlace.task && allowInPlace.task
 	chosen, notes, err := chooseHooks(k, cfg.Probe, table)
 	if err != nil {
 		return nil, err
@@ -130,6 +133,10 @@ func open(cfg tracer.Config, table []hook) (src *LinuxSource, err error) {
 		line := fmt.Sprintf("%s: %s %s: %s", c.hook.name, c.alt.form, targets(c.alt), c.why)
 		s.hooks = append(s.hooks, line)
 		cfg.Verbosef("attached %s", line)
+	}
+	if slices.ContainsFunc(chosen, func(c choice) bool { return c.alt.form == formTPBTF }) {
+		s.hooks = append(s.hooks, k.inPlace.String())
+		cfg.Verbosef("%s", k.inPlace)
 	}
 
 	s.reader, err = ringbuf.NewReader(s.coll.Maps[bpf.PorttraceMapEvents])
@@ -209,6 +216,8 @@ func loadSpec(cfg tracer.Config, k *kernel, chosen []choice) (*ebpf.CollectionSp
 		bpf.PorttraceVarFilterFamily:       family,
 		bpf.PorttraceVarTwTimerHandlerAddr: k.twTimerHandler,
 		bpf.PorttraceVarJiffyNs:            jiffy,
+		bpf.PorttraceVarBtfSockReads:       k.inPlace.sock,
+		bpf.PorttraceVarBtfTaskReads:       k.inPlace.task,
 	} {
 		if err := spec.Variables[name].Set(value); err != nil {
 			return nil, fmt.Errorf("setting %s: %w", name, err)

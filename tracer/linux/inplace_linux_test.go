@@ -1,0 +1,86 @@
+package linux
+
+import (
+	"cmp"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/porttrace/porttrace/tracer"
+)
+
+// TestKernelInPlaceReadsMatchHelperReads traces one connection twice at
+// once, with the reads in place this kernel allows (bpf/read.h) and with
+// every read through bpf_probe_read_kernel: both must report the same
+// events, field by field, so that a read in place of the wrong field or
+// of too few bytes shows.
+func TestKernelInPlaceReadsMatchHelperReads(t *testing.T) {
+	needPrivileges(t)
+	found := probeThisKernel(t).inPlace
+	if !found.sock && !found.task {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI must run this test on a kernel with reads in place: %s", found)
+		}
+		t.Skip(found)
+	}
+	port := freePort(t, "127.0.0.1")
+	cfg := tracer.Config{Ports: tracer.Ports{port}}
+	inPlace, inPlaceSrc := traceAllowing(t, cfg, defaultHooks, inPlaceReads{sock: true, task: true})
+	helper, helperSrc := traceAllowing(t, cfg, defaultHooks, inPlaceReads{})
+	for src, want := range map[*LinuxSource]string{inPlaceSrc: found.String(), helperSrc: inPlaceReads{}.String()} {
+		if hooks := strings.Join(src.Hooks(), "\n"); !strings.Contains(hooks, want) {
+			t.Errorf("hooks say:\n%s\nwant %q", hooks, want)
+		}
+	}
+
+	loopbackTraffic(t, port)
+	// The client closes first: its socket goes to TIME_WAIT, the
+	// server's through LAST_ACK to CLOSE, and the listener closes.
+	done := func(evs []tracer.Event) bool {
+		timewait, closes := false, 0
+		for _, ev := range evs {
+			timewait = timewait || ev.Kind == tracer.KindTimeWaitStart
+			if ev.Kind == tracer.KindState && ev.NewState == tracer.StateClose {
+				closes++
+			}
+		}
+		return timewait && closes == 3
+	}
+	a, b := portEvents(t, inPlace, port, done), portEvents(t, helper, port, done)
+	if len(a) != len(b) {
+		t.Fatalf("%d events read in place, %d through the helper:\n%v\n%v", len(a), len(b), a, b)
+	}
+	for i := range a {
+		// The two programs run one after the other: the clocks they
+		// read may tick in between.
+		if d := a[i].TimeoutNs - b[i].TimeoutNs; d < -int64(10*time.Millisecond) || d > int64(10*time.Millisecond) {
+			t.Errorf("event %d: timeouts %d and %d", i, a[i].TimeoutNs, b[i].TimeoutNs)
+		}
+		a[i].TimeNs, b[i].TimeNs, a[i].TimeoutNs, b[i].TimeoutNs = 0, 0, 0, 0
+		if a[i] != b[i] {
+			t.Errorf("event %d read in place:\n%+v\nthrough the helper:\n%+v", i, a[i], b[i])
+		}
+	}
+}
+
+// portEvents waits until rec's events of port satisfy done, and returns
+// them in an order that does not depend on the CPUs they came from.
+func portEvents(t *testing.T, rec *recorder, port uint16, done func([]tracer.Event) bool) []tracer.Event {
+	t.Helper()
+	var evs []tracer.Event
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		evs = slices.DeleteFunc(rec.events(), func(ev tracer.Event) bool { return ev.SPort != port && ev.DPort != port })
+		if done(evs) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for the connection's events; got %v", evs)
+		}
+	}
+	slices.SortStableFunc(evs, func(a, b tracer.Event) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Sock, b.Sock), cmp.Compare(a.OldState, b.OldState), cmp.Compare(a.NewState, b.NewState))
+	})
+	return evs
+}
