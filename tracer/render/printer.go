@@ -13,9 +13,16 @@ import (
 // goroutine, so that a stalled reader (a pipe nobody reads, a terminal on
 // hold) never stops the event loop: when every chunk is taken, lines are
 // dropped and counted instead.
+//
+// A storm's JSON comes at some 60 MB/s, and a file's writes stall now and
+// then for tens of milliseconds (the file system's journal, writeback):
+// 4 MiB of queue lost thousands of lines to such stalls. The queue holds
+// half a second of a storm; its chunks are allocated when the writer falls
+// behind, so a watch whose reader keeps up holds only a few.
 const (
 	chunkSize   = 64 << 10
-	chunkCount  = 64 // 4 MiB of output may wait for a slow reader
+	chunkCount  = 512 // 32 MiB of output may wait for a slow reader
+	chunkFirst  = 4   // allocated at the start
 	chunkFlush  = chunkSize - lineMaxSize
 	lineMaxSize = 4096 // no line is longer: a record's fields and Labels are bounded, and a connection in JSON, every state of both ends, is about 1.5 KiB
 )
@@ -34,6 +41,7 @@ type Printer struct {
 	opts PrinterOptions
 
 	cur     *chunk // being filled; nil while no chunk is free
+	chunks  int    // allocated so far, at most chunkCount
 	free    chan *chunk
 	full    chan *chunk
 	done    chan struct{}
@@ -63,9 +71,10 @@ func NewPrinter(w io.Writer, opts PrinterOptions) *Printer {
 		done:   make(chan struct{}),
 		failed: make(chan struct{}),
 	}
-	for range chunkCount {
-		p.free <- &chunk{b: make([]byte, 0, chunkSize)}
+	for range chunkFirst {
+		p.free <- newChunk()
 	}
+	p.chunks = chunkFirst
 	p.cur = <-p.free
 	go p.write(w)
 	return p
@@ -139,15 +148,22 @@ func (p *Printer) Line(line []byte) {
 	}
 }
 
-// chunk is the chunk to append a line to, or nil when none is free: the
-// line is then dropped, and counted.
+func newChunk() *chunk { return &chunk{b: make([]byte, 0, chunkSize)} }
+
+// chunk is the chunk to append a line to: a free one, or a new one while
+// fewer than chunkCount exist. Else it is nil, and the line is dropped and
+// counted.
 func (p *Printer) chunk() *chunk {
 	if p.cur == nil {
 		select {
 		case p.cur = <-p.free:
 		default:
-			p.dropped.Add(1)
-			return nil
+			if p.chunks == chunkCount {
+				p.dropped.Add(1)
+				return nil
+			}
+			p.chunks++
+			p.cur = newChunk()
 		}
 	}
 	return p.cur

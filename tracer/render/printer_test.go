@@ -60,19 +60,23 @@ func TestStalledWriterDrops(t *testing.T) {
 	defer close(w.release)
 	p := NewPrinter(w, PrinterOptions{JSON: true})
 	r := &tracer.Record{Type: tracer.RecordState, SPort: 8080}
-	const records = 200_000 // far more than chunkCount chunks hold
+	if p.chunks != chunkFirst {
+		t.Errorf("%d chunks allocated at the start, want %d", p.chunks, chunkFirst)
+	}
+	// Twice what the queue holds.
+	records := 2 * chunkCount * chunkSize / len(AppendJSON(nil, r, nil))
 	for range records {
 		p.Record(r)
 	}
-	if p.Dropped() == 0 {
-		t.Fatal("no line dropped while the writer is stalled")
+	if p.Dropped() == 0 || p.chunks != chunkCount {
+		t.Fatalf("%d lines dropped, %d chunks allocated while the writer is stalled; want some dropped once all %d are", p.Dropped(), p.chunks, chunkCount)
 	}
 	if err := p.Close(50 * time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	// Even the chunk in the writer's hands counts: it was not written in
 	// time.
-	if got := p.Dropped(); got != records {
+	if got := p.Dropped(); got != uint64(records) {
 		t.Errorf("dropped %d of %d lines with a stalled writer", got, records)
 	}
 }
