@@ -22,11 +22,16 @@ const windowCapacity = 1 << 16
 // Late.
 //
 // Nearly every line arrives in time order, or a few places out of it:
-// those wait in a ring, in order, at a small constant cost each; only the
-// lines that arrive long after later ones (the held ones) wait in a heap. The oldest of the
-// ring's first and the heap's top goes out first. A storm fills the window
-// with tens of thousands of lines a second, and a heap of them all cost a
-// few microseconds a line in cache misses alone.
+// those wait in a ring, in order, at a small constant cost each. The lines
+// that arrive long after later ones (the held ones) wait in slots, their
+// places in order in a few runs: a storm's passive sockets are accepted in
+// about the order they connected, so their held lines come back in time
+// order among themselves, and a run takes each at a constant cost. Only a
+// line older than the last of every run goes to a heap. The oldest of the
+// ring's first, the runs' first and the heap's top goes out first. A storm
+// fills the window with tens of thousands of lines a second, and a heap
+// of them all cost a few microseconds a line in cache misses alone; a heap
+// of the held ones still cost a twentieth of a watch's time.
 //
 // It holds copies of the records and allocates nothing per record once
 // its ring and heap have grown. It runs on the loop's goroutine, as every
@@ -39,9 +44,10 @@ type Window struct {
 	// ring holds the lines that came in time order: n of them from head.
 	ring    []windowLine
 	head, n int
-	// heap orders the others by time and then arrival; their records
-	// wait in slots (free lists the unused ones), so that the heap moves
-	// small entries.
+	// runs and heap order the others by time and then arrival; their
+	// records wait in slots (free lists the unused ones), so that runs
+	// and heap move small entries.
+	runs  [heldRuns]entryRun
 	heap  []heapEntry
 	slots []tracer.Record
 	free  []int32
@@ -59,12 +65,55 @@ type windowLine struct {
 	r   tracer.Record
 }
 
-// heapEntry is a held-back line's place in the heap: its time, its place
-// in the order of arrival, and the slot of its record.
+// heapEntry is a held-back line's place in a run or the heap: its time,
+// its place in the order of arrival, and the slot of its record.
 type heapEntry struct {
 	timeNs int64
 	seq    uint64
 	slot   int32
+}
+
+// heldRuns is how many runs of held-back lines the Window keeps: lines
+// held for their accept, and a stopped timewait timer's, which come back
+// in order among themselves but not with each other.
+const heldRuns = 3
+
+// entryRun is held-back lines in the order of their time and arrival, in a
+// ring.
+type entryRun struct {
+	ring    []heapEntry
+	head, n int
+}
+
+// takes says whether a line of time timeNs goes at the end of the run.
+func (q *entryRun) takes(timeNs int64) bool {
+	return q.n == 0 || q.at(q.n-1).timeNs <= timeNs
+}
+
+func (q *entryRun) at(i int) *heapEntry {
+	if i += q.head; i >= len(q.ring) {
+		i -= len(q.ring)
+	}
+	return &q.ring[i]
+}
+
+func (q *entryRun) push(e heapEntry) {
+	if q.n == len(q.ring) {
+		ring := make([]heapEntry, max(64, 2*len(q.ring)))
+		for i := range q.n {
+			ring[i] = *q.at(i)
+		}
+		q.ring, q.head = ring, 0
+	}
+	*q.at(q.n) = e
+	q.n++
+}
+
+func (q *entryRun) pop() {
+	if q.head++; q.head == len(q.ring) {
+		q.head = 0
+	}
+	q.n--
 }
 
 var _ tracer.Sink = (*Window)(nil)
@@ -108,13 +157,34 @@ func (w *Window) Record(r *tracer.Record) {
 			slot = int32(len(w.slots) - 1)
 		}
 		w.slots[slot] = *r
-		w.heap = append(w.heap, heapEntry{timeNs: r.TimeNs, seq: w.seq, slot: slot})
-		w.up(len(w.heap) - 1)
+		w.hold(heapEntry{timeNs: r.TimeNs, seq: w.seq, slot: slot})
 	}
-	if w.n+len(w.heap) > w.capacity {
+	if w.n+w.held() > w.capacity {
 		// The oldest of all, which may be this one, goes out early.
 		w.passOldest()
 	}
+}
+
+// hold puts a held-back line in the first run that takes it, or else in
+// the heap.
+func (w *Window) hold(e heapEntry) {
+	for k := range w.runs {
+		if w.runs[k].takes(e.timeNs) {
+			w.runs[k].push(e)
+			return
+		}
+	}
+	w.heap = append(w.heap, e)
+	w.up(len(w.heap) - 1)
+}
+
+// held is how many held-back lines wait.
+func (w *Window) held() int {
+	n := len(w.heap)
+	for k := range w.runs {
+		n += w.runs[k].n
+	}
+	return n
 }
 
 // maxShift is how far back in the ring a line may take its place. Lines
@@ -154,22 +224,37 @@ func (w *Window) grow() {
 	w.ring, w.head = ring, 0
 }
 
-// oldest is the record to pass on next, nil if none waits; fromRing says
-// where it waits.
-func (w *Window) oldest() (r *tracer.Record, fromRing bool) {
+// Where the oldest line waits: in the ring, a run (its index) or the
+// heap.
+const (
+	fromRing = -1
+	fromHeap = heldRuns
+)
+
+// oldest is the record to pass on next, nil if none waits, and where it
+// waits.
+func (w *Window) oldest() (r *tracer.Record, from int) {
+	var first *heapEntry // the oldest held-back line
+	from = fromRing
+	for k := range w.runs {
+		if q := &w.runs[k]; q.n > 0 && (first == nil || before(q.at(0), first)) {
+			first, from = q.at(0), k
+		}
+	}
+	if len(w.heap) > 0 && (first == nil || before(&w.heap[0], first)) {
+		first, from = &w.heap[0], fromHeap
+	}
 	switch {
-	case w.n == 0 && len(w.heap) == 0:
-		return nil, false
-	case len(w.heap) == 0:
-		return &w.ring[w.head].r, true
-	case w.n == 0:
-		return &w.slots[w.heap[0].slot], false
+	case first == nil && w.n == 0:
+		return nil, fromRing
+	case first == nil:
+		return &w.ring[w.head].r, fromRing
+	case w.n > 0:
+		if l := &w.ring[w.head]; l.r.TimeNs < first.timeNs || (l.r.TimeNs == first.timeNs && l.seq < first.seq) {
+			return &l.r, fromRing
+		}
 	}
-	first, top := &w.ring[w.head], &w.heap[0]
-	if first.r.TimeNs < top.timeNs || (first.r.TimeNs == top.timeNs && first.seq < top.seq) {
-		return &first.r, true
-	}
-	return &w.slots[top.slot], false
+	return &w.slots[first.slot], from
 }
 
 // Tick implements tracer.Sink: the lines WindowNs older than nowNs go on.
@@ -191,7 +276,7 @@ func (w *Window) Tick(nowNs int64) int64 {
 
 // Flush passes on every line held, as when the watch stops.
 func (w *Window) Flush() {
-	for w.n > 0 || len(w.heap) > 0 {
+	for w.n > 0 || w.held() > 0 {
 		w.passOldest()
 	}
 }
@@ -202,13 +287,14 @@ func (w *Window) Late() uint64 { return w.late }
 // passOldest passes the oldest line on.
 func (w *Window) passOldest() {
 	// Its ring place or slot is not reused before the next Record.
-	r, fromRing := w.oldest()
-	if fromRing {
+	r, from := w.oldest()
+	switch from {
+	case fromRing:
 		if w.head++; w.head == len(w.ring) {
 			w.head = 0
 		}
 		w.n--
-	} else {
+	case fromHeap:
 		w.free = append(w.free, w.heap[0].slot)
 		last := len(w.heap) - 1
 		w.heap[0] = w.heap[last]
@@ -216,6 +302,9 @@ func (w *Window) passOldest() {
 		if last > 0 {
 			w.down(0)
 		}
+	default:
+		w.free = append(w.free, w.runs[from].at(0).slot)
+		w.runs[from].pop()
 	}
 	w.passedNs = max(w.passedNs, r.TimeNs)
 	w.next.Record(r)
