@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/porttrace/porttrace/bpf"
 )
@@ -485,9 +484,7 @@ func loadPrograms(t *testing.T, only ...string) *ebpf.Collection {
 // place what reads says.
 func loadReadingInPlace(t *testing.T, reads inPlaceReads, only ...string) *ebpf.Collection {
 	t.Helper()
-	if err := rlimit.RemoveMemlock(); err != nil {
-		t.Fatal(err)
-	}
+	liftMemlock()
 	spec, err := bpf.LoadPorttrace()
 	if err != nil {
 		t.Fatal(err)

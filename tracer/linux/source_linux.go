@@ -15,7 +15,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
-	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/bpf"
@@ -73,11 +72,7 @@ func open(cfg tracer.Config, table []hook, allowInPlace inPlaceReads) (src *Linu
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
-	// Kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK; later ones
-	// to the memory cgroup, and then this does nothing.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK for eBPF maps: %w", err)
-	}
+	liftMemlock()
 	s := &LinuxSource{}
 	defer func() {
 		if err != nil {
@@ -116,7 +111,7 @@ func open(cfg tracer.Config, table []hook, allowInPlace inPlaceReads) (src *Linu
 	}
 	s.coll, err = ebpf.NewCollection(spec)
 	if err != nil {
-		return nil, fmt.Errorf("loading eBPF programs: %w", err)
+		return nil, fmt.Errorf("loading eBPF programs: %w", memlockHint(err))
 	}
 
 	for _, c := range chosen {

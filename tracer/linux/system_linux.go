@@ -47,6 +47,31 @@ func checkPrivileges() error {
 	return ErrPrivileges
 }
 
+// liftMemlock lifts RLIMIT_MEMLOCK, which kernels before 5.11 charge
+// eBPF maps to; later ones charge the memory cgroup, and the limit does
+// nothing. Past the hard limit it needs CAP_SYS_RESOURCE; where it cannot
+// go there, loading may fail on such a kernel, and memlockHint says why.
+// (cilium/ebpf's rlimit package tells the kernels apart by creating a map
+// when the program starts, in every command, --help included.)
+func liftMemlock() {
+	lim := unix.Rlimit{Cur: unix.RLIM_INFINITY, Max: unix.RLIM_INFINITY}
+	if unix.Setrlimit(unix.RLIMIT_MEMLOCK, &lim) == nil || unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim) != nil {
+		return
+	}
+	lim.Cur = lim.Max
+	_ = unix.Setrlimit(unix.RLIMIT_MEMLOCK, &lim)
+}
+
+// memlockHint names RLIMIT_MEMLOCK in an EPERM from creating eBPF maps
+// where liftMemlock could not lift it.
+func memlockHint(err error) error {
+	var lim unix.Rlimit
+	if !errors.Is(err, unix.EPERM) || unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim) != nil || lim.Cur == unix.RLIM_INFINITY {
+		return err
+	}
+	return fmt.Errorf("%w (kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK, %d bytes here: run as root or with CAP_SYS_RESOURCE, or raise ulimit -l)", err, lim.Cur)
+}
+
 // tracefsPath is where porttrace mounts tracefs when nothing has.
 const tracefsPath = "/sys/kernel/tracing"
 

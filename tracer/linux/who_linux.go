@@ -15,7 +15,6 @@ import (
 	"slices"
 
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/bpf"
@@ -254,9 +253,7 @@ func (s *LinuxSource) FindHolders(socks []tracer.HolderQuery) ([]tracer.Holder, 
 // socketOwners runs the socket_owners iterator for a port, or for every
 // port if port is 0.
 func socketOwners(port uint16) (owners, error) {
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK for eBPF: %w", err)
-	}
+	liftMemlock()
 	spec, err := bpf.LoadOwners()
 	if err != nil {
 		return nil, err
@@ -266,7 +263,7 @@ func socketOwners(port uint16) (owners, error) {
 	}
 	var objs bpf.OwnersObjects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		return nil, fmt.Errorf("loading the socket owner iterator: %w", err)
+		return nil, fmt.Errorf("loading the socket owner iterator: %w", memlockHint(err))
 	}
 	defer objs.Close()
 	it, err := link.AttachIter(link.IterOptions{Program: objs.SocketOwners})
