@@ -100,18 +100,23 @@ type sockState struct {
 }
 
 // tupleKey identifies a connection across the full socket and the timewait
-// socket that succeeds it.
+// socket that succeeds it. Plain bytes, without netip.Addr's zone pointer
+// or padding, hash in one pass: the maps keyed by it are looked up on
+// every connection's opening and closing.
 type tupleKey struct {
+	saddr, daddr [16]byte
 	netns        uint32
-	saddr, daddr netip.Addr
 	sport, dport uint16
 }
 
-// makeTuple keys a connection by its ends, with IPv4-mapped IPv6 addresses
-// as plain IPv4: a dual-stack socket sees its IPv4 peer as ::ffff:a.b.c.d,
-// while the peer, if local, is an IPv4 socket.
+// makeTuple keys a connection by its ends, an IPv4 address and its
+// IPv4-mapped IPv6 form alike: a dual-stack socket sees its IPv4 peer as
+// ::ffff:a.b.c.d, while the peer, if local, is an IPv4 socket. (An IPv6
+// zone is left out: the kernel keeps a link-local address's interface
+// apart, and two connections of one netns that differ only in it do not
+// meet on one host.)
 func makeTuple(netns uint32, saddr netip.Addr, sport uint16, daddr netip.Addr, dport uint16) tupleKey {
-	return tupleKey{netns: netns, saddr: saddr.Unmap(), daddr: daddr.Unmap(), sport: sport, dport: dport}
+	return tupleKey{netns: netns, saddr: saddr.As16(), daddr: daddr.As16(), sport: sport, dport: dport}
 }
 
 func eventTuple(ev *tracer.Event) tupleKey {
