@@ -190,6 +190,9 @@ func TestFullDisk(t *testing.T) {
 	} else if !strings.Contains(log.lines[0], "history stopped") {
 		t.Errorf("logged %q", log.lines[0])
 	}
+	if res, err := s.Query(8080, time.Time{}, time.Time{}); err != nil || res.Dropped != s.Dropped() {
+		t.Errorf("a query after the disk filled says %d dropped (%v), want %d", res.Dropped, err, s.Dropped())
+	}
 	f, err := s.RecentFailedBinds(8080, 1)
 	if err != nil || len(f) != 1 {
 		t.Errorf("a query after the disk filled: %v, %v", f, err)

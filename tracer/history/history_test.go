@@ -451,3 +451,30 @@ func TestListenerChangesHands(t *testing.T) {
 		t.Errorf("owner changes: %+v, want 10 -> 20", r.OwnerChanges)
 	}
 }
+
+// TestDropsLogged: the writer says how many changes were dropped since it
+// last said so, at most every dropsLogEvery, and nothing once history has
+// stopped (fail said why).
+func TestDropsLogged(t *testing.T) {
+	log := &logLines{}
+	s := &Store{opts: Options{Logf: log.logf}}
+	var d dropsLogged
+	start := time.Unix(1000, 0)
+	d.log(s, start)
+	s.dropped.Add(5)
+	d.log(s, start.Add(time.Second))
+	s.dropped.Add(3)
+	d.log(s, start.Add(5*time.Second)) // too soon after the last line
+	d.log(s, start.Add(12*time.Second))
+	d.log(s, start.Add(30*time.Second)) // nothing new
+	s.dropped.Add(1)
+	s.failed.Store(true)
+	d.log(s, start.Add(60*time.Second))
+	want := []string{
+		"history dropped 5 changes (5 in all): its writer fell behind the events (a slow disk?)",
+		"history dropped 3 changes (8 in all): its writer fell behind the events (a slow disk?)",
+	}
+	if !slices.Equal(log.lines, want) {
+		t.Errorf("logged %q, want %q", log.lines, want)
+	}
+}

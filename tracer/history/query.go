@@ -36,7 +36,7 @@ func timeRange(since, until time.Time) (sinceNs, untilNs int64) {
 // that fell in it.
 func (s *Store) Query(port uint16, since, until time.Time) (Result, error) {
 	sinceNs, untilNs := timeRange(since, until)
-	r := Result{Port: port, SinceNs: sinceNs, UntilNs: untilNs}
+	r := Result{Port: port, SinceNs: sinceNs, UntilNs: untilNs, Dropped: s.Dropped()}
 	err := s.view(func(tx *bolt.Tx) error {
 		err := scanPort(tx.Bucket(bucketHolders), port, 0, untilNs, func(v []byte) error {
 			h, err := decodeHolder(v)

@@ -63,7 +63,9 @@ type Options struct {
 	// MaxBytes bounds the database file; 0 means DefaultMaxBytes. When
 	// its entries fill most of it, the oldest go first.
 	MaxBytes int64
-	// Logf receives the one line that says history stopped (a full disk).
+	// Logf receives the one line that says history stopped (a full disk),
+	// and, at most every 10 s, how many changes it dropped (its writer
+	// behind).
 	Logf func(format string, args ...any)
 	// Describe, if set, adds what it knows of a process (user, executable,
 	// command line, start time) to the facts a record gave. The writer

@@ -136,4 +136,9 @@ type Result struct {
 	FailedBinds  []FailedBind
 	OwnerChanges []OwnerChange
 	Connections  []Connections
+	// Dropped counts the changes (of any port) that never reached the
+	// database since the store was opened: its writer fell behind (a slow
+	// disk under a storm of binds) or stopped (a full disk). What they
+	// said is missing from this answer too, maybe.
+	Dropped uint64
 }

@@ -44,6 +44,7 @@ func (s *Store) write() {
 	defer ticker.Stop()
 	batch := make([]change, 0, maxBatch)
 	retained := time.Now()
+	var drops dropsLogged
 	for {
 		select {
 		case c := <-s.changes:
@@ -61,6 +62,7 @@ func (s *Store) write() {
 		case now := <-ticker.C:
 			s.commit(batch)
 			batch = batch[:0]
+			drops.log(s, now)
 			if now.Sub(retained) >= retainInterval && !s.failed.Load() {
 				if err := s.retain(now.UnixNano()); err != nil {
 					s.fail(err)
@@ -87,6 +89,29 @@ func (s *Store) write() {
 			}
 		}
 	}
+}
+
+// dropsLogEvery bounds how often the writer says it dropped changes.
+const dropsLogEvery = 10 * time.Second
+
+// dropsLogged is what the writer last said of the changes dropped, and
+// when.
+type dropsLogged struct {
+	n  uint64
+	at time.Time
+}
+
+// log says, at most every dropsLogEvery, how many changes were dropped
+// since it last did: the sink drops what the writer has no room for, on
+// the event path, which says nothing. After a failure, fail has said why
+// everything is dropped.
+func (d *dropsLogged) log(s *Store, now time.Time) {
+	n := s.Dropped()
+	if n == d.n || s.opts.Logf == nil || s.failed.Load() || now.Sub(d.at) < dropsLogEvery {
+		return
+	}
+	s.opts.Logf("history dropped %d changes (%d in all): its writer fell behind the events (a slow disk?)", n-d.n, n)
+	d.n, d.at = n, now
 }
 
 // commit writes a batch in one transaction: bbolt writes the pages, syncs

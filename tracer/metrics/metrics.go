@@ -72,6 +72,9 @@ type Options struct {
 	// Lost returns the events the source lost (tracer.Source.Lost); nil
 	// exports no loss counters.
 	Lost func() tracer.Lost
+	// HistoryDropped returns the changes history dropped
+	// (history.Store.Dropped); nil, without history, exports no counter.
+	HistoryDropped func() uint64
 	// MaxPorts bounds the port label's values; 0 means DefaultMaxPorts.
 	MaxPorts int
 }

@@ -159,7 +159,8 @@ func TestSocketGauges(t *testing.T) {
 		sock(tracer.StateFinWait2, "127.0.0.1:50002", "127.0.0.1:8080"),
 	)
 	index := func() *correlate.Index { return loop.Index() }
-	m := New(Options{Index: index, Lost: func() tracer.Lost { return tracer.Lost{Dropped: 7, Skipped: 2} }})
+	m := New(Options{Index: index, Lost: func() tracer.Lost { return tracer.Lost{Dropped: 7, Skipped: 2} },
+		HistoryDropped: func() uint64 { return 3 }})
 	want := map[string]int{
 		`port="8080",state="listen"`:       1,
 		`port="8080",state="established"`:  2,
@@ -172,7 +173,8 @@ func TestSocketGauges(t *testing.T) {
 		`porttrace_index_sockets 7`,
 		`porttrace_events_lost_total{cause="dropped"} 7`,
 		`porttrace_events_lost_total{cause="skipped"} 2`,
-		`porttrace_events_lost_total{cause="undecodable"} 0`)
+		`porttrace_events_lost_total{cause="undecodable"} 0`,
+		`porttrace_history_dropped_total 3`)
 
 	// The listener goes: the port keeps its label, and its TIME_WAIT.
 	loop = seededLoop(sock(tracer.StateTimeWait, "127.0.0.1:8080", "127.0.0.1:50002"))

@@ -15,6 +15,9 @@ var (
 	lostDesc = prometheus.NewDesc("porttrace_events_lost_total",
 		"Kernel events porttrace lost, by cause: dropped (its buffer was full), skipped (a probe did not run, a softirq interrupting it), undecodable.",
 		[]string{"cause"}, nil)
+	historyDroppedDesc = prometheus.NewDesc("porttrace_history_dropped_total",
+		"Changes (binds, listens, ends, owner changes, connection counts) that never reached the history database: its writer fell behind (a slow disk) or stopped (a full disk).",
+		nil, nil)
 )
 
 // gaugeStates are the states porttrace_tcp_sockets reports for each port:
@@ -36,6 +39,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- socketsDesc
 	ch <- indexSocketsDesc
 	ch <- lostDesc
+	ch <- historyDroppedDesc
 }
 
 func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
@@ -47,6 +51,9 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(lost.Dropped), "dropped")
 		ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(lost.Skipped), "skipped")
 		ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(lost.Undecodable), "undecodable")
+	}
+	if c.opts.HistoryDropped != nil {
+		ch <- prometheus.MustNewConstMetric(historyDroppedDesc, prometheus.CounterValue, float64(c.opts.HistoryDropped()))
 	}
 }
 

@@ -15,6 +15,9 @@ import (
 func HistoryText(w io.Writer, r *history.Result, loc *time.Location) {
 	at := func(ns int64) string { return time.Unix(0, ns).In(loc).Format("2006-01-02 15:04:05") }
 	fmt.Fprintf(w, "port %d from %s to %s\n", r.Port, at(r.SinceNs), at(r.UntilNs))
+	if r.Dropped > 0 {
+		fmt.Fprintf(w, "note: history dropped %d changes (of any port) since the daemon started: its writer fell behind (a slow disk) or stopped (a full disk; see its log), so this may lack some\n", r.Dropped)
+	}
 	if len(r.Holders) == 0 && len(r.FailedBinds) == 0 && len(r.Connections) == 0 {
 		fmt.Fprintln(w, "\nnothing recorded")
 		return
