@@ -1016,6 +1016,27 @@ func holders(res *history.Result, pid int) []string {
 	return out
 }
 
+// TestDaemonHistoryAnswersAtOnce: once the daemon names a listener's owner
+// from its cache, its history has the listener: history commits twice a
+// second, and a question must not wait for that.
+func TestDaemonHistoryAnswersAtOnce(t *testing.T) {
+	needRoot(t)
+	start := time.Now()
+	d := startDaemon(t, t.TempDir())
+	server := startHolder(t, "")
+	port := freeLoopbackPort(t)
+	server.do("listen %s", loopback(port))
+	eventually(t, 10*time.Second, "the daemon names the listener's owner from its cache", func() string {
+		if resp := d.who(t, port); resp.From != "cache" || !resp.Report.Holds(uint32(server.pid)) {
+			return fmt.Sprintf("from the %s, held by %v", resp.From, resp.Report.PIDs())
+		}
+		return ""
+	})
+	if h := holders(d.history(t, port, start, time.Time{}), server.pid); len(h) != 1 || !strings.HasSuffix(h[0], " holding") {
+		t.Errorf("history right after: holders %q, want the listener, holding", h)
+	}
+}
+
 // TestDaemonRestartKeepsHistory: a daemon stopped and started again keeps
 // the history it had: a listener that closed, and one that still listens,
 // continued as the same holder.

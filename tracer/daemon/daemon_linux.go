@@ -103,7 +103,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	var m *metrics.Metrics
 	if cfg.MetricsAddress != "" {
-		m = metrics.New(metrics.Options{Index: func() *correlate.Index { return d.loop.Index() }, Lost: src.Lost})
+		opts := metrics.Options{Index: func() *correlate.Index { return d.loop.Index() }, Lost: src.Lost}
+		if d.store != nil {
+			opts.HistoryDropped = d.store.Dropped
+		}
+		m = metrics.New(opts)
 		sinks = append(sinks, m)
 	}
 	d.loop = correlate.NewLoop(sinks...)
@@ -405,6 +409,11 @@ func (d *daemon) history(port uint16, since, until time.Time) (*history.Result, 
 	if d.store == nil {
 		return nil, errors.New("this daemon keeps no history (start it with --data-dir)")
 	}
+	// History commits twice a second: what the loop handed it before the
+	// question goes in first, so that a question right after a bind sees
+	// it. (A history stopped by a full disk answers from what it wrote,
+	// and its answer counts what it dropped.)
+	_ = d.store.Sync()
 	res, err := d.store.Query(port, since, until)
 	return &res, err
 }
