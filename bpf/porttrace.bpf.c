@@ -270,7 +270,8 @@ static __always_inline __u64 mptcp_parent(struct sock *sk, bool direct)
 		return 0;
 	if (!READ(direct, (struct tcp_sock *)sk, is_mptcp))
 		return 0;
-	/* The ULP data is a void * to the verifier: read through the helper. */
+	/* The ULP data is a void * to the verifier: what it points to is read
+	 * through the helper. */
 	struct mptcp_subflow_context *ctx = READ(direct, (struct inet_connection_sock *)sk, icsk_ulp_data);
 	return (__u64)BPF_CORE_READ(ctx, conn);
 }
