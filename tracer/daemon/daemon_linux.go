@@ -411,12 +411,19 @@ func (d *daemon) history(port uint16, since, until time.Time) (*history.Result, 
 	}
 	// History commits twice a second: what the loop handed it before the
 	// question goes in first, so that a question right after a bind sees
-	// it. (A history stopped by a full disk answers from what it wrote,
-	// and its answer counts what it dropped.)
-	_ = d.store.Sync()
+	// it. A disk that hangs in a commit delays the answer by
+	// historySyncWait at most, and a history stopped by a full disk
+	// answers from what it wrote (its answer counts what it dropped).
+	ctx, cancel := context.WithTimeout(context.Background(), historySyncWait)
+	_ = d.store.SyncContext(ctx)
+	cancel()
 	res, err := d.store.Query(port, since, until)
 	return &res, err
 }
+
+// historySyncWait bounds how long a history question waits for the
+// commit of what came before it.
+const historySyncWait = time.Second
 
 // describe adds what /proc says of a process to history's facts.
 func (d *daemon) describe(p *history.Process) {

@@ -1,6 +1,8 @@
 package history
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -476,5 +478,20 @@ func TestDropsLogged(t *testing.T) {
 	}
 	if !slices.Equal(log.lines, want) {
 		t.Errorf("logged %q, want %q", log.lines, want)
+	}
+}
+
+// TestSyncGivesUp: SyncContext returns when its context ends, whether its
+// request waits for room in the queue or for a writer that never answers
+// (a disk that hangs in a commit).
+func TestSyncGivesUp(t *testing.T) {
+	for _, room := range []int{0, 1} {
+		s := &Store{changes: make(chan change, room), done: make(chan struct{})}
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		err := s.SyncContext(ctx)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("queue room %d, no writer: %v, want the context's deadline", room, err)
+		}
 	}
 }

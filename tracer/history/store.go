@@ -1,6 +1,7 @@
 package history
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -265,18 +266,26 @@ func (s *Store) fail(err error) {
 // in the database, and returns the error that stopped history, if any.
 // Connection counts wait on the sink until a Tick or the next second of
 // records: call Tick first to include them.
-func (s *Store) Sync() error {
-	done := make(chan error, 1)
+func (s *Store) Sync() error { return s.SyncContext(context.Background()) }
+
+// SyncContext is Sync giving up when ctx ends (a disk that hangs in a
+// commit), with ctx's error.
+func (s *Store) SyncContext(ctx context.Context) error {
+	done := make(chan error, 1) // the writer never blocks on a caller gone
 	select {
 	case s.changes <- change{kind: changeSync, done: done}:
 	case <-s.done:
 		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 	select {
 	case err := <-done:
 		return err
 	case <-s.done:
 		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
