@@ -41,13 +41,12 @@ type Window struct {
 	widthNs  int64
 	capacity int
 
-	// ring holds the lines that came in time order: n of them from head.
-	ring    []windowLine
-	head, n int
+	// lines holds the lines that came in time order.
+	lines ring[windowLine]
 	// runs and heap order the others by time and then arrival; their
 	// records wait in slots (free lists the unused ones), so that runs
 	// and heap move small entries.
-	runs  [heldRuns]entryRun
+	runs  [heldRuns]ring[heapEntry]
 	heap  []heapEntry
 	slots []tracer.Record
 	free  []int32
@@ -78,39 +77,43 @@ type heapEntry struct {
 // in order among themselves but not with each other.
 const heldRuns = 3
 
-// entryRun is held-back lines in the order of their time and arrival, in a
-// ring.
-type entryRun struct {
-	ring    []heapEntry
+// ring is a queue of n items from head in a circular buffer, which grows
+// by doubling up to a limit: the Window's lines in time order, and each of
+// its runs of held-back lines.
+type ring[T any] struct {
+	buf     []T
 	head, n int
 }
 
-// takes says whether a line of time timeNs goes at the end of the run.
-func (q *entryRun) takes(timeNs int64) bool {
-	return q.n == 0 || q.at(q.n-1).timeNs <= timeNs
-}
-
-func (q *entryRun) at(i int) *heapEntry {
-	if i += q.head; i >= len(q.ring) {
-		i -= len(q.ring)
+// at is the i-th item from the head.
+func (q *ring[T]) at(i int) *T {
+	if i += q.head; i >= len(q.buf) {
+		i -= len(q.buf)
 	}
-	return &q.ring[i]
+	return &q.buf[i]
 }
 
-func (q *entryRun) push(e heapEntry) {
-	if q.n == len(q.ring) {
-		ring := make([]heapEntry, max(64, 2*len(q.ring)))
-		for i := range q.n {
-			ring[i] = *q.at(i)
+// insert makes place i for an item, moving the items after it up one, and
+// returns it to be filled in place (a line's record is 240 bytes); the
+// buffer doubles first when full, to at most limit items.
+func (q *ring[T]) insert(i int, limit int) *T {
+	if q.n == len(q.buf) {
+		buf := make([]T, min(max(64, 2*len(q.buf)), limit))
+		for j := range q.n {
+			buf[j] = *q.at(j)
 		}
-		q.ring, q.head = ring, 0
+		q.buf, q.head = buf, 0
 	}
-	*q.at(q.n) = e
+	for j := q.n; j > i; j-- {
+		*q.at(j) = *q.at(j - 1)
+	}
 	q.n++
+	return q.at(i)
 }
 
-func (q *entryRun) pop() {
-	if q.head++; q.head == len(q.ring) {
+// pop drops the head.
+func (q *ring[T]) pop() {
+	if q.head++; q.head == len(q.buf) {
 		q.head = 0
 	}
 	q.n--
@@ -137,17 +140,10 @@ func (w *Window) Record(r *tracer.Record) {
 		return
 	}
 	w.seq++
+	// One more line than the window holds: Record then passes one on.
 	if i, ok := w.place(r.TimeNs); ok {
-		if w.n == len(w.ring) {
-			w.grow()
-		}
-		// Lines after its place move up one.
-		for j := w.n; j > i; j-- {
-			*w.at(j) = *w.at(j - 1)
-		}
-		l := w.at(i)
+		l := w.lines.insert(i, w.capacity+1)
 		l.seq, l.r = w.seq, *r
-		w.n++
 	} else {
 		var slot int32
 		if n := len(w.free); n > 0 {
@@ -159,7 +155,7 @@ func (w *Window) Record(r *tracer.Record) {
 		w.slots[slot] = *r
 		w.hold(heapEntry{timeNs: r.TimeNs, seq: w.seq, slot: slot})
 	}
-	if w.n+w.held() > w.capacity {
+	if w.lines.n+w.held() > w.capacity {
 		// The oldest of all, which may be this one, goes out early.
 		w.passOldest()
 	}
@@ -169,8 +165,8 @@ func (w *Window) Record(r *tracer.Record) {
 // the heap.
 func (w *Window) hold(e heapEntry) {
 	for k := range w.runs {
-		if w.runs[k].takes(e.timeNs) {
-			w.runs[k].push(e)
+		if q := &w.runs[k]; q.n == 0 || q.at(q.n-1).timeNs <= e.timeNs {
+			*q.insert(q.n, w.capacity+1) = e
 			return
 		}
 	}
@@ -198,30 +194,13 @@ const maxShift = 16
 // of its time or earlier; ok is false when that is more than maxShift
 // lines back from the ring's end.
 func (w *Window) place(timeNs int64) (i int, ok bool) {
-	for i = w.n; i > 0 && w.at(i-1).r.TimeNs > timeNs; i-- {
-		if w.n-i == maxShift {
+	n := w.lines.n
+	for i = n; i > 0 && w.lines.at(i-1).r.TimeNs > timeNs; i-- {
+		if n-i == maxShift {
 			return 0, false
 		}
 	}
 	return i, true
-}
-
-// at is the ring's i-th line from its head.
-func (w *Window) at(i int) *windowLine {
-	if i += w.head; i >= len(w.ring) {
-		i -= len(w.ring)
-	}
-	return &w.ring[i]
-}
-
-// grow doubles the ring, keeping its lines in order, up to one more line
-// than the window holds: Record passes one on when it holds more.
-func (w *Window) grow() {
-	ring := make([]windowLine, min(max(64, 2*len(w.ring)), w.capacity+1))
-	for i := range w.n {
-		ring[i] = *w.at(i)
-	}
-	w.ring, w.head = ring, 0
 }
 
 // Where the oldest line waits: in the ring, a run (its index) or the
@@ -244,15 +223,13 @@ func (w *Window) oldest() (r *tracer.Record, from int) {
 	if len(w.heap) > 0 && (first == nil || before(&w.heap[0], first)) {
 		first, from = &w.heap[0], fromHeap
 	}
-	switch {
-	case first == nil && w.n == 0:
-		return nil, fromRing
-	case first == nil:
-		return &w.ring[w.head].r, fromRing
-	case w.n > 0:
-		if l := &w.ring[w.head]; l.r.TimeNs < first.timeNs || (l.r.TimeNs == first.timeNs && l.seq < first.seq) {
+	if w.lines.n > 0 {
+		if l := w.lines.at(0); first == nil || before(&heapEntry{timeNs: l.r.TimeNs, seq: l.seq}, first) {
 			return &l.r, fromRing
 		}
+	}
+	if first == nil {
+		return nil, fromRing
 	}
 	return &w.slots[first.slot], from
 }
@@ -276,7 +253,7 @@ func (w *Window) Tick(nowNs int64) int64 {
 
 // Flush passes on every line held, as when the watch stops.
 func (w *Window) Flush() {
-	for w.n > 0 || w.held() > 0 {
+	for w.lines.n > 0 || w.held() > 0 {
 		w.passOldest()
 	}
 }
@@ -290,10 +267,7 @@ func (w *Window) passOldest() {
 	r, from := w.oldest()
 	switch from {
 	case fromRing:
-		if w.head++; w.head == len(w.ring) {
-			w.head = 0
-		}
-		w.n--
+		w.lines.pop()
 	case fromHeap:
 		w.free = append(w.free, w.heap[0].slot)
 		last := len(w.heap) - 1

@@ -80,7 +80,7 @@ func TestWindowSequences(t *testing.T) {
 			if w.Late() != tc.late {
 				t.Errorf("%d late, want %d", w.Late(), tc.late)
 			}
-			if held := len(w.ring) + len(w.slots); held > 2*(tc.capacity+1) {
+			if held := len(w.lines.buf) + len(w.slots); held > 2*(tc.capacity+1) {
 				t.Errorf("room for %d lines for a capacity of %d", held, tc.capacity)
 			}
 		})
