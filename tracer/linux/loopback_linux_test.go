@@ -444,14 +444,7 @@ func loopbackTraffic(t *testing.T, port uint16) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, s := connectTo(t, l)
 	c.Close()
 	s.Close()
 }

@@ -58,6 +58,23 @@ func listenTCP4(t *testing.T) (net.Listener, uint16) {
 	return l, uint16(l.Addr().(*net.TCPAddr).Port)
 }
 
+// connectTo makes one loopback connection to l: its client end and the end
+// l accepted, both closed when the test ends if not before.
+func connectTo(t *testing.T, l net.Listener) (client, server net.Conn) {
+	t.Helper()
+	client, err := net.Dial(l.Addr().Network(), l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err = l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return client, server
+}
+
 // timeWaitSetup traces a fresh port and makes one connection to it from a
 // chosen client port in which the server closes first.
 func timeWaitSetup(t *testing.T) (net.Listener, uint16, int, *recorder) {

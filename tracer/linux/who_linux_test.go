@@ -520,39 +520,14 @@ func TestKernelSocketsByEnds(t *testing.T) {
 	}
 	l, port := listenTCP4(t)
 	defer l.Close()
-	client, err := net.Dial("tcp4", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
+	connectTo(t, l) // one connection established
 	// A second connection whose server end closes first: TIME_WAIT on
 	// the port.
-	closed, err := net.Dial("tcp4", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	closed, accepted := connectTo(t, l)
 	accepted.Close()
 	closed.Close()
 	// A third whose client shuts its side down: FIN_WAIT2, still held.
-	halfClosed, err := net.Dial("tcp4", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer halfClosed.Close()
-	halfServer, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer halfServer.Close()
+	halfClosed, _ := connectTo(t, l)
 	if err := halfClosed.(*net.TCPConn).CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
