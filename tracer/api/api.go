@@ -61,8 +61,9 @@ type Socket struct {
 	Exited bool `json:"exited,omitempty"`
 }
 
-// OwnersResponse lists the sockets on a local port whose owners a server
-// knows.
+// OwnersResponse lists the sockets on both sides of a port whose owners a
+// server knows: those on the port here, and those connected to it from
+// this host.
 type OwnersResponse struct {
 	Port uint16 `json:"port"`
 	// AtNs is when the server's index was built (ns since the epoch).

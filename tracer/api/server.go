@@ -187,7 +187,7 @@ func owners(w http.ResponseWriter, r *http.Request, x *correlate.Index) {
 		return
 	}
 	resp := OwnersResponse{Port: port, AtNs: x.AtNs, Sockets: []Socket{}}
-	for _, o := range x.ByLocalPort(port) {
+	for _, o := range x.OnPort(port) {
 		resp.Sockets = append(resp.Sockets, Socket{
 			Proto: o.Proto.String(), Family: o.Family.String(), State: o.State.String(), TimeWait: o.TimeWait,
 			NetNS: o.NetNS, Local: o.Local, Remote: o.Remote, PID: o.Process.PID, Comm: o.Process.Comm.String(),

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -83,6 +84,37 @@ func TestOwners(t *testing.T) {
 		Remote: netip.MustParseAddrPort("0.0.0.0:0"), PID: 100, Comm: "server", StartNs: 5_000_000_000, CgroupID: 42, OwnerVia: "snapshot"}
 	if resp.Port != 8080 || len(resp.Sockets) != 1 || resp.Sockets[0] != want {
 		t.Errorf("got %+v, want port 8080 and %+v", resp, want)
+	}
+}
+
+// TestOwnersBothSides: a server answers for the sockets connected to the
+// port from this host too (a client's connection, its TIME_WAIT after it
+// exits), which who lists and asks running watches to name.
+func TestOwnersBothSides(t *testing.T) {
+	loop := seeded()
+	loop.Seed(&snapshot.PortReport{
+		Port: 8080,
+		Sockets: []snapshot.PortSocket{{
+			Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateEstablished, NetNS: 1, Sock: 0x2000,
+			Local: netip.MustParseAddrPort("127.0.0.1:40000"), Remote: netip.MustParseAddrPort("127.0.0.1:8080"), PIDs: []uint32{200},
+		}},
+		Processes: map[uint32]*proc.Process{200: {Identity: proc.Identity{PID: 200, StartNs: 6_000_000_000}, Name: "curl"}},
+	}, 2)
+	path := filepath.Join(t.TempDir(), "test.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serve(ln, path, peerRule{gid: os.Getgid()}, watchBackend(loop))
+	t.Cleanup(func() { s.Close() })
+	var clients []string
+	for _, sock := range ask(t, s).Sockets {
+		if sock.Remote.Port() == 8080 {
+			clients = append(clients, fmt.Sprintf("%s %d %s", sock.Local, sock.PID, sock.Comm))
+		}
+	}
+	if want := []string{"127.0.0.1:40000 200 curl"}; !slices.Equal(clients, want) {
+		t.Errorf("the port's clients: %q, want %q", clients, want)
 	}
 }
 

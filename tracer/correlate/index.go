@@ -55,9 +55,23 @@ func newIndex(atNs int64, stats Stats, sockets []Owned) *Index {
 	return &Index{AtNs: atNs, Stats: stats, sockets: sockets, byRemote: byRemote}
 }
 
-// ByRemotePort returns the sockets whose remote port is port: the clients
+// OnPort returns the sockets on both sides of port, as who shows them:
+// those whose local port it is (listeners, accepted connections), then
+// those connected to it from this host (clients, their TIME_WAIT). A
+// socket with port at both ends is listed once.
+func (x *Index) OnPort(port uint16) []Owned {
+	out := slices.Clone(x.ByLocalPort(port))
+	for _, o := range x.byRemotePort(port) {
+		if o.Local.Port() != port {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// byRemotePort returns the sockets whose remote port is port: the clients
 // of a port on this host.
-func (x *Index) ByRemotePort(port uint16) []Owned {
+func (x *Index) byRemotePort(port uint16) []Owned {
 	if x == nil {
 		return nil
 	}

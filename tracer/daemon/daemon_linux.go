@@ -277,11 +277,9 @@ func (d *daemon) lastHolder(port uint16) []string {
 func (d *daemon) ownedByEnds(port uint16) map[snapshot.SocketKey][]correlate.Owned {
 	owned := map[snapshot.SocketKey][]correlate.Owned{}
 	x := d.loop.Index()
-	for _, list := range [][]correlate.Owned{x.ByLocalPort(port), x.ByRemotePort(port)} {
-		for _, o := range list {
-			k := snapshot.KeyOf(o.NetNS, o.Local, o.Remote)
-			owned[k] = append(owned[k], o)
-		}
+	for _, o := range x.OnPort(port) {
+		k := snapshot.KeyOf(o.NetNS, o.Local, o.Remote)
+		owned[k] = append(owned[k], o)
 	}
 	return owned
 }
