@@ -1,5 +1,5 @@
-// Package metrics exports what porttrace sees as Prometheus metrics,
-// through the official client library.
+// Package metrics exports what porttrace sees as Prometheus metrics, in
+// Prometheus's text exposition format.
 //
 // # Use
 //
@@ -7,10 +7,10 @@
 //	loop := correlate.NewLoop(printer, store, m)  // m is a tracer.Sink
 //	http.Handle("/metrics", m.Handler())
 //
-// The event loop calls Record: it only increments counters and observes
-// histograms through label children it keeps once resolved (allocating the
-// first time a label set appears, never after), so in steady state it
-// allocates nothing, makes no system call and never blocks. The gauges are read at scrape
+// The event loop calls Record: it only adds to atomic counters and
+// histogram buckets (allocating the first time a failed bind's label set
+// appears, never after), so in steady state it allocates nothing, makes no
+// system call and never blocks. The gauges are read at scrape
 // time from the index the loop publishes, never from the loop itself.
 //
 // # Metrics
@@ -22,7 +22,7 @@
 //	porttrace_bind_failures_total{proto,port,errno}    counter
 //	porttrace_events_lost_total{cause}                 counter: dropped, skipped, undecodable (tracer.Lost)
 //	porttrace_index_sockets                            gauge: sockets in the published index
-//	process_*, go_*                                    the standard process and Go runtime collectors (memory)
+//	process_*, go_*                                    the process's CPU, memory and fds; the Go runtime's goroutines and heap
 //
 // The sockets the gauges count are those of the index: the ones whose
 // owner porttrace knows (after a seeded start, nearly all).
@@ -42,17 +42,23 @@
 // So porttrace_tcp_sockets has at most 10 states times MaxPorts+1 series,
 // and porttrace_bind_failures_total at most 3 protocols times MaxPorts+1
 // times the errnos bind(2) returns.
+//
+// # Why not Prometheus's Go client
+//
+// The official client's packages and their dependencies (protobuf,
+// procfs) take 2.8 ms to initialise, in every porttrace process: two
+// thirds of what a `porttrace who` answered by the daemon may take. The
+// text format it would write is small, stable and checked here by
+// promtool and by a real Prometheus scraping the daemon.
 package metrics
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/correlate"
@@ -79,20 +85,22 @@ type Options struct {
 	MaxPorts int
 }
 
-// Metrics is a Prometheus registry of porttrace's metrics and the
-// tracer.Sink that feeds it. Record is called by the event loop only;
-// scrapes come from any goroutine.
+// Metrics are porttrace's metrics and the tracer.Sink that feeds them.
+// Record is called by the event loop only; scrapes come from any
+// goroutine, and read what the loop counts through atomics.
 type Metrics struct {
-	reg   *prometheus.Registry
+	opts  Options
 	ports *portSet
 
-	transitions     *prometheus.CounterVec
-	transitionCache [tracer.StateCount][tracer.StateCount]prometheus.Counter
-	handshake       [2]prometheus.Observer // client, server
-	stateDuration   *prometheus.HistogramVec
-	durationCache   [tracer.StateCount]prometheus.Observer
-	bindFailures    *prometheus.CounterVec
-	bindCache       map[bindKey]prometheus.Counter
+	transitions   [tracer.StateCount][tracer.StateCount]atomic.Uint64
+	handshake     [2]*histogram // client, server
+	stateDuration [tracer.StateCount]*histogram
+
+	// bindCache is the loop's own map to the counter of each failed
+	// bind's label set; bindFailures lists them all for scrapes.
+	bindCache        map[bindKey]*atomic.Uint64
+	bindFailuresLock sync.Mutex
+	bindFailures     []bindFailures
 }
 
 // bindKey is a failed bind's label set; port 0 stands for "other".
@@ -102,57 +110,131 @@ type bindKey struct {
 	errno int32
 }
 
+type bindFailures struct {
+	key   bindKey
+	count *atomic.Uint64
+}
+
 var _ tracer.Sink = (*Metrics)(nil)
 
-// New returns the metrics, registered with a registry of their own along
-// with the process and Go runtime collectors.
+// The buckets of the histograms.
+func handshakeBuckets() *histogram { return newHistogram(50e-6, 4, 10) } // 50µs to 13s: loopback to SYN retransmissions
+func durationBuckets() *histogram  { return newHistogram(1e-3, 4, 12) }  // 1ms to 70 minutes: a FIN_WAIT1 on loopback to a listener's life
+
+// New returns the metrics.
 func New(opts Options) *Metrics {
 	if opts.MaxPorts == 0 {
 		opts.MaxPorts = DefaultMaxPorts
 	}
 	m := &Metrics{
-		reg:   prometheus.NewRegistry(),
-		ports: &portSet{max: int32(opts.MaxPorts)},
-		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "porttrace_tcp_state_transitions_total",
-			Help: "TCP state transitions, by the states left and entered.",
-		}, []string{"from", "to"}),
-		bindFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "porttrace_bind_failures_total",
-			Help: `Failed bind(2) calls, by protocol, port ("other" past the labelled ports) and errno.`,
-		}, []string{"proto", "port", "errno"}),
-		bindCache: make(map[bindKey]prometheus.Counter),
+		opts:      opts,
+		ports:     &portSet{max: int32(opts.MaxPorts)},
+		handshake: [2]*histogram{handshakeBuckets(), handshakeBuckets()},
+		bindCache: make(map[bindKey]*atomic.Uint64),
 	}
-	handshake := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "porttrace_tcp_handshake_duration_seconds",
-		Help: "TCP handshakes, from SYN_SENT (side client) or SYN_RECV (side server) to ESTABLISHED.",
-		// 50µs to 13s: loopback to SYN retransmissions.
-		Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10),
-	}, []string{"side"})
-	m.handshake[0] = handshake.WithLabelValues("client")
-	m.handshake[1] = handshake.WithLabelValues("server")
-	m.stateDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "porttrace_tcp_state_duration_seconds",
-		Help: "Time TCP sockets spent in a state, observed when they leave it.",
-		// 1ms to 70 minutes: a FIN_WAIT1 on loopback to a listener's life.
-		Buckets: prometheus.ExponentialBuckets(1e-3, 4, 12),
-	}, []string{"state"})
-	m.reg.MustRegister(
-		m.transitions, m.bindFailures, handshake, m.stateDuration,
-		&snapshotCollector{opts: opts, ports: m.ports},
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewGoCollector(),
-	)
+	for s := range m.stateDuration {
+		m.stateDuration[s] = durationBuckets()
+	}
 	return m
 }
 
-// Registry is where the metrics are registered: the daemon may add its
-// own (history's drops, for one), and tests gather from it.
-func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
-
-// Handler serves the metrics in Prometheus's exposition formats.
+// Handler serves the metrics in Prometheus's text exposition format.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "only GET and HEAD", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		w.Write(m.scrape())
+	})
+}
+
+// scrape writes every metric, each family once.
+func (m *Metrics) scrape() []byte {
+	var e exposition
+	m.writeTransitions(&e)
+	m.writeBindFailures(&e)
+	e.family("porttrace_tcp_handshake_duration_seconds", "histogram",
+		"TCP handshakes, from SYN_SENT (side client) or SYN_RECV (side server) to ESTABLISHED.")
+	e.histogram("porttrace_tcp_handshake_duration_seconds", m.handshake[0], "side", "client")
+	e.histogram("porttrace_tcp_handshake_duration_seconds", m.handshake[1], "side", "server")
+	m.writeStateDurations(&e)
+	m.writeSnapshot(&e)
+	writeProcess(&e)
+	writeRuntime(&e)
+	return e.b
+}
+
+func (m *Metrics) writeTransitions(e *exposition) {
+	type transition struct {
+		from, to string
+		count    uint64
+	}
+	var seen []transition
+	for old := range m.transitions {
+		for new := range m.transitions[old] {
+			if n := m.transitions[old][new].Load(); n > 0 {
+				seen = append(seen, transition{stateLabel(tracer.State(old)), stateLabel(tracer.State(new)), n})
+			}
+		}
+	}
+	if len(seen) == 0 {
+		return
+	}
+	slices.SortFunc(seen, func(a, b transition) int {
+		return strings.Compare(a.from+" "+a.to, b.from+" "+b.to)
+	})
+	e.family("porttrace_tcp_state_transitions_total", "counter", "TCP state transitions, by the states left and entered.")
+	for _, t := range seen {
+		e.sample("porttrace_tcp_state_transitions_total", float64(t.count), "from", t.from, "to", t.to)
+	}
+}
+
+func (m *Metrics) writeBindFailures(e *exposition) {
+	type failure struct {
+		errno, port, proto string
+		count              uint64
+	}
+	m.bindFailuresLock.Lock()
+	seen := make([]failure, 0, len(m.bindFailures))
+	for _, f := range m.bindFailures {
+		seen = append(seen, failure{tracer.ErrnoName(f.key.errno), portLabel(f.key.port), f.key.proto.String(), f.count.Load()})
+	}
+	m.bindFailuresLock.Unlock()
+	if len(seen) == 0 {
+		return
+	}
+	slices.SortFunc(seen, func(a, b failure) int {
+		return strings.Compare(a.errno+" "+a.port+" "+a.proto, b.errno+" "+b.port+" "+b.proto)
+	})
+	e.family("porttrace_bind_failures_total", "counter",
+		`Failed bind(2) calls, by protocol, port ("other" past the labelled ports) and errno.`)
+	for _, f := range seen {
+		e.sample("porttrace_bind_failures_total", float64(f.count), "errno", f.errno, "port", f.port, "proto", f.proto)
+	}
+}
+
+func (m *Metrics) writeStateDurations(e *exposition) {
+	type observed struct {
+		state string
+		h     *histogram
+	}
+	var seen []observed
+	for s, h := range m.stateDuration {
+		if h.count() > 0 {
+			seen = append(seen, observed{stateLabel(tracer.State(s)), h})
+		}
+	}
+	if len(seen) == 0 {
+		return
+	}
+	slices.SortFunc(seen, func(a, b observed) int { return strings.Compare(a.state, b.state) })
+	e.family("porttrace_tcp_state_duration_seconds", "histogram", "Time TCP sockets spent in a state, observed when they leave it.")
+	for _, o := range seen {
+		e.histogram("porttrace_tcp_state_duration_seconds", o.h, "state", o.state)
+	}
 }
 
 func stateLabel(s tracer.State) string { return strings.ToLower(s.String()) }
@@ -188,28 +270,18 @@ func (m *Metrics) transition(r *tracer.Record) {
 	if new >= tracer.StateCount {
 		new = tracer.StateUnknown
 	}
-	c := m.transitionCache[old][new]
-	if c == nil {
-		c = m.transitions.WithLabelValues(stateLabel(old), stateLabel(new))
-		m.transitionCache[old][new] = c
-	}
-	c.Inc()
+	m.transitions[old][new].Add(1)
 	if r.DurationNs < 0 {
 		return
 	}
 	seconds := float64(r.DurationNs) / 1e9
-	o := m.durationCache[old]
-	if o == nil {
-		o = m.stateDuration.WithLabelValues(stateLabel(old))
-		m.durationCache[old] = o
-	}
-	o.Observe(seconds)
+	m.stateDuration[old].observe(seconds)
 	if new == tracer.StateEstablished {
 		switch old {
 		case tracer.StateSynSent:
-			m.handshake[0].Observe(seconds)
+			m.handshake[0].observe(seconds)
 		case tracer.StateSynRecv:
-			m.handshake[1].Observe(seconds)
+			m.handshake[1].observe(seconds)
 		}
 	}
 }
@@ -221,10 +293,13 @@ func (m *Metrics) bindFailure(r *tracer.Record) {
 	}
 	c := m.bindCache[key]
 	if c == nil {
-		c = m.bindFailures.WithLabelValues(r.Proto.String(), portLabel(key.port), tracer.ErrnoName(r.Err))
+		c = new(atomic.Uint64)
 		m.bindCache[key] = c
+		m.bindFailuresLock.Lock()
+		m.bindFailures = append(m.bindFailures, bindFailures{key, c})
+		m.bindFailuresLock.Unlock()
 	}
-	c.Inc()
+	c.Add(1)
 }
 
 // portLabel is the label of a labelled port, port 0 standing for the

@@ -1,24 +1,6 @@
 package metrics
 
-import (
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/porttrace/porttrace/tracer"
-)
-
-var (
-	socketsDesc = prometheus.NewDesc("porttrace_tcp_sockets",
-		`TCP sockets by state, per listening port (local port; "other" for every port without a label, ephemeral ones above all).`,
-		[]string{"port", "state"}, nil)
-	indexSocketsDesc = prometheus.NewDesc("porttrace_index_sockets",
-		"Sockets in the index porttrace publishes: those whose owner it knows.", nil, nil)
-	lostDesc = prometheus.NewDesc("porttrace_events_lost_total",
-		"Kernel events porttrace lost, by cause: dropped (its buffer was full), skipped (a probe did not run, a softirq interrupting it), undecodable.",
-		[]string{"cause"}, nil)
-	historyDroppedDesc = prometheus.NewDesc("porttrace_history_dropped_total",
-		"Changes (binds, listens, ends, owner changes, connection counts) that never reached the history database: its writer fell behind (a slow disk) or stopped (a full disk).",
-		nil, nil)
-)
+import "github.com/porttrace/porttrace/tracer"
 
 // gaugeStates are the states porttrace_tcp_sockets reports for each port:
 // those a live socket can be in (CLOSE ones are gone, NEW_SYN_RECV ones
@@ -28,43 +10,35 @@ var gaugeStates = []tracer.State{
 	tracer.StateTimeWait, tracer.StateCloseWait, tracer.StateLastAck, tracer.StateListen, tracer.StateClosing,
 }
 
-// snapshotCollector reads, at each scrape, what the event loop published
-// and what the source counts.
-type snapshotCollector struct {
-	opts  Options
-	ports *portSet
-}
-
-func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- socketsDesc
-	ch <- indexSocketsDesc
-	ch <- lostDesc
-	ch <- historyDroppedDesc
-}
-
-func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
-	if c.opts.Index != nil {
-		c.collectSockets(ch)
+// writeSnapshot writes what is read at each scrape: the sockets of what
+// the event loop published last, and what the source and history count.
+func (m *Metrics) writeSnapshot(e *exposition) {
+	if m.opts.Index != nil {
+		m.writeSockets(e)
 	}
-	if c.opts.Lost != nil {
-		lost := c.opts.Lost()
-		ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(lost.Dropped), "dropped")
-		ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(lost.Skipped), "skipped")
-		ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(lost.Undecodable), "undecodable")
+	if m.opts.Lost != nil {
+		lost := m.opts.Lost()
+		e.family("porttrace_events_lost_total", "counter",
+			"Kernel events porttrace lost, by cause: dropped (its buffer was full), skipped (a probe did not run, a softirq interrupting it), undecodable.")
+		e.sample("porttrace_events_lost_total", float64(lost.Dropped), "cause", "dropped")
+		e.sample("porttrace_events_lost_total", float64(lost.Skipped), "cause", "skipped")
+		e.sample("porttrace_events_lost_total", float64(lost.Undecodable), "cause", "undecodable")
 	}
-	if c.opts.HistoryDropped != nil {
-		ch <- prometheus.MustNewConstMetric(historyDroppedDesc, prometheus.CounterValue, float64(c.opts.HistoryDropped()))
+	if m.opts.HistoryDropped != nil {
+		e.family("porttrace_history_dropped_total", "counter",
+			"Changes (binds, listens, ends, owner changes, connection counts) that never reached the history database: its writer fell behind (a slow disk) or stopped (a full disk).")
+		e.sample("porttrace_history_dropped_total", float64(m.opts.HistoryDropped()))
 	}
 }
 
-func (c *snapshotCollector) collectSockets(ch chan<- prometheus.Metric) {
-	idx := c.opts.Index()
+func (m *Metrics) writeSockets(e *exposition) {
+	idx := m.opts.Index()
 	sockets := idx.Sockets()
 	// Listeners first: their ports get labels before their connections
 	// are counted.
 	for i := range sockets {
 		if s := &sockets[i]; s.Proto != tracer.ProtoUDP && s.State == tracer.StateListen {
-			c.ports.add(s.Local.Port())
+			m.ports.add(s.Local.Port())
 		}
 	}
 	counts := map[uint16]*[tracer.StateCount]int{}
@@ -74,7 +48,7 @@ func (c *snapshotCollector) collectSockets(ch chan<- prometheus.Metric) {
 			continue
 		}
 		port := s.Local.Port()
-		if !c.ports.has(port) {
+		if !m.ports.has(port) {
 			port = 0
 		}
 		byState := counts[port]
@@ -84,22 +58,25 @@ func (c *snapshotCollector) collectSockets(ch chan<- prometheus.Metric) {
 		}
 		byState[s.State]++
 	}
+	e.family("porttrace_tcp_sockets", "gauge",
+		`TCP sockets by state, per listening port (local port; "other" for every port without a label, ephemeral ones above all).`)
 	var none [tracer.StateCount]int
-	emit := func(port uint16) {
+	write := func(port uint16) {
 		byState := counts[port]
 		if byState == nil {
 			byState = &none
 		}
 		label := portLabel(port)
 		for _, st := range gaugeStates {
-			ch <- prometheus.MustNewConstMetric(socketsDesc, prometheus.GaugeValue, float64(byState[st]), label, stateLabel(st))
+			e.sample("porttrace_tcp_sockets", float64(byState[st]), "port", label, "state", stateLabel(st))
 		}
 	}
 	for port := range 1 << 16 {
-		if c.ports.has(uint16(port)) {
-			emit(uint16(port))
+		if m.ports.has(uint16(port)) {
+			write(uint16(port))
 		}
 	}
-	emit(0)
-	ch <- prometheus.MustNewConstMetric(indexSocketsDesc, prometheus.GaugeValue, float64(idx.Len()))
+	write(0)
+	e.family("porttrace_index_sockets", "gauge", "Sockets in the index porttrace publishes: those whose owner it knows.")
+	e.sample("porttrace_index_sockets", float64(idx.Len()))
 }
