@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -68,21 +69,30 @@ func Ask(ctx context.Context, path string, port uint16) (*OwnersResponse, error)
 }
 
 // get asks the server at path for target and decodes its JSON answer into
-// out.
+// out. It speaks HTTP/1.1 on the connection itself rather than through an
+// http.Client, whose transport starts goroutines (and so threads) a
+// one-question command has no use for: a who answered by the daemon
+// spends its time starting, not asking.
 func get(ctx context.Context, path, target string, out any) error {
-	client := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-		DisableKeepAlives: true,
-	}}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return fmt.Errorf("asking %s: %w", path, err)
+	}
+	defer conn.Close()
+	// Ending ctx ends whatever read or write is under way.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://porttrace"+target, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := client.Do(req)
+	req.Close = true
+	resp, err := roundTrip(conn, req)
 	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
 		return fmt.Errorf("asking %s: %w", path, err)
 	}
 	defer resp.Body.Close()
@@ -95,9 +105,23 @@ func get(ctx context.Context, path, target string, out any) error {
 		return fmt.Errorf("asking %s: %s", path, e.Error)
 	}
 	if err := json.NewDecoder(body).Decode(out); err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
 		return fmt.Errorf("reading %s's answer: %w", path, err)
 	}
 	return nil
+}
+
+func roundTrip(conn net.Conn, req *http.Request) (*http.Response, error) {
+	w := bufio.NewWriter(conn)
+	if err := req.Write(w); err != nil {
+		return nil, err
+	}
+	if err := w.Flush(); err != nil {
+		return nil, err
+	}
+	return http.ReadResponse(bufio.NewReader(conn), req)
 }
 
 // Seen keys what servers answered by connection, for
