@@ -106,6 +106,7 @@ func (b *bench) build(ctx context.Context) error {
 	for pkg, bin := range map[string]string{"./cmd/porttrace": b.porttrace, "./cmd/portstorm": b.portstorm} {
 		cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin, pkg)
 		cmd.Dir = b.modDir
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as the README builds it
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("building %s: %w: %s", pkg, err, out)
 		}

@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/user"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/tracer/proc"
 )
 
 // peerRule says who may use the API: root, and the members of the group
@@ -23,10 +24,7 @@ type peerRule struct {
 // 0660. The per-connection check stands on its own; this keeps others from
 // even connecting.
 func restrict(path string) (peerRule, error) {
-	rule := peerRule{gid: -1}
-	if g, err := user.LookupGroup(Group); err == nil {
-		rule.gid, _ = strconv.Atoi(g.Gid)
-	}
+	rule := peerRule{gid: proc.GroupID(Group)}
 	if err := os.Chown(path, 0, max(rule.gid, 0)); err != nil {
 		return rule, fmt.Errorf("giving %s to root: %w", path, err)
 	}

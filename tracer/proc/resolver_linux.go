@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/user"
 	"slices"
 	"strconv"
 	"sync"
@@ -240,9 +239,8 @@ func (r *Resolver) userName(uid uint32) string {
 	if ok {
 		return name
 	}
-	name = strconv.FormatUint(uint64(uid), 10)
-	if u, err := user.LookupId(name); err == nil {
-		name = u.Username
+	if name = UserName(uid); name == "" {
+		name = strconv.FormatUint(uint64(uid), 10)
 	}
 	r.mu.Lock()
 	if len(r.users) >= maxUsers {
