@@ -70,6 +70,7 @@ whether a bind would still fail.`,
 			}
 			return who(ctx, queries, o, stdout, stderr)
 		},
+		snapshot: true,
 	}
 }
 
