@@ -276,11 +276,11 @@ func socketOwners(port uint16) (owners, error) {
 		return nil, fmt.Errorf("running iter/task_file: %w", err)
 	}
 	defer rd.Close()
-	raw, err := io.ReadAll(rd)
+	o, err := readOwners(rd)
 	if err != nil {
 		return nil, fmt.Errorf("reading iter/task_file: %w", err)
 	}
-	return decodeOwners(raw)
+	return o, nil
 }
 
 // Layout of struct owner in bpf/owners.bpf.c; TestOwnerDecoderMatchesCLayout
@@ -307,12 +307,44 @@ const (
 
 var errOwnerLength = errors.New("iterator output is not a whole number of owner records")
 
-func decodeOwners(raw []byte) (owners, error) {
+// ownersReadSize is how much of the iterator's output is read at once: a
+// busy port's tens of thousands of records are decoded as they come, never
+// held whole nor copied over and over as a growing buffer would be.
+const ownersReadSize = 2048 * ownerSize
+
+// readOwners decodes the owner records r gives, which may end a read in
+// the middle of one.
+func readOwners(r io.Reader) (owners, error) {
+	buf := make([]byte, ownersReadSize)
+	var out owners
+	filled := 0
+	for {
+		n, err := r.Read(buf[filled:])
+		filled += n
+		whole := filled - filled%ownerSize
+		var decodeErr error
+		if out, decodeErr = appendOwners(out, buf[:whole]); decodeErr != nil {
+			return nil, decodeErr
+		}
+		filled = copy(buf, buf[whole:filled])
+		switch {
+		case err == io.EOF && filled != 0:
+			return nil, errOwnerLength
+		case err == io.EOF:
+			return out, nil
+		case err != nil:
+			return nil, err
+		}
+	}
+}
+
+// appendOwners decodes whole owner records from raw onto out.
+func appendOwners(out owners, raw []byte) (owners, error) {
 	if len(raw)%ownerSize != 0 {
 		return nil, errOwnerLength
 	}
 	ne := binary.NativeEndian
-	out := make(owners, 0, len(raw)/ownerSize)
+	out = slices.Grow(out, len(raw)/ownerSize)
 	for b := raw; len(b) > 0; b = b[ownerSize:] {
 		o := owner{
 			sock: ne.Uint64(b[offOwnerSock:]), inode: ne.Uint64(b[offOwnerInode:]),

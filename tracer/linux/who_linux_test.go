@@ -2,6 +2,7 @@ package linux
 
 import (
 	"strings"
+	"testing/iotest"
 
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/api"
@@ -55,7 +56,7 @@ func TestOwnerDecoderMatchesCLayout(t *testing.T) {
 	var buf bytes.Buffer
 	binary.Write(&buf, binary.NativeEndian, &o)
 	buf.Write(buf.Bytes()) // two records
-	got, err := decodeOwners(buf.Bytes())
+	got, err := readOwners(iotest.HalfReader(bytes.NewReader(buf.Bytes())))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,11 +68,13 @@ func TestOwnerDecoderMatchesCLayout(t *testing.T) {
 	}
 }
 
+// FuzzDecodeOwners reads records one byte a read: a record split across
+// reads decodes as a whole one.
 func FuzzDecodeOwners(f *testing.F) {
 	f.Add(make([]byte, ownerSize))
 	f.Add(make([]byte, ownerSize+1))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		got, err := decodeOwners(raw)
+		got, err := readOwners(iotest.OneByteReader(bytes.NewReader(raw)))
 		if err != nil {
 			return
 		}
