@@ -41,6 +41,7 @@ const (
 	OwnersProgSocketOwners = "socket_owners"
 	OwnersVarOwnerPort     = "owner_port"
 	OwnersVarOwnerType     = "owner_type"
+	OwnersVarSockInPlace   = "sock_in_place"
 )
 
 // LoadOwners returns the embedded CollectionSpec for Owners.
@@ -98,8 +99,9 @@ type OwnersMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type OwnersVariableSpecs struct {
-	OwnerPort *ebpf.VariableSpec `ebpf:"owner_port"`
-	OwnerType *ebpf.VariableSpec `ebpf:"owner_type"`
+	OwnerPort   *ebpf.VariableSpec `ebpf:"owner_port"`
+	OwnerType   *ebpf.VariableSpec `ebpf:"owner_type"`
+	SockInPlace *ebpf.VariableSpec `ebpf:"sock_in_place"`
 }
 
 // OwnersObjects contains all objects after they have been loaded into the kernel.
@@ -132,8 +134,9 @@ func (m *OwnersMaps) Close() error {
 //
 // It can be passed to LoadOwnersObjects or ebpf.CollectionSpec.LoadAndAssign.
 type OwnersVariables struct {
-	OwnerPort *ebpf.Variable `ebpf:"owner_port"`
-	OwnerType *ebpf.Variable `ebpf:"owner_type"`
+	OwnerPort   *ebpf.Variable `ebpf:"owner_port"`
+	OwnerType   *ebpf.Variable `ebpf:"owner_type"`
+	SockInPlace *ebpf.Variable `ebpf:"sock_in_place"`
 }
 
 // OwnersPrograms contains all programs after they have been loaded into the kernel.

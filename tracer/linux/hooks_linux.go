@@ -1,6 +1,8 @@
 package linux
 
 import (
+	"sync"
+
 	"github.com/porttrace/porttrace/tracer"
 
 	"errors"
@@ -333,6 +335,70 @@ func probeTPBTF(target string, body ...asm.Instruction) error {
 		return err
 	}
 	return prog.Close()
+}
+
+// iterSockFromFile reports whether an iter/task_file program may call
+// bpf_sock_from_file (5.11+), which gives the socket of a file its type so
+// that the owner iterator reads it in place: a program that hands the
+// helper the iterator's file loads only where it may. The daemon runs the
+// iterator again and again; the kernel is probed once.
+var iterSockFromFile = sync.OnceValue(probeIterSockFromFile)
+
+func probeIterSockFromFile() bool {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return false
+	}
+	var ctx *btf.Struct
+	if err := spec.TypeByName("bpf_iter__task_file", &ctx); err != nil {
+		return false
+	}
+	file, ok := memberOffset(ctx.Members, "file")
+	if !ok {
+		return false
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:       ebpf.Tracing,
+		AttachType: ebpf.AttachTraceIter,
+		AttachTo:   "task_file",
+		Instructions: asm.Instructions{
+			asm.LoadMem(asm.R1, asm.R1, int16(file), asm.DWord),
+			asm.JEq.Imm(asm.R1, 0, "out"),
+			asm.FnSockFromFile.Call(),
+			asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+			asm.Return(),
+		},
+		License: "GPL",
+	})
+	if err != nil {
+		return false
+	}
+	return prog.Close() == nil
+}
+
+// memberOffset finds the member called name, within the anonymous unions
+// and structs the kernel wraps an iterator's context fields in, and gives
+// its offset in bytes.
+func memberOffset(members []btf.Member, name string) (uint32, bool) {
+	for _, m := range members {
+		if m.Name == name {
+			return m.Offset.Bytes(), true
+		}
+		if m.Name != "" {
+			continue
+		}
+		var inner []btf.Member
+		switch t := btf.UnderlyingType(m.Type).(type) {
+		case *btf.Union:
+			inner = t.Members
+		case *btf.Struct:
+			inner = t.Members
+		}
+		if off, ok := memberOffset(inner, name); ok {
+			return m.Offset.Bytes() + off, true
+		}
+	}
+	return 0, false
 }
 
 // choice is the alternative picked for a hook, with the reason.

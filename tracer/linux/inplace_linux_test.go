@@ -2,8 +2,10 @@ package linux
 
 import (
 	"cmp"
+	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -83,4 +85,48 @@ func portEvents(t *testing.T, rec *recorder, port uint16, done func([]tracer.Eve
 		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Sock, b.Sock), cmp.Compare(a.OldState, b.OldState), cmp.Compare(a.NewState, b.NewState))
 	})
 	return evs
+}
+
+// TestKernelOwnerIteratorInPlaceMatchesHelper walks the open files of
+// every process twice, reading sockets in place (bpf_sock_from_file) and
+// through the helper: both must find the same sockets on the port, field
+// by field: TCP on IPv4 and IPv6 (listeners and both ends of a
+// connection) and UDP.
+func TestKernelOwnerIteratorInPlaceMatchesHelper(t *testing.T) {
+	needPrivileges(t)
+	inPlaceOK := iterSockFromFile()
+	if release := kernelRelease(t); inPlaceOK == kernelBefore(release, 5, 11) {
+		t.Fatalf("Linux %s: the probe says bpf_sock_from_file for iterators (5.11+) is %v", release, inPlaceOK)
+	}
+	l4, port := listenTCP4(t)
+	connectTo(t, l4)
+	l6, err := net.Listen("tcp6", net.JoinHostPort("::1", strconv.Itoa(int(port))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l6.Close() })
+	connectTo(t, l6)
+	udp, err := net.ListenPacket("udp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { udp.Close() })
+
+	byFD := func(a, b owner) int {
+		return cmp.Or(cmp.Compare(a.process.PID, b.process.PID), cmp.Compare(a.fd, b.fd))
+	}
+	inPlace, err := socketOwnersReading(port, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper, err := socketOwnersReading(port, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(inPlace, byFD)
+	slices.SortFunc(helper, byFD)
+	// Two listeners, four ends, one UDP socket.
+	if len(helper) != 7 || !slices.Equal(inPlace, helper) {
+		t.Errorf("read in place:\n%+v\nthrough the helper (want 7):\n%+v", inPlace, helper)
+	}
 }

@@ -253,6 +253,13 @@ func (s *LinuxSource) FindHolders(socks []tracer.HolderQuery) ([]tracer.Holder, 
 // socketOwners runs the socket_owners iterator for a port, or for every
 // port if port is 0.
 func socketOwners(port uint16) (owners, error) {
+	return socketOwnersReading(port, iterSockFromFile())
+}
+
+// socketOwnersReading is socketOwners with the sockets read in place or
+// through the helper (sockInPlace: the kernel has bpf_sock_from_file for
+// iterators).
+func socketOwnersReading(port uint16, sockInPlace bool) (owners, error) {
 	liftMemlock()
 	spec, err := bpf.LoadOwners()
 	if err != nil {
@@ -260,6 +267,9 @@ func socketOwners(port uint16) (owners, error) {
 	}
 	if err := spec.Variables[bpf.OwnersVarOwnerPort].Set(port); err != nil {
 		return nil, fmt.Errorf("setting owner_port: %w", err)
+	}
+	if err := spec.Variables[bpf.OwnersVarSockInPlace].Set(sockInPlace); err != nil {
+		return nil, fmt.Errorf("setting sock_in_place: %w", err)
 	}
 	var objs bpf.OwnersObjects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {

@@ -134,9 +134,7 @@ func TestKernelDestroyTimeWait(t *testing.T) {
 		t.Fatal("no TIME_WAIT socket blocks the port")
 	}
 	res, err := DestroyTimeWait(port)
-	var uts unix.Utsname
-	unix.Uname(&uts)
-	release := unix.ByteSliceToString(uts.Release[:])
+	release := kernelRelease(t)
 	if kernelBefore(release, 6, 0) {
 		// TIME_WAIT sockets cannot be destroyed yet: they must be left,
 		// and said to be left.
