@@ -115,18 +115,24 @@ func TestKernelOwnerIteratorInPlaceMatchesHelper(t *testing.T) {
 	byFD := func(a, b owner) int {
 		return cmp.Or(cmp.Compare(a.process.PID, b.process.PID), cmp.Compare(a.fd, b.fd))
 	}
-	inPlace, err := socketOwnersReading(port, true)
-	if err != nil {
-		t.Fatal(err)
-	}
 	helper, err := socketOwnersReading(port, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	slices.SortFunc(inPlace, byFD)
 	slices.SortFunc(helper, byFD)
 	// Two listeners, four ends, one UDP socket.
-	if len(helper) != 7 || !slices.Equal(inPlace, helper) {
-		t.Errorf("read in place:\n%+v\nthrough the helper (want 7):\n%+v", inPlace, helper)
+	if len(helper) != 7 {
+		t.Errorf("through the helper, want 7 sockets:\n%+v", helper)
+	}
+	if !inPlaceOK {
+		return
+	}
+	inPlace, err := socketOwnersReading(port, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(inPlace, byFD)
+	if !slices.Equal(inPlace, helper) {
+		t.Errorf("read in place:\n%+v\nthrough the helper:\n%+v", inPlace, helper)
 	}
 }
