@@ -10,58 +10,60 @@ import (
 )
 
 // PortSocket is one socket on a port, as a snapshot of the kernel shows it.
+// The daemon sends them to who by the ten thousand on a busy port: their
+// JSON leaves zero fields out, which halves it.
 type PortSocket struct {
-	Proto  tracer.Proto
-	Family tracer.Family
-	State  tracer.State
-	Local  netip.AddrPort
-	Remote netip.AddrPort
+	Proto  tracer.Proto   `json:",omitzero"`
+	Family tracer.Family  `json:",omitzero"`
+	State  tracer.State   `json:",omitzero"`
+	Local  netip.AddrPort `json:",omitzero"`
+	Remote netip.AddrPort `json:",omitzero"`
 	// V6Only is IPV6_V6ONLY: an IPv6 wildcard socket that takes no IPv4.
-	V6Only bool
+	V6Only bool `json:",omitzero"`
 	// Reuse is what the socket set of SO_REUSEADDR and SO_REUSEPORT.
-	Reuse Reuse
+	Reuse Reuse `json:",omitzero"`
 	// NetNS is the network namespace's inode number (0 where none).
-	NetNS uint32
+	NetNS uint32 `json:",omitzero"`
 	// Timer is the kernel timer running on the socket, as ss names it
 	// ("on" retransmit, "keepalive", "timewait", "persist"), "" if none;
 	// TimerNs is the time left on it.
-	Timer   string
-	TimerNs int64
+	Timer   string `json:",omitzero"`
+	TimerNs int64  `json:",omitzero"`
 	// RecvQ and SendQ are as ss shows them: for a listener, the accept
 	// queue and its limit; for a connection, bytes not yet read by the
 	// process and bytes not yet acknowledged by the peer.
-	RecvQ, SendQ uint32
+	RecvQ, SendQ uint32 `json:",omitzero"`
 	// UID owns the socket (its creator's effective uid).
-	UID uint32
+	UID uint32 `json:",omitzero"`
 	// Interface is the index of the interface the socket is bound to, 0
 	// if none (the scope of a link-local address).
-	Interface uint32
+	Interface uint32 `json:",omitzero"`
 	// Inode identifies the socket in the kernel's socket tables (0 for a
 	// timewait socket, which no file refers to).
-	Inode uint64
+	Inode uint64 `json:",omitzero"`
 	// Sock is the socket's identity in the tracer's events, 0 if unknown.
-	Sock tracer.SockID
+	Sock tracer.SockID `json:",omitzero"`
 	// PIDs are the processes holding the socket open: several after a
 	// fork, or when a descriptor was passed on; FDs[i] is PIDs[i]'s
 	// descriptor for it.
-	PIDs []uint32
-	FDs  []int32
+	PIDs []uint32 `json:",omitzero"`
+	FDs  []int32  `json:",omitzero"`
 	// Hidden says a process holds the socket but the caller may not see
 	// which: another user's, for a caller without privileges.
-	Hidden bool
+	Hidden bool `json:",omitzero"`
 	// Seen is the owner porttrace saw for a socket no process holds any
 	// more (TIME_WAIT), if it saw the connection.
-	Seen *proc.Process
+	Seen *proc.Process `json:",omitzero"`
 }
 
 // Reuse is what a socket set of SO_REUSEADDR and SO_REUSEPORT, with the
 // uid that owns it (SO_REUSEPORT groups form within one effective uid).
 // Known is false where the snapshot could not read them.
 type Reuse struct {
-	Known bool
-	Addr  bool
-	Port  bool
-	UID   uint32
+	Known bool   `json:",omitzero"`
+	Addr  bool   `json:",omitzero"`
+	Port  bool   `json:",omitzero"`
+	UID   uint32 `json:",omitzero"`
 }
 
 // PortReport answers "who owns this port?".
