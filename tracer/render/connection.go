@@ -36,15 +36,19 @@ func (t *Text) appendConnectionHeader(b []byte) []byte {
 // TIME_WAIT included. As AppendRecord, it widens the columns, with a new header,
 // for an endpoint wider than any before.
 func (t *Text) AppendConnection(b []byte, c *tracer.Connection) []byte {
-	if t.fit(netip.AddrPortFrom(c.Client.Addr, c.Client.Port), netip.AddrPortFrom(c.Server.Addr, c.Server.Port)) {
+	client, server := t.endpoints(netip.AddrPortFrom(c.Client.Addr, c.Client.Port), netip.AddrPortFrom(c.Server.Addr, c.Server.Port))
+	if t.fit(client, server) {
 		b = t.AppendHeader(b)
 	}
 	start := len(b)
 	b = t.appendTime(b, c.EndNs)
 	b = pad(b, start, t.Time.width()+1)
-	for _, end := range []*tracer.ConnEnd{&c.Client, &c.Server} {
+	for _, end := range []struct {
+		*tracer.ConnEnd
+		text []byte
+	}{{&c.Client, client}, {&c.Server, server}} {
 		start = len(b)
-		b = appendEndpoint(b, end.Addr, end.Port)
+		b = append(b, end.text...)
 		b = pad(b, start, t.endpoint+1)
 		if end.Traced {
 			b = appendOwner(b, &end.Process)

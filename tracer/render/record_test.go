@@ -283,3 +283,28 @@ func TestAppendTimeOfDay(t *testing.T) {
 		}
 	}
 }
+
+// TestClockSecondsReused: the text's clock, which formats each second once
+// for all its lines, reads as time.Format does across seconds, midnight
+// and a zone's offset.
+func TestClockSecondsReused(t *testing.T) {
+	loc := time.FixedZone("IST", 5*3600+1800)
+	base := time.Date(2026, 12, 1, 23, 59, 58, 0, loc).UnixNano()
+	for _, format := range []TimeFormat{TimeClock, TimeDate} {
+		text := &Text{Location: loc, Time: format}
+		for _, ns := range []int64{base, base + 1, base + 999_999_999, base + 1e9, base + 1e9 + 123_456_789, base + 2e9 + 5_000, base + 2e9 + 5_001, base + 1e9} {
+			got := string(text.appendTime(nil, ns))
+			if want := time.Unix(0, ns).In(loc).Format(format.layout()); got != want {
+				t.Errorf("%v at %d: %q, want %q", format, ns, got, want)
+			}
+		}
+	}
+}
+
+func TestAppendMs(t *testing.T) {
+	for ns, want := range map[int64]string{-1: "-", 0: "0.000", 499: "0.000", 500: "0.001", 1_234_567: "1.235", 60_000_000_000: "60000.000", 4_500: "0.005"} {
+		if got := string(appendMs(nil, ns)); got != want {
+			t.Errorf("appendMs(%d) = %q, want %q", ns, got, want)
+		}
+	}
+}
