@@ -177,6 +177,10 @@ func (r reason) String() string { return r.text }
 // kernel is what porttrace found out about the running kernel, and what it
 // may do with it.
 type kernel struct {
+	// types parses the kernel's BTF once for every load at the start: the
+	// probes and the collection (each load would parse it anew, some 15 ms
+	// of CPU); btf is what it parsed.
+	types     *btf.Cache
 	btf       *btf.Spec
 	tracefs   string
 	noTracefs reason // why tracefs is not there, when tracefs is ""
@@ -200,11 +204,11 @@ type inPlaceReads struct {
 // probeInPlaceReads loads a tp_btf program calling each helper. The
 // features package probes helpers with fentry programs, which a kernel can
 // refuse while it accepts tp_btf (see probeTPBTF).
-func probeInPlaceReads() inPlaceReads {
+func probeInPlaceReads(types *btf.Cache) inPlaceReads {
 	const target = "inet_sock_set_state" // its first argument is a struct sock *
 	return inPlaceReads{
-		sock: probeTPBTF(target, asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord), asm.FnSkcToTcpSock.Call()) == nil,
-		task: probeTPBTF(target, asm.FnGetCurrentTaskBtf.Call()) == nil,
+		sock: probeTPBTF(types, target, asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord), asm.FnSkcToTcpSock.Call()) == nil,
+		task: probeTPBTF(types, target, asm.FnGetCurrentTaskBtf.Call()) == nil,
 	}
 }
 
@@ -225,7 +229,8 @@ func (r inPlaceReads) String() string {
 // porttrace cannot run without: BTF and the BPF ring buffer. tracefs is
 // where tracefs is mounted, or "" and why not.
 func probeKernel(tracefs string, noTracefs reason) (*kernel, error) {
-	spec, err := btf.LoadKernelSpec()
+	types := btf.NewCache()
+	spec, err := types.Kernel()
 	if err != nil {
 		return nil, fmt.Errorf("kernel has no BTF (needs CONFIG_DEBUG_INFO_BTF, /sys/kernel/btf/vmlinux): %w", err)
 	}
@@ -233,6 +238,7 @@ func probeKernel(tracefs string, noTracefs reason) (*kernel, error) {
 		return nil, fmt.Errorf("kernel has no BPF ring buffer (needs Linux 5.8+): %w", err)
 	}
 	k := &kernel{
+		types:     types,
 		btf:       spec,
 		tracefs:   tracefs,
 		noTracefs: noTracefs,
@@ -242,7 +248,7 @@ func probeKernel(tracefs string, noTracefs reason) (*kernel, error) {
 		kprobes: exists("/sys/bus/event_source/devices/kprobe/type") ||
 			(tracefs != "" && exists(filepath.Join(tracefs, "kprobe_events"))),
 	}
-	k.inPlace = probeInPlaceReads()
+	k.inPlace = probeInPlaceReads(types)
 	k.twTimerHandler, err = kallsymsAddr("tw_timer_handler")
 	if err != nil {
 		k.missingTimewait = reason{text: err.Error(), permission: errors.Is(err, errKernelAddressesHidden)}
@@ -281,7 +287,7 @@ func (k *kernel) hasTarget(f form, target string) (bool, reason) {
 			return false, reason{text: "no raw tracepoint programs (needs 4.17+)"}
 		}
 		if f == formTPBTF {
-			if err := probeTPBTF(target); err != nil {
+			if err := probeTPBTF(k.types, target); err != nil {
 				return false, reason{text: "tp_btf programs do not load: " + err.Error()}
 			}
 		}
@@ -323,29 +329,46 @@ func tracepointReadable(tracefs, target string) (bool, reason) {
 // probeTPBTF loads a tp_btf program on a tracepoint: body (which may be
 // nothing), then return 0. The features package probes tracing programs
 // with fentry, which a kernel can refuse (EPERM) while it accepts tp_btf.
-func probeTPBTF(target string, body ...asm.Instruction) error {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+func probeTPBTF(types *btf.Cache, target string, body ...asm.Instruction) error {
+	return loadProbe(types, &ebpf.ProgramSpec{
 		Type:         ebpf.Tracing,
 		AttachType:   ebpf.AttachTraceRawTp,
 		AttachTo:     target,
 		Instructions: append(body, asm.Mov.Imm(asm.R0, 0), asm.Return()),
 		License:      "GPL",
 	})
+}
+
+// loadProbe loads a probe program, finding its target among types, and
+// unloads it: whether the kernel accepted it is the answer.
+func loadProbe(types *btf.Cache, prog *ebpf.ProgramSpec) error {
+	coll, err := ebpf.NewCollectionWithOptions(&ebpf.CollectionSpec{Programs: map[string]*ebpf.ProgramSpec{"probe": prog}},
+		ebpf.CollectionOptions{Cache: types})
 	if err != nil {
 		return err
 	}
-	return prog.Close()
+	coll.Close()
+	return nil
 }
 
 // iterSockFromFile reports whether an iter/task_file program may call
 // bpf_sock_from_file (5.11+), which gives the socket of a file its type so
 // that the owner iterator reads it in place: a program that hands the
 // helper the iterator's file loads only where it may. The daemon runs the
-// iterator again and again; the kernel is probed once.
-var iterSockFromFile = sync.OnceValue(probeIterSockFromFile)
+// iterator again and again; the kernel is probed once, with the kernel
+// types of the first run's load.
+func iterSockFromFile(types *btf.Cache) bool {
+	sockFromFile.once.Do(func() { sockFromFile.ok = probeIterSockFromFile(types) })
+	return sockFromFile.ok
+}
 
-func probeIterSockFromFile() bool {
-	spec, err := btf.LoadKernelSpec()
+var sockFromFile struct {
+	once sync.Once
+	ok   bool
+}
+
+func probeIterSockFromFile(types *btf.Cache) bool {
+	spec, err := types.Kernel()
 	if err != nil {
 		return false
 	}
@@ -357,7 +380,7 @@ func probeIterSockFromFile() bool {
 	if !ok {
 		return false
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+	return loadProbe(types, &ebpf.ProgramSpec{
 		Type:       ebpf.Tracing,
 		AttachType: ebpf.AttachTraceIter,
 		AttachTo:   "task_file",
@@ -369,11 +392,7 @@ func probeIterSockFromFile() bool {
 			asm.Return(),
 		},
 		License: "GPL",
-	})
-	if err != nil {
-		return false
-	}
-	return prog.Close() == nil
+	}) == nil
 }
 
 // memberOffset finds the member called name, within the anonymous unions

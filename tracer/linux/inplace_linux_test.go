@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
 	"github.com/porttrace/porttrace/tracer"
 )
 
@@ -94,7 +95,8 @@ func portEvents(t *testing.T, rec *recorder, port uint16, done func([]tracer.Eve
 // connection) and UDP.
 func TestKernelOwnerIteratorInPlaceMatchesHelper(t *testing.T) {
 	needPrivileges(t)
-	inPlaceOK := iterSockFromFile()
+	types := btf.NewCache()
+	inPlaceOK := iterSockFromFile(types)
 	if release := kernelRelease(t); inPlaceOK == kernelBefore(release, 5, 11) {
 		t.Fatalf("Linux %s: the probe says bpf_sock_from_file for iterators (5.11+) is %v", release, inPlaceOK)
 	}
@@ -115,7 +117,7 @@ func TestKernelOwnerIteratorInPlaceMatchesHelper(t *testing.T) {
 	byFD := func(a, b owner) int {
 		return cmp.Or(cmp.Compare(a.process.PID, b.process.PID), cmp.Compare(a.fd, b.fd))
 	}
-	helper, err := socketOwnersReading(port, false)
+	helper, err := socketOwnersReading(port, false, types)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +129,7 @@ func TestKernelOwnerIteratorInPlaceMatchesHelper(t *testing.T) {
 	if !inPlaceOK {
 		return
 	}
-	inPlace, err := socketOwnersReading(port, true)
+	inPlace, err := socketOwnersReading(port, true, types)
 	if err != nil {
 		t.Fatal(err)
 	}

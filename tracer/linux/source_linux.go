@@ -109,7 +109,7 @@ func open(cfg tracer.Config, table []hook, allowInPlace inPlaceReads) (src *Linu
 	if err != nil {
 		return nil, err
 	}
-	s.coll, err = ebpf.NewCollection(spec)
+	s.coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Cache: k.types})
 	if err != nil {
 		return nil, fmt.Errorf("loading eBPF programs: %w", memlockHint(err))
 	}

@@ -14,6 +14,8 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -253,13 +255,14 @@ func (s *LinuxSource) FindHolders(socks []tracer.HolderQuery) ([]tracer.Holder, 
 // socketOwners runs the socket_owners iterator for a port, or for every
 // port if port is 0.
 func socketOwners(port uint16) (owners, error) {
-	return socketOwnersReading(port, iterSockFromFile())
+	types := btf.NewCache()
+	return socketOwnersReading(port, iterSockFromFile(types), types)
 }
 
 // socketOwnersReading is socketOwners with the sockets read in place or
 // through the helper (sockInPlace: the kernel has bpf_sock_from_file for
-// iterators).
-func socketOwnersReading(port uint16, sockInPlace bool) (owners, error) {
+// iterators), finding the kernel's types in types.
+func socketOwnersReading(port uint16, sockInPlace bool, types *btf.Cache) (owners, error) {
 	liftMemlock()
 	spec, err := bpf.LoadOwners()
 	if err != nil {
@@ -272,7 +275,7 @@ func socketOwnersReading(port uint16, sockInPlace bool) (owners, error) {
 		return nil, fmt.Errorf("setting sock_in_place: %w", err)
 	}
 	var objs bpf.OwnersObjects
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{Cache: types}); err != nil {
 		return nil, fmt.Errorf("loading the socket owner iterator: %w", memlockHint(err))
 	}
 	defer objs.Close()
