@@ -90,6 +90,7 @@ func diagPort(ns Namespace, port uint16, ends *byEnds) (socks []snapshot.PortSoc
 		dump{tracer.ProtoUDP, unix.SOCK_DIAG_BY_FAMILY, diagRequest(unix.AF_INET6, tracer.ProtoUDP, allStates, eitherSide, port)},
 	)
 	buf := make([]byte, dumpBufferSize)
+	var dumped pieces[snapshot.PortSocket]
 	for _, d := range dumps {
 		err := diagDump(conn, buf, d.typ, d.req, func(msg []byte) error {
 			s, err := decodeDiagMsg(msg, d.proto)
@@ -97,7 +98,7 @@ func diagPort(ns Namespace, port uint16, ends *byEnds) (socks []snapshot.PortSoc
 				return fmt.Errorf("sock_diag answer: %w", err)
 			}
 			s.NetNS = ns.Inode
-			socks = append(socks, s)
+			dumped.add(s)
 			return nil
 		})
 		if d.proto == tracer.ProtoUDP && errors.Is(err, unix.ENOENT) {
@@ -109,22 +110,23 @@ func diagPort(ns Namespace, port uint16, ends *byEnds) (socks []snapshot.PortSoc
 		}
 	}
 	if ends == nil || len(ends.conns) == 0 {
-		return socks, noUDP, nil
+		return dumped.join(0), noUDP, nil
 	}
+	socks = dumped.join(len(ends.conns))
 	type listed struct {
 		key   snapshot.SocketKey
 		inode uint64
 	}
-	dumped := make(map[listed]bool, len(socks))
+	inDump := make(map[listed]bool, len(socks))
 	for i := range socks {
-		dumped[listed{snapshot.KeyOf(ns.Inode, socks[i].Local, socks[i].Remote), socks[i].Inode}] = true
+		inDump[listed{snapshot.KeyOf(ns.Inode, socks[i].Local, socks[i].Remote), socks[i].Inode}] = true
 	}
 	for _, k := range ends.conns {
 		s, found, err := diagLookup(conn, buf, k)
 		if err != nil {
 			return nil, false, fmt.Errorf("sock_diag lookup of %v -> %v in %s: %w", k.Local, k.Remote, ns.Label(), err)
 		}
-		if found && !dumped[listed{k, s.Inode}] {
+		if found && !inDump[listed{k, s.Inode}] {
 			s.NetNS = ns.Inode
 			socks = append(socks, s)
 		}

@@ -111,7 +111,11 @@ func WhoIn(port uint16, namespaces []Namespace, resolver *proc.Resolver) (*snaps
 			r.Notes = append(r.Notes, "UDP sockets no process holds not shown: this kernel has no UDP sock_diag (load the udp_diag module)")
 		}
 		asked[namespaces[i].Inode] = true
-		r.Sockets = append(r.Sockets, d.socks...)
+		if r.Sockets == nil {
+			r.Sockets = d.socks // a busy port's are not copied again
+		} else {
+			r.Sockets = append(r.Sockets, d.socks...)
+		}
 	}
 	addOwners(r, owners, asked)
 	for pid, seen := range owners.processes() {
@@ -185,6 +189,14 @@ func addOwners(r *snapshot.PortReport, os owners, asked map[uint32]bool) {
 			index[key{s.NetNS, s.Inode}] = i
 		}
 	}
+	// Room, at once, for the sockets only the walk found.
+	missing := 0
+	for _, o := range os {
+		if _, ok := index[key{o.netns, o.inode}]; !ok && asked[o.netns] {
+			missing++
+		}
+	}
+	r.Sockets = slices.Grow(r.Sockets, missing)
 	pids, fds := make([]uint32, 0, len(os)), make([]int32, 0, len(os))
 	for _, o := range os {
 		if !asked[o.netns] {
@@ -329,35 +341,33 @@ const ownersReadSize = 2048 * ownerSize
 // the middle of one.
 func readOwners(r io.Reader) (owners, error) {
 	buf := make([]byte, ownersReadSize)
-	var out owners
+	var out pieces[owner]
 	filled := 0
 	for {
 		n, err := r.Read(buf[filled:])
 		filled += n
 		whole := filled - filled%ownerSize
-		var decodeErr error
-		if out, decodeErr = appendOwners(out, buf[:whole]); decodeErr != nil {
-			return nil, decodeErr
+		if err := addOwnerRecords(&out, buf[:whole]); err != nil {
+			return nil, err
 		}
 		filled = copy(buf, buf[whole:filled])
 		switch {
 		case err == io.EOF && filled != 0:
 			return nil, errOwnerLength
 		case err == io.EOF:
-			return out, nil
+			return out.join(0), nil
 		case err != nil:
 			return nil, err
 		}
 	}
 }
 
-// appendOwners decodes whole owner records from raw onto out.
-func appendOwners(out owners, raw []byte) (owners, error) {
+// addOwnerRecords decodes whole owner records from raw onto out.
+func addOwnerRecords(out *pieces[owner], raw []byte) error {
 	if len(raw)%ownerSize != 0 {
-		return nil, errOwnerLength
+		return errOwnerLength
 	}
 	ne := binary.NativeEndian
-	out = slices.Grow(out, len(raw)/ownerSize)
 	for b := raw; len(b) > 0; b = b[ownerSize:] {
 		o := owner{
 			sock: ne.Uint64(b[offOwnerSock:]), inode: ne.Uint64(b[offOwnerInode:]),
@@ -367,7 +377,7 @@ func appendOwners(out owners, raw []byte) (owners, error) {
 				CgroupID: ne.Uint64(b[offOwnerCgroup:])},
 		}
 		if o.state >= tracer.StateCount {
-			return nil, errBadState
+			return errBadState
 		}
 		sport, dport := ne.Uint16(b[offOwnerSPort:]), ne.Uint16(b[offOwnerDPort:])
 		switch ne.Uint16(b[offOwnerFamily:]) {
@@ -380,12 +390,12 @@ func appendOwners(out owners, raw []byte) (owners, error) {
 			o.local = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[offOwnerSAddr:])), sport)
 			o.peer = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[offOwnerDAddr:])), dport)
 		default:
-			return nil, errBadFamily
+			return errBadFamily
 		}
 		copy(o.process.Comm[:], b[offOwnerComm:offOwnerComm+tracer.CommLen])
-		out = append(out, o)
+		out.add(o)
 	}
-	return out, nil
+	return nil
 }
 
 // zoneLinkLocal gives link-local addresses of the caller's namespace
