@@ -58,35 +58,35 @@ func writeProcess(e *exposition) {
 // bootTime is when the machine booted, in seconds since the epoch: the
 // btime line of /proc/stat.
 func bootTime() float64 {
-	stat, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(stat)) {
-		if rest, ok := strings.CutPrefix(line, "btime "); ok {
-			v, _ := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			return v
-		}
-	}
-	return 0
+	rest, _ := procLine("/proc/stat", "btime ")
+	v, _ := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+	return v
 }
 
 // maxOpenFiles is the soft limit on open files, from /proc/self/limits;
 // 0 when it cannot be read or is unlimited.
 func maxOpenFiles() float64 {
-	limits, err := os.ReadFile("/proc/self/limits")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(limits)) {
-		if rest, ok := strings.CutPrefix(line, "Max open files"); ok {
-			if f := strings.Fields(rest); len(f) > 0 {
-				v, _ := strconv.ParseFloat(f[0], 64)
-				return v
-			}
-		}
+	rest, _ := procLine("/proc/self/limits", "Max open files")
+	if f := strings.Fields(rest); len(f) > 0 {
+		v, _ := strconv.ParseFloat(f[0], 64)
+		return v
 	}
 	return 0
+}
+
+// procLine is the rest of the first line of a /proc file that starts with
+// prefix.
+func procLine(path, prefix string) (string, bool) {
+	text, err := os.ReadFile(path)
+	if err != nil {
+		return "", false
+	}
+	for line := range strings.Lines(string(text)) {
+		if rest, ok := strings.CutPrefix(line, prefix); ok {
+			return rest, true
+		}
+	}
+	return "", false
 }
 
 // writeRuntime writes the Go runtime's goroutines and heap under the
