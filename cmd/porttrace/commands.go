@@ -23,16 +23,18 @@ type command struct {
 	run func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// snapshot says the command answers once from a snapshot of the
 	// kernel's sockets, a burst of allocation in a process that lives well
-	// under a second (see snapshotGCPercent).
+	// under a second (see snapshotMemoryLimit).
 	snapshot bool
 }
 
-// snapshotGCPercent is the garbage collector's target for the commands
-// that answer from a snapshot: a busy port's tens of thousands of sockets
-// grow the heap by tens of megabytes in a few steps, and collecting at
-// each doubling cost who a fifth of its time. The process exits soon
-// after; it may hold a few times its live heap until then.
-const snapshotGCPercent = 400
+// snapshotMemoryLimit is where the commands that answer from a snapshot
+// start collecting garbage: never before. A busy port's 40,000 sockets
+// grow the heap to some 50 MB in a tenth of a second, and the process
+// exits soon after; collecting on the way (even at 400%, twice) cost who
+// a tenth of its time, the mark running beside the kernel's walks on the
+// same two cores. A port with hundreds of thousands of sockets collects
+// near the limit instead of growing past it.
+const snapshotMemoryLimit = 256 << 20
 
 func newCLI() *cli {
 	c := &cli{program: &clidoc.Program{

@@ -77,7 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return c.unexpected(cmd, fs.Arg(0))
 	}
 	if cmd.snapshot {
-		debug.SetGCPercent(snapshotGCPercent)
+		debug.SetGCPercent(-1)
+		debug.SetMemoryLimit(snapshotMemoryLimit)
 	}
 	return cmd.run(ctx, fs.Args(), stdout, stderr)
 }

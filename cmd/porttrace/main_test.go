@@ -140,8 +140,8 @@ func TestWatching(t *testing.T) {
 }
 
 // TestSnapshotCommands: the commands that build a snapshot of a busy
-// port's sockets collect garbage less often (snapshotGCPercent); who
-// once missed it and spent a fifth of its time collecting.
+// port's sockets collect garbage only near snapshotMemoryLimit; who once
+// missed being one and spent a fifth of its time collecting.
 func TestSnapshotCommands(t *testing.T) {
 	c := newCLI()
 	for _, name := range c.names() {
