@@ -284,16 +284,48 @@ func endpoint(ap netip.AddrPort) string {
 }
 
 // peerIndex finds, for a connection in the report, the socket at its other
-// end when that end is on this host too. It indexes the report's
-// connections at its first question: a busy port's text names only a few
-// peers.
+// end when that end is on this host too. A busy port's text names only a
+// few peers (maxPeers for each state of each process): its first
+// questions scan the report, and only more of them, as --all asks, index
+// it.
 type peerIndex struct {
 	r     *snapshot.PortReport
+	scans int
 	conns map[snapshot.SocketKey]*snapshot.PortSocket
 }
 
+// peerScans is how many questions a peerIndex answers by scanning.
+const peerScans = 64
+
 // name names the local process at a connection's other end.
 func (x *peerIndex) name(s *snapshot.PortSocket) string {
+	peer := x.peer(s)
+	if peer == nil {
+		return ""
+	}
+	r := x.r
+	switch {
+	case len(peer.PIDs) > 0:
+		return processLabel(r, peer.PIDs[0])
+	case peer.Seen != nil:
+		return fmt.Sprintf("%s %d, %s", tracer.Printable(peer.Seen.Name), peer.Seen.PID, peer.State)
+	}
+	return "no process, " + peer.State.String()
+}
+
+// peer is the connection at s's other end, nil if none; of several with
+// those ends, the last in the report.
+func (x *peerIndex) peer(s *snapshot.PortSocket) *snapshot.PortSocket {
+	want := snapshot.KeyOf(s.NetNS, s.Remote, s.Local)
+	if x.conns == nil && x.scans < peerScans {
+		x.scans++
+		for i := len(x.r.Sockets) - 1; i >= 0; i-- {
+			if c := &x.r.Sockets[i]; c.NetNS == want.NetNS && c.Connected() && snapshot.KeyOf(c.NetNS, c.Local, c.Remote) == want {
+				return c
+			}
+		}
+		return nil
+	}
 	if x.conns == nil {
 		x.conns = make(map[snapshot.SocketKey]*snapshot.PortSocket, len(x.r.Sockets))
 		for i := range x.r.Sockets {
@@ -302,18 +334,7 @@ func (x *peerIndex) name(s *snapshot.PortSocket) string {
 			}
 		}
 	}
-	r := x.r
-	peer, ok := x.conns[snapshot.KeyOf(s.NetNS, s.Remote, s.Local)]
-	if !ok {
-		return ""
-	}
-	switch {
-	case len(peer.PIDs) > 0:
-		return processLabel(r, peer.PIDs[0])
-	case peer.Seen != nil:
-		return fmt.Sprintf("%s %d, %s", tracer.Printable(peer.Seen.Name), peer.Seen.PID, peer.State)
-	}
-	return "no process, " + peer.State.String()
+	return x.conns[want]
 }
 
 // maxPeers is how many peers a connection summary names per state.

@@ -1,6 +1,7 @@
 package render
 
 import (
+	"strings"
 	"time"
 
 	"github.com/porttrace/porttrace/tracer"
@@ -319,4 +320,35 @@ func TestWhoJSONGolden(t *testing.T) {
 		}
 	}
 	golden(t, "who.json", b.Bytes())
+}
+
+// TestPeerScanMatchesIndex: the first questions, answered by scanning the
+// report, get the answers the index gives later: an IPv4-mapped end finds
+// its IPv4 peer, of two sockets with the same ends the last is the peer,
+// and a listener is no one's.
+func TestPeerScanMatchesIndex(t *testing.T) {
+	const tcp = tracer.ProtoTCP
+	r := &snapshot.PortReport{Port: 8080, Processes: map[uint32]*proc.Process{
+		10: {Identity: proc.Identity{PID: 10}, Name: "server"}, 20: {Identity: proc.Identity{PID: 20}, Name: "client"},
+		21: {Identity: proc.Identity{PID: 21}, Name: "again"},
+	}, Sockets: []snapshot.PortSocket{
+		portSocket(tcp, tracer.StateListen, "0.0.0.0:8080", "", 10),
+		portSocket(tcp, tracer.StateEstablished, "[::ffff:127.0.0.1]:8080", "[::ffff:127.0.0.1]:40000", 10),
+		portSocket(tcp, tracer.StateEstablished, "127.0.0.1:40000", "127.0.0.1:8080", 20),
+		portSocket(tcp, tracer.StateEstablished, "127.0.0.1:40000", "127.0.0.1:8080", 21),
+		portSocket(tcp, tracer.StateEstablished, "127.0.0.1:8080", "127.0.0.1:40001", 10),
+	}}
+	scanning, indexed := &peerIndex{r: r}, &peerIndex{r: r, scans: peerScans}
+	for i := range r.Sockets {
+		s := &r.Sockets[i]
+		if a, b := scanning.name(s), indexed.name(s); a != b {
+			t.Errorf("%v -> %v: scanned %q, indexed %q", s.Local, s.Remote, a, b)
+		}
+	}
+	if indexed.conns == nil || scanning.conns != nil {
+		t.Error("the index was built by the wrong one")
+	}
+	if got := scanning.name(&r.Sockets[1]); !strings.Contains(got, "again") {
+		t.Errorf("the server's end names %q, want the last client socket with its ends", got)
+	}
 }
