@@ -102,6 +102,17 @@ var stateNames = [StateCount]string{
 	StateNewSynRecv:  "NEW_SYN_RECV",
 }
 
+// UnheldStates are the TCP states, as a bit mask by State, of the sockets
+// no process may hold: a timewait socket, an orphan closing after its
+// process closed it, a handshake not yet accepted (SYN_RECV), and the
+// states those pass through.
+const UnheldStates = 1<<StateTimeWait | 1<<StateFinWait1 | 1<<StateFinWait2 |
+	1<<StateClosing | 1<<StateLastAck | 1<<StateSynRecv | 1<<StateClose
+
+// MayBeUnheld says a socket in state s may be one no process holds (see
+// UnheldStates).
+func (s State) MayBeUnheld() bool { return s < StateCount && UnheldStates&(1<<s) != 0 }
+
 func (s State) String() string {
 	if s < StateCount {
 		return stateNames[s]

@@ -38,7 +38,7 @@ func (b *bench) daemonTracer(name, dataDir string) tracer {
 func daemonAnswers(ctx context.Context, socket string) bool {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	_, err := api.Ask(ctx, socket, 1)
+	_, err := api.Ask(ctx, socket, 1, false)
 	return err == nil
 }
 

@@ -24,8 +24,9 @@ type whoCommand struct {
 	// stdout.
 	pids func(stdout string) []int
 	core bool // porttrace's own: a wrong answer is a problem
-	// daemon: answered by the daemon, as it must say on stderr.
-	daemon bool
+	// daemon: answered by the daemon, as it must say on stderr;
+	// declined: the daemon declined (a busy port) and a snapshot answered.
+	daemon, declined bool
 	// noIsAnswer: exit status 1 answers "no" (why: the bind would fail),
 	// which on a held port is the right answer, not a failure.
 	noIsAnswer bool
@@ -52,7 +53,7 @@ func (b *bench) whoCommands(ctx context.Context, port int) []whoResult {
 		{whoCommand: whoCommand{name: "lsof -iTCP -sTCP:LISTEN", argv: []string{"lsof", "-iTCP:" + p, "-sTCP:LISTEN"}, pids: lsofPIDs}},
 		{whoCommand: whoCommand{name: "fuser", argv: []string{"fuser", p + "/tcp"}, pids: fuserPIDs}},
 		{whoCommand: whoCommand{name: "porttrace who (snapshot)", argv: []string{b.porttrace, "who", "--socket", noDaemon, p}, pids: porttraceWhoPIDs, core: true}},
-		{whoCommand: b.daemonWho(port)},
+		{whoCommand: b.daemonDeclines(port)},
 		{whoCommand: whoCommand{name: "porttrace why", argv: []string{b.porttrace, "why", p}, pids: porttraceHeldByPIDs, core: true, noIsAnswer: true}},
 		{whoCommand: whoCommand{name: "porttrace free --dry-run", argv: []string{b.porttrace, "free", "--dry-run", p}, pids: porttraceFreePIDs, core: true}},
 	}
@@ -60,6 +61,14 @@ func (b *bench) whoCommands(ctx context.Context, port int) []whoResult {
 		cmds[i].skipped = b.whyNot(ctx, cmds[i].whoCommand)
 	}
 	return cmds
+}
+
+// daemonDeclines is porttrace who asking the harness's daemon about a
+// busy port: the daemon declines, and who takes its own snapshot.
+func (b *bench) daemonDeclines(port int) whoCommand {
+	c := b.daemonWho(port)
+	c.name, c.daemon, c.declined = "porttrace who (daemon declines, snapshot)", false, true
+	return c
 }
 
 // daemonWho is porttrace who answered by the harness's daemon; --verbose
@@ -120,6 +129,9 @@ func (b *bench) timeOnce(ctx context.Context, r *whoResult, pids []int) {
 	secs, out, stderr, err := timeCommand(ctx, r.argv, r.noIsAnswer)
 	if err == nil && r.daemon && !strings.Contains(stderr, "answered by the daemon") {
 		err = fmt.Errorf("not answered by the daemon: %s", lastLines(stderr, 2))
+	}
+	if err == nil && r.declined && !strings.Contains(stderr, "a snapshot answers sooner") {
+		err = fmt.Errorf("the daemon did not decline the busy port: %s", lastLines(stderr, 2))
 	}
 	if err != nil {
 		r.err = err

@@ -89,7 +89,7 @@ func (d *daemonRun) waitServing(t *testing.T) {
 	t.Helper()
 	for deadline := time.Now().Add(daemonStartTimeout); ; time.Sleep(20 * time.Millisecond) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := api.Ask(ctx, d.socket, 1)
+		_, err := api.Ask(ctx, d.socket, 1, false)
 		cancel()
 		if err == nil {
 			return
@@ -536,7 +536,7 @@ func (d *daemonRun) oneShot(t *testing.T, netns string, port int) *snapshot.Port
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	owners, err := api.Ask(ctx, d.socket, uint16(port))
+	owners, err := api.Ask(ctx, d.socket, uint16(port), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1256,5 +1256,87 @@ func TestDaemonReopensLog(t *testing.T) {
 	}
 	if !strings.Contains(read(logFile), "stopped") || strings.Contains(read(logFile+".1"), "stopped") {
 		t.Errorf("the last line went to the old log: new %q, old %q", read(logFile), read(logFile+".1"))
+	}
+}
+
+// TestDaemonDeclinesBusyPort: past the 256 connections it looks up one by
+// one, the daemon declines to answer who (it would walk every TCP socket
+// as a snapshot does, then send them all), and who takes its own snapshot
+// quickly, still naming, through the daemon, the owner of the TIME_WAIT
+// sockets no process holds.
+func TestDaemonDeclinesBusyPort(t *testing.T) {
+	needRoot(t)
+	d := startDaemon(t, t.TempDir())
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	port := l.Addr().(*net.TCPAddr).Port
+	accepted := map[string]net.Conn{}
+	var clients []net.Conn
+	for range 300 {
+		c, err := net.Dial("tcp4", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+		accepted[s.RemoteAddr().String()] = s
+	}
+	t.Cleanup(func() {
+		for _, c := range clients {
+			c.Close()
+		}
+		for _, s := range accepted {
+			s.Close()
+		}
+	})
+	// Three connections the client closes first: its ends go to TIME_WAIT.
+	for _, c := range clients[:3] {
+		c.Close()
+		accepted[c.LocalAddr().String()].Close()
+	}
+	eventually(t, 10*time.Second, "the daemon declining the port", func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := api.Who(ctx, d.socket, uint16(port))
+		if err == nil || !strings.Contains(err.Error(), "a snapshot answers sooner") {
+			return fmt.Sprintf("the daemon answered: %v", err)
+		}
+		return ""
+	})
+
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "PORTTRACE_ARGS=who --json --verbose --socket "+d.socket+" "+strconv.Itoa(port))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || !strings.Contains(stderr.String(), "a snapshot answers sooner): taking a snapshot now") {
+		t.Fatalf("porttrace who: %v; stderr: %s", err, stderr.String())
+	}
+	var report struct {
+		Sockets []struct {
+			State string
+			Seen  *struct{ PID int }
+		}
+	}
+	if err := json.Unmarshal(out, &report); err != nil {
+		t.Fatalf("porttrace who --json: %v: %s", err, out)
+	}
+	named, established := 0, 0
+	for _, s := range report.Sockets {
+		switch {
+		case s.State == "TIME_WAIT" && s.Seen != nil && s.Seen.PID == os.Getpid():
+			named++
+		case s.State == "ESTABLISHED":
+			established++
+		}
+	}
+	if named != 3 || established != 2*297 {
+		t.Errorf("%d TIME_WAIT sockets named as this test's (want 3), %d established (want %d)", named, established, 2*297)
 	}
 }

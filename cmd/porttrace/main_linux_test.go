@@ -350,7 +350,7 @@ func TestStalledStdout(t *testing.T) {
 	// names the listener's owner, for at most 10s.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		answer, err := api.Ask(ctx, api.WatchSocket(watch.Process.Pid), uint16(port))
+		answer, err := api.Ask(ctx, api.WatchSocket(watch.Process.Pid), uint16(port), false)
 		cancel()
 		if err != nil {
 			t.Fatalf("the stalled watch does not answer: %v", err)
@@ -418,7 +418,7 @@ func TestAskedWhileStopping(t *testing.T) {
 				default:
 				}
 				actx, acancel := context.WithTimeout(context.Background(), time.Second)
-				if _, err := api.Ask(actx, api.WatchSocket(os.Getpid()), uint16(port)); err == nil {
+				if _, err := api.Ask(actx, api.WatchSocket(os.Getpid()), uint16(port), false); err == nil {
 					answered++
 				}
 				acancel()
@@ -652,7 +652,7 @@ func TestAPIClientHangsUp(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := api.Ask(ctx, path, uint16(port)); err != nil {
+	if _, err := api.Ask(ctx, path, uint16(port), false); err != nil {
 		t.Fatalf("the watch no longer answers: %v; stderr: %s", err, stderr.String())
 	}
 	watch.Process.Signal(os.Interrupt)

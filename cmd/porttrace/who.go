@@ -114,8 +114,9 @@ func who(ctx context.Context, queries []portQuery, o whoOptions, stdout, stderr 
 		}
 		if !byDaemon {
 			// The daemon named the owners it saw, which traces every
-			// port: a watch has nothing to add.
-			nameSeen(ctx, report)
+			// port: a watch has nothing to add. Where it declined (a
+			// busy port) it still names the sockets no process holds.
+			nameSeen(ctx, report, daemonSocket(o.socket))
 		}
 		switch {
 		case o.pids:
@@ -159,7 +160,7 @@ func whoReport(ctx context.Context, port uint16, o whoOptions, stderr io.Writer)
 			return resp.Report, true, nil
 		}
 		if o.verbose {
-			fmt.Fprintf(stderr, "porttrace: no daemon answered (%v): taking a snapshot now\n", err)
+			fmt.Fprintf(stderr, "porttrace: the daemon did not answer (%v): taking a snapshot now\n", err)
 		}
 	}
 	report, err = snapshotIn(port, o.netns, o.allNetNS)
@@ -186,11 +187,12 @@ const askTimeout = 300 * time.Millisecond
 // this.
 const daemonTimeout = 5 * time.Second
 
-// nameSeen asks every running porttrace, at once, who owned the report's
-// sockets that no process holds any more, and marks the owners that have
-// exited since. Where every socket has its holder it asks nothing: a watch
-// of a busy port answers with tens of thousands of owners.
-func nameSeen(ctx context.Context, report *snapshot.PortReport) {
+// nameSeen asks every running porttrace (and the servers at also, the
+// daemon's socket where it is not in the API's directory), at once, who
+// owned the report's sockets that no process holds any more, and marks
+// the owners that have exited since. Where every socket has its holder it
+// asks nothing.
+func nameSeen(ctx context.Context, report *snapshot.PortReport, also ...string) {
 	unheld := false
 	for i := range report.Sockets {
 		unheld = unheld || !report.Sockets[i].Held()
@@ -200,5 +202,5 @@ func nameSeen(ctx context.Context, report *snapshot.PortReport) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, askTimeout)
 	defer cancel()
-	report.NameSeen(api.Seen(api.AskAll(ctx, report.Port)), identify)
+	report.NameSeen(api.Seen(api.AskAll(ctx, report.Port, also...)), identify)
 }

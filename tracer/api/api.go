@@ -17,8 +17,10 @@ import (
 const Version = "v1"
 
 // The paths: ownersPath answers GET ?port=N with an OwnersResponse (every
-// server); whoPath with a WhoResponse and historyPath (?port=N&since=NS&until=NS)
-// with a history.Result (the daemon).
+// server; &unheld=1 keeps the sockets in tracer.UnheldStates and the
+// timewait ones: those whose owner only a tracer can name); whoPath with a
+// WhoResponse and historyPath (?port=N&since=NS&until=NS) with a
+// history.Result (the daemon).
 const (
 	ownersPath  = "/" + Version + "/owners"
 	whoPath     = "/" + Version + "/who"

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -24,20 +25,29 @@ import (
 const maxResponseBytes = 64 << 20
 
 // AskAll asks every server with a socket in Dir (running watches and the
-// daemon), all at once, for the sockets on port whose owners they know,
-// and returns what those that answered before ctx ended said. A stopped
-// server costs nothing: its socket refuses at once, and is removed.
-func AskAll(ctx context.Context, port uint16) []Socket {
-	return askAllIn(ctx, Dir, port)
+// daemon), all at once, for the sockets on port no process may hold whose
+// owners they know (who names those; a busy port's other sockets, tens of
+// thousands, would only cost the asking), and returns what those that
+// answered before ctx ended said. A stopped server costs nothing: its
+// socket refuses at once, and is removed. also are more servers' sockets
+// (the daemon's, where --socket puts it elsewhere), never removed.
+func AskAll(ctx context.Context, port uint16, also ...string) []Socket {
+	return askAllIn(ctx, Dir, port, also...)
 }
 
-func askAllIn(ctx context.Context, dir string, port uint16) []Socket {
-	paths, _ := filepath.Glob(filepath.Join(dir, "*.sock"))
+func askAllIn(ctx context.Context, dir string, port uint16, also ...string) []Socket {
+	found, _ := filepath.Glob(filepath.Join(dir, "*.sock"))
+	paths := slices.Clone(found)
+	for _, path := range also {
+		if !slices.Contains(paths, path) {
+			paths = append(paths, path)
+		}
+	}
 	answers := make(chan []Socket, len(paths))
 	for _, path := range paths {
 		go func() {
-			resp, err := Ask(ctx, path, port)
-			if errors.Is(err, syscall.ECONNREFUSED) {
+			resp, err := Ask(ctx, path, port, true)
+			if errors.Is(err, syscall.ECONNREFUSED) && slices.Contains(found, path) {
 				_ = os.Remove(path) // nobody serves it: a killed server's remains
 			}
 			if err != nil {
@@ -59,10 +69,15 @@ func askAllIn(ctx context.Context, dir string, port uint16) []Socket {
 	return out
 }
 
-// Ask asks the server at path for the owners it knows on port.
-func Ask(ctx context.Context, path string, port uint16) (*OwnersResponse, error) {
+// Ask asks the server at path for the owners it knows on port; unheldOnly
+// keeps those of the sockets no process may hold.
+func Ask(ctx context.Context, path string, port uint16, unheldOnly bool) (*OwnersResponse, error) {
 	var out OwnersResponse
-	if err := get(ctx, path, ownersPath+"?port="+strconv.Itoa(int(port)), &out); err != nil {
+	target := ownersPath + "?port=" + strconv.Itoa(int(port))
+	if unheldOnly {
+		target += "&unheld=1"
+	}
+	if err := get(ctx, path, target, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -186,8 +186,12 @@ func owners(w http.ResponseWriter, r *http.Request, x *correlate.Index) {
 	if !ok {
 		return
 	}
+	unheldOnly := r.URL.Query().Get("unheld") == "1"
 	resp := OwnersResponse{Port: port, AtNs: x.AtNs, Sockets: []Socket{}}
 	for _, o := range x.OnPort(port) {
+		if unheldOnly && !o.TimeWait && !o.State.MayBeUnheld() {
+			continue
+		}
 		resp.Sockets = append(resp.Sockets, Socket{
 			Proto: o.Proto.String(), Family: o.Family.String(), State: o.State.String(), TimeWait: o.TimeWait,
 			NetNS: o.NetNS, Local: o.Local, Remote: o.Remote, PID: o.Process.PID, Comm: o.Process.Comm.String(),

@@ -29,7 +29,7 @@ import (
 // user): PORTTRACE_TEST_ASK holds the socket's path.
 func TestMain(m *testing.M) {
 	if path := os.Getenv("PORTTRACE_TEST_ASK"); path != "" {
-		_, err := Ask(context.Background(), path, 8080)
+		_, err := Ask(context.Background(), path, 8080, false)
 		fmt.Println(err)
 		os.Exit(0)
 	}
@@ -71,7 +71,7 @@ func ask(t *testing.T, s *Server) *OwnersResponse {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := Ask(ctx, s.Path(), 8080)
+	resp, err := Ask(ctx, s.Path(), 8080, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +118,54 @@ func TestOwnersBothSides(t *testing.T) {
 	}
 }
 
+// seededWithConnections is seeded's loop that also knows, of pid 100, an
+// established connection and one closing in FIN_WAIT2 on 8080.
+func seededWithConnections() *correlate.Loop {
+	loop := seeded()
+	loop.Seed(&snapshot.PortReport{
+		Port: 8080,
+		Sockets: []snapshot.PortSocket{
+			{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateEstablished, NetNS: 1, Sock: 0x2000,
+				Local: netip.MustParseAddrPort("127.0.0.1:8080"), Remote: netip.MustParseAddrPort("127.0.0.1:40000"), PIDs: []uint32{100}},
+			{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateFinWait2, NetNS: 1, Sock: 0x3000,
+				Local: netip.MustParseAddrPort("127.0.0.1:8080"), Remote: netip.MustParseAddrPort("127.0.0.1:40001"), PIDs: []uint32{100}},
+		},
+		Processes: map[uint32]*proc.Process{100: {Identity: proc.Identity{PID: 100, StartNs: 5_000_000_000}, Name: "server"}},
+	}, 2)
+	return loop
+}
+
+// TestOwnersUnheldOnly: asked for the sockets no process may hold, a
+// server leaves out a busy port's listeners and established connections,
+// which who never asks it to name.
+func TestOwnersUnheldOnly(t *testing.T) {
+	loop := seededWithConnections()
+	path := filepath.Join(t.TempDir(), "test.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serve(ln, path, peerRule{gid: os.Getgid()}, watchBackend(loop))
+	t.Cleanup(func() { s.Close() })
+	for unheld, want := range map[bool][]string{
+		false: {"ESTABLISHED", "FIN_WAIT2", "LISTEN"},
+		true:  {"FIN_WAIT2"},
+	} {
+		resp, err := Ask(t.Context(), path, 8080, unheld)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var states []string
+		for _, sock := range resp.Sockets {
+			states = append(states, sock.State)
+		}
+		slices.Sort(states)
+		if !slices.Equal(states, want) {
+			t.Errorf("unheld only %v: %q, want %q", unheld, states, want)
+		}
+	}
+}
+
 // TestSeenKeepsIdentity: what a server says of an owner reaches who whole:
 // its start time, cgroup and whether it has exited, keyed by the
 // connection in its namespace.
@@ -134,7 +182,7 @@ func TestSeenKeepsIdentity(t *testing.T) {
 func TestBadPort(t *testing.T) {
 	s := testServer(t, noWrap)
 	for _, port := range []uint16{0} {
-		if _, err := Ask(context.Background(), s.Path(), port); err == nil || !strings.Contains(err.Error(), "port must be a number from 1 to 65535") {
+		if _, err := Ask(context.Background(), s.Path(), port, false); err == nil || !strings.Contains(err.Error(), "port must be a number from 1 to 65535") {
 			t.Errorf("port %d: got %v", port, err)
 		}
 	}
@@ -250,12 +298,12 @@ func TestAskAllSkipsStalledServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := serve(ln, ln.Addr().String(), peerRule{gid: os.Getgid()}, watchBackend(seeded()))
+	good := serve(ln, ln.Addr().String(), peerRule{gid: os.Getgid()}, watchBackend(seededWithConnections()))
 	defer good.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if got := askAllIn(ctx, dir, 8080); len(got) != 1 || got[0].PID != 100 {
-		t.Errorf("got %+v, want the good server's listener", got)
+	if got := askAllIn(ctx, dir, 8080); len(got) != 1 || got[0].PID != 100 || got[0].State != "FIN_WAIT2" {
+		t.Errorf("got %+v, want the good server's connection in FIN_WAIT2, the one socket of it no process may hold", got)
 	}
 }
 

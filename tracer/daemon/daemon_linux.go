@@ -346,7 +346,11 @@ func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.S
 }
 
 // maxLookups is how many connections on a port the daemon looks up one by
-// one; past it, one walk of every TCP socket costs less.
+// one. Past it, the daemon would walk every TCP socket as who's own
+// snapshot does, then send them all, tens of thousands on a busy port,
+// as JSON that who must read back: 0.47 s where the snapshot takes 0.12.
+// It declines instead, and who takes the snapshot, asking the daemon
+// only for the owners of the sockets no process holds.
 const maxLookups = 256
 
 // portSockets lists port's sockets in ns. The loop knows the port's TCP
@@ -368,7 +372,7 @@ func (d *daemon) portSockets(port uint16, ns linux.Namespace, owned map[snapshot
 		}
 	}
 	if len(conns) > maxLookups {
-		return linux.Sockets(port, ns)
+		return nil, fmt.Errorf("port %d has %d connections: a snapshot answers sooner", port, len(conns))
 	}
 	walk := d.unheld.has(ns.Inode, port)
 	r, err := linux.SocketsByEnds(port, ns, conns, walk)

@@ -82,7 +82,7 @@ func diagPort(ns Namespace, port uint16, ends *byEnds) (socks []snapshot.PortSoc
 		// listeners on the local side.
 		dumps = []dump{{tracer.ProtoTCP, tcpDiagGetSock, tcpDiagRequest(1<<tracer.StateListen, localSide, port)}}
 		if ends.unheld {
-			dumps = append(dumps, dump{tracer.ProtoTCP, tcpDiagGetSock, tcpDiagRequest(unheldStates, eitherSide, port)})
+			dumps = append(dumps, dump{tracer.ProtoTCP, tcpDiagGetSock, tcpDiagRequest(tracer.UnheldStates, eitherSide, port)})
 		}
 	}
 	dumps = append(dumps,
@@ -146,13 +146,6 @@ type byEnds struct {
 	conns  []snapshot.SocketKey
 	unheld bool
 }
-
-// unheldStates are the TCP states of the sockets no process may hold: a
-// timewait socket, an orphan closing after its process closed it, a
-// handshake not yet accepted (SYN_RECV), and the states those pass
-// through.
-const unheldStates = 1<<tracer.StateTimeWait | 1<<tracer.StateFinWait1 | 1<<tracer.StateFinWait2 |
-	1<<tracer.StateClosing | 1<<tracer.StateLastAck | 1<<tracer.StateSynRecv | 1<<tracer.StateClose
 
 // diagLookup asks sock_diag for the TCP socket with ends k (in conn's
 // namespace); found is false when there is none.

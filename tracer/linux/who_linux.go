@@ -24,7 +24,7 @@ import (
 
 // Sockets lists, without their holders, the TCP and UDP sockets on both
 // sides of port in one network namespace, with the facts the kernel gives
-// any user (states, queues, timers): what the daemon names from its cache.
+// any user (states, queues, timers): what who shows without privileges.
 func Sockets(port uint16, ns Namespace) (*snapshot.PortReport, error) {
 	return sockets(port, ns, nil)
 }

@@ -318,7 +318,7 @@ func watchServingAPI(t *testing.T, port uint16) (who func(namespaces ...Namespac
 		if err != nil {
 			t.Fatal(err)
 		}
-		answer, err := api.Ask(t.Context(), srv.Path(), port)
+		answer, err := api.Ask(t.Context(), srv.Path(), port, false)
 		if err != nil {
 			t.Fatal(err)
 		}
