@@ -25,6 +25,10 @@ type command struct {
 	// kernel's sockets, a burst of allocation in a process that lives well
 	// under a second (see snapshotMemoryLimit).
 	snapshot bool
+	// answers says the command prints one answer and exits: its standard
+	// output is buffered and written once at the end, not a line at a
+	// time (who --all wrote 40,000 times for a busy port).
+	answers bool
 }
 
 // snapshotMemoryLimit is where the commands that answer from a snapshot

@@ -59,6 +59,7 @@ directory when none runs.`,
 			render.HistoryText(stdout, res, time.Local)
 			return nil
 		},
+		answers: true,
 	}
 }
 

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -80,7 +81,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		debug.SetGCPercent(-1)
 		debug.SetMemoryLimit(snapshotMemoryLimit)
 	}
-	return cmd.run(ctx, fs.Args(), stdout, stderr)
+	if !cmd.answers {
+		return cmd.run(ctx, fs.Args(), stdout, stderr)
+	}
+	out := bufio.NewWriter(stdout)
+	err := cmd.run(ctx, fs.Args(), out, stderr)
+	if flushErr := out.Flush(); err == nil && flushErr != nil {
+		err = fmt.Errorf("writing the answer: %w", flushErr)
+	}
+	return err
 }
 
 // newFlagSet makes a command's flag set: errors come back to run, which

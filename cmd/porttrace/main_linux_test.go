@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -811,5 +813,52 @@ func TestTopPlainInAPipe(t *testing.T) {
 	}
 	if !row {
 		t.Errorf("no row for port %d and this process (%d):\n%s", port, os.Getpid(), text)
+	}
+}
+
+// writeCounter counts the writes made to it.
+type writeCounter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *writeCounter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Buffer.Write(p)
+}
+
+// TestAnswerWrittenOnce: who prints its answer in one write, not one a
+// line: with --all on a busy port that was tens of thousands of system
+// calls.
+func TestAnswerWrittenOnce(t *testing.T) {
+	needRoot(t)
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	for range 20 {
+		c, err := net.Dial("tcp4", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		s, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+	}
+	var stdout writeCounter
+	var stderr bytes.Buffer
+	// run sets the collector as who does in its own process: this one's
+	// goes back as it was.
+	t.Cleanup(func() { debug.SetGCPercent(100); debug.SetMemoryLimit(math.MaxInt64) })
+	if err := run(t.Context(), []string{"who", "--all", "--socket", "/nonexistent", strconv.Itoa(port)}, &stdout, &stderr); err != nil {
+		t.Fatalf("who: %v: %s", err, stderr.String())
+	}
+	if lines := strings.Count(stdout.String(), "\n"); stdout.writes != 1 || lines < 21 {
+		t.Errorf("%d lines in %d writes, want a line for each of 21 sockets, in one write:\n%s", lines, stdout.writes, stdout.String())
 	}
 }

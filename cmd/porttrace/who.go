@@ -71,6 +71,7 @@ whether a bind would still fail.`,
 			return who(ctx, queries, o, stdout, stderr)
 		},
 		snapshot: true,
+		answers:  true,
 	}
 }
 

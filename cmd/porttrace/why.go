@@ -28,6 +28,7 @@ func whyCommand() *command {
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object (fields in the README)")
 	return &command{
 		snapshot: true,
+		answers:  true,
 		doc: &clidoc.Command{
 			Name:    "why",
 			Args:    "PORT [ADDR]",
