@@ -1032,8 +1032,16 @@ func TestDaemonHistoryAnswersAtOnce(t *testing.T) {
 		}
 		return ""
 	})
-	if h := holders(d.history(t, port, start, time.Time{}), server.pid); len(h) != 1 || !strings.HasSuffix(h[0], " holding") {
+	res := d.history(t, port, start, time.Time{})
+	if h := holders(res, server.pid); len(h) != 1 || !strings.HasSuffix(h[0], " holding") {
 		t.Errorf("history right after: holders %q, want the listener, holding", h)
+	}
+	// The owner's start, on the wall clock: with the pid, it tells the
+	// holder from a later process given the same pid.
+	for _, h := range res.Holders {
+		if started := time.Unix(0, h.Owner.StartNs); int(h.Owner.PID) == server.pid && (started.Before(start.Add(-time.Second)) || started.After(time.Now())) {
+			t.Errorf("the holder started at %v, want after the test's start, %v", started, start)
+		}
 	}
 }
 

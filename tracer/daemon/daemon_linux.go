@@ -434,6 +434,9 @@ func (d *daemon) describe(p *history.Process) {
 		return
 	}
 	p.User, p.Exe, p.Cmdline = facts.User, facts.Exe, facts.Cmdline
+	if !facts.StartTime.IsZero() {
+		p.StartNs = facts.StartTime.UnixNano()
+	}
 }
 
 // serveMetrics serves h on addr until the returned function is called.
