@@ -1284,14 +1284,7 @@ func TestDaemonDeclinesBusyPort(t *testing.T) {
 	accepted := map[string]net.Conn{}
 	var clients []net.Conn
 	for range 300 {
-		c, err := net.Dial("tcp4", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := l.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, s := connectTo(t, l)
 		clients = append(clients, c)
 		accepted[s.RemoteAddr().String()] = s
 	}

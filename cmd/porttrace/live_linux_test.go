@@ -183,13 +183,22 @@ func loopbackPair(t *testing.T, port int) (l net.Listener, client, server net.Co
 	if err != nil {
 		t.Fatal(err)
 	}
-	if client, err = net.Dial("tcp4", l.Addr().String()); err != nil {
+	client, server = connectTo(t, l)
+	return l, client, server
+}
+
+// connectTo makes one loopback connection to l: its client end and the
+// end l accepted.
+func connectTo(t *testing.T, l net.Listener) (client, server net.Conn) {
+	t.Helper()
+	client, err := net.Dial(l.Addr().Network(), l.Addr().String())
+	if err != nil {
 		t.Fatal(err)
 	}
 	if server, err = l.Accept(); err != nil {
 		t.Fatal(err)
 	}
-	return l, client, server
+	return client, server
 }
 
 // connectAndClose makes one connection to a listener of its own on port,

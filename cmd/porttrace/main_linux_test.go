@@ -775,14 +775,7 @@ func TestWhoWithoutPrivileges(t *testing.T) {
 // first: its end, on l's port, goes TIME_WAIT.
 func serverClosesFirst(t *testing.T, l net.Listener) {
 	t.Helper()
-	c, err := net.Dial("tcp4", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, s := connectTo(t, l)
 	s.Close()
 	c.Close()
 }
@@ -845,15 +838,8 @@ func TestAnswerWrittenOnce(t *testing.T) {
 	defer l.Close()
 	port := l.Addr().(*net.TCPAddr).Port
 	for range 20 {
-		c, err := net.Dial("tcp4", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, s := connectTo(t, l)
 		defer c.Close()
-		s, err := l.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
 		defer s.Close()
 	}
 	var stdout writeCounter

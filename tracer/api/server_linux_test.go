@@ -50,17 +50,20 @@ func seeded() *correlate.Loop {
 	return loop
 }
 
-// testServer serves a seeded loop on a socket in a fresh folder, to this
-// process's group (so that the tests need not run as root), through
-// listener wrap.
-func testServer(t *testing.T, wrap func(net.Listener) net.Listener) *Server {
+// testServer serves loop (nil: a seeded one) on a socket in a fresh
+// folder, to this process's group (so that the tests need not run as
+// root), through listener wrap.
+func testServer(t *testing.T, wrap func(net.Listener) net.Listener, loop *correlate.Loop) *Server {
 	t.Helper()
+	if loop == nil {
+		loop = seeded()
+	}
 	path := filepath.Join(t.TempDir(), "test.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := serve(wrap(ln), path, peerRule{gid: os.Getgid()}, watchBackend(seeded()))
+	s := serve(wrap(ln), path, peerRule{gid: os.Getgid()}, watchBackend(loop))
 	t.Cleanup(func() { s.Close() })
 	return s
 }
@@ -79,7 +82,7 @@ func ask(t *testing.T, s *Server) *OwnersResponse {
 }
 
 func TestOwners(t *testing.T) {
-	resp := ask(t, testServer(t, noWrap))
+	resp := ask(t, testServer(t, noWrap, nil))
 	want := Socket{Proto: "tcp", Family: "ipv4", State: "LISTEN", NetNS: 1, Local: netip.MustParseAddrPort("127.0.0.1:8080"),
 		Remote: netip.MustParseAddrPort("0.0.0.0:0"), PID: 100, Comm: "server", StartNs: 5_000_000_000, CgroupID: 42, OwnerVia: "snapshot"}
 	if resp.Port != 8080 || len(resp.Sockets) != 1 || resp.Sockets[0] != want {
@@ -100,13 +103,7 @@ func TestOwnersBothSides(t *testing.T) {
 		}},
 		Processes: map[uint32]*proc.Process{200: {Identity: proc.Identity{PID: 200, StartNs: 6_000_000_000}, Name: "curl"}},
 	}, 2)
-	path := filepath.Join(t.TempDir(), "test.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := serve(ln, path, peerRule{gid: os.Getgid()}, watchBackend(loop))
-	t.Cleanup(func() { s.Close() })
+	s := testServer(t, noWrap, loop)
 	var clients []string
 	for _, sock := range ask(t, s).Sockets {
 		if sock.Remote.Port() == 8080 {
@@ -139,19 +136,12 @@ func seededWithConnections() *correlate.Loop {
 // server leaves out a busy port's listeners and established connections,
 // which who never asks it to name.
 func TestOwnersUnheldOnly(t *testing.T) {
-	loop := seededWithConnections()
-	path := filepath.Join(t.TempDir(), "test.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := serve(ln, path, peerRule{gid: os.Getgid()}, watchBackend(loop))
-	t.Cleanup(func() { s.Close() })
+	s := testServer(t, noWrap, seededWithConnections())
 	for unheld, want := range map[bool][]string{
 		false: {"ESTABLISHED", "FIN_WAIT2", "LISTEN"},
 		true:  {"FIN_WAIT2"},
 	} {
-		resp, err := Ask(t.Context(), path, 8080, unheld)
+		resp, err := Ask(t.Context(), s.Path(), 8080, unheld)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,7 +170,7 @@ func TestSeenKeepsIdentity(t *testing.T) {
 }
 
 func TestBadPort(t *testing.T) {
-	s := testServer(t, noWrap)
+	s := testServer(t, noWrap, nil)
 	for _, port := range []uint16{0} {
 		if _, err := Ask(context.Background(), s.Path(), port, false); err == nil || !strings.Contains(err.Error(), "port must be a number from 1 to 65535") {
 			t.Errorf("port %d: got %v", port, err)
@@ -191,7 +181,7 @@ func TestBadPort(t *testing.T) {
 // TestOversizedRequest: a request line of a megabyte is refused with 431
 // after a few KiB are read, and the server goes on answering.
 func TestOversizedRequest(t *testing.T) {
-	s := testServer(t, noWrap)
+	s := testServer(t, noWrap, nil)
 	c, err := net.Dial("unix", s.Path())
 	if err != nil {
 		t.Fatal(err)
@@ -212,7 +202,7 @@ func TestOversizedRequest(t *testing.T) {
 // TestSilentClient: a client that connects and says nothing neither blocks
 // others nor holds its connection past the request timeout.
 func TestSilentClient(t *testing.T) {
-	s := testServer(t, noWrap)
+	s := testServer(t, noWrap, nil)
 	c, err := net.Dial("unix", s.Path())
 	if err != nil {
 		t.Fatal(err)
@@ -243,7 +233,7 @@ func (l *failingListener) Accept() (net.Conn, error) {
 // TestAcceptErrors: running out of file descriptors for a moment does not
 // stop the server for good.
 func TestAcceptErrors(t *testing.T) {
-	s := testServer(t, func(ln net.Listener) net.Listener { return &failingListener{Listener: ln, failures: 3} })
+	s := testServer(t, func(ln net.Listener) net.Listener { return &failingListener{Listener: ln, failures: 3} }, nil)
 	ask(t, s)
 	if _, err := os.Stat(s.Path()); err != nil {
 		t.Errorf("socket gone after accept errors: %v", err)
@@ -268,7 +258,7 @@ func TestStaleSocket(t *testing.T) {
 		t.Errorf("stale socket still there: %v", err)
 	}
 
-	live := testServer(t, noWrap)
+	live := testServer(t, noWrap, nil)
 	if err := removeStale(live.Path()); err == nil || !strings.Contains(err.Error(), "another porttrace already serves") {
 		t.Errorf("a live server's socket: got %v", err)
 	}
