@@ -189,14 +189,6 @@ func addOwners(r *snapshot.PortReport, os owners, asked map[uint32]bool) {
 			index[key(s.NetNS, s.Inode)] = i
 		}
 	}
-	// Room, at once, for the sockets only the walk found.
-	missing := 0
-	for _, o := range os {
-		if _, ok := index[key(o.netns, o.inode)]; !ok && asked[o.netns] {
-			missing++
-		}
-	}
-	r.Sockets = slices.Grow(r.Sockets, missing)
 	pids, fds := make([]uint32, 0, len(os)), make([]int32, 0, len(os))
 	for _, o := range os {
 		if !asked[o.netns] {

@@ -3,6 +3,7 @@ package render
 import (
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/porttrace/porttrace/tracer"
@@ -75,7 +76,8 @@ func HistoryJSON(w io.Writer, r *history.Result) error {
 		j := jsonHolder{jsonHistorySocket: historySocketJSON(h.Socket), jsonHistoryProcess: historyProcessJSON(h.Owner),
 			OwnerVia: h.Via.String(), From: jsonWallTime(h.FromNs), Listen: jsonWallTime(h.ListenNs), Until: jsonWallTime(h.UntilNs)}
 		if !h.Held() {
-			j.End = historyEndNames[h.End]
+			end := strings.ReplaceAll(h.End.String(), " ", "_") // handed over: handed_over
+			j.End = &end
 		}
 		out.Holders = append(out.Holders, j)
 	}
@@ -142,15 +144,8 @@ type jsonHolder struct {
 	From     *string `json:"from"`
 	Listen   *string `json:"listen"`
 	Until    *string `json:"until"`
-	End      *string `json:"end"`
+	End      *string `json:"end"` // history.End's name, snake_case; nil while it holds the port
 }
-
-// historyEndNames name how a holder let go; one still holding has none.
-var historyEndNames = map[history.End]*string{
-	history.EndClosed: ptr("closed"), history.EndHandedOver: ptr("handed_over"), history.EndUnseen: ptr("unseen"),
-}
-
-func ptr(s string) *string { return &s }
 
 type jsonFailedBind struct {
 	Time *string `json:"time"`
