@@ -370,7 +370,13 @@ func writeConnections(w io.Writer, r *snapshot.PortReport, pid uint32, conns []*
 		if len(cs) > maxPeers {
 			more = fmt.Sprintf(" and %d more", len(cs)-maxPeers)
 		}
-		fmt.Fprintf(w, "  %-6s %-5s %-12s %d connections from %s: %s%s\n", "", cs[0].Proto, st, len(cs), endpoint(cs[0].Local), strings.Join(named, ", "), more)
+		// A server's connections share its end; a client's each have an
+		// ephemeral one, and share only the port they go to.
+		ends := "from " + endpoint(cs[0].Local)
+		if !r.Serves(cs[0]) {
+			ends = "to port " + strconv.Itoa(int(r.Port))
+		}
+		fmt.Fprintf(w, "  %-6s %-5s %-12s %d connections %s: %s%s\n", "", cs[0].Proto, st, len(cs), ends, strings.Join(named, ", "), more)
 	}
 }
 

@@ -258,6 +258,9 @@ func bothSides() whoCase {
 			withFD(portSocket(tracer.ProtoTCP, tracer.StateEstablished, "127.0.0.1:8000", "127.0.0.1:47378", 1234), 4),
 			withFD(portSocket(tracer.ProtoTCP, tracer.StateEstablished, "127.0.0.1:47378", "127.0.0.1:8000", 30380), 5),
 			withFD(portSocket(tracer.ProtoTCP, tracer.StateSynSent, "10.0.0.5:52000", "10.0.0.9:8000", 41000), 7),
+			// A client's connections, grouped by the port they go to.
+			withFD(portSocket(tracer.ProtoTCP, tracer.StateEstablished, "10.0.0.5:52001", "10.0.0.9:8000", 41000), 8),
+			withFD(portSocket(tracer.ProtoTCP, tracer.StateEstablished, "10.0.0.5:52002", "10.0.0.10:8000", 41000), 9),
 			clientTW,
 		},
 		Processes: procs(server, curl, boxed),
