@@ -44,6 +44,7 @@ func daemonCommand() *command {
 	fs.IntVar(&bufferMiB, "buffer-size", daemonBufferMiB, "kernel ring buffer size in MiB (a power of two)")
 	fs.BoolVarP(&verbose, "verbose", "v", false, "log which hooks were attached and why")
 	return &command{
+		traces: true,
 		doc: &clidoc.Command{
 			Name:    "daemon",
 			Summary: "trace every port as a service: who from its cache, history, metrics",

@@ -96,6 +96,7 @@ func watchCommand() *command {
 	fs := newFlagSet("porttrace")
 	f.define(fs)
 	return &command{
+		traces: true,
 		doc: &clidoc.Command{
 			Summary: "watch TCP state transitions and binds live",
 			Flags:   fs,

@@ -81,6 +81,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		debug.SetGCPercent(-1)
 		debug.SetMemoryLimit(snapshotMemoryLimit)
 	}
+	if cmd.traces {
+		oneProcessor()
+	}
 	if !cmd.answers {
 		return cmd.run(ctx, fs.Args(), stdout, stderr)
 	}

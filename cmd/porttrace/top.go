@@ -61,6 +61,7 @@ func topCommand() *command {
 	fs := newFlagSet("top")
 	f.define(fs)
 	return &command{
+		traces: true,
 		doc: &clidoc.Command{
 			Name:    "top",
 			Summary: "a live table of sockets by port and process",

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -94,7 +93,6 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	}
 	defer stopServing()
 	lostDone := reportLost(ctx, src, printer, stderr)
-	oneProcessor()
 	start := time.Now()
 	runErr := loop.Run(ctx, src)
 	window.Flush()
@@ -123,19 +121,6 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	summary.Dropped = printer.Dropped()
 	render.WriteSummary(stderr, &summary)
 	return runErr
-}
-
-// oneProcessor runs the watch's goroutines on one processor (GOMAXPROCS=1)
-// unless the user chose otherwise. Its work is one goroutine, the event
-// loop, which hands lines to the output's; on two processors a handoff
-// often woke a parked thread. Under a loopback storm on two cores a watch
-// took 15-18 us of CPU a connection instead of 13, with twice the context
-// switches, and the storm ran 2% slower. The API's rare questions wait
-// for the loop's turn, at most the scheduler's 10 ms slice.
-func oneProcessor() {
-	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(1)
-	}
 }
 
 // seed starts the watch from what holds its ports now; the probes are

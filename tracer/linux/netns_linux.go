@@ -44,6 +44,28 @@ func CurrentNamespace() (Namespace, error) {
 	return namespaceAt("/proc/self/ns/net")
 }
 
+// ProcessNamespace is the network namespace of process pid. When that is
+// known, it is returned as it is, without a look for its name among `ip
+// netns`'s: the daemon asks this for each question it is asked, nearly
+// always by a process of its own namespace.
+func ProcessNamespace(pid int, known Namespace) (Namespace, error) {
+	spec := strconv.Itoa(pid)
+	inode, err := inodeAt("/proc/" + spec + "/ns/net")
+	if err == nil && inode == known.Inode {
+		return known, nil
+	}
+	return FindNamespace(spec)
+}
+
+// inodeAt is the inode number of the namespace file at path.
+func inodeAt(path string) (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	return uint32(st.Ino), nil
+}
+
 // FindNamespace reads --netns: an `ip netns` name, a path such as
 // /proc/PID/ns/net, or a process id.
 func FindNamespace(spec string) (Namespace, error) {
@@ -94,13 +116,11 @@ func AllNamespaces() ([]Namespace, error) {
 }
 
 func namespaceAt(path string) (Namespace, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
+	inode, err := inodeAt(path)
+	if err != nil {
 		return Namespace{}, err
 	}
-	ns := Namespace{Inode: uint32(st.Ino), path: path}
-	ns.Name = namedAs(ns.Inode)
-	return ns, nil
+	return Namespace{Inode: inode, Name: namedAs(inode), path: path}, nil
 }
 
 // namedAs finds the `ip netns` name of a namespace, if it has one.
