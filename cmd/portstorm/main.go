@@ -46,7 +46,9 @@ func run(args []string) error {
 		return err
 	}
 	defer l.Close()
-	go serve(l)
+	var served sync.WaitGroup
+	served.Add(*conns)
+	go serve(l, &served)
 
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -67,11 +69,18 @@ func run(args []string) error {
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
 	close(errs)
 	if err := <-errs; err != nil {
 		return err
 	}
+	// The storm is over when the server has closed its end of every
+	// connection too: the clients finish first, and closing the listener
+	// then would reset the connections it had not yet accepted, whose ends
+	// make other transitions than the 10 promised.
+	if err := waitServed(&served, serverTimeout); err != nil {
+		return err
+	}
+	elapsed := time.Since(start)
 	fmt.Printf("connections=%d seconds=%.3f rate=%.0f transitions=%d\n", *conns, elapsed.Seconds(), float64(*conns)/elapsed.Seconds(), *conns*10)
 	return nil
 }
@@ -80,17 +89,35 @@ func run(args []string) error {
 // client closes first: client CLOSE->SYN_SENT->ESTABLISHED->FIN_WAIT1->
 // FIN_WAIT2->TIME_WAIT, server LISTEN->SYN_RECV->ESTABLISHED->CLOSE_WAIT->
 // LAST_ACK->CLOSE.
-func serve(l net.Listener) {
-	buf := make([]byte, 1)
+func serve(l net.Listener, served *sync.WaitGroup) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			return
 		}
 		go func() {
-			c.Read(buf)
+			var buf [1]byte
+			c.Read(buf[:])
 			c.Close()
+			served.Done()
 		}()
+	}
+}
+
+// serverTimeout bounds the wait for the server's last closes.
+const serverTimeout = 10 * time.Second
+
+func waitServed(served *sync.WaitGroup, timeout time.Duration) error {
+	done := make(chan struct{})
+	go func() {
+		served.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("the server had not closed every connection %v after the clients", timeout)
 	}
 }
 
