@@ -188,7 +188,7 @@ func owners(w http.ResponseWriter, r *http.Request, x *correlate.Index) {
 	}
 	unheldOnly := r.URL.Query().Get("unheld") == "1"
 	resp := OwnersResponse{Port: port, AtNs: x.AtNs, Sockets: []Socket{}}
-	for _, o := range x.OnPort(port) {
+	for o := range x.OnPort(port) {
 		if unheldOnly && !o.TimeWait && !o.State.MayBeUnheld() {
 			continue
 		}

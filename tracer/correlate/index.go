@@ -1,6 +1,7 @@
 package correlate
 
 import (
+	"iter"
 	"net/netip"
 	"slices"
 
@@ -55,35 +56,34 @@ func newIndex(atNs int64, stats Stats, sockets []Owned) *Index {
 	return &Index{AtNs: atNs, Stats: stats, sockets: sockets, byRemote: byRemote}
 }
 
-// OnPort returns the sockets on both sides of port, as who shows them:
+// OnPort yields the sockets on both sides of port, as who shows them:
 // those whose local port it is (listeners, accepted connections), then
 // those connected to it from this host (clients, their TIME_WAIT). A
-// socket with port at both ends is listed once.
-func (x *Index) OnPort(port uint16) []Owned {
-	out := slices.Clone(x.ByLocalPort(port))
-	for _, o := range x.byRemotePort(port) {
-		if o.Local.Port() != port {
-			out = append(out, o)
+// socket with port at both ends comes once. They are the index's own,
+// not copies (a busy port has tens of thousands): readers must not change
+// them.
+func (x *Index) OnPort(port uint16) iter.Seq[*Owned] {
+	return func(yield func(*Owned) bool) {
+		if x == nil {
+			return
+		}
+		local := x.ByLocalPort(port)
+		for i := range local {
+			if !yield(&local[i]) {
+				return
+			}
+		}
+		lo, _ := slices.BinarySearchFunc(x.byRemote, port, func(i int32, p uint16) int { return int(x.sockets[i].Remote.Port()) - int(p) })
+		for _, i := range x.byRemote[lo:] {
+			o := &x.sockets[i]
+			if o.Remote.Port() != port {
+				return
+			}
+			if o.Local.Port() != port && !yield(o) {
+				return
+			}
 		}
 	}
-	return out
-}
-
-// byRemotePort returns the sockets whose remote port is port: the clients
-// of a port on this host.
-func (x *Index) byRemotePort(port uint16) []Owned {
-	if x == nil {
-		return nil
-	}
-	lo, _ := slices.BinarySearchFunc(x.byRemote, port, func(i int32, p uint16) int { return int(x.sockets[i].Remote.Port()) - int(p) })
-	var out []Owned
-	for _, i := range x.byRemote[lo:] {
-		if x.sockets[i].Remote.Port() != port {
-			break
-		}
-		out = append(out, x.sockets[i])
-	}
-	return out
 }
 
 // ByLocalPort returns the sockets whose local port is port. The slice is
