@@ -80,6 +80,12 @@ func (b *bench) heldMemory(ctx context.Context) ([]memoryRow, []whoResult, error
 	}
 	defer quiet.Close()
 	quietPort := quiet.Addr().(*net.TCPAddr).Port
+	// Both have just started (their first snapshots, the daemon's
+	// history): the daemon's who is timed once they are idle, as it is
+	// with the connections open.
+	if err := settle(pid, daemonPID); err != nil {
+		return nil, nil, err
+	}
 	quietBefore := b.timeWhoOf(ctx, fmt.Sprintf("porttrace who (daemon), port %d with 1 listener, before", quietPort), b.daemonWho(quietPort), quietPort, []int{os.Getpid()})
 
 	h, err := b.holdConnections(ctx, port, b.opts.holdConns)
@@ -87,10 +93,8 @@ func (b *bench) heldMemory(ctx context.Context) ([]memoryRow, []whoResult, error
 		return nil, nil, err
 	}
 	defer h.release()
-	for _, p := range []int{pid, daemonPID} {
-		if err := waitIdle(p, 10*time.Second); err != nil {
-			return nil, nil, err
-		}
+	if err := settle(pid, daemonPID); err != nil {
+		return nil, nil, err
 	}
 	peak, err := memoryKiB(pid, "VmHWM")
 	if err != nil {
@@ -231,4 +235,15 @@ func (s *rssSampler) stop() string {
 
 func mib(kib int64) string {
 	return fmt.Sprintf("%.1f MiB", float64(kib)/1024)
+}
+
+// settle waits for each process to go idle (see waitIdle), for at most 10 s
+// each.
+func settle(pids ...int) error {
+	for _, p := range pids {
+		if err := waitIdle(p, 10*time.Second); err != nil {
+			return err
+		}
+	}
+	return nil
 }
