@@ -106,6 +106,7 @@ show.`},
 			}},
 			{Title: "Environment", Items: []clidoc.Item{
 				{Tag: "NO_COLOR", Text: "when set, no colours, even on a terminal"},
+				{Tag: "GOMAXPROCS", Text: "when set, the processors a watch, top and the daemon run on (by default one: their work is one event loop)"},
 			}},
 			{Title: "See also", Text: "ss(8), lsof(8), fuser(1)"},
 		},
