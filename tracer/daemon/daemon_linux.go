@@ -212,7 +212,7 @@ func lostLine(now, before tracer.Lost) string {
 // sock_diag dump, filtered by the kernel) with the owners the loop knows.
 // Where the cache cannot name a socket's holder (UDP, or a socket from
 // before a loss), it walks every process's files for the port instead.
-func (d *daemon) who(_ context.Context, port uint16, peerPID int32) (*api.WhoResponse, error) {
+func (d *daemon) who(ctx context.Context, port uint16, peerPID int32) (*api.WhoResponse, error) {
 	ns := d.own
 	if peerPID > 0 {
 		found, err := linux.ProcessNamespace(int(peerPID), d.own)
@@ -223,15 +223,20 @@ func (d *daemon) who(_ context.Context, port uint16, peerPID int32) (*api.WhoRes
 	}
 	// Clients asking about the same port and namespace at once share one
 	// answer: a crowd costs the kernel one walk of its sockets, not one
-	// each. The first makes it on its own goroutine, the others wait for
-	// it: handing it to a goroutine of its own (DoChan) cost each answer
-	// a thread's wakeup, a tenth of its time.
+	// each. The answer is made on a goroutine of its own, so that an asker
+	// who gives up is let go at once: reading a process's facts can block
+	// (/proc/PID/cmdline waits for the process's memory lock), and each
+	// asker waiting for it would hold one of the API's connection slots.
 	key := strconv.Itoa(int(port)) + "/" + strconv.FormatUint(uint64(ns.Inode), 10)
-	res, err, _ := d.answers.Do(key, func() (any, error) { return d.answer(port, ns) })
-	if err != nil {
-		return nil, err
+	select {
+	case res := <-d.answers.DoChan(key, func() (any, error) { return d.answer(port, ns) }):
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*api.WhoResponse), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	return res.(*api.WhoResponse), nil
 }
 
 // answer answers who for port in ns.
