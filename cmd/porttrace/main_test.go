@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -148,6 +149,29 @@ func TestSnapshotCommands(t *testing.T) {
 		want := name == "who" || name == "why" || name == "free"
 		if got := c.find(name).snapshot; got != want {
 			t.Errorf("%s: snapshot %v, want %v", name, got, want)
+		}
+	}
+}
+
+// The tracing commands run on one processor unless GOMAXPROCS says
+// otherwise.
+func TestOneProcessor(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	runtime.GOMAXPROCS(2)
+	t.Setenv("GOMAXPROCS", "2")
+	oneProcessor()
+	if n := runtime.GOMAXPROCS(0); n != 2 {
+		t.Errorf("with GOMAXPROCS=2 set, %d processors", n)
+	}
+	os.Unsetenv("GOMAXPROCS")
+	oneProcessor()
+	if n := runtime.GOMAXPROCS(0); n != 1 {
+		t.Errorf("without GOMAXPROCS, %d processors, want 1", n)
+	}
+	for _, c := range newCLI().commands {
+		want := c.doc.Name == "" || c.doc.Name == "top" || c.doc.Name == "daemon"
+		if c.traces != want {
+			t.Errorf("command %q traces = %v, want %v", c.doc.Name, c.traces, want)
 		}
 	}
 }

@@ -1,14 +1,15 @@
 package correlate
 
 import (
-	"github.com/porttrace/porttrace/tracer"
-
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/porttrace/porttrace/tracer"
 )
 
 // exit is the exit of process pid (started at 0, as ev's processes).
@@ -302,5 +303,48 @@ func TestLoopFindsHolders(t *testing.T) {
 	}
 	if len(src.asked) != 1 {
 		t.Errorf("asked %d times, want once: %v", len(src.asked), src.asked)
+	}
+}
+
+// OnPort yields a port's listeners and accepted sockets, then the clients
+// connected to it from this host, a socket with the port at both ends once,
+// and stops where the reader stops.
+func TestIndexOnPort(t *testing.T) {
+	end := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port) }
+	x := newIndex(1, Stats{}, []Owned{
+		{State: tracer.StateListen, Local: end(8080)},
+		{State: tracer.StateEstablished, Local: end(8080), Remote: end(40000)},
+		{State: tracer.StateEstablished, Local: end(40000), Remote: end(8080)},
+		{State: tracer.StateEstablished, Local: end(8080), Remote: end(8080)},
+		{State: tracer.StateEstablished, Local: end(9090), Remote: end(40001)},
+		{State: tracer.StateEstablished, Local: end(40001), Remote: end(9090)},
+	})
+	var got []string
+	for o := range x.OnPort(8080) {
+		got = append(got, o.Local.String()+">"+o.Remote.String())
+	}
+	// Sockets with the same local port come in no particular order.
+	if len(got) == 4 {
+		slices.Sort(got[:3])
+	}
+	want := []string{
+		"127.0.0.1:8080>127.0.0.1:40000", "127.0.0.1:8080>127.0.0.1:8080", "127.0.0.1:8080>invalid AddrPort",
+		"127.0.0.1:40000>127.0.0.1:8080",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("OnPort(8080) = %q, want %q", got, want)
+	}
+	n := 0
+	for range x.OnPort(8080) {
+		if n++; n == 2 {
+			break
+		}
+	}
+	if n != 2 {
+		t.Errorf("reading stopped after %d sockets, want 2", n)
+	}
+	var none *Index
+	for o := range none.OnPort(8080) {
+		t.Errorf("a nil index yielded %v", o)
 	}
 }
