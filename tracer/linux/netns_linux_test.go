@@ -4,6 +4,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"testing"
@@ -48,6 +49,13 @@ func TestKernelWhoListenerInAnotherNamespace(t *testing.T) {
 	current, err := CurrentNamespace()
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The daemon's question for the namespace of whoever asks it.
+	if got, err := ProcessNamespace(os.Getpid(), current); err != nil || got != current {
+		t.Errorf("ProcessNamespace(own pid) = %+v, %v; want %+v", got, err, current)
+	}
+	if got, err := ProcessNamespace(int(pid), current); err != nil || got.Inode != ns.Inode {
+		t.Errorf("ProcessNamespace(holder) = %+v, %v; want inode %d", got, err, ns.Inode)
 	}
 	all, err := AllNamespaces()
 	if err != nil {
