@@ -84,7 +84,10 @@ func TestKernelWhyVerdicts(t *testing.T) {
 	}
 
 	t.Run("loopback listener", func(t *testing.T) {
-		port := freePort(t, "127.0.0.1")
+		// Free on every address, [::1] included, which the last check
+		// wants free: a port free on 127.0.0.1 alone may be held on [::1]
+		// by an earlier test's connection in TIME_WAIT (seen in a VM).
+		port := freePort(t, "::")
 		l, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(int(port)))
 		if err != nil {
 			t.Fatal(err)
