@@ -50,10 +50,10 @@ const snapshotMemoryLimit = 256 << 20
 // loop, which hands lines to the output's, and answers the API's rare
 // questions; on two processors a handoff often woke a parked thread. On
 // this project's 2-core machines, under a loopback storm, a watch took
-// 15-18 us of CPU a connection instead of 13, with twice the context
-// switches, and the storm ran 2% slower; the daemon spent 790 us of CPU
-// and 16 context switches on a who, instead of 440 us and 5.5, and
-// answered in 0.8 ms instead of 0.55. A question waits at most the
+// 17-19 us of CPU a connection on two processors and 15-18 on one, with
+// three quarters of the context switches; the daemon spent 790 us of CPU
+// and 16 context switches on a who on two, 440 us and 5.5 on one, and
+// answered in 0.55 ms instead of 0.8. A question waits at most the
 // scheduler's 10 ms slice for a busy loop's turn.
 func oneProcessor() {
 	if os.Getenv("GOMAXPROCS") == "" {

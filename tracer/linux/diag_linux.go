@@ -53,7 +53,7 @@ func diagPort(ns Namespace, port uint16, ends *byEnds) (socks []snapshot.PortSoc
 	var cfg netlink.Config
 	// Entering a namespace needs CAP_SYS_ADMIN, even one's own: only
 	// another namespace is entered.
-	if own, err := inodeAt("/proc/self/ns/net"); ns.path != "" && (err != nil || own != ns.Inode) {
+	if own, err := inodeAt(ownNamespacePath); ns.path != "" && (err != nil || own != ns.Inode) {
 		f, err := os.Open(ns.path)
 		if err != nil {
 			return nil, false, fmt.Errorf("opening network namespace %s: %w", ns.Label(), err)

@@ -39,9 +39,12 @@ func LabelOf(inode uint32) string {
 	return Namespace{Inode: inode, Name: namedAs(inode)}.Label()
 }
 
+// ownNamespacePath is porttrace's own network namespace's file.
+const ownNamespacePath = "/proc/self/ns/net"
+
 // CurrentNamespace is porttrace's own network namespace.
 func CurrentNamespace() (Namespace, error) {
-	return namespaceAt("/proc/self/ns/net")
+	return namespaceAt(ownNamespacePath)
 }
 
 // ProcessNamespace is the network namespace of process pid. When that is
@@ -97,7 +100,7 @@ func AllNamespaces() ([]Namespace, error) {
 			out = append(out, ns)
 		}
 	}
-	add("/proc/self/ns/net")
+	add(ownNamespacePath)
 	named, _ := os.ReadDir(netnsDir)
 	for _, e := range named {
 		add(filepath.Join(netnsDir, e.Name()))
