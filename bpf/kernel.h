@@ -210,6 +210,7 @@ struct css_set {
 
 struct task_struct {
 	unsigned int flags;
+	int pid;
 	int tgid;
 	struct task_struct *real_parent;
 	struct task_struct *group_leader;
@@ -222,11 +223,17 @@ struct task_struct {
 
 struct seq_file;
 
-/* Context of an iter/task_file program: one open file of one process. */
 struct bpf_iter_meta {
 	struct seq_file *seq;
 };
 
+/* Context of an iter/task program: one task, a thread of some process. */
+struct bpf_iter__task {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
+};
+
+/* Context of an iter/task_file program: one open file of one process. */
 struct bpf_iter__task_file {
 	struct bpf_iter_meta *meta;
 	struct task_struct *task;

@@ -114,3 +114,62 @@ int socket_owners(struct bpf_iter__task_file *ctx)
 	bpf_seq_write(ctx->meta->seq, &o, sizeof(o));
 	return 0;
 }
+
+/*
+ * Who else holds an owner's sockets (the daemon's who). The daemon knows
+ * the process that bound, listened or accepted; a fork may have left the
+ * descriptor with its children too (a pre-fork server's workers), or with
+ * a child alone (a connection a master accepted and handed to the child
+ * it forked). The daemon puts those owners in ancestors; the iterator
+ * writes every process that has one of them among its forebears, and user
+ * space reads the descriptors of those processes only.
+ */
+
+#define MAX_ANCESTORS 64
+/* How far up a process's forebears are looked at: a daemon that forks
+ * twice to detach, then forks its workers, is three. */
+#define MAX_GENERATIONS 16
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ANCESTORS);
+	__type(key, __u32); /* tgid */
+	__type(value, __u8);
+} ancestors SEC(".maps");
+
+/* A process descended from one of the ancestors. */
+struct descendant {
+	__u64 start_ns; /* task.h */
+	__u32 pid;
+	__u32 _pad;
+};
+
+const struct descendant *const descendant_type = 0;
+
+SEC("iter/task")
+int descendants(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	/* The iterator visits every thread: a process is looked at once, by
+	 * its leader. */
+	if (!task || task->pid != task->tgid)
+		return 0;
+	struct task_struct *forebear = task;
+	for (int i = 0; i < MAX_GENERATIONS; i++) {
+		forebear = forebear->real_parent;
+		if (!forebear)
+			return 0;
+		__u32 tgid = forebear->tgid;
+		if (tgid == 0) /* past init: the idle task */
+			return 0;
+		if (bpf_map_lookup_elem(&ancestors, &tgid)) {
+			struct descendant d = {
+				.start_ns = process_start_ns(task, true),
+				.pid = task->tgid,
+			};
+			bpf_seq_write(ctx->meta->seq, &d, sizeof(d));
+			return 0;
+		}
+	}
+	return 0;
+}

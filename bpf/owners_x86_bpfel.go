@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type OwnersDescendant struct {
+	_       structs.HostLayout
+	StartNs uint64
+	Pid     uint32
+	Pad     uint32
+}
+
 type OwnersOwner struct {
 	_        structs.HostLayout
 	Sock     uint64
@@ -38,10 +45,13 @@ type OwnersOwner struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	OwnersProgSocketOwners = "socket_owners"
-	OwnersVarOwnerPort     = "owner_port"
-	OwnersVarOwnerType     = "owner_type"
-	OwnersVarSockInPlace   = "sock_in_place"
+	OwnersMapAncestors      = "ancestors"
+	OwnersProgDescendants   = "descendants"
+	OwnersProgSocketOwners  = "socket_owners"
+	OwnersVarDescendantType = "descendant_type"
+	OwnersVarOwnerPort      = "owner_port"
+	OwnersVarOwnerType      = "owner_type"
+	OwnersVarSockInPlace    = "sock_in_place"
 )
 
 // LoadOwners returns the embedded CollectionSpec for Owners.
@@ -86,6 +96,7 @@ type OwnersSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type OwnersProgramSpecs struct {
+	Descendants  *ebpf.ProgramSpec `ebpf:"descendants"`
 	SocketOwners *ebpf.ProgramSpec `ebpf:"socket_owners"`
 }
 
@@ -93,15 +104,17 @@ type OwnersProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type OwnersMapSpecs struct {
+	Ancestors *ebpf.MapSpec `ebpf:"ancestors"`
 }
 
 // OwnersVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type OwnersVariableSpecs struct {
-	OwnerPort   *ebpf.VariableSpec `ebpf:"owner_port"`
-	OwnerType   *ebpf.VariableSpec `ebpf:"owner_type"`
-	SockInPlace *ebpf.VariableSpec `ebpf:"sock_in_place"`
+	DescendantType *ebpf.VariableSpec `ebpf:"descendant_type"`
+	OwnerPort      *ebpf.VariableSpec `ebpf:"owner_port"`
+	OwnerType      *ebpf.VariableSpec `ebpf:"owner_type"`
+	SockInPlace    *ebpf.VariableSpec `ebpf:"sock_in_place"`
 }
 
 // OwnersObjects contains all objects after they have been loaded into the kernel.
@@ -124,30 +137,36 @@ func (o *OwnersObjects) Close() error {
 //
 // It can be passed to LoadOwnersObjects or ebpf.CollectionSpec.LoadAndAssign.
 type OwnersMaps struct {
+	Ancestors *ebpf.Map `ebpf:"ancestors"`
 }
 
 func (m *OwnersMaps) Close() error {
-	return _OwnersClose()
+	return _OwnersClose(
+		m.Ancestors,
+	)
 }
 
 // OwnersVariables contains all global variables after they have been loaded into the kernel.
 //
 // It can be passed to LoadOwnersObjects or ebpf.CollectionSpec.LoadAndAssign.
 type OwnersVariables struct {
-	OwnerPort   *ebpf.Variable `ebpf:"owner_port"`
-	OwnerType   *ebpf.Variable `ebpf:"owner_type"`
-	SockInPlace *ebpf.Variable `ebpf:"sock_in_place"`
+	DescendantType *ebpf.Variable `ebpf:"descendant_type"`
+	OwnerPort      *ebpf.Variable `ebpf:"owner_port"`
+	OwnerType      *ebpf.Variable `ebpf:"owner_type"`
+	SockInPlace    *ebpf.Variable `ebpf:"sock_in_place"`
 }
 
 // OwnersPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadOwnersObjects or ebpf.CollectionSpec.LoadAndAssign.
 type OwnersPrograms struct {
+	Descendants  *ebpf.Program `ebpf:"descendants"`
 	SocketOwners *ebpf.Program `ebpf:"socket_owners"`
 }
 
 func (p *OwnersPrograms) Close() error {
 	return _OwnersClose(
+		p.Descendants,
 		p.SocketOwners,
 	)
 }

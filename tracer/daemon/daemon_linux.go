@@ -64,6 +64,7 @@ type daemon struct {
 	store    *history.Store
 	resolver *proc.Resolver
 	own      linux.Namespace
+	sharers  *linux.Sharers
 	// answers coalesces who's answers (see who).
 	answers singleflight.Group
 	unheld  unheldPorts
@@ -101,6 +102,11 @@ func Run(ctx context.Context, cfg Config) error {
 			cfg.Logf("%s", h)
 		}
 	}
+	if d.sharers, err = linux.LoadSharers(); err != nil {
+		return err
+	}
+	defer d.sharers.Close()
+	cfg.Logf("who: iter/task finds the processes a fork left holding an owner's sockets")
 	var m *metrics.Metrics
 	if cfg.MetricsAddress != "" {
 		opts := metrics.Options{Index: func() *correlate.Index { return d.loop.Index() }, Lost: src.Lost}
@@ -323,7 +329,9 @@ func seenProcess(o *correlate.Owned) proc.Process {
 // fromCache builds who's report from the kernel's sockets and the loop's
 // index; complete is false when a socket some process holds has no owner
 // in the index that is surely its own. Sockets are known by their ends;
-// listeners sharing theirs (SO_REUSEPORT) by their inodes.
+// listeners sharing theirs (SO_REUSEPORT) by their inodes. The owner the
+// loop followed may share a socket with the children it forked (see
+// linux.Sharers).
 func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.SocketKey][]correlate.Owned) (*snapshot.PortReport, bool, error) {
 	r, err := d.portSockets(port, ns, owned)
 	if err != nil {
@@ -335,7 +343,7 @@ func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.S
 			sharing[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)]++
 		}
 	}
-	r.Processes = map[uint32]*proc.Process{}
+	byOwner := map[proc.Identity][]uint64{}
 	for i := range r.Sockets {
 		s := &r.Sockets[i]
 		k := snapshot.KeyOf(s.NetNS, s.Local, s.Remote)
@@ -351,16 +359,39 @@ func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.S
 		case ok:
 			s.Proto = o.Proto // MPTCP, where the socket is a subflow
 			s.PIDs = []uint32{o.Process.PID}
-			if _, done := r.Processes[o.Process.PID]; !done {
-				p, err := d.resolver.Lookup(proc.Identity{PID: o.Process.PID, StartNs: o.Process.StartNs})
-				if err != nil {
-					return nil, false, nil // the owner is gone: the cache is behind
-				}
-				r.Processes[o.Process.PID] = &p
-			}
+			owner := proc.Identity{PID: o.Process.PID, StartNs: o.Process.StartNs}
+			byOwner[owner] = append(byOwner[owner], s.Inode)
 		case s.Inode != 0:
 			return nil, false, nil // held by a process the cache does not know
 		}
+	}
+	holders := map[uint32]proc.Identity{}
+	for owner := range byOwner {
+		holders[owner.PID] = owner
+	}
+	shared, err := d.sharers.Find(byOwner)
+	if errors.Is(err, linux.ErrTooManySharers) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	for i := range r.Sockets {
+		if s := &r.Sockets[i]; len(shared[s.Inode]) > 0 {
+			s.PIDs, s.FDs = nil, nil
+			for _, h := range shared[s.Inode] {
+				s.PIDs, s.FDs = append(s.PIDs, h.Process.PID), append(s.FDs, h.FD)
+				holders[h.Process.PID] = h.Process
+			}
+		}
+	}
+	r.Processes = map[uint32]*proc.Process{}
+	for _, pid := range r.PIDs() {
+		p, err := d.resolver.Lookup(holders[pid])
+		if err != nil {
+			return nil, false, nil // a holder is gone: the cache is behind
+		}
+		r.Processes[pid] = &p
 	}
 	return r, true, nil
 }

@@ -2,6 +2,8 @@ package linux
 
 import (
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/proc"
+	"github.com/porttrace/porttrace/tracer/snapshot"
 
 	"bufio"
 	"bytes"
@@ -694,12 +696,48 @@ func waitGone(t *testing.T, pid uint32) {
 	}
 }
 
+// checkSharers checks that the daemon's who names every holder of port's
+// listener, the owner it followed and the processes Sharers finds.
+func checkSharers(t *testing.T, port uint16, owner uint32, want []uint32) {
+	t.Helper()
+	r, err := Who(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(r.Sockets, func(s snapshot.PortSocket) bool { return s.State == tracer.StateListen })
+	if i < 0 {
+		t.Fatalf("no listener on %d: %+v", port, r.Sockets)
+	}
+	inode := r.Sockets[i].Inode
+	s, err := LoadSharers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	id, err := proc.Identify(owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found, err := s.Find(map[proc.Identity][]uint64{id: {inode}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint32
+	for _, h := range found[inode] {
+		got = append(got, h.Process.PID)
+	}
+	if !slices.Equal(got, slices.Sorted(slices.Values(want))) || !slices.Equal(r.Sockets[i].PIDs, got) {
+		t.Errorf("the listener's holders: %v found from its owner %d, %v by who's walk; want %v", got, owner, r.Sockets[i].PIDs, want)
+	}
+}
+
 // TestRealNginxDaemon: nginx with "daemon on", as Debian runs it. Its
 // startup process binds and listens, forks the master and exits at once;
 // the master forks the workers, which accept. The listener is the
 // master's from the startup process's exit on (porttrace looks up who
 // holds it, and says so), its connections are the workers', and its close
 // when the master stops is the master's, never the dead startup process's.
+// From the master, Sharers finds the workers holding the listener too.
 func TestRealNginxDaemon(t *testing.T) {
 	needPrivileges(t)
 	nginx := needProgram(t, "nginx")
@@ -741,6 +779,7 @@ func TestRealNginxDaemon(t *testing.T) {
 	waitFor(t, rec, "the listener to change hands", func(recs []tracer.Record) bool {
 		return len(ownerChanges(recs, port, 0)) > 0
 	})
+	checkSharers(t, port, master, append([]uint32{master}, workers...))
 
 	client := http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
 	for range 4 {

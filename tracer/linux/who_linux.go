@@ -278,26 +278,40 @@ func socketOwnersReading(port uint16, sockInPlace bool, types *btf.Cache) (owner
 	if err := spec.Variables[bpf.OwnersVarSockInPlace].Set(sockInPlace); err != nil {
 		return nil, fmt.Errorf("setting sock_in_place: %w", err)
 	}
-	var objs bpf.OwnersObjects
+	// The iterator alone: the daemon's descendants iterator (Sharers) is
+	// not loaded for it.
+	var objs struct {
+		SocketOwners *ebpf.Program `ebpf:"socket_owners"`
+	}
 	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{Cache: types}); err != nil {
 		return nil, fmt.Errorf("loading the socket owner iterator: %w", memlockHint(err))
 	}
-	defer objs.Close()
-	it, err := link.AttachIter(link.IterOptions{Program: objs.SocketOwners})
+	defer objs.SocketOwners.Close()
+	var o owners
+	err = runIterator(objs.SocketOwners, "iter/task_file", func(r io.Reader) (err error) {
+		o, err = readOwners(r)
+		return err
+	})
+	return o, err
+}
+
+// runIterator runs an iterator program once (kind names it in errors),
+// handing its output to read.
+func runIterator(prog *ebpf.Program, kind string, read func(io.Reader) error) error {
+	it, err := link.AttachIter(link.IterOptions{Program: prog})
 	if err != nil {
-		return nil, fmt.Errorf("attaching iter/task_file: %w", err)
+		return fmt.Errorf("attaching %s: %w", kind, err)
 	}
 	defer it.Close()
 	rd, err := it.Open()
 	if err != nil {
-		return nil, fmt.Errorf("running iter/task_file: %w", err)
+		return fmt.Errorf("running %s: %w", kind, err)
 	}
 	defer rd.Close()
-	o, err := readOwners(rd)
-	if err != nil {
-		return nil, fmt.Errorf("reading iter/task_file: %w", err)
+	if err := read(rd); err != nil {
+		return fmt.Errorf("reading %s: %w", kind, err)
 	}
-	return o, nil
+	return nil
 }
 
 // Layout of struct owner in bpf/owners.bpf.c; TestOwnerDecoderMatchesCLayout
