@@ -40,12 +40,12 @@ func TestDescendantDecoderMatchesCLayout(t *testing.T) {
 	}
 }
 
-// TestSharers: a listener passed on to a child and, through a shell, to a
+// TestKernelSharers: a listener passed on to a child and, through a shell, to a
 // grandchild is found in their descriptors, with this process, its owner;
 // a child that did not inherit it, and a socket no descendant
 // holds, are not; once this process closes its own, the descendants
 // alone hold it; past maxDescendants the search declines.
-func TestSharers(t *testing.T) {
+func TestKernelSharers(t *testing.T) {
 	needPrivileges(t)
 	s, err := LoadSharers()
 	if err != nil {
