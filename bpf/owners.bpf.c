@@ -120,56 +120,100 @@ int socket_owners(struct bpf_iter__task_file *ctx)
  * the process that bound, listened or accepted; a fork may have left the
  * descriptor with its children too (a pre-fork server's workers), or with
  * a child alone (a connection a master accepted and handed to the child
- * it forked). The daemon puts those owners in ancestors; the iterator
- * writes every process that has one of them among its forebears, and user
- * space reads the descriptors of those processes only.
+ * it forked). The daemon names those owners in subjects; the iterator
+ * writes the sockets held by the processes descended from them (or by
+ * the owners themselves, when asked), read from their descriptor tables
+ * in place, with no /proc and no privilege beyond the iterator's.
  */
 
-#define MAX_ANCESTORS 64
-/* How far up a process's forebears are looked at: a daemon that forks
- * twice to detach, then forks its workers, is three. */
+#define MAX_SUBJECTS 64
+/* How far up a process's forebears are looked at. */
 #define MAX_GENERATIONS 16
+/* Descriptor slots read of one process; a process with more is reported
+ * as such, and the daemon walks instead. */
+#define MAX_FD_SLOTS 2048
+
+enum subject_scan {
+	SCAN_DESCENDANTS = 1, /* the sockets of the process's descendants */
+	SCAN_SELF = 2,        /* the process's own sockets */
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_ANCESTORS);
-	__type(key, __u32); /* tgid */
-	__type(value, __u8);
-} ancestors SEC(".maps");
+	__uint(max_entries, MAX_SUBJECTS);
+	__type(key, __u32);  /* tgid */
+	__type(value, __u8); /* enum subject_scan bits */
+} subjects SEC(".maps");
 
-/* A process descended from one of the ancestors. */
-struct descendant {
-	__u64 start_ns; /* task.h */
+/* A socket a process holds; or, with inode 0 and fd -1, a process with
+ * more than MAX_FD_SLOTS descriptor slots, whose sockets are not read. */
+struct held_socket {
+	__u64 start_ns; /* the process's (task.h) */
+	__u64 inode;
 	__u32 pid;
-	__u32 _pad;
+	__s32 fd;
 };
 
-const struct descendant *const descendant_type = 0;
+const struct held_socket *const held_socket_type = 0;
 
-SEC("iter/task")
-int descendants(struct bpf_iter__task *ctx)
+static __always_inline bool scanned(__u32 tgid, __u8 scan)
 {
-	struct task_struct *task = ctx->task;
-	/* The iterator visits every thread: a process is looked at once, by
-	 * its leader. */
-	if (!task || task->pid != task->tgid)
-		return 0;
+	__u8 *bits = bpf_map_lookup_elem(&subjects, &tgid);
+	return bits && (*bits & scan);
+}
+
+static __always_inline bool descends_from_subject(struct task_struct *task)
+{
 	struct task_struct *forebear = task;
 	for (int i = 0; i < MAX_GENERATIONS; i++) {
 		forebear = forebear->real_parent;
 		if (!forebear)
-			return 0;
+			return false;
 		__u32 tgid = forebear->tgid;
 		if (tgid == 0) /* past init: the idle task */
-			return 0;
-		if (bpf_map_lookup_elem(&ancestors, &tgid)) {
-			struct descendant d = {
-				.start_ns = process_start_ns(task, true),
-				.pid = task->tgid,
-			};
-			bpf_seq_write(ctx->meta->seq, &d, sizeof(d));
-			return 0;
-		}
+			return false;
+		if (scanned(tgid, SCAN_DESCENDANTS))
+			return true;
+	}
+	return false;
+}
+
+SEC("iter/task")
+int held_sockets(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	/* The iterator visits every thread: a process is looked at once, by
+	 * its leader (its threads share its descriptor table). */
+	if (!task || task->pid != task->tgid)
+		return 0;
+	if (!scanned(task->tgid, SCAN_SELF) && !descends_from_subject(task))
+		return 0;
+	struct held_socket h = {.start_ns = process_start_ns(task, true), .pid = task->tgid};
+	/* The table is read through the helper: its array of files is indexed
+	 * by a number the verifier cannot bound. A table replaced meanwhile
+	 * (a process opening files) is freed after an RCU grace period, which
+	 * an iterator's run does not outlast. */
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt)
+		return 0;
+	unsigned int slots = BPF_CORE_READ(fdt, max_fds);
+	if (slots > MAX_FD_SLOTS) {
+		h.fd = -1;
+		bpf_seq_write(ctx->meta->seq, &h, sizeof(h));
+		return 0;
+	}
+	struct file **files = BPF_CORE_READ(fdt, fd);
+	for (__u32 fd = 0; fd < MAX_FD_SLOTS && fd < slots; fd++) {
+		struct file *file = NULL;
+		bpf_probe_read_kernel(&file, sizeof(file), &files[fd]);
+		if (!file)
+			continue;
+		struct inode *inode = BPF_CORE_READ(file, f_inode);
+		if (!inode || (BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFSOCK)
+			continue;
+		h.inode = BPF_CORE_READ(inode, i_ino);
+		h.fd = fd;
+		bpf_seq_write(ctx->meta->seq, &h, sizeof(h));
 	}
 	return 0;
 }

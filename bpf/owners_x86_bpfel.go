@@ -13,11 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type OwnersDescendant struct {
+type OwnersHeldSocket struct {
 	_       structs.HostLayout
 	StartNs uint64
+	Inode   uint64
 	Pid     uint32
-	Pad     uint32
+	Fd      int32
 }
 
 type OwnersOwner struct {
@@ -45,10 +46,10 @@ type OwnersOwner struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	OwnersMapAncestors      = "ancestors"
-	OwnersProgDescendants   = "descendants"
+	OwnersMapSubjects       = "subjects"
+	OwnersProgHeldSockets   = "held_sockets"
 	OwnersProgSocketOwners  = "socket_owners"
-	OwnersVarDescendantType = "descendant_type"
+	OwnersVarHeldSocketType = "held_socket_type"
 	OwnersVarOwnerPort      = "owner_port"
 	OwnersVarOwnerType      = "owner_type"
 	OwnersVarSockInPlace    = "sock_in_place"
@@ -96,7 +97,7 @@ type OwnersSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type OwnersProgramSpecs struct {
-	Descendants  *ebpf.ProgramSpec `ebpf:"descendants"`
+	HeldSockets  *ebpf.ProgramSpec `ebpf:"held_sockets"`
 	SocketOwners *ebpf.ProgramSpec `ebpf:"socket_owners"`
 }
 
@@ -104,14 +105,14 @@ type OwnersProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type OwnersMapSpecs struct {
-	Ancestors *ebpf.MapSpec `ebpf:"ancestors"`
+	Subjects *ebpf.MapSpec `ebpf:"subjects"`
 }
 
 // OwnersVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type OwnersVariableSpecs struct {
-	DescendantType *ebpf.VariableSpec `ebpf:"descendant_type"`
+	HeldSocketType *ebpf.VariableSpec `ebpf:"held_socket_type"`
 	OwnerPort      *ebpf.VariableSpec `ebpf:"owner_port"`
 	OwnerType      *ebpf.VariableSpec `ebpf:"owner_type"`
 	SockInPlace    *ebpf.VariableSpec `ebpf:"sock_in_place"`
@@ -137,12 +138,12 @@ func (o *OwnersObjects) Close() error {
 //
 // It can be passed to LoadOwnersObjects or ebpf.CollectionSpec.LoadAndAssign.
 type OwnersMaps struct {
-	Ancestors *ebpf.Map `ebpf:"ancestors"`
+	Subjects *ebpf.Map `ebpf:"subjects"`
 }
 
 func (m *OwnersMaps) Close() error {
 	return _OwnersClose(
-		m.Ancestors,
+		m.Subjects,
 	)
 }
 
@@ -150,7 +151,7 @@ func (m *OwnersMaps) Close() error {
 //
 // It can be passed to LoadOwnersObjects or ebpf.CollectionSpec.LoadAndAssign.
 type OwnersVariables struct {
-	DescendantType *ebpf.Variable `ebpf:"descendant_type"`
+	HeldSocketType *ebpf.Variable `ebpf:"held_socket_type"`
 	OwnerPort      *ebpf.Variable `ebpf:"owner_port"`
 	OwnerType      *ebpf.Variable `ebpf:"owner_type"`
 	SockInPlace    *ebpf.Variable `ebpf:"sock_in_place"`
@@ -160,13 +161,13 @@ type OwnersVariables struct {
 //
 // It can be passed to LoadOwnersObjects or ebpf.CollectionSpec.LoadAndAssign.
 type OwnersPrograms struct {
-	Descendants  *ebpf.Program `ebpf:"descendants"`
+	HeldSockets  *ebpf.Program `ebpf:"held_sockets"`
 	SocketOwners *ebpf.Program `ebpf:"socket_owners"`
 }
 
 func (p *OwnersPrograms) Close() error {
 	return _OwnersClose(
-		p.Descendants,
+		p.HeldSockets,
 		p.SocketOwners,
 	)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -327,11 +328,13 @@ func seenProcess(o *correlate.Owned) proc.Process {
 }
 
 // fromCache builds who's report from the kernel's sockets and the loop's
-// index; complete is false when a socket some process holds has no owner
-// in the index that is surely its own. Sockets are known by their ends;
-// listeners sharing theirs (SO_REUSEPORT) by their inodes. The owner the
-// loop followed may share a socket with the children it forked (see
-// linux.Sharers).
+// index. Sockets are known by their ends; listeners sharing theirs
+// (SO_REUSEPORT) by their inodes. The owner the loop followed may share a
+// socket with the children it forked (linux.Sharers finds them). complete
+// is false when a socket some process holds has no owner in the index
+// that is surely its own, when a holder has exited (the loop has yet to
+// learn who holds its sockets now), or when the owners' descendants are
+// too many to search.
 func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.SocketKey][]correlate.Owned) (*snapshot.PortReport, bool, error) {
 	r, err := d.portSockets(port, ns, owned)
 	if err != nil {
@@ -342,6 +345,20 @@ func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.S
 		if s := &r.Sockets[i]; s.Proto == tracer.ProtoTCP {
 			sharing[snapshot.KeyOf(s.NetNS, s.Local, s.Remote)]++
 		}
+	}
+	r.Processes = map[uint32]*proc.Process{}
+	// lookup describes a holder, false once it has exited: the cache is
+	// behind.
+	lookup := func(id proc.Identity) bool {
+		if _, done := r.Processes[id.PID]; done {
+			return true
+		}
+		p, err := d.resolver.Lookup(id)
+		if err != nil || p.Exited {
+			return false
+		}
+		r.Processes[id.PID] = &p
+		return true
 	}
 	byOwner := map[proc.Identity][]uint64{}
 	for i := range r.Sockets {
@@ -360,14 +377,13 @@ func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.S
 			s.Proto = o.Proto // MPTCP, where the socket is a subflow
 			s.PIDs = []uint32{o.Process.PID}
 			owner := proc.Identity{PID: o.Process.PID, StartNs: o.Process.StartNs}
+			if !lookup(owner) {
+				return nil, false, nil
+			}
 			byOwner[owner] = append(byOwner[owner], s.Inode)
 		case s.Inode != 0:
 			return nil, false, nil // held by a process the cache does not know
 		}
-	}
-	holders := map[uint32]proc.Identity{}
-	for owner := range byOwner {
-		holders[owner.PID] = owner
 	}
 	shared, err := d.sharers.Find(byOwner)
 	if errors.Is(err, linux.ErrTooManySharers) {
@@ -380,19 +396,17 @@ func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.S
 		if s := &r.Sockets[i]; len(shared[s.Inode]) > 0 {
 			s.PIDs, s.FDs = nil, nil
 			for _, h := range shared[s.Inode] {
+				if !lookup(h.Process) {
+					return nil, false, nil
+				}
 				s.PIDs, s.FDs = append(s.PIDs, h.Process.PID), append(s.FDs, h.FD)
-				holders[h.Process.PID] = h.Process
 			}
 		}
 	}
-	r.Processes = map[uint32]*proc.Process{}
-	for _, pid := range r.PIDs() {
-		p, err := d.resolver.Lookup(holders[pid])
-		if err != nil {
-			return nil, false, nil // a holder is gone: the cache is behind
-		}
-		r.Processes[pid] = &p
-	}
+	// An owner that closed its descriptor once a child held one holds
+	// none of the port's sockets any more.
+	held := r.PIDs()
+	maps.DeleteFunc(r.Processes, func(pid uint32, _ *proc.Process) bool { return !slices.Contains(held, pid) })
 	return r, true, nil
 }
 

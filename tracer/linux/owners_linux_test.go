@@ -696,8 +696,9 @@ func waitGone(t *testing.T, pid uint32) {
 	}
 }
 
-// checkSharers checks that the daemon's who names every holder of port's
-// listener, the owner it followed and the processes Sharers finds.
+// checkSharers checks that Sharers, asked from the listener's owner,
+// finds the holders of port's listener that who's walk finds: what the
+// daemon's who adds to the owner it followed.
 func checkSharers(t *testing.T, port uint16, owner uint32, want []uint32) {
 	t.Helper()
 	r, err := Who(port)

@@ -20,35 +20,35 @@ import (
 // leaves a descriptor with the child too: a pre-fork server's workers
 // hold their master's listener, and a master that accepts and forks (sshd,
 // PostgreSQL) hands the connection to a child, closing its own. The
-// descendants iterator (bpf/owners.bpf.c) lists the owners' descendants in
-// one pass over the kernel's tasks; only their descriptors are read, in
-// /proc, where who's walk reads every process's.
+// held_sockets iterator (bpf/owners.bpf.c) reads, in one pass over the
+// kernel's tasks, the descriptor tables of the owners' descendants only,
+// where who's walk reads every process's; it needs no /proc, whose
+// descriptor links another user's process keeps from a daemon without
+// CAP_DAC_READ_SEARCH.
 type Sharers struct {
-	// mu makes one search at a time: ancestors is the search's input.
+	// mu makes one search at a time: subjects is the search's input.
 	mu   sync.Mutex
 	objs sharersObjects
 }
 
 // sharersObjects are what Sharers loads of bpf/owners.bpf.c.
 type sharersObjects struct {
-	Descendants *ebpf.Program `ebpf:"descendants"`
-	Ancestors   *ebpf.Map     `ebpf:"ancestors"`
+	HeldSockets *ebpf.Program `ebpf:"held_sockets"`
+	Subjects    *ebpf.Map     `ebpf:"subjects"`
 }
 
-// Limits of a search: past them the owners' descendants are too many to
-// read one by one (a supervisor's, init's when systemd passed a socket on),
-// and ErrTooManySharers says that who's walk of every process answers
-// sooner.
+// What the iterator reads of a process in subjects (enum subject_scan).
 const (
-	maxAncestors   = 64 // MAX_ANCESTORS in bpf/owners.bpf.c
-	maxDescendants = 64
-	maxSharerFDs   = 4096
+	scanDescendants uint8 = 1
+	scanSelf        uint8 = 2
 )
 
-// ErrTooManySharers says that a search would read too many descriptors.
-var ErrTooManySharers = errors.New("too many processes descend from the owners to read their descriptors")
+// ErrTooManySharers says that the owners are too many to search for, or
+// that a process to search has more descriptors than the iterator reads
+// (MAX_FD_SLOTS): who's walk of every process answers instead.
+var ErrTooManySharers = errors.New("too many owners or descriptors to search for the processes sharing their sockets")
 
-// LoadSharers loads the descendants iterator (Linux 5.8, as who's).
+// LoadSharers loads the held_sockets iterator (Linux 5.8, as who's).
 func LoadSharers() (*Sharers, error) {
 	liftMemlock()
 	spec, err := bpf.LoadOwners()
@@ -57,14 +57,14 @@ func LoadSharers() (*Sharers, error) {
 	}
 	s := &Sharers{}
 	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
-		return nil, fmt.Errorf("loading the descendants iterator: %w", memlockHint(err))
+		return nil, fmt.Errorf("loading the held_sockets iterator: %w", memlockHint(err))
 	}
 	return s, nil
 }
 
 // Close unloads the iterator.
 func (s *Sharers) Close() error {
-	return errors.Join(s.objs.Descendants.Close(), s.objs.Ancestors.Close())
+	return errors.Join(s.objs.HeldSockets.Close(), s.objs.Subjects.Close())
 }
 
 // Holding is one process's descriptor for a socket.
@@ -74,137 +74,151 @@ type Holding struct {
 }
 
 // Find says, of the sockets each owner holds by its events (owned: owner
-// to socket inodes), which some descendant of the owner holds too, and
-// then every process holding it: the owner when it still does, and the
-// descendants. A socket no descendant holds is left out: its owner is its
-// only holder, as far as a fork goes.
+// to socket inodes), which a descendant of an owner holds too, and then
+// every process holding it: the owner when it still does, and the
+// descendants, in pid order with each one's first descriptor, as who's
+// walk lists them. A socket no descendant holds is left out: as far as a
+// fork goes, its owner is its only holder.
 func (s *Sharers) Find(owned map[proc.Identity][]uint64) (map[uint64][]Holding, error) {
 	if len(owned) == 0 {
 		return nil, nil
 	}
-	if len(owned) > maxAncestors {
+	if len(owned) > int(s.objs.Subjects.MaxEntries()) {
 		return nil, ErrTooManySharers
 	}
-	descendants, err := s.descendants(owned)
-	if err != nil || len(descendants) == 0 {
+	ownerOf := map[uint64]uint32{}
+	subjects := map[uint32]uint8{}
+	for owner, inodes := range owned {
+		subjects[owner.PID] = scanDescendants
+		for _, inode := range inodes {
+			ownerOf[inode] = owner.PID
+		}
+	}
+	held, err := s.scan(subjects)
+	if err != nil {
 		return nil, err
 	}
-	if len(descendants) > maxDescendants {
-		return nil, ErrTooManySharers
-	}
-	// A descendant may hold any owner's socket: a worker's child the
-	// master's listener as well as the worker's connection.
-	var inodes []uint64
-	for _, of := range owned {
-		inodes = append(inodes, of...)
-	}
-	budget := maxSharerFDs
 	found := map[uint64][]Holding{}
-	for _, d := range descendants {
-		if err := readSocketFDs(d, inodes, &budget, found); err != nil {
-			return nil, err
+	read := map[uint32]bool{} // processes whose sockets were read
+	add := func(held []heldSocket) {
+		for _, h := range held {
+			read[h.Process.PID] = true
+			if _, ok := ownerOf[h.inode]; ok && !slices.ContainsFunc(found[h.inode], func(o Holding) bool { return o.Process.PID == h.Process.PID }) {
+				found[h.inode] = append(found[h.inode], h.Holding)
+			}
 		}
 	}
-	// The owner may have closed its descriptor once a child held one.
-	for owner, inodes := range owned {
-		shared := slices.DeleteFunc(slices.Clone(inodes), func(inode uint64) bool { return len(found[inode]) == 0 })
-		if len(shared) == 0 {
-			continue
-		}
-		if err := readSocketFDs(owner, shared, &budget, found); err != nil {
-			return nil, err
+	add(held)
+	// Only a socket some process other than its owner holds is shared;
+	// its owner may have closed its own descriptor meanwhile, which a
+	// second pass reads, of the owners not read already.
+	clear(subjects)
+	for inode, holders := range found {
+		owner := ownerOf[inode]
+		if !slices.ContainsFunc(holders, func(h Holding) bool { return h.Process.PID != owner }) {
+			delete(found, inode)
+		} else if !read[owner] {
+			subjects[owner] = scanSelf
 		}
 	}
-	// In pid order, as who's walk lists them.
+	if len(subjects) > 0 {
+		held, err := s.scan(subjects)
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range held {
+			if _, shared := found[h.inode]; shared {
+				add([]heldSocket{h})
+			}
+		}
+	}
 	for _, h := range found {
 		slices.SortFunc(h, func(a, b Holding) int { return cmp.Compare(a.Process.PID, b.Process.PID) })
 	}
 	return found, nil
 }
 
-// Layout of struct descendant in bpf/owners.bpf.c;
-// TestDescendantDecoderMatchesCLayout checks it.
+// heldSocket is one record of the iterator.
+type heldSocket struct {
+	Holding
+	inode uint64
+}
+
+// Layout of struct held_socket in bpf/owners.bpf.c;
+// TestHeldSocketDecoderMatchesCLayout checks it.
 const (
-	offDescendantStart = 0
-	offDescendantPID   = 8
-	descendantSize     = 16
+	offHeldStart   = 0
+	offHeldInode   = 8
+	offHeldPID     = 16
+	offHeldFD      = 20
+	heldSocketSize = 24
 )
 
-// descendants runs the iterator for the owners' descendants.
-func (s *Sharers) descendants(owned map[proc.Identity][]uint64) ([]proc.Identity, error) {
+// scan runs the iterator for subjects (pid to what to read of it).
+func (s *Sharers) scan(subjects map[uint32]uint8) ([]heldSocket, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	keys := make([]uint32, 0, len(owned))
-	for owner := range owned {
-		keys = append(keys, owner.PID)
-	}
-	if err := s.setAncestors(keys); err != nil {
+	if err := s.setSubjects(subjects); err != nil {
 		return nil, err
 	}
-	var found []proc.Identity
-	err := runIterator(s.objs.Descendants, "iter/task", func(r io.Reader) error {
+	var held []heldSocket
+	err := runIterator(s.objs.HeldSockets, "iter/task", func(r io.Reader) error {
 		raw, err := io.ReadAll(r)
 		if err == nil {
-			found, err = decodeDescendants(raw)
+			held, err = decodeHeldSockets(raw)
 		}
 		return err
 	})
-	return found, err
+	return held, err
 }
 
-// setAncestors makes the ancestors map hold pids alone.
-func (s *Sharers) setAncestors(pids []uint32) error {
-	var key uint32
+// setSubjects makes the subjects map hold subjects alone.
+func (s *Sharers) setSubjects(subjects map[uint32]uint8) error {
+	var pid uint32
 	var stale []uint32
-	for entries := s.objs.Ancestors.Iterate(); entries.Next(&key, new(uint8)); {
-		stale = append(stale, key)
+	entries := s.objs.Subjects.Iterate()
+	for entries.Next(&pid, new(uint8)) {
+		if _, keep := subjects[pid]; !keep {
+			stale = append(stale, pid)
+		}
+	}
+	if err := entries.Err(); err != nil {
+		return fmt.Errorf("reading the subjects map: %w", err)
 	}
 	for _, pid := range stale {
-		if err := s.objs.Ancestors.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("clearing the ancestors map: %w", err)
+		if err := s.objs.Subjects.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("clearing the subjects map: %w", err)
 		}
 	}
-	for _, pid := range pids {
-		if err := s.objs.Ancestors.Put(pid, uint8(1)); err != nil {
-			return fmt.Errorf("filling the ancestors map: %w", err)
+	for pid, scan := range subjects {
+		if err := s.objs.Subjects.Put(pid, scan); err != nil {
+			return fmt.Errorf("filling the subjects map: %w", err)
 		}
 	}
 	return nil
 }
 
-var errDescendantLength = errors.New("iterator output is not a whole number of descendant records")
+var errHeldSocketLength = errors.New("iterator output is not a whole number of held_socket records")
 
-func decodeDescendants(raw []byte) ([]proc.Identity, error) {
-	if len(raw)%descendantSize != 0 {
-		return nil, errDescendantLength
+// decodeHeldSockets decodes the iterator's records; a process with more
+// descriptors than it reads makes ErrTooManySharers.
+func decodeHeldSockets(raw []byte) ([]heldSocket, error) {
+	if len(raw)%heldSocketSize != 0 {
+		return nil, errHeldSocketLength
 	}
-	out := make([]proc.Identity, 0, len(raw)/descendantSize)
-	for b := raw; len(b) > 0; b = b[descendantSize:] {
-		out = append(out, proc.Identity{
-			PID:     binary.NativeEndian.Uint32(b[offDescendantPID:]),
-			StartNs: binary.NativeEndian.Uint64(b[offDescendantStart:]),
-		})
+	out := make([]heldSocket, 0, len(raw)/heldSocketSize)
+	for b := raw; len(b) > 0; b = b[heldSocketSize:] {
+		h := heldSocket{
+			Holding: Holding{
+				Process: proc.Identity{PID: binary.NativeEndian.Uint32(b[offHeldPID:]), StartNs: binary.NativeEndian.Uint64(b[offHeldStart:])},
+				FD:      int32(binary.NativeEndian.Uint32(b[offHeldFD:])),
+			},
+			inode: binary.NativeEndian.Uint64(b[offHeldInode:]),
+		}
+		if h.FD < 0 {
+			return nil, ErrTooManySharers
+		}
+		out = append(out, h)
 	}
 	return out, nil
-}
-
-// readSocketFDs adds to found process p's descriptor for each of the
-// sockets of inodes it holds (the first, where it has several, as who's
-// walk names it), reading at most budget of its descriptors (and taking
-// them from budget). A process gone meanwhile holds none.
-func readSocketFDs(p proc.Identity, inodes []uint64, budget *int, found map[uint64][]Holding) error {
-	want := func(inode uint64) bool { return slices.Contains(inodes, inode) }
-	held, n, err := socketFDs(p.PID, want, *budget)
-	if *budget -= n; *budget < 0 {
-		return ErrTooManySharers
-	}
-	if err != nil {
-		return nil // exited
-	}
-	for _, h := range held {
-		if !slices.ContainsFunc(found[h.inode], func(o Holding) bool { return o.Process.PID == p.PID }) {
-			found[h.inode] = append(found[h.inode], Holding{Process: p, FD: h.fd})
-		}
-	}
-	return nil
 }

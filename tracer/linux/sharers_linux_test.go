@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"reflect"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -19,32 +20,39 @@ import (
 	"github.com/porttrace/porttrace/tracer/proc"
 )
 
-func TestDescendantDecoderMatchesCLayout(t *testing.T) {
-	var d bpf.OwnersDescendant
-	if got := int(unsafe.Sizeof(d)); got != descendantSize {
-		t.Fatalf("struct descendant is %d bytes, decoder expects %d", got, descendantSize)
+func TestHeldSocketDecoderMatchesCLayout(t *testing.T) {
+	var h bpf.OwnersHeldSocket
+	if got := int(unsafe.Sizeof(h)); got != heldSocketSize {
+		t.Fatalf("struct held_socket is %d bytes, decoder expects %d", got, heldSocketSize)
 	}
-	checkOffsets(t, reflect.TypeOf(d), map[string]uintptr{
-		"StartNs": offDescendantStart, "Pid": offDescendantPID,
+	checkOffsets(t, reflect.TypeOf(h), map[string]uintptr{
+		"StartNs": offHeldStart, "Inode": offHeldInode, "Pid": offHeldPID, "Fd": offHeldFD,
 	})
-	d = bpf.OwnersDescendant{StartNs: 5_000_000_000, Pid: 43}
+	h = bpf.OwnersHeldSocket{StartNs: 5_000_000_000, Inode: 77, Pid: 43, Fd: 7}
 	var buf bytes.Buffer
-	binary.Write(&buf, binary.NativeEndian, &d)
-	got, err := decodeDescendants(buf.Bytes())
-	want := []proc.Identity{{PID: 43, StartNs: 5_000_000_000}}
+	binary.Write(&buf, binary.NativeEndian, &h)
+	got, err := decodeHeldSockets(buf.Bytes())
+	want := []heldSocket{{Holding: Holding{Process: proc.Identity{PID: 43, StartNs: 5_000_000_000}, FD: 7}, inode: 77}}
 	if err != nil || !slices.Equal(got, want) {
 		t.Errorf("decoded %+v, %v; want %+v", got, err, want)
 	}
-	if _, err := decodeDescendants(buf.Bytes()[1:]); !errors.Is(err, errDescendantLength) {
-		t.Errorf("a short record: %v, want errDescendantLength", err)
+	if _, err := decodeHeldSockets(buf.Bytes()[1:]); !errors.Is(err, errHeldSocketLength) {
+		t.Errorf("a short record: %v, want errHeldSocketLength", err)
+	}
+	h = bpf.OwnersHeldSocket{Pid: 43, Fd: -1}
+	buf.Reset()
+	binary.Write(&buf, binary.NativeEndian, &h)
+	if _, err := decodeHeldSockets(buf.Bytes()); !errors.Is(err, ErrTooManySharers) {
+		t.Errorf("a process with too many descriptors: %v, want ErrTooManySharers", err)
 	}
 }
 
-// TestKernelSharers: a listener passed on to a child and, through a shell, to a
-// grandchild is found in their descriptors, with this process, its owner;
-// a child that did not inherit it, and a socket no descendant
+// TestKernelSharers: a listener passed on to a child and, through a shell,
+// to a grandchild is found in their descriptor tables, with this process,
+// its owner; a child that did not inherit it, and a socket no descendant
 // holds, are not; once this process closes its own, the descendants
-// alone hold it; past maxDescendants the search declines.
+// alone hold it; an owner with more descriptor slots than the iterator
+// reads makes the search decline.
 func TestKernelSharers(t *testing.T) {
 	needPrivileges(t)
 	s, err := LoadSharers()
@@ -59,10 +67,12 @@ func TestKernelSharers(t *testing.T) {
 		if file != nil {
 			cmd.ExtraFiles = []*os.File{file}
 		}
+		// A group of its own, killed whole: the shell's sleep too.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
 		return cmd
 	}
 	child := start(sharedFile, "sleep", "60")
@@ -91,6 +101,9 @@ func TestKernelSharers(t *testing.T) {
 			}
 			pids = append(pids, h.Process.PID)
 		}
+		if !slices.IsSorted(pids) {
+			t.Errorf("holders %v: not in pid order", pids)
+		}
 		return pids
 	}
 	// The shell forks its sleep a moment after it starts.
@@ -108,11 +121,20 @@ func TestKernelSharers(t *testing.T) {
 		t.Errorf("holders once this process closed its descriptors: %v, want the three descendants", got)
 	}
 
-	for range maxDescendants {
-		start(nil, "sleep", "60")
+	// This process's table grows past MAX_FD_SLOTS (2048) for a
+	// descriptor numbered 4100, and never shrinks: the owner's own
+	// descriptors, read once a descendant shares its socket, are too
+	// many.
+	lim := unix.Rlimit{Cur: 8192, Max: 8192}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
 	}
+	if err := unix.Dup3(int(alone.Fd()), 4100, unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(4100)
 	if _, err := s.Find(owned); !errors.Is(err, ErrTooManySharers) {
-		t.Errorf("with %d descendants: %v, want ErrTooManySharers", maxDescendants+4, err)
+		t.Errorf("an owner with descriptor 4100: %v, want ErrTooManySharers", err)
 	}
 }
 

@@ -2,7 +2,6 @@ package linux
 
 import (
 	"errors"
-	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -68,48 +67,30 @@ func readableSocketFDs(wanted map[uint64]int) map[uint32][]heldFD {
 	if err != nil {
 		return out
 	}
-	isWanted := func(inode uint64) bool { _, ok := wanted[inode]; return ok }
 	for _, e := range procs {
 		if !isDigits(e.Name()) {
 			continue
 		}
+		dir := "/proc/" + e.Name() + "/fd/"
+		fds, err := os.ReadDir(dir)
+		if err != nil {
+			continue // another user's process
+		}
 		pid, _ := strconv.ParseUint(e.Name(), 10, 32)
-		// Another user's process cannot be read.
-		if held, _, err := socketFDs(uint32(pid), isWanted, math.MaxInt); err == nil && len(held) > 0 {
-			out[uint32(pid)] = held
+		for _, f := range fds {
+			target, err := os.Readlink(dir + f.Name())
+			if err != nil || !strings.HasPrefix(target, "socket:[") {
+				continue
+			}
+			inode, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]"), 10, 64)
+			if _, ok := wanted[inode]; err != nil || !ok {
+				continue
+			}
+			fd, _ := strconv.Atoi(f.Name())
+			out[uint32(pid)] = append(out[uint32(pid)], heldFD{fd: int32(fd), inode: inode})
 		}
 	}
 	return out
-}
-
-// socketFDs lists process pid's descriptors for the sockets wanted keeps
-// (by inode), and how many descriptors the process has. Past limit of
-// them, it reads none but says how many. An error says the process's
-// descriptors cannot be read: it has exited, or is another user's.
-func socketFDs(pid uint32, wanted func(inode uint64) bool, limit int) (held []heldFD, n int, err error) {
-	dir := "/proc/" + strconv.FormatUint(uint64(pid), 10) + "/fd/"
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil || len(names) > limit {
-		return nil, len(names), err
-	}
-	for _, name := range names {
-		target, err := os.Readlink(dir + name)
-		if err != nil || !strings.HasPrefix(target, "socket:[") {
-			continue // closed meanwhile, or not a socket
-		}
-		inode, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]"), 10, 64)
-		if err != nil || !wanted(inode) {
-			continue
-		}
-		fd, _ := strconv.Atoi(name)
-		held = append(held, heldFD{fd: int32(fd), inode: inode})
-	}
-	return held, len(names), nil
 }
 
 // IsPrivilegeError says whether err is the lack of the privileges the
