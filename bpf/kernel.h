@@ -169,6 +169,7 @@ struct inet_timewait_sock {
 
 struct socket {
 	struct sock *sk;
+	struct file *file;
 };
 
 struct inode {
@@ -182,9 +183,21 @@ struct socket_alloc {
 	struct inode vfs_inode;
 };
 
+typedef struct {
+	long counter;
+} atomic_long_t;
+
+/* A file's reference count: f_count until 6.13, then f_ref, which counts
+ * from 0 for one reference (include/linux/file_ref.h). */
+typedef struct {
+	atomic_long_t refcnt;
+} file_ref_t;
+
 struct file {
 	struct inode *f_inode;
 	void *private_data;
+	atomic_long_t f_count;
+	file_ref_t f_ref;
 };
 
 struct fdtable {

@@ -126,6 +126,60 @@ int socket_owners(struct bpf_iter__task_file *ctx)
  * in place, with no /proc and no privilege beyond the iterator's.
  */
 
+/* A search costs little where no socket is shared: a socket's file counts
+ * its references, one per descriptor in any process (a fork takes one for
+ * each descriptor it copies) and a moment's more while a system call
+ * uses it. The daemon puts the sockets it asks about in these (struct
+ * sock pointers, as the tracer's events name them), and the socket_refs
+ * iterator writes their counts: descendants are searched only for the
+ * owners of sockets with more than one. */
+#define MAX_REF_SOCKS 1024
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_REF_SOCKS);
+	__type(key, __u64);  /* struct sock * */
+	__type(value, __u8); /* unused */
+} ref_socks SEC(".maps");
+
+struct sock_refs {
+	__u64 sock;
+	__u64 refs; /* 0: the socket has no file (closed meanwhile) */
+};
+
+const struct sock_refs *const sock_refs_type = 0;
+
+struct bpf_iter__bpf_map_elem {
+	struct bpf_iter_meta *meta;
+	struct bpf_map *map;
+	void *key;
+	void *value;
+};
+
+SEC("iter/bpf_map_elem")
+int socket_refs(struct bpf_iter__bpf_map_elem *ctx)
+{
+	__u64 *key = ctx->key;
+	if (!key)
+		return 0;
+	struct sock_refs out = {.sock = *key};
+	/* The socket may have been freed since the daemon looked it up: read
+	 * through the helper, a stale pointer reads as garbage or nothing,
+	 * and at worst makes a needless search or a walk. */
+	struct sock *sk = (struct sock *)out.sock;
+	struct file *file = BPF_CORE_READ(sk, sk_socket, file);
+	if (file) {
+		if (bpf_core_field_exists(file->f_ref)) {
+			long refcnt = BPF_CORE_READ(file, f_ref.refcnt.counter);
+			out.refs = refcnt >= 0 ? refcnt + 1 : 0; /* negative: released */
+		} else {
+			out.refs = BPF_CORE_READ(file, f_count.counter);
+		}
+	}
+	bpf_seq_write(ctx->meta->seq, &out, sizeof(out));
+	return 0;
+}
+
 #define MAX_SUBJECTS 64
 /* How far up a process's forebears are looked at. */
 #define MAX_GENERATIONS 16

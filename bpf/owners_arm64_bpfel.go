@@ -42,17 +42,26 @@ type OwnersOwner struct {
 	Comm     [16]int8
 }
 
+type OwnersSockRefs struct {
+	_    structs.HostLayout
+	Sock uint64
+	Refs uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	OwnersMapRefSocks       = "ref_socks"
 	OwnersMapSubjects       = "subjects"
 	OwnersProgHeldSockets   = "held_sockets"
 	OwnersProgSocketOwners  = "socket_owners"
+	OwnersProgSocketRefs    = "socket_refs"
 	OwnersVarHeldSocketType = "held_socket_type"
 	OwnersVarOwnerPort      = "owner_port"
 	OwnersVarOwnerType      = "owner_type"
 	OwnersVarSockInPlace    = "sock_in_place"
+	OwnersVarSockRefsType   = "sock_refs_type"
 )
 
 // LoadOwners returns the embedded CollectionSpec for Owners.
@@ -99,12 +108,14 @@ type OwnersSpecs struct {
 type OwnersProgramSpecs struct {
 	HeldSockets  *ebpf.ProgramSpec `ebpf:"held_sockets"`
 	SocketOwners *ebpf.ProgramSpec `ebpf:"socket_owners"`
+	SocketRefs   *ebpf.ProgramSpec `ebpf:"socket_refs"`
 }
 
 // OwnersMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type OwnersMapSpecs struct {
+	RefSocks *ebpf.MapSpec `ebpf:"ref_socks"`
 	Subjects *ebpf.MapSpec `ebpf:"subjects"`
 }
 
@@ -116,6 +127,7 @@ type OwnersVariableSpecs struct {
 	OwnerPort      *ebpf.VariableSpec `ebpf:"owner_port"`
 	OwnerType      *ebpf.VariableSpec `ebpf:"owner_type"`
 	SockInPlace    *ebpf.VariableSpec `ebpf:"sock_in_place"`
+	SockRefsType   *ebpf.VariableSpec `ebpf:"sock_refs_type"`
 }
 
 // OwnersObjects contains all objects after they have been loaded into the kernel.
@@ -138,11 +150,13 @@ func (o *OwnersObjects) Close() error {
 //
 // It can be passed to LoadOwnersObjects or ebpf.CollectionSpec.LoadAndAssign.
 type OwnersMaps struct {
+	RefSocks *ebpf.Map `ebpf:"ref_socks"`
 	Subjects *ebpf.Map `ebpf:"subjects"`
 }
 
 func (m *OwnersMaps) Close() error {
 	return _OwnersClose(
+		m.RefSocks,
 		m.Subjects,
 	)
 }
@@ -155,6 +169,7 @@ type OwnersVariables struct {
 	OwnerPort      *ebpf.Variable `ebpf:"owner_port"`
 	OwnerType      *ebpf.Variable `ebpf:"owner_type"`
 	SockInPlace    *ebpf.Variable `ebpf:"sock_in_place"`
+	SockRefsType   *ebpf.Variable `ebpf:"sock_refs_type"`
 }
 
 // OwnersPrograms contains all programs after they have been loaded into the kernel.
@@ -163,12 +178,14 @@ type OwnersVariables struct {
 type OwnersPrograms struct {
 	HeldSockets  *ebpf.Program `ebpf:"held_sockets"`
 	SocketOwners *ebpf.Program `ebpf:"socket_owners"`
+	SocketRefs   *ebpf.Program `ebpf:"socket_refs"`
 }
 
 func (p *OwnersPrograms) Close() error {
 	return _OwnersClose(
 		p.HeldSockets,
 		p.SocketOwners,
+		p.SocketRefs,
 	)
 }
 

@@ -271,15 +271,15 @@ func (c *Correlator) appendOwned(dst []Owned) []Owned {
 		if s.ownerVia == tracer.OwnerUnknown {
 			continue
 		}
-		proto := s.proto
+		proto, held := s.proto, s.id
 		if s.parent != 0 {
 			// A subflow: its process holds the MPTCP socket.
-			proto = tracer.ProtoMPTCP
+			proto, held = tracer.ProtoMPTCP, s.parent
 		}
 		dst = append(dst, Owned{
 			Proto: proto, Family: s.family, State: s.state, SinceNs: s.sinceNs, TimeWait: s.timewait, NetNS: s.netns,
 			Local: netip.AddrPortFrom(s.saddr, s.sport), Remote: netip.AddrPortFrom(s.daddr, s.dport), Inode: s.inode,
-			Process: s.owner, Via: s.ownerVia, Exited: s.ownerExited,
+			Sock: held, Process: s.owner, Via: s.ownerVia, Exited: s.ownerExited,
 		})
 	}
 	return dst

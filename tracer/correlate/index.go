@@ -26,6 +26,9 @@ type Owned struct {
 	// Inode names the socket in snapshots, 0 where unknown: what tells
 	// apart listeners that share their ends (SO_REUSEPORT).
 	Inode uint64
+	// Sock is the socket its owner's descriptor names (the MPTCP socket
+	// of a subflow), as the kernel's events name it.
+	Sock tracer.SockID
 	// Process is the owner: its start time tells it from a later process
 	// given the same pid.
 	Process tracer.Process

@@ -360,7 +360,7 @@ func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.S
 		r.Processes[id.PID] = &p
 		return true
 	}
-	byOwner := map[proc.Identity][]uint64{}
+	byOwner := map[proc.Identity][]linux.OwnedSocket{}
 	for i := range r.Sockets {
 		s := &r.Sockets[i]
 		k := snapshot.KeyOf(s.NetNS, s.Local, s.Remote)
@@ -380,7 +380,7 @@ func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.S
 			if !lookup(owner) {
 				return nil, false, nil
 			}
-			byOwner[owner] = append(byOwner[owner], s.Inode)
+			byOwner[owner] = append(byOwner[owner], linux.OwnedSocket{Sock: uint64(o.Sock), Inode: s.Inode})
 		case s.Inode != 0:
 			return nil, false, nil // held by a process the cache does not know
 		}

@@ -719,7 +719,7 @@ func checkSharers(t *testing.T, port uint16, owner uint32, want []uint32) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	found, err := s.Find(map[proc.Identity][]uint64{id: {inode}})
+	found, err := s.Find(map[proc.Identity][]OwnedSocket{id: {{Sock: uint64(r.Sockets[i].Sock), Inode: inode}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 
@@ -33,6 +34,8 @@ type Sharers struct {
 
 // sharersObjects are what Sharers loads of bpf/owners.bpf.c.
 type sharersObjects struct {
+	SocketRefs  *ebpf.Program `ebpf:"socket_refs"`
+	RefSocks    *ebpf.Map     `ebpf:"ref_socks"`
 	HeldSockets *ebpf.Program `ebpf:"held_sockets"`
 	Subjects    *ebpf.Map     `ebpf:"subjects"`
 }
@@ -48,7 +51,8 @@ const (
 // (MAX_FD_SLOTS): who's walk of every process answers instead.
 var ErrTooManySharers = errors.New("too many owners or descriptors to search for the processes sharing their sockets")
 
-// LoadSharers loads the held_sockets iterator (Linux 5.8, as who's).
+// LoadSharers loads the socket_refs and held_sockets iterators (Linux
+// 5.9, a year after who's).
 func LoadSharers() (*Sharers, error) {
 	liftMemlock()
 	spec, err := bpf.LoadOwners()
@@ -57,14 +61,21 @@ func LoadSharers() (*Sharers, error) {
 	}
 	s := &Sharers{}
 	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
-		return nil, fmt.Errorf("loading the held_sockets iterator: %w", memlockHint(err))
+		return nil, fmt.Errorf("loading the socket_refs and held_sockets iterators: %w", memlockHint(err))
 	}
 	return s, nil
 }
 
-// Close unloads the iterator.
+// Close unloads the iterators.
 func (s *Sharers) Close() error {
-	return errors.Join(s.objs.HeldSockets.Close(), s.objs.Subjects.Close())
+	return errors.Join(s.objs.SocketRefs.Close(), s.objs.RefSocks.Close(), s.objs.HeldSockets.Close(), s.objs.Subjects.Close())
+}
+
+// OwnedSocket is a socket as the daemon's index knows it.
+type OwnedSocket struct {
+	// Sock is the kernel's struct sock, as the tracer's events name it.
+	Sock  uint64
+	Inode uint64
 }
 
 // Holding is one process's descriptor for a socket.
@@ -73,13 +84,36 @@ type Holding struct {
 	FD      int32
 }
 
-// Find says, of the sockets each owner holds by its events (owned: owner
-// to socket inodes), which a descendant of an owner holds too, and then
-// every process holding it: the owner when it still does, and the
-// descendants, in pid order with each one's first descriptor, as who's
-// walk lists them. A socket no descendant holds is left out: as far as a
-// fork goes, its owner is its only holder.
-func (s *Sharers) Find(owned map[proc.Identity][]uint64) (map[uint64][]Holding, error) {
+// Find says, of the sockets each owner holds by its events, which a
+// descendant of an owner holds too, and then every process holding it:
+// the owner when it still does, and the descendants, in pid order with
+// each one's first descriptor, as who's walk lists them. A socket no
+// descendant holds is left out: as far as a fork goes, its owner is its
+// only holder. Only the owners of sockets with more than one reference
+// are searched.
+func (s *Sharers) Find(owned map[proc.Identity][]OwnedSocket) (map[uint64][]Holding, error) {
+	var socks []uint64
+	for _, of := range owned {
+		for _, o := range of {
+			socks = append(socks, o.Sock)
+		}
+	}
+	if len(socks) == 0 {
+		return nil, nil
+	}
+	if len(socks) > int(s.objs.RefSocks.MaxEntries()) {
+		return nil, ErrTooManySharers
+	}
+	refs, err := s.refs(socks)
+	if err != nil {
+		return nil, err
+	}
+	// One reference is the owner's descriptor; none says the count could
+	// not be read (a socket closed meanwhile), and the search tells.
+	owned = maps.Clone(owned)
+	maps.DeleteFunc(owned, func(_ proc.Identity, of []OwnedSocket) bool {
+		return !slices.ContainsFunc(of, func(o OwnedSocket) bool { return refs[o.Sock] != 1 })
+	})
 	if len(owned) == 0 {
 		return nil, nil
 	}
@@ -88,10 +122,10 @@ func (s *Sharers) Find(owned map[proc.Identity][]uint64) (map[uint64][]Holding, 
 	}
 	ownerOf := map[uint64]uint32{}
 	subjects := map[uint32]uint8{}
-	for owner, inodes := range owned {
+	for owner, of := range owned {
 		subjects[owner.PID] = scanDescendants
-		for _, inode := range inodes {
-			ownerOf[inode] = owner.PID
+		for _, o := range of {
+			ownerOf[o.Inode] = owner.PID
 		}
 	}
 	held, err := s.scan(subjects)
@@ -154,11 +188,54 @@ const (
 	heldSocketSize = 24
 )
 
+// Layout of struct sock_refs in bpf/owners.bpf.c;
+// TestSockRefsDecoderMatchesCLayout checks it.
+const (
+	offRefsSock  = 0
+	offRefsRefs  = 8
+	sockRefsSize = 16
+)
+
+// refs reads the reference counts of socks' files.
+func (s *Sharers) refs(socks []uint64) (map[uint64]uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := setKeys(s.objs.RefSocks, socks, make([]uint8, len(socks))); err != nil {
+		return nil, err
+	}
+	var refs map[uint64]uint64
+	err := runIteratorOn(s.objs.SocketRefs, s.objs.RefSocks, "iter/bpf_map_elem", func(r io.Reader) error {
+		raw, err := io.ReadAll(r)
+		if err == nil {
+			refs, err = decodeSockRefs(raw)
+		}
+		return err
+	})
+	return refs, err
+}
+
+var errSockRefsLength = errors.New("iterator output is not a whole number of sock_refs records")
+
+func decodeSockRefs(raw []byte) (map[uint64]uint64, error) {
+	if len(raw)%sockRefsSize != 0 {
+		return nil, errSockRefsLength
+	}
+	refs := make(map[uint64]uint64, len(raw)/sockRefsSize)
+	for b := raw; len(b) > 0; b = b[sockRefsSize:] {
+		refs[binary.NativeEndian.Uint64(b[offRefsSock:])] = binary.NativeEndian.Uint64(b[offRefsRefs:])
+	}
+	return refs, nil
+}
+
 // scan runs the iterator for subjects (pid to what to read of it).
 func (s *Sharers) scan(subjects map[uint32]uint8) ([]heldSocket, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.setSubjects(subjects); err != nil {
+	pids, scans := make([]uint32, 0, len(subjects)), make([]uint8, 0, len(subjects))
+	for pid, scan := range subjects {
+		pids, scans = append(pids, pid), append(scans, scan)
+	}
+	if err := setKeys(s.objs.Subjects, pids, scans); err != nil {
 		return nil, err
 	}
 	var held []heldSocket
@@ -172,27 +249,27 @@ func (s *Sharers) scan(subjects map[uint32]uint8) ([]heldSocket, error) {
 	return held, err
 }
 
-// setSubjects makes the subjects map hold subjects alone.
-func (s *Sharers) setSubjects(subjects map[uint32]uint8) error {
-	var pid uint32
-	var stale []uint32
-	entries := s.objs.Subjects.Iterate()
-	for entries.Next(&pid, new(uint8)) {
-		if _, keep := subjects[pid]; !keep {
-			stale = append(stale, pid)
+// setKeys makes m hold keys alone, with values.
+func setKeys[K comparable, V any](m *ebpf.Map, keys []K, values []V) error {
+	var key K
+	var stale []K
+	entries := m.Iterate()
+	for entries.Next(&key, new(V)) {
+		if !slices.Contains(keys, key) {
+			stale = append(stale, key)
 		}
 	}
 	if err := entries.Err(); err != nil {
-		return fmt.Errorf("reading the subjects map: %w", err)
+		return fmt.Errorf("reading map %s: %w", m, err)
 	}
-	for _, pid := range stale {
-		if err := s.objs.Subjects.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("clearing the subjects map: %w", err)
+	for _, k := range stale {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("clearing map %s: %w", m, err)
 		}
 	}
-	for pid, scan := range subjects {
-		if err := s.objs.Subjects.Put(pid, scan); err != nil {
-			return fmt.Errorf("filling the subjects map: %w", err)
+	for i, k := range keys {
+		if err := m.Put(k, values[i]); err != nil {
+			return fmt.Errorf("filling map %s: %w", m, err)
 		}
 	}
 	return nil

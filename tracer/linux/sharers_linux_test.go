@@ -17,8 +17,26 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/bpf"
+	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/proc"
 )
+
+func TestSockRefsDecoderMatchesCLayout(t *testing.T) {
+	var r bpf.OwnersSockRefs
+	if got := int(unsafe.Sizeof(r)); got != sockRefsSize {
+		t.Fatalf("struct sock_refs is %d bytes, decoder expects %d", got, sockRefsSize)
+	}
+	checkOffsets(t, reflect.TypeOf(r), map[string]uintptr{"Sock": offRefsSock, "Refs": offRefsRefs})
+	r = bpf.OwnersSockRefs{Sock: 0xffff8881, Refs: 3}
+	var buf bytes.Buffer
+	binary.Write(&buf, binary.NativeEndian, &r)
+	if got, err := decodeSockRefs(buf.Bytes()); err != nil || got[0xffff8881] != 3 || len(got) != 1 {
+		t.Errorf("decoded %v, %v; want 3 references to 0xffff8881", got, err)
+	}
+	if _, err := decodeSockRefs(buf.Bytes()[1:]); !errors.Is(err, errSockRefsLength) {
+		t.Errorf("a short record: %v, want errSockRefsLength", err)
+	}
+}
 
 func TestHeldSocketDecoderMatchesCLayout(t *testing.T) {
 	var h bpf.OwnersHeldSocket
@@ -50,9 +68,10 @@ func TestHeldSocketDecoderMatchesCLayout(t *testing.T) {
 // TestKernelSharers: a listener passed on to a child and, through a shell,
 // to a grandchild is found in their descriptor tables, with this process,
 // its owner; a child that did not inherit it, and a socket no descendant
-// holds, are not; once this process closes its own, the descendants
-// alone hold it; an owner with more descriptor slots than the iterator
-// reads makes the search decline.
+// holds, are not; the listener's file counts a reference for each
+// descriptor; once this process closes its own, the descendants alone
+// hold it; an owner with more descriptor slots than the iterator reads
+// makes the search decline.
 func TestKernelSharers(t *testing.T) {
 	needPrivileges(t)
 	s, err := LoadSharers()
@@ -61,7 +80,7 @@ func TestKernelSharers(t *testing.T) {
 	}
 	defer s.Close()
 	shared, sharedFile := listenerFile(t)
-	_, alone := listenerFile(t)
+	alone, aloneFile := listenerFile(t)
 	start := func(file *os.File, name string, args ...string) *exec.Cmd {
 		cmd := exec.Command(name, args...)
 		if file != nil {
@@ -80,12 +99,13 @@ func TestKernelSharers(t *testing.T) {
 	start(nil, "sleep", "60")
 
 	self := uint32(os.Getpid())
-	sharedInode, aloneInode := inodeOf(t, sharedFile), inodeOf(t, alone)
+	sharedSock, aloneSock := ownedSocket(t, shared), ownedSocket(t, alone)
+	sharedInode, aloneInode := sharedSock.Inode, aloneSock.Inode
 	owner, err := proc.Identify(self)
 	if err != nil {
 		t.Fatal(err)
 	}
-	owned := map[proc.Identity][]uint64{owner: {sharedInode, aloneInode}}
+	owned := map[proc.Identity][]OwnedSocket{owner: {sharedSock, aloneSock}}
 	holders := func() []uint32 {
 		found, err := s.Find(owned)
 		if err != nil {
@@ -111,6 +131,18 @@ func TestKernelSharers(t *testing.T) {
 	for deadline := time.Now().Add(5 * time.Second); len(got) < 4 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		got = holders()
 	}
+	// Its file counts a reference for each descriptor: this process's two
+	// (the listener's and the one passed on), the child's, the shell's,
+	// its sleep's; a listener no other descriptor names has one.
+	single, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer single.Close()
+	singleSock := ownedSocket(t, single)
+	if refs, err := s.refs([]uint64{sharedSock.Sock, singleSock.Sock}); err != nil || refs[sharedSock.Sock] != 5 || refs[singleSock.Sock] != 1 {
+		t.Errorf("references: %v, %v; want 5 to the shared listener, 1 to the single one", refs, err)
+	}
 	if len(got) != 4 || !slices.Contains(got, self) || !slices.Contains(got, uint32(child.Process.Pid)) || !slices.Contains(got, uint32(shell.Process.Pid)) {
 		t.Fatalf("holders %v: want this process (%d), the child %d, the shell %d and its sleep", got, self, child.Process.Pid, shell.Process.Pid)
 	}
@@ -129,7 +161,7 @@ func TestKernelSharers(t *testing.T) {
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Dup3(int(alone.Fd()), 4100, unix.O_CLOEXEC); err != nil {
+	if err := unix.Dup3(int(aloneFile.Fd()), 4100, unix.O_CLOEXEC); err != nil {
 		t.Fatal(err)
 	}
 	unix.Close(4100)
@@ -140,7 +172,7 @@ func TestKernelSharers(t *testing.T) {
 
 // listenerFile listens on loopback and returns the listener and a
 // descriptor of its own for the same socket.
-func listenerFile(t *testing.T) (net.Listener, *os.File) {
+func listenerFile(t testing.TB) (net.Listener, *os.File) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -154,18 +186,28 @@ func listenerFile(t *testing.T) (net.Listener, *os.File) {
 	return l, f
 }
 
-// inodeOf is the inode of f's socket.
-func inodeOf(t *testing.T, f *os.File) uint64 {
+// ownedSocket is the listener l as the daemon's index knows it: who's walk
+// finds its struct sock and inode.
+func ownedSocket(t testing.TB, l net.Listener) OwnedSocket {
 	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+	port := uint16(l.Addr().(*net.TCPAddr).Port)
+	r, err := Who(port)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return st.Ino
+	for _, s := range r.Sockets {
+		if s.State == tracer.StateListen && s.Local.Port() == port {
+			return OwnedSocket{Sock: uint64(s.Sock), Inode: s.Inode}
+		}
+	}
+	t.Fatalf("no listener on %d: %+v", port, r.Sockets)
+	return OwnedSocket{}
 }
 
-// BenchmarkSharersFind: the daemon's who pays this for a port whose owners
-// forked no holder: one pass of the descendants iterator over the tasks.
+// BenchmarkSharersFind: what the daemon's who pays per port for its
+// owners' sharers. alone: a listener no other descriptor names, the usual
+// case (its reference count read, nothing searched); shared: one a child
+// holds too (both passes over the tasks, the child's table read).
 func BenchmarkSharersFind(b *testing.B) {
 	if err := checkPrivileges(); err != nil {
 		b.Skip(err)
@@ -179,10 +221,31 @@ func BenchmarkSharersFind(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	owned := map[proc.Identity][]uint64{owner: {1}}
-	for b.Loop() {
-		if _, err := s.Find(owned); err != nil {
-			b.Fatal(err)
-		}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	alone := ownedSocket(b, l)
+	sharedListener, f := listenerFile(b)
+	child := exec.Command("sleep", "60")
+	child.ExtraFiles = []*os.File{f}
+	if err := child.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { child.Process.Kill(); child.Wait() }()
+	shared := ownedSocket(b, sharedListener)
+	for _, bc := range []struct {
+		name string
+		sock OwnedSocket
+	}{{"alone", alone}, {"shared", shared}} {
+		b.Run(bc.name, func(b *testing.B) {
+			owned := map[proc.Identity][]OwnedSocket{owner: {bc.sock}}
+			for b.Loop() {
+				if _, err := s.Find(owned); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
