@@ -162,7 +162,12 @@ func reportLost(ctx context.Context, src tracer.Source, printer *render.Printer,
 					fmt.Fprintf(stderr, "porttrace: %s\n", render.DescribeLost(lost))
 					lostSeen = lost.Total()
 				}
-				if dropped := printer.Dropped(); dropped > droppedSeen {
+				// Once the output has failed, its lines go nowhere, and
+				// the failure is told instead (nothing at all when the
+				// reader has gone: porttrace | head). Dropped is read
+				// first: the writer records its failure before it counts
+				// what the failure drops.
+				if dropped := printer.Dropped(); dropped > droppedSeen && printer.Err() == nil {
 					fmt.Fprintf(stderr, "porttrace: %s\n", render.DescribeDropped(dropped))
 					droppedSeen = dropped
 				}
