@@ -34,13 +34,14 @@ const volatile __u16 filter_family = 0; /* AF_INET or AF_INET6: see traffic_want
 const volatile __u64 tw_timer_handler_addr = 0;
 /* Length of one jiffy in nanoseconds (1e9 / CONFIG_HZ). */
 const volatile __u64 jiffy_ns = 0;
-/* What tp_btf programs may read in place (read.h), as user space found the
- * kernel to allow: a TCP socket through bpf_skc_to_tcp_sock (5.9+), whose
- * answer the verifier knows for a tcp_sock (it knows the tracepoint's
- * argument for a plain sock, which ends before the local port), and the
- * current task through bpf_get_current_task_btf (5.11+). */
+/* What may be read in place (read.h), as user space found the kernel to
+ * allow: in tp_btf programs, a TCP socket through bpf_skc_to_tcp_sock
+ * (5.9+), whose answer the verifier knows for a tcp_sock (it knows the
+ * tracepoint's argument for a plain sock, which ends before the local
+ * port); in every program, the current task through
+ * bpf_get_current_task_btf (5.11+, for every tracing program type). */
 const volatile __u8 btf_sock_reads = 0;
-const volatile __u8 btf_task_reads = 0;
+const volatile __u8 task_reads = 0;
 
 enum event_kind {
 	EVENT_STATE = 1,
@@ -198,9 +199,9 @@ static __always_inline bool traffic_wanted(__u16 family, const __u32 saddr[4], c
 	return filter_family == AF_INET6;
 }
 
-/* btf: the caller is a tp_btf program, which may read in place what the
- * kernel allows (btf_sock_reads, btf_task_reads). */
-static __always_inline struct event *reserve(__u8 kind, bool btf)
+/* Reserves an event and fills in the current process, read in place where
+ * the kernel allows (task_reads). */
+static __always_inline struct event *reserve(__u8 kind)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -214,7 +215,7 @@ static __always_inline struct event *reserve(__u8 kind, bool btf)
 	e->ts_ns = bpf_ktime_get_ns();
 	e->kind = kind;
 
-	bool direct = btf && btf_task_reads;
+	bool direct = task_reads;
 	struct task_struct *task = current_task(direct);
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->start_ns = process_start_ns(task, direct);
@@ -292,9 +293,9 @@ static __always_inline struct sock *mptcp_first_subflow(struct sock *sk)
 /* btf: the caller is a tp_btf program (see reserve); direct: sk is what
  * bpf_skc_to_tcp_sock returned there, to be read in place (see
  * handle_set_state). */
-static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, __u8 newstate, bool btf, bool direct)
+static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, __u8 newstate, bool direct)
 {
-	struct event *e = reserve(kind, btf);
+	struct event *e = reserve(kind);
 	if (!e)
 		return 0;
 	e->sock = (__u64)sk;
@@ -387,7 +388,7 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 		return 0;
 	if (!sock_wanted((struct sock_common *)sk, sock_sport(sk, direct), direct))
 		return 0;
-	return emit_sock(EVENT_STATE, sk, oldstate, newstate, btf, direct);
+	return emit_sock(EVENT_STATE, sk, oldstate, newstate, direct);
 }
 
 /* tp_btf and raw_tp both receive the tracepoint's arguments as an array of
@@ -430,7 +431,7 @@ static __always_inline int handle_accept(struct sock *sk)
 		sk = mptcp_first_subflow(sk);
 	if (!sk || !tcp_socket(sk, false) || !sock_wanted((struct sock_common *)sk, sock_sport(sk, false), false))
 		return 0;
-	return emit_sock(EVENT_ACCEPT, sk, 0, BPF_CORE_READ(sk, __sk_common.skc_state), false, false);
+	return emit_sock(EVENT_ACCEPT, sk, 0, BPF_CORE_READ(sk, __sk_common.skc_state), false);
 }
 
 /* Only the return value is read: the arguments changed in 6.10. It is the
@@ -444,8 +445,8 @@ int BPF_KRETPROBE(accept_kretprobe, struct sock *sk)
 /* The socket behind a file descriptor of the current task. */
 static __always_inline struct sock *sock_of_fd(long fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct task_struct *task = current_task(task_reads);
+	struct fdtable *fdt = READ(task_reads, task, files, fdt);
 	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *file = NULL;
 
@@ -519,7 +520,7 @@ int bind_exit(struct trace_event_raw_sys_exit *ctx)
 			    BPF_CORE_READ_BITFIELD_PROBED((struct sock_common *)sk, skc_ipv6only)))
 		goto out;
 
-	struct event *e = reserve(EVENT_BIND, false);
+	struct event *e = reserve(EVENT_BIND);
 	if (!e)
 		goto out;
 	e->sock = (__u64)sk;
@@ -553,11 +554,11 @@ static __always_inline struct inet_timewait_sock *timer_timewait(struct timer_li
 /* Reports a timewait socket's event. timeout_ns is the time left on its
  * timer from now. The socket is read through the helper: the verifier
  * knows no type for a pointer computed from its timer's. */
-static __always_inline int emit_timewait(__u8 kind, struct inet_timewait_sock *tw, __s64 timeout_ns, bool btf)
+static __always_inline int emit_timewait(__u8 kind, struct inet_timewait_sock *tw, __s64 timeout_ns)
 {
 	if (!sock_wanted(&tw->__tw_common, timewait_sport(tw), false))
 		return 0;
-	struct event *e = reserve(kind, btf);
+	struct event *e = reserve(kind);
 	if (!e)
 		return 0;
 	e->sock = (__u64)tw;
@@ -578,7 +579,7 @@ static __always_inline int handle_timer(__u8 kind, struct timer_list *timer, boo
 	/* Re-arming a timer within its wheel bucket only moves its expiry,
 	 * without tracing: the expiry read at the end tells when it was. */
 	long left = (long)(READ(btf, timer, expires) - bpf_jiffies64());
-	return emit_timewait(kind, timer_timewait(timer), left * (long)jiffy_ns, btf);
+	return emit_timewait(kind, timer_timewait(timer), left * (long)jiffy_ns);
 }
 
 WITH_RESCUE("tp_btf/timer_start", timer_start_tp_btf, HOOK_TIMER_START,
@@ -600,19 +601,19 @@ WITH_RESCUE("raw_tp/timer_expire_entry", timer_expire_raw_tp, HOOK_TIMER_EXPIRE,
 SEC("kprobe/__inet_twsk_schedule")
 int BPF_KPROBE(tw_schedule_kprobe, struct inet_timewait_sock *tw, int timeo)
 {
-	return emit_timewait(EVENT_TIMEWAIT_START, tw, (__s64)timeo * (__s64)jiffy_ns, false);
+	return emit_timewait(EVENT_TIMEWAIT_START, tw, (__s64)timeo * (__s64)jiffy_ns);
 }
 
 SEC("kprobe/inet_twsk_deschedule_put")
 int BPF_KPROBE(tw_deschedule_kprobe, struct inet_timewait_sock *tw)
 {
-	return emit_timewait(EVENT_TIMEWAIT_CANCEL, tw, 0, false);
+	return emit_timewait(EVENT_TIMEWAIT_CANCEL, tw, 0);
 }
 
 SEC("kprobe/tw_timer_handler")
 int BPF_KPROBE(tw_expire_kprobe, struct timer_list *timer)
 {
-	return emit_timewait(EVENT_TIMEWAIT_EXPIRE, timer_timewait(timer), 0, false);
+	return emit_timewait(EVENT_TIMEWAIT_EXPIRE, timer_timewait(timer), 0);
 }
 
 /* ---- process exit: when a socket's owner is gone ----
@@ -641,9 +642,9 @@ struct {
 	__type(value, __u8);
 } exits_reported SEC(".maps");
 
-static __always_inline int handle_exit(bool btf)
+static __always_inline int handle_exit(void)
 {
-	bool direct = btf && btf_task_reads;
+	bool direct = task_reads;
 	struct task_struct *task = current_task(direct);
 	if (READ(direct, task, signal, live.counter) != 0 || (READ(direct, task, flags) & PF_KTHREAD))
 		return 0;
@@ -651,7 +652,7 @@ static __always_inline int handle_exit(bool btf)
 	__u8 reported = 1;
 	if (bpf_map_update_elem(&exits_reported, &key, &reported, BPF_NOEXIST))
 		return 0;
-	struct event *e = reserve(EVENT_EXIT, btf);
+	struct event *e = reserve(EVENT_EXIT);
 	if (!e)
 		return 0;
 	submit(e);
@@ -661,17 +662,17 @@ static __always_inline int handle_exit(bool btf)
 SEC("tp_btf/sched_process_exit")
 int exit_tp_btf(__u64 *ctx)
 {
-	return handle_exit(true);
+	return handle_exit();
 }
 
 SEC("raw_tp/sched_process_exit")
 int exit_raw_tp(__u64 *ctx)
 {
-	return handle_exit(false);
+	return handle_exit();
 }
 
 SEC("tracepoint/sched/sched_process_exit")
 int exit_tracepoint(void *ctx)
 {
-	return handle_exit(false);
+	return handle_exit();
 }

@@ -104,12 +104,12 @@ const (
 	PorttraceProgTwExpireKprobe         = "tw_expire_kprobe"
 	PorttraceProgTwScheduleKprobe       = "tw_schedule_kprobe"
 	PorttraceVarBtfSockReads            = "btf_sock_reads"
-	PorttraceVarBtfTaskReads            = "btf_task_reads"
 	PorttraceVarEventType               = "event_type"
 	PorttraceVarFilterFamily            = "filter_family"
 	PorttraceVarFilterPorts             = "filter_ports"
 	PorttraceVarFilterPortsOn           = "filter_ports_on"
 	PorttraceVarJiffyNs                 = "jiffy_ns"
+	PorttraceVarTaskReads               = "task_reads"
 	PorttraceVarTwTimerHandlerAddr      = "tw_timer_handler_addr"
 )
 
@@ -204,12 +204,12 @@ type PorttraceMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type PorttraceVariableSpecs struct {
 	BtfSockReads       *ebpf.VariableSpec `ebpf:"btf_sock_reads"`
-	BtfTaskReads       *ebpf.VariableSpec `ebpf:"btf_task_reads"`
 	EventType          *ebpf.VariableSpec `ebpf:"event_type"`
 	FilterFamily       *ebpf.VariableSpec `ebpf:"filter_family"`
 	FilterPorts        *ebpf.VariableSpec `ebpf:"filter_ports"`
 	FilterPortsOn      *ebpf.VariableSpec `ebpf:"filter_ports_on"`
 	JiffyNs            *ebpf.VariableSpec `ebpf:"jiffy_ns"`
+	TaskReads          *ebpf.VariableSpec `ebpf:"task_reads"`
 	TwTimerHandlerAddr *ebpf.VariableSpec `ebpf:"tw_timer_handler_addr"`
 }
 
@@ -257,12 +257,12 @@ func (m *PorttraceMaps) Close() error {
 // It can be passed to LoadPorttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PorttraceVariables struct {
 	BtfSockReads       *ebpf.Variable `ebpf:"btf_sock_reads"`
-	BtfTaskReads       *ebpf.Variable `ebpf:"btf_task_reads"`
 	EventType          *ebpf.Variable `ebpf:"event_type"`
 	FilterFamily       *ebpf.Variable `ebpf:"filter_family"`
 	FilterPorts        *ebpf.Variable `ebpf:"filter_ports"`
 	FilterPortsOn      *ebpf.Variable `ebpf:"filter_ports_on"`
 	JiffyNs            *ebpf.Variable `ebpf:"jiffy_ns"`
+	TaskReads          *ebpf.Variable `ebpf:"task_reads"`
 	TwTimerHandlerAddr *ebpf.Variable `ebpf:"tw_timer_handler_addr"`
 }
 

@@ -193,10 +193,11 @@ type kernel struct {
 	inPlace         inPlaceReads
 }
 
-// inPlaceReads is what tp_btf programs may read in place, a plain load
-// instead of a bpf_probe_read_kernel call (bpf/read.h): a TCP socket once
-// bpf_skc_to_tcp_sock (5.9+) has named it one, the current task through
-// bpf_get_current_task_btf (5.11+).
+// inPlaceReads is what porttrace's programs may read in place, a plain
+// load instead of a bpf_probe_read_kernel call (bpf/read.h): in tp_btf
+// programs, a TCP socket once bpf_skc_to_tcp_sock (5.9+) has named it one;
+// in every program, the current task through bpf_get_current_task_btf
+// (5.11+, for every tracing program type alike: probed with tp_btf).
 type inPlaceReads struct {
 	sock, task bool
 }
@@ -212,17 +213,17 @@ func probeInPlaceReads(types *btf.Cache) inPlaceReads {
 	}
 }
 
-// String says how tp_btf programs read the kernel's structures.
+// String says how the programs read the kernel's structures.
 func (r inPlaceReads) String() string {
 	switch {
 	case r.sock && r.task:
-		return "tp_btf programs read sockets and tasks in place"
+		return "every program reads the current task in place, tp_btf programs sockets too"
 	case r.task:
-		return "tp_btf programs read tasks in place, sockets through bpf_probe_read_kernel (no bpf_skc_to_tcp_sock for them: 5.9+)"
+		return "every program reads the current task in place, sockets through bpf_probe_read_kernel (no bpf_skc_to_tcp_sock for tp_btf: 5.9+)"
 	case r.sock:
 		return "tp_btf programs read sockets in place, tasks through bpf_probe_read_kernel (no bpf_get_current_task_btf: 5.11+)"
 	}
-	return "tp_btf programs read through bpf_probe_read_kernel (no bpf_skc_to_tcp_sock nor bpf_get_current_task_btf for them: 5.9+, 5.11+)"
+	return "programs read through bpf_probe_read_kernel (no bpf_skc_to_tcp_sock nor bpf_get_current_task_btf: 5.9+, 5.11+)"
 }
 
 // probeKernel finds out what the kernel offers. It fails only for what

@@ -475,8 +475,8 @@ func loadPrograms(t *testing.T, only ...string) *ebpf.Collection {
 	return loadReadingInPlace(t, inPlaceReads{}, only...)
 }
 
-// loadReadingInPlace is loadPrograms with the tp_btf programs reading in
-// place what reads says.
+// loadReadingInPlace is loadPrograms with the programs reading in place
+// what reads says.
 func loadReadingInPlace(t *testing.T, reads inPlaceReads, only ...string) *ebpf.Collection {
 	t.Helper()
 	liftMemlock()
@@ -487,7 +487,7 @@ func loadReadingInPlace(t *testing.T, reads inPlaceReads, only ...string) *ebpf.
 	if err := spec.Variables[bpf.PorttraceVarBtfSockReads].Set(reads.sock); err != nil {
 		t.Fatal(err)
 	}
-	if err := spec.Variables[bpf.PorttraceVarBtfTaskReads].Set(reads.task); err != nil {
+	if err := spec.Variables[bpf.PorttraceVarTaskReads].Set(reads.task); err != nil {
 		t.Fatal(err)
 	}
 	for name := range spec.Programs {

@@ -129,10 +129,8 @@ func open(cfg tracer.Config, table []hook, allowInPlace inPlaceReads) (src *Linu
 		s.hooks = append(s.hooks, line)
 		cfg.Verbosef("attached %s", line)
 	}
-	if slices.ContainsFunc(chosen, func(c choice) bool { return c.alt.form == formTPBTF }) {
-		s.hooks = append(s.hooks, k.inPlace.String())
-		cfg.Verbosef("%s", k.inPlace)
-	}
+	s.hooks = append(s.hooks, k.inPlace.String())
+	cfg.Verbosef("%s", k.inPlace)
 
 	s.reader, err = ringbuf.NewReader(s.coll.Maps[bpf.PorttraceMapEvents])
 	if err != nil {
@@ -212,7 +210,7 @@ func loadSpec(cfg tracer.Config, k *kernel, chosen []choice) (*ebpf.CollectionSp
 		bpf.PorttraceVarTwTimerHandlerAddr: k.twTimerHandler,
 		bpf.PorttraceVarJiffyNs:            jiffy,
 		bpf.PorttraceVarBtfSockReads:       k.inPlace.sock,
-		bpf.PorttraceVarBtfTaskReads:       k.inPlace.task,
+		bpf.PorttraceVarTaskReads:          k.inPlace.task,
 	} {
 		if err := spec.Variables[name].Set(value); err != nil {
 			return nil, fmt.Errorf("setting %s: %w", name, err)
