@@ -126,13 +126,14 @@ int socket_owners(struct bpf_iter__task_file *ctx)
  * in place, with no /proc and no privilege beyond the iterator's.
  */
 
-/* A search costs little where no socket is shared: a socket's file counts
- * its references, one per descriptor in any process (a fork takes one for
- * each descriptor it copies) and a moment's more while a system call
- * uses it. The daemon puts the sockets it asks about in these (struct
- * sock pointers, as the tracer's events name them), and the socket_refs
- * iterator writes their counts: descendants are searched only for the
- * owners of sockets with more than one. */
+/* A socket's file counts its references, one per descriptor in any
+ * process (a fork takes one for each descriptor it copies) and a moment's
+ * more while a system call uses it. The daemon puts the sockets it asks
+ * about in ref_socks (struct sock pointers, as the tracer's events name
+ * them), and the socket_refs iterator writes their counts and inodes (a
+ * pointer the kernel has given to another socket since names another
+ * inode): with one reference, one table holds the socket, and the daemon
+ * reads the owner's alone to learn whose it is. */
 #define MAX_REF_SOCKS 1024
 
 struct {
@@ -144,7 +145,8 @@ struct {
 
 struct sock_refs {
 	__u64 sock;
-	__u64 refs; /* 0: the socket has no file (closed meanwhile) */
+	__u64 refs;  /* 0: the socket has no file (closed meanwhile) */
+	__u64 inode; /* of the socket the pointer names now */
 };
 
 const struct sock_refs *const sock_refs_type = 0;
@@ -163,11 +165,15 @@ int socket_refs(struct bpf_iter__bpf_map_elem *ctx)
 	if (!key)
 		return 0;
 	struct sock_refs out = {.sock = *key};
-	/* The socket may have been freed since the daemon looked it up: read
-	 * through the helper, a stale pointer reads as garbage or nothing,
-	 * and at worst makes a needless search or a walk. */
+	/* The socket may have been freed since the daemon looked it up, its
+	 * memory given to another socket or to nothing: read through the
+	 * helper, with the inode that tells which socket it is now. */
 	struct sock *sk = (struct sock *)out.sock;
-	struct file *file = BPF_CORE_READ(sk, sk_socket, file);
+	struct socket *socket = BPF_CORE_READ(sk, sk_socket);
+	if (!socket)
+		goto out;
+	out.inode = BPF_CORE_READ((struct socket_alloc *)socket, vfs_inode.i_ino);
+	struct file *file = BPF_CORE_READ(socket, file);
 	if (file) {
 		if (bpf_core_field_exists(file->f_ref)) {
 			long refcnt = BPF_CORE_READ(file, f_ref.refcnt.counter);
@@ -176,6 +182,7 @@ int socket_refs(struct bpf_iter__bpf_map_elem *ctx)
 			out.refs = BPF_CORE_READ(file, f_count.counter);
 		}
 	}
+out:
 	bpf_seq_write(ctx->meta->seq, &out, sizeof(out));
 	return 0;
 }

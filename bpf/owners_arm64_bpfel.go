@@ -43,9 +43,10 @@ type OwnersOwner struct {
 }
 
 type OwnersSockRefs struct {
-	_    structs.HostLayout
-	Sock uint64
-	Refs uint64
+	_     structs.HostLayout
+	Sock  uint64
+	Refs  uint64
+	Inode uint64
 }
 
 // Names of all BPF objects in the ELF.

@@ -333,8 +333,8 @@ func seenProcess(o *correlate.Owned) proc.Process {
 // socket with the children it forked (linux.Sharers finds them). complete
 // is false when a socket some process holds has no owner in the index
 // that is surely its own, when a holder has exited (the loop has yet to
-// learn who holds its sockets now), or when the owners' descendants are
-// too many to search.
+// learn who holds its sockets now), or when the search for the processes
+// sharing the owners' sockets cannot name them all.
 func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.SocketKey][]correlate.Owned) (*snapshot.PortReport, bool, error) {
 	r, err := d.portSockets(port, ns, owned)
 	if err != nil {
@@ -386,7 +386,7 @@ func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.S
 		}
 	}
 	shared, err := d.sharers.Find(byOwner)
-	if errors.Is(err, linux.ErrTooManySharers) {
+	if errors.Is(err, linux.ErrSearchIncomplete) {
 		return nil, false, nil
 	}
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"sync"
 
@@ -46,10 +45,11 @@ const (
 	scanSelf        uint8 = 2
 )
 
-// ErrTooManySharers says that the owners are too many to search for, or
-// that a process to search has more descriptors than the iterator reads
-// (MAX_FD_SLOTS): who's walk of every process answers instead.
-var ErrTooManySharers = errors.New("too many owners or descriptors to search for the processes sharing their sockets")
+// ErrSearchIncomplete says that the search cannot name every holder, and
+// who's walk of every process must: the owners are too many, a process to
+// read has more descriptors than the iterator reads (MAX_FD_SLOTS), or a
+// socket's one descriptor is in no table the search reads.
+var ErrSearchIncomplete = errors.New("the search for the processes sharing the owners' sockets cannot name them all")
 
 // LoadSharers loads the socket_refs and held_sockets iterators (Linux
 // 5.9, a year after who's).
@@ -84,92 +84,109 @@ type Holding struct {
 	FD      int32
 }
 
-// Find says, of the sockets each owner holds by its events, which a
-// descendant of an owner holds too, and then every process holding it:
-// the owner when it still does, and the descendants, in pid order with
-// each one's first descriptor, as who's walk lists them. A socket no
-// descendant holds is left out: as far as a fork goes, its owner is its
-// only holder. Only the owners of sockets with more than one reference
-// are searched.
+// Find says, of the sockets each owner holds by its events, which are
+// held by some process other than their owner, through a fork, and then
+// every process holding them: the owner when it still does, and its
+// descendants, in pid order with each one's first descriptor, as who's
+// walk lists them. A socket only its owner holds is left out.
+//
+// A socket's file counts its descriptors (socket_refs). With one, it is
+// the owner's, or, where a master accepted, forked and closed its copy
+// (PostgreSQL, sshd), a descendant's: the owner's table is read, and its
+// descendants' only where the owner no longer holds it. With more, the
+// descendants' tables are read, and the owner's where one of them shares
+// it. A busy owner's children are thus read only for a socket that is
+// shared. ErrSearchIncomplete says that who's walk must answer instead.
 func (s *Sharers) Find(owned map[proc.Identity][]OwnedSocket) (map[uint64][]Holding, error) {
 	var socks []uint64
 	for _, of := range owned {
 		for _, o := range of {
-			socks = append(socks, o.Sock)
+			if !slices.Contains(socks, o.Sock) { // an MPTCP socket's subflows
+				socks = append(socks, o.Sock)
+			}
 		}
 	}
 	if len(socks) == 0 {
 		return nil, nil
 	}
-	if len(socks) > int(s.objs.RefSocks.MaxEntries()) {
-		return nil, ErrTooManySharers
+	if len(socks) > int(s.objs.RefSocks.MaxEntries()) || len(owned) > int(s.objs.Subjects.MaxEntries()) {
+		return nil, ErrSearchIncomplete
 	}
 	refs, err := s.refs(socks)
 	if err != nil {
 		return nil, err
 	}
-	// One reference is the owner's descriptor; none says the count could
-	// not be read (a socket closed meanwhile), and the search tells.
-	owned = maps.Clone(owned)
-	maps.DeleteFunc(owned, func(_ proc.Identity, of []OwnedSocket) bool {
-		return !slices.ContainsFunc(of, func(o OwnedSocket) bool { return refs[o.Sock] != 1 })
-	})
-	if len(owned) == 0 {
-		return nil, nil
-	}
-	if len(owned) > int(s.objs.Subjects.MaxEntries()) {
-		return nil, ErrTooManySharers
-	}
-	ownerOf := map[uint64]uint32{}
-	subjects := map[uint32]uint8{}
-	for owner, of := range owned {
-		subjects[owner.PID] = scanDescendants
-		for _, o := range of {
-			ownerOf[o.Inode] = owner.PID
-		}
-	}
-	held, err := s.scan(subjects)
-	if err != nil {
-		return nil, err
+	// single: the socket has one descriptor. A count read of another
+	// socket (the struct sock reused since the loop saw it) says nothing.
+	single := func(o OwnedSocket) bool {
+		r := refs[o.Sock]
+		return r.count == 1 && r.inode == o.Inode
 	}
 	found := map[uint64][]Holding{}
-	read := map[uint32]bool{} // processes whose sockets were read
-	add := func(held []heldSocket) {
+	read := map[uint32]uint8{} // what has been read of each owner
+	search := func(subjects map[uint32]uint8) error {
+		held, err := s.scan(subjects)
+		for pid, scan := range subjects {
+			read[pid] |= scan
+		}
 		for _, h := range held {
-			read[h.Process.PID] = true
-			if _, ok := ownerOf[h.inode]; ok && !slices.ContainsFunc(found[h.inode], func(o Holding) bool { return o.Process.PID == h.Process.PID }) {
+			if !slices.ContainsFunc(found[h.inode], func(o Holding) bool { return o.Process.PID == h.Process.PID }) {
 				found[h.inode] = append(found[h.inode], h.Holding)
 			}
 		}
+		return err
 	}
-	add(held)
-	// Only a socket some process other than its owner holds is shared;
-	// its owner may have closed its own descriptor meanwhile, which a
-	// second pass reads, of the owners not read already.
-	clear(subjects)
-	for inode, holders := range found {
-		owner := ownerOf[inode]
-		if !slices.ContainsFunc(holders, func(h Holding) bool { return h.Process.PID != owner }) {
-			delete(found, inode)
-		} else if !read[owner] {
-			subjects[owner] = scanSelf
+	// next is what remains to read for what has been found.
+	next := func(first bool) map[uint32]uint8 {
+		subjects := map[uint32]uint8{}
+		for owner, of := range owned {
+			for _, o := range of {
+				holders := found[o.Inode]
+				ownerHolds := slices.ContainsFunc(holders, func(h Holding) bool { return h.Process.PID == owner.PID })
+				var want uint8
+				switch {
+				case single(o) && (first || !ownerHolds):
+					want = scanSelf | scanDescendants
+					if first {
+						want = scanSelf
+					}
+				case !single(o) && (first || len(holders) > 0):
+					want = scanDescendants
+					if !first {
+						want = scanSelf
+					}
+				}
+				if want &^= read[owner.PID]; want != 0 {
+					subjects[owner.PID] |= want
+				}
+			}
 		}
+		return subjects
 	}
-	if len(subjects) > 0 {
-		held, err := s.scan(subjects)
-		if err != nil {
-			return nil, err
-		}
-		for _, h := range held {
-			if _, shared := found[h.inode]; shared {
-				add([]heldSocket{h})
+	for _, first := range []bool{true, false} {
+		if subjects := next(first); len(subjects) > 0 {
+			if err := search(subjects); err != nil {
+				return nil, err
 			}
 		}
 	}
-	for _, h := range found {
-		slices.SortFunc(h, func(a, b Holding) int { return cmp.Compare(a.Process.PID, b.Process.PID) })
+	shared := map[uint64][]Holding{}
+	for owner, of := range owned {
+		for _, o := range of {
+			holders := found[o.Inode]
+			switch {
+			case single(o) && len(holders) == 0:
+				// Its one descriptor is neither the owner's nor a
+				// descendant's: passed over a unix socket, or left to
+				// a sibling by an owner that exited.
+				return nil, ErrSearchIncomplete
+			case slices.ContainsFunc(holders, func(h Holding) bool { return h.Process.PID != owner.PID }):
+				slices.SortFunc(holders, func(a, b Holding) int { return cmp.Compare(a.Process.PID, b.Process.PID) })
+				shared[o.Inode] = holders
+			}
+		}
 	}
-	return found, nil
+	return shared, nil
 }
 
 // heldSocket is one record of the iterator.
@@ -192,18 +209,25 @@ const (
 // TestSockRefsDecoderMatchesCLayout checks it.
 const (
 	offRefsSock  = 0
-	offRefsRefs  = 8
-	sockRefsSize = 16
+	offRefsCount = 8
+	offRefsInode = 16
+	sockRefsSize = 24
 )
 
+// sockRefs is what socket_refs says of a struct sock: its file's
+// references, and the inode of the socket it is now.
+type sockRefs struct {
+	count, inode uint64
+}
+
 // refs reads the reference counts of socks' files.
-func (s *Sharers) refs(socks []uint64) (map[uint64]uint64, error) {
+func (s *Sharers) refs(socks []uint64) (map[uint64]sockRefs, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := setKeys(s.objs.RefSocks, socks, make([]uint8, len(socks))); err != nil {
 		return nil, err
 	}
-	var refs map[uint64]uint64
+	var refs map[uint64]sockRefs
 	err := runIteratorOn(s.objs.SocketRefs, s.objs.RefSocks, "iter/bpf_map_elem", func(r io.Reader) error {
 		raw, err := io.ReadAll(r)
 		if err == nil {
@@ -216,13 +240,16 @@ func (s *Sharers) refs(socks []uint64) (map[uint64]uint64, error) {
 
 var errSockRefsLength = errors.New("iterator output is not a whole number of sock_refs records")
 
-func decodeSockRefs(raw []byte) (map[uint64]uint64, error) {
+func decodeSockRefs(raw []byte) (map[uint64]sockRefs, error) {
 	if len(raw)%sockRefsSize != 0 {
 		return nil, errSockRefsLength
 	}
-	refs := make(map[uint64]uint64, len(raw)/sockRefsSize)
+	refs := make(map[uint64]sockRefs, len(raw)/sockRefsSize)
 	for b := raw; len(b) > 0; b = b[sockRefsSize:] {
-		refs[binary.NativeEndian.Uint64(b[offRefsSock:])] = binary.NativeEndian.Uint64(b[offRefsRefs:])
+		refs[binary.NativeEndian.Uint64(b[offRefsSock:])] = sockRefs{
+			count: binary.NativeEndian.Uint64(b[offRefsCount:]),
+			inode: binary.NativeEndian.Uint64(b[offRefsInode:]),
+		}
 	}
 	return refs, nil
 }
@@ -278,7 +305,7 @@ func setKeys[K comparable, V any](m *ebpf.Map, keys []K, values []V) error {
 var errHeldSocketLength = errors.New("iterator output is not a whole number of held_socket records")
 
 // decodeHeldSockets decodes the iterator's records; a process with more
-// descriptors than it reads makes ErrTooManySharers.
+// descriptors than it reads makes ErrSearchIncomplete.
 func decodeHeldSockets(raw []byte) ([]heldSocket, error) {
 	if len(raw)%heldSocketSize != 0 {
 		return nil, errHeldSocketLength
@@ -293,7 +320,7 @@ func decodeHeldSockets(raw []byte) ([]heldSocket, error) {
 			inode: binary.NativeEndian.Uint64(b[offHeldInode:]),
 		}
 		if h.FD < 0 {
-			return nil, ErrTooManySharers
+			return nil, ErrSearchIncomplete
 		}
 		out = append(out, h)
 	}

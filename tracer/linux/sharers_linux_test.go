@@ -26,12 +26,12 @@ func TestSockRefsDecoderMatchesCLayout(t *testing.T) {
 	if got := int(unsafe.Sizeof(r)); got != sockRefsSize {
 		t.Fatalf("struct sock_refs is %d bytes, decoder expects %d", got, sockRefsSize)
 	}
-	checkOffsets(t, reflect.TypeOf(r), map[string]uintptr{"Sock": offRefsSock, "Refs": offRefsRefs})
-	r = bpf.OwnersSockRefs{Sock: 0xffff8881, Refs: 3}
+	checkOffsets(t, reflect.TypeOf(r), map[string]uintptr{"Sock": offRefsSock, "Refs": offRefsCount, "Inode": offRefsInode})
+	r = bpf.OwnersSockRefs{Sock: 0xffff8881, Refs: 3, Inode: 77}
 	var buf bytes.Buffer
 	binary.Write(&buf, binary.NativeEndian, &r)
-	if got, err := decodeSockRefs(buf.Bytes()); err != nil || got[0xffff8881] != 3 || len(got) != 1 {
-		t.Errorf("decoded %v, %v; want 3 references to 0xffff8881", got, err)
+	if got, err := decodeSockRefs(buf.Bytes()); err != nil || got[0xffff8881] != (sockRefs{count: 3, inode: 77}) || len(got) != 1 {
+		t.Errorf("decoded %v, %v; want 3 references to 0xffff8881, inode 77", got, err)
 	}
 	if _, err := decodeSockRefs(buf.Bytes()[1:]); !errors.Is(err, errSockRefsLength) {
 		t.Errorf("a short record: %v, want errSockRefsLength", err)
@@ -60,8 +60,8 @@ func TestHeldSocketDecoderMatchesCLayout(t *testing.T) {
 	h = bpf.OwnersHeldSocket{Pid: 43, Fd: -1}
 	buf.Reset()
 	binary.Write(&buf, binary.NativeEndian, &h)
-	if _, err := decodeHeldSockets(buf.Bytes()); !errors.Is(err, ErrTooManySharers) {
-		t.Errorf("a process with too many descriptors: %v, want ErrTooManySharers", err)
+	if _, err := decodeHeldSockets(buf.Bytes()); !errors.Is(err, ErrSearchIncomplete) {
+		t.Errorf("a process with too many descriptors: %v, want ErrSearchIncomplete", err)
 	}
 }
 
@@ -69,9 +69,11 @@ func TestHeldSocketDecoderMatchesCLayout(t *testing.T) {
 // to a grandchild is found in their descriptor tables, with this process,
 // its owner; a child that did not inherit it, and a socket no descendant
 // holds, are not; the listener's file counts a reference for each
-// descriptor; once this process closes its own, the descendants alone
-// hold it; an owner with more descriptor slots than the iterator reads
-// makes the search decline.
+// descriptor; a socket with one descriptor is its owner's, or a child's
+// once the owner closed its copy, or the search's decline where neither
+// holds it; once this process closes its own, the descendants alone hold
+// the shared one; an owner with more descriptor slots than the iterator
+// reads makes the search decline.
 func TestKernelSharers(t *testing.T) {
 	needPrivileges(t)
 	s, err := LoadSharers()
@@ -140,11 +142,43 @@ func TestKernelSharers(t *testing.T) {
 	}
 	defer single.Close()
 	singleSock := ownedSocket(t, single)
-	if refs, err := s.refs([]uint64{sharedSock.Sock, singleSock.Sock}); err != nil || refs[sharedSock.Sock] != 5 || refs[singleSock.Sock] != 1 {
-		t.Errorf("references: %v, %v; want 5 to the shared listener, 1 to the single one", refs, err)
+	if refs, err := s.refs([]uint64{sharedSock.Sock, singleSock.Sock}); err != nil ||
+		refs[sharedSock.Sock] != (sockRefs{count: 5, inode: sharedInode}) || refs[singleSock.Sock] != (sockRefs{count: 1, inode: singleSock.Inode}) {
+		t.Errorf("references: %v, %v; want 5 to the shared listener, 1 to the single one, with their inodes", refs, err)
 	}
 	if len(got) != 4 || !slices.Contains(got, self) || !slices.Contains(got, uint32(child.Process.Pid)) || !slices.Contains(got, uint32(shell.Process.Pid)) {
 		t.Fatalf("holders %v: want this process (%d), the child %d, the shell %d and its sleep", got, self, child.Process.Pid, shell.Process.Pid)
+	}
+
+	// A socket with one descriptor: this process's own, then (as a master
+	// that accepts, forks and closes its copy) a child's alone, then a
+	// process's that is no longer a descendant (a shell that left its
+	// sleep to init): the search cannot say whose.
+	oneHolder := func(cmd ...string) (OwnedSocket, *exec.Cmd) {
+		l, f := listenerFile(t)
+		sock := ownedSocket(t, l)
+		holder := start(f, cmd[0], cmd[1:]...)
+		l.Close()
+		f.Close()
+		return sock, holder
+	}
+	mine, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mine.Close()
+	if found, err := s.Find(map[proc.Identity][]OwnedSocket{owner: {ownedSocket(t, mine)}}); err != nil || len(found) != 0 {
+		t.Errorf("a listener only its owner holds: %v, %v; want nothing shared", found, err)
+	}
+	handed, handedTo := oneHolder("sleep", "60")
+	if found, err := s.Find(map[proc.Identity][]OwnedSocket{owner: {handed}}); err != nil ||
+		len(found[handed.Inode]) != 1 || found[handed.Inode][0].Process.PID != uint32(handedTo.Process.Pid) {
+		t.Errorf("a socket handed to a child: %v, %v; want the child %d alone", found, err, handedTo.Process.Pid)
+	}
+	left, _ := oneHolder("sh", "-c", "sleep 60 & exit 0")
+	time.Sleep(100 * time.Millisecond) // the shell exits, its sleep goes to init
+	if found, err := s.Find(map[proc.Identity][]OwnedSocket{owner: {left}}); !errors.Is(err, ErrSearchIncomplete) {
+		t.Errorf("a socket left to a process that no longer descends from its owner: %v, %v; want ErrSearchIncomplete", found, err)
 	}
 
 	shared.Close()
@@ -165,8 +199,8 @@ func TestKernelSharers(t *testing.T) {
 		t.Fatal(err)
 	}
 	unix.Close(4100)
-	if _, err := s.Find(owned); !errors.Is(err, ErrTooManySharers) {
-		t.Errorf("an owner with descriptor 4100: %v, want ErrTooManySharers", err)
+	if _, err := s.Find(owned); !errors.Is(err, ErrSearchIncomplete) {
+		t.Errorf("an owner with descriptor 4100: %v, want ErrSearchIncomplete", err)
 	}
 }
 
