@@ -136,35 +136,34 @@ func (s *Sharers) Find(owned map[proc.Identity][]OwnedSocket) (map[uint64][]Hold
 		}
 		return err
 	}
-	// next is what remains to read for what has been found.
-	next := func(first bool) map[uint32]uint8 {
+	// wants is what to read of o's owner: in the first pass, its own table
+	// for a socket with one descriptor, its descendants' for one with
+	// more; in the second, its descendants' where it no longer holds the
+	// one descriptor, its own where another holds one of several.
+	wants := func(o OwnedSocket, owner uint32, first bool) uint8 {
+		holders := found[o.Inode]
+		switch {
+		case first && single(o):
+			return scanSelf
+		case first:
+			return scanDescendants
+		case single(o) && !slices.ContainsFunc(holders, func(h Holding) bool { return h.Process.PID == owner }):
+			return scanDescendants
+		case !single(o) && len(holders) > 0:
+			return scanSelf
+		}
+		return 0
+	}
+	for _, first := range []bool{true, false} {
 		subjects := map[uint32]uint8{}
 		for owner, of := range owned {
 			for _, o := range of {
-				holders := found[o.Inode]
-				ownerHolds := slices.ContainsFunc(holders, func(h Holding) bool { return h.Process.PID == owner.PID })
-				var want uint8
-				switch {
-				case single(o) && (first || !ownerHolds):
-					want = scanSelf | scanDescendants
-					if first {
-						want = scanSelf
-					}
-				case !single(o) && (first || len(holders) > 0):
-					want = scanDescendants
-					if !first {
-						want = scanSelf
-					}
-				}
-				if want &^= read[owner.PID]; want != 0 {
+				if want := wants(o, owner.PID, first) &^ read[owner.PID]; want != 0 {
 					subjects[owner.PID] |= want
 				}
 			}
 		}
-		return subjects
-	}
-	for _, first := range []bool{true, false} {
-		if subjects := next(first); len(subjects) > 0 {
+		if len(subjects) > 0 {
 			if err := search(subjects); err != nil {
 				return nil, err
 			}
