@@ -2,6 +2,7 @@ package correlate
 
 import (
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 )
 
@@ -79,9 +80,12 @@ func heldByOwner(r *snapshot.PortReport, socks []*snapshot.PortSocket, owner *tr
 }
 
 // heldBy says whether owner is among the holders a snapshot names of ps.
+// The snapshot knows a process's start to the clock tick (/proc), the
+// events to the nanosecond: they are compared at the tick.
 func heldBy(r *snapshot.PortReport, ps *snapshot.PortSocket, owner *tracer.Process) bool {
+	id := proc.Identity{PID: owner.PID, StartNs: owner.StartNs}
 	for _, pid := range ps.PIDs {
-		if p := r.Processes[pid]; p != nil && p.PID == owner.PID && p.StartNs == owner.StartNs {
+		if p := r.Processes[pid]; p != nil && p.Same(id) {
 			return true
 		}
 	}

@@ -131,3 +131,36 @@ func TestReconcileForgetsReplacedListener(t *testing.T) {
 		t.Error("the new listener was not adopted with its owner")
 	}
 }
+
+// TestReconcileKnowsOwnersToTheTick: the events know an owner's start to
+// the nanosecond, a snapshot (from /proc) to the clock tick. A listener
+// its owner still holds keeps the owner the events named, and an MPTCP
+// subflow its owner holds is not forgotten.
+func TestReconcileKnowsOwnersToTheTick(t *testing.T) {
+	c := NewCorrelator(func(*tracer.Record) {})
+	const startNs uint64 = 1_234_567_891 // not on a tick
+	listen := state(0, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener)
+	listen.StartNs = startNs
+	c.Handle(&listen)
+	const subflow tracer.SockID = 0xd000
+	mptcp := state(1, atListener, subflow, tracer.StateClose, tracer.StateListen, listener)
+	mptcp.StartNs, mptcp.SPort = startNs, 9090
+	c.Handle(&mptcp)
+	anyRemote := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+	r := &snapshot.PortReport{
+		Sockets: []snapshot.PortSocket{
+			{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateListen, Local: netip.AddrPortFrom(serverAddr, 8080),
+				Remote: anyRemote, NetNS: 1, Sock: listenSock, PIDs: []uint32{listener}},
+			{Proto: tracer.ProtoMPTCP, Family: tracer.FamilyIPv4, State: tracer.StateListen, Local: netip.AddrPortFrom(serverAddr, 9090),
+				Remote: anyRemote, NetNS: 1, Sock: 0xbeef, PIDs: []uint32{listener}},
+		},
+		Processes: map[uint32]*proc.Process{listener: {Identity: proc.Identity{PID: listener, StartNs: startNs / 1e7 * 1e7}, Name: "p100"}},
+	}
+	c.Reconcile(r, 1000*1e6)
+	if i, ok := c.byID[listenSock]; !ok || c.socks[i].ownerVia != tracer.OwnerListen {
+		t.Error("the listener its owner holds was replaced by the snapshot's")
+	}
+	if _, ok := c.byID[subflow]; !ok {
+		t.Error("the MPTCP subflow its owner holds was forgotten")
+	}
+}
