@@ -13,16 +13,12 @@ import (
 // readers see a change this late at worst, and a storm pays for at most one
 // rebuild per interval. A rebuild copies and sorts every owned socket (a
 // storm leaves tens of thousands in TIME_WAIT), so the interval also grows
-// to publishCostFactor times the last rebuild's duration: the index never
-// takes more than about 2% of the loop's time.
+// to publishCostFactor times what a rebuild costs (publishCost): the index
+// never takes more than about 2% of the loop's time.
 const (
 	publishIntervalNs = int64(100e6)
 	publishCostFactor = 50
 )
-
-// answerPollNs is how often the loop looks for the holder goroutine's
-// answer while a question is out.
-const answerPollNs = int64(10e6)
 
 // Loop is the one owner of a Correlator. The source calls it from one
 // goroutine; it passes records to its sinks and, on ticks, publishes an
@@ -45,13 +41,17 @@ type Loop struct {
 	// reseeds carries fresh snapshots to reconcile the table with (see
 	// Reseed); the loop takes them on its ticks.
 	reseeds chan reseed
+	// waker is the running source's tracer.Waker, if it is one: what
+	// hands the loop work from other goroutines wakes it with.
+	waker atomic.Value
 	// publishedNs and publishedAt say when the index was last built and
 	// how many events and records the correlator had handled then.
 	publishedNs int64
 	publishedAt uint64
-	// publishEvery is the interval between rebuilds now (see
-	// publishIntervalNs).
-	publishEvery int64
+	// publishEvery is the interval between rebuilds now, publishCostNs
+	// what one costs (see publishIntervalNs).
+	publishEvery  int64
+	publishCostNs int64
 }
 
 var _ tracer.Handler = (*Loop)(nil)
@@ -87,6 +87,9 @@ type holderAnswer struct {
 // then releases what is held and publishes a last index. It returns src's
 // error.
 func (l *Loop) Run(ctx context.Context, src tracer.Source) error {
+	if w, ok := src.(tracer.Waker); ok {
+		l.waker.Store(w)
+	}
 	if finder, ok := src.(tracer.HolderFinder); ok {
 		stop := l.findHolders(finder)
 		defer stop()
@@ -114,6 +117,7 @@ func (l *Loop) findHolders(finder tracer.HolderFinder) (stop func()) {
 		for q := range l.asks {
 			holders, err := finder.FindHolders(q)
 			l.answers <- holderAnswer{holders, err}
+			l.wake()
 		}
 	}()
 	return func() {
@@ -139,6 +143,7 @@ func (l *Loop) Reseed(r *snapshot.PortReport, atNs int64) {
 	for {
 		select {
 		case l.reseeds <- reseed{r, atNs}:
+			l.wake()
 			return
 		default:
 		}
@@ -149,9 +154,17 @@ func (l *Loop) Reseed(r *snapshot.PortReport, atNs int64) {
 	}
 }
 
-// Tick implements tracer.Handler. Its deadline is the earliest of the
-// correlator's, the sinks', the next look for a holder's answer while one
-// is awaited, and the index's next rebuild while a change is unpublished.
+// wake has the source tick the loop soon, for work handed to it.
+func (l *Loop) wake() {
+	if w, ok := l.waker.Load().(tracer.Waker); ok {
+		w.Wake()
+	}
+}
+
+// Tick implements tracer.Handler. It takes what other goroutines handed
+// the loop (they wake the source for it). Its deadline is the earliest of
+// the correlator's, the sinks', and the index's next rebuild while a
+// change is unpublished.
 func (l *Loop) Tick(nowNs int64) int64 {
 	select {
 	case rs := <-l.reseeds:
@@ -172,9 +185,6 @@ func (l *Loop) Tick(nowNs int64) int64 {
 			l.asks <- q
 			l.asking = true
 		}
-	}
-	if l.asking {
-		next = tracer.EarlierDeadline(next, nowNs+answerPollNs)
 	}
 	for _, s := range l.sinks {
 		next = tracer.EarlierDeadline(next, s.Tick(nowNs))
@@ -200,7 +210,19 @@ func (l *Loop) publish(nowNs int64) {
 	start := time.Now()
 	l.index.Store(newIndex(nowNs, l.corr.Stats(), l.corr.appendOwned(nil)))
 	l.publishedNs, l.publishedAt = nowNs, l.changes()
-	l.publishEvery = max(publishIntervalNs, publishCostFactor*int64(time.Since(start)))
+	l.publishCostNs = publishCost(l.publishCostNs, int64(time.Since(start)))
+	l.publishEvery = max(publishIntervalNs, publishCostFactor*l.publishCostNs)
+}
+
+// publishCost is what a rebuild costs, from the last estimate and the
+// duration of the rebuild just made. That duration is on the wall clock:
+// it counts the time the loop did not run (a daemon stopped by SIGSTOP,
+// or kept from a CPU by a storm), and one rebuild of one socket once took
+// half a second, which held every change back from readers for 26 s.
+// So the estimate may at most double from one rebuild to the next: a
+// table that grows fast is caught up with in a few rebuilds.
+func publishCost(lastNs, tookNs int64) int64 {
+	return min(tookNs, 2*max(lastNs, publishIntervalNs/publishCostFactor))
 }
 
 // Index returns the latest published index. Safe from any goroutine.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/proc"
+	"github.com/porttrace/porttrace/tracer/snapshot"
 )
 
 // exit is the exit of process pid (started at 0, as ev's processes).
@@ -218,13 +220,20 @@ func TestCorrelatorExitWithoutHolderLookup(t *testing.T) {
 }
 
 // holderSource plays events to a loop, then ticks it at the deadlines it
-// names, as an idle source would, until the context ends; it finds the
-// holders it was given.
+// names, and when woken, as an idle source would, until the context ends;
+// it finds the holders it was given.
 type holderSource struct {
 	events  []tracer.Event
 	holders []tracer.Holder
 	mu      sync.Mutex
 	asked   [][]tracer.HolderQuery
+	woken   chan struct{}
+	// asleep says Run went to sleep, for a test to hand the loop work.
+	asleep chan struct{}
+}
+
+func newHolderSource(events []tracer.Event, holders []tracer.Holder) *holderSource {
+	return &holderSource{events: events, holders: holders, woken: make(chan struct{}, 1), asleep: make(chan struct{}, 1)}
 }
 
 func (s *holderSource) Run(ctx context.Context, h tracer.Handler) error {
@@ -234,12 +243,27 @@ func (s *holderSource) Run(ctx context.Context, h tracer.Handler) error {
 	for now := int64(0); ctx.Err() == nil; time.Sleep(time.Millisecond) {
 		next := h.Tick(now)
 		if next == tracer.NoDeadline {
-			<-ctx.Done()
-			break
+			// Asleep until woken, as the Linux source on its ring.
+			select {
+			case s.asleep <- struct{}{}:
+			default:
+			}
+			select {
+			case <-ctx.Done():
+			case <-s.woken:
+			}
+			continue
 		}
 		now = max(now, next)
 	}
 	return nil
+}
+
+func (s *holderSource) Wake() {
+	select {
+	case s.woken <- struct{}{}:
+	default:
+	}
 }
 
 func (s *holderSource) FindHolders(q []tracer.HolderQuery) ([]tracer.Holder, error) {
@@ -273,13 +297,13 @@ func (s *recordSink) owners() []tracer.Record {
 }
 
 // TestLoopFindsHolders: the loop asks a source that can find holders from
-// a goroutine of its own, and the answer reaches the correlator on a tick;
-// the published index then names the new owner.
+// a goroutine of its own, and the answer reaches the correlator on the
+// tick it wakes the source for; the published index then names the new
+// owner.
 func TestLoopFindsHolders(t *testing.T) {
-	src := &holderSource{
-		events:  []tracer.Event{state(5, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener), exit(10, listener)},
-		holders: []tracer.Holder{holder(listenSock, 201, 1000)},
-	}
+	src := newHolderSource(
+		[]tracer.Event{state(5, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener), exit(10, listener)},
+		[]tracer.Holder{holder(listenSock, 201, 1000)})
 	sink := &recordSink{}
 	loop := NewLoop(sink)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -303,6 +327,34 @@ func TestLoopFindsHolders(t *testing.T) {
 	}
 	if len(src.asked) != 1 {
 		t.Errorf("asked %d times, want once: %v", len(src.asked), src.asked)
+	}
+}
+
+// TestLoopReseedWakesSource: a snapshot handed to a loop whose source
+// sleeps until its next event (none comes) is reconciled with at once.
+func TestLoopReseedWakesSource(t *testing.T) {
+	src := newHolderSource(nil, nil)
+	loop := NewLoop()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- loop.Run(ctx, src) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}()
+	<-src.asleep
+	loop.Reseed(&snapshot.PortReport{
+		Sockets: []snapshot.PortSocket{{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateListen,
+			Local: netip.AddrPortFrom(serverAddr, 8080), Remote: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), NetNS: 1,
+			Sock: listenSock, PIDs: []uint32{listener}}},
+		Processes: map[uint32]*proc.Process{listener: {Identity: proc.Identity{PID: listener}, Name: "p100"}},
+	}, 1000)
+	for deadline := time.Now().Add(10 * time.Second); loop.Index().Len() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the snapshot's listener not in the index after 10s")
+		}
 	}
 }
 
@@ -346,5 +398,29 @@ func TestIndexOnPort(t *testing.T) {
 	var none *Index
 	for o := range none.OnPort(8080) {
 		t.Errorf("a nil index yielded %v", o)
+	}
+}
+
+// TestPublishCost: a rebuild that took long because the loop was not
+// running (stopped, or kept from a CPU) raises the estimate of what a
+// rebuild costs at most twofold; rebuilds that keep taking long raise it
+// all the way, and a cheap one lowers it at once.
+func TestPublishCost(t *testing.T) {
+	const ms = int64(1e6)
+	if got := publishCost(0, 500*ms); got != 4*ms {
+		t.Errorf("a first rebuild of 500ms costs %dms, want 4ms (the interval at most 200ms)", got/ms)
+	}
+	if got := publishCost(ms, 500*ms); got != 4*ms {
+		t.Errorf("after 1ms, a rebuild of 500ms costs %dms, want 4ms", got/ms)
+	}
+	cost := int64(0)
+	for range 10 {
+		cost = publishCost(cost, 500*ms)
+	}
+	if cost != 500*ms {
+		t.Errorf("after ten rebuilds of 500ms, one costs %dms, want 500ms", cost/ms)
+	}
+	if got := publishCost(cost, ms); got != ms {
+		t.Errorf("after 500ms, a rebuild of 1ms costs %dms, want 1ms", got/ms)
 	}
 }

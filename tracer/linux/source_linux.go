@@ -52,11 +52,14 @@ type LinuxSource struct {
 	// undecodable counts ring buffer records that did not decode; read by
 	// Lost from another goroutine.
 	undecodable atomic.Uint64
+	// woken says Wake asked for a tick.
+	woken atomic.Bool
 }
 
 var (
 	_ tracer.Source       = (*LinuxSource)(nil)
 	_ tracer.HolderFinder = (*LinuxSource)(nil)
+	_ tracer.Waker        = (*LinuxSource)(nil)
 )
 
 // Open loads and attaches porttrace's eBPF programs, choosing each hook from
@@ -279,8 +282,8 @@ func (s *LinuxSource) nowNs() int64 {
 // Run implements Source. It reads a batch of events, ticks the handler,
 // and then either pauses so that the next batch gathers (when this batch
 // came less than batchInterval after the one before: events flow) or
-// waits for the next event or the handler's deadline, whichever comes
-// first: an idle watch costs no wakeups, a sparse event one.
+// waits for the next event, the handler's deadline or a Wake, whichever
+// comes first: an idle watch costs no wakeups, a sparse event one.
 func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 	// Flush wakes a blocked read so that cancellation is seen at once.
 	stop := context.AfterFunc(ctx, func() { _ = s.reader.Flush() })
@@ -330,8 +333,9 @@ func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 			}
 		}
 		// A read that found nothing needs no tick, unless a deadline
-		// has come.
-		if now := s.nowNs(); n > 0 || (next != tracer.NoDeadline && now >= next) || ctx.Err() != nil {
+		// has come or Wake asked for one.
+		woken := s.woken.Swap(false)
+		if now := s.nowNs(); n > 0 || woken || (next != tracer.NoDeadline && now >= next) || ctx.Err() != nil {
 			next = h.Tick(now)
 		}
 		if ctx.Err() != nil {
@@ -351,6 +355,13 @@ func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 		}
 		wait = time.Now()
 	}
+}
+
+// Wake implements tracer.Waker: the read under way, or the next, returns
+// at once (the reader's flush), and Run ticks its handler.
+func (s *LinuxSource) Wake() {
+	s.woken.Store(true)
+	_ = s.reader.Flush()
 }
 
 // waitUntil is when a read must stop waiting for events to tick the

@@ -93,6 +93,26 @@ func TestKernelIdleSourceSleeps(t *testing.T) {
 	}
 }
 
+// TestKernelWakeTicksIdleSource: a source asleep on its ring buffer, with
+// no event and no deadline coming, ticks its handler at once when woken:
+// a reconcile or a holder search's answer handed to the loop from another
+// goroutine is not held until the next event.
+func TestKernelWakeTicksIdleSource(t *testing.T) {
+	needPrivileges(t)
+	src, err := Open(tracer.Config{Ports: tracer.Ports{freePort(t, "127.0.0.1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &tickCounter{}
+	runUntilCleanup(t, src, func(ctx context.Context) error { return src.Run(ctx, h) })
+	time.Sleep(300 * time.Millisecond)
+	for range 3 {
+		before, _, _, _ := h.state()
+		src.Wake()
+		waitUntil(t, "a tick after Wake", func() bool { ticks, _, _, _ := h.state(); return ticks > before })
+	}
+}
+
 // waitUntil polls cond for up to 10 s.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
