@@ -266,9 +266,11 @@ func (c *Correlator) adopt(s sockState) {
 // appendOwned appends every live socket with a known owner, timewait
 // sockets included: what readers of the published index need.
 func (c *Correlator) appendOwned(dst []Owned) []Owned {
-	for _, i := range c.byID {
+	// The table in its own order, not the map's: the map's is a cache
+	// miss a socket. A free slot is zeroed (no id).
+	for i := range c.socks {
 		s := &c.socks[i]
-		if s.ownerVia == tracer.OwnerUnknown {
+		if s.id == 0 || s.ownerVia == tracer.OwnerUnknown {
 			continue
 		}
 		proto, held := s.proto, s.id

@@ -41,6 +41,15 @@ type Labels struct {
 
 	netns   map[uint32][]byte
 	cgroups map[uint64]cgroupLabel
+	// recent are the last two cgroups named, the latest first: most
+	// lines come from a server's cgroup or its clients', and a comparison
+	// costs less than the map.
+	recent [2]recentCgroup
+}
+
+type recentCgroup struct {
+	id    uint64
+	label cgroupLabel
 }
 
 // cgroupLabel is a cgroup as lines print it: text the container's label
@@ -85,8 +94,19 @@ func (l *Labels) cgroup(id uint64, nowNs int64) cgroupLabel {
 	if l == nil || l.Cgroup == nil || id == 0 {
 		return cgroupLabel{}
 	}
+	switch id {
+	case l.recent[0].id:
+		return l.recent[0].label
+	case l.recent[1].id:
+		l.recent[0], l.recent[1] = l.recent[1], l.recent[0]
+		return l.recent[0].label
+	}
 	known, ok := l.cgroups[id]
-	if ok && (known.named || nowNs-known.firstNs > cgroupRetryNs) {
+	if ok && known.named {
+		l.recent[1], l.recent[0] = l.recent[0], recentCgroup{id, known}
+		return known
+	}
+	if ok && nowNs-known.firstNs > cgroupRetryNs {
 		return known
 	}
 	if !ok && (l.cgroups == nil || len(l.cgroups) >= maxLabels) {
