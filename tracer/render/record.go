@@ -488,11 +488,21 @@ func AppendJSON(b []byte, r *tracer.Record, labels *Labels) []byte {
 }
 
 // appendJSONString writes s as a JSON string, escaping what JSON requires
-// and replacing invalid UTF-8, as encoding/json does.
+// and replacing invalid UTF-8, as encoding/json does. A run of bytes that
+// need neither (a process name nearly always is one) is copied at once:
+// decoding each byte as a rune was a twentieth of a JSON watch's CPU.
 func appendJSONString(b, s []byte) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
 	for len(s) > 0 {
+		plain := 0
+		for plain < len(s) && s[plain] >= 0x20 && s[plain] < utf8.RuneSelf && s[plain] != '"' && s[plain] != '\\' {
+			plain++
+		}
+		b, s = append(b, s[:plain]...), s[plain:]
+		if len(s) == 0 {
+			break
+		}
 		r, size := utf8.DecodeRune(s)
 		switch {
 		case r == utf8.RuneError && size == 1:

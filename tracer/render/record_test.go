@@ -1,6 +1,8 @@
 package render
 
 import (
+	"unicode/utf8"
+
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/correlate"
 	"github.com/porttrace/porttrace/tracer/proc"
@@ -307,4 +309,29 @@ func TestAppendMs(t *testing.T) {
 			t.Errorf("appendMs(%d) = %q, want %q", ns, got, want)
 		}
 	}
+}
+
+// FuzzAppendJSONString: any bytes (a process may name itself anything)
+// come out as one valid JSON string that reads back as them, each byte of
+// invalid UTF-8 replaced by U+FFFD as encoding/json does.
+func FuzzAppendJSONString(f *testing.F) {
+	for _, s := range []string{"", "nginx", `a"b\c`, "tab\there", "caf\xc3\xa9", "bad\xffbyte", "\x00\x1f\x7f", "end\xc3"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, s []byte) {
+		out := appendJSONString([]byte("x"), s)[1:]
+		var got string
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("%q gave %q: %v", s, out, err)
+		}
+		var want []rune
+		for rest := s; len(rest) > 0; {
+			r, size := utf8.DecodeRune(rest)
+			want = append(want, r)
+			rest = rest[size:]
+		}
+		if got != string(want) {
+			t.Errorf("%q gave %q, reads back as %q, want %q", s, out, got, string(want))
+		}
+	})
 }
