@@ -1,6 +1,7 @@
 package render
 
 import (
+	"math"
 	"unicode/utf8"
 
 	"github.com/porttrace/porttrace/tracer"
@@ -332,6 +333,21 @@ func FuzzAppendJSONString(f *testing.F) {
 		}
 		if got != string(want) {
 			t.Errorf("%q gave %q, reads back as %q, want %q", s, out, got, string(want))
+		}
+	})
+}
+
+// FuzzAppendJSONTime: a JSON line's time, worked out by arithmetic, is
+// what the time package writes in JSONTimeLayout, for every time an int64
+// of nanoseconds holds (1677 to 2262, leap days and centuries included).
+func FuzzAppendJSONTime(f *testing.F) {
+	for _, ns := range []int64{0, -1, 1, 951782400e9, 951868800e9 - 1, 4107542400e9, 1796191064020709181, math.MaxInt64, math.MinInt64} {
+		f.Add(ns)
+	}
+	f.Fuzz(func(t *testing.T, ns int64) {
+		got := string(appendJSONTime(nil, ns))
+		if want := time.Unix(0, ns).UTC().Format(JSONTimeLayout); got != want {
+			t.Errorf("%d: %s, want %s", ns, got, want)
 		}
 	})
 }
