@@ -171,10 +171,10 @@ func (c *Config) Verbosef(format string, args ...any) {
 
 // Waker is a Source whose Run may sleep until the next event or the
 // handler's deadline (Linux: on the ring buffer). Work handed to the event
-// loop from other goroutines (a snapshot to reconcile with, a holder
-// search's answer) must not wait for the next event, which on a quiet host
-// may be minutes away: Wake, safe from any goroutine, makes Run tick its
-// handler at once. (A source that ticks on a timer needs none.)
+// loop from another goroutine (a snapshot to reconcile with) must not wait
+// for the next event, which on a quiet host may be minutes away: Wake,
+// safe from any goroutine, makes Run tick its handler at once. (A source
+// that ticks on a timer needs none.)
 type Waker interface {
 	Wake()
 }

@@ -22,6 +22,13 @@ const (
 	publishMaxIntervalNs = int64(5e9)
 )
 
+// answerPollNs is how often the loop looks for the holder goroutine's
+// answer while a question is out. Polled rather than woken for (as a
+// Reseed is): the answer comes milliseconds after the question, and the
+// pace keeps searches (runs of iterators and map updates) from following
+// one another back to back.
+const answerPollNs = int64(10e6)
+
 // Loop is the one owner of a Correlator. The source calls it from one
 // goroutine; it passes records to its sinks and, on ticks, publishes an
 // immutable Index for readers on other goroutines. Nothing else touches the
@@ -43,8 +50,8 @@ type Loop struct {
 	// reseeds carries fresh snapshots to reconcile the table with (see
 	// Reseed); the loop takes them on its ticks.
 	reseeds chan reseed
-	// waker is the running source's tracer.Waker, if it is one: what
-	// hands the loop work from other goroutines wakes it with.
+	// waker is the running source's tracer.Waker, if it is one: Reseed
+	// wakes it.
 	waker atomic.Value
 	// publishedNs and publishedAt say when the index was last built and
 	// how many events and records the correlator had handled then.
@@ -119,7 +126,6 @@ func (l *Loop) findHolders(finder tracer.HolderFinder) (stop func()) {
 		for q := range l.asks {
 			holders, err := finder.FindHolders(q)
 			l.answers <- holderAnswer{holders, err}
-			l.wake()
 		}
 	}()
 	return func() {
@@ -164,9 +170,9 @@ func (l *Loop) wake() {
 }
 
 // Tick implements tracer.Handler. It takes what other goroutines handed
-// the loop (they wake the source for it). Its deadline is the earliest of
-// the correlator's, the sinks', and the index's next rebuild while a
-// change is unpublished.
+// the loop. Its deadline is the earliest of the correlator's, the sinks',
+// the next look for a holder's answer while one is awaited, and the
+// index's next rebuild while a change is unpublished.
 func (l *Loop) Tick(nowNs int64) int64 {
 	select {
 	case rs := <-l.reseeds:
@@ -187,6 +193,9 @@ func (l *Loop) Tick(nowNs int64) int64 {
 			l.asks <- q
 			l.asking = true
 		}
+	}
+	if l.asking {
+		next = tracer.EarlierDeadline(next, nowNs+answerPollNs)
 	}
 	for _, s := range l.sinks {
 		next = tracer.EarlierDeadline(next, s.Tick(nowNs))

@@ -297,9 +297,9 @@ func (s *recordSink) owners() []tracer.Record {
 }
 
 // TestLoopFindsHolders: the loop asks a source that can find holders from
-// a goroutine of its own, and the answer reaches the correlator on the
-// tick it wakes the source for; the published index then names the new
-// owner.
+// a goroutine of its own, and the answer reaches the correlator on a tick
+// (the loop asks for ticks while a question is out, even of a source that
+// sleeps); the published index then names the new owner.
 func TestLoopFindsHolders(t *testing.T) {
 	src := newHolderSource(
 		[]tracer.Event{state(5, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener), exit(10, listener)},

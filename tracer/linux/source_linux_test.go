@@ -95,8 +95,8 @@ func TestKernelIdleSourceSleeps(t *testing.T) {
 
 // TestKernelWakeTicksIdleSource: a source asleep on its ring buffer, with
 // no event and no deadline coming, ticks its handler at once when woken:
-// a reconcile or a holder search's answer handed to the loop from another
-// goroutine is not held until the next event.
+// a reconcile handed to the loop from another goroutine is not held until
+// the next event.
 func TestKernelWakeTicksIdleSource(t *testing.T) {
 	needPrivileges(t)
 	src, err := Open(tracer.Config{Ports: tracer.Ports{freePort(t, "127.0.0.1")}})
