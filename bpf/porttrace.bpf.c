@@ -290,9 +290,8 @@ static __always_inline struct sock *mptcp_first_subflow(struct sock *sk)
 	return BPF_CORE_READ(ctx, tcp_sock);
 }
 
-/* btf: the caller is a tp_btf program (see reserve); direct: sk is what
- * bpf_skc_to_tcp_sock returned there, to be read in place (see
- * handle_set_state). */
+/* direct: sk is what bpf_skc_to_tcp_sock returned in a tp_btf program,
+ * to be read in place (see handle_set_state). */
 static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, __u8 newstate, bool direct)
 {
 	struct event *e = reserve(kind);

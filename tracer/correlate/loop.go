@@ -10,12 +10,13 @@ import (
 )
 
 // publishIntervalNs is the shortest interval between rebuilds of the
-// published index: a storm pays for at most one rebuild per interval. A rebuild copies and sorts every owned socket (a
-// storm leaves tens of thousands in TIME_WAIT: 100,000 take about 15 ms),
-// so the interval also grows to publishCostFactor times what a rebuild
-// costs (publishCost): the index takes about 0.7% of the loop's time, a
-// few percent of its CPU while a storm keeps it busy. It never grows past
-// publishMaxIntervalNs, which bounds how late a reader sees a change.
+// published index: a storm pays for at most one rebuild per interval. A
+// rebuild copies and sorts every owned socket (a storm leaves tens of
+// thousands in TIME_WAIT: 100,000 take about 15 ms), so the interval grows
+// to publishCostFactor times what a rebuild costs (publishCost): the index
+// takes about 0.7% of the loop's time, a few percent of its CPU while a
+// storm keeps it busy. It never grows past publishMaxIntervalNs, which
+// bounds how late a reader sees a change.
 const (
 	publishIntervalNs    = int64(100e6)
 	publishCostFactor    = 150

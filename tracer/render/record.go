@@ -145,42 +145,12 @@ func (t *Text) appendTime(b []byte, timeNs int64) []byte {
 		}
 		// The second, without its fraction: the zone's offset holds
 		// for all of it.
-		t.clock = appendTimeOfDay(t.clock[:0], time.Unix(second, 0).In(loc), t.Time == TimeDate, ' ', 0)
+		_, offset := time.Unix(second, 0).In(loc).Zone()
+		t.clock = appendDateClock(t.clock[:0], second+int64(offset), t.Time == TimeDate, ' ')
 		t.second = second
 	}
 	b = append(b, t.clock...)
 	return appendDigits(b, int(timeNs%1e9/1e3), 6)
-}
-
-// appendTimeOfDay writes tm as 15:04:05 with digits of fraction (6 or 9;
-// 0 writes the point only), after its date and sep (2006-01-02 or
-// 2006-01-02T) where date is set: the
-// layouts of the text's clock formats and of JSON's time, written directly
-// because time.AppendFormat, which reads its layout for every line, was a
-// tenth of a watch's CPU in a storm.
-func appendTimeOfDay(b []byte, tm time.Time, date bool, sep byte, digits int) []byte {
-	if date {
-		// Four digits: the years of the clocks porttrace reads.
-		year, month, day := tm.Date()
-		b = appendDigits(b, year, 4)
-		b = append(b, '-')
-		b = appendDigits(b, int(month), 2)
-		b = append(b, '-')
-		b = appendDigits(b, day, 2)
-		b = append(b, sep)
-	}
-	hour, minute, second := tm.Clock()
-	b = appendDigits(b, hour, 2)
-	b = append(b, ':')
-	b = appendDigits(b, minute, 2)
-	b = append(b, ':')
-	b = appendDigits(b, second, 2)
-	b = append(b, '.')
-	frac := tm.Nanosecond()
-	for range 9 - digits {
-		frac /= 10
-	}
-	return appendDigits(b, frac, digits)
 }
 
 // appendDigits writes v, from 0 to 10^n-1, as n digits with leading zeros.
@@ -407,39 +377,49 @@ func appendProcessJSON(b []byte, p *tracer.Process) []byte {
 // "time" field has the same width and sorts as text.
 const JSONTimeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
-// appendJSONTime writes a time in JSONTimeLayout, in UTC. The date and
-// clock are worked out from the nanoseconds, two digits at a time: through
-// time.Time's Date and Clock, a division a digit, a JSON line's time was a
-// twentieth of a JSON watch's CPU in a storm.
+// appendJSONTime writes a time in JSONTimeLayout, in UTC.
 func appendJSONTime(b []byte, timeNs int64) []byte {
 	secs, frac := timeNs/1e9, timeNs%1e9
 	if frac < 0 {
 		secs, frac = secs-1, frac+1e9
 	}
-	days, second := secs/86400, secs%86400
-	if second < 0 {
-		days, second = days-1, second+86400
-	}
-	year, month, day := civilDate(days)
-	b = appendTwo(b, year/100)
-	b = appendTwo(b, year%100)
-	b = append(b, '-')
-	b = appendTwo(b, month)
-	b = append(b, '-')
-	b = appendTwo(b, day)
-	b = append(b, 'T')
-	b = appendTwo(b, int(second/3600))
-	b = append(b, ':')
-	b = appendTwo(b, int(second%3600/60))
-	b = append(b, ':')
-	b = appendTwo(b, int(second%60))
-	b = append(b, '.')
+	b = appendDateClock(b, secs, true, 'T')
 	f := int(frac)
 	b = appendTwo(b, f/1e7)
 	b = appendTwo(b, f/1e5%100)
 	b = appendTwo(b, f/1e3%100)
 	b = appendTwo(b, f/10%100)
 	return append(b, byte('0'+f%10), 'Z')
+}
+
+// appendDateClock writes the time secs seconds after 1970-01-01 00:00 (UTC,
+// or a zone's offset added) as 15:04:05 and a point, after its date and sep
+// (2006-01-02 and a space, or 2006-01-02T) where date is set: the layouts
+// of the text's clock formats and of JSON's time, worked out from the
+// seconds two digits at a time. time.AppendFormat reads its layout for
+// every line (a tenth of a watch's CPU in a storm), and time.Time's Date
+// and Clock with a division a digit made JSON's time a twentieth.
+func appendDateClock(b []byte, secs int64, date bool, sep byte) []byte {
+	days, second := secs/86400, secs%86400
+	if second < 0 {
+		days, second = days-1, second+86400
+	}
+	if date {
+		year, month, day := civilDate(days)
+		b = appendTwo(b, year/100)
+		b = appendTwo(b, year%100)
+		b = append(b, '-')
+		b = appendTwo(b, month)
+		b = append(b, '-')
+		b = appendTwo(b, day)
+		b = append(b, sep)
+	}
+	b = appendTwo(b, int(second/3600))
+	b = append(b, ':')
+	b = appendTwo(b, int(second%3600/60))
+	b = append(b, ':')
+	b = appendTwo(b, int(second%60))
+	return append(b, '.')
 }
 
 // digitPairs are the numbers 00 to 99, two digits each.
@@ -453,8 +433,9 @@ func appendTwo(b []byte, v int) []byte {
 }
 
 // civilDate is the date (proleptic Gregorian) days after 1970-01-01, by
-// the arithmetic of eras of 400 years (H. Hinnant's days_from_civil,
-// reversed), exact for every date an int64 of nanoseconds reaches.
+// the arithmetic of eras of 400 years (H. Hinnant's civil_from_days), for
+// years 0 to 9999 (two pairs of digits): every date an int64 of
+// nanoseconds reaches.
 func civilDate(days int64) (year, month, day int) {
 	z := days + 719468 // from 0000-03-01
 	era := z / 146097

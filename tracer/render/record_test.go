@@ -272,12 +272,9 @@ func TestAppendTimeOfDay(t *testing.T) {
 	zone := time.FixedZone("X", -(3*3600 + 30*60))
 	for _, ns := range []int64{0, 1, 999_999_999, 1_700_000_000_123_456_789, 1_790_000_000_000_000_001, 4_102_444_799_999_999_999} {
 		tm := time.Unix(0, ns).In(zone)
-		for _, c := range []struct {
-			date   bool
-			digits int
-			layout string
-		}{{false, 6, "15:04:05.000000"}, {true, 6, "2006-01-02 15:04:05.000000"}} {
-			if got, want := string(appendTimeOfDay(nil, tm, c.date, ' ', c.digits)), tm.Format(c.layout); got != want {
+		for _, format := range []TimeFormat{TimeClock, TimeDate} {
+			text := &Text{Location: zone, Time: format}
+			if got, want := string(text.appendTime(nil, ns)), tm.Format(format.layout()); got != want {
 				t.Errorf("%d as %q: %q", ns, want, got)
 			}
 		}
