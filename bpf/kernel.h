@@ -238,6 +238,8 @@ struct seq_file;
 
 struct bpf_iter_meta {
 	struct seq_file *seq;
+	__u64 session_id;
+	__u64 seq_num; /* how many objects the iterator has passed */
 };
 
 /* Context of an iter/task program: one task, a thread of some process. */

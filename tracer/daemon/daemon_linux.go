@@ -107,7 +107,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer d.sharers.Close()
-	cfg.Logf("who: iter/bpf_map_elem socket_refs finds the sockets held more than once, iter/task held_sockets which processes a fork left holding them")
+	cfg.Logf("who: iter/task socket_refs finds the sockets held more than once, iter/task held_sockets which processes a fork left holding them")
 	var m *metrics.Metrics
 	if cfg.MetricsAddress != "" {
 		opts := metrics.Options{Index: func() *correlate.Index { return d.loop.Index() }, Lost: src.Lost}

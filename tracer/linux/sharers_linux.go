@@ -223,11 +223,18 @@ type sockRefs struct {
 func (s *Sharers) refs(socks []uint64) (map[uint64]sockRefs, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := setKeys(s.objs.RefSocks, socks, make([]uint8, len(socks))); err != nil {
-		return nil, err
+	// The iterator reads up to the first 0, or the whole map.
+	for i := range min(len(socks)+1, int(s.objs.RefSocks.MaxEntries())) {
+		var sock uint64
+		if i < len(socks) {
+			sock = socks[i]
+		}
+		if err := s.objs.RefSocks.Put(uint32(i), sock); err != nil {
+			return nil, fmt.Errorf("filling map %s: %w", s.objs.RefSocks, err)
+		}
 	}
 	var refs map[uint64]sockRefs
-	err := runIteratorOn(s.objs.SocketRefs, s.objs.RefSocks, "iter/bpf_map_elem", func(r io.Reader) error {
+	err := runIterator(s.objs.SocketRefs, "iter/task", func(r io.Reader) error {
 		raw, err := io.ReadAll(r)
 		if err == nil {
 			refs, err = decodeSockRefs(raw)

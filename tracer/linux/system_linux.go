@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 )
 
@@ -63,13 +64,27 @@ func liftMemlock() {
 }
 
 // memlockHint names RLIMIT_MEMLOCK in an EPERM from creating eBPF maps
-// where liftMemlock could not lift it.
+// where the kernel charges them to it and liftMemlock could not lift it.
+// Elsewhere the EPERM has another cause, which the limit would only hide.
 func memlockHint(err error) error {
 	var lim unix.Rlimit
-	if !errors.Is(err, unix.EPERM) || unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim) != nil || lim.Cur == unix.RLIM_INFINITY {
+	if !errors.Is(err, unix.EPERM) || unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim) != nil || lim.Cur == unix.RLIM_INFINITY || !memlockCharged() {
 		return err
 	}
 	return fmt.Errorf("%w (kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK, %d bytes here: run as root or with CAP_SYS_RESOURCE, or raise ulimit -l)", err, lim.Cur)
+}
+
+// memlockCharged says whether the kernel charges eBPF maps to
+// RLIMIT_MEMLOCK: those before 5.11 count the pages in a struct
+// bpf_map_memory of each map, which went when the memory cgroup took over
+// the charge. Without BTF to tell, it may.
+func memlockCharged() bool {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return true
+	}
+	var memory *btf.Struct
+	return spec.TypeByName("bpf_map_memory", &memory) == nil
 }
 
 // tracefsPath is where porttrace mounts tracefs when nothing has.

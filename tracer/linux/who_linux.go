@@ -298,13 +298,7 @@ func socketOwnersReading(port uint16, sockInPlace bool, types *btf.Cache) (owner
 // runIterator runs an iterator program once (kind names it in errors),
 // handing its output to read.
 func runIterator(prog *ebpf.Program, kind string, read func(io.Reader) error) error {
-	return runIteratorOn(prog, nil, kind, read)
-}
-
-// runIteratorOn is runIterator for a map's iterator (iter/bpf_map_elem):
-// m's elements are what prog reads.
-func runIteratorOn(prog *ebpf.Program, m *ebpf.Map, kind string, read func(io.Reader) error) error {
-	it, err := link.AttachIter(link.IterOptions{Program: prog, Map: m})
+	it, err := link.AttachIter(link.IterOptions{Program: prog})
 	if err != nil {
 		return fmt.Errorf("attaching %s: %w", kind, err)
 	}
