@@ -14,7 +14,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/bpf"
@@ -39,10 +38,10 @@ const busyFraction = 16
 
 // LinuxSource reads porttrace's eBPF programs' ring buffer.
 type LinuxSource struct {
-	coll   *ebpf.Collection
-	links  []link.Link
-	reader *ringbuf.Reader
-	hooks  []string
+	coll  *ebpf.Collection
+	links []link.Link
+	ring  *ring
+	hooks []string
 	// rescuers are the programs that make up for the runs the kernel
 	// skips of the program before them.
 	rescuers     []string
@@ -52,8 +51,6 @@ type LinuxSource struct {
 	// undecodable counts ring buffer records that did not decode; read by
 	// Lost from another goroutine.
 	undecodable atomic.Uint64
-	// woken says Wake asked for a tick.
-	woken atomic.Bool
 }
 
 var (
@@ -135,9 +132,8 @@ func open(cfg tracer.Config, table []hook, allowInPlace inPlaceReads) (src *Linu
 	s.hooks = append(s.hooks, k.inPlace.String())
 	cfg.Verbosef("%s", k.inPlace)
 
-	s.reader, err = ringbuf.NewReader(s.coll.Maps[bpf.PorttraceMapEvents])
-	if err != nil {
-		return nil, fmt.Errorf("opening ring buffer: %w", err)
+	if s.ring, err = newRing(s.coll.Maps[bpf.PorttraceMapEvents]); err != nil {
+		return nil, err
 	}
 	var wall unix.Timespec
 	s.startMonoNs = monotonicNs()
@@ -285,56 +281,53 @@ func (s *LinuxSource) nowNs() int64 {
 // waits for the next event, the handler's deadline or a Wake, whichever
 // comes first: an idle watch costs no wakeups, a sparse event one.
 func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
-	// Flush wakes a blocked read so that cancellation is seen at once.
-	stop := context.AfterFunc(ctx, func() { _ = s.reader.Flush() })
+	// A wake ends a wait at once, so that cancellation is seen.
+	stop := context.AfterFunc(ctx, func() { _ = s.ring.Wake() })
 	defer stop()
 	pause := time.NewTimer(batchInterval)
 	defer pause.Stop()
-	busy := s.reader.BufferSize() / busyFraction
+	busy := s.ring.size() / busyFraction
 
-	var rec ringbuf.Record
 	var ev tracer.Event
 	records := 0
-	var wait time.Time // zero: until an event comes
 	var woke time.Time // when the last batch began
+	handle := func(raw []byte) bool {
+		if err := decodeEvent(raw, s.monoToWallNs, &ev); err != nil {
+			s.undecodable.Add(1)
+			return true
+		}
+		h.Handle(&ev)
+		// A storm that outpaces the reader never lets the ring run dry:
+		// the ticks (held lines, holder lookups, the index, the output,
+		// Ctrl-C) must come on time anyway.
+		records++
+		return records%clockCheckEvery != 0 || time.Since(woke) < batchInterval
+	}
 	// flowing says the last batch was read after a pause, or came less
 	// than batchInterval after the one before it.
 	flowing := false
 	next := tracer.NoDeadline
+	waitFirst := true
+	var until time.Time // zero: until an event comes
 	for {
-		s.reader.SetDeadline(wait)
+		woken := false
+		if waitFirst {
+			var err error
+			if woken, err = s.ring.wait(until); err != nil {
+				return err
+			}
+		}
 		previous := woke
-		n := 0
-		for {
-			err := s.reader.ReadInto(&rec)
-			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("reading ring buffer: %w", err)
-			}
-			if n == 0 {
-				// The batch's first event: read what is there now,
-				// without waiting for more.
-				woke = time.Now()
-				s.reader.SetDeadline(woke)
-			}
-			n += len(rec.RawSample)
-			if err := decodeEvent(rec.RawSample, s.monoToWallNs, &ev); err != nil {
-				s.undecodable.Add(1)
-				continue
-			}
-			h.Handle(&ev)
-			// A storm that outpaces the reader never lets the ring run
-			// dry: the ticks (held lines, holder lookups, the index, the
-			// output, Ctrl-C) must come on time anyway.
-			if records++; records%clockCheckEvery == 0 && time.Since(woke) >= batchInterval {
-				break
-			}
+		woke = time.Now()
+		n, err := s.ring.read(handle)
+		if err != nil {
+			return fmt.Errorf("reading ring buffer: %w", err)
+		}
+		if n == 0 {
+			woke = previous
 		}
 		// A read that found nothing needs no tick, unless a deadline
 		// has come or Wake asked for one.
-		woken := s.woken.Swap(false)
 		if now := s.nowNs(); n > 0 || woken || (next != tracer.NoDeadline && now >= next) || ctx.Err() != nil {
 			next = h.Tick(now)
 		}
@@ -344,7 +337,7 @@ func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 		flowing = n > 0 && (flowing || woke.Sub(previous) < batchInterval)
 		switch {
 		case !flowing:
-			wait = s.waitUntil(next)
+			waitFirst, until = true, s.waitUntil(next)
 			continue
 		case n < busy:
 			pause.Reset(batchInterval - time.Since(woke))
@@ -353,16 +346,13 @@ func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 			case <-ctx.Done():
 			}
 		}
-		wait = time.Now()
+		waitFirst = false
 	}
 }
 
-// Wake implements tracer.Waker: the read under way, or the next, returns
-// at once (the reader's flush), and Run ticks its handler.
-func (s *LinuxSource) Wake() {
-	s.woken.Store(true)
-	_ = s.reader.Flush()
-}
+// Wake implements tracer.Waker: the wait under way, or the next, returns
+// at once, and Run ticks its handler.
+func (s *LinuxSource) Wake() { _ = s.ring.Wake() }
 
 // waitUntil is when a read must stop waiting for events to tick the
 // handler at its deadline (on the events' clock), or zero for never.
@@ -370,16 +360,14 @@ func (s *LinuxSource) waitUntil(deadlineNs int64) time.Time {
 	if deadlineNs == tracer.NoDeadline {
 		return time.Time{}
 	}
-	// The reader waits whole milliseconds, rounded down: a millisecond
-	// more keeps the wait from ending just before the deadline.
-	return time.Now().Add(time.Duration(max(deadlineNs-s.nowNs(), 0)) + time.Millisecond)
+	return time.Now().Add(time.Duration(max(deadlineNs-s.nowNs(), 0)))
 }
 
 // Close implements Source: it detaches every program and frees the maps.
 func (s *LinuxSource) Close() error {
 	var errs []error
-	if s.reader != nil {
-		errs = append(errs, s.reader.Close())
+	if s.ring != nil {
+		errs = append(errs, s.ring.Close())
 	}
 	for _, l := range s.links {
 		errs = append(errs, l.Close())
