@@ -86,6 +86,9 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 		first = learner
 	}
 	loop := correlate.NewLoop(first)
+	// Its index is read by porttrace who alone, seldom: it is built when
+	// asked for, not as a storm changes it.
+	loop.PublishOnDemand()
 	seed(loop, f.ports, cfg.Family, stderr)
 	stopServing, err := serve(loop, f.readyFile, stderr)
 	if err != nil {
@@ -182,7 +185,7 @@ func reportLost(ctx context.Context, src tracer.Source, printer *render.Printer,
 // returned function stops the API.
 func serve(loop *correlate.Loop, readyFile string, stderr io.Writer) (stop func(), err error) {
 	stop = func() {}
-	if srv, err := api.Listen(api.WatchSocket(os.Getpid()), api.Backend{Index: loop.Index}); err != nil {
+	if srv, err := api.Listen(api.WatchSocket(os.Getpid()), api.Backend{Index: loop.FreshIndex}); err != nil {
 		fmt.Fprintf(stderr, "porttrace: %v (porttrace who will not name TIME_WAIT owners from this watch)\n", err)
 	} else {
 		stop = func() { srv.Close() }

@@ -62,6 +62,10 @@ type Loop struct {
 	// what one costs (see publishIntervalNs).
 	publishEvery  int64
 	publishCostNs int64
+	// onDemand says the index is rebuilt only when a reader asks
+	// (FreshIndex), which wanted says it did.
+	onDemand bool
+	wanted   atomic.Bool
 }
 
 var _ tracer.Handler = (*Loop)(nil)
@@ -85,6 +89,37 @@ func (l *Loop) emit(r *tracer.Record) {
 func (l *Loop) Seed(r *snapshot.PortReport, timeNs int64) {
 	l.corr.Seed(r, timeNs)
 	l.publish(timeNs)
+}
+
+// PublishOnDemand has the loop rebuild its index only when a reader asks
+// for it with FreshIndex (and when it stops), not as it changes: for a
+// watch, whose index is read only by porttrace who asking it, seldom,
+// while every rebuild in a storm copies and sorts tens of thousands of
+// sockets. Call it before Run.
+func (l *Loop) PublishOnDemand() { l.onDemand = true }
+
+// freshIndexWait bounds how long FreshIndex waits for the loop: a loop
+// held up longer answers with the index it has.
+const freshIndexWait = time.Second
+
+// FreshIndex returns an index built after the call. On a loop that
+// publishes as its table changes, that is the latest index; on one that
+// publishes on demand it asks for a rebuild, wakes the source, and waits
+// for the next tick (a batch of events at most: 10 ms in a storm). Safe
+// from any goroutine.
+func (l *Loop) FreshIndex() *Index {
+	old := l.index.Load()
+	if !l.onDemand {
+		return old
+	}
+	l.wanted.Store(true)
+	l.wake()
+	for deadline := time.Now().Add(freshIndexWait); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if idx := l.index.Load(); idx != old {
+			return idx
+		}
+	}
+	return l.index.Load()
 }
 
 // holderAnswer is what FindHolders said.
@@ -201,7 +236,12 @@ func (l *Loop) Tick(nowNs int64) int64 {
 	for _, s := range l.sinks {
 		next = tracer.EarlierDeadline(next, s.Tick(nowNs))
 	}
-	if l.changes() != l.publishedAt {
+	switch {
+	case l.onDemand:
+		if l.wanted.Swap(false) {
+			l.publish(nowNs)
+		}
+	case l.changes() != l.publishedAt:
 		if nowNs-l.publishedNs >= l.publishEvery {
 			l.publish(nowNs)
 		} else {

@@ -330,21 +330,27 @@ func TestLoopFindsHolders(t *testing.T) {
 	}
 }
 
+// runAsleep runs loop on src until the test ends, and returns once src
+// has gone to sleep.
+func runAsleep(t *testing.T, loop *Loop, src *holderSource) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- loop.Run(ctx, src) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	<-src.asleep
+}
+
 // TestLoopReseedWakesSource: a snapshot handed to a loop whose source
 // sleeps until its next event (none comes) is reconciled with at once.
 func TestLoopReseedWakesSource(t *testing.T) {
 	src := newHolderSource(nil, nil)
 	loop := NewLoop()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- loop.Run(ctx, src) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	}()
-	<-src.asleep
+	runAsleep(t, loop, src)
 	loop.Reseed(&snapshot.PortReport{
 		Sockets: []snapshot.PortSocket{{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateListen,
 			Local: netip.AddrPortFrom(serverAddr, 8080), Remote: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), NetNS: 1,
@@ -355,6 +361,21 @@ func TestLoopReseedWakesSource(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the snapshot's listener not in the index after 10s")
 		}
+	}
+}
+
+// TestLoopPublishesOnDemand: a watch's loop builds no index as events
+// come, and one with them when a reader asks, waking a source that sleeps.
+func TestLoopPublishesOnDemand(t *testing.T) {
+	src := newHolderSource([]tracer.Event{state(5, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener)}, nil)
+	loop := NewLoop()
+	loop.PublishOnDemand()
+	runAsleep(t, loop, src)
+	if n := loop.Index().Len(); n != 0 {
+		t.Errorf("the index has %d sockets before anyone asked, want the empty one it started with", n)
+	}
+	if got := loop.FreshIndex().ByLocalPort(8080); len(got) != 1 || got[0].Process.PID != listener {
+		t.Errorf("FreshIndex: %+v, want the listener", got)
 	}
 }
 
