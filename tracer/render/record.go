@@ -92,6 +92,13 @@ type Text struct {
 	// for TimeDate) clock holds: lines come by the thousand within one.
 	second int64
 	clock  []byte
+	// owner holds the PID and COMM columns of the last owner written: a
+	// storm's lines name a program or two, thousands of times a second.
+	owner struct {
+		pid     uint32
+		comm    tracer.Comm
+		columns []byte
+	}
 }
 
 // AppendHeader appends the line of column titles.
@@ -201,7 +208,7 @@ func (t *Text) AppendRecord(b []byte, r *tracer.Record) []byte {
 	start := len(b)
 	b = t.appendTime(b, r.TimeNs)
 	b = pad(b, start, t.Time.width()+1)
-	b = appendOwner(b, &r.Process)
+	b = t.appendOwner(b, &r.Process)
 
 	start = len(b)
 	b = append(b, local...)
@@ -292,6 +299,14 @@ func (t *Text) AppendRecord(b []byte, r *tracer.Record) []byte {
 	return append(b, '\n')
 }
 
+// appendOwner is appendOwner, remembering the last owner's columns.
+func (t *Text) appendOwner(b []byte, p *tracer.Process) []byte {
+	if o := &t.owner; o.columns == nil || o.pid != p.PID || o.comm != p.Comm {
+		o.pid, o.comm, o.columns = p.PID, p.Comm, appendOwner(o.columns[:0], p)
+	}
+	return append(b, t.owner.columns...)
+}
+
 // appendOwner writes the PID and COMM columns of a socket's owner.
 func appendOwner(b []byte, p *tracer.Process) []byte {
 	start := len(b)
@@ -313,6 +328,9 @@ func appendOwner(b []byte, p *tracer.Process) []byte {
 // appendThread names, after a line, the thread that acted where it has a
 // name of its own: the COMM column names the program.
 func appendThread(b []byte, p *tracer.Process) []byte {
+	if p.Thread == p.Comm {
+		return b // most programs' threads: a comparison of two words
+	}
 	if thread := p.Thread.Bytes(); len(thread) > 0 && !bytes.Equal(thread, p.Comm.Bytes()) {
 		b = append(b, "  thread "...)
 		b = tracer.AppendPrintable(b, thread)

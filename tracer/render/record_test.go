@@ -301,6 +301,27 @@ func TestClockSecondsReused(t *testing.T) {
 	}
 }
 
+// TestOwnerColumnsReused: the text's owner columns, kept from the last
+// line, change with the pid or the name, and a thread named apart is
+// named whatever the owner's columns were.
+func TestOwnerColumnsReused(t *testing.T) {
+	text := &Text{}
+	for _, p := range []tracer.Process{
+		{PID: 10, Comm: tracer.CommFrom("nginx")},
+		{PID: 10, Comm: tracer.CommFrom("nginx")},
+		{PID: 11, Comm: tracer.CommFrom("nginx")},
+		{PID: 11, Comm: tracer.CommFrom("java"), Thread: tracer.CommFrom("http-nio-8080")},
+		{},
+		{PID: 10, Comm: tracer.CommFrom("nginx"), Thread: tracer.CommFrom("nginx")},
+	} {
+		got := string(appendThread(text.appendOwner(nil, &p), &p))
+		want := string(appendThread(appendOwner(nil, &p), &p))
+		if got != want {
+			t.Errorf("%+v: %q, want %q", p, got, want)
+		}
+	}
+}
+
 func TestAppendMs(t *testing.T) {
 	for ns, want := range map[int64]string{-1: "-", 0: "0.000", 499: "0.000", 500: "0.001", 1_234_567: "1.235", 60_000_000_000: "60000.000", 4_500: "0.005"} {
 		if got := string(appendMs(nil, ns)); got != want {
