@@ -53,6 +53,8 @@ type Printer struct {
 	closed  bool
 	// sentNs is when Tick last handed a chunk to the writer.
 	sentNs int64
+	// owners keeps the last owner's JSON fields.
+	owners processFields
 }
 
 // PrinterOptions shape a Printer's output.
@@ -125,7 +127,7 @@ func (p *Printer) print(r *tracer.Record, conn *tracer.Connection) {
 	}
 	switch {
 	case r != nil && p.opts.JSON:
-		c.b = AppendJSON(c.b, r, p.opts.Text.Labels)
+		c.b = appendJSON(c.b, r, p.opts.Text.Labels, &p.owners)
 	case r != nil:
 		c.b = p.opts.Text.AppendRecord(c.b, r)
 	case p.opts.JSON:

@@ -480,6 +480,31 @@ func civilDate(days int64) (year, month, day int) {
 // labels knows of its owner's cgroup (nil labels: none). The fields are a
 // documented contract (README): add, never rename.
 func AppendJSON(b []byte, r *tracer.Record, labels *Labels) []byte {
+	return appendJSON(b, r, labels, nil)
+}
+
+// processFields keeps the JSON fields of the last process written: a
+// storm's lines name a program or two, thousands of times a second, and
+// its start time and cgroup are long numbers to write out.
+type processFields struct {
+	process tracer.Process
+	fields  []byte
+}
+
+// append writes p's fields, those kept where p is the last process (a nil
+// keeper keeps none).
+func (k *processFields) append(b []byte, p *tracer.Process) []byte {
+	if k == nil {
+		return appendProcessJSON(b, p)
+	}
+	if k.fields == nil || k.process != *p {
+		k.process, k.fields = *p, appendProcessJSON(k.fields[:0], p)
+	}
+	return append(b, k.fields...)
+}
+
+// appendJSON is AppendJSON with the process fields kept by owners.
+func appendJSON(b []byte, r *tracer.Record, labels *Labels, owners *processFields) []byte {
 	b = append(b, `{"time":"`...)
 	b = appendJSONTime(b, r.TimeNs)
 	b = append(b, `","type":"`...)
@@ -509,7 +534,7 @@ func AppendJSON(b []byte, r *tracer.Record, labels *Labels) []byte {
 		b = append(b, r.New.String()...)
 		b = append(b, '"')
 	}
-	b = appendProcessJSON(b, &r.Process)
+	b = owners.append(b, &r.Process)
 	b = labels.appendJSON(b, r)
 	b = append(b, `,"owner_via":"`...)
 	b = append(b, r.OwnerVia.String()...)

@@ -235,10 +235,11 @@ func TestFormatAllocatesNothing(t *testing.T) {
 	// printed (in the run AllocsPerRun does not count); never again.
 	labels := testLabels()
 	text := Text{Location: time.UTC, Color: true, Time: TimeRelative, Labels: labels}
+	var owners processFields
 	if n := testing.AllocsPerRun(100, func() {
 		for i := range recs {
 			buf = text.AppendRecord(buf[:0], &recs[i])
-			buf = AppendJSON(buf[:0], &recs[i], labels)
+			buf = appendJSON(buf[:0], &recs[i], labels, &owners)
 		}
 	}); n != 0 {
 		t.Errorf("formatting allocates %v times per batch", n)
@@ -249,13 +250,15 @@ func TestFormatAllocatesNothing(t *testing.T) {
 func BenchmarkFormat(b *testing.B) {
 	recs := sampleRecords()
 	buf := make([]byte, 0, 512)
+	// Both keep their last owner's fields, as a Printer's do.
 	text := Text{}
+	var owners processFields
 	for _, tc := range []struct {
 		name string
 		fn   func(*tracer.Record)
 	}{
 		{"text", func(r *tracer.Record) { buf = text.AppendRecord(buf[:0], r) }},
-		{"json", func(r *tracer.Record) { buf = AppendJSON(buf[:0], r, nil) }},
+		{"json", func(r *tracer.Record) { buf = appendJSON(buf[:0], r, nil, &owners) }},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -301,11 +304,12 @@ func TestClockSecondsReused(t *testing.T) {
 	}
 }
 
-// TestOwnerColumnsReused: the text's owner columns, kept from the last
-// line, change with the pid or the name, and a thread named apart is
-// named whatever the owner's columns were.
+// TestOwnerColumnsReused: the text's owner columns and the JSON's process
+// fields, kept from the last line, change with the process, and a thread
+// named apart is named whatever the owner's columns were.
 func TestOwnerColumnsReused(t *testing.T) {
 	text := &Text{}
+	json := &processFields{}
 	for _, p := range []tracer.Process{
 		{PID: 10, Comm: tracer.CommFrom("nginx")},
 		{PID: 10, Comm: tracer.CommFrom("nginx")},
@@ -313,11 +317,16 @@ func TestOwnerColumnsReused(t *testing.T) {
 		{PID: 11, Comm: tracer.CommFrom("java"), Thread: tracer.CommFrom("http-nio-8080")},
 		{},
 		{PID: 10, Comm: tracer.CommFrom("nginx"), Thread: tracer.CommFrom("nginx")},
+		{PID: 10, Comm: tracer.CommFrom("nginx"), Thread: tracer.CommFrom("nginx"), StartNs: 5},
+		{PID: 10, Comm: tracer.CommFrom("nginx"), Thread: tracer.CommFrom("nginx"), StartNs: 5, CgroupID: 9},
 	} {
 		got := string(appendThread(text.appendOwner(nil, &p), &p))
 		want := string(appendThread(appendOwner(nil, &p), &p))
 		if got != want {
 			t.Errorf("%+v: %q, want %q", p, got, want)
+		}
+		if got, want := string(json.append(nil, &p)), string(appendProcessJSON(nil, &p)); got != want {
+			t.Errorf("%+v: %s, want %s", p, got, want)
 		}
 	}
 }
