@@ -53,8 +53,8 @@ type Printer struct {
 	closed  bool
 	// sentNs is when Tick last handed a chunk to the writer.
 	sentNs int64
-	// owners keeps the last owner's JSON fields.
-	owners processFields
+	// kept keeps what JSON lines repeat.
+	kept jsonKept
 }
 
 // PrinterOptions shape a Printer's output.
@@ -127,7 +127,7 @@ func (p *Printer) print(r *tracer.Record, conn *tracer.Connection) {
 	}
 	switch {
 	case r != nil && p.opts.JSON:
-		c.b = appendJSON(c.b, r, p.opts.Text.Labels, &p.owners)
+		c.b = appendJSON(c.b, r, p.opts.Text.Labels, &p.kept)
 	case r != nil:
 		c.b = p.opts.Text.AppendRecord(c.b, r)
 	case p.opts.JSON:

@@ -397,12 +397,13 @@ const JSONTimeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
 // appendJSONTime writes a time in JSONTimeLayout, in UTC.
 func appendJSONTime(b []byte, timeNs int64) []byte {
-	secs, frac := timeNs/1e9, timeNs%1e9
-	if frac < 0 {
-		secs, frac = secs-1, frac+1e9
-	}
-	b = appendDateClock(b, secs, true, 'T')
-	f := int(frac)
+	var none *jsonKept
+	return none.appendTime(b, timeNs)
+}
+
+// appendNanoseconds writes the nine digits of a second's fraction, f
+// nanoseconds, and the zone, UTC.
+func appendNanoseconds(b []byte, f int) []byte {
 	b = appendTwo(b, f/1e7)
 	b = appendTwo(b, f/1e5%100)
 	b = appendTwo(b, f/1e3%100)
@@ -483,17 +484,20 @@ func AppendJSON(b []byte, r *tracer.Record, labels *Labels) []byte {
 	return appendJSON(b, r, labels, nil)
 }
 
-// processFields keeps the JSON fields of the last process written: a
-// storm's lines name a program or two, thousands of times a second, and
-// its start time and cgroup are long numbers to write out.
-type processFields struct {
+// jsonKept keeps what the JSON lines of a storm repeat, thousands of
+// times a second: the fields of the last process written (a program or
+// two, whose start time and cgroup are long numbers to write out), and the
+// date and clock of the last second.
+type jsonKept struct {
 	process tracer.Process
 	fields  []byte
+	second  int64
+	clock   []byte
 }
 
-// append writes p's fields, those kept where p is the last process (a nil
-// keeper keeps none).
-func (k *processFields) append(b []byte, p *tracer.Process) []byte {
+// appendProcess writes p's fields, those kept where p is the last process
+// (a nil keeper keeps none).
+func (k *jsonKept) appendProcess(b []byte, p *tracer.Process) []byte {
 	if k == nil {
 		return appendProcessJSON(b, p)
 	}
@@ -503,10 +507,28 @@ func (k *processFields) append(b []byte, p *tracer.Process) []byte {
 	return append(b, k.fields...)
 }
 
-// appendJSON is AppendJSON with the process fields kept by owners.
-func appendJSON(b []byte, r *tracer.Record, labels *Labels, owners *processFields) []byte {
+// appendTime writes a time as appendJSONTime does, the date and clock of
+// the last second kept.
+func (k *jsonKept) appendTime(b []byte, timeNs int64) []byte {
+	secs, frac := timeNs/1e9, timeNs%1e9
+	if frac < 0 {
+		secs, frac = secs-1, frac+1e9
+	}
+	if k == nil {
+		b = appendDateClock(b, secs, true, 'T')
+	} else {
+		if k.clock == nil || k.second != secs {
+			k.second, k.clock = secs, appendDateClock(k.clock[:0], secs, true, 'T')
+		}
+		b = append(b, k.clock...)
+	}
+	return appendNanoseconds(b, int(frac))
+}
+
+// appendJSON is AppendJSON with what kept keeps.
+func appendJSON(b []byte, r *tracer.Record, labels *Labels, kept *jsonKept) []byte {
 	b = append(b, `{"time":"`...)
-	b = appendJSONTime(b, r.TimeNs)
+	b = kept.appendTime(b, r.TimeNs)
 	b = append(b, `","type":"`...)
 	b = append(b, r.Type.String()...)
 	b = append(b, `","proto":"`...)
@@ -534,7 +556,7 @@ func appendJSON(b []byte, r *tracer.Record, labels *Labels, owners *processField
 		b = append(b, r.New.String()...)
 		b = append(b, '"')
 	}
-	b = owners.append(b, &r.Process)
+	b = kept.appendProcess(b, &r.Process)
 	b = labels.appendJSON(b, r)
 	b = append(b, `,"owner_via":"`...)
 	b = append(b, r.OwnerVia.String()...)

@@ -235,11 +235,11 @@ func TestFormatAllocatesNothing(t *testing.T) {
 	// printed (in the run AllocsPerRun does not count); never again.
 	labels := testLabels()
 	text := Text{Location: time.UTC, Color: true, Time: TimeRelative, Labels: labels}
-	var owners processFields
+	var kept jsonKept
 	if n := testing.AllocsPerRun(100, func() {
 		for i := range recs {
 			buf = text.AppendRecord(buf[:0], &recs[i])
-			buf = appendJSON(buf[:0], &recs[i], labels, &owners)
+			buf = appendJSON(buf[:0], &recs[i], labels, &kept)
 		}
 	}); n != 0 {
 		t.Errorf("formatting allocates %v times per batch", n)
@@ -252,13 +252,13 @@ func BenchmarkFormat(b *testing.B) {
 	buf := make([]byte, 0, 512)
 	// Both keep their last owner's fields, as a Printer's do.
 	text := Text{}
-	var owners processFields
+	var kept jsonKept
 	for _, tc := range []struct {
 		name string
 		fn   func(*tracer.Record)
 	}{
 		{"text", func(r *tracer.Record) { buf = text.AppendRecord(buf[:0], r) }},
-		{"json", func(r *tracer.Record) { buf = appendJSON(buf[:0], r, nil, &owners) }},
+		{"json", func(r *tracer.Record) { buf = appendJSON(buf[:0], r, nil, &kept) }},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -309,7 +309,7 @@ func TestClockSecondsReused(t *testing.T) {
 // named apart is named whatever the owner's columns were.
 func TestOwnerColumnsReused(t *testing.T) {
 	text := &Text{}
-	json := &processFields{}
+	json := &jsonKept{}
 	for _, p := range []tracer.Process{
 		{PID: 10, Comm: tracer.CommFrom("nginx")},
 		{PID: 10, Comm: tracer.CommFrom("nginx")},
@@ -325,7 +325,7 @@ func TestOwnerColumnsReused(t *testing.T) {
 		if got != want {
 			t.Errorf("%+v: %q, want %q", p, got, want)
 		}
-		if got, want := string(json.append(nil, &p)), string(appendProcessJSON(nil, &p)); got != want {
+		if got, want := string(json.appendProcess(nil, &p)), string(appendProcessJSON(nil, &p)); got != want {
 			t.Errorf("%+v: %s, want %s", p, got, want)
 		}
 	}
@@ -366,15 +366,23 @@ func FuzzAppendJSONString(f *testing.F) {
 
 // FuzzAppendJSONTime: a JSON line's time, worked out by arithmetic, is
 // what the time package writes in JSONTimeLayout, for every time an int64
-// of nanoseconds holds (1677 to 2262, leap days and centuries included).
+// of nanoseconds holds (1677 to 2262, leap days and centuries included),
+// with its second's date and clock kept from one line to the next or not.
 func FuzzAppendJSONTime(f *testing.F) {
 	for _, ns := range []int64{0, -1, 1, 951782400e9, 951868800e9 - 1, 4107542400e9, 1796191064020709181, math.MaxInt64, math.MinInt64} {
 		f.Add(ns)
 	}
+	// A keeper of the last second, as a Printer's, across the inputs.
+	var kept jsonKept
 	f.Fuzz(func(t *testing.T, ns int64) {
-		got := string(appendJSONTime(nil, ns))
-		if want := time.Unix(0, ns).UTC().Format(JSONTimeLayout); got != want {
+		want := time.Unix(0, ns).UTC().Format(JSONTimeLayout)
+		if got := string(appendJSONTime(nil, ns)); got != want {
 			t.Errorf("%d: %s, want %s", ns, got, want)
+		}
+		for range 2 {
+			if got := string(kept.appendTime(nil, ns)); got != want {
+				t.Errorf("%d, the second kept: %s, want %s", ns, got, want)
+			}
 		}
 	})
 }
