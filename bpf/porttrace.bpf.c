@@ -199,9 +199,12 @@ static __always_inline bool traffic_wanted(__u16 family, const __u32 saddr[4], c
 	return filter_family == AF_INET6;
 }
 
-/* Reserves an event and fills in the current process, read in place where
- * the kernel allows (task_reads). */
-static __always_inline struct event *reserve(__u8 kind)
+/* Reserves an event and, with task, fills in the current process, read in
+ * place where the kernel allows (task_reads). Without, the process fields
+ * stay 0: the event comes from a softirq or a timer, where the task on the
+ * CPU is whichever it interrupted, and reading it cost a fifth of a state
+ * change's program. */
+static __always_inline struct event *reserve(__u8 kind, bool task_wanted)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -214,6 +217,8 @@ static __always_inline struct event *reserve(__u8 kind)
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
 	e->kind = kind;
+	if (!task_wanted)
+		return e;
 
 	bool direct = task_reads;
 	struct task_struct *task = current_task(direct);
@@ -292,9 +297,9 @@ static __always_inline struct sock *mptcp_first_subflow(struct sock *sk)
 
 /* direct: sk is what bpf_skc_to_tcp_sock returned in a tp_btf program,
  * to be read in place (see handle_set_state). */
-static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, __u8 newstate, bool direct)
+static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, __u8 newstate, bool task_wanted, bool direct)
 {
-	struct event *e = reserve(kind);
+	struct event *e = reserve(kind, task_wanted);
 	if (!e)
 		return 0;
 	e->sock = (__u64)sk;
@@ -370,6 +375,26 @@ static __always_inline void count_rescued(void)
 
 /* ---- TCP state changes: sock:inet_sock_set_state or tcp_set_state ---- */
 
+/* Whether the kernel makes this change only for a process acting on the
+ * socket (connect, listen, close, shutdown), whose process the event then
+ * names; the others come from softirqs. The same rule as processContext
+ * in tracer/correlate, which reads the process of these alone. */
+static __always_inline bool process_context(int oldstate, int newstate)
+{
+	switch (newstate) {
+	case TCP_SYN_SENT:
+	case TCP_LISTEN:
+		return true;
+	case TCP_CLOSE:
+		return oldstate == TCP_LISTEN;
+	case TCP_FIN_WAIT1:
+		return oldstate == TCP_ESTABLISHED || oldstate == TCP_SYN_RECV;
+	case TCP_LAST_ACK:
+		return oldstate == TCP_CLOSE_WAIT;
+	}
+	return false;
+}
+
 static __always_inline int handle_set_state(struct sock *sk, int oldstate, int newstate, bool btf)
 {
 	/* The tracepoint fires for every inet protocol; raw forms also fire
@@ -387,7 +412,7 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 		return 0;
 	if (!sock_wanted((struct sock_common *)sk, sock_sport(sk, direct), direct))
 		return 0;
-	return emit_sock(EVENT_STATE, sk, oldstate, newstate, direct);
+	return emit_sock(EVENT_STATE, sk, oldstate, newstate, process_context(oldstate, newstate), direct);
 }
 
 /* tp_btf and raw_tp both receive the tracepoint's arguments as an array of
@@ -430,7 +455,7 @@ static __always_inline int handle_accept(struct sock *sk)
 		sk = mptcp_first_subflow(sk);
 	if (!sk || !tcp_socket(sk, false) || !sock_wanted((struct sock_common *)sk, sock_sport(sk, false), false))
 		return 0;
-	return emit_sock(EVENT_ACCEPT, sk, 0, BPF_CORE_READ(sk, __sk_common.skc_state), false);
+	return emit_sock(EVENT_ACCEPT, sk, 0, BPF_CORE_READ(sk, __sk_common.skc_state), true, false);
 }
 
 /* Only the return value is read: the arguments changed in 6.10. It is the
@@ -519,7 +544,7 @@ int bind_exit(struct trace_event_raw_sys_exit *ctx)
 			    BPF_CORE_READ_BITFIELD_PROBED((struct sock_common *)sk, skc_ipv6only)))
 		goto out;
 
-	struct event *e = reserve(EVENT_BIND);
+	struct event *e = reserve(EVENT_BIND, true);
 	if (!e)
 		goto out;
 	e->sock = (__u64)sk;
@@ -557,7 +582,7 @@ static __always_inline int emit_timewait(__u8 kind, struct inet_timewait_sock *t
 {
 	if (!sock_wanted(&tw->__tw_common, timewait_sport(tw), false))
 		return 0;
-	struct event *e = reserve(kind);
+	struct event *e = reserve(kind, false);
 	if (!e)
 		return 0;
 	e->sock = (__u64)tw;
@@ -651,7 +676,7 @@ static __always_inline int handle_exit(void)
 	__u8 reported = 1;
 	if (bpf_map_update_elem(&exits_reported, &key, &reported, BPF_NOEXIST))
 		return 0;
-	struct event *e = reserve(EVENT_EXIT);
+	struct event *e = reserve(EVENT_EXIT, true);
 	if (!e)
 		return 0;
 	submit(e);

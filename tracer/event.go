@@ -295,7 +295,10 @@ type Event struct {
 	DPort uint16
 	// Process is the process on the CPU when the event fired (for
 	// KindBind, KindAccept and KindConnect, the process that made the
-	// call), its CgroupID that of the task.
+	// call), its CgroupID that of the task. A source may leave it zero
+	// where nothing reads it: the Linux programs name it only for state
+	// changes a process makes (see processContext in correlate), not for
+	// the softirqs' and the timewait timers'.
 	Process
 	// KernelThread marks an event that fired in a kernel thread (a kworker
 	// closing an MPTCP subflow, say): a kernel thread never owns a socket.

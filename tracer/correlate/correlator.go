@@ -458,7 +458,8 @@ func (s *sockState) tuple() tupleKey {
 // processContext reports whether the kernel makes this transition only in
 // the context of a process acting on the socket (connect, listen, close,
 // shutdown), so that the event's PID is an owner rather than a bystander
-// interrupted by a softirq.
+// interrupted by a softirq. The Linux programs (process_context in
+// bpf/porttrace.bpf.c) name the process of these changes alone.
 func processContext(old, new tracer.State) bool {
 	return new == tracer.StateSynSent || new == tracer.StateListen || closing(old, new)
 }
