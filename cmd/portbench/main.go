@@ -64,7 +64,7 @@ func parseOptions(args []string) (options, error) {
 	var o options
 	fs := pflag.NewFlagSet("portbench", pflag.ContinueOnError)
 	fs.BoolVar(&o.quick, "quick", false, "CI smoke run: small counts, one round, well under a minute; fails only when something is broken, never on timings")
-	fs.IntVar(&o.rounds, "rounds", 5, "rounds of the storm comparison (every contender once per round)")
+	fs.IntVar(&o.rounds, "rounds", 11, "rounds of the storm comparison (every contender once per round)")
 	fs.IntVar(&o.conns, "conns", 20000, "connections per storm")
 	fs.IntVar(&o.workers, "workers", 4, "portstorm's concurrent clients")
 	fs.IntVar(&o.holdConns, "hold-conns", 20000, "connections held open at once for the memory measurement")
