@@ -84,7 +84,7 @@ test-windows:
 
 # The side-by-side benchmark (cmd/portbench): porttrace and its daemon
 # against no tracer, tcpstates and bpftrace, their memory, who through the
-# daemon, history's cost, and the Go benchmarks. Run as root, about 15
+# daemon, history's cost, and the Go benchmarks. Run as root, about 7
 # minutes; bench-quick is its CI smoke run (a minute or two).
 bench:
 	$(GO) run ./cmd/portbench
