@@ -122,24 +122,9 @@ enum rescued_hook {
 	RESCUED_HOOKS,
 };
 
-/* How many of a hook's runs on a CPU its first program remembers until
- * the second meets them: the second follows the first at once, unless
- * runs nested between the two (an interrupt) come first. */
-#define RUNS_REMEMBERED 8
-
-/* A run of a hook: the object of its tracepoint (a socket, a timer) and
- * what else tells it from another run on that object (a state change's
- * two states). Both 0: none (no run has both). */
-struct run_key {
-	__u64 object;
-	__u64 detail;
-};
-
-/* Per hook, the runs its first program made on this CPU that its second
- * has not met yet. */
+/* Whether a hook's first program is under way on this CPU. */
 struct running {
-	struct run_key runs[RESCUED_HOOKS][RUNS_REMEMBERED];
-	__u8 next[RESCUED_HOOKS];
+	__u8 first[RESCUED_HOOKS];
 };
 
 struct {
@@ -343,23 +328,16 @@ static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, 
  * counts the run as missed, without saying for which socket. Each hook that
  * runs in softirqs (state changes, timers) therefore has a second program,
  * attached after the first: the kernel's guard is per program, so the
- * second runs where the first was kept from it. The first notes the key of
- * each run it makes (the tracepoint's socket and states, or its timer);
- * the second, which runs after it for the same event, crosses that key off
- * and stays silent, and makes the run itself when it finds no such key.
- *
- * A mark that the first is under way, set at its start and cleared at its
- * end, missed the runs the kernel skipped in the moments between its
- * guard and the first's first instruction, and between the first's last
- * one and the guard's end: about one skip in eight, in a storm. A key
- * needs no such moment: a skipped run's key is never noted. Kernels
- * without the guard run the first nested, which notes the key, and the
- * second stays silent.
+ * second runs where the first was kept from it, which it knows by the
+ * first's mark that it is under way on this CPU. The first clears its mark
+ * when it ends, even when it ran nested (kernels without the guard run it
+ * nested, and the second then sees no mark and stays silent).
  */
-static __always_inline struct running *running_runs(void)
+static __always_inline __u8 *running_mark(enum rescued_hook hook)
 {
 	__u32 zero = 0;
-	return bpf_map_lookup_elem(&running, &zero);
+	struct running *r = bpf_map_lookup_elem(&running, &zero);
+	return r ? &r->first[hook] : NULL;
 }
 
 static __always_inline void count_rescued(void)
@@ -370,65 +348,26 @@ static __always_inline void count_rescued(void)
 		(*count)++;
 }
 
-/* note_run remembers that the first program ran for the run of object
- * and detail. The object is the tracepoint's pointer as the verifier
- * knows it: stored and compared as it is (a program with CAP_PERFMON may),
- * never computed with. */
-static __always_inline void note_run(enum rescued_hook hook, __u64 object, __u64 detail)
-{
-	struct running *r = running_runs();
-	if (!r)
-		return;
-	/* A free place: a softirq between a run's two programs makes runs of
-	 * its own, each crossed off at once, which must not push out the run
-	 * still waiting for its second program. Only a second program kept
-	 * from a run (nested in its own) leaves one behind; with none free,
-	 * the places are taken in turn. */
-	__u8 at = r->next[hook] & (RUNS_REMEMBERED - 1);
-	r->next[hook] = at + 1;
-#pragma unroll
-	for (int i = 0; i < RUNS_REMEMBERED; i++) {
-		if (r->runs[hook][i].object == 0 && r->runs[hook][i].detail == 0) {
-			at = i;
-			break;
-		}
-	}
-	r->runs[hook][at].object = object;
-	r->runs[hook][at].detail = detail;
-}
-
-/* first_ran says whether the first program ran for the run of object and
- * detail, crossing it off. */
-static __always_inline bool first_ran(enum rescued_hook hook, __u64 object, __u64 detail)
-{
-	struct running *r = running_runs();
-	if (!r)
-		return true; /* cannot happen: an array's one element */
-#pragma unroll
-	for (int i = 0; i < RUNS_REMEMBERED; i++) {
-		struct run_key *k = &r->runs[hook][i];
-		if (k->object == object && k->detail == detail) {
-			k->object = k->detail = 0;
-			return true;
-		}
-	}
-	return false;
-}
-
 /* Defines a hook's two programs, name and name_rescue, on one section:
  * both run call, the first always, the second only for the runs the kernel
- * kept the first from. object and detail name a run (struct run_key). */
-#define WITH_RESCUE(sec, name, hook, object, detail, call)        \
+ * kept the first from. */
+#define WITH_RESCUE(sec, name, hook, call)                        \
 	SEC(sec)                                                  \
 	int name(__u64 *ctx)                                      \
 	{                                                         \
-		note_run(hook, object, detail);                   \
-		return call;                                      \
+		__u8 *mark = running_mark(hook);                  \
+		if (mark)                                         \
+			*mark = 1;                                \
+		int ret = call;                                   \
+		if (mark)                                         \
+			*mark = 0;                                \
+		return ret;                                       \
 	}                                                         \
 	SEC(sec)                                                  \
 	int name##_rescue(__u64 *ctx)                             \
 	{                                                         \
-		if (first_ran(hook, object, detail))              \
+		__u8 *mark = running_mark(hook);                  \
+		if (!mark || !*mark)                              \
 			return 0;                                 \
 		count_rescued();                                  \
 		return call;                                      \
@@ -477,11 +416,10 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 }
 
 /* tp_btf and raw_tp both receive the tracepoint's arguments as an array of
- * u64; one body serves both, reading in place in tp_btf (read.h). A run is
- * known by its socket and its two states. */
-WITH_RESCUE("tp_btf/inet_sock_set_state", state_tp_btf, HOOK_STATE, ctx[0], ctx[1] << 8 | ctx[2],
+ * u64; one body serves both, reading in place in tp_btf (read.h). */
+WITH_RESCUE("tp_btf/inet_sock_set_state", state_tp_btf, HOOK_STATE,
 	    handle_set_state((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], true))
-WITH_RESCUE("raw_tp/inet_sock_set_state", state_raw_tp, HOOK_STATE, ctx[0], ctx[1] << 8 | ctx[2],
+WITH_RESCUE("raw_tp/inet_sock_set_state", state_raw_tp, HOOK_STATE,
 	    handle_set_state((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], false))
 
 SEC("tracepoint/sock/inet_sock_set_state")
@@ -668,18 +606,17 @@ static __always_inline int handle_timer(__u8 kind, struct timer_list *timer, boo
 	return emit_timewait(kind, timer_timewait(timer), left * (long)jiffy_ns);
 }
 
-/* A run is known by its timer. */
-WITH_RESCUE("tp_btf/timer_start", timer_start_tp_btf, HOOK_TIMER_START, ctx[0], 0,
+WITH_RESCUE("tp_btf/timer_start", timer_start_tp_btf, HOOK_TIMER_START,
 	    handle_timer(EVENT_TIMEWAIT_START, (struct timer_list *)ctx[0], true))
-WITH_RESCUE("tp_btf/timer_cancel", timer_cancel_tp_btf, HOOK_TIMER_CANCEL, ctx[0], 0,
+WITH_RESCUE("tp_btf/timer_cancel", timer_cancel_tp_btf, HOOK_TIMER_CANCEL,
 	    handle_timer(EVENT_TIMEWAIT_CANCEL, (struct timer_list *)ctx[0], true))
-WITH_RESCUE("tp_btf/timer_expire_entry", timer_expire_tp_btf, HOOK_TIMER_EXPIRE, ctx[0], 0,
+WITH_RESCUE("tp_btf/timer_expire_entry", timer_expire_tp_btf, HOOK_TIMER_EXPIRE,
 	    handle_timer(EVENT_TIMEWAIT_EXPIRE, (struct timer_list *)ctx[0], true))
-WITH_RESCUE("raw_tp/timer_start", timer_start_raw_tp, HOOK_TIMER_START, ctx[0], 0,
+WITH_RESCUE("raw_tp/timer_start", timer_start_raw_tp, HOOK_TIMER_START,
 	    handle_timer(EVENT_TIMEWAIT_START, (struct timer_list *)ctx[0], false))
-WITH_RESCUE("raw_tp/timer_cancel", timer_cancel_raw_tp, HOOK_TIMER_CANCEL, ctx[0], 0,
+WITH_RESCUE("raw_tp/timer_cancel", timer_cancel_raw_tp, HOOK_TIMER_CANCEL,
 	    handle_timer(EVENT_TIMEWAIT_CANCEL, (struct timer_list *)ctx[0], false))
-WITH_RESCUE("raw_tp/timer_expire_entry", timer_expire_raw_tp, HOOK_TIMER_EXPIRE, ctx[0], 0,
+WITH_RESCUE("raw_tp/timer_expire_entry", timer_expire_raw_tp, HOOK_TIMER_EXPIRE,
 	    handle_timer(EVENT_TIMEWAIT_EXPIRE, (struct timer_list *)ctx[0], false))
 
 /* With kprobes, the timewait socket's own functions: every (re)scheduling,

@@ -59,14 +59,8 @@ type PorttraceExitKey struct {
 }
 
 type PorttraceRunning struct {
-	_    structs.HostLayout
-	Runs [4][8]struct {
-		_      structs.HostLayout
-		Object uint64
-		Detail uint64
-	}
-	Next [4]uint8
-	_    [4]byte
+	_     structs.HostLayout
+	First [4]uint8
 }
 
 // Names of all BPF objects in the ELF.
