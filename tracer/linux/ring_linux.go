@@ -107,7 +107,7 @@ func (r *ring) publishEvery() uint64 { return (r.mask + 1) / 64 }
 func (r *ring) read(handle func(raw []byte) (more bool)) (int, error) {
 	start := r.pos
 	published := r.pos
-	defer func() { r.publish() }()
+	defer r.publish()
 	prod := r.producer.Load()
 	for r.pos < prod {
 		if prod-r.pos < ringHeaderSize {

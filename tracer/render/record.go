@@ -88,10 +88,8 @@ type Text struct {
 	// measured and then copied.
 	endpoint int
 	scratch  []byte
-	// second is the clock time whose formatted second (with its date,
-	// for TimeDate) clock holds: lines come by the thousand within one.
-	second int64
-	clock  []byte
+	// clock is the last second's date (for TimeDate) and clock.
+	clock keptClock
 	// owner holds the PID and COMM columns of the last owner written: a
 	// storm's lines name a program or two, thousands of times a second.
 	owner struct {
@@ -145,19 +143,33 @@ func (t *Text) appendTime(b []byte, timeNs int64) []byte {
 	if timeNs < 0 {
 		return append(b, '-')
 	}
-	if second := timeNs / 1e9; second != t.second || t.clock == nil {
-		loc := t.Location
-		if loc == nil {
-			loc = time.Local
-		}
-		// The second, without its fraction: the zone's offset holds
-		// for all of it.
-		_, offset := time.Unix(second, 0).In(loc).Zone()
-		t.clock = appendDateClock(t.clock[:0], second+int64(offset), t.Time == TimeDate, ' ')
-		t.second = second
+	loc := t.Location
+	if loc == nil {
+		loc = time.Local
 	}
-	b = append(b, t.clock...)
+	b = t.clock.append(b, timeNs/1e9, loc, t.Time == TimeDate, ' ')
 	return appendDigits(b, int(timeNs%1e9/1e3), 6)
+}
+
+// keptClock keeps the date and clock of the last second written: lines
+// come by the thousand within one.
+type keptClock struct {
+	second int64
+	clock  []byte
+}
+
+// append writes second (since 1970) as appendDateClock does in loc's
+// zone (nil: UTC), writing it anew only where it is not the last second.
+func (k *keptClock) append(b []byte, second int64, loc *time.Location, date bool, sep byte) []byte {
+	if k.clock == nil || k.second != second {
+		offset := 0
+		if loc != nil {
+			// The whole second is in one offset of its zone.
+			_, offset = time.Unix(second, 0).In(loc).Zone()
+		}
+		k.second, k.clock = second, appendDateClock(k.clock[:0], second+int64(offset), date, sep)
+	}
+	return append(b, k.clock...)
 }
 
 // appendDigits writes v, from 0 to 10^n-1, as n digits with leading zeros.
@@ -491,8 +503,7 @@ func AppendJSON(b []byte, r *tracer.Record, labels *Labels) []byte {
 type jsonKept struct {
 	process tracer.Process
 	fields  []byte
-	second  int64
-	clock   []byte
+	clock   keptClock
 }
 
 // appendProcess writes p's fields, those kept where p is the last process
@@ -517,10 +528,7 @@ func (k *jsonKept) appendTime(b []byte, timeNs int64) []byte {
 	if k == nil {
 		b = appendDateClock(b, secs, true, 'T')
 	} else {
-		if k.clock == nil || k.second != secs {
-			k.second, k.clock = secs, appendDateClock(k.clock[:0], secs, true, 'T')
-		}
-		b = append(b, k.clock...)
+		b = k.clock.append(b, secs, nil, true, 'T')
 	}
 	return appendNanoseconds(b, int(frac))
 }
