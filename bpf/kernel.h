@@ -256,6 +256,33 @@ struct bpf_iter__task_file {
 	struct file *file;
 };
 
+/* What the kernel keeps of a loaded eBPF program: active counts its runs
+ * under way on each CPU (per-CPU data), the guard that makes the kernel
+ * skip a run nested in another (5.12+ for trampolines, 6.2+ for raw
+ * tracepoints, and backported to some stable kernels before). */
+struct bpf_prog_aux {
+	__u32 id;
+};
+
+struct bpf_prog {
+	int *active;
+	struct bpf_prog_aux *aux;
+};
+
+/* Context of an iter/bpf_prog program: one loaded program. */
+struct bpf_iter__bpf_prog {
+	struct bpf_iter_meta *meta;
+	struct bpf_prog *prog;
+};
+
+/* An array map: pptrs[0] is a per-CPU array's first value, as a per-CPU
+ * pointer (the kernel nests it in an anonymous struct too, since 6.4). */
+struct bpf_array {
+	union {
+		void *pptrs[0];
+	};
+};
+
 struct trace_entry {
 	unsigned short type;
 	unsigned char flags;

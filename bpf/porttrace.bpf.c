@@ -122,9 +122,12 @@ enum rescued_hook {
 	RESCUED_HOOKS,
 };
 
-/* Whether a hook's first program is under way on this CPU. */
+/* Whether a hook's first program is under way on this CPU, by its mark. */
 struct running {
 	__u8 first[RESCUED_HOOKS];
+	/* A pointer stored here and read back is a number: the verifier
+	 * lets a privileged program compute with it only then. */
+	__u64 through;
 };
 
 struct {
@@ -328,16 +331,46 @@ static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, 
  * counts the run as missed, without saying for which socket. Each hook that
  * runs in softirqs (state changes, timers) therefore has a second program,
  * attached after the first: the kernel's guard is per program, so the
- * second runs where the first was kept from it, which it knows by the
- * first's mark that it is under way on this CPU. The first clears its mark
- * when it ends, even when it ran nested (kernels without the guard run it
- * nested, and the second then sees no mark and stays silent).
+ * second runs where the first was kept from it.
+ *
+ * The second knows it by the kernel's own guard, the first's count of runs
+ * under way on this CPU (struct bpf_prog.active), which user space locates
+ * with prog_guards below: a count above zero when the second runs means a
+ * run of the first was interrupted, and the kernel skipped this one. Where
+ * the count cannot be located, the second knows it by the first's mark,
+ * set when the first starts and cleared when it ends; but the kernel counts
+ * a run as under way a little before its first instruction and after its
+ * last, and the runs it skips in those moments are lost (one skip in ten in
+ * storms). The first clears its mark even when it ran nested (kernels
+ * without the guard run it nested, and the second then stays silent).
  */
-static __always_inline __u8 *running_mark(enum rescued_hook hook)
+static __always_inline struct running *running_here(void)
 {
 	__u32 zero = 0;
-	struct running *r = bpf_map_lookup_elem(&running, &zero);
-	return r ? &r->first[hook] : NULL;
+	return bpf_map_lookup_elem(&running, &zero);
+}
+
+/* p as a number. */
+static __always_inline __u64 address(struct running *r, const void *p)
+{
+	*(volatile __u64 *)&r->through = (__u64)p;
+	return *(volatile __u64 *)&r->through;
+}
+
+/* Where each hook's first program's count of runs under way lies, as an
+ * offset from this CPU's struct running: both are per-CPU data, which one
+ * offset locates on every CPU. Set by user space; 0 where unknown. */
+__u64 first_guard_offset[RESCUED_HOOKS];
+
+static __always_inline bool first_under_way(enum rescued_hook hook, struct running *r)
+{
+	__u64 offset = first_guard_offset[hook];
+	int runs = 0;
+
+	if (!offset)
+		return r->first[hook];
+	bpf_probe_read_kernel(&runs, sizeof(runs), (void *)(address(r, r) + offset));
+	return runs > 0;
 }
 
 static __always_inline void count_rescued(void)
@@ -355,23 +388,55 @@ static __always_inline void count_rescued(void)
 	SEC(sec)                                                  \
 	int name(__u64 *ctx)                                      \
 	{                                                         \
-		__u8 *mark = running_mark(hook);                  \
-		if (mark)                                         \
-			*mark = 1;                                \
+		struct running *r = running_here();               \
+		if (r)                                            \
+			r->first[hook] = 1;                       \
 		int ret = call;                                   \
-		if (mark)                                         \
-			*mark = 0;                                \
+		if (r)                                            \
+			r->first[hook] = 0;                       \
 		return ret;                                       \
 	}                                                         \
 	SEC(sec)                                                  \
 	int name##_rescue(__u64 *ctx)                             \
 	{                                                         \
-		__u8 *mark = running_mark(hook);                  \
-		if (!mark || !*mark)                              \
+		struct running *r = running_here();               \
+		if (!r || !first_under_way(hook, r))              \
 			return 0;                                 \
 		count_rescued();                                  \
 		return call;                                      \
 	}
+
+/* One record per loaded program: its id, where its count of runs under way
+ * lies (a per-CPU pointer), and where this collection's struct running
+ * lies (another), whose difference user space stores in
+ * first_guard_offset. */
+struct prog_guard {
+	__u32 id;
+	__u32 unused;
+	__u64 runs;
+	__u64 running;
+};
+
+/* Put into the object's BTF for bpf2go, as event_type. */
+const struct prog_guard *const prog_guard_type = 0;
+const enum rescued_hook rescued_hook_type = HOOK_STATE;
+
+SEC("iter/bpf_prog")
+int prog_guards(struct bpf_iter__bpf_prog *ctx)
+{
+	struct bpf_prog *prog = ctx->prog;
+	struct running *r = running_here();
+	struct prog_guard g = {};
+
+	if (!prog || !r || !bpf_core_field_exists(prog->active))
+		return 0;
+	g.id = prog->aux->id;
+	bpf_probe_read_kernel(&g.runs, sizeof(g.runs), &prog->active);
+	bpf_probe_read_kernel(&g.running, sizeof(g.running),
+			      (void *)(address(r, &running) + bpf_core_field_offset(struct bpf_array, pptrs)));
+	bpf_seq_write(ctx->meta->seq, &g, sizeof(g));
+	return 0;
+}
 
 /* ---- TCP state changes: sock:inet_sock_set_state or tcp_set_state ---- */
 

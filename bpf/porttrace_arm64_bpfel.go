@@ -58,9 +58,29 @@ type PorttraceExitKey struct {
 	Pad     uint32
 }
 
+type PorttraceProgGuard struct {
+	_       structs.HostLayout
+	Id      uint32
+	Unused  uint32
+	Runs    uint64
+	Running uint64
+}
+
+type PorttraceRescuedHook uint32
+
+const (
+	PorttraceRescuedHookHOOK_STATE        PorttraceRescuedHook = 0
+	PorttraceRescuedHookHOOK_TIMER_START  PorttraceRescuedHook = 1
+	PorttraceRescuedHookHOOK_TIMER_CANCEL PorttraceRescuedHook = 2
+	PorttraceRescuedHookHOOK_TIMER_EXPIRE PorttraceRescuedHook = 3
+	PorttraceRescuedHookRESCUED_HOOKS     PorttraceRescuedHook = 4
+)
+
 type PorttraceRunning struct {
-	_     structs.HostLayout
-	First [4]uint8
+	_       structs.HostLayout
+	First   [4]uint8
+	_       [4]byte
+	Through uint64
 }
 
 // Names of all BPF objects in the ELF.
@@ -81,6 +101,7 @@ const (
 	PorttraceProgExitRawTp              = "exit_raw_tp"
 	PorttraceProgExitTpBtf              = "exit_tp_btf"
 	PorttraceProgExitTracepoint         = "exit_tracepoint"
+	PorttraceProgProgGuards             = "prog_guards"
 	PorttraceProgStateRawTp             = "state_raw_tp"
 	PorttraceProgStateRawTpRescue       = "state_raw_tp_rescue"
 	PorttraceProgStateSetKprobe         = "state_set_kprobe"
@@ -108,7 +129,10 @@ const (
 	PorttraceVarFilterFamily            = "filter_family"
 	PorttraceVarFilterPorts             = "filter_ports"
 	PorttraceVarFilterPortsOn           = "filter_ports_on"
+	PorttraceVarFirstGuardOffset        = "first_guard_offset"
 	PorttraceVarJiffyNs                 = "jiffy_ns"
+	PorttraceVarProgGuardType           = "prog_guard_type"
+	PorttraceVarRescuedHookType         = "rescued_hook_type"
 	PorttraceVarTaskReads               = "task_reads"
 	PorttraceVarTwTimerHandlerAddr      = "tw_timer_handler_addr"
 )
@@ -163,6 +187,7 @@ type PorttraceProgramSpecs struct {
 	ExitRawTp              *ebpf.ProgramSpec `ebpf:"exit_raw_tp"`
 	ExitTpBtf              *ebpf.ProgramSpec `ebpf:"exit_tp_btf"`
 	ExitTracepoint         *ebpf.ProgramSpec `ebpf:"exit_tracepoint"`
+	ProgGuards             *ebpf.ProgramSpec `ebpf:"prog_guards"`
 	StateRawTp             *ebpf.ProgramSpec `ebpf:"state_raw_tp"`
 	StateRawTpRescue       *ebpf.ProgramSpec `ebpf:"state_raw_tp_rescue"`
 	StateSetKprobe         *ebpf.ProgramSpec `ebpf:"state_set_kprobe"`
@@ -208,7 +233,10 @@ type PorttraceVariableSpecs struct {
 	FilterFamily       *ebpf.VariableSpec `ebpf:"filter_family"`
 	FilterPorts        *ebpf.VariableSpec `ebpf:"filter_ports"`
 	FilterPortsOn      *ebpf.VariableSpec `ebpf:"filter_ports_on"`
+	FirstGuardOffset   *ebpf.VariableSpec `ebpf:"first_guard_offset"`
 	JiffyNs            *ebpf.VariableSpec `ebpf:"jiffy_ns"`
+	ProgGuardType      *ebpf.VariableSpec `ebpf:"prog_guard_type"`
+	RescuedHookType    *ebpf.VariableSpec `ebpf:"rescued_hook_type"`
 	TaskReads          *ebpf.VariableSpec `ebpf:"task_reads"`
 	TwTimerHandlerAddr *ebpf.VariableSpec `ebpf:"tw_timer_handler_addr"`
 }
@@ -261,7 +289,10 @@ type PorttraceVariables struct {
 	FilterFamily       *ebpf.Variable `ebpf:"filter_family"`
 	FilterPorts        *ebpf.Variable `ebpf:"filter_ports"`
 	FilterPortsOn      *ebpf.Variable `ebpf:"filter_ports_on"`
+	FirstGuardOffset   *ebpf.Variable `ebpf:"first_guard_offset"`
 	JiffyNs            *ebpf.Variable `ebpf:"jiffy_ns"`
+	ProgGuardType      *ebpf.Variable `ebpf:"prog_guard_type"`
+	RescuedHookType    *ebpf.Variable `ebpf:"rescued_hook_type"`
 	TaskReads          *ebpf.Variable `ebpf:"task_reads"`
 	TwTimerHandlerAddr *ebpf.Variable `ebpf:"tw_timer_handler_addr"`
 }
@@ -278,6 +309,7 @@ type PorttracePrograms struct {
 	ExitRawTp              *ebpf.Program `ebpf:"exit_raw_tp"`
 	ExitTpBtf              *ebpf.Program `ebpf:"exit_tp_btf"`
 	ExitTracepoint         *ebpf.Program `ebpf:"exit_tracepoint"`
+	ProgGuards             *ebpf.Program `ebpf:"prog_guards"`
 	StateRawTp             *ebpf.Program `ebpf:"state_raw_tp"`
 	StateRawTpRescue       *ebpf.Program `ebpf:"state_raw_tp_rescue"`
 	StateSetKprobe         *ebpf.Program `ebpf:"state_set_kprobe"`
@@ -312,6 +344,7 @@ func (p *PorttracePrograms) Close() error {
 		p.ExitRawTp,
 		p.ExitTpBtf,
 		p.ExitTracepoint,
+		p.ProgGuards,
 		p.StateRawTp,
 		p.StateRawTpRescue,
 		p.StateSetKprobe,

@@ -57,11 +57,18 @@ type attachment struct {
 	// "Runs the kernel skips"): it acts only for the runs the kernel kept
 	// the program before it from, and must be attached after it.
 	rescue bool
+	// rescued marks the first program of a hook that has a second; hook
+	// is then, for both, the hook's index in the programs' per-hook arrays.
+	rescued bool
+	hook    bpf.PorttraceRescuedHook
 }
 
 // withRescue is a program and its second program on one target.
-func withRescue(prog, rescue, target string) []attachment {
-	return []attachment{{prog: prog, target: target}, {prog: rescue, target: target, rescue: true}}
+func withRescue(prog, rescue, target string, hook bpf.PorttraceRescuedHook) []attachment {
+	return []attachment{
+		{prog: prog, target: target, rescued: true, hook: hook},
+		{prog: rescue, target: target, rescue: true, hook: hook},
+	}
 }
 
 // alternative is one way to implement a hook: all its programs share a form.
@@ -98,8 +105,8 @@ var defaultHooks = []hook{
 	{
 		name: hookState,
 		alts: []alternative{
-			{formTPBTF, withRescue(bpf.PorttraceProgStateTpBtf, bpf.PorttraceProgStateTpBtfRescue, "inet_sock_set_state")},
-			{formRawTP, withRescue(bpf.PorttraceProgStateRawTp, bpf.PorttraceProgStateRawTpRescue, "inet_sock_set_state")},
+			{formTPBTF, withRescue(bpf.PorttraceProgStateTpBtf, bpf.PorttraceProgStateTpBtfRescue, "inet_sock_set_state", bpf.PorttraceRescuedHookHOOK_STATE)},
+			{formRawTP, withRescue(bpf.PorttraceProgStateRawTp, bpf.PorttraceProgStateRawTpRescue, "inet_sock_set_state", bpf.PorttraceRescuedHookHOOK_STATE)},
 			{formTracepoint, []attachment{{prog: bpf.PorttraceProgStateTracepoint, target: "sock/inet_sock_set_state"}}},
 			{formKprobe, []attachment{
 				{prog: bpf.PorttraceProgStateStoreKprobe, target: "inet_sk_state_store"},
@@ -142,14 +149,14 @@ var defaultHooks = []hook{
 				{prog: bpf.PorttraceProgTwExpireKprobe, target: "tw_timer_handler"},
 			}},
 			{formTPBTF, slices.Concat(
-				withRescue(bpf.PorttraceProgTimerStartTpBtf, bpf.PorttraceProgTimerStartTpBtfRescue, "timer_start"),
-				withRescue(bpf.PorttraceProgTimerCancelTpBtf, bpf.PorttraceProgTimerCancelTpBtfRescue, "timer_cancel"),
-				withRescue(bpf.PorttraceProgTimerExpireTpBtf, bpf.PorttraceProgTimerExpireTpBtfRescue, "timer_expire_entry"),
+				withRescue(bpf.PorttraceProgTimerStartTpBtf, bpf.PorttraceProgTimerStartTpBtfRescue, "timer_start", bpf.PorttraceRescuedHookHOOK_TIMER_START),
+				withRescue(bpf.PorttraceProgTimerCancelTpBtf, bpf.PorttraceProgTimerCancelTpBtfRescue, "timer_cancel", bpf.PorttraceRescuedHookHOOK_TIMER_CANCEL),
+				withRescue(bpf.PorttraceProgTimerExpireTpBtf, bpf.PorttraceProgTimerExpireTpBtfRescue, "timer_expire_entry", bpf.PorttraceRescuedHookHOOK_TIMER_EXPIRE),
 			)},
 			{formRawTP, slices.Concat(
-				withRescue(bpf.PorttraceProgTimerStartRawTp, bpf.PorttraceProgTimerStartRawTpRescue, "timer_start"),
-				withRescue(bpf.PorttraceProgTimerCancelRawTp, bpf.PorttraceProgTimerCancelRawTpRescue, "timer_cancel"),
-				withRescue(bpf.PorttraceProgTimerExpireRawTp, bpf.PorttraceProgTimerExpireRawTpRescue, "timer_expire_entry"),
+				withRescue(bpf.PorttraceProgTimerStartRawTp, bpf.PorttraceProgTimerStartRawTpRescue, "timer_start", bpf.PorttraceRescuedHookHOOK_TIMER_START),
+				withRescue(bpf.PorttraceProgTimerCancelRawTp, bpf.PorttraceProgTimerCancelRawTpRescue, "timer_cancel", bpf.PorttraceRescuedHookHOOK_TIMER_CANCEL),
+				withRescue(bpf.PorttraceProgTimerExpireRawTp, bpf.PorttraceProgTimerExpireRawTpRescue, "timer_expire_entry", bpf.PorttraceRescuedHookHOOK_TIMER_EXPIRE),
 			)},
 		},
 	},

@@ -114,6 +114,19 @@ func open(cfg tracer.Config, table []hook, allowInPlace inPlaceReads) (src *Linu
 		return nil, fmt.Errorf("loading eBPF programs: %w", memlockHint(err))
 	}
 
+	firsts := map[bpf.PorttraceRescuedHook]*ebpf.Program{}
+	for _, c := range chosen {
+		for _, a := range c.alt.progs {
+			if a.rescued {
+				firsts[a.hook] = s.coll.Programs[a.prog]
+			}
+		}
+	}
+	if line := locateGuards(k, s.coll, firsts); line != "" {
+		s.hooks = append(s.hooks, line)
+		cfg.Verbosef("%s", line)
+	}
+
 	for _, c := range chosen {
 		for _, a := range c.alt.progs {
 			if a.rescue {

@@ -145,21 +145,10 @@ func TestKernelRescueProtocol(t *testing.T) {
 			t.Fatalf("running %s on CPU %d: %v", prog, cpu, err)
 		}
 	}
-	rescued := func() uint64 {
+	rescued := func() uint64 { return sumRescued(t, coll) }
+	marks := func() []bpf.PorttraceRunning {
 		t.Helper()
-		var perCPU []uint64
-		if err := coll.Maps[bpf.PorttraceMapRescued].Lookup(uint32(0), &perCPU); err != nil {
-			t.Fatal(err)
-		}
-		var sum uint64
-		for _, n := range perCPU {
-			sum += n
-		}
-		return sum
-	}
-	marks := func() [][4]uint8 {
-		t.Helper()
-		var perCPU [][4]uint8
+		var perCPU []bpf.PorttraceRunning
 		if err := coll.Maps[bpf.PorttraceMapRunning].Lookup(uint32(0), &perCPU); err != nil {
 			t.Fatal(err)
 		}
@@ -172,8 +161,8 @@ func TestKernelRescueProtocol(t *testing.T) {
 		t.Fatalf("the second program rescued %d runs after the first ran and ended", n)
 	}
 	// The first under way on CPU 0, as when a softirq interrupts it there.
-	underWay := make([][4]uint8, cpus)
-	underWay[0][0] = 1
+	underWay := make([]bpf.PorttraceRunning, cpus)
+	underWay[0].First[bpf.PorttraceRescuedHookHOOK_STATE] = 1
 	if err := coll.Maps[bpf.PorttraceMapRunning].Put(uint32(0), underWay); err != nil {
 		t.Fatal(err)
 	}
@@ -188,11 +177,25 @@ func TestKernelRescueProtocol(t *testing.T) {
 		}
 	}
 	run(first, 0)
-	if m := marks(); m[0][0] != 0 {
-		t.Fatalf("the first program left its mark after it ended: %v", m[0])
+	if m := marks(); m[0].First[bpf.PorttraceRescuedHookHOOK_STATE] != 0 {
+		t.Fatalf("the first program left its mark after it ended: %v", m[0].First)
 	}
 	run(second, 0)
 	if n := rescued(); n != 1 {
 		t.Fatalf("the second program rescued %d runs, want still 1", n)
 	}
+}
+
+// sumRescued is the runs the second programs made up for, on every CPU.
+func sumRescued(t *testing.T, coll *ebpf.Collection) uint64 {
+	t.Helper()
+	var perCPU []uint64
+	if err := coll.Maps[bpf.PorttraceMapRescued].Lookup(uint32(0), &perCPU); err != nil {
+		t.Fatal(err)
+	}
+	var sum uint64
+	for _, n := range perCPU {
+		sum += n
+	}
+	return sum
 }
