@@ -383,8 +383,9 @@ static __always_inline void count_rescued(void)
 
 /* Defines a hook's two programs, name and name_rescue, on one section:
  * both run call, the first always, the second only for the runs the kernel
- * kept the first from. */
-#define WITH_RESCUE(sec, name, hook, call)                        \
+ * kept the first from. wanted is a cheap test that call would report the
+ * run, which the second makes before it reads the first's count. */
+#define WITH_RESCUE(sec, name, hook, wanted, call)                \
 	SEC(sec)                                                  \
 	int name(__u64 *ctx)                                      \
 	{                                                         \
@@ -399,6 +400,8 @@ static __always_inline void count_rescued(void)
 	SEC(sec)                                                  \
 	int name##_rescue(__u64 *ctx)                             \
 	{                                                         \
+		if (!(wanted))                                    \
+			return 0;                                 \
 		struct running *r = running_here();               \
 		if (!r || !first_under_way(hook, r))              \
 			return 0;                                 \
@@ -482,9 +485,9 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 
 /* tp_btf and raw_tp both receive the tracepoint's arguments as an array of
  * u64; one body serves both, reading in place in tp_btf (read.h). */
-WITH_RESCUE("tp_btf/inet_sock_set_state", state_tp_btf, HOOK_STATE,
+WITH_RESCUE("tp_btf/inet_sock_set_state", state_tp_btf, HOOK_STATE, true,
 	    handle_set_state((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], true))
-WITH_RESCUE("raw_tp/inet_sock_set_state", state_raw_tp, HOOK_STATE,
+WITH_RESCUE("raw_tp/inet_sock_set_state", state_raw_tp, HOOK_STATE, true,
 	    handle_set_state((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], false))
 
 SEC("tracepoint/sock/inet_sock_set_state")
@@ -661,9 +664,14 @@ static __always_inline int emit_timewait(__u8 kind, struct inet_timewait_sock *t
 
 /* btf: a tp_btf program, whose timer the verifier knows: most timers are
  * not timewait sockets', and are told apart by one read in place. */
+static __always_inline bool timewait_timer(struct timer_list *timer, bool btf)
+{
+	return (__u64)READ(btf, timer, function) == tw_timer_handler_addr;
+}
+
 static __always_inline int handle_timer(__u8 kind, struct timer_list *timer, bool btf)
 {
-	if ((__u64)READ(btf, timer, function) != tw_timer_handler_addr)
+	if (!timewait_timer(timer, btf))
 		return 0;
 	/* Re-arming a timer within its wheel bucket only moves its expiry,
 	 * without tracing: the expiry read at the end tells when it was. */
@@ -672,16 +680,22 @@ static __always_inline int handle_timer(__u8 kind, struct timer_list *timer, boo
 }
 
 WITH_RESCUE("tp_btf/timer_start", timer_start_tp_btf, HOOK_TIMER_START,
+	    timewait_timer((struct timer_list *)ctx[0], true),
 	    handle_timer(EVENT_TIMEWAIT_START, (struct timer_list *)ctx[0], true))
 WITH_RESCUE("tp_btf/timer_cancel", timer_cancel_tp_btf, HOOK_TIMER_CANCEL,
+	    timewait_timer((struct timer_list *)ctx[0], true),
 	    handle_timer(EVENT_TIMEWAIT_CANCEL, (struct timer_list *)ctx[0], true))
 WITH_RESCUE("tp_btf/timer_expire_entry", timer_expire_tp_btf, HOOK_TIMER_EXPIRE,
+	    timewait_timer((struct timer_list *)ctx[0], true),
 	    handle_timer(EVENT_TIMEWAIT_EXPIRE, (struct timer_list *)ctx[0], true))
 WITH_RESCUE("raw_tp/timer_start", timer_start_raw_tp, HOOK_TIMER_START,
+	    timewait_timer((struct timer_list *)ctx[0], false),
 	    handle_timer(EVENT_TIMEWAIT_START, (struct timer_list *)ctx[0], false))
 WITH_RESCUE("raw_tp/timer_cancel", timer_cancel_raw_tp, HOOK_TIMER_CANCEL,
+	    timewait_timer((struct timer_list *)ctx[0], false),
 	    handle_timer(EVENT_TIMEWAIT_CANCEL, (struct timer_list *)ctx[0], false))
 WITH_RESCUE("raw_tp/timer_expire_entry", timer_expire_raw_tp, HOOK_TIMER_EXPIRE,
+	    timewait_timer((struct timer_list *)ctx[0], false),
 	    handle_timer(EVENT_TIMEWAIT_EXPIRE, (struct timer_list *)ctx[0], false))
 
 /* With kprobes, the timewait socket's own functions: every (re)scheduling,
