@@ -279,13 +279,48 @@ func TestKernelWhoDualStack(t *testing.T) {
 
 func TestKernelWhoNobody(t *testing.T) {
 	needPrivileges(t)
-	r, err := Who(freePort(t, "127.0.0.1"))
+	r, err := Who(unusedPort(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r.Held() || len(r.Sockets) != 0 {
 		t.Fatalf("a free port is held: %+v", r)
 	}
+}
+
+// unusedPort is a port no TCP socket of this network namespace has at
+// either end. freePort's is only free to bind: an earlier test's TIME_WAIT
+// can still have it as its remote end, which who rightly shows.
+func unusedPort(t *testing.T) uint16 {
+	t.Helper()
+	for range 100 {
+		port := freePort(t, "127.0.0.1")
+		if !portInProcNet(t, port) {
+			return port
+		}
+	}
+	t.Fatal("no port unused at both ends in 100 tries")
+	return 0
+}
+
+// portInProcNet says whether a socket of /proc/net/tcp or tcp6 has port
+// at either end ("0100007F:1F90", the port in hex after the colon).
+func portInProcNet(t *testing.T, port uint16) bool {
+	t.Helper()
+	suffix := fmt.Sprintf(":%04X", port)
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, err := os.ReadFile(table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			fields := strings.Fields(line)
+			if len(fields) > 2 && (strings.HasSuffix(fields[1], suffix) || strings.HasSuffix(fields[2], suffix)) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // watchServingAPI runs a watch of port as porttrace does (a source into a
