@@ -350,7 +350,9 @@ static __always_inline struct running *running_here(void)
 	return bpf_map_lookup_elem(&running, &zero);
 }
 
-/* p as a number. */
+/* p as a number, through this CPU's struct running: every second program
+ * stores the same value there, so one interrupting another on the CPU
+ * does no harm. */
 static __always_inline __u64 address(struct running *r, const void *p)
 {
 	*(volatile __u64 *)&r->through = (__u64)p;
@@ -428,15 +430,20 @@ SEC("iter/bpf_prog")
 int prog_guards(struct bpf_iter__bpf_prog *ctx)
 {
 	struct bpf_prog *prog = ctx->prog;
-	struct running *r = running_here();
+	const void *map = &running;
+	__u64 map_addr = 0;
 	struct prog_guard g = {};
 
-	if (!prog || !r || !bpf_core_field_exists(prog->active))
+	if (!prog || !bpf_core_field_exists(prog->active))
 		return 0;
 	g.id = prog->aux->id;
 	bpf_probe_read_kernel(&g.runs, sizeof(g.runs), &prog->active);
+	/* The map's address as a number, copied from the stack: not through
+	 * struct running, which a second program interrupting this one on
+	 * its CPU may be using at that moment. */
+	bpf_probe_read_kernel(&map_addr, sizeof(map_addr), &map);
 	bpf_probe_read_kernel(&g.running, sizeof(g.running),
-			      (void *)(address(r, &running) + bpf_core_field_offset(struct bpf_array, pptrs)));
+			      (void *)(map_addr + bpf_core_field_offset(struct bpf_array, pptrs)));
 	bpf_seq_write(ctx->meta->seq, &g, sizeof(g));
 	return 0;
 }
