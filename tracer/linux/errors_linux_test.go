@@ -22,7 +22,8 @@ import (
 // (ECONNRESET), while the peer that reset it closed without error.
 func TestKernelConnectErrors(t *testing.T) {
 	needPrivileges(t)
-	refused, reset, silent := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
+	free := freePorts(t, "127.0.0.1", 3)
+	refused, reset, silent := free[0], free[1], free[2]
 	ports := tracer.Ports{refused, reset, silent}
 	slices.Sort(ports)
 	rec, _ := trace(t, tracer.Config{Ports: ports})

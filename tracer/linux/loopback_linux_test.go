@@ -187,6 +187,22 @@ func freePort(t *testing.T, host string) uint16 {
 	return uint16(l.Addr().(*net.TCPAddr).Port)
 }
 
+// freePorts is n free ports of host, all different: each is held until the
+// last is chosen (freePort's, closed at once, can come up again).
+func freePorts(t *testing.T, host string, n int) []uint16 {
+	t.Helper()
+	ports := make([]uint16, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports[i] = uint16(l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
 // lines are the transitions of one socket, told apart by its ports, as
 // "OLD->NEW" with the owner's pid.
 func lines(recs []tracer.Record, sport, dport uint16) (transitions []string, pids []uint32) {
@@ -410,7 +426,8 @@ func TestKernelBindEADDRINUSE(t *testing.T) {
 // set is watched.
 func TestKernelPortFilter(t *testing.T) {
 	needPrivileges(t)
-	watched, second, other := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
+	free := freePorts(t, "127.0.0.1", 3)
+	watched, second, other := free[0], free[1], free[2]
 	ports := tracer.Ports{watched, second}
 	slices.Sort(ports)
 	rec, _ := trace(t, tracer.Config{Ports: ports})
