@@ -8,7 +8,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/porttrace/porttrace/bpf"
 )
@@ -83,23 +82,17 @@ func readGuards(k *kernel, coll *ebpf.Collection, firsts map[bpf.PorttraceRescue
 		return offsets, fmt.Errorf("loading iter/bpf_prog: %w", err)
 	}
 	defer objs.Iter.Close()
-	it, err := link.AttachIter(link.IterOptions{Program: objs.Iter})
+	var records []bpf.PorttraceProgGuard
+	err = runIterator(objs.Iter, "iter/bpf_prog", func(r io.Reader) error {
+		out, err := io.ReadAll(r)
+		if err != nil {
+			return err
+		}
+		records = make([]bpf.PorttraceProgGuard, len(out)/binary.Size(bpf.PorttraceProgGuard{}))
+		return binary.Read(bytes.NewReader(out), binary.NativeEndian, records)
+	})
 	if err != nil {
-		return offsets, fmt.Errorf("attaching iter/bpf_prog: %w", err)
-	}
-	defer it.Close()
-	r, err := it.Open()
-	if err != nil {
-		return offsets, fmt.Errorf("running iter/bpf_prog: %w", err)
-	}
-	defer r.Close()
-	out, err := io.ReadAll(r)
-	if err != nil {
-		return offsets, fmt.Errorf("reading iter/bpf_prog: %w", err)
-	}
-	records := make([]bpf.PorttraceProgGuard, len(out)/binary.Size(bpf.PorttraceProgGuard{}))
-	if err := binary.Read(bytes.NewReader(out), binary.NativeEndian, records); err != nil {
-		return offsets, fmt.Errorf("decoding iter/bpf_prog: %w", err)
+		return offsets, err
 	}
 	byID := make(map[uint32]bpf.PorttraceProgGuard, len(records))
 	for _, g := range records {
