@@ -10,11 +10,13 @@ import (
 type Handler interface {
 	// Handle receives one event. The event is only valid during the call.
 	Handle(ev *Event)
-	// Tick tells the handler the time (same clock as Event.TimeNs) when the
-	// source has nothing more to deliver for now, so that decisions waiting
-	// on later events can be taken by a deadline instead. It returns when
-	// the handler must be ticked again even if no event comes, or
-	// NoDeadline: an idle source then sleeps until the next event.
+	// Tick tells the handler the time (same clock as Event.TimeNs) up to
+	// which the source has delivered every event, after a batch of them or
+	// when none came, so that decisions waiting on later events can be
+	// taken by a deadline instead. It returns the time the handler must be
+	// ticked at again even if no event comes (once the source has
+	// delivered every event up to it), or NoDeadline: an idle source then
+	// sleeps until the next event.
 	Tick(nowNs int64) (nextNs int64)
 }
 
@@ -38,10 +40,10 @@ func EarlierDeadline(a, b int64) int64 {
 type Sink interface {
 	// Record receives one record, valid only during the call.
 	Record(r *Record)
-	// Tick says the source has run dry for now (time on the events'
-	// clock): the moment to flush what is buffered. It returns when the
-	// sink must be ticked again even if no record comes (work it holds
-	// back for a while), or NoDeadline.
+	// Tick says the source has delivered every event up to this time (on
+	// the events' clock; see Handler): the moment to flush what is
+	// buffered. It returns when the sink must be ticked again even if no
+	// record comes (work it holds back for a while), or NoDeadline.
 	Tick(nowNs int64) (nextNs int64)
 }
 

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/correlate"
 )
 
 const (
@@ -192,6 +193,20 @@ func (j *tcbJoiner) expire(nowNs int64) {
 		n++
 	}
 	j.releaseOldest(n)
+}
+
+// deliveredUpTo is the time up to which every event has been delivered,
+// when ETW has delivered every event up to upTo: the oldest state change
+// held for its Tcb's endpoints is not yet, but a tick waits for it only as
+// long as the correlator waits for a line (a connect whose SYNs go
+// unanswered waits for its endpoints for seconds, and would hold every
+// line back with it).
+func (j *tcbJoiner) deliveredUpTo(upTo int64) int64 {
+	delivered, floor := upTo, upTo-correlate.HoldNs
+	for i := range j.pending {
+		delivered = min(delivered, max(j.pending[i].TimeNs, floor))
+	}
+	return delivered
 }
 
 func (j *tcbJoiner) releaseOldest(n int) {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/correlate"
 )
 
 type recorder struct{ events []tracer.Event }
@@ -171,6 +172,25 @@ func TestJoinerExpiry(t *testing.T) {
 			t.Errorf("unjoined %d, pending %d; want 1, 1", j.unjoined, len(j.pending))
 		}
 	})
+}
+
+// TestJoinerDeliveredUpTo: a tick reports no time past a state change
+// still waiting for its endpoints, unless it has waited longer than the
+// correlator's hold.
+func TestJoinerDeliveredUpTo(t *testing.T) {
+	const s = int64(time.Second)
+	j, _ := newTestJoiner(tracer.Config{Ports: tracer.Ports{8080}})
+	if got := j.deliveredUpTo(10 * s); got != 10*s {
+		t.Errorf("nothing waiting: delivered up to %d, want %d", got, 10*s)
+	}
+	j.push(change(1, tracer.StateClose, tracer.StateSynSent, 9*s+5))
+	j.push(change(2, tracer.StateClose, tracer.StateSynSent, 9*s+3))
+	if got := j.deliveredUpTo(10 * s); got != 9*s+3 {
+		t.Errorf("two waiting: delivered up to %d, want the older's time %d", got, 9*s+3)
+	}
+	if got, want := j.deliveredUpTo(20*s), 20*s-correlate.HoldNs; got != want {
+		t.Errorf("waiting longer than the hold: delivered up to %d, want %d", got, want)
+	}
 }
 
 func TestJoinerPendingBounded(t *testing.T) {

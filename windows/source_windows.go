@@ -159,7 +159,7 @@ func (s *Source) Run(ctx context.Context, h tracer.Handler) error {
 		case <-ticker.C:
 			upTo := time.Now().Add(-deliveryLag).UnixNano()
 			joiner.expire(upTo)
-			h.Tick(upTo)
+			h.Tick(joiner.deliveredUpTo(upTo))
 		case err := <-processed:
 			close(s.runDone)
 			return s.processEnded(err)

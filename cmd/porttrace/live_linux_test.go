@@ -80,6 +80,8 @@ func TestWatchingContainer(t *testing.T) {
 // records, connections and the summary.
 type jsonLine struct {
 	Type        string
+	Time        time.Time
+	Late        bool
 	SPort       int
 	DPort       int
 	Old, New    string
@@ -284,6 +286,57 @@ func TestFiltersOnRealTraffic(t *testing.T) {
 				t.Errorf("the summary says no line was left out: %s", summary.raw)
 			}
 		})
+	}
+}
+
+// TestLinesInTimeOrder: a connection its server is slow to accept holds
+// its server end's lines back until the accept, and the lines of the
+// connections made and closed meanwhile wait for them: every line comes
+// out in time order, none late, the held ones before those.
+func TestLinesInTimeOrder(t *testing.T) {
+	needRoot(t)
+	slowPort, quickPort := freeLoopbackPort(t), freeLoopbackPort(t)
+	stop := watchJSON(t, fmt.Sprintf("--port=%d,%d", slowPort, quickPort))
+	slowL, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(slowPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slowL.Close()
+	slow, err := net.Dial("tcp4", slowL.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	for range 5 {
+		connectAndClose(t, quickPort)
+	}
+	// Long enough for the quick lines to have gone out, were it not for
+	// the held ones (the delivery lag is 10 ms).
+	time.Sleep(300 * time.Millisecond)
+	accepted, err := slowL.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted.Close()
+	lines := stop()
+	lines = lines[:len(lines)-1]
+	held, firstQuick := -1, -1
+	for i, l := range lines {
+		if l.Late {
+			t.Errorf("line %d late: %s", i, l.raw)
+		}
+		if i > 0 && l.Time.Before(lines[i-1].Time) {
+			t.Errorf("line %d out of time order: %s after %s", i, l.raw, lines[i-1].raw)
+		}
+		switch {
+		case l.SPort == slowPort && l.New == "SYN_RECV":
+			held = i
+		case firstQuick < 0 && (l.SPort == quickPort || l.DPort == quickPort) && l.Type == "state":
+			firstQuick = i
+		}
+	}
+	if held < 0 || firstQuick < 0 || held > firstQuick {
+		t.Errorf("the slow connection's held SYN_RECV line (line %d) is not before the quick connections' (from line %d):\n%s", held, firstQuick, dump(lines))
 	}
 }
 

@@ -86,6 +86,7 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 		first = learner
 	}
 	loop := correlate.NewLoop(first)
+	window.Follow(loop)
 	// Its index is read by porttrace who alone, seldom: it is built when
 	// asked for, not as a storm changes it.
 	loop.PublishOnDemand()

@@ -16,6 +16,7 @@ func connections(events []tracer.Event, endMs int64) ([]string, *Connections) {
 	cs := NewConnections(connFunc(func(c *tracer.Connection) { out = append(out, connLine(c)) }))
 	w := NewWindow(cs)
 	c := NewCorrelator(w.Record)
+	w.Follow(c)
 	for i := range events {
 		if events[i].Kind == 0 {
 			c.Tick(events[i].TimeNs)

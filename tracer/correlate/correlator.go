@@ -26,6 +26,10 @@ const (
 	exitGraceNs = int64(100e6)
 )
 
+// HoldNs is the longest the correlator holds a line back, and so the
+// longest a Window waits for one: a line held longer comes out late.
+const HoldNs = holdTimeoutNs
+
 // Timewait reasons of a TIME_WAIT -> CLOSE record.
 const (
 	ReasonExpired = "expired"
@@ -93,10 +97,9 @@ type sockState struct {
 	heldAt int32
 	nheld  uint8
 	heldNs int64 // when the first held line was held
-	// deadlineNs is when Tick must next look at the socket, and queuePos
-	// its place in the deadline queue plus one (0: not queued).
-	deadlineNs int64
-	queuePos   int32
+	// places are the socket's keys and positions in the correlator's
+	// queues (deadline.go).
+	places [queueKinds]queuePlace
 }
 
 // tupleKey identifies a connection across the full socket and the timewait
@@ -182,7 +185,9 @@ type Correlator struct {
 	asked        []tracer.SockID
 	// queue holds the sockets that wait on a deadline (held lines, a
 	// stopped timewait timer), earliest first: the only ones Tick looks at.
-	queue deadlineQueue
+	// pending holds those with a line to put out dated in the past, the
+	// oldest first.
+	queue, pending sockQueue
 	// heldLines are the slots of the sockets' held lines, heldFree the
 	// unused ones: few sockets hold lines at a time, and a slot in each
 	// socket's entry made every entry a third bigger.
@@ -206,6 +211,8 @@ func NewCorrelator(emit func(*tracer.Record)) *Correlator {
 		listeners: make(map[portKey][]int32),
 		mptcp:     make(map[tracer.SockID]int32),
 		byOwner:   make(map[ownerKey]int32),
+		queue:     sockQueue{kind: byDeadline},
+		pending:   sockQueue{kind: byPending},
 	}
 }
 
@@ -330,8 +337,8 @@ func (c *Correlator) Tick(nowNs int64) int64 {
 		if !ok {
 			return tracer.NoDeadline
 		}
-		if c.socks[i].deadlineNs > nowNs {
-			return c.socks[i].deadlineNs
+		if d := c.socks[i].places[byDeadline].key; d > nowNs {
+			return d
 		}
 		s := &c.socks[i]
 		if s.cancelNs != 0 && nowNs-s.cancelNs >= cancelGraceNs {
@@ -385,7 +392,7 @@ func (c *Correlator) forget(i int32) {
 	}
 	c.unlink(i)
 	c.leaveState(i)
-	c.queue.remove(c.socks, i)
+	c.unschedule(i)
 	delete(c.byID, s.id)
 	c.freeHeld(i)
 	*s = sockState{}

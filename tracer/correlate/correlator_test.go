@@ -92,10 +92,11 @@ func line(r *tracer.Record) string {
 	return s
 }
 
-func correlate(events []tracer.Event) []string {
+func correlate(t *testing.T, events []tracer.Event) []string {
+	t.Helper()
 	var out []string
 	c := NewCorrelator(func(r *tracer.Record) { out = append(out, line(r)) })
-	feed(c, events)
+	feed(t, c, events)
 	c.Flush()
 	return out
 }
@@ -350,7 +351,7 @@ func TestCorrelator(t *testing.T) {
 		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := correlate(tc.events)
+			got := correlate(t, tc.events)
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(tc.want))
 			}
@@ -500,13 +501,15 @@ func heldByTimeWait() []tracer.Event {
 
 // feed runs events through c without the final Flush that would hide
 // lines a Tick failed to release.
-func feed(c *Correlator, events []tracer.Event) {
+func feed(t *testing.T, c *Correlator, events []tracer.Event) {
+	t.Helper()
 	for i := range events {
 		if events[i].Kind == 0 {
 			c.Tick(events[i].TimeNs)
-			continue
+		} else {
+			c.Handle(&events[i])
 		}
-		c.Handle(&events[i])
+		checkPending(t, c)
 	}
 }
 
@@ -516,7 +519,7 @@ func feed(c *Correlator, events []tracer.Event) {
 func TestCorrelatorTimeWaitInheritsHoldDeadline(t *testing.T) {
 	var got []string
 	c := NewCorrelator(func(r *tracer.Record) { got = append(got, line(r)) })
-	feed(c, append(heldByTimeWait(), tick(1011)))
+	feed(t, c, append(heldByTimeWait(), tick(1011)))
 	want := []string{
 		"100 10.0.0.1:8080>0 CLOSE->LISTEN listen",
 		"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
@@ -539,7 +542,7 @@ func TestCorrelatorKilledAfterInheritedHold(t *testing.T) {
 	c := NewCorrelator(func(r *tracer.Record) { got = append(got, line(r)) })
 	cancel := ev(1000, tracer.KindTimeWaitCancel, atServer, twSock, 0, tracer.StateTimeWait, softirq)
 	cancel.TimeoutNs = 59_021e6
-	feed(c, append(heldByTimeWait(), cancel, tick(1011), tick(1101)))
+	feed(t, c, append(heldByTimeWait(), cancel, tick(1011), tick(1101)))
 	wantLast := "100 10.0.0.1:8080>40000 TIME_WAIT->CLOSE listener 979ms killed"
 	if len(got) == 0 || got[len(got)-1] != wantLast {
 		t.Errorf("last line:\n got  %s\n want %s", join(got), wantLast)
@@ -569,21 +572,41 @@ func TestDeadlineQueueOrder(t *testing.T) {
 	// them empties the queue in order.
 	last := int64(-1)
 	for d := c.Tick(0); d != tracer.NoDeadline; d = c.Tick(d) {
-		if i, _ := c.queue.first(); c.socks[i].deadlineNs != d {
-			t.Fatalf("Tick named deadline %d, the queue's earliest is %d", d, c.socks[i].deadlineNs)
+		checkPending(t, c)
+		if i, _ := c.queue.first(); c.socks[i].places[byDeadline].key != d {
+			t.Fatalf("Tick named deadline %d, the queue's earliest is %d", d, c.socks[i].places[byDeadline].key)
 		}
 		if d < last {
 			t.Fatalf("deadline %d came after %d", d, last)
 		}
 		last = d
 	}
-	if len(c.queue.socks) != 0 {
-		t.Fatalf("%d sockets still queued after the last deadline", len(c.queue.socks))
+	if len(c.queue.socks) != 0 || len(c.pending.socks) != 0 {
+		t.Fatalf("%d sockets still queued, %d pending, after the last deadline", len(c.queue.socks), len(c.pending.socks))
+	}
+	if since, ok := c.PendingSinceNs(); ok {
+		t.Fatalf("a line pending since %d after the last deadline", since)
 	}
 	for i := range c.socks {
-		if c.socks[i].queuePos != 0 {
-			t.Fatalf("socket %d still has a queue position after the queue emptied", i)
+		if p := c.socks[i].places; p[byDeadline].pos != 0 || p[byPending].pos != 0 {
+			t.Fatalf("socket %d still has a queue position after the queues emptied", i)
 		}
+	}
+}
+
+// checkPending compares PendingSinceNs with the oldest pending line of
+// every socket, looked for one by one.
+func checkPending(t *testing.T, c *Correlator) {
+	t.Helper()
+	var want int64
+	wantOK := false
+	for i := range c.socks {
+		if p, ok := c.socks[i].pendingSince(); ok && (!wantOK || p < want) {
+			want, wantOK = p, true
+		}
+	}
+	if got, ok := c.PendingSinceNs(); got != want || ok != wantOK {
+		t.Fatalf("PendingSinceNs = %d, %v; the sockets' oldest is %d, %v", got, ok, want, wantOK)
 	}
 }
 
@@ -605,7 +628,7 @@ func TestCorrelatorCgroupsAndKernelThreads(t *testing.T) {
 	connect.CgroupID, connect.SockCgroupID = clientCgroup, clientCgroup
 	established := state(31, atClient, clientSock, tracer.StateSynSent, tracer.StateEstablished, softirq)
 	established.CgroupID, established.SockCgroupID = rootCgroup, clientCgroup
-	feed(c, []tracer.Event{closeWait, kworker, connect, established})
+	feed(t, c, []tracer.Event{closeWait, kworker, connect, established})
 	want := []string{
 		"0  unknown cgroup 500",
 		"0  unknown cgroup 500",
@@ -641,7 +664,7 @@ func TestCorrelatorMPTCPSubflows(t *testing.T) {
 		return e
 	}
 	kthread := func(e tracer.Event) tracer.Event { e.KernelThread = true; return e }
-	got := correlate([]tracer.Event{
+	got := correlate(t, []tracer.Event{
 		sub(state(0, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener), listenMsk),
 		sub(state(10, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client), clientMsk),
 		// A passive subflow names the listener's MPTCP socket until its
@@ -679,7 +702,7 @@ func TestCorrelatorNamesTheThreadThatActs(t *testing.T) {
 		e.Comm, e.Thread = tracer.CommFrom("java"), tracer.CommFrom(thread)
 		return e
 	}
-	feed(c, []tracer.Event{
+	feed(t, c, []tracer.Event{
 		named(state(1, atServer, serverSock, tracer.StateListen, tracer.StateSynRecv, softirq), "ksoftirqd/0"),
 		named(ev(2, tracer.KindAccept, atServer, serverSock, 0, tracer.StateSynRecv, worker), "http-nio-8080-A"),
 		named(state(3, atServer, serverSock, tracer.StateSynRecv, tracer.StateEstablished, softirq), "curl"),
@@ -711,7 +734,7 @@ func TestIndexNamesWhatProcessesHold(t *testing.T) {
 	withInode := func(e tracer.Event, inode uint64) tracer.Event { e.Inode = inode; return e }
 	from := func(e tracer.Event, port uint16) tracer.Event { e.DPort = port; return e }
 	c := NewCorrelator(func(*tracer.Record) {})
-	feed(c, []tracer.Event{
+	feed(t, c, []tracer.Event{
 		withInode(sub(state(0, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener), listenMsk), 501),
 		withInode(state(1, atListener, otherListen, tracer.StateClose, tracer.StateListen, worker), 502),
 		sub(state(11, atServer, serverSock, tracer.StateListen, tracer.StateSynRecv, softirq), listenMsk),

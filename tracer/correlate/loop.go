@@ -171,6 +171,9 @@ func (l *Loop) findHolders(finder tracer.HolderFinder) (stop func()) {
 	}
 }
 
+// PendingSinceNs is the correlator's (Window's Pending).
+func (l *Loop) PendingSinceNs() (int64, bool) { return l.corr.PendingSinceNs() }
+
 // Handle implements tracer.Handler.
 func (l *Loop) Handle(ev *tracer.Event) { l.corr.Handle(ev) }
 

@@ -54,7 +54,7 @@ func holder(sock tracer.SockID, pid uint32, startNs uint64) tracer.Holder {
 func TestCorrelatorDaemonForkedAfterListen(t *testing.T) {
 	var got []string
 	c := holderCorrelator(&got)
-	feed(c, []tracer.Event{
+	feed(t, c, []tracer.Event{
 		state(5, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener),
 		exit(10, listener),
 		tick(60),
@@ -62,7 +62,7 @@ func TestCorrelatorDaemonForkedAfterListen(t *testing.T) {
 	if q := c.takeHolderQueries(); q != nil {
 		t.Fatalf("asked %v before the exit's grace passed", q)
 	}
-	feed(c, []tracer.Event{tick(110)})
+	feed(t, c, []tracer.Event{tick(110)})
 	q := c.takeHolderQueries()
 	if want := []tracer.HolderQuery{{Sock: listenSock, Port: 8080}}; !slices.Equal(q, want) {
 		t.Fatalf("asked %v, want %v", q, want)
@@ -72,7 +72,7 @@ func TestCorrelatorDaemonForkedAfterListen(t *testing.T) {
 	}
 	// A worker (started later) and the master both hold it.
 	c.applyHolders([]tracer.Holder{holder(listenSock, 202, 2000), holder(listenSock, 201, 0), holder(0x7777, 5, 0)}, nil, 120e6)
-	feed(c, []tracer.Event{state(500, atListener, listenSock, tracer.StateListen, tracer.StateClose, 201)})
+	feed(t, c, []tracer.Event{state(500, atListener, listenSock, tracer.StateListen, tracer.StateClose, 201)})
 	want := []string{
 		"100 10.0.0.1:8080>0 CLOSE->LISTEN listen",
 		"201 10.0.0.1:8080>0 OWNER LISTEN holder from 100 (exited)",
@@ -180,7 +180,7 @@ func TestCorrelatorOwnerExits(t *testing.T) {
 func TestCorrelatorHoldersAfterClose(t *testing.T) {
 	var got []string
 	c := holderCorrelator(&got)
-	feed(c, []tracer.Event{
+	feed(t, c, []tracer.Event{
 		state(5, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener),
 		exit(10, listener),
 		tick(200),
@@ -188,7 +188,7 @@ func TestCorrelatorHoldersAfterClose(t *testing.T) {
 	if q := c.takeHolderQueries(); len(q) != 1 {
 		t.Fatalf("asked %v, want the listener", q)
 	}
-	feed(c, []tracer.Event{state(210, atListener, listenSock, tracer.StateListen, tracer.StateClose, listener)})
+	feed(t, c, []tracer.Event{state(210, atListener, listenSock, tracer.StateListen, tracer.StateClose, listener)})
 	c.applyHolders([]tracer.Holder{holder(listenSock, 201, 1000)}, nil, 220e6)
 	want := []string{
 		"100 10.0.0.1:8080>0 CLOSE->LISTEN listen",
@@ -204,7 +204,7 @@ func TestCorrelatorHoldersAfterClose(t *testing.T) {
 func TestCorrelatorExitWithoutHolderLookup(t *testing.T) {
 	var got []string
 	c := NewCorrelator(func(r *tracer.Record) { got = append(got, ownerLine(r)) })
-	feed(c, []tracer.Event{
+	feed(t, c, []tracer.Event{
 		state(5, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener),
 		exit(10, listener),
 		tick(200),

@@ -11,16 +11,17 @@ type discardOutput struct{ discard }
 func (discardOutput) Connection(*tracer.Connection) {}
 
 // tally runs events through a correlator into a Tally.
-func tally(events []tracer.Event) Counts {
-	t := NewTally(discardOutput{})
-	c := NewCorrelator(t.Record)
-	feed(c, events)
+func tally(t *testing.T, events []tracer.Event) Counts {
+	t.Helper()
+	tl := NewTally(discardOutput{})
+	c := NewCorrelator(tl.Record)
+	feed(t, c, events)
 	c.Flush()
-	return t.Counts()
+	return tl.Counts()
 }
 
 func TestTallyCountsConnectionsAndSocketsApart(t *testing.T) {
-	got := tally(append(localConnection(),
+	got := tally(t, append(localConnection(),
 		state(70_000, atClient, clientSock+1, tracer.StateClose, tracer.StateSynSent, client),
 		withErr(state(70_001, atClient, clientSock+1, tracer.StateSynSent, tracer.StateClose, softirq), econnrefused),
 	))

@@ -2,24 +2,24 @@ package correlate
 
 import "github.com/porttrace/porttrace/tracer"
 
-// WindowNs is how long a Window holds a line: as long as the correlator may
-// hold a passive socket's lines for the process that accepts it, so that
-// those lines, released late, still take their place in time.
-const WindowNs = holdTimeoutNs
-
 // windowCapacity bounds the lines a Window holds (240 bytes each): a storm
-// of more lines a second than this pushes the oldest out early, and a line
-// older than those, arriving after them, is marked late.
+// of more lines than this while the correlator holds one back pushes the
+// oldest out early, and a line older than those, arriving after them, is
+// marked late.
 const windowCapacity = 1 << 16
 
 // Window is a Sink that passes records on in time order. The correlator
 // emits most lines as their events arrive, but holds a passive socket's
 // until it is accepted and a stopped timewait timer's until it knows how
-// the socket ended; a Window holds every line until the events' clock is
-// WindowNs past it, and passes them on sorted by time. A line that still
-// arrives after a later one went out (held longer than the window, or
-// pushed past by a storm that filled the window) goes out at once, marked
-// Late.
+// the socket ended. A Window holds every line until no older one can come:
+// until its source has delivered every event of its time (the time its
+// ticks give), and the correlator holds no line as old (Pending). It
+// passes them on sorted by time. So a line waits as long as the source's
+// delivery lags (milliseconds) while nothing is held, and, while a
+// connection waits to be accepted, as long as that (the correlator's hold:
+// up to a second). A line that still arrives after a later one went out
+// (held past the hold, or pushed past by a storm that filled the window)
+// goes out at once, marked Late.
 //
 // Nearly every line arrives in time order, or a few places out of it:
 // those wait in a ring, in order, at a small constant cost each. The lines
@@ -28,17 +28,14 @@ const windowCapacity = 1 << 16
 // about the order they connected, so their held lines come back in time
 // order among themselves, and a run takes each at a constant cost. Only a
 // line older than the last of every run goes to a heap. The oldest of the
-// ring's first, the runs' first and the heap's top goes out first. A storm
-// fills the window with tens of thousands of lines a second, and a heap
-// of them all cost a few microseconds a line in cache misses alone; a heap
-// of the held ones still cost a twentieth of a watch's time.
+// ring's first, the runs' first and the heap's top goes out first.
 //
 // It holds copies of the records and allocates nothing per record once
 // its ring and heap have grown. It runs on the loop's goroutine, as every
 // sink; Flush passes on what it holds when the loop has stopped.
 type Window struct {
 	next     tracer.Sink
-	widthNs  int64
+	pending  Pending
 	capacity int
 
 	// lines holds the lines that came in time order.
@@ -56,6 +53,14 @@ type Window struct {
 	passedNs int64
 	late     uint64
 	scratch  tracer.Record
+}
+
+// Pending is what holds lines back before a Window: the correlator, through
+// its Loop.
+type Pending interface {
+	// PendingSinceNs is the time of the oldest line held back, ok false
+	// when none is.
+	PendingSinceNs() (ns int64, ok bool)
 }
 
 // windowLine is a line waiting, with its place in the order of arrival.
@@ -121,14 +126,20 @@ func (q *ring[T]) pop() {
 
 var _ tracer.Sink = (*Window)(nil)
 
-// NewWindow returns a Window in front of next.
+// NewWindow returns a Window in front of next. It must Follow what holds
+// lines back before it is ticked.
 func NewWindow(next tracer.Sink) *Window {
-	return newWindow(next, WindowNs, windowCapacity)
+	return newWindow(next, windowCapacity)
 }
 
-func newWindow(next tracer.Sink, widthNs int64, capacity int) *Window {
-	return &Window{next: next, widthNs: widthNs, capacity: capacity}
+func newWindow(next tracer.Sink, capacity int) *Window {
+	return &Window{next: next, capacity: capacity}
 }
+
+// Follow has the Window wait for the lines that p holds back: the loop
+// whose correlator's records reach it, which is made after the Window it
+// sends them to.
+func (w *Window) Follow(p Pending) { w.pending = p }
 
 // Record implements tracer.Sink.
 func (w *Window) Record(r *tracer.Record) {
@@ -234,19 +245,26 @@ func (w *Window) oldest() (r *tracer.Record, from int) {
 	return &w.slots[first.slot], from
 }
 
-// Tick implements tracer.Sink: the lines WindowNs older than nowNs go on.
-// The next deadline is when the oldest line left will be.
+// Tick implements tracer.Sink: the lines older than nowNs, up to which the
+// source has delivered every event, and than every line held back, go on.
+// A line left that waits for the clock asks for the tick after its time;
+// one that waits for a held line waits for the correlator, whose deadline
+// or next event releases it.
 func (w *Window) Tick(nowNs int64) int64 {
+	settledNs := nowNs
+	if p, ok := w.pending.PendingSinceNs(); ok {
+		settledNs = min(settledNs, p)
+	}
 	for {
 		r, _ := w.oldest()
-		if r == nil || r.TimeNs > nowNs-w.widthNs {
+		if r == nil || r.TimeNs >= settledNs {
 			break
 		}
 		w.passOldest()
 	}
 	next := w.next.Tick(nowNs)
-	if r, _ := w.oldest(); r != nil {
-		next = tracer.EarlierDeadline(next, r.TimeNs+w.widthNs)
+	if r, _ := w.oldest(); r != nil && r.TimeNs >= nowNs {
+		next = tracer.EarlierDeadline(next, r.TimeNs+1)
 	}
 	return next
 }

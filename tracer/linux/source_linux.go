@@ -36,6 +36,16 @@ const clockCheckEvery = 256
 // fill up while it pauses.
 const busyFraction = 16
 
+// deliveryLag is how far an event's time may be behind the events already
+// read when it is read: a program stamps its event just after reserving
+// its room, and the reader meets events in the order of their rooms, so an
+// event stamped before another may come after it, by the moments between
+// reserving and stamping (microseconds; more where an interrupt, or the
+// host stopping a virtual CPU, comes between). Ticks report the time up to
+// which every event has been delivered: that of the latest event read, or
+// when the ring ran dry the time the read began, less this.
+const deliveryLag = 10 * time.Millisecond
+
 // LinuxSource reads porttrace's eBPF programs' ring buffer.
 type LinuxSource struct {
 	coll  *ebpf.Collection
@@ -304,22 +314,29 @@ func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 	var ev tracer.Event
 	records := 0
 	var woke time.Time // when the last batch began
+	// latestNs is the time of the latest event handled; cut says the last
+	// read stopped before the ring ran dry.
+	var latestNs int64
+	cut := false
 	handle := func(raw []byte) bool {
 		if err := decodeEvent(raw, s.monoToWallNs, &ev); err != nil {
 			s.undecodable.Add(1)
 			return true
 		}
+		latestNs = max(latestNs, ev.TimeNs)
 		h.Handle(&ev)
 		// A storm that outpaces the reader never lets the ring run dry:
 		// the ticks (held lines, holder lookups, the index, the output,
 		// Ctrl-C) must come on time anyway.
 		records++
-		return records%clockCheckEvery != 0 || time.Since(woke) < batchInterval
+		cut = records%clockCheckEvery == 0 && time.Since(woke) >= batchInterval
+		return !cut
 	}
 	// flowing says the last batch was read after a pause, or came less
 	// than batchInterval after the one before it.
 	flowing := false
 	next := tracer.NoDeadline
+	var deliveredNs int64 // see deliveryLag
 	waitFirst := true
 	var until time.Time // zero: until an event comes
 	for {
@@ -332,6 +349,8 @@ func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 		}
 		previous := woke
 		woke = time.Now()
+		readNs := s.nowNs()
+		cut = false
 		n, err := s.ring.read(handle)
 		if err != nil {
 			return fmt.Errorf("reading ring buffer: %w", err)
@@ -339,10 +358,15 @@ func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 		if n == 0 {
 			woke = previous
 		}
+		if cut {
+			deliveredNs = max(deliveredNs, min(latestNs, readNs)-int64(deliveryLag))
+		} else {
+			deliveredNs = max(deliveredNs, readNs-int64(deliveryLag))
+		}
 		// A read that found nothing needs no tick, unless a deadline
 		// has come or Wake asked for one.
-		if now := s.nowNs(); n > 0 || woken || (next != tracer.NoDeadline && now >= next) || ctx.Err() != nil {
-			next = h.Tick(now)
+		if n > 0 || woken || (next != tracer.NoDeadline && deliveredNs >= next) || ctx.Err() != nil {
+			next = h.Tick(deliveredNs)
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -368,12 +392,13 @@ func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 func (s *LinuxSource) Wake() { _ = s.ring.Wake() }
 
 // waitUntil is when a read must stop waiting for events to tick the
-// handler at its deadline (on the events' clock), or zero for never.
+// handler at its deadline (on the events' clock): once every event up to
+// the deadline has been delivered. Zero for never.
 func (s *LinuxSource) waitUntil(deadlineNs int64) time.Time {
 	if deadlineNs == tracer.NoDeadline {
 		return time.Time{}
 	}
-	return time.Now().Add(time.Duration(max(deadlineNs-s.nowNs(), 0)))
+	return time.Now().Add(time.Duration(max(deadlineNs+int64(deliveryLag)-s.nowNs(), 0)))
 }
 
 // Close implements Source: it detaches every program and frees the maps.

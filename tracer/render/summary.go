@@ -76,7 +76,7 @@ func WriteSummary(w io.Writer, s *Summary) {
 		fmt.Fprintf(w, "porttrace: transitions into: %s\n", strings.Join(parts, ", "))
 	}
 	if s.Late > 0 {
-		fmt.Fprintf(w, "porttrace: lines out of time order: %d (marked late: held longer than the %s window)\n", s.Late, time.Duration(correlate.WindowNs))
+		fmt.Fprintf(w, "porttrace: lines out of time order: %d (marked late: held back longer than %s)\n", s.Late, time.Duration(correlate.HoldNs))
 	}
 	if s.Unfollowed > 0 {
 		fmt.Fprintf(w, "porttrace: connections not followed: %d (too many open at once)\n", s.Unfollowed)
