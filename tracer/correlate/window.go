@@ -47,6 +47,7 @@ type Window struct {
 	heap  []heapEntry
 	slots []tracer.Record
 	free  []int32
+	nheld int // in runs and heap
 	seq   uint64
 	// passedNs is the time of the latest line passed on: a line older
 	// than that is late.
@@ -166,7 +167,7 @@ func (w *Window) Record(r *tracer.Record) {
 		w.slots[slot] = *r
 		w.hold(heapEntry{timeNs: r.TimeNs, seq: w.seq, slot: slot})
 	}
-	if w.lines.n+w.held() > w.capacity {
+	if w.lines.n+w.nheld > w.capacity {
 		// The oldest of all, which may be this one, goes out early.
 		w.passOldest()
 	}
@@ -175,6 +176,7 @@ func (w *Window) Record(r *tracer.Record) {
 // hold puts a held-back line in the first run that takes it, or else in
 // the heap.
 func (w *Window) hold(e heapEntry) {
+	w.nheld++
 	for k := range w.runs {
 		if q := &w.runs[k]; q.n == 0 || q.at(q.n-1).timeNs <= e.timeNs {
 			*q.insert(q.n, w.capacity+1) = e
@@ -183,15 +185,6 @@ func (w *Window) hold(e heapEntry) {
 	}
 	w.heap = append(w.heap, e)
 	w.up(len(w.heap) - 1)
-}
-
-// held is how many held-back lines wait.
-func (w *Window) held() int {
-	n := len(w.heap)
-	for k := range w.runs {
-		n += w.runs[k].n
-	}
-	return n
 }
 
 // maxShift is how far back in the ring a line may take its place. Lines
@@ -224,6 +217,13 @@ const (
 // oldest is the record to pass on next, nil if none waits, and where it
 // waits.
 func (w *Window) oldest() (r *tracer.Record, from int) {
+	if w.nheld == 0 {
+		// Nearly always in a storm between the accepts' releases.
+		if w.lines.n == 0 {
+			return nil, fromRing
+		}
+		return &w.lines.at(0).r, fromRing
+	}
 	var first *heapEntry // the oldest held-back line
 	from = fromRing
 	for k := range w.runs {
@@ -256,11 +256,11 @@ func (w *Window) Tick(nowNs int64) int64 {
 		settledNs = min(settledNs, p)
 	}
 	for {
-		r, _ := w.oldest()
+		r, from := w.oldest()
 		if r == nil || r.TimeNs >= settledNs {
 			break
 		}
-		w.passOldest()
+		w.pass(r, from)
 	}
 	next := w.next.Tick(nowNs)
 	if r, _ := w.oldest(); r != nil && r.TimeNs >= nowNs {
@@ -271,7 +271,7 @@ func (w *Window) Tick(nowNs int64) int64 {
 
 // Flush passes on every line held, as when the watch stops.
 func (w *Window) Flush() {
-	for w.lines.n > 0 || w.held() > 0 {
+	for w.lines.n > 0 || w.nheld > 0 {
 		w.passOldest()
 	}
 }
@@ -280,13 +280,16 @@ func (w *Window) Flush() {
 func (w *Window) Late() uint64 { return w.late }
 
 // passOldest passes the oldest line on.
-func (w *Window) passOldest() {
+func (w *Window) passOldest() { w.pass(w.oldest()) }
+
+// pass passes on r, the oldest line, from where oldest found it.
+func (w *Window) pass(r *tracer.Record, from int) {
 	// Its ring place or slot is not reused before the next Record.
-	r, from := w.oldest()
 	switch from {
 	case fromRing:
 		w.lines.pop()
 	case fromHeap:
+		w.nheld--
 		w.free = append(w.free, w.heap[0].slot)
 		last := len(w.heap) - 1
 		w.heap[0] = w.heap[last]
@@ -295,6 +298,7 @@ func (w *Window) passOldest() {
 			w.down(0)
 		}
 	default:
+		w.nheld--
 		w.free = append(w.free, w.runs[from].at(0).slot)
 		w.runs[from].pop()
 	}
