@@ -76,7 +76,7 @@ vmtest:
 	CGO_ENABLED=0 $(GO) test -c -o $(VMTEST_DIR)/tracer.test ./tracer/linux
 	CGO_ENABLED=0 $(GO) test -c -o $(VMTEST_DIR)/porttrace.test ./cmd/porttrace
 	.ci/vmtest --timeout 900 -- "tracer=$(VMTEST_DIR)/tracer.test -test.v -test.run ^TestKernel -test.skip Slow -test.timeout 600s" \
-		"porttrace=$(VMTEST_DIR)/porttrace.test -test.v -test.run ^Test(WithoutPrivileges|JSONLines)$$ -test.timeout 120s"
+		"porttrace=$(VMTEST_DIR)/porttrace.test -test.v -test.run ^Test(WithoutPrivileges|JSONLines|LinesInTimeOrder)$$ -test.timeout 120s"
 
 # The Windows build's tests, under wine.
 test-windows:
