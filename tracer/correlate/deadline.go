@@ -12,38 +12,34 @@ package correlate
 
 // deadline is the earliest moment Tick must look at s, if it must at all.
 func (s *sockState) deadline() (int64, bool) {
-	var d int64
-	ok := false
-	earliest := func(t int64) {
-		if !ok || t < d {
-			d, ok = t, true
-		}
-	}
-	if s.nheld > 0 {
-		earliest(s.heldNs + holdTimeoutNs)
-	}
-	if s.cancelNs != 0 {
-		earliest(s.cancelNs + cancelGraceNs)
-	}
-	if s.exitNs != 0 {
-		earliest(s.exitNs + exitGraceNs)
-	}
-	return d, ok
+	var e earliest
+	e.add(s.heldNs+holdTimeoutNs, s.nheld > 0)
+	e.add(s.cancelNs+cancelGraceNs, s.cancelNs != 0)
+	e.add(s.exitNs+exitGraceNs, s.exitNs != 0)
+	return e.ns, e.ok
 }
 
 // pendingSince is the time of the oldest line s may still put out dated
 // before now, if any: its first held line, or its timer's stop, which
 // dates the TIME_WAIT -> CLOSE line the stop will settle into.
 func (s *sockState) pendingSince() (int64, bool) {
-	switch {
-	case s.nheld > 0 && s.cancelNs != 0:
-		return min(s.heldNs, s.cancelNs), true
-	case s.nheld > 0:
-		return s.heldNs, true
-	case s.cancelNs != 0:
-		return s.cancelNs, true
+	var e earliest
+	e.add(s.heldNs, s.nheld > 0)
+	e.add(s.cancelNs, s.cancelNs != 0)
+	return e.ns, e.ok
+}
+
+// earliest is the earliest of the times added that apply, ok false while
+// none has.
+type earliest struct {
+	ns int64
+	ok bool
+}
+
+func (e *earliest) add(ns int64, applies bool) {
+	if applies && (!e.ok || ns < e.ns) {
+		e.ns, e.ok = ns, true
 	}
-	return 0, false
 }
 
 // schedule puts socket i in each queue at its current key, moves it there,

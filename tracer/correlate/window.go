@@ -47,7 +47,6 @@ type Window struct {
 	heap  []heapEntry
 	slots []tracer.Record
 	free  []int32
-	nheld int // in runs and heap
 	seq   uint64
 	// passedNs is the time of the latest line passed on: a line older
 	// than that is late.
@@ -167,7 +166,7 @@ func (w *Window) Record(r *tracer.Record) {
 		w.slots[slot] = *r
 		w.hold(heapEntry{timeNs: r.TimeNs, seq: w.seq, slot: slot})
 	}
-	if w.lines.n+w.nheld > w.capacity {
+	if w.lines.n+w.held() > w.capacity {
 		// The oldest of all, which may be this one, goes out early.
 		w.passOldest()
 	}
@@ -176,7 +175,6 @@ func (w *Window) Record(r *tracer.Record) {
 // hold puts a held-back line in the first run that takes it, or else in
 // the heap.
 func (w *Window) hold(e heapEntry) {
-	w.nheld++
 	for k := range w.runs {
 		if q := &w.runs[k]; q.n == 0 || q.at(q.n-1).timeNs <= e.timeNs {
 			*q.insert(q.n, w.capacity+1) = e
@@ -185,6 +183,15 @@ func (w *Window) hold(e heapEntry) {
 	}
 	w.heap = append(w.heap, e)
 	w.up(len(w.heap) - 1)
+}
+
+// held is how many held-back lines wait, in the runs and the heap.
+func (w *Window) held() int {
+	n := len(w.heap)
+	for k := range w.runs {
+		n += w.runs[k].n
+	}
+	return n
 }
 
 // maxShift is how far back in the ring a line may take its place. Lines
@@ -217,7 +224,7 @@ const (
 // oldest is the record to pass on next, nil if none waits, and where it
 // waits.
 func (w *Window) oldest() (r *tracer.Record, from int) {
-	if w.nheld == 0 {
+	if w.held() == 0 {
 		// Nearly always in a storm between the accepts' releases.
 		if w.lines.n == 0 {
 			return nil, fromRing
@@ -271,7 +278,7 @@ func (w *Window) Tick(nowNs int64) int64 {
 
 // Flush passes on every line held, as when the watch stops.
 func (w *Window) Flush() {
-	for w.lines.n > 0 || w.nheld > 0 {
+	for w.lines.n > 0 || w.held() > 0 {
 		w.passOldest()
 	}
 }
@@ -289,7 +296,6 @@ func (w *Window) pass(r *tracer.Record, from int) {
 	case fromRing:
 		w.lines.pop()
 	case fromHeap:
-		w.nheld--
 		w.free = append(w.free, w.heap[0].slot)
 		last := len(w.heap) - 1
 		w.heap[0] = w.heap[last]
@@ -298,7 +304,6 @@ func (w *Window) pass(r *tracer.Record, from int) {
 			w.down(0)
 		}
 	default:
-		w.nheld--
 		w.free = append(w.free, w.runs[from].at(0).slot)
 		w.runs[from].pop()
 	}

@@ -177,14 +177,10 @@ func dump(recs []tracer.Record) string {
 	return string(b)
 }
 
+// freePort is a port of host free to bind.
 func freePort(t *testing.T, host string) uint16 {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return uint16(l.Addr().(*net.TCPAddr).Port)
+	return freePorts(t, host, 1)[0]
 }
 
 // freePorts is n free ports of host, all different: each is held until the
