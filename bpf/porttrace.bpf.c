@@ -137,7 +137,8 @@ struct {
 	__type(value, struct running);
 } running SEC(".maps");
 
-/* A bind(2) between its entry and exit, by thread. */
+/* A bind(2)'s arguments; between its entry and exit by thread, where the
+ * exit cannot read them (see bind_exit_regs). */
 struct bind_args {
 	__u64 fd;
 	__u8 addr[16];
@@ -570,29 +571,88 @@ int accept4_exit(struct trace_event_raw_sys_exit *ctx)
 	return handle_accept(sock_of_fd(ctx->ret));
 }
 
-/* ---- bind(2), TCP and UDP ---- */
+/* ---- bind(2), TCP and UDP ----
+ *
+ * The exit has the result; the arguments come from the registers the task
+ * entered the kernel with, which the kernel keeps until it returns
+ * (bpf_task_pt_regs, 5.15+). Older kernels get them from a program on the
+ * entry, by thread. An entry tracepoint costs every system call of every
+ * process a call into perf while it is attached, which the storm's rate
+ * shows (BENCHMARKS.md): where the registers can be read, there is none.
+ */
+
+/* Reads bind(2)'s address argument into args; false when it is not an
+ * inet address. */
+static __always_inline bool read_bind_addr(struct bind_args *args, const void *uaddr)
+{
+	__be16 port;
+
+	if (bpf_probe_read_user(&args->family, sizeof(args->family), uaddr))
+		return false;
+	if (!inet_family(args->family))
+		return false;
+	/* sockaddr_in and sockaddr_in6 both keep the port at offset 2; the
+	 * address is at 4 and 8. */
+	if (bpf_probe_read_user(&port, sizeof(port), uaddr + 2))
+		return false;
+	args->port = bpf_ntohs(port);
+	if (args->family == AF_INET)
+		bpf_probe_read_user(args->addr, 4, uaddr + 4);
+	else
+		bpf_probe_read_user(args->addr, 16, uaddr + 8);
+	return true;
+}
+
+static __always_inline int report_bind(const struct bind_args *args, long ret)
+{
+	/* An inet address given to another kind of socket (netlink, raw)
+	 * binds no port, whatever the call returned. */
+	struct sock *sk = sock_of_fd(args->fd);
+	if (!sk || !holds_port(sk, false))
+		return 0;
+	/* A successful bind to port 0 got its port only now. */
+	__u16 port = ret == 0 ? sock_sport(sk, false) : args->port;
+	__u32 any[4] = {};
+	if (!port_wanted(port, 0) ||
+	    !traffic_wanted(args->family, (__u32 *)args->addr, any,
+			    BPF_CORE_READ_BITFIELD_PROBED((struct sock_common *)sk, skc_ipv6only)))
+		return 0;
+
+	struct event *e = reserve(EVENT_BIND, true);
+	if (!e)
+		return 0;
+	e->sock = (__u64)sk;
+	e->proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+	e->sock_cgroup_id = sock_cgroup_id(sk, false);
+	e->family = args->family;
+	e->sport = port;
+	e->err = ret;
+	e->netns = sock_netns((struct sock_common *)sk, false);
+	__builtin_memcpy(e->saddr, args->addr, sizeof(e->saddr));
+	submit(e);
+	return 0;
+}
+
+/* The registers are read in place, by their ABI layout (kernel.h), which
+ * the verifier checks against the kernel's struct pt_regs. */
+SEC("tracepoint/syscalls/sys_exit_bind")
+int bind_exit_regs(struct trace_event_raw_sys_exit *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct bind_args args = {.fd = PT_REGS_PARM1_SYSCALL(regs)};
+
+	if (!read_bind_addr(&args, (const void *)PT_REGS_PARM2_SYSCALL(regs)))
+		return 0;
+	return report_bind(&args, ctx->ret);
+}
 
 SEC("tracepoint/syscalls/sys_enter_bind")
 int bind_enter(struct trace_event_raw_sys_enter *ctx)
 {
-	const void *uaddr = (const void *)ctx->args[1];
 	struct bind_args args = {.fd = ctx->args[0]};
-	__be16 port;
 
-	if (bpf_probe_read_user(&args.family, sizeof(args.family), uaddr))
+	if (!read_bind_addr(&args, (const void *)ctx->args[1]))
 		return 0;
-	if (!inet_family(args.family))
-		return 0;
-	/* sockaddr_in and sockaddr_in6 both keep the port at offset 2; the
-	 * address is at 4 and 8. */
-	if (bpf_probe_read_user(&port, sizeof(port), uaddr + 2))
-		return 0;
-	args.port = bpf_ntohs(port);
-	if (args.family == AF_INET)
-		bpf_probe_read_user(args.addr, 4, uaddr + 4);
-	else
-		bpf_probe_read_user(args.addr, 16, uaddr + 8);
-
 	__u64 tid = bpf_get_current_pid_tgid();
 	bpf_map_update_elem(&binds, &tid, &args, BPF_ANY);
 	return 0;
@@ -605,33 +665,7 @@ int bind_exit(struct trace_event_raw_sys_exit *ctx)
 	struct bind_args *args = bpf_map_lookup_elem(&binds, &tid);
 	if (!args)
 		return 0;
-
-	/* An inet address given to another kind of socket (netlink, raw)
-	 * binds no port, whatever the call returned. */
-	struct sock *sk = sock_of_fd(args->fd);
-	if (!sk || !holds_port(sk, false))
-		goto out;
-	/* A successful bind to port 0 got its port only now. */
-	__u16 port = ctx->ret == 0 ? sock_sport(sk, false) : args->port;
-	__u32 any[4] = {};
-	if (!port_wanted(port, 0) ||
-	    !traffic_wanted(args->family, (__u32 *)args->addr, any,
-			    BPF_CORE_READ_BITFIELD_PROBED((struct sock_common *)sk, skc_ipv6only)))
-		goto out;
-
-	struct event *e = reserve(EVENT_BIND, true);
-	if (!e)
-		goto out;
-	e->sock = (__u64)sk;
-	e->proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
-	e->sock_cgroup_id = sock_cgroup_id(sk, false);
-	e->family = args->family;
-	e->sport = port;
-	e->err = ctx->ret;
-	e->netns = sock_netns((struct sock_common *)sk, false);
-	__builtin_memcpy(e->saddr, args->addr, sizeof(e->saddr));
-	submit(e);
-out:
+	report_bind(args, ctx->ret);
 	bpf_map_delete_elem(&binds, &tid);
 	return 0;
 }

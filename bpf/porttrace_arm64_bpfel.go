@@ -98,6 +98,7 @@ const (
 	PorttraceProgAcceptKretprobe        = "accept_kretprobe"
 	PorttraceProgBindEnter              = "bind_enter"
 	PorttraceProgBindExit               = "bind_exit"
+	PorttraceProgBindExitRegs           = "bind_exit_regs"
 	PorttraceProgExitRawTp              = "exit_raw_tp"
 	PorttraceProgExitTpBtf              = "exit_tp_btf"
 	PorttraceProgExitTracepoint         = "exit_tracepoint"
@@ -184,6 +185,7 @@ type PorttraceProgramSpecs struct {
 	AcceptKretprobe        *ebpf.ProgramSpec `ebpf:"accept_kretprobe"`
 	BindEnter              *ebpf.ProgramSpec `ebpf:"bind_enter"`
 	BindExit               *ebpf.ProgramSpec `ebpf:"bind_exit"`
+	BindExitRegs           *ebpf.ProgramSpec `ebpf:"bind_exit_regs"`
 	ExitRawTp              *ebpf.ProgramSpec `ebpf:"exit_raw_tp"`
 	ExitTpBtf              *ebpf.ProgramSpec `ebpf:"exit_tp_btf"`
 	ExitTracepoint         *ebpf.ProgramSpec `ebpf:"exit_tracepoint"`
@@ -306,6 +308,7 @@ type PorttracePrograms struct {
 	AcceptKretprobe        *ebpf.Program `ebpf:"accept_kretprobe"`
 	BindEnter              *ebpf.Program `ebpf:"bind_enter"`
 	BindExit               *ebpf.Program `ebpf:"bind_exit"`
+	BindExitRegs           *ebpf.Program `ebpf:"bind_exit_regs"`
 	ExitRawTp              *ebpf.Program `ebpf:"exit_raw_tp"`
 	ExitTpBtf              *ebpf.Program `ebpf:"exit_tp_btf"`
 	ExitTracepoint         *ebpf.Program `ebpf:"exit_tracepoint"`
@@ -341,6 +344,7 @@ func (p *PorttracePrograms) Close() error {
 		p.AcceptKretprobe,
 		p.BindEnter,
 		p.BindExit,
+		p.BindExitRegs,
 		p.ExitRawTp,
 		p.ExitTpBtf,
 		p.ExitTracepoint,

@@ -92,7 +92,7 @@ func TestMissingPermissionsNamed(t *testing.T) {
 	tracefsNeeded := "needs read access to tracefs (root, or CAP_DAC_READ_SEARCH)"
 	want := []string{
 		"porttrace: accept hook not attached: reading " + tracefs + "/events/syscalls/sys_exit_accept/id " + tracefsNeeded + ": passive sockets are charged to the listener's owner",
-		"porttrace: bind hook not attached: reading " + tracefs + "/events/syscalls/sys_enter_bind/id " + tracefsNeeded + ": bind(2) calls and their errors are not shown",
+		"porttrace: bind hook not attached: reading " + tracefs + "/events/syscalls/sys_exit_bind/id " + tracefsNeeded + ": bind(2) calls and their errors are not shown",
 	}
 	// /proc/kallsyms hides addresses from those without CAP_SYSLOG unless
 	// kptr_restrict is 0 and perf_event_paranoid at most 1.

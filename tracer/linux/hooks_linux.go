@@ -61,6 +61,9 @@ type attachment struct {
 	// is then, for both, the hook's index in the programs' per-hook arrays.
 	rescued bool
 	hook    bpf.PorttraceRescuedHook
+	// taskRegs: the program reads its system call's arguments from the
+	// registers the task entered the kernel with (bpf_task_pt_regs).
+	taskRegs bool
 }
 
 // withRescue is a program and its second program on one target.
@@ -131,6 +134,11 @@ var defaultHooks = []hook{
 		name:    hookBind,
 		without: "bind(2) calls and their errors are not shown",
 		alts: []alternative{
+			// No entry tracepoint: while one is attached, every system
+			// call of every process pays for it.
+			{formTracepoint, []attachment{
+				{prog: bpf.PorttraceProgBindExitRegs, target: "syscalls/sys_exit_bind", taskRegs: true},
+			}},
 			{formTracepoint, []attachment{
 				{prog: bpf.PorttraceProgBindEnter, target: "syscalls/sys_enter_bind"},
 				{prog: bpf.PorttraceProgBindExit, target: "syscalls/sys_exit_bind"},
@@ -198,6 +206,10 @@ type kernel struct {
 	twTimerHandler  uint64
 	missingTimewait reason
 	inPlace         inPlaceReads
+	// taskRegs: tracepoint programs can read the current task's saved
+	// registers (bpf_task_pt_regs, 5.15+, on bpf_get_current_task_btf's
+	// task).
+	taskRegs bool
 }
 
 // inPlaceReads is what porttrace's programs may read in place, a plain
@@ -257,6 +269,7 @@ func probeKernel(tracefs string, noTracefs reason) (*kernel, error) {
 			(tracefs != "" && exists(filepath.Join(tracefs, "kprobe_events"))),
 	}
 	k.inPlace = probeInPlaceReads(types)
+	k.taskRegs = k.inPlace.task && features.HaveProgramHelper(ebpf.TracePoint, asm.FnTaskPtRegs) == nil
 	k.twTimerHandler, err = kallsymsAddr("tw_timer_handler")
 	if err != nil {
 		k.missingTimewait = reason{text: err.Error(), permission: errors.Is(err, errKernelAddressesHidden)}
@@ -279,6 +292,9 @@ func (k *kernel) available(h *hook, alt alternative) (bool, reason) {
 	for _, a := range alt.progs {
 		if ok, why := k.hasTarget(alt.form, a.target); !ok {
 			return false, why
+		}
+		if a.taskRegs && !k.taskRegs {
+			return false, reason{text: "no bpf_task_pt_regs for tracepoint programs (5.15+)"}
 		}
 	}
 	return true, reason{}
@@ -446,14 +462,20 @@ func chooseHooks(k *kernel, mode tracer.ProbeMode, table []hook) ([]choice, []st
 	for i := range table {
 		h := &table[i]
 		allowed := allowedAlternatives(h, mode)
-		var reasons, permissions []string
+		var reasons []string
+		// The privilege the preferred alternative lacks, if any: granting
+		// it gets the best of the hook.
+		permission := ""
 		picked := false
 		for _, alt := range allowed {
 			ok, why := k.available(h, alt)
 			if !ok {
-				reasons = append(reasons, alt.form.String()+": "+why.text)
-				if why.permission && !slices.Contains(permissions, why.text) {
-					permissions = append(permissions, why.text)
+				// Two alternatives of one form may lack the same.
+				if r := alt.form.String() + ": " + why.text; !slices.Contains(reasons, r) {
+					reasons = append(reasons, r)
+				}
+				if why.permission && permission == "" {
+					permission = why.text
 				}
 				continue
 			}
@@ -474,8 +496,8 @@ func chooseHooks(k *kernel, mode tracer.ProbeMode, table []hook) ([]choice, []st
 		}
 		// A privilege the operator can grant is what to say; the
 		// alternatives the kernel lacks would not help.
-		if len(permissions) > 0 {
-			notes = append(notes, fmt.Sprintf("%s hook not attached: %s: %s", h.name, strings.Join(permissions, "; "), h.without))
+		if permission != "" {
+			notes = append(notes, fmt.Sprintf("%s hook not attached: %s: %s", h.name, permission, h.without))
 		} else {
 			notes = append(notes, fmt.Sprintf("%s hook not attached (%s): %s", h.name, detail, h.without))
 		}

@@ -1,6 +1,8 @@
 package linux
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -85,5 +87,43 @@ func TestHookNotesNameWhatIsMissing(t *testing.T) {
 				t.Errorf("notes:\n%s\nwant:\n%s", strings.Join(notes, "\n"), strings.Join(tc.want, "\n"))
 			}
 		})
+	}
+}
+
+// TestBindReadsArgumentsAtExit: where tracepoint programs can read the
+// task's saved registers, bind has no entry tracepoint (which every system
+// call of every process pays for); elsewhere the entry program keeps the
+// arguments for the exit, and the choice says why.
+func TestBindReadsArgumentsAtExit(t *testing.T) {
+	tracefs := t.TempDir()
+	for _, target := range []string{"syscalls/sys_enter_bind", "syscalls/sys_exit_bind"} {
+		dir := filepath.Join(tracefs, "events", target)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "id"), []byte("1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	table := slices.DeleteFunc(slices.Clone(defaultHooks), func(h hook) bool { return h.name != hookBind })
+	for _, tc := range []struct {
+		taskRegs bool
+		progs    []string
+		why      string
+	}{
+		{true, []string{bpf.PorttraceProgBindExitRegs}, "preferred"},
+		{false, []string{bpf.PorttraceProgBindEnter, bpf.PorttraceProgBindExit}, "fallback (tracepoint: no bpf_task_pt_regs for tracepoint programs (5.15+))"},
+	} {
+		chosen, notes, err := chooseHooks(&kernel{tracefs: tracefs, taskRegs: tc.taskRegs}, tracer.ProbeAuto, table)
+		if err != nil || len(notes) > 0 || len(chosen) != 1 {
+			t.Fatalf("taskRegs %v: chose %v, notes %q, %v; want the bind hook", tc.taskRegs, chosen, notes, err)
+		}
+		var progs []string
+		for _, a := range chosen[0].alt.progs {
+			progs = append(progs, a.prog)
+		}
+		if !slices.Equal(progs, tc.progs) || chosen[0].why != tc.why {
+			t.Errorf("taskRegs %v: chose %v (%s), want %v (%s)", tc.taskRegs, progs, chosen[0].why, tc.progs, tc.why)
+		}
 	}
 }

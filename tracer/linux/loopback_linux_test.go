@@ -380,7 +380,9 @@ func TestKernelEveryHookFormWorks(t *testing.T) {
 				t.Logf("%s %s not on this kernel: %s", h.name, alt.form, why)
 				continue
 			}
-			t.Run(string(h.name)+"/"+alt.form.String(), func(t *testing.T) {
+			// A hook may have two alternatives of one form (bind's):
+			// their first programs tell them apart.
+			t.Run(string(h.name)+"/"+alt.form.String()+"/"+alt.progs[0].prog, func(t *testing.T) {
 				table := slices.Clone(defaultHooks)
 				table[hi].alts = []alternative{alt}
 				loopbackCase(t, "127.0.0.1", "127.0.0.1", clientFirst, tracer.ProbeAuto, table)
