@@ -42,6 +42,16 @@ const volatile __u64 jiffy_ns = 0;
  * bpf_get_current_task_btf (5.11+, for every tracing program type). */
 const volatile __u8 btf_sock_reads = 0;
 const volatile __u8 task_reads = 0;
+/* And, where bpf_rdonly_cast (6.2+) may be called, the sockets found by
+ * hand, as a descriptor's (accept, bind) or a timer's (timewait): the
+ * kfunc gives such a pointer its type, after which loads through it are
+ * plain ones the kernel guards. Weak: where the kernel lacks it, cast_reads
+ * is 0 and the verifier never reaches the call. */
+const volatile __u8 cast_reads = 0;
+
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
+#define CAST(type, p) ((type *)bpf_rdonly_cast((p), bpf_core_type_id_kernel(type)))
 
 enum event_kind {
 	EVENT_STATE = 1,
@@ -527,11 +537,20 @@ int BPF_KPROBE(state_set_kprobe, struct sock *sk, int newstate)
  * MPTCP one, whose traffic (and state changes) its TCP subflow carries. */
 static __always_inline int handle_accept(struct sock *sk)
 {
+	bool direct = cast_reads;
+
 	if (sk && BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) == IPPROTO_MPTCP)
 		sk = mptcp_first_subflow(sk);
-	if (!sk || !tcp_socket(sk, false) || !sock_wanted((struct sock_common *)sk, sock_sport(sk, false), false))
+	if (!sk)
 		return 0;
-	return emit_sock(EVENT_ACCEPT, sk, 0, BPF_CORE_READ(sk, __sk_common.skc_state), true, false);
+	/* As a tcp_sock, as bpf_skc_to_tcp_sock gives it to the state
+	 * programs: a struct sock ends before the ports. Reads through a
+	 * cast pointer are guarded, whatever the socket turns out to be. */
+	if (direct)
+		sk = (struct sock *)CAST(struct tcp_sock, sk);
+	if (!tcp_socket(sk, direct) || !sock_wanted((struct sock_common *)sk, sock_sport(sk, direct), direct))
+		return 0;
+	return emit_sock(EVENT_ACCEPT, sk, 0, READ(direct, sk, __sk_common.skc_state), true, direct);
 }
 
 /* Only the return value is read: the arguments changed in 6.10. It is the
@@ -555,6 +574,8 @@ static __always_inline struct sock *sock_of_fd(long fd)
 	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
 	if (!file)
 		return NULL;
+	if (cast_reads)
+		return CAST(struct socket, CAST(struct file, file)->private_data)->sk;
 	struct socket *sock = BPF_CORE_READ(file, private_data);
 	return BPF_CORE_READ(sock, sk);
 }
@@ -685,20 +706,25 @@ static __always_inline struct inet_timewait_sock *timer_timewait(struct timer_li
 }
 
 /* Reports a timewait socket's event. timeout_ns is the time left on its
- * timer from now. The socket is read through the helper: the verifier
- * knows no type for a pointer computed from its timer's. */
+ * timer from now. The verifier knows no type for a pointer computed from
+ * its timer's: the socket is read in place only once cast (cast_reads). */
 static __always_inline int emit_timewait(__u8 kind, struct inet_timewait_sock *tw, __s64 timeout_ns)
 {
-	if (!sock_wanted(&tw->__tw_common, timewait_sport(tw), false))
+	bool direct = cast_reads;
+
+	if (direct)
+		tw = CAST(struct inet_timewait_sock, tw);
+	__u16 sport = timewait_sport(tw, direct);
+	if (!sock_wanted(&tw->__tw_common, sport, direct))
 		return 0;
 	struct event *e = reserve(kind, false);
 	if (!e)
 		return 0;
 	e->sock = (__u64)tw;
 	e->proto = IPPROTO_TCP;
-	e->newstate = BPF_CORE_READ(tw, tw_substate);
+	e->newstate = READ(direct, tw, tw_substate);
 	e->timeout_ns = timeout_ns;
-	fill_endpoints(e, &tw->__tw_common, timewait_sport(tw), false);
+	fill_endpoints(e, &tw->__tw_common, sport, direct);
 	submit(e);
 	return 0;
 }

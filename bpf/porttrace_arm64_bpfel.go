@@ -126,6 +126,7 @@ const (
 	PorttraceProgTwExpireKprobe         = "tw_expire_kprobe"
 	PorttraceProgTwScheduleKprobe       = "tw_schedule_kprobe"
 	PorttraceVarBtfSockReads            = "btf_sock_reads"
+	PorttraceVarCastReads               = "cast_reads"
 	PorttraceVarEventType               = "event_type"
 	PorttraceVarFilterFamily            = "filter_family"
 	PorttraceVarFilterPorts             = "filter_ports"
@@ -231,6 +232,7 @@ type PorttraceMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type PorttraceVariableSpecs struct {
 	BtfSockReads       *ebpf.VariableSpec `ebpf:"btf_sock_reads"`
+	CastReads          *ebpf.VariableSpec `ebpf:"cast_reads"`
 	EventType          *ebpf.VariableSpec `ebpf:"event_type"`
 	FilterFamily       *ebpf.VariableSpec `ebpf:"filter_family"`
 	FilterPorts        *ebpf.VariableSpec `ebpf:"filter_ports"`
@@ -287,6 +289,7 @@ func (m *PorttraceMaps) Close() error {
 // It can be passed to LoadPorttraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PorttraceVariables struct {
 	BtfSockReads       *ebpf.Variable `ebpf:"btf_sock_reads"`
+	CastReads          *ebpf.Variable `ebpf:"cast_reads"`
 	EventType          *ebpf.Variable `ebpf:"event_type"`
 	FilterFamily       *ebpf.Variable `ebpf:"filter_family"`
 	FilterPorts        *ebpf.Variable `ebpf:"filter_ports"`

@@ -58,9 +58,9 @@ static __always_inline __u16 sock_sport(struct sock *sk, bool direct)
 	return bpf_ntohs(READ(direct, (struct inet_sock *)sk, inet_sport));
 }
 
-static __always_inline __u16 timewait_sport(struct inet_timewait_sock *tw)
+static __always_inline __u16 timewait_sport(struct inet_timewait_sock *tw, bool direct)
 {
-	return bpf_ntohs(BPF_CORE_READ(tw, tw_sport));
+	return bpf_ntohs(READ(direct, tw, tw_sport));
 }
 
 static __always_inline __u16 sock_dport(struct sock_common *skc, bool direct)

@@ -216,33 +216,93 @@ type kernel struct {
 // load instead of a bpf_probe_read_kernel call (bpf/read.h): in tp_btf
 // programs, a TCP socket once bpf_skc_to_tcp_sock (5.9+) has named it one;
 // in every program, the current task through bpf_get_current_task_btf
-// (5.11+, for every tracing program type alike: probed with tp_btf).
+// (5.11+, for every tracing program type alike: probed with tp_btf), and
+// the sockets found by hand (a descriptor's, a timer's) once
+// bpf_rdonly_cast (6.2+) has typed them.
 type inPlaceReads struct {
-	sock, task bool
+	sock, task, cast bool
 }
 
-// probeInPlaceReads loads a tp_btf program calling each helper. The
-// features package probes helpers with fentry programs, which a kernel can
-// refuse while it accepts tp_btf (see probeTPBTF).
+// probeInPlaceReads loads a program calling each helper. The features
+// package probes helpers with fentry programs, which a kernel can refuse
+// while it accepts tp_btf (see probeTPBTF).
 func probeInPlaceReads(types *btf.Cache) inPlaceReads {
 	const target = "inet_sock_set_state" // its first argument is a struct sock *
 	return inPlaceReads{
 		sock: probeTPBTF(types, target, asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord), asm.FnSkcToTcpSock.Call()) == nil,
 		task: probeTPBTF(types, target, asm.FnGetCurrentTaskBtf.Call()) == nil,
+		cast: probeRdonlyCast(types, target),
 	}
+}
+
+// probeRdonlyCast says whether every kind of program that finds sockets by
+// hand (tracepoint: accept, bind; tp_btf and raw_tp: timers; kprobe:
+// accept) may call the bpf_rdonly_cast kfunc.
+func probeRdonlyCast(types *btf.Cache, target string) bool {
+	spec, err := types.Kernel()
+	if err != nil {
+		return false
+	}
+	var fn *btf.Func
+	var sock *btf.Struct
+	if spec.TypeByName("bpf_rdonly_cast", &fn) != nil || spec.TypeByName("sock", &sock) != nil {
+		return false
+	}
+	fnID, err := spec.TypeID(fn)
+	if err != nil {
+		return false
+	}
+	sockID, err := spec.TypeID(sock)
+	if err != nil {
+		return false
+	}
+	// bpf_rdonly_cast(NULL, the id of struct sock), a call of vmlinux's
+	// kfunc by its BTF id.
+	body := []asm.Instruction{
+		asm.Mov.Imm(asm.R1, 0),
+		asm.Mov.Imm(asm.R2, int32(sockID)),
+		{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(fnID)},
+	}
+	if probeTPBTF(types, target, body...) != nil {
+		return false
+	}
+	for _, typ := range []ebpf.ProgramType{ebpf.TracePoint, ebpf.RawTracepoint, ebpf.Kprobe} {
+		err := loadProbe(types, &ebpf.ProgramSpec{
+			Type:         typ,
+			Instructions: append(slices.Clone(body), asm.Mov.Imm(asm.R0, 0), asm.Return()),
+			License:      "GPL",
+		})
+		if err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // String says how the programs read the kernel's structures.
 func (r inPlaceReads) String() string {
-	switch {
-	case r.sock && r.task:
-		return "every program reads the current task in place, tp_btf programs sockets too"
-	case r.task:
-		return "every program reads the current task in place, sockets through bpf_probe_read_kernel (no bpf_skc_to_tcp_sock for tp_btf: 5.9+)"
-	case r.sock:
-		return "tp_btf programs read sockets in place, tasks through bpf_probe_read_kernel (no bpf_get_current_task_btf: 5.11+)"
+	var inPlace, helper []string
+	for _, part := range []struct {
+		ok                 bool
+		inPlace, throughIt string
+	}{
+		{r.task, "every program the current task", "the current task (no bpf_get_current_task_btf: 5.11+)"},
+		{r.sock, "tp_btf programs the socket of a state change", "the socket of a state change (no bpf_skc_to_tcp_sock for tp_btf: 5.9+)"},
+		{r.cast, "the sockets of descriptors and timers", "the sockets of descriptors and timers (no bpf_rdonly_cast: 6.2+)"},
+	} {
+		if part.ok {
+			inPlace = append(inPlace, part.inPlace)
+		} else {
+			helper = append(helper, part.throughIt)
+		}
 	}
-	return "programs read through bpf_probe_read_kernel (no bpf_skc_to_tcp_sock nor bpf_get_current_task_btf: 5.9+, 5.11+)"
+	switch {
+	case len(helper) == 0:
+		return "programs read in place: " + strings.Join(inPlace, ", ")
+	case len(inPlace) == 0:
+		return "programs read through bpf_probe_read_kernel: " + strings.Join(helper, ", ")
+	}
+	return "programs read in place: " + strings.Join(inPlace, ", ") + "; through bpf_probe_read_kernel: " + strings.Join(helper, ", ")
 }
 
 // probeKernel finds out what the kernel offers. It fails only for what

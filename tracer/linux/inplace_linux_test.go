@@ -30,7 +30,7 @@ func TestKernelInPlaceReadsMatchHelperReads(t *testing.T) {
 	}
 	port := freePort(t, "127.0.0.1")
 	cfg := tracer.Config{Ports: tracer.Ports{port}}
-	inPlace, inPlaceSrc := traceAllowing(t, cfg, defaultHooks, inPlaceReads{sock: true, task: true})
+	inPlace, inPlaceSrc := traceAllowing(t, cfg, defaultHooks, inPlaceReads{sock: true, task: true, cast: true})
 	helper, helperSrc := traceAllowing(t, cfg, defaultHooks, inPlaceReads{})
 	for src, want := range map[*LinuxSource]string{inPlaceSrc: found.String(), helperSrc: inPlaceReads{}.String()} {
 		if hooks := strings.Join(src.Hooks(), "\n"); !strings.Contains(hooks, want) {

@@ -72,7 +72,7 @@ var (
 // Open loads and attaches porttrace's eBPF programs, choosing each hook from
 // what the kernel offers.
 func Open(cfg tracer.Config) (*LinuxSource, error) {
-	return open(cfg, defaultHooks, inPlaceReads{sock: true, task: true})
+	return open(cfg, defaultHooks, inPlaceReads{sock: true, task: true, cast: true})
 }
 
 // open is Open with the hook table to choose from, which tests narrow (to
@@ -106,6 +106,7 @@ func open(cfg tracer.Config, table []hook, allowInPlace inPlaceReads) (src *Linu
 	}
 	k.inPlace.sock = k.inPlace.sock && allowInPlace.sock
 	k.inPlace.task = k.inPlace.task && allowInPlace.task
+	k.inPlace.cast = k.inPlace.cast && allowInPlace.cast
 	chosen, notes, err := chooseHooks(k, cfg.Probe, table)
 	if err != nil {
 		return nil, err
@@ -233,6 +234,7 @@ func loadSpec(cfg tracer.Config, k *kernel, chosen []choice) (*ebpf.CollectionSp
 		bpf.PorttraceVarJiffyNs:            jiffy,
 		bpf.PorttraceVarBtfSockReads:       k.inPlace.sock,
 		bpf.PorttraceVarTaskReads:          k.inPlace.task,
+		bpf.PorttraceVarCastReads:          k.inPlace.cast,
 	} {
 		if err := spec.Variables[name].Set(value); err != nil {
 			return nil, fmt.Errorf("setting %s: %w", name, err)
