@@ -490,10 +490,9 @@ func closing(old, new tracer.State) bool {
 // or a new timewait socket's with other ends, or a socket being born again
 // (events of the old one's end were lost).
 func (s *sockState) reused(ev *tracer.Event) bool {
-	key := eventTuple(ev)
 	switch {
 	case ev.Kind == tracer.KindTimeWaitStart:
-		return !s.timewait || s.tuple() != key
+		return !s.timewait || s.tuple() != eventTuple(ev)
 	case s.timewait:
 		return true
 	case ev.Kind == tracer.KindState && ev.OldState == tracer.StateClose:
@@ -554,10 +553,18 @@ func (c *Correlator) onState(ev *tracer.Event) {
 	default:
 		c.stats.Gaps++
 	}
-	c.leaveState(i)
+	// A move between the states the closing index keeps, under the same
+	// ends, leaves the index as it is: every connection's FIN_WAIT1 ->
+	// FIN_WAIT2 would delete and insert its 40-byte key.
+	keep := closingIndexed(s.state) && closingIndexed(ev.NewState) && s.tuple() == eventTuple(ev)
+	if !keep {
+		c.leaveState(i)
+	}
 	s.learn(ev)
 	s.state, s.sinceNs = ev.NewState, ev.TimeNs
-	c.enterState(i)
+	if !keep {
+		c.enterState(i)
+	}
 	if ev.NewState == tracer.StateEstablished {
 		c.stats.Opened++
 	}
@@ -619,10 +626,10 @@ func (c *Correlator) enterTimeWait(i int32, timeNs int64) {
 // state in step with it.
 func (c *Correlator) leaveState(i int32) {
 	s := &c.socks[i]
-	switch s.state {
-	case tracer.StateFinWait1, tracer.StateFinWait2, tracer.StateClosing:
+	switch {
+	case closingIndexed(s.state):
 		delete(c.closing, s.tuple())
-	case tracer.StateListen:
+	case s.state == tracer.StateListen:
 		key := portKey{s.netns, s.sport}
 		l := c.listeners[key]
 		for j, k := range l {
@@ -639,13 +646,20 @@ func (c *Correlator) leaveState(i int32) {
 
 func (c *Correlator) enterState(i int32) {
 	s := &c.socks[i]
-	switch s.state {
-	case tracer.StateFinWait1, tracer.StateFinWait2, tracer.StateClosing:
+	switch {
+	case closingIndexed(s.state):
 		c.closing[s.tuple()] = i
-	case tracer.StateListen:
+	case s.state == tracer.StateListen:
 		key := portKey{s.netns, s.sport}
 		c.listeners[key] = append(c.listeners[key], i)
 	}
+}
+
+// closingIndexed says whether the closing index keeps a socket in state
+// st: one that closed first and may hand its connection to a timewait
+// socket.
+func closingIndexed(st tracer.State) bool {
+	return st == tracer.StateFinWait1 || st == tracer.StateFinWait2 || st == tracer.StateClosing
 }
 
 // onOwner records the process that accepted or connected a socket, and

@@ -214,6 +214,19 @@ func TestCorrelator(t *testing.T) {
 			"300 10.0.0.2:40000>8080 TIME_WAIT->CLOSE connect 60000ms expired",
 		},
 	}, {
+		name: "a socket's memory reused unseen while closing: the timewait socket still finds the connection by its new ends",
+		events: []tracer.Event{
+			state(20, atClient, clientSock, tracer.StateEstablished, tracer.StateFinWait1, client),
+			otherClientPort(state(40, atClient, clientSock, tracer.StateFinWait1, tracer.StateFinWait2, softirq)),
+			otherClientPort(timewait(41, tracer.KindTimeWaitStart, tracer.StateTimeWait, 60_000)),
+			otherClientPort(state(41, atClient, clientSock, tracer.StateFinWait2, tracer.StateClose, softirq)),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 close",
+			"300 10.0.0.2:40001>8080 FIN_WAIT1->FIN_WAIT2 close 20ms",
+			"300 10.0.0.2:40001>8080 FIN_WAIT2->TIME_WAIT close 1ms timeout=60s",
+		},
+	}, {
 		name: "TIME_WAIT killed early: a stopped timer not re-armed within the grace",
 		events: []tracer.Event{
 			state(20, atClient, clientSock, tracer.StateEstablished, tracer.StateFinWait1, client),
@@ -365,6 +378,13 @@ func mapped(e tracer.Event) tracer.Event {
 	e.Family = tracer.FamilyIPv6
 	e.SAddr = netip.AddrFrom16(e.SAddr.As16())
 	e.DAddr = netip.AddrFrom16(e.DAddr.As16())
+	return e
+}
+
+// otherClientPort moves a client-side event to another connection's
+// client port.
+func otherClientPort(e tracer.Event) tracer.Event {
+	e.SPort = 40001
 	return e
 }
 
