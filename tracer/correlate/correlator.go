@@ -69,10 +69,10 @@ type sockState struct {
 	sockCgroup uint64
 	// parent is the MPTCP socket of a subflow, 0 for plain TCP.
 	parent tracer.SockID
-	// linked says the socket is on its owner's list (byOwner), between
-	// ownerPrev and ownerNext (indexes plus one, 0 at either end).
-	linked               bool
-	ownerPrev, ownerNext int32
+	// ownerSlot is the slot of the owner's list the socket is on, plus
+	// one (0: on none), between ownerPrev and ownerNext (indexes plus
+	// one, 0 at either end).
+	ownerSlot, ownerPrev, ownerNext int32
 	// ownerExited says the owner has exited. exitNs is when, while
 	// porttrace has still to look for the socket's next holder (0 when it
 	// has not); asking says the loop is looking.
@@ -174,8 +174,17 @@ type Correlator struct {
 	// subflows the kernel adds later (MP_JOIN, opened by a kworker or
 	// born from the listener) take that owner.
 	mptcp map[tracer.SockID]int32
-	// byOwner heads each owner's list of sockets (an index plus one).
-	byOwner map[ownerKey]int32
+	// Each owner's list of sockets: ownerHeads[slot] is its first (an
+	// index plus one), byOwner the slot of an owner's list, freeSlots
+	// those of lists emptied since. A socket knows its list's slot, so
+	// that taking it off looks nothing up; lastOwner's slot, lastSlot
+	// (-1: none), spares the lookup for the owner met last, which in a
+	// storm is nearly always the next.
+	byOwner    map[ownerKey]int32
+	ownerHeads []int32
+	freeSlots  []int32
+	lastOwner  ownerKey
+	lastSlot   int32
 	// findsHolders says the loop can look up who holds a socket; queries
 	// are the lookups to make, for the sockets waiting (by id), and asked
 	// the sockets of the lookup under way.
@@ -211,6 +220,7 @@ func NewCorrelator(emit func(*tracer.Record)) *Correlator {
 		listeners: make(map[portKey][]int32),
 		mptcp:     make(map[tracer.SockID]int32),
 		byOwner:   make(map[ownerKey]int32),
+		lastSlot:  -1,
 		queue:     sockQueue{kind: byDeadline},
 		pending:   sockQueue{kind: byPending},
 	}

@@ -39,32 +39,64 @@ func (c *Correlator) link(i int32) {
 	if s.owner.PID == 0 {
 		return
 	}
-	key := keyOf(&s.owner)
-	head := c.byOwner[key]
-	s.linked, s.ownerPrev, s.ownerNext = true, 0, head
+	slot := c.ownerSlot(keyOf(&s.owner))
+	head := c.ownerHeads[slot]
+	s.ownerSlot, s.ownerPrev, s.ownerNext = slot+1, 0, head
 	if head != 0 {
 		c.socks[head-1].ownerPrev = i + 1
 	}
-	c.byOwner[key] = i + 1
+	c.ownerHeads[slot] = i + 1
+}
+
+// ownerSlot is the slot of key's list, a new empty one if it has none.
+func (c *Correlator) ownerSlot(key ownerKey) int32 {
+	if c.lastSlot >= 0 && c.lastOwner == key {
+		return c.lastSlot
+	}
+	slot, ok := c.byOwner[key]
+	if !ok {
+		if n := len(c.freeSlots); n > 0 {
+			slot, c.freeSlots = c.freeSlots[n-1], c.freeSlots[:n-1]
+		} else {
+			slot = int32(len(c.ownerHeads))
+			c.ownerHeads = append(c.ownerHeads, 0)
+		}
+		c.byOwner[key] = slot
+	}
+	c.lastOwner, c.lastSlot = key, slot
+	return slot
+}
+
+// dropOwner frees key's list, which is empty or about to be forgotten: a
+// free slot heads no list.
+func (c *Correlator) dropOwner(key ownerKey, slot int32) {
+	delete(c.byOwner, key)
+	c.ownerHeads[slot] = 0
+	c.freeSlots = append(c.freeSlots, slot)
+	if c.lastSlot == slot {
+		c.lastSlot = -1
+	}
 }
 
 // unlink takes socket i off its owner's list, and drops a list it empties.
 func (c *Correlator) unlink(i int32) {
 	s := &c.socks[i]
-	if !s.linked {
+	if s.ownerSlot == 0 {
 		return
 	}
+	slot := s.ownerSlot - 1
 	if s.ownerPrev != 0 {
 		c.socks[s.ownerPrev-1].ownerNext = s.ownerNext
-	} else if s.ownerNext != 0 {
-		c.byOwner[keyOf(&s.owner)] = s.ownerNext
 	} else {
-		delete(c.byOwner, keyOf(&s.owner))
+		c.ownerHeads[slot] = s.ownerNext
 	}
 	if s.ownerNext != 0 {
 		c.socks[s.ownerNext-1].ownerPrev = s.ownerPrev
 	}
-	s.linked, s.ownerPrev, s.ownerNext = false, 0, 0
+	if c.ownerHeads[slot] == 0 {
+		c.dropOwner(keyOf(&s.owner), slot)
+	}
+	s.ownerSlot, s.ownerPrev, s.ownerNext = 0, 0, 0
 }
 
 // onExit marks the sockets of a process that exited, and gives those a
@@ -73,17 +105,18 @@ func (c *Correlator) unlink(i int32) {
 func (c *Correlator) onExit(ev *tracer.Event) {
 	c.stats.Exits++
 	key := keyOf(&ev.Process)
-	next, ok := c.byOwner[key]
+	slot, ok := c.byOwner[key]
 	if !ok {
 		return
 	}
 	c.ownerExits++
-	delete(c.byOwner, key)
+	next := c.ownerHeads[slot]
+	c.dropOwner(key, slot)
 	for next != 0 {
 		i := next - 1
 		s := &c.socks[i]
 		next = s.ownerNext
-		s.linked, s.ownerPrev, s.ownerNext = false, 0, 0
+		s.ownerSlot, s.ownerPrev, s.ownerNext = 0, 0, 0
 		s.ownerExited = true
 		if c.findsHolders && s.holdable() {
 			s.exitNs = ev.TimeNs

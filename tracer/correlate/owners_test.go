@@ -142,6 +142,42 @@ func TestCorrelatorOwnerExits(t *testing.T) {
 			"201 10.0.0.1:8080>0 LISTEN->CLOSE close 295ms",
 		},
 	}, {
+		name: "an owner's list emptied and its slot taken by another's: the first's exit leaves the other's socket alone",
+		events: []tracer.Event{
+			state(10, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client),
+			state(11, atClient, clientSock, tracer.StateSynSent, tracer.StateClose, client),
+			ev(20, tracer.KindAccept, atServer, serverSock, 0, tracer.StateEstablished, worker),
+			exit(30, client),
+			state(40, atServer, serverSock, tracer.StateEstablished, tracer.StateCloseWait, softirq),
+			exit(50, worker),
+			state(50, atServer, serverSock, tracer.StateCloseWait, tracer.StateLastAck, worker),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40000>8080 SYN_SENT->CLOSE connect 1ms",
+			"200 10.0.0.1:8080>40000 ESTABLISHED->CLOSE_WAIT accept",
+			"200 10.0.0.1:8080>40000 CLOSE_WAIT->LAST_ACK accept 10ms (owner exited)",
+		},
+	}, {
+		name: "an owner's list emptied and filled again, then another's: each exit finds its own sockets",
+		events: []tracer.Event{
+			state(10, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client),
+			state(11, atClient, clientSock, tracer.StateSynSent, tracer.StateClose, client),
+			state(12, atClient, twSock, tracer.StateClose, tracer.StateSynSent, client),
+			ev(20, tracer.KindAccept, atServer, serverSock, 0, tracer.StateEstablished, worker),
+			exit(30, client),
+			state(30, atClient, twSock, tracer.StateSynSent, tracer.StateClose, client),
+			exit(40, worker),
+			state(40, atServer, serverSock, tracer.StateEstablished, tracer.StateFinWait1, worker),
+		},
+		want: []string{
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40000>8080 SYN_SENT->CLOSE connect 1ms",
+			"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+			"300 10.0.0.2:40000>8080 SYN_SENT->CLOSE connect 18ms (owner exited)",
+			"200 10.0.0.1:8080>40000 ESTABLISHED->FIN_WAIT1 accept (owner exited)",
+		},
+	}, {
 		name: "a child closes a connection its parent accepted: it changed hands",
 		events: []tracer.Event{
 			ev(10, tracer.KindAccept, atServer, serverSock, 0, tracer.StateEstablished, worker),
