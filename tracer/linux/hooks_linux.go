@@ -206,11 +206,14 @@ type kernel struct {
 	twTimerHandler  uint64
 	missingTimewait reason
 	inPlace         inPlaceReads
-	// taskRegs: tracepoint programs can read the current task's saved
-	// registers (bpf_task_pt_regs, 5.15+, on bpf_get_current_task_btf's
-	// task).
-	taskRegs bool
+	// taskPtRegs: tracepoint programs may call bpf_task_pt_regs (5.15+),
+	// which takes bpf_get_current_task_btf's task (see readsTaskRegs).
+	taskPtRegs bool
 }
+
+// readsTaskRegs says whether a tracepoint program may read the current
+// task's saved registers, as the in-place reads allowed leave it.
+func (k *kernel) readsTaskRegs() bool { return k.inPlace.task && k.taskPtRegs }
 
 // inPlaceReads is what porttrace's programs may read in place, a plain
 // load instead of a bpf_probe_read_kernel call (bpf/read.h): in tp_btf
@@ -329,7 +332,7 @@ func probeKernel(tracefs string, noTracefs reason) (*kernel, error) {
 			(tracefs != "" && exists(filepath.Join(tracefs, "kprobe_events"))),
 	}
 	k.inPlace = probeInPlaceReads(types)
-	k.taskRegs = k.inPlace.task && features.HaveProgramHelper(ebpf.TracePoint, asm.FnTaskPtRegs) == nil
+	k.taskPtRegs = features.HaveProgramHelper(ebpf.TracePoint, asm.FnTaskPtRegs) == nil
 	k.twTimerHandler, err = kallsymsAddr("tw_timer_handler")
 	if err != nil {
 		k.missingTimewait = reason{text: err.Error(), permission: errors.Is(err, errKernelAddressesHidden)}
@@ -353,7 +356,7 @@ func (k *kernel) available(h *hook, alt alternative) (bool, reason) {
 		if ok, why := k.hasTarget(alt.form, a.target); !ok {
 			return false, why
 		}
-		if a.taskRegs && !k.taskRegs {
+		if a.taskRegs && !k.readsTaskRegs() {
 			return false, reason{text: "no bpf_task_pt_regs for tracepoint programs (5.15+)"}
 		}
 	}

@@ -114,7 +114,7 @@ func TestBindReadsArgumentsAtExit(t *testing.T) {
 		{true, []string{bpf.PorttraceProgBindExitRegs}, "preferred"},
 		{false, []string{bpf.PorttraceProgBindEnter, bpf.PorttraceProgBindExit}, "fallback (tracepoint: no bpf_task_pt_regs for tracepoint programs (5.15+))"},
 	} {
-		chosen, notes, err := chooseHooks(&kernel{tracefs: tracefs, taskRegs: tc.taskRegs}, tracer.ProbeAuto, table)
+		chosen, notes, err := chooseHooks(&kernel{tracefs: tracefs, inPlace: inPlaceReads{task: true}, taskPtRegs: tc.taskRegs}, tracer.ProbeAuto, table)
 		if err != nil || len(notes) > 0 || len(chosen) != 1 {
 			t.Fatalf("taskRegs %v: chose %v, notes %q, %v; want the bind hook", tc.taskRegs, chosen, notes, err)
 		}

@@ -28,6 +28,10 @@ func TestKernelInPlaceReadsMatchHelperReads(t *testing.T) {
 		}
 		t.Skip(found)
 	}
+	// bpf_rdonly_cast, which types the sockets found by hand, is 6.2+.
+	if found.cast != kernelAtLeast(t, 6, 2) {
+		t.Errorf("sockets of descriptors and timers read in place: %v on %s", found.cast, kernelRelease(t))
+	}
 	port := freePort(t, "127.0.0.1")
 	cfg := tracer.Config{Ports: tracer.Ports{port}}
 	inPlace, inPlaceSrc := traceAllowing(t, cfg, defaultHooks, inPlaceReads{sock: true, task: true, cast: true})

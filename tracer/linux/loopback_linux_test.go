@@ -542,7 +542,7 @@ func TestKernelEveryProgramPassesVerifier(t *testing.T) {
 	for _, h := range defaultHooks {
 		for _, alt := range h.alts {
 			for _, a := range alt.progs {
-				lacking[a.prog] = lacking[a.prog] || (a.taskRegs && !k.taskRegs)
+				lacking[a.prog] = lacking[a.prog] || (a.taskRegs && !k.readsTaskRegs())
 			}
 		}
 	}
@@ -593,6 +593,21 @@ func TestKernelHookChoice(t *testing.T) {
 				t.Errorf("--probe %s: no hook %q among:\n%s", tc.mode, w, hooks)
 			}
 		}
+	}
+	// bind's arguments come from the task's registers from 5.15
+	// (bpf_task_pt_regs), from an entry program before.
+	wantBind := "bind: tracepoint syscalls/sys_exit_bind: preferred"
+	if !kernelAtLeast(t, 5, 15) {
+		wantBind = "bind: tracepoint syscalls/sys_enter_bind,syscalls/sys_exit_bind: fallback"
+	}
+	src, err := Open(tracer.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks := strings.Join(src.Hooks(), "\n")
+	src.Close()
+	if !strings.Contains(hooks, wantBind) {
+		t.Errorf("no hook %q among:\n%s", wantBind, hooks)
 	}
 	if kprobes {
 		src, err := Open(tracer.Config{Probe: tracer.ProbeKprobe})

@@ -483,6 +483,17 @@ func kernelRelease(t *testing.T) string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
+// kernelAtLeast says whether the running kernel is release major.minor or
+// later.
+func kernelAtLeast(t *testing.T, major, minor int) bool {
+	t.Helper()
+	var maj, min int
+	if _, err := fmt.Sscanf(kernelRelease(t), "%d.%d", &maj, &min); err != nil {
+		t.Fatalf("kernel release %q: %v", kernelRelease(t), err)
+	}
+	return maj > major || maj == major && min >= minor
+}
+
 // ownerChanges are the lines that say a socket changed hands.
 func ownerChanges(recs []tracer.Record, sport, dport uint16) []tracer.Record {
 	return slices.DeleteFunc(socketRecords(recs, sport, dport), func(r tracer.Record) bool { return r.Type != tracer.RecordOwner })
