@@ -132,6 +132,11 @@ func ParseProbeMode(s string) (ProbeMode, error) {
 	return 0, fmt.Errorf("invalid probe mode %q: want auto, tracepoint or kprobe", s)
 }
 
+// DefaultBufferSize is the kernel buffer's default size: on Linux, a ring
+// buffer with room for about 105,000 events (160 bytes each with the ring's
+// header), most of a second of a connection storm on a small machine.
+const DefaultBufferSize = 16 << 20
+
 // Config says what a source watches.
 type Config struct {
 	// Ports are the ports to watch at either end of a socket; empty

@@ -19,13 +19,13 @@ import (
 // platformCommands are the commands only Linux has.
 func platformCommands() []*command { return []*command{daemonCommand()} }
 
-// daemonBufferMiB is the daemon's default ring buffer: twice a watch's,
-// for it reads every port's events. Its reader drains the ring every 10
-// ms, a loopback storm of every port (14,000 connections a second) fills
-// under 300 KiB of it meanwhile, and 8 MiB
+// daemonBufferMiB is the daemon's default ring buffer: half a watch's. Its
+// reader drains the ring every 10 ms, a loopback storm of every port (14,000
+// connections a second) fills under 300 KiB of it meanwhile, and 8 MiB
 // still holds a quarter of a second of that storm should the reader stall.
 // The ring is mapped twice (once more for reads that wrap around), so it
-// counts twice in the resident memory a DaemonSet's limits see: 16 MiB.
+// counts twice in the resident memory a DaemonSet's limits see: 16 MiB
+// where a watch's counts 32.
 const daemonBufferMiB = 8
 
 func daemonCommand() *command {

@@ -77,7 +77,7 @@ func (f *watchFlags) defineSource(fs *pflag.FlagSet) {
 	clidoc.File(fs, "ready-file")
 	fs.StringVar(&f.probeName, "probe", "auto", "hook `FAMILY`: auto, tracepoint or kprobe")
 	clidoc.Values(fs, "probe", "auto", "tracepoint", "kprobe")
-	fs.IntVar(&f.bufferMiB, "buffer-size", defaultBufferMiB, "kernel ring buffer size in `MiB`, a power of two")
+	fs.IntVar(&f.bufferMiB, "buffer-size", tracer.DefaultBufferSize>>20, "kernel ring buffer size in `MiB`, a power of two")
 	fs.BoolVarP(&f.verbose, "verbose", "v", false, "say which hooks were attached and why")
 }
 

@@ -22,10 +22,6 @@ import (
 	"github.com/porttrace/porttrace/tracer/why"
 )
 
-// defaultBufferMiB is --buffer-size's default: the ring the source takes
-// when given none.
-const defaultBufferMiB = linux.DefaultRingSize >> 20
-
 func openSource(cfg tracer.Config) (tracer.Source, error) {
 	return linux.Open(cfg)
 }

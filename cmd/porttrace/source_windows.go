@@ -15,11 +15,6 @@ import (
 	"github.com/porttrace/porttrace/windows"
 )
 
-// defaultBufferMiB is --buffer-size's default: 256 ETW buffers of 64 KiB,
-// which ETW fills and hands over one by one, most of a second of a
-// connection storm should the consumer stall.
-const defaultBufferMiB = 16
-
 func openSource(cfg tracer.Config) (tracer.Source, error) {
 	return windows.Open(cfg)
 }

@@ -36,16 +36,6 @@ const clockCheckEvery = 256
 // fill up while it pauses.
 const busyFraction = 16
 
-// DefaultRingSize is the ring buffer's default size: room for some 25,000
-// events (168 bytes each with the ring's header), a sixth of a second of a
-// loopback storm on a small machine (15,000 connections a second, ten
-// events each) should the reader stall, where a batch interval fills 250
-// KiB. Not more: the programs write the ring from one end to the other
-// whatever its fill, so all of it passes through the caches, and a storm
-// ran 1 to 2% slower watched with 16 MiB, whose lines are long evicted
-// when they come round again, than with 1 to 4 MiB (BENCHMARKS.md).
-const DefaultRingSize = 4 << 20
-
 // deliveryLag is how far an event's time may be behind the events already
 // read when it is read: a program stamps its event just after reserving
 // its room, and the reader meets events in the order of their rooms, so an
@@ -217,7 +207,7 @@ func loadSpec(cfg tracer.Config, k *kernel, chosen []choice) (*ebpf.CollectionSp
 
 	ringSize := cfg.BufferSize
 	if ringSize == 0 {
-		ringSize = DefaultRingSize
+		ringSize = tracer.DefaultBufferSize
 	}
 	page := os.Getpagesize()
 	if ringSize < page || ringSize&(ringSize-1) != 0 {
