@@ -133,8 +133,12 @@ func ParseProbeMode(s string) (ProbeMode, error) {
 }
 
 // DefaultBufferSize is the kernel buffer's default size: on Linux, a ring
-// buffer with room for about 105,000 events (160 bytes each with the ring's
-// header), most of a second of a connection storm on a small machine.
+// buffer with room for about 100,000 events (168 bytes each with the ring's
+// header), most of a second of a connection storm on a small machine, and
+// what 20,000 connections opened at once emit faster than the reader
+// reads (4 MiB lost a fifth of those). A smaller ring runs a storm 1-2%
+// faster, its lines still in the caches when the programs come round to
+// them again (BENCHMARKS.md, thirteenth session): not worth the bursts.
 const DefaultBufferSize = 16 << 20
 
 // Config says what a source watches.
