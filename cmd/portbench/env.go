@@ -37,6 +37,7 @@ type bench struct {
 	skipped   map[string]string // peer name: why it is not run
 	mounted   bool              // the harness mounted tracefs (and said so)
 	canary    net.Listener
+	lock      *os.File // held while the harness runs: see lockRun
 	nextPort  int
 	problems  []string
 }
@@ -45,11 +46,16 @@ func newBench(ctx context.Context, opts options, out io.Writer) (*bench, error) 
 	if os.Geteuid() != 0 {
 		return nil, errors.New("needs root: the tracers need CAP_BPF and CAP_PERFMON, mounting tracefs and enabling BPF statistics CAP_SYS_ADMIN, installing peers apt-get (run: sudo env \"PATH=$PATH\" go run ./cmd/portbench)")
 	}
+	lock, err := lockRun(filepath.Join(os.TempDir(), "portbench.lock"))
+	if err != nil {
+		return nil, err
+	}
 	dir, err := os.MkdirTemp("", "portbench-")
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("creating temporary directory: %w", err)
 	}
-	b := &bench{opts: opts, out: out, dir: dir, nextPort: opts.basePort, skipped: map[string]string{}}
+	b := &bench{opts: opts, out: out, dir: dir, lock: lock, nextPort: opts.basePort, skipped: map[string]string{}}
 	if err := b.setup(ctx); err != nil {
 		b.close()
 		return nil, err
@@ -73,6 +79,25 @@ func (b *bench) close() {
 		b.canary.Close()
 	}
 	os.RemoveAll(b.dir)
+	b.lock.Close()
+}
+
+// lockRun takes path's lock, which one harness at a time holds until it
+// exits: two at once would slow each other's storms and, counting their
+// ports up from the same base, storm each other's idle port.
+func lockRun(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening the harness's lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another portbench is running (%s is locked): wait for it to end, two at once disturb each other's figures", path)
+		}
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	return f, nil
 }
 
 // progress says on stderr what the harness is doing: the report on stdout
