@@ -356,12 +356,16 @@ func (k *kernel) available(h *hook, alt alternative) (bool, reason) {
 		if ok, why := k.hasTarget(alt.form, a.target); !ok {
 			return false, why
 		}
-		if a.taskRegs && !k.readsTaskRegs() {
+		if !k.verifies(a) {
 			return false, reason{text: "no bpf_task_pt_regs for tracepoint programs (5.15+)"}
 		}
 	}
 	return true, reason{}
 }
+
+// verifies says whether the kernel's verifier takes program a, which may
+// call a helper the kernel lacks.
+func (k *kernel) verifies(a attachment) bool { return !a.taskRegs || k.readsTaskRegs() }
 
 func (k *kernel) hasTarget(f form, target string) (bool, reason) {
 	switch f {

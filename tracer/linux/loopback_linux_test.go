@@ -542,7 +542,7 @@ func TestKernelEveryProgramPassesVerifier(t *testing.T) {
 	for _, h := range defaultHooks {
 		for _, alt := range h.alts {
 			for _, a := range alt.progs {
-				lacking[a.prog] = lacking[a.prog] || (a.taskRegs && !k.readsTaskRegs())
+				lacking[a.prog] = lacking[a.prog] || !k.verifies(a)
 			}
 		}
 	}
