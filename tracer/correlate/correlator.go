@@ -162,7 +162,7 @@ type Stats struct {
 type Correlator struct {
 	emit func(*tracer.Record)
 
-	socks []sockState
+	socks sockTable
 	free  []int32
 	byID  map[tracer.SockID]int32
 	// closing indexes sockets in the states tcp_time_wait() is called from,
@@ -275,7 +275,7 @@ func snapshotState(r *snapshot.PortReport, ps *snapshot.PortSocket) sockState {
 func (c *Correlator) adopt(s sockState) {
 	ev := tracer.Event{Sock: s.id, Proto: s.proto}
 	i, _ := c.lookup(&ev)
-	c.socks[i] = s
+	*c.socks.at(i) = s
 	c.link(i)
 	c.enterState(i)
 }
@@ -285,8 +285,8 @@ func (c *Correlator) adopt(s sockState) {
 func (c *Correlator) appendOwned(dst []Owned) []Owned {
 	// The table in its own order, not the map's: the map's is a cache
 	// miss a socket. A free slot is zeroed (no id).
-	for i := range c.socks {
-		s := &c.socks[i]
+	for i := range c.socks.len() {
+		s := c.socks.at(i)
 		if s.id == 0 || s.ownerVia == tracer.OwnerUnknown {
 			continue
 		}
@@ -322,14 +322,14 @@ func (c *Correlator) Handle(ev *tracer.Event) {
 	case tracer.KindTimeWaitStart:
 		c.onTimeWaitStart(ev)
 	case tracer.KindTimeWaitCancel:
-		if i, ok := c.byID[ev.Sock]; ok && c.socks[i].timewait {
-			s := &c.socks[i]
+		if i, ok := c.byID[ev.Sock]; ok && c.socks.at(i).timewait {
+			s := c.socks.at(i)
 			s.cancelNs, s.endState, s.endExpiresNs = ev.TimeNs, ev.NewState, ev.TimeNs+ev.TimeoutNs
 			c.schedule(i)
 		}
 	case tracer.KindTimeWaitExpire:
-		if i, ok := c.byID[ev.Sock]; ok && c.socks[i].timewait {
-			s := &c.socks[i]
+		if i, ok := c.byID[ev.Sock]; ok && c.socks.at(i).timewait {
+			s := c.socks.at(i)
 			s.endState, s.endExpiresNs = ev.NewState, ev.TimeNs+ev.TimeoutNs
 			c.endTimeWait(i, ev.TimeNs, ReasonExpired)
 		}
@@ -347,10 +347,10 @@ func (c *Correlator) Tick(nowNs int64) int64 {
 		if !ok {
 			return tracer.NoDeadline
 		}
-		if d := c.socks[i].places[byDeadline].key; d > nowNs {
+		if d := c.socks.at(i).places[byDeadline].key; d > nowNs {
 			return d
 		}
-		s := &c.socks[i]
+		s := c.socks.at(i)
 		if s.cancelNs != 0 && nowNs-s.cancelNs >= cancelGraceNs {
 			c.endTimeWait(i, s.cancelNs, ReasonKilled)
 			continue
@@ -387,16 +387,15 @@ func (c *Correlator) insert(ev *tracer.Event) int32 {
 		i = c.free[n-1]
 		c.free = c.free[:n-1]
 	} else {
-		c.socks = append(c.socks, sockState{})
-		i = int32(len(c.socks) - 1)
+		i = c.socks.add()
 	}
-	c.socks[i] = sockState{id: ev.Sock, proto: ev.Proto}
+	*c.socks.at(i) = sockState{id: ev.Sock, proto: ev.Proto}
 	c.byID[ev.Sock] = i
 	return i
 }
 
 func (c *Correlator) forget(i int32) {
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	if j, ok := c.mptcp[s.parent]; ok && j == i {
 		delete(c.mptcp, s.parent)
 	}
@@ -432,7 +431,7 @@ func (s *sockState) learn(ev *tracer.Event) {
 // owner connected or accepted stands for its MPTCP connection.
 func (c *Correlator) setOwner(i int32, ev *tracer.Event, via tracer.OwnerVia) {
 	c.assignOwner(i, ev.Process, via, false)
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	if s.parent != 0 && (via == tracer.OwnerConnect || via == tracer.OwnerAccept) {
 		if _, ok := c.mptcp[s.parent]; !ok {
 			c.mptcp[s.parent] = i
@@ -442,12 +441,12 @@ func (c *Correlator) setOwner(i int32, ev *tracer.Event, via tracer.OwnerVia) {
 
 // joinConnection gives a subflow with no owner its MPTCP connection's.
 func (c *Correlator) joinConnection(i int32) {
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	if s.parent == 0 || s.ownerVia != tracer.OwnerUnknown {
 		return
 	}
 	if j, ok := c.mptcp[s.parent]; ok && j != i {
-		c.assignOwner(i, c.socks[j].owner, tracer.OwnerMPTCP, c.socks[j].ownerExited)
+		c.assignOwner(i, c.socks.at(j).owner, tracer.OwnerMPTCP, c.socks.at(j).ownerExited)
 	}
 }
 
@@ -521,10 +520,10 @@ func (c *Correlator) lookupLife(ev *tracer.Event, newLife bool) (int32, bool) {
 	switch {
 	case !ok:
 		return c.insert(ev), true
-	case !newLife && !c.socks[i].reused(ev):
+	case !newLife && !c.socks.at(i).reused(ev):
 		return i, false
 	}
-	if s := &c.socks[i]; s.timewait {
+	if s := c.socks.at(i); s.timewait {
 		// Its memory is reused, so it was freed: killed when its timer
 		// was stopped, or now if that went unseen.
 		end := ev.TimeNs
@@ -541,7 +540,7 @@ func (c *Correlator) lookupLife(ev *tracer.Event, newLife bool) (int32, bool) {
 
 func (c *Correlator) onState(ev *tracer.Event) {
 	i, fresh := c.lookupLife(ev, false)
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	if fresh && (ev.OldState == tracer.StateListen || ev.OldState == tracer.StateSynRecv) && ev.NewState != tracer.StateClose {
 		s.passive = true
 	}
@@ -616,7 +615,7 @@ func (c *Correlator) onState(ev *tracer.Event) {
 // tracepoints often do not show, so this is the moment to tell.
 func (c *Correlator) peerAcked(ev *tracer.Event) {
 	peer := makeTuple(ev.NetNS, ev.DAddr, ev.DPort, ev.SAddr, ev.SPort)
-	if i, ok := c.closing[peer]; ok && c.socks[i].timewait {
+	if i, ok := c.closing[peer]; ok && c.socks.at(i).timewait {
 		c.enterTimeWait(i, ev.TimeNs)
 	}
 }
@@ -624,7 +623,7 @@ func (c *Correlator) peerAcked(ev *tracer.Event) {
 // enterTimeWait moves a timewait socket from the FIN_WAIT2 substate to
 // TIME_WAIT at timeNs.
 func (c *Correlator) enterTimeWait(i int32, timeNs int64) {
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	duration := s.durationUntil(timeNs)
 	c.leaveState(i)
 	s.state, s.sinceNs = tracer.StateTimeWait, timeNs
@@ -635,7 +634,7 @@ func (c *Correlator) enterTimeWait(i int32, timeNs int64) {
 // leaveState and enterState keep the indexes that depend on a socket's
 // state in step with it.
 func (c *Correlator) leaveState(i int32) {
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	switch {
 	case closingIndexed(s.state):
 		delete(c.closing, s.tuple())
@@ -655,7 +654,7 @@ func (c *Correlator) leaveState(i int32) {
 }
 
 func (c *Correlator) enterState(i int32) {
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	switch {
 	case closingIndexed(s.state):
 		c.closing[s.tuple()] = i
@@ -676,7 +675,7 @@ func closingIndexed(st tracer.State) bool {
 // releases the lines that were waiting for it.
 func (c *Correlator) onOwner(ev *tracer.Event) {
 	i, fresh := c.lookup(ev)
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	s.learn(ev)
 	if ev.Kind == tracer.KindAccept {
 		// What accept returned is what the process holds: an MPTCP
@@ -723,9 +722,9 @@ func (c *Correlator) onTimeWaitStart(ev *tracer.Event) {
 	// even at the address of an old one with the same ends (the kernel
 	// kills a timewait socket to reuse its 4-tuple).
 	full, hasFull := c.closing[key]
-	hasFull = hasFull && !c.socks[full].timewait
-	if i, ok := c.byID[ev.Sock]; ok && !hasFull && !c.socks[i].reused(ev) {
-		s := &c.socks[i]
+	hasFull = hasFull && !c.socks.at(full).timewait
+	if i, ok := c.byID[ev.Sock]; ok && !hasFull && !c.socks.at(i).reused(ev) {
+		s := c.socks.at(i)
 		s.cancelNs = 0
 		c.schedule(i)
 		if s.state == tracer.StateFinWait2 && ev.NewState == tracer.StateTimeWait {
@@ -735,12 +734,12 @@ func (c *Correlator) onTimeWaitStart(ev *tracer.Event) {
 	}
 
 	tw, _ := c.lookupLife(ev, hasFull)
-	t := &c.socks[tw]
+	t := c.socks.at(tw)
 	t.learn(ev)
 	t.timewait = true
 	old, sinceNs := tracer.StateUnknown, int64(0)
 	if hasFull {
-		f := &c.socks[full]
+		f := c.socks.at(full)
 		old, sinceNs = f.state, f.sinceNs
 		c.assignOwner(tw, f.owner, f.ownerVia, f.ownerExited)
 		t.passive, t.sockCgroup = f.passive, f.sockCgroup
@@ -771,7 +770,7 @@ func (c *Correlator) onTimeWaitStart(ev *tracer.Event) {
 // porttrace still has it in FIN_WAIT2, the move happened unseen: its timer
 // was re-armed to TIME_WAIT's fixed lifetime then, so the expiry dates it.
 func (c *Correlator) endTimeWait(i int32, timeNs int64, reason string) {
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	if s.state == tracer.StateFinWait2 && s.endState == tracer.StateTimeWait {
 		c.enterTimeWait(i, max(s.endExpiresNs-timeWaitLenNs, s.sinceNs))
 	}
@@ -786,7 +785,7 @@ func (c *Correlator) endTimeWait(i int32, timeNs int64, reason string) {
 // line prints a transition of socket i, or holds it while the socket's
 // record is incomplete.
 func (c *Correlator) line(i int32, l heldLine) {
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	c.stats.Transitions[l.new]++
 	if l.new == tracer.StateClose && l.old != tracer.StateListen && l.old != tracer.StateSynSent && l.old != tracer.StateTimeWait {
 		c.stats.Closed++
@@ -817,7 +816,7 @@ func (c *Correlator) line(i int32, l heldLine) {
 
 // freeHeld gives back socket i's slot of held lines.
 func (c *Correlator) freeHeld(i int32) {
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	if s.heldAt != 0 {
 		c.heldFree = append(c.heldFree, s.heldAt-1)
 		s.heldAt, s.nheld = 0, 0
@@ -827,7 +826,7 @@ func (c *Correlator) freeHeld(i int32) {
 // release prints a socket's held lines with the best owner known now:
 // where nobody accepted a passive socket, the listener's owner.
 func (c *Correlator) release(i int32) {
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	if s.nheld == 0 {
 		return
 	}
@@ -848,7 +847,7 @@ func (c *Correlator) release(i int32) {
 func (c *Correlator) listenerOf(s *sockState) (*sockState, bool) {
 	var wildcard *sockState
 	for _, i := range c.listeners[portKey{s.netns, s.sport}] {
-		l := &c.socks[i]
+		l := c.socks.at(i)
 		if l.saddr == s.saddr {
 			return l, true
 		}

@@ -593,8 +593,8 @@ func TestDeadlineQueueOrder(t *testing.T) {
 	last := int64(-1)
 	for d := c.Tick(0); d != tracer.NoDeadline; d = c.Tick(d) {
 		checkPending(t, c)
-		if i, _ := c.queue.first(); c.socks[i].places[byDeadline].key != d {
-			t.Fatalf("Tick named deadline %d, the queue's earliest is %d", d, c.socks[i].places[byDeadline].key)
+		if i, _ := c.queue.first(); c.socks.at(i).places[byDeadline].key != d {
+			t.Fatalf("Tick named deadline %d, the queue's earliest is %d", d, c.socks.at(i).places[byDeadline].key)
 		}
 		if d < last {
 			t.Fatalf("deadline %d came after %d", d, last)
@@ -607,8 +607,8 @@ func TestDeadlineQueueOrder(t *testing.T) {
 	if since, ok := c.PendingSinceNs(); ok {
 		t.Fatalf("a line pending since %d after the last deadline", since)
 	}
-	for i := range c.socks {
-		if p := c.socks[i].places; p[byDeadline].pos != 0 || p[byPending].pos != 0 {
+	for i := range c.socks.len() {
+		if p := c.socks.at(i).places; p[byDeadline].pos != 0 || p[byPending].pos != 0 {
 			t.Fatalf("socket %d still has a queue position after the queues emptied", i)
 		}
 	}
@@ -620,8 +620,8 @@ func checkPending(t *testing.T, c *Correlator) {
 	t.Helper()
 	var want int64
 	wantOK := false
-	for i := range c.socks {
-		if p, ok := c.socks[i].pendingSince(); ok && (!wantOK || p < want) {
+	for i := range c.socks.len() {
+		if p, ok := c.socks.at(i).pendingSince(); ok && (!wantOK || p < want) {
 			want, wantOK = p, true
 		}
 	}

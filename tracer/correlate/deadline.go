@@ -45,17 +45,17 @@ func (e *earliest) add(ns int64, applies bool) {
 // schedule puts socket i in each queue at its current key, moves it there,
 // or takes it out when it has none.
 func (c *Correlator) schedule(i int32) {
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	d, ok := s.deadline()
-	c.queue.place(c.socks, i, d, ok)
+	c.queue.place(&c.socks, i, d, ok)
 	p, ok := s.pendingSince()
-	c.pending.place(c.socks, i, p, ok)
+	c.pending.place(&c.socks, i, p, ok)
 }
 
 // unschedule takes socket i out of both queues.
 func (c *Correlator) unschedule(i int32) {
-	c.queue.remove(c.socks, i)
-	c.pending.remove(c.socks, i)
+	c.queue.remove(&c.socks, i)
+	c.pending.remove(&c.socks, i)
 }
 
 // PendingSinceNs is the time of the oldest line the correlator holds back,
@@ -66,7 +66,7 @@ func (c *Correlator) PendingSinceNs() (int64, bool) {
 	if !ok {
 		return 0, false
 	}
-	return c.socks[i].places[byPending].key, true
+	return c.socks.at(i).places[byPending].key, true
 }
 
 // queueKind names a socket's two queues: by deadline, the one Tick follows;
@@ -104,8 +104,8 @@ func (q *sockQueue) first() (int32, bool) {
 
 // place puts socket i in the queue at key, moves it there, or (without
 // ok) takes it out.
-func (q *sockQueue) place(socks []sockState, i int32, key int64, ok bool) {
-	p := &socks[i].places[q.kind]
+func (q *sockQueue) place(socks *sockTable, i int32, key int64, ok bool) {
+	p := &socks.at(i).places[q.kind]
 	switch {
 	case !ok:
 		q.remove(socks, i)
@@ -118,22 +118,22 @@ func (q *sockQueue) place(socks []sockState, i int32, key int64, ok bool) {
 	}
 }
 
-func (q *sockQueue) push(socks []sockState, i int32) {
+func (q *sockQueue) push(socks *sockTable, i int32) {
 	q.socks = append(q.socks, i)
-	socks[i].places[q.kind].pos = int32(len(q.socks))
+	socks.at(i).places[q.kind].pos = int32(len(q.socks))
 	q.up(socks, len(q.socks)-1)
 }
 
-func (q *sockQueue) remove(socks []sockState, i int32) {
-	pos := int(socks[i].places[q.kind].pos) - 1
+func (q *sockQueue) remove(socks *sockTable, i int32) {
+	pos := int(socks.at(i).places[q.kind].pos) - 1
 	if pos < 0 {
 		return
 	}
-	socks[i].places[q.kind].pos = 0
+	socks.at(i).places[q.kind].pos = 0
 	last := len(q.socks) - 1
 	if pos != last {
 		q.socks[pos] = q.socks[last]
-		socks[q.socks[pos]].places[q.kind].pos = int32(pos + 1)
+		socks.at(q.socks[pos]).places[q.kind].pos = int32(pos + 1)
 	}
 	q.socks = q.socks[:last]
 	if pos != last {
@@ -142,23 +142,23 @@ func (q *sockQueue) remove(socks []sockState, i int32) {
 }
 
 // fix restores the heap order after the key at pos changed.
-func (q *sockQueue) fix(socks []sockState, pos int32) {
+func (q *sockQueue) fix(socks *sockTable, pos int32) {
 	if !q.down(socks, int(pos)) {
 		q.up(socks, int(pos))
 	}
 }
 
-func (q *sockQueue) less(socks []sockState, a, b int) bool {
-	return socks[q.socks[a]].places[q.kind].key < socks[q.socks[b]].places[q.kind].key
+func (q *sockQueue) less(socks *sockTable, a, b int) bool {
+	return socks.at(q.socks[a]).places[q.kind].key < socks.at(q.socks[b]).places[q.kind].key
 }
 
-func (q *sockQueue) swap(socks []sockState, a, b int) {
+func (q *sockQueue) swap(socks *sockTable, a, b int) {
 	q.socks[a], q.socks[b] = q.socks[b], q.socks[a]
-	socks[q.socks[a]].places[q.kind].pos = int32(a + 1)
-	socks[q.socks[b]].places[q.kind].pos = int32(b + 1)
+	socks.at(q.socks[a]).places[q.kind].pos = int32(a + 1)
+	socks.at(q.socks[b]).places[q.kind].pos = int32(b + 1)
 }
 
-func (q *sockQueue) up(socks []sockState, pos int) {
+func (q *sockQueue) up(socks *sockTable, pos int) {
 	for pos > 0 {
 		parent := (pos - 1) / 2
 		if !q.less(socks, pos, parent) {
@@ -171,7 +171,7 @@ func (q *sockQueue) up(socks []sockState, pos int) {
 
 // down moves the entry at pos towards the leaves and reports whether it
 // moved.
-func (q *sockQueue) down(socks []sockState, pos int) bool {
+func (q *sockQueue) down(socks *sockTable, pos int) bool {
 	start := pos
 	for {
 		child := 2*pos + 1

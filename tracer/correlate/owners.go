@@ -26,7 +26,7 @@ func keyOf(p *tracer.Process) ownerKey { return ownerKey{p.PID, p.StartNs} }
 // owner goes through here, so that the owners' lists stay true.
 func (c *Correlator) assignOwner(i int32, p tracer.Process, via tracer.OwnerVia, exited bool) {
 	c.unlink(i)
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	s.owner, s.ownerVia, s.ownerExited = p, via, exited
 	if !exited {
 		c.link(i)
@@ -35,7 +35,7 @@ func (c *Correlator) assignOwner(i int32, p tracer.Process, via tracer.OwnerVia,
 
 // link puts socket i on its owner's list.
 func (c *Correlator) link(i int32) {
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	if s.owner.PID == 0 {
 		return
 	}
@@ -43,7 +43,7 @@ func (c *Correlator) link(i int32) {
 	head := c.ownerHeads[slot]
 	s.ownerSlot, s.ownerPrev, s.ownerNext = slot+1, 0, head
 	if head != 0 {
-		c.socks[head-1].ownerPrev = i + 1
+		c.socks.at(head - 1).ownerPrev = i + 1
 	}
 	c.ownerHeads[slot] = i + 1
 }
@@ -80,18 +80,18 @@ func (c *Correlator) dropOwner(key ownerKey, slot int32) {
 
 // unlink takes socket i off its owner's list, and drops a list it empties.
 func (c *Correlator) unlink(i int32) {
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	if s.ownerSlot == 0 {
 		return
 	}
 	slot := s.ownerSlot - 1
 	if s.ownerPrev != 0 {
-		c.socks[s.ownerPrev-1].ownerNext = s.ownerNext
+		c.socks.at(s.ownerPrev - 1).ownerNext = s.ownerNext
 	} else {
 		c.ownerHeads[slot] = s.ownerNext
 	}
 	if s.ownerNext != 0 {
-		c.socks[s.ownerNext-1].ownerPrev = s.ownerPrev
+		c.socks.at(s.ownerNext - 1).ownerPrev = s.ownerPrev
 	}
 	if c.ownerHeads[slot] == 0 {
 		c.dropOwner(keyOf(&s.owner), slot)
@@ -114,7 +114,7 @@ func (c *Correlator) onExit(ev *tracer.Event) {
 	c.dropOwner(key, slot)
 	for next != 0 {
 		i := next - 1
-		s := &c.socks[i]
+		s := c.socks.at(i)
 		next = s.ownerNext
 		s.ownerSlot, s.ownerPrev, s.ownerNext = 0, 0, 0
 		s.ownerExited = true
@@ -151,7 +151,7 @@ func (s *sockState) fileSock() tracer.SockID {
 // askHolders queues the lookup of who holds socket i, if its owner's exit
 // left it open.
 func (c *Correlator) askHolders(i int32) {
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	if !s.ownerExited || !s.holdable() || s.asking {
 		return
 	}
@@ -181,10 +181,10 @@ func (c *Correlator) applyHolders(holders []tracer.Holder, err error, nowNs int6
 	}
 	for _, id := range c.asked {
 		i, ok := c.byID[id]
-		if !ok || !c.socks[i].asking {
+		if !ok || !c.socks.at(i).asking {
 			continue
 		}
-		s := &c.socks[i]
+		s := c.socks.at(i)
 		s.asking = false
 		if err != nil || !s.ownerExited || !s.holdable() {
 			continue
@@ -204,7 +204,7 @@ func (c *Correlator) applyHolders(holders []tracer.Holder, err error, nowNs int6
 
 // handOver gives socket i to p, with a line that says so.
 func (c *Correlator) handOver(i int32, p tracer.Process, via tracer.OwnerVia, timeNs int64) {
-	s := &c.socks[i]
+	s := c.socks.at(i)
 	prev, prevExited := s.owner, s.ownerExited
 	c.assignOwner(i, p, via, false)
 	c.stats.Handovers++

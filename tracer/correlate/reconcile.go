@@ -42,9 +42,9 @@ func (c *Correlator) Reconcile(r *snapshot.PortReport, timeNs int64) {
 		switch {
 		case !known:
 			c.adopt(s)
-		case c.socks[j].sinceNs >= timeNs:
+		case c.socks.at(j).sinceNs >= timeNs:
 			// Changed since the snapshot: the events know better.
-		case c.socks[j].tuple() != s.tuple() || !heldBy(r, ps, &c.socks[j].owner):
+		case c.socks.at(j).tuple() != s.tuple() || !heldBy(r, ps, &c.socks.at(j).owner):
 			c.release(j)
 			c.forget(j)
 			c.adopt(s)
@@ -52,7 +52,7 @@ func (c *Correlator) Reconcile(r *snapshot.PortReport, timeNs int64) {
 	}
 	var gone []int32
 	for id, i := range c.byID {
-		s := &c.socks[i]
+		s := c.socks.at(i)
 		if s.sinceNs >= timeNs {
 			continue
 		}

@@ -74,16 +74,16 @@ func TestReconcile(t *testing.T) {
 			t.Errorf("socket %#x dropped", id)
 		}
 	}
-	if s := &c.socks[c.byID[serverSock]]; s.owner.PID != worker || s.ownerVia != tracer.OwnerSnapshot {
+	if s := c.socks.at(c.byID[serverSock]); s.owner.PID != worker || s.ownerVia != tracer.OwnerSnapshot {
 		t.Errorf("the passive socket's owner: %d via %s, want %d via snapshot", s.owner.PID, s.ownerVia, worker)
 	}
-	if s := &c.socks[c.byID[adopted]]; s.owner.PID != worker {
+	if s := c.socks.at(c.byID[adopted]); s.owner.PID != worker {
 		t.Errorf("the adopted socket's owner: %d, want %d", s.owner.PID, worker)
 	}
-	if s := &c.socks[c.byID[reused]]; s.owner.PID != worker || s.sport != 7070 {
+	if s := c.socks.at(c.byID[reused]); s.owner.PID != worker || s.sport != 7070 {
 		t.Errorf("the reused address: port %d owned by %d, want the snapshot's 7070 owned by %d", s.sport, s.owner.PID, worker)
 	}
-	if s := &c.socks[c.byID[listenSock]]; s.ownerVia != tracer.OwnerListen {
+	if s := c.socks.at(c.byID[listenSock]); s.ownerVia != tracer.OwnerListen {
 		t.Errorf("the listener, held by its owner, was replaced: owner via %s", s.ownerVia)
 	}
 }
@@ -127,7 +127,7 @@ func TestReconcileForgetsReplacedListener(t *testing.T) {
 	if _, ok := c.byID[listenSock]; ok {
 		t.Error("the replaced listener is still tracked")
 	}
-	if i, ok := c.byID[replacement]; !ok || c.socks[i].owner.PID != worker {
+	if i, ok := c.byID[replacement]; !ok || c.socks.at(i).owner.PID != worker {
 		t.Error("the new listener was not adopted with its owner")
 	}
 }
@@ -157,7 +157,7 @@ func TestReconcileKnowsOwnersToTheTick(t *testing.T) {
 		Processes: map[uint32]*proc.Process{listener: {Identity: proc.Identity{PID: listener, StartNs: startNs / 1e7 * 1e7}, Name: "p100"}},
 	}
 	c.Reconcile(r, 1000*1e6)
-	if i, ok := c.byID[listenSock]; !ok || c.socks[i].ownerVia != tracer.OwnerListen {
+	if i, ok := c.byID[listenSock]; !ok || c.socks.at(i).ownerVia != tracer.OwnerListen {
 		t.Error("the listener its owner holds was replaced by the snapshot's")
 	}
 	if _, ok := c.byID[subflow]; !ok {
