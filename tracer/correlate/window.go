@@ -82,48 +82,6 @@ type heapEntry struct {
 // in order among themselves but not with each other.
 const heldRuns = 3
 
-// ring is a queue of n items from head in a circular buffer, which grows
-// by doubling up to a limit: the Window's lines in time order, and each of
-// its runs of held-back lines.
-type ring[T any] struct {
-	buf     []T
-	head, n int
-}
-
-// at is the i-th item from the head.
-func (q *ring[T]) at(i int) *T {
-	if i += q.head; i >= len(q.buf) {
-		i -= len(q.buf)
-	}
-	return &q.buf[i]
-}
-
-// insert makes place i for an item, moving the items after it up one, and
-// returns it to be filled in place (a line's record is 240 bytes); the
-// buffer doubles first when full, to at most limit items.
-func (q *ring[T]) insert(i int, limit int) *T {
-	if q.n == len(q.buf) {
-		buf := make([]T, min(max(64, 2*len(q.buf)), limit))
-		for j := range q.n {
-			buf[j] = *q.at(j)
-		}
-		q.buf, q.head = buf, 0
-	}
-	for j := q.n; j > i; j-- {
-		*q.at(j) = *q.at(j - 1)
-	}
-	q.n++
-	return q.at(i)
-}
-
-// pop drops the head.
-func (q *ring[T]) pop() {
-	if q.head++; q.head == len(q.buf) {
-		q.head = 0
-	}
-	q.n--
-}
-
 var _ tracer.Sink = (*Window)(nil)
 
 // NewWindow returns a Window in front of next. It must Follow what holds
@@ -153,7 +111,7 @@ func (w *Window) Record(r *tracer.Record) {
 	w.seq++
 	// One more line than the window holds: Record then passes one on.
 	if i, ok := w.place(r.TimeNs); ok {
-		l := w.lines.insert(i, w.capacity+1)
+		l := w.lines.insert(i)
 		l.seq, l.r = w.seq, *r
 	} else {
 		var slot int32
@@ -177,7 +135,7 @@ func (w *Window) Record(r *tracer.Record) {
 func (w *Window) hold(e heapEntry) {
 	for k := range w.runs {
 		if q := &w.runs[k]; q.n == 0 || q.at(q.n-1).timeNs <= e.timeNs {
-			*q.insert(q.n, w.capacity+1) = e
+			*q.insert(q.n) = e
 			return
 		}
 	}

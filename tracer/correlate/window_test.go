@@ -107,8 +107,13 @@ func TestWindowSequences(t *testing.T) {
 			if w.Late() != tc.late {
 				t.Errorf("%d late, want %d", w.Late(), tc.late)
 			}
-			if held := len(w.lines.buf) + len(w.slots); held > 2*(tc.capacity+1) {
-				t.Errorf("room for %d lines for a capacity of %d", held, tc.capacity)
+			// A chunk more than the lines the window held at most.
+			chunks := (tc.capacity+1+ringChunkSize-1)/ringChunkSize + 1
+			if room := w.lines.room(); room > chunks*ringChunkSize {
+				t.Errorf("ring room for %d lines for a capacity of %d", room, tc.capacity)
+			}
+			if len(w.slots) > tc.capacity+1 {
+				t.Errorf("%d slots for a capacity of %d", len(w.slots), tc.capacity)
 			}
 		})
 	}
