@@ -100,10 +100,24 @@ struct event {
  * twin; a const pointer lands in .rodata, which exists anyway. */
 const struct event *const event_type = 0;
 
+/* The ring buffer the programs write while the reader keeps up: small
+ * enough that its lines are still in the CPU caches when the programs come
+ * round to them again. A ring the size of a burst is written a line the
+ * caches have long evicted at each event, which made a storm some 1-2%
+ * slower (BENCHMARKS.md, thirteenth and fourteenth sessions). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 2 << 20); /* resized by user space */
+} events SEC(".maps");
+
+/* The room for a burst: the programs write here from the moment events is
+ * full until the reader has read all of it, so that what lies here comes
+ * after what lies in events, and the reader reads each to its end in turn
+ * (tracer/linux/ring_linux.go). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 << 20); /* resized by user space */
-} events SEC(".maps");
+} overflow SEC(".maps");
 
 /* Events that found the ring buffer full, per CPU so that counting them
  * costs no atomic operation on the path that is already overloaded. */
@@ -213,14 +227,21 @@ static __always_inline bool traffic_wanted(__u16 family, const __u32 saddr[4], c
 	return filter_family == AF_INET6;
 }
 
-/* Reserves an event and, with task, fills in the current process, read in
+/* Reserves an event, in events while the reader keeps up and in overflow
+ * while events is full and until the reader has read overflow to its end
+ * (what the query counts includes records reserved and not yet
+ * submitted), and, with task, fills in the current process, read in
  * place where the kernel allows (task_reads). Without, the process fields
  * stay 0: the event comes from a softirq or a timer, where the task on the
  * CPU is whichever it interrupted, and reading it cost a fifth of a state
  * change's program. */
 static __always_inline struct event *reserve(__u8 kind, bool task_wanted)
 {
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct event *e = NULL;
+	if (!bpf_ringbuf_query(&overflow, BPF_RB_AVAIL_DATA))
+		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e)
+		e = bpf_ringbuf_reserve(&overflow, sizeof(*e), 0);
 	if (!e) {
 		__u32 zero = 0;
 		__u64 *count = bpf_map_lookup_elem(&lost, &zero);

@@ -91,6 +91,7 @@ const (
 	PorttraceMapEvents                  = "events"
 	PorttraceMapExitsReported           = "exits_reported"
 	PorttraceMapLost                    = "lost"
+	PorttraceMapOverflow                = "overflow"
 	PorttraceMapRescued                 = "rescued"
 	PorttraceMapRunning                 = "running"
 	PorttraceProgAccept4Exit            = "accept4_exit"
@@ -223,6 +224,7 @@ type PorttraceMapSpecs struct {
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	ExitsReported *ebpf.MapSpec `ebpf:"exits_reported"`
 	Lost          *ebpf.MapSpec `ebpf:"lost"`
+	Overflow      *ebpf.MapSpec `ebpf:"overflow"`
 	Rescued       *ebpf.MapSpec `ebpf:"rescued"`
 	Running       *ebpf.MapSpec `ebpf:"running"`
 }
@@ -269,6 +271,7 @@ type PorttraceMaps struct {
 	Events        *ebpf.Map `ebpf:"events"`
 	ExitsReported *ebpf.Map `ebpf:"exits_reported"`
 	Lost          *ebpf.Map `ebpf:"lost"`
+	Overflow      *ebpf.Map `ebpf:"overflow"`
 	Rescued       *ebpf.Map `ebpf:"rescued"`
 	Running       *ebpf.Map `ebpf:"running"`
 }
@@ -279,6 +282,7 @@ func (m *PorttraceMaps) Close() error {
 		m.Events,
 		m.ExitsReported,
 		m.Lost,
+		m.Overflow,
 		m.Rescued,
 		m.Running,
 	)

@@ -132,13 +132,14 @@ func ParseProbeMode(s string) (ProbeMode, error) {
 	return 0, fmt.Errorf("invalid probe mode %q: want auto, tracepoint or kprobe", s)
 }
 
-// DefaultBufferSize is the kernel buffer's default size: on Linux, a ring
-// buffer with room for about 100,000 events (168 bytes each with the ring's
-// header), most of a second of a connection storm on a small machine, and
-// what 20,000 connections opened at once emit faster than the reader
-// reads (4 MiB lost a fifth of those). A smaller ring runs a storm 1-2%
-// faster, its lines still in the caches when the programs come round to
-// them again (BENCHMARKS.md, thirteenth session): not worth the bursts.
+// DefaultBufferSize is the kernel buffer's default size: on Linux, the
+// ring buffer that holds a burst, with room for about 100,000 events (168
+// bytes each with the ring's header), most of a second of a connection
+// storm on a small machine, and what 20,000 connections opened at once emit
+// faster than the reader reads (4 MiB lost a fifth of those). The programs
+// write to it only while a 2 MiB ring in front of it is full: a ring this
+// size is written a line the caches have long evicted at each event, which
+// cost a storm 1-2% (BENCHMARKS.md, thirteenth and fourteenth sessions).
 const DefaultBufferSize = 16 << 20
 
 // Config says what a source watches.

@@ -24,8 +24,8 @@ func platformCommands() []*command { return []*command{daemonCommand()} }
 // connections a second) fills under 300 KiB of it meanwhile, and 8 MiB
 // still holds a quarter of a second of that storm should the reader stall.
 // The ring is mapped twice (once more for reads that wrap around), so it
-// counts twice in the resident memory a DaemonSet's limits see: 16 MiB
-// where a watch's counts 32.
+// counts twice in the resident memory a DaemonSet's limits see, with the
+// 2 MiB ring in front of it: 20 MiB where a watch's counts 36.
 const daemonBufferMiB = 8
 
 func daemonCommand() *command {

@@ -34,7 +34,20 @@ type ring struct {
 	mask                        uint64
 	// pos is how far the reader has read, published or not.
 	pos uint64
-	// epfd waits for the ring's data and for wakeFD, an eventfd that Wake
+}
+
+// rings reads the two ring buffers the programs write (bpf/porttrace.bpf.c,
+// reserve): events, small enough to stay in the CPU caches, while the
+// reader keeps up, and overflow, the room for a burst, from the moment
+// events is full until the reader has read overflow to its end. What lies
+// in overflow thus came after what lies in events, and what events takes
+// again came after what overflow holds: the reader reads events to its end,
+// then overflow to its end, and then events again.
+type rings struct {
+	events, overflow *ring
+	// spilling says the reader is reading overflow, events read to its end.
+	spilling bool
+	// epfd waits for the rings' data and for wakeFD, an eventfd that Wake
 	// writes to; wakeMu keeps Close from closing wakeFD under a Wake from
 	// another goroutine, which could write to a descriptor reused since.
 	epfd, wakeFD int
@@ -52,13 +65,42 @@ const (
 
 var errRingCorrupt = errors.New("ring buffer: a record runs past what the kernel has written")
 
-// newRing maps m's pages and sets up the wait for its data.
+// newRings maps both rings' pages and sets up the wait for their data.
+func newRings(events, overflow *ebpf.Map) (_ *rings, err error) {
+	rs := &rings{epfd: -1, wakeFD: -1}
+	defer func() {
+		if err != nil {
+			rs.Close()
+		}
+	}()
+	if rs.events, err = newRing(events); err != nil {
+		return nil, err
+	}
+	if rs.overflow, err = newRing(overflow); err != nil {
+		return nil, err
+	}
+	if rs.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("creating an epoll instance: %w", err)
+	}
+	if rs.wakeFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return nil, fmt.Errorf("creating an eventfd: %w", err)
+	}
+	for _, fd := range []int{rs.events.mapFD, rs.overflow.mapFD, rs.wakeFD} {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+		if err := unix.EpollCtl(rs.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			return nil, fmt.Errorf("waiting on the ring buffers: %w", err)
+		}
+	}
+	return rs, nil
+}
+
+// newRing maps m's pages.
 func newRing(m *ebpf.Map) (_ *ring, err error) {
 	size := int(m.MaxEntries())
 	if size == 0 || size&(size-1) != 0 {
 		return nil, fmt.Errorf("ring buffer size %d is not a power of two", size)
 	}
-	r := &ring{mapFD: m.FD(), epfd: -1, wakeFD: -1, mask: uint64(size - 1)}
+	r := &ring{mapFD: m.FD(), mask: uint64(size - 1)}
 	defer func() {
 		if err != nil {
 			r.Close()
@@ -75,19 +117,6 @@ func newRing(m *ebpf.Map) (_ *ring, err error) {
 	r.producer = (*atomic.Uint64)(unsafe.Pointer(&r.producerPages[0]))
 	r.data = r.producerPages[page:]
 	r.pos = r.consumer.Load()
-
-	if r.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
-		return nil, fmt.Errorf("creating an epoll instance: %w", err)
-	}
-	if r.wakeFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
-		return nil, fmt.Errorf("creating an eventfd: %w", err)
-	}
-	for _, fd := range []int{r.mapFD, r.wakeFD} {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
-		if err := unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-			return nil, fmt.Errorf("waiting on the ring buffer: %w", err)
-		}
-	}
 	return r, nil
 }
 
@@ -103,31 +132,32 @@ func (r *ring) publishEvery() uint64 { return (r.mask + 1) / 64 }
 // read hands each committed record to handle, in place (the slice is only
 // valid during the call), until it has read every record written so far,
 // meets one not committed yet, or handle says stop. It returns the bytes
-// read.
-func (r *ring) read(handle func(raw []byte) (more bool)) (int, error) {
+// read, and dry when it read every record written so far.
+func (r *ring) read(handle func(raw []byte) (more bool)) (n int, dry bool, err error) {
 	start := r.pos
 	published := r.pos
 	defer r.publish()
 	prod := r.producer.Load()
 	for r.pos < prod {
 		if prod-r.pos < ringHeaderSize {
-			return int(r.pos - start), errRingCorrupt
+			return int(r.pos - start), false, errRingCorrupt
 		}
 		off := r.pos & r.mask
 		header := atomic.LoadUint32((*uint32)(unsafe.Pointer(&r.data[off])))
 		if header&ringBusyBit != 0 {
-			break // committed later: the kernel wakes the reader for it
+			// Committed later: the kernel wakes the reader for it.
+			return int(r.pos - start), false, nil
 		}
 		n := uint64(header &^ (ringBusyBit | ringDiscardBit))
 		next := r.pos + ringHeaderSize + (n+7)&^7
 		if next > prod {
-			return int(r.pos - start), errRingCorrupt
+			return int(r.pos - start), false, errRingCorrupt
 		}
 		r.pos = next
 		if header&ringDiscardBit == 0 {
 			body := off + ringHeaderSize
 			if !handle(r.data[body : body+n]) {
-				break
+				return int(r.pos - start), false, nil
 			}
 		}
 		if r.pos-published >= r.publishEvery() {
@@ -138,8 +168,43 @@ func (r *ring) read(handle func(raw []byte) (more bool)) (int, error) {
 			prod = r.producer.Load()
 		}
 	}
-	return int(r.pos - start), nil
+	return int(r.pos - start), true, nil
 }
+
+// pending says records were written the reader has not read.
+func (r *ring) pending() bool { return r.producer.Load() != r.pos }
+
+// read hands each committed record to handle in the order the programs
+// wrote them, as ring.read does, until both rings are dry, a record is
+// not committed yet, or handle says stop. It returns the bytes read.
+func (rs *rings) read(handle func(raw []byte) (more bool)) (int, error) {
+	total := 0
+	for {
+		r := rs.events
+		if rs.spilling {
+			r = rs.overflow
+		}
+		n, dry, err := r.read(handle)
+		total += n
+		if err != nil || !dry {
+			return total, err
+		}
+		switch {
+		case rs.spilling:
+			// Read to its end and published: the programs write to
+			// events again, after everything overflow held.
+			rs.spilling = false
+		case rs.overflow.pending():
+			rs.spilling = true
+		default:
+			return total, nil
+		}
+	}
+}
+
+// size is the size of the ring the programs write while the reader keeps
+// up.
+func (rs *rings) size() int { return rs.events.size() }
 
 // publish tells the kernel how far the reader has read: that room is
 // free again.
@@ -149,20 +214,21 @@ func (r *ring) publish() {
 	}
 }
 
-// wait returns when the ring holds a record not read yet, Wake was
+// wait returns when a ring holds a record not read yet, Wake was
 // called, or deadline passed (zero: none). It says whether Wake was
 // called.
-func (r *ring) wait(deadline time.Time) (woken bool, err error) {
-	r.publish()
+func (rs *rings) wait(deadline time.Time) (woken bool, err error) {
+	rs.events.publish()
+	rs.overflow.publish()
 	timeout := -1
 	if !deadline.IsZero() {
 		// Rounded up: a wait that ends early would find its deadline not
 		// yet come.
 		timeout = int(max(time.Until(deadline)+time.Millisecond-1, 0) / time.Millisecond)
 	}
-	var events [2]unix.EpollEvent
+	var events [3]unix.EpollEvent
 	for {
-		n, err := unix.EpollWait(r.epfd, events[:], timeout)
+		n, err := unix.EpollWait(rs.epfd, events[:], timeout)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -170,9 +236,9 @@ func (r *ring) wait(deadline time.Time) (woken bool, err error) {
 			return false, fmt.Errorf("waiting for the ring buffer: %w", err)
 		}
 		for _, ev := range events[:n] {
-			if int(ev.Fd) == r.wakeFD {
+			if int(ev.Fd) == rs.wakeFD {
 				var count [8]byte
-				_, _ = unix.Read(r.wakeFD, count[:])
+				_, _ = unix.Read(rs.wakeFD, count[:])
 				woken = true
 			}
 		}
@@ -182,31 +248,42 @@ func (r *ring) wait(deadline time.Time) (woken bool, err error) {
 
 // Wake makes the wait under way, or the next, return at once. Safe from
 // any goroutine.
-func (r *ring) Wake() error {
-	r.wakeMu.Lock()
-	defer r.wakeMu.Unlock()
-	if r.wakeFD < 0 {
+func (rs *rings) Wake() error {
+	rs.wakeMu.Lock()
+	defer rs.wakeMu.Unlock()
+	if rs.wakeFD < 0 {
 		return os.ErrClosed
 	}
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
-	if _, err := unix.Write(r.wakeFD, one[:]); err != nil && !errors.Is(err, unix.EAGAIN) {
-		return fmt.Errorf("waking the ring buffer's reader: %w", err)
+	if _, err := unix.Write(rs.wakeFD, one[:]); err != nil && !errors.Is(err, unix.EAGAIN) {
+		return fmt.Errorf("waking the ring buffers' reader: %w", err)
 	}
 	return nil
 }
 
-// Close unmaps the ring and closes what wait waits on.
-func (r *ring) Close() error {
-	r.wakeMu.Lock()
-	defer r.wakeMu.Unlock()
+// Close closes what wait waits on and unmaps the rings.
+func (rs *rings) Close() error {
+	rs.wakeMu.Lock()
+	defer rs.wakeMu.Unlock()
 	var errs []error
-	for _, fd := range []int{r.epfd, r.wakeFD} {
+	for _, fd := range []int{rs.epfd, rs.wakeFD} {
 		if fd >= 0 {
 			errs = append(errs, unix.Close(fd))
 		}
 	}
-	r.epfd, r.wakeFD = -1, -1
+	rs.epfd, rs.wakeFD = -1, -1
+	for _, r := range []*ring{rs.events, rs.overflow} {
+		if r != nil {
+			errs = append(errs, r.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close unmaps the ring.
+func (r *ring) Close() error {
+	var errs []error
 	for _, b := range [][]byte{r.consumerPage, r.producerPages} {
 		if b != nil {
 			errs = append(errs, unix.Munmap(b))

@@ -2,11 +2,16 @@ package linux
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
+	"net"
+	"os"
 	"slices"
 	"sync/atomic"
 	"testing"
+
+	"github.com/porttrace/porttrace/tracer"
 )
 
 // fakeRing is a ring over Go memory laid out as the kernel's: the data
@@ -51,7 +56,7 @@ func (f *fakeRing) commit(pos uint64) {
 func (f *fakeRing) readAll(t *testing.T, stopAfter int) ([]string, int) {
 	t.Helper()
 	var got []string
-	n, err := f.r.read(func(raw []byte) bool {
+	n, _, err := f.r.read(func(raw []byte) bool {
 		got = append(got, string(raw))
 		return len(got) != stopAfter
 	})
@@ -120,7 +125,7 @@ func TestRingPublishesWithinABatch(t *testing.T) {
 		f.write(bytes.Repeat([]byte{'x'}, 32), 0)
 	}
 	var seen []uint64
-	if _, err := f.r.read(func([]byte) bool { seen = append(seen, f.consumer.Load()); return true }); err != nil {
+	if _, _, err := f.r.read(func([]byte) bool { seen = append(seen, f.consumer.Load()); return true }); err != nil {
 		t.Fatal(err)
 	}
 	if seen[len(seen)-1] == 0 || seen[len(seen)-1] > uint64(40*len(seen)) {
@@ -132,7 +137,126 @@ func TestRingCorrupt(t *testing.T) {
 	f := newFakeRing(64)
 	f.write([]byte("short"), 0)
 	f.producer.Store(f.producer.Load() - 8) // the kernel never writes less than a record
-	if _, err := f.r.read(func([]byte) bool { return true }); !errors.Is(err, errRingCorrupt) {
+	if _, _, err := f.r.read(func([]byte) bool { return true }); !errors.Is(err, errRingCorrupt) {
 		t.Errorf("a record past the producer position: %v, want errRingCorrupt", err)
+	}
+}
+
+// fakeRings are the two rings the programs write, as reserve in
+// bpf/porttrace.bpf.c fills them: events while the reader keeps up,
+// overflow while events is full and until the reader has read overflow.
+type fakeRings struct {
+	events, overflow *fakeRing
+	rs               rings
+}
+
+func newFakeRings() *fakeRings {
+	f := &fakeRings{events: newFakeRing(256), overflow: newFakeRing(1024)}
+	f.rs = rings{events: &f.events.r, overflow: &f.overflow.r, epfd: -1, wakeFD: -1}
+	return f
+}
+
+func (f *fakeRings) readAll(t *testing.T, stopAfter int) []string {
+	t.Helper()
+	var got []string
+	if _, err := f.rs.read(func(raw []byte) bool {
+		got = append(got, string(raw))
+		return len(got) != stopAfter
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// TestRingsReadInTheOrderWritten: what overflow holds was written after
+// what events holds, and what events takes once overflow is read, after
+// that; a record not committed in events holds back what overflow holds.
+func TestRingsReadInTheOrderWritten(t *testing.T) {
+	f := newFakeRings()
+	f.events.write([]byte("e1"), 0)
+	busy := f.events.write([]byte("e2"), ringBusyBit)
+	// events full: the programs write to overflow.
+	f.overflow.write([]byte("o1"), 0)
+	f.overflow.write([]byte("o2"), 0)
+	if got := f.readAll(t, -1); !slices.Equal(got, []string{"e1"}) {
+		t.Fatalf("read %q, want what events holds before its uncommitted record", got)
+	}
+	f.events.commit(busy)
+	if got := f.readAll(t, 3); !slices.Equal(got, []string{"e2", "o1", "o2"}) {
+		t.Fatalf("read %q, want events to its end, then overflow", got)
+	}
+	// Stopped while reading overflow, where the programs still write:
+	// events, written to again only once overflow is read, waits.
+	f.overflow.write([]byte("o3"), 0)
+	f.overflow.write([]byte("o4"), 0)
+	if got := f.readAll(t, 1); !slices.Equal(got, []string{"o3"}) {
+		t.Fatalf("read %q, want the next of overflow", got)
+	}
+	if f.overflow.consumer.Load() == f.overflow.producer.Load() {
+		t.Fatal("overflow published as read to its end with a record left in it")
+	}
+	if got := f.readAll(t, -1); !slices.Equal(got, []string{"o4"}) {
+		t.Fatalf("read %q, want the rest of overflow", got)
+	}
+	if f.overflow.consumer.Load() != f.overflow.producer.Load() {
+		t.Fatal("overflow read to its end and not published so: the programs would not write to events again")
+	}
+	f.events.write([]byte("e3"), 0)
+	if got := f.readAll(t, -1); !slices.Equal(got, []string{"e3"}) {
+		t.Fatalf("read %q, want events again", got)
+	}
+}
+
+// TestKernelOverflowKeepsOrder: while the reader does not read, events fill
+// the small ring and go on in the overflow ring; read afterwards, each
+// socket's transitions come in the order they happened, none lost.
+func TestKernelOverflowKeepsOrder(t *testing.T) {
+	needPrivileges(t)
+	l, port := listenTCP4(t)
+	page := os.Getpagesize()
+	src, err := open(tracer.Config{Ports: tracer.Ports{port}, BufferSize: page}, defaultHooks, inPlaceReads{sock: true, task: true, cast: true})
+	if err != nil {
+		t.Fatalf("opening tracer: %v", err)
+	}
+	if got := src.ring.size(); got != page {
+		src.Close()
+		t.Fatalf("the small ring is %d bytes, want the %d asked for the whole", got, page)
+	}
+	// A connection held open (six events of 168 bytes) and three closed
+	// (twelve each): more than the small ring's 24, fewer than both rings'
+	// 48, and the second closed one split between the two.
+	connectTo(t, l)
+	var clients []uint16
+	for range 3 {
+		c, s := connectTo(t, l)
+		clients = append(clients, uint16(c.LocalAddr().(*net.TCPAddr).Port))
+		c.Close()
+		s.Close()
+	}
+	waitUntil(t, "the overflow ring to take events", func() bool { return src.ring.overflow.pending() })
+	rec := newRecorder()
+	runUntilCleanup(t, src, func(ctx context.Context) error { return src.Run(ctx, rec) })
+
+	wantServer := expected(acceptOpen, passiveClose)
+	recs := waitFor(t, rec, "every connection to close", func(recs []tracer.Record) bool {
+		for _, c := range clients {
+			client, _ := lines(recs, c, port)
+			server, _ := lines(recs, port, c)
+			if len(client) < len(activeClose) || len(server) < len(wantServer) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, c := range clients {
+		if got, _ := lines(recs, c, port); !slices.Equal(got, activeClose) {
+			t.Errorf("client %d transitions:\n got %v\nwant %v", c, got, activeClose)
+		}
+		if got, _ := lines(recs, port, c); !slices.Equal(got, wantServer) {
+			t.Errorf("server end of %d transitions:\n got %v\nwant %v", c, got, wantServer)
+		}
+	}
+	if lost := src.Lost(); lost.Dropped != 0 {
+		t.Errorf("%d events found both rings full, want none", lost.Dropped)
 	}
 }

@@ -32,9 +32,15 @@ const batchInterval = 10 * time.Millisecond
 const clockCheckEvery = 256
 
 // busyFraction of the ring buffer read in one batch makes the reader read
-// again at once rather than let the next batch gather: the ring must not
-// fill up while it pauses.
+// again at once rather than let the next batch gather: the ring the
+// programs write while the reader keeps up must not fill up while it
+// pauses, or they write to the overflow ring, out of the caches.
 const busyFraction = 16
+
+// cachedRingSize is the size of that ring (bpf/porttrace.bpf.c, events):
+// small enough to stay in the caches of a small machine, as large as a
+// storm writes in some 80 ms, eight batches.
+const cachedRingSize = 2 << 20
 
 // deliveryLag is how far an event's time may be behind the events already
 // read when it is read: a program stamps its event just after reserving
@@ -50,7 +56,7 @@ const deliveryLag = 10 * time.Millisecond
 type LinuxSource struct {
 	coll  *ebpf.Collection
 	links []link.Link
-	ring  *ring
+	ring  *rings
 	hooks []string
 	// rescuers are the programs that make up for the runs the kernel
 	// skips of the program before them.
@@ -156,7 +162,7 @@ func open(cfg tracer.Config, table []hook, allowInPlace inPlaceReads) (src *Linu
 	s.hooks = append(s.hooks, k.inPlace.String())
 	cfg.Verbosef("%s", k.inPlace)
 
-	if s.ring, err = newRing(s.coll.Maps[bpf.PorttraceMapEvents]); err != nil {
+	if s.ring, err = newRings(s.coll.Maps[bpf.PorttraceMapEvents], s.coll.Maps[bpf.PorttraceMapOverflow]); err != nil {
 		return nil, err
 	}
 	var wall unix.Timespec
@@ -213,7 +219,8 @@ func loadSpec(cfg tracer.Config, k *kernel, chosen []choice) (*ebpf.CollectionSp
 	if ringSize < page || ringSize&(ringSize-1) != 0 {
 		return nil, fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", ringSize, page)
 	}
-	spec.Maps[bpf.PorttraceMapEvents].MaxEntries = uint32(ringSize)
+	spec.Maps[bpf.PorttraceMapEvents].MaxEntries = uint32(min(ringSize, cachedRingSize))
+	spec.Maps[bpf.PorttraceMapOverflow].MaxEntries = uint32(ringSize)
 
 	family := uint16(0)
 	switch cfg.Family {
