@@ -1,7 +1,8 @@
 package correlate
 
 // ring is a queue in chunks that never move: the Window's lines in time
-// order, and each of its runs of held-back lines. A buffer that doubled
+// order, each of its runs of held-back lines, and the correlator's
+// sockets (sockTable). A buffer that doubled
 // when full copied every line it held into fresh pages, each a page fault
 // (some 10 us on a virtual machine), while a storm was at its height, and
 // left the old buffer to the collector. A chunk is taken when the last is
@@ -16,7 +17,7 @@ type ring[T any] struct {
 	head, n int
 }
 
-// ringChunkSize items to a chunk: 64 KiB of lines.
+// ringChunkSize items to a chunk: 64 KiB of lines, 68 KiB of sockets.
 const (
 	ringChunkBits = 8
 	ringChunkSize = 1 << ringChunkBits
