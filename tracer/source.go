@@ -137,9 +137,10 @@ func ParseProbeMode(s string) (ProbeMode, error) {
 // bytes each with the ring's header), most of a second of a connection
 // storm on a small machine, and what 20,000 connections opened at once emit
 // faster than the reader reads (4 MiB lost a fifth of those). The programs
-// write to it only while a 2 MiB ring in front of it is full: a ring this
-// size is written a line the caches have long evicted at each event, which
-// cost a storm 1-2% (BENCHMARKS.md, thirteenth and fourteenth sessions).
+// write to it only from the moment a 2 MiB ring in front of it is full
+// until the reader has read it to its end: a ring this size is written a
+// line the caches have long evicted at each event, which cost a storm 1-2%
+// (BENCHMARKS.md, thirteenth and fourteenth sessions).
 const DefaultBufferSize = 16 << 20
 
 // Config says what a source watches.

@@ -10,7 +10,9 @@ import (
 	"slices"
 	"sync/atomic"
 	"testing"
+	"unsafe"
 
+	"github.com/porttrace/porttrace/bpf"
 	"github.com/porttrace/porttrace/tracer"
 )
 
@@ -218,22 +220,24 @@ func TestKernelOverflowKeepsOrder(t *testing.T) {
 	if err != nil {
 		t.Fatalf("opening tracer: %v", err)
 	}
-	if got := src.ring.size(); got != page {
+	if got := src.rings.size(); got != page {
 		src.Close()
 		t.Fatalf("the small ring is %d bytes, want the %d asked for the whole", got, page)
 	}
-	// A connection held open (six events of 168 bytes) and three closed
-	// (twelve each): more than the small ring's 24, fewer than both rings'
-	// 48, and the second closed one split between the two.
+	// A connection held open (six events) and enough closed ones (twelve
+	// each) to fill the small ring and spill into the other without
+	// filling it: with 4 KiB pages, 24 records a ring, three closed ones,
+	// the second split between the two.
+	perRing := page / (ringHeaderSize + int(unsafe.Sizeof(bpf.PorttraceEvent{})))
 	connectTo(t, l)
 	var clients []uint16
-	for range 3 {
+	for range perRing/12 + 1 {
 		c, s := connectTo(t, l)
 		clients = append(clients, uint16(c.LocalAddr().(*net.TCPAddr).Port))
 		c.Close()
 		s.Close()
 	}
-	waitUntil(t, "the overflow ring to take events", func() bool { return src.ring.overflow.pending() })
+	waitUntil(t, "the overflow ring to take events", func() bool { return src.rings.overflow.pending() })
 	rec := newRecorder()
 	runUntilCleanup(t, src, func(ctx context.Context) error { return src.Run(ctx, rec) })
 

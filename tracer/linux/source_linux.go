@@ -52,11 +52,11 @@ const cachedRingSize = 2 << 20
 // when the ring ran dry the time the read began, less this.
 const deliveryLag = 10 * time.Millisecond
 
-// LinuxSource reads porttrace's eBPF programs' ring buffer.
+// LinuxSource reads porttrace's eBPF programs' ring buffers.
 type LinuxSource struct {
 	coll  *ebpf.Collection
 	links []link.Link
-	ring  *rings
+	rings *rings
 	hooks []string
 	// rescuers are the programs that make up for the runs the kernel
 	// skips of the program before them.
@@ -162,7 +162,7 @@ func open(cfg tracer.Config, table []hook, allowInPlace inPlaceReads) (src *Linu
 	s.hooks = append(s.hooks, k.inPlace.String())
 	cfg.Verbosef("%s", k.inPlace)
 
-	if s.ring, err = newRings(s.coll.Maps[bpf.PorttraceMapEvents], s.coll.Maps[bpf.PorttraceMapOverflow]); err != nil {
+	if s.rings, err = newRings(s.coll.Maps[bpf.PorttraceMapEvents], s.coll.Maps[bpf.PorttraceMapOverflow]); err != nil {
 		return nil, err
 	}
 	var wall unix.Timespec
@@ -314,11 +314,11 @@ func (s *LinuxSource) nowNs() int64 {
 // comes first: an idle watch costs no wakeups, a sparse event one.
 func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 	// A wake ends a wait at once, so that cancellation is seen.
-	stop := context.AfterFunc(ctx, func() { _ = s.ring.Wake() })
+	stop := context.AfterFunc(ctx, func() { _ = s.rings.Wake() })
 	defer stop()
 	pause := time.NewTimer(batchInterval)
 	defer pause.Stop()
-	busy := s.ring.size() / busyFraction
+	busy := s.rings.size() / busyFraction
 
 	var ev tracer.Event
 	records := 0
@@ -352,7 +352,7 @@ func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 		woken := false
 		if waitFirst {
 			var err error
-			if woken, err = s.ring.wait(until); err != nil {
+			if woken, err = s.rings.wait(until); err != nil {
 				return err
 			}
 		}
@@ -360,7 +360,7 @@ func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 		woke = time.Now()
 		readNs := s.nowNs()
 		cut = false
-		n, err := s.ring.read(handle)
+		n, err := s.rings.read(handle)
 		if err != nil {
 			return fmt.Errorf("reading ring buffer: %w", err)
 		}
@@ -398,7 +398,7 @@ func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 
 // Wake implements tracer.Waker: the wait under way, or the next, returns
 // at once, and Run ticks its handler.
-func (s *LinuxSource) Wake() { _ = s.ring.Wake() }
+func (s *LinuxSource) Wake() { _ = s.rings.Wake() }
 
 // waitUntil is when a read must stop waiting for events to tick the
 // handler at its deadline (on the events' clock): once every event up to
@@ -413,8 +413,8 @@ func (s *LinuxSource) waitUntil(deadlineNs int64) time.Time {
 // Close implements Source: it detaches every program and frees the maps.
 func (s *LinuxSource) Close() error {
 	var errs []error
-	if s.ring != nil {
-		errs = append(errs, s.ring.Close())
+	if s.rings != nil {
+		errs = append(errs, s.rings.Close())
 	}
 	for _, l := range s.links {
 		errs = append(errs, l.Close())
