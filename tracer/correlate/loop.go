@@ -105,7 +105,7 @@ const freshIndexWait = time.Second
 // FreshIndex returns an index built after the call. On a loop that
 // publishes as its table changes, that is the latest index; on one that
 // publishes on demand it asks for a rebuild, wakes the source, and waits
-// for the next tick (a batch of events at most: 10 ms in a storm). Safe
+// for the next tick (a batch of events at most: 25 ms in a storm). Safe
 // from any goroutine.
 func (l *Loop) FreshIndex() *Index {
 	old := l.index.Load()
