@@ -33,3 +33,13 @@ func TestPortSocketsBothSides(t *testing.T) {
 		}
 	}
 }
+
+func TestPortSocketsEveryPort(t *testing.T) {
+	rows := []Row{
+		{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateListen, Local: ap("0.0.0.0:8080"), Remote: ap("0.0.0.0:0"), PID: 10},
+		{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateListen, Local: ap("0.0.0.0:9090"), Remote: ap("0.0.0.0:0"), PID: 30},
+	}
+	if got := portSockets(rows, 0); len(got) != len(rows) {
+		t.Fatalf("%d sockets for port 0, want every row (%d): %+v", len(got), len(rows), got)
+	}
+}

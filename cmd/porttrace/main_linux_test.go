@@ -815,6 +815,44 @@ func TestTopPlainInAPipe(t *testing.T) {
 	}
 }
 
+// TestTopEveryPortShowsSocketsOlderThanIt: top without --port starts, as
+// with one, from the sockets that exist: a listener no event will mention
+// has its row. (A TCP one: Go's listeners are MPTCP by default.)
+func TestTopEveryPortShowsSocketsOlderThanIt(t *testing.T) {
+	needRoot(t)
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	out, err := os.Create(filepath.Join(t.TempDir(), "top.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	top, stderr := startWatch(t, out, "top", "-n", "1", "--interval", "500ms")
+	if code := waitExit(t, top, stderr); code != 0 {
+		t.Fatalf("exit status %d; stderr: %s", code, stderr.String())
+	}
+	b, err := os.ReadFile(out.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// PORT PID COMMAND SOCKETS LISTEN
+		if f := strings.Fields(line); len(f) > 4 && f[0] == strconv.Itoa(port) && f[1] == strconv.Itoa(os.Getpid()) {
+			if f[4] != "1" {
+				t.Errorf("row for the listener: %q, want 1 in LISTEN", line)
+			}
+			return
+		}
+	}
+	t.Errorf("no row for the listener on port %d of this process (%d):\n%s\nstderr: %s", port, os.Getpid(), b, stderr.String())
+}
+
 // writeCounter counts the writes made to it.
 type writeCounter struct {
 	bytes.Buffer
