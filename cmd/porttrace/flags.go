@@ -51,7 +51,7 @@ type watchFlags struct {
 // define defines the watch's flags on fs.
 func (f *watchFlags) define(fs *pflag.FlagSet) {
 	fs.StringArrayVarP(&f.portSpecs, "port", "p", nil, "watch only these `PORTS`, at either end of a socket: 8080, 80,443, 8000-8100 or a service name (http); repeated, the lists are merged; default: every port")
-	fs.Uint32Var(&f.pid, "pid", 0, "show only the sockets this `PID` and its descendants own, children forked during the watch included")
+	fs.Var(pidFlag{&f.pid}, "pid", "show only the sockets this `PID` and its descendants own, children forked during the watch included")
 	fs.StringArrayVar(&f.stateSpecs, "state", nil, "show only transitions into or out of these `STATES`: TIME_WAIT, or CLOSE_WAIT,LAST_ACK (ss's time-wait too); with --connections, connections that passed through one; repeated, the lists are merged")
 	clidoc.Values(fs, "state", filter.StateNames()...)
 	fs.StringArrayVar(&f.eventSpecs, "event", nil, "show only these `KINDS` of line: "+strings.Join(filter.TypeNames, ", ")+" (JSON's type), comma-separated; repeated, the lists are merged")
@@ -111,6 +111,31 @@ func watchCommand() *command {
 			return watch(ctx, &f, stdout, stderr)
 		},
 	}
+}
+
+// pidFlag is --pid: a process id, never 0, which no process has (and which
+// the watch's options read as no --pid at all).
+type pidFlag struct{ pid *uint32 }
+
+func (p pidFlag) String() string {
+	if p.pid == nil || *p.pid == 0 {
+		return ""
+	}
+	return strconv.FormatUint(uint64(*p.pid), 10)
+}
+
+func (p pidFlag) Type() string { return "uint32" }
+
+func (p pidFlag) Set(s string) error {
+	n, err := strconv.ParseUint(s, 10, 32)
+	switch {
+	case err != nil:
+		return fmt.Errorf("want a process id, a number from 1")
+	case n == 0:
+		return fmt.Errorf("pid 0 is no process")
+	}
+	*p.pid = uint32(n)
+	return nil
 }
 
 // check validates the flags as typed and makes the options of them.

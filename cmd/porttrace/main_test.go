@@ -58,6 +58,8 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--port", "80,,443"}, 2, `invalid port list "80,,443": an empty item between commas`},
 		{[]string{"--port", "9000-8000"}, 2, "invalid port range 9000-8000: 9000 is above 8000"},
 		{[]string{"--pid", "4194305"}, 2, "invalid --pid 4194305: no such process"},
+		{[]string{"--pid", "0"}, 2, `invalid argument "0" for "--pid" flag: pid 0 is no process`},
+		{[]string{"--pid", "abc"}, 2, `invalid argument "abc" for "--pid" flag: want a process id, a number from 1`},
 		{[]string{"--state", "TIMEWAIT"}, 2, `invalid state "TIMEWAIT": want one of ESTABLISHED, SYN_SENT,`},
 		{[]string{"--state", ""}, 2, `invalid state ""`},
 		{[]string{"--event", "connect"}, 2, `invalid event "connect": want one of state, listen, bind, socket, owner`},
