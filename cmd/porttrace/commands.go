@@ -74,8 +74,9 @@ standard output, a first line saying what is watched and, at the end, a
 summary of what was shown and lost go to standard error; with --json, the
 summary is also the last JSON object on standard output.
 
-Lines come out in time order, a second after what they report: the
-server side of a connection is known only once it is accepted. --state,
+Lines come out in time order, tens of milliseconds after what they
+report; the server side of a connection waits until it is accepted (up to
+a second), and the lines after it with it. --state,
 --event, --failed, --comm, --pid and --container keep only the lines
 asked for; --connections prints one line per connection when it ends
 instead of its transitions.

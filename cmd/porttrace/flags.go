@@ -65,7 +65,7 @@ func (f *watchFlags) define(fs *pflag.FlagSet) {
 	fs.BoolVarP(&f.ipv4, "ipv4", "4", false, "IPv4 only")
 	fs.BoolVarP(&f.ipv6, "ipv6", "6", false, "IPv6 only")
 	fs.BoolVar(&f.json, "json", false, "print one JSON object per line (fields in the README)")
-	fs.DurationVar(&f.duration, "duration", 0, "stop after this `DURATION` (30s, 5m); default: at Ctrl-C or SIGTERM")
+	fs.DurationVar(&f.duration, "duration", 0, "stop after this `DURATION` (30s, 5m); default (or 0): at Ctrl-C or SIGTERM")
 	f.defineSource(fs)
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 }

@@ -35,7 +35,7 @@ func (f *topFlags) define(fs *pflag.FlagSet) {
 	fs.IntVarP(&f.iterations, "iterations", "n", 0, "stop after `N` tables; default: at q, Ctrl-C or SIGTERM")
 	fs.StringVar(&f.sortName, "sort", "port", "sort the rows by `KEY`: "+strings.Join(top.SortNames(), ", "))
 	clidoc.Values(fs, "sort", top.SortNames()...)
-	fs.DurationVar(&f.duration, "duration", 0, "stop after this `DURATION` (30s, 5m)")
+	fs.DurationVar(&f.duration, "duration", 0, "stop after this `DURATION` (30s, 5m); default (or 0): at q, Ctrl-C or SIGTERM")
 	f.defineSource(fs)
 }
 
@@ -70,10 +70,11 @@ connections opened and closed per second, the oldest CLOSE_WAIT and
 TIME_WAIT, and the binds that failed, refreshed every --interval. A
 client's connections count under the port they connect to.
 
-On a terminal the table is redrawn in place: q quits, and ` + top.SortHelp() + `
-sort the rows. Otherwise (a pipe, a file) it prints one plain table per
---interval, after a line with the time, and nothing else: porttrace top
--n 1 -d 5s prints one table of five seconds.`,
+On a terminal the table is redrawn in place: q quits, and the keys
+` + top.SortHelp() + ` sort the rows.
+Otherwise (a pipe, a file) it prints one plain table per --interval,
+after a line with the time, and nothing else: porttrace top -n 1 -d 5s
+prints one table of five seconds.`,
 			Flags: fs,
 		},
 		run: func(ctx context.Context, _ []string, stdout, stderr io.Writer) error {
