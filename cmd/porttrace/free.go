@@ -78,6 +78,10 @@ func freePort(ctx context.Context, port uint16, o freeOptions, stdin io.Reader, 
 	plan := free.Make(report)
 	writePlan(stdout, &plan, o.tree)
 	if o.dryRun {
+		// As why: 1 while something holds or blocks the port.
+		if len(plan.Targets) > 0 || plan.TimeWait > 0 {
+			return exitError{code: 1}
+		}
 		return nil
 	}
 	if len(plan.Targets) > 0 && !o.yes {
@@ -108,11 +112,16 @@ func freePort(ctx context.Context, port uint16, o freeOptions, stdin io.Reader, 
 }
 
 func writePlan(w io.Writer, plan *free.Plan, tree bool) {
+	defer writeTimeWait(w, plan)
 	if len(plan.Targets) == 0 {
 		fmt.Fprintf(w, "port %d: no process holds it\n", plan.Port)
 		return
 	}
-	fmt.Fprintf(w, "port %d: held by %d process(es); stopping would end:\n", plan.Port, len(plan.Holders))
+	processes := "processes"
+	if len(plan.Holders) == 1 {
+		processes = "process"
+	}
+	fmt.Fprintf(w, "port %d: held by %d %s; stopping would end:\n", plan.Port, len(plan.Holders), processes)
 	for _, t := range plan.Targets {
 		fmt.Fprintf(w, "  %s %d", tracer.Printable(t.Name), t.PID)
 		if t.User != "" {
@@ -137,6 +146,14 @@ func writePlan(w io.Writer, plan *free.Plan, tree bool) {
 	}
 	if tree {
 		fmt.Fprintln(w, "  --tree: and every process below them")
+	}
+}
+
+// writeTimeWait says what stopping processes leaves: the port's sockets
+// no process holds, which --time-wait destroys.
+func writeTimeWait(w io.Writer, plan *free.Plan) {
+	if plan.TimeWait > 0 {
+		fmt.Fprintf(w, "  and %d socket(s) no process holds (TIME_WAIT, or still closing): they keep a bind without SO_REUSEADDR from succeeding until they go; --time-wait destroys them\n", plan.TimeWait)
 	}
 }
 

@@ -141,6 +141,42 @@ func TestFreeTimeWait(t *testing.T) {
 	}
 }
 
+// TestFreeDryRun: --dry-run stops nothing and exits as why does: 1 while a
+// process holds the port or TIME_WAIT blocks it, naming them; 0 when free.
+func TestFreeDryRun(t *testing.T) {
+	needRoot(t)
+	dryRun := func(port int) (string, int) {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), []string{"free", strconv.Itoa(port), "--dry-run"}, &stdout, &stderr)
+		var exit exitError
+		switch {
+		case err == nil:
+			return stdout.String(), 0
+		case errors.As(err, &exit):
+			return stdout.String(), exit.code
+		}
+		t.Fatalf("free --dry-run: %v", err)
+		return "", 0
+	}
+	port := freeLoopbackPort(t)
+	l, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, code := dryRun(port); code != 1 || !strings.Contains(out, "held by 1 process;") || !strings.Contains(out, " "+strconv.Itoa(os.Getpid())) {
+		t.Errorf("held port: exit %d, want 1 naming this process (%d):\n%s", code, os.Getpid(), out)
+	}
+	serverClosesFirst(t, l)
+	l.Close()
+	if out, code := dryRun(port); code != 1 || !strings.Contains(out, "and 1 socket(s) no process holds (TIME_WAIT") {
+		t.Errorf("port in TIME_WAIT: exit %d, want 1 naming the TIME_WAIT socket:\n%s", code, out)
+	}
+	if out, code := dryRun(freeLoopbackPort(t)); code != 0 || !strings.Contains(out, "no process holds it") {
+		t.Errorf("free port: exit %d, want 0:\n%s", code, out)
+	}
+}
+
 // TestFreeAsksFirst: without a terminal and without --yes, free stops
 // nothing and says how to go on.
 func TestFreeAsksFirst(t *testing.T) {
