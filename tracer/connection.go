@@ -53,6 +53,9 @@ type ConnEnd struct {
 	// MaxConnStates (a state entered again adds to its time).
 	States  [MaxConnStates]StateTime
 	NStates uint8
+	// Gone says its socket entered CLOSE: a transition of its own, which
+	// States, the states it stayed in, leaves out.
+	Gone bool
 	// Reason says how its TIME_WAIT ended: "expired" or "killed".
 	Reason string
 	// Err is the errno the kernel closed the socket for, 0 for none.

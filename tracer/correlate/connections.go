@@ -278,6 +278,7 @@ func (cs *Connections) update(e *connEntry, side int, r *tracer.Record) {
 	case tracer.StateClose:
 		// Gone: its addresses are free for the next socket.
 		e.gone[side] = true
+		end.Gone = true
 		delete(cs.ends, e.keys[side])
 		if e.closedNs[side] == 0 {
 			e.closedNs[side] = r.TimeNs

@@ -123,6 +123,9 @@ func (t *Tally) Connection(c *tracer.Connection) {
 		for _, st := range end.States[:end.NStates] {
 			n.Transitions[st.State]++
 		}
+		if end.Gone {
+			n.Transitions[tracer.StateClose]++
+		}
 	}
 	switch {
 	case c.Client.Traced && c.Client.NStates == 1 && c.Client.States[0].State == tracer.StateSynSent && !c.Open:

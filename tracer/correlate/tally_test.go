@@ -55,7 +55,11 @@ func TestTallyCountsConnectionLines(t *testing.T) {
 	}
 	got := tl.Counts()
 	if got.Lines != 2 || got.ConnectionsOpened != 1 || got.ConnectionsClosed != 1 || got.SocketsOpened != 2 || got.SocketsClosed != 2 ||
-		got.ConnectsFailed != 1 || got.Refused != 1 || got.Transitions[tracer.StateTimeWait] != 1 {
+		got.ConnectsFailed != 1 || got.Refused != 1 || got.Transitions[tracer.StateTimeWait] != 1 ||
+		// The server's LAST_ACK -> CLOSE, the client's TIME_WAIT -> CLOSE
+		// and the refused connect's, as the lines' own tally counts them
+		// (TestTallyCountsConnectionsAndSocketsApart).
+		got.Transitions[tracer.StateClose] != 3 {
 		t.Errorf("got %+v", got)
 	}
 }
