@@ -27,7 +27,8 @@ type whoCommand struct {
 	// daemon: answered by the daemon, as it must say on stderr;
 	// declined: the daemon declined (a busy port) and a snapshot answered.
 	daemon, declined bool
-	// noIsAnswer: exit status 1 answers "no" (why: the bind would fail),
+	// noIsAnswer: exit status 1 answers "no" (why: the bind would fail;
+	// free --dry-run: something holds the port),
 	// which on a held port is the right answer, not a failure.
 	noIsAnswer bool
 }
@@ -55,7 +56,7 @@ func (b *bench) whoCommands(ctx context.Context, port int) []whoResult {
 		{whoCommand: whoCommand{name: "porttrace who (snapshot)", argv: []string{b.porttrace, "who", "--socket", noDaemon, p}, pids: porttraceWhoPIDs, core: true}},
 		{whoCommand: b.daemonDeclines(port)},
 		{whoCommand: whoCommand{name: "porttrace why", argv: []string{b.porttrace, "why", p}, pids: porttraceHeldByPIDs, core: true, noIsAnswer: true}},
-		{whoCommand: whoCommand{name: "porttrace free --dry-run", argv: []string{b.porttrace, "free", "--dry-run", p}, pids: porttraceFreePIDs, core: true}},
+		{whoCommand: whoCommand{name: "porttrace free --dry-run", argv: []string{b.porttrace, "free", "--dry-run", p}, pids: porttraceFreePIDs, core: true, noIsAnswer: true}},
 	}
 	for i := range cmds {
 		cmds[i].skipped = b.whyNot(ctx, cmds[i].whoCommand)
