@@ -307,6 +307,7 @@ func TestLinesInTimeOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer slow.Close()
+	waitServerEnd(t, slow)
 	for range 5 {
 		connectAndClose(t, quickPort)
 	}
@@ -337,6 +338,32 @@ func TestLinesInTimeOrder(t *testing.T) {
 	}
 	if held < 0 || firstQuick < 0 || held > firstQuick {
 		t.Errorf("the slow connection's held SYN_RECV line (line %d) is not before the quick connections' (from line %d):\n%s", held, firstQuick, dump(lines))
+	}
+}
+
+// waitServerEnd waits until the server end of c, a connection on this
+// host, exists: the kernel makes it (SYN_RECV, then ESTABLISHED) when it
+// processes the client's last ACK, which a loaded machine may do after
+// the client's connect has returned.
+func waitServerEnd(t *testing.T, c net.Conn) {
+	t.Helper()
+	// /proc/net/tcp: "sl local_address rem_address st ...", ports in hex,
+	// 01 established.
+	local := fmt.Sprintf(":%04X", c.RemoteAddr().(*net.TCPAddr).Port)
+	remote := fmt.Sprintf(":%04X", c.LocalAddr().(*net.TCPAddr).Port)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		b, err := os.ReadFile("/proc/net/tcp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) > 3 && strings.HasSuffix(f[1], local) && strings.HasSuffix(f[2], remote) && f[3] == "01" {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no server end of %s -> %s after 5s", c.LocalAddr(), c.RemoteAddr())
+		}
 	}
 }
 
