@@ -52,6 +52,8 @@ struct owner {
 	__u8 _pad[2];
 	__u32 fd;      /* the process's descriptor for the socket */
 	char comm[16]; /* the process's name */
+	__u64 subflow; /* an MPTCP socket's first TCP subflow, whose
+			* struct sock the tracer's events name; else 0 */
 };
 
 const struct owner *const owner_type = 0;
@@ -109,6 +111,8 @@ int socket_owners(struct bpf_iter__task_file *ctx)
 		.state = READ(direct, skc, skc_state),
 		.v6only = READ_BITFIELD(direct, skc, skc_ipv6only),
 	};
+	if (o.proto == IPPROTO_MPTCP)
+		o.subflow = (__u64)mptcp_first_subflow(sk);
 	process_comm(task, o.comm, true);
 	sock_addrs(skc, family, o.saddr, o.daddr, direct);
 	bpf_seq_write(ctx->meta->seq, &o, sizeof(o));

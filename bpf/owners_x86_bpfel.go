@@ -40,6 +40,7 @@ type OwnersOwner struct {
 	Pad      [2]uint8
 	Fd       uint32
 	Comm     [16]int8
+	Subflow  uint64
 }
 
 type OwnersSockRefs struct {

@@ -317,19 +317,6 @@ static __always_inline __u64 mptcp_parent(struct sock *sk, bool direct)
 	return (__u64)BPF_CORE_READ(ctx, conn);
 }
 
-/* The first TCP subflow of an MPTCP socket, or NULL. */
-static __always_inline struct sock *mptcp_first_subflow(struct sock *sk)
-{
-	if (!bpf_core_type_exists(struct mptcp_sock) || !bpf_core_type_exists(struct mptcp_subflow_context))
-		return NULL;
-	struct mptcp_sock *msk = (struct mptcp_sock *)sk;
-	struct list_head *node = BPF_CORE_READ(msk, conn_list.next);
-	if (!node || node == &msk->conn_list)
-		return NULL;
-	struct mptcp_subflow_context *ctx = (void *)node - bpf_core_field_offset(struct mptcp_subflow_context, node);
-	return BPF_CORE_READ(ctx, tcp_sock);
-}
-
 /* direct: sk is what bpf_skc_to_tcp_sock returned in a tp_btf program,
  * to be read in place (see handle_set_state). */
 static __always_inline int emit_sock(__u8 kind, struct sock *sk, __u8 oldstate, __u8 newstate, bool task_wanted, bool direct)

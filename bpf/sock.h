@@ -120,4 +120,19 @@ static __always_inline void sock_addrs(struct sock_common *skc, __u16 family, __
 	}
 }
 
+/* The first TCP subflow of an MPTCP socket, or NULL: the TCP socket whose
+ * state changes the tracer sees for it (a listener's too: its subflow is
+ * the one in LISTEN). */
+static __always_inline struct sock *mptcp_first_subflow(struct sock *sk)
+{
+	if (!bpf_core_type_exists(struct mptcp_sock) || !bpf_core_type_exists(struct mptcp_subflow_context))
+		return NULL;
+	struct mptcp_sock *msk = (struct mptcp_sock *)sk;
+	struct list_head *node = BPF_CORE_READ(msk, conn_list.next);
+	if (!node || node == &msk->conn_list)
+		return NULL;
+	struct mptcp_subflow_context *ctx = (void *)node - bpf_core_field_offset(struct mptcp_subflow_context, node);
+	return BPF_CORE_READ(ctx, tcp_sock);
+}
+
 #endif /* PORTTRACE_SOCK_H */

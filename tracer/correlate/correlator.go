@@ -241,8 +241,10 @@ func (c *Correlator) Seed(r *snapshot.PortReport, timeNs int64) {
 	for i := range r.Sockets {
 		ps := &r.Sockets[i]
 		s := snapshotState(r, ps)
-		if _, known := c.byID[ps.Sock]; !known && ps.Sock != 0 && ps.Proto == tracer.ProtoTCP {
-			c.adopt(s)
+		if traced, ok := tracedState(s, ps); ok {
+			if _, known := c.byID[traced.id]; !known {
+				c.adopt(traced)
+			}
 		}
 		rec := c.record(&s, heldLine{timeNs: timeNs, durationNs: -1, new: ps.State, typ: tracer.RecordSocket})
 		rec.TimeoutNs = ps.TimerNs
@@ -264,6 +266,9 @@ func snapshotState(r *snapshot.PortReport, ps *snapshot.PortSocket) sockState {
 			continue
 		}
 		holder := tracer.Process{PID: p.PID, StartNs: p.StartNs, Comm: tracer.CommFrom(p.Name), CgroupID: p.Cgroup.ID}
+		if start, ok := r.StartNs[pid]; ok {
+			holder.StartNs = start
+		}
 		if s.ownerVia == tracer.OwnerUnknown || holder.Older(&s.owner) {
 			s.owner, s.ownerVia = holder, tracer.OwnerSnapshot
 		}
@@ -271,13 +276,32 @@ func snapshotState(r *snapshot.PortReport, ps *snapshot.PortSocket) sockState {
 	return s
 }
 
-// adopt starts tracking a socket a snapshot found.
+// tracedState is the socket whose events the tracer sees for a socket a
+// snapshot found, and whether there is one: a TCP socket itself; for an
+// MPTCP socket (every Go 1.24+ listener and connection) its first TCP
+// subflow, which stands for it as the subflows traced live do.
+func tracedState(s sockState, ps *snapshot.PortSocket) (sockState, bool) {
+	switch {
+	case ps.Proto == tracer.ProtoTCP && ps.Sock != 0:
+		return s, true
+	case ps.Proto == tracer.ProtoMPTCP && ps.Subflow != 0:
+		s.id, s.proto, s.parent = ps.Subflow, tracer.ProtoTCP, ps.Sock
+		return s, true
+	}
+	return s, false
+}
+
+// adopt starts tracking a socket a snapshot found. A connection's subflow
+// stands for its MPTCP connection, whose later subflows take its owner.
 func (c *Correlator) adopt(s sockState) {
 	ev := tracer.Event{Sock: s.id, Proto: s.proto}
 	i, _ := c.lookup(&ev)
 	*c.socks.at(i) = s
 	c.link(i)
 	c.enterState(i)
+	if _, ok := c.mptcp[s.parent]; s.parent != 0 && s.state != tracer.StateListen && !ok {
+		c.mptcp[s.parent] = i
+	}
 }
 
 // appendOwned appends every live socket with a known owner, timewait

@@ -396,6 +396,14 @@ func timewait(ms int64, kind tracer.Kind, substate tracer.State, dueMs int64) tr
 	return e
 }
 
+// wantLines checks the lines a correlator emitted against those expected.
+func wantLines(t *testing.T, got, want []string) {
+	t.Helper()
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(want))
+	}
+}
+
 func join(lines []string) string {
 	s := ""
 	for i, l := range lines {
@@ -463,47 +471,107 @@ func TestCorrelatorAllocatesNothingPerEvent(t *testing.T) {
 	}
 }
 
+// seeded is a snapshot of port 8080 with these sockets, held by the
+// listener (p100) and the worker (p200), and a correlator started from it
+// whose lines got collects.
+func seeded(got *[]string, sockets ...snapshot.PortSocket) (*Correlator, *snapshot.PortReport) {
+	c := NewCorrelator(func(r *tracer.Record) { *got = append(*got, r.Type.String()+" "+line(r)) })
+	r := &snapshot.PortReport{
+		Port: 8080, Sockets: sockets,
+		Processes: map[uint32]*proc.Process{listener: {Identity: proc.Identity{PID: listener}, Name: "p100"}, worker: {Identity: proc.Identity{PID: worker}, Name: "p200"}},
+	}
+	return c, r
+}
+
+// snapshotListener and snapshotServer are the listener and the server end
+// of a connection, as a snapshot finds them.
+func snapshotListener(proto tracer.Proto, sock tracer.SockID) snapshot.PortSocket {
+	return snapshot.PortSocket{Proto: proto, Family: tracer.FamilyIPv4, State: tracer.StateListen, Local: netip.AddrPortFrom(serverAddr, 8080),
+		Remote: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), NetNS: 1, Sock: sock, PIDs: []uint32{listener}}
+}
+
+func snapshotServer(proto tracer.Proto, sock tracer.SockID) snapshot.PortSocket {
+	return snapshot.PortSocket{Proto: proto, Family: tracer.FamilyIPv4, State: tracer.StateEstablished, Local: netip.AddrPortFrom(serverAddr, 8080),
+		Remote: netip.AddrPortFrom(clientAddr, 40000), NetNS: 1, Sock: sock, PIDs: []uint32{worker}}
+}
+
 // TestCorrelatorSeed: a watch starts from the snapshot's sockets, reports
 // them, and attributes their later transitions to the processes holding
 // them; a seeded listener's owner stands in for unaccepted connections.
 func TestCorrelatorSeed(t *testing.T) {
 	var got []string
-	c := NewCorrelator(func(r *tracer.Record) { got = append(got, r.Type.String()+" "+line(r)) })
-	c.Seed(&snapshot.PortReport{
-		Port: 8080,
-		Sockets: []snapshot.PortSocket{
-			{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateListen, Local: netip.AddrPortFrom(serverAddr, 8080),
-				Remote: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), NetNS: 1, Sock: listenSock, PIDs: []uint32{listener}},
-			{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateEstablished, Local: netip.AddrPortFrom(serverAddr, 8080),
-				Remote: netip.AddrPortFrom(clientAddr, 40000), NetNS: 1, Sock: serverSock, PIDs: []uint32{worker}},
-		},
-		Processes: map[uint32]*proc.Process{listener: {Identity: proc.Identity{PID: listener}, Name: "p100"}, worker: {Identity: proc.Identity{PID: worker}, Name: "p200"}},
-	}, 0)
-	other := tracer.SockID(0x5000)
-	for _, e := range []tracer.Event{
+	c, r := seeded(&got, snapshotListener(tracer.ProtoTCP, listenSock), snapshotServer(tracer.ProtoTCP, serverSock))
+	c.Seed(r, 0)
+	accepted := state(11, atServer, tracer.SockID(0x5000), tracer.StateListen, tracer.StateSynRecv, softirq)
+	accepted.DPort = 40001
+	feed(t, c, []tracer.Event{
 		state(10, atServer, serverSock, tracer.StateEstablished, tracer.StateCloseWait, softirq),
-		func() tracer.Event {
-			e := state(11, atServer, other, tracer.StateListen, tracer.StateSynRecv, softirq)
-			e.DPort = 40001
-			return e
-		}(),
+		accepted,
 		tick(1500),
-	} {
-		if e.Kind == 0 {
-			c.Tick(e.TimeNs)
-		} else {
-			c.Handle(&e)
-		}
-	}
-	want := []string{
+	})
+	wantLines(t, got, []string{
 		"socket 100 10.0.0.1:8080>0 UNKNOWN->LISTEN snapshot",
 		"socket 200 10.0.0.1:8080>40000 UNKNOWN->ESTABLISHED snapshot",
 		"state 200 10.0.0.1:8080>40000 ESTABLISHED->CLOSE_WAIT snapshot",
 		"state 100 10.0.0.1:8080>40001 LISTEN->SYN_RECV listener",
+	})
+}
+
+// TestCorrelatorSeedKnowsHoldersByExactStart: a snapshot's holders carry
+// /proc's start time, cut to a clock tick, and the kernel's exact one,
+// which the events name them by: a seeded socket closed by its own holder
+// is not taken for one changing hands (the watch once printed an OWNER line
+// "from python3 via close" for python3 closing its own socket).
+func TestCorrelatorSeedKnowsHoldersByExactStart(t *testing.T) {
+	const exact, cut = 5_004_567_891, 5_000_000_000
+	var got []string
+	c, r := seeded(&got, snapshotServer(tracer.ProtoTCP, serverSock))
+	r.Processes[worker].StartNs, r.StartNs = cut, map[uint32]uint64{worker: exact}
+	c.Seed(r, 0)
+	closed := state(10, atServer, serverSock, tracer.StateEstablished, tracer.StateFinWait1, worker)
+	closed.Process.StartNs = exact
+	feed(t, c, []tracer.Event{closed, tick(1500)})
+	wantLines(t, got, []string{
+		"socket 200 10.0.0.1:8080>40000 UNKNOWN->ESTABLISHED snapshot",
+		"state 200 10.0.0.1:8080>40000 ESTABLISHED->FIN_WAIT1 snapshot",
+	})
+}
+
+// TestCorrelatorSeedMPTCP: an MPTCP socket a snapshot found (a Go
+// listener, a Go connection) is followed through its first TCP subflow,
+// which its state events name: they are its holder's, and the published
+// index names the MPTCP socket, as for the subflows traced live. A second
+// subflow of the connection takes the connection's owner.
+func TestCorrelatorSeedMPTCP(t *testing.T) {
+	const (
+		msk, subflow         = tracer.SockID(0x7000), tracer.SockID(0x7100)
+		connMsk, connSubflow = tracer.SockID(0x7200), tracer.SockID(0x7300)
+		secondSubflow        = tracer.SockID(0x7400)
+	)
+	var got []string
+	listening, serving := snapshotListener(tracer.ProtoMPTCP, msk), snapshotServer(tracer.ProtoMPTCP, connMsk)
+	listening.Subflow, serving.Subflow = subflow, connSubflow
+	c, r := seeded(&got, listening, serving)
+	c.Seed(r, 0)
+	owned := c.appendOwned(nil)
+	if len(owned) != 2 || owned[0].Sock != msk || owned[0].Proto != tracer.ProtoMPTCP || owned[1].Sock != connMsk {
+		t.Errorf("published %+v, want the two MPTCP sockets", owned)
 	}
-	if !slices.Equal(got, want) {
-		t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(want))
-	}
+	second := state(11, atServer, secondSubflow, tracer.StateSynRecv, tracer.StateEstablished, softirq)
+	second.Parent = connMsk
+	feed(t, c, []tracer.Event{
+		state(10, atServer, connSubflow, tracer.StateEstablished, tracer.StateCloseWait, softirq),
+		second,
+		state(12, atListener, subflow, tracer.StateListen, tracer.StateClose, listener),
+		tick(1500),
+	})
+	wantLines(t, got, []string{
+		"socket 100 10.0.0.1:8080>0 UNKNOWN->LISTEN snapshot",
+		"socket 200 10.0.0.1:8080>40000 UNKNOWN->ESTABLISHED snapshot",
+		"state 200 10.0.0.1:8080>40000 ESTABLISHED->CLOSE_WAIT snapshot",
+		"state 200 10.0.0.1:8080>40000 SYN_RECV->ESTABLISHED mptcp",
+		"state 100 10.0.0.1:8080>0 LISTEN->CLOSE snapshot",
+	})
 }
 
 // heldByTimeWait is a passive connection whose accept and ESTABLISHED ->
@@ -655,9 +723,7 @@ func TestCorrelatorCgroupsAndKernelThreads(t *testing.T) {
 		"300 p300 connect cgroup 600",
 		"300 p300 connect cgroup 600",
 	}
-	if !slices.Equal(got, want) {
-		t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(want))
-	}
+	wantLines(t, got, want)
 }
 
 // TestCorrelatorMPTCPSubflows: an MPTCP connection's subflows are TCP
@@ -707,9 +773,7 @@ func TestCorrelatorMPTCPSubflows(t *testing.T) {
 		"200 10.0.0.1:8080>40001 SYN_RECV->ESTABLISHED mptcp 1ms",
 		"200 10.0.0.1:8080>40000 ESTABLISHED->FIN_WAIT1 accept 18ms",
 	}
-	if !slices.Equal(got, want) {
-		t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(want))
-	}
+	wantLines(t, got, want)
 }
 
 // TestCorrelatorNamesTheThreadThatActs: a connection accepted by one named
@@ -733,9 +797,7 @@ func TestCorrelatorNamesTheThreadThatActs(t *testing.T) {
 		"SYN_RECV->ESTABLISHED java/http-nio-8080-A",
 		"ESTABLISHED->FIN_WAIT1 java/http-nio-8080-e",
 	}
-	if !slices.Equal(got, want) {
-		t.Errorf("got:\n  %s\nwant:\n  %s", join(got), join(want))
-	}
+	wantLines(t, got, want)
 }
 
 // TestIndexNamesWhatProcessesHold: the published owners say what each

@@ -1,6 +1,7 @@
 package linux
 
 import (
+	"context"
 	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/proc"
 	"github.com/porttrace/porttrace/tracer/snapshot"
@@ -424,6 +425,50 @@ func TestKernelMPTCPSubflowOwners(t *testing.T) {
 				table[hi].alts = []alternative{alt}
 				mptcpCase(t, table)
 			})
+		}
+	}
+}
+
+// TestKernelSnapshotNamesMPTCPSubflow: the snapshot a watch starts from
+// names an MPTCP listener's TCP subflow, the socket whose state changes the
+// events report (its close here), so that a watch can follow a Go listener
+// older than itself. On a kernel without MPTCP the listener is plain TCP,
+// which the snapshot names itself.
+func TestKernelSnapshotNamesMPTCPSubflow(t *testing.T) {
+	needPrivileges(t)
+	withMPTCP := mptcpEnabled(t)
+	port := freePort(t, "127.0.0.1")
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(true)
+	l, err := lc.Listen(context.Background(), "tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	rec, _ := trace(t, tracer.Config{Ports: tracer.Ports{port}})
+	r, err := Who(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(r.Sockets, func(s snapshot.PortSocket) bool { return s.State == tracer.StateListen })
+	if i < 0 {
+		t.Fatalf("no listener in the snapshot of port %d: %+v", port, r.Sockets)
+	}
+	traced := r.Sockets[i].Sock
+	if withMPTCP {
+		if r.Sockets[i].Proto != tracer.ProtoMPTCP || r.Sockets[i].Subflow == 0 {
+			t.Fatalf("snapshot of port %d: %+v, want an MPTCP listener with its subflow", port, r.Sockets[i])
+		}
+		traced = r.Sockets[i].Subflow
+	}
+	l.Close()
+	closed := func(ev tracer.Event) bool {
+		return ev.Kind == tracer.KindState && ev.SPort == port && ev.OldState == tracer.StateListen
+	}
+	waitFor(t, rec, "the listener's close", func([]tracer.Record) bool { return slices.ContainsFunc(rec.events(), closed) })
+	for _, ev := range rec.events() {
+		if closed(ev) && ev.Sock != traced {
+			t.Errorf("the listener's close names socket %#x, the snapshot %#x (%+v)", ev.Sock, traced, r.Sockets[i])
 		}
 	}
 }

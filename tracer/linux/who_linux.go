@@ -97,7 +97,7 @@ func WhoIn(port uint16, namespaces []Namespace, resolver *proc.Resolver) (*snaps
 	if err != nil {
 		return nil, err
 	}
-	r := &snapshot.PortReport{Port: port, Processes: map[uint32]*proc.Process{}}
+	r := &snapshot.PortReport{Port: port, Processes: map[uint32]*proc.Process{}, StartNs: map[uint32]uint64{}}
 	asked := map[uint32]bool{}
 	for i, d := range dumps {
 		switch {
@@ -122,6 +122,7 @@ func WhoIn(port uint16, namespaces []Namespace, resolver *proc.Resolver) (*snaps
 		if !r.Holds(pid) {
 			continue
 		}
+		r.StartNs[pid] = seen.StartNs
 		p, err := resolver.Lookup(proc.Identity{PID: pid, StartNs: seen.StartNs})
 		if err != nil {
 			// Exited since the walk: it keeps what the kernel said of it.
@@ -152,6 +153,9 @@ func WhoIn(port uint16, namespaces []Namespace, resolver *proc.Resolver) (*snaps
 // owner is one socket held by one process, as the iterator writes it.
 type owner struct {
 	sock, inode uint64
+	// subflow is an MPTCP socket's first TCP subflow, which the tracer's
+	// events name for it; 0 for others.
+	subflow     uint64
 	netns       uint32
 	family      tracer.Family
 	proto       tracer.Proto
@@ -207,7 +211,7 @@ func addOwners(r *snapshot.PortReport, os owners, asked map[uint32]bool) {
 		s := &r.Sockets[i]
 		s.Sock = tracer.SockID(o.sock)
 		if o.proto == tracer.ProtoMPTCP {
-			s.Proto = o.proto
+			s.Proto, s.Subflow = o.proto, tracer.SockID(o.subflow)
 		}
 		switch {
 		case s.PIDs == nil:
@@ -317,23 +321,24 @@ func runIterator(prog *ebpf.Program, kind string, read func(io.Reader) error) er
 // Layout of struct owner in bpf/owners.bpf.c; TestOwnerDecoderMatchesCLayout
 // checks it against bpf2go's generated type.
 const (
-	offOwnerSock   = 0
-	offOwnerInode  = 8
-	offOwnerStart  = 16
-	offOwnerCgroup = 24
-	offOwnerSAddr  = 32
-	offOwnerDAddr  = 48
-	offOwnerPID    = 64
-	offOwnerNetNS  = 68
-	offOwnerFamily = 72
-	offOwnerProto  = 74
-	offOwnerSPort  = 76
-	offOwnerDPort  = 78
-	offOwnerState  = 80
-	offOwnerV6Only = 81
-	offOwnerFD     = 84
-	offOwnerComm   = 88
-	ownerSize      = 104
+	offOwnerSock    = 0
+	offOwnerInode   = 8
+	offOwnerStart   = 16
+	offOwnerCgroup  = 24
+	offOwnerSAddr   = 32
+	offOwnerDAddr   = 48
+	offOwnerPID     = 64
+	offOwnerNetNS   = 68
+	offOwnerFamily  = 72
+	offOwnerProto   = 74
+	offOwnerSPort   = 76
+	offOwnerDPort   = 78
+	offOwnerState   = 80
+	offOwnerV6Only  = 81
+	offOwnerFD      = 84
+	offOwnerComm    = 88
+	offOwnerSubflow = 104
+	ownerSize       = 112
 )
 
 var errOwnerLength = errors.New("iterator output is not a whole number of owner records")
@@ -376,7 +381,7 @@ func addOwnerRecords(out *pieces[owner], raw []byte) error {
 	ne := binary.NativeEndian
 	for b := raw; len(b) > 0; b = b[ownerSize:] {
 		o := owner{
-			sock: ne.Uint64(b[offOwnerSock:]), inode: ne.Uint64(b[offOwnerInode:]),
+			sock: ne.Uint64(b[offOwnerSock:]), inode: ne.Uint64(b[offOwnerInode:]), subflow: ne.Uint64(b[offOwnerSubflow:]),
 			netns: ne.Uint32(b[offOwnerNetNS:]), proto: tracer.Proto(ne.Uint16(b[offOwnerProto:])),
 			state: tracer.State(b[offOwnerState]), v6only: b[offOwnerV6Only] != 0, fd: int32(ne.Uint32(b[offOwnerFD:])),
 			process: tracer.Process{PID: ne.Uint32(b[offOwnerPID:]), StartNs: ne.Uint64(b[offOwnerStart:]),

@@ -43,12 +43,12 @@ func TestOwnerDecoderMatchesCLayout(t *testing.T) {
 		"Sock": offOwnerSock, "Inode": offOwnerInode, "Saddr": offOwnerSAddr, "Daddr": offOwnerDAddr,
 		"StartNs": offOwnerStart, "CgroupId": offOwnerCgroup, "Pid": offOwnerPID, "Netns": offOwnerNetNS, "Family": offOwnerFamily, "Proto": offOwnerProto,
 		"Sport": offOwnerSPort, "Dport": offOwnerDPort, "State": offOwnerState, "V6only": offOwnerV6Only,
-		"Fd": offOwnerFD, "Comm": offOwnerComm,
+		"Fd": offOwnerFD, "Comm": offOwnerComm, "Subflow": offOwnerSubflow,
 	}
 	checkOffsets(t, reflect.TypeOf(o), offsets)
 
 	o = bpf.OwnersOwner{Sock: 0xffff8881, Inode: 77, StartNs: 5_000_000_000, CgroupId: 9, Pid: 42, Netns: 4026531833, Family: unix.AF_INET6,
-		Proto: 262, Sport: 8080, Dport: 0, State: uint8(tracer.StateListen), V6only: 1, Fd: 7}
+		Proto: 262, Sport: 8080, Dport: 0, State: uint8(tracer.StateListen), V6only: 1, Fd: 7, Subflow: 0xffff8882}
 	copy(o.Saddr[:], netip.MustParseAddr("::").AsSlice())
 	for i, c := range "server" {
 		o.Comm[i] = int8(c)
@@ -60,7 +60,7 @@ func TestOwnerDecoderMatchesCLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := owner{sock: 0xffff8881, inode: 77, netns: 4026531833, family: tracer.FamilyIPv6, proto: tracer.ProtoMPTCP,
+	want := owner{sock: 0xffff8881, inode: 77, subflow: 0xffff8882, netns: 4026531833, family: tracer.FamilyIPv6, proto: tracer.ProtoMPTCP,
 		state: tracer.StateListen, local: netip.MustParseAddrPort("[::]:8080"), peer: netip.MustParseAddrPort("[::]:0"),
 		v6only: true, fd: 7, process: tracer.Process{PID: 42, StartNs: 5_000_000_000, Comm: tracer.CommFrom("server"), CgroupID: 9}}
 	if len(got) != 2 || got[0] != want || got[1] != want {

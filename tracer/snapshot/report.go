@@ -43,6 +43,9 @@ type PortSocket struct {
 	Inode uint64 `json:",omitzero"`
 	// Sock is the socket's identity in the tracer's events, 0 if unknown.
 	Sock tracer.SockID `json:",omitzero"`
+	// Subflow is an MPTCP socket's first TCP subflow: the socket the
+	// tracer's state events name for it (0 if unknown or not MPTCP).
+	Subflow tracer.SockID `json:",omitzero"`
 	// PIDs are the processes holding the socket open: several after a
 	// fork, or when a descriptor was passed on; FDs[i] is PIDs[i]'s
 	// descriptor for it.
@@ -71,6 +74,11 @@ type PortReport struct {
 	Port      uint16
 	Sockets   []PortSocket
 	Processes map[uint32]*proc.Process
+	// StartNs is each holder's start time as the kernel keeps it, where
+	// the snapshot read it there (Processes' is /proc's, cut to a clock
+	// tick): what a watch started from the report knows the holder by,
+	// as the tracer's events name it. Not part of the API's answers.
+	StartNs map[uint32]uint64 `json:"-"`
 	// Notes say what the report could not cover on this system.
 	Notes []string
 	// Elsewhere labels the network namespaces the report covers other
