@@ -87,6 +87,7 @@ type jsonLine struct {
 	Old, New    string
 	PID         int
 	Comm        string
+	OwnerVia    string `json:"owner_via"`
 	Error       string
 	Lines       int
 	Open        bool
@@ -338,6 +339,78 @@ func TestLinesInTimeOrder(t *testing.T) {
 	}
 	if held < 0 || firstQuick < 0 || held > firstQuick {
 		t.Errorf("the slow connection's held SYN_RECV line (line %d) is not before the quick connections' (from line %d):\n%s", held, firstQuick, dump(lines))
+	}
+}
+
+// TestWatchEveryPortKnowsOwnersOlderThanIt: a watch of every port starts
+// from a snapshot of every socket, without a line for each: the line a
+// softirq makes for a connection older than the watch (its server end
+// taking the client's FIN) names the process holding it, not nobody.
+func TestWatchEveryPortKnowsOwnersOlderThanIt(t *testing.T) {
+	needRoot(t)
+	lc, _ := plain()
+	l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	client, server := connectTo(t, l)
+	defer server.Close()
+	stop := watchJSON(t)
+	client.Close()
+	server.Read(make([]byte, 1)) // the client's FIN: CLOSE_WAIT
+	lines := stop()
+	found := false
+	for _, ln := range lines {
+		if ln.Type == "socket" {
+			t.Errorf("an at-start line in a watch of every port: %s", ln.raw)
+		}
+		if ln.SPort == port && ln.New == "CLOSE_WAIT" {
+			found = true
+			if ln.PID != os.Getpid() || ln.OwnerVia != "snapshot" {
+				t.Errorf("the server end's line names %d via %q, want this process (%d) via snapshot: %s", ln.PID, ln.OwnerVia, os.Getpid(), ln.raw)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no CLOSE_WAIT line for the server end on port %d", port)
+	}
+}
+
+// TestWatchManyPortsStartsFromTheirSockets: a watch of more ports than it
+// looks up one by one starts from one snapshot of every socket, cut to its
+// ports: a listener older than it has its at-start line and its owner, a
+// socket on another port none.
+func TestWatchManyPortsStartsFromTheirSockets(t *testing.T) {
+	needRoot(t)
+	lc, _ := plain()
+	var ports []int
+	for range 2 {
+		l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	watched, other := ports[0], ports[1]
+	// Ports 1-20 and the listener's: more than maxSnapshotPorts.
+	lines := watchJSON(t, fmt.Sprintf("--port=1-%d,%d", maxSnapshotPorts+4, watched))()
+	found := false
+	for _, ln := range lines {
+		switch {
+		case ln.Type == "socket" && ln.SPort == watched:
+			found = true
+			if ln.New != "LISTEN" || ln.PID != os.Getpid() || ln.OwnerVia != "snapshot" {
+				t.Errorf("at-start line of the listener: %s, want LISTEN, this process (%d) via snapshot", ln.raw, os.Getpid())
+			}
+		case ln.SPort == other || ln.DPort == other:
+			t.Errorf("a line of a port not watched: %s", ln.raw)
+		}
+	}
+	if !found {
+		t.Errorf("no at-start line for the listener on %d", watched)
 	}
 }
 

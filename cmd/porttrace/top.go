@@ -101,12 +101,7 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 
 	sink := top.NewSink(f.ports)
 	loop := correlate.NewLoop(sink)
-	if len(f.ports) == 0 {
-		// Every port: one snapshot of every socket, as ss lists them.
-		seed(loop, tracer.Ports{0}, cfg.Family, stderr)
-	} else {
-		seed(loop, f.ports, cfg.Family, stderr)
-	}
+	seed(loop, f.ports, cfg.Family, stderr)
 	stopServing, err := serve(loop, f.readyFile, stderr)
 	if err != nil {
 		return err

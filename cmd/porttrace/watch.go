@@ -29,8 +29,9 @@ const (
 	outputTimeout = 500 * time.Millisecond
 )
 
-// maxSnapshotPorts bounds the ports whose sockets a watch looks up when it
-// starts: each is one snapshot of every process's sockets.
+// maxSnapshotPorts bounds the ports whose sockets a watch looks up one by
+// one when it starts, each a walk of every process's sockets; for more,
+// one snapshot of every socket costs less.
 const maxSnapshotPorts = 16
 
 // watch runs the live view until ctx ends, --duration passes or the output
@@ -131,20 +132,35 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 // attached first, so that nothing happens unseen between the snapshot and
 // the trace.
 func seed(loop *correlate.Loop, ports tracer.Ports, family tracer.Family, stderr io.Writer) {
-	if len(ports) > maxSnapshotPorts {
-		fmt.Fprintf(stderr, "porttrace: more than %d ports: sockets open before the watch are not looked up, and their owners are learnt as they act\n", maxSnapshotPorts)
+	if len(ports) > 0 && len(ports) <= maxSnapshotPorts {
+		for _, port := range ports {
+			snapshotNs := time.Now().UnixNano()
+			report, err := snapshotPort(port)
+			if err != nil {
+				fmt.Fprintf(stderr, "porttrace: no snapshot of port %d's sockets: %v\n", port, err)
+				continue
+			}
+			report.KeepFamily(family)
+			loop.Seed(report, snapshotNs)
+		}
 		return
 	}
-	for _, port := range ports {
-		snapshotNs := time.Now().UnixNano()
-		report, err := snapshotPort(port)
-		if err != nil {
-			fmt.Fprintf(stderr, "porttrace: no snapshot of port %d's sockets: %v\n", port, err)
-			continue
-		}
-		report.KeepFamily(family)
-		loop.Seed(report, snapshotNs)
+	// One snapshot of every socket, as ss lists them.
+	snapshotNs := time.Now().UnixNano()
+	report, err := snapshotPort(0)
+	if err != nil {
+		fmt.Fprintf(stderr, "porttrace: no snapshot of the sockets open before the watch (their owners are learnt as they act): %v\n", err)
+		return
 	}
+	report.KeepFamily(family)
+	if len(ports) == 0 {
+		// Every port: the lines name the owners of the sockets older
+		// than the watch, without a line for each socket of the machine.
+		loop.Adopt(report, snapshotNs)
+		return
+	}
+	report.KeepPorts(ports)
+	loop.Seed(report, snapshotNs)
 }
 
 // reportLost warns on stderr whenever the kernel's count of lost events or

@@ -238,6 +238,22 @@ func (c *Correlator) Live() int { return len(c.byID) }
 // sockets are attributed to their owners. Sockets without a kernel identity
 // (timewait ones) or without a holder are only reported.
 func (c *Correlator) Seed(r *snapshot.PortReport, timeNs int64) {
+	c.seed(r, func(s *sockState, ps *snapshot.PortSocket) {
+		rec := c.record(s, heldLine{timeNs: timeNs, durationNs: -1, new: ps.State, typ: tracer.RecordSocket})
+		rec.TimeoutNs = ps.TimerNs
+		c.output(rec)
+	})
+}
+
+// Adopt is Seed without its lines: a watch of every port knows the owners
+// of the sockets older than it, whose later lines it prints, without a
+// line for each socket of the machine at its start.
+func (c *Correlator) Adopt(r *snapshot.PortReport) {
+	c.seed(r, func(*sockState, *snapshot.PortSocket) {})
+}
+
+// seed adopts what r found and hands each socket of it to report.
+func (c *Correlator) seed(r *snapshot.PortReport, report func(*sockState, *snapshot.PortSocket)) {
 	for i := range r.Sockets {
 		ps := &r.Sockets[i]
 		s := snapshotState(r, ps)
@@ -246,9 +262,7 @@ func (c *Correlator) Seed(r *snapshot.PortReport, timeNs int64) {
 				c.adopt(traced)
 			}
 		}
-		rec := c.record(&s, heldLine{timeNs: timeNs, durationNs: -1, new: ps.State, typ: tracer.RecordSocket})
-		rec.TimeoutNs = ps.TimerNs
-		c.output(rec)
+		report(&s, ps)
 	}
 }
 

@@ -91,6 +91,13 @@ func (l *Loop) Seed(r *snapshot.PortReport, timeNs int64) {
 	l.publish(timeNs)
 }
 
+// Adopt is Seed without its lines (see Correlator.Adopt). Call it before
+// Run only.
+func (l *Loop) Adopt(r *snapshot.PortReport, timeNs int64) {
+	l.corr.Adopt(r)
+	l.publish(timeNs)
+}
+
 // PublishOnDemand has the loop rebuild its index only when a reader asks
 // for it with FreshIndex (and when it stops), not as it changes: for a
 // watch, whose index is read only by porttrace who asking it, seldom,

@@ -103,6 +103,14 @@ func (r *PortReport) KeepFamily(f tracer.Family) {
 	})
 }
 
+// KeepPorts keeps the sockets with an end on one of ports: a snapshot of
+// every port cut to the ports a watch asked for.
+func (r *PortReport) KeepPorts(ports tracer.Ports) {
+	r.Sockets = slices.DeleteFunc(r.Sockets, func(s PortSocket) bool {
+		return !ports.Contains(s.Local.Port()) && !ports.Contains(s.Remote.Port())
+	})
+}
+
 // Held reports whether any process holds a socket that serves on the port:
 // a client connected to the port does not hold it.
 func (r *PortReport) Held() bool {

@@ -76,3 +76,24 @@ func TestNameSeenChecksIdentity(t *testing.T) {
 		t.Errorf("a socket of another namespace took the owner %+v", s.Seen)
 	}
 }
+
+// TestKeepPorts: a snapshot of every port, cut to a watch's ports, keeps
+// the sockets with either end on one of them: a listener, a server end
+// and a client end.
+func TestKeepPorts(t *testing.T) {
+	socket := func(local, remote string) PortSocket {
+		return PortSocket{Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(remote)}
+	}
+	r := &PortReport{Sockets: []PortSocket{
+		socket("0.0.0.0:8080", "0.0.0.0:0"),
+		socket("127.0.0.1:8080", "127.0.0.1:40000"),
+		socket("127.0.0.1:40000", "127.0.0.1:8080"),
+		socket("0.0.0.0:22", "0.0.0.0:0"),
+		socket("10.0.0.1:22", "10.0.0.2:8080"), // a peer's port 8080 is this socket's remote end
+		socket("127.0.0.1:9000", "127.0.0.1:41000"),
+	}}
+	r.KeepPorts(tracer.Ports{443, 8080})
+	if len(r.Sockets) != 4 || r.Sockets[3].Local.Port() != 22 {
+		t.Errorf("kept %+v, want the four sockets with an end on 8080", r.Sockets)
+	}
+}
