@@ -16,6 +16,7 @@ import (
 	"github.com/porttrace/porttrace/tracer/correlate"
 	"github.com/porttrace/porttrace/tracer/filter"
 	"github.com/porttrace/porttrace/tracer/render"
+	"github.com/porttrace/porttrace/tracer/snapshot"
 )
 
 const (
@@ -134,25 +135,21 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 func seed(loop *correlate.Loop, ports tracer.Ports, family tracer.Family, stderr io.Writer) {
 	if len(ports) > 0 && len(ports) <= maxSnapshotPorts {
 		for _, port := range ports {
-			snapshotNs := time.Now().UnixNano()
-			report, err := snapshotPort(port)
+			report, snapshotNs, err := familySnapshot(port, family)
 			if err != nil {
 				fmt.Fprintf(stderr, "porttrace: no snapshot of port %d's sockets: %v\n", port, err)
 				continue
 			}
-			report.KeepFamily(family)
 			loop.Seed(report, snapshotNs)
 		}
 		return
 	}
 	// One snapshot of every socket, as ss lists them.
-	snapshotNs := time.Now().UnixNano()
-	report, err := snapshotPort(0)
+	report, snapshotNs, err := familySnapshot(0, family)
 	if err != nil {
 		fmt.Fprintf(stderr, "porttrace: no snapshot of the sockets open before the watch (their owners are learnt as they act): %v\n", err)
 		return
 	}
-	report.KeepFamily(family)
 	if len(ports) == 0 {
 		// Every port: the lines name the owners of the sockets older
 		// than the watch, without a line for each socket of the machine.
@@ -161,6 +158,18 @@ func seed(loop *correlate.Loop, ports tracer.Ports, family tracer.Family, stderr
 	}
 	report.KeepPorts(ports)
 	loop.Seed(report, snapshotNs)
+}
+
+// familySnapshot is the snapshot of port (0: every port) cut to family,
+// and when it was taken.
+func familySnapshot(port uint16, family tracer.Family) (*snapshot.PortReport, int64, error) {
+	snapshotNs := time.Now().UnixNano()
+	report, err := snapshotPort(port)
+	if err != nil {
+		return nil, 0, err
+	}
+	report.KeepFamily(family)
+	return report, snapshotNs, nil
 }
 
 // reportLost warns on stderr whenever the kernel's count of lost events or

@@ -446,20 +446,13 @@ func TestKernelSnapshotNamesMPTCPSubflow(t *testing.T) {
 	}
 	defer l.Close()
 	rec, _ := trace(t, tracer.Config{Ports: tracer.Ports{port}})
-	r, err := Who(port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := slices.IndexFunc(r.Sockets, func(s snapshot.PortSocket) bool { return s.State == tracer.StateListen })
-	if i < 0 {
-		t.Fatalf("no listener in the snapshot of port %d: %+v", port, r.Sockets)
-	}
-	traced := r.Sockets[i].Sock
+	listening := snapshotListener(t, port)
+	traced := listening.Sock
 	if withMPTCP {
-		if r.Sockets[i].Proto != tracer.ProtoMPTCP || r.Sockets[i].Subflow == 0 {
-			t.Fatalf("snapshot of port %d: %+v, want an MPTCP listener with its subflow", port, r.Sockets[i])
+		if listening.Proto != tracer.ProtoMPTCP || listening.Subflow == 0 {
+			t.Fatalf("snapshot of port %d: %+v, want an MPTCP listener with its subflow", port, listening)
 		}
-		traced = r.Sockets[i].Subflow
+		traced = listening.Subflow
 	}
 	l.Close()
 	closed := func(ev tracer.Event) bool {
@@ -468,7 +461,7 @@ func TestKernelSnapshotNamesMPTCPSubflow(t *testing.T) {
 	waitFor(t, rec, "the listener's close", func([]tracer.Record) bool { return slices.ContainsFunc(rec.events(), closed) })
 	for _, ev := range rec.events() {
 		if closed(ev) && ev.Sock != traced {
-			t.Errorf("the listener's close names socket %#x, the snapshot %#x (%+v)", ev.Sock, traced, r.Sockets[i])
+			t.Errorf("the listener's close names socket %#x, the snapshot %#x (%+v)", ev.Sock, traced, listening)
 		}
 	}
 }
@@ -752,10 +745,8 @@ func waitGone(t *testing.T, pid uint32) {
 	}
 }
 
-// checkSharers checks that Sharers, asked from the listener's owner,
-// finds the holders of port's listener that who's walk finds: what the
-// daemon's who adds to the owner it followed.
-func checkSharers(t *testing.T, port uint16, owner uint32, want []uint32) {
+// snapshotListener is the listener who's snapshot of port finds.
+func snapshotListener(t *testing.T, port uint16) snapshot.PortSocket {
 	t.Helper()
 	r, err := Who(port)
 	if err != nil {
@@ -763,9 +754,18 @@ func checkSharers(t *testing.T, port uint16, owner uint32, want []uint32) {
 	}
 	i := slices.IndexFunc(r.Sockets, func(s snapshot.PortSocket) bool { return s.State == tracer.StateListen })
 	if i < 0 {
-		t.Fatalf("no listener on %d: %+v", port, r.Sockets)
+		t.Fatalf("no listener in the snapshot of port %d: %+v", port, r.Sockets)
 	}
-	inode := r.Sockets[i].Inode
+	return r.Sockets[i]
+}
+
+// checkSharers checks that Sharers, asked from the listener's owner,
+// finds the holders of port's listener that who's walk finds: what the
+// daemon's who adds to the owner it followed.
+func checkSharers(t *testing.T, port uint16, owner uint32, want []uint32) {
+	t.Helper()
+	listening := snapshotListener(t, port)
+	inode := listening.Inode
 	s, err := LoadSharers()
 	if err != nil {
 		t.Fatal(err)
@@ -775,7 +775,7 @@ func checkSharers(t *testing.T, port uint16, owner uint32, want []uint32) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	found, err := s.Find(map[proc.Identity][]OwnedSocket{id: {{Sock: uint64(r.Sockets[i].Sock), Inode: inode}}})
+	found, err := s.Find(map[proc.Identity][]OwnedSocket{id: {{Sock: uint64(listening.Sock), Inode: inode}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -783,8 +783,8 @@ func checkSharers(t *testing.T, port uint16, owner uint32, want []uint32) {
 	for _, h := range found[inode] {
 		got = append(got, h.Process.PID)
 	}
-	if !slices.Equal(got, slices.Sorted(slices.Values(want))) || !slices.Equal(r.Sockets[i].PIDs, got) {
-		t.Errorf("the listener's holders: %v found from its owner %d, %v by who's walk; want %v", got, owner, r.Sockets[i].PIDs, want)
+	if !slices.Equal(got, slices.Sorted(slices.Values(want))) || !slices.Equal(listening.PIDs, got) {
+		t.Errorf("the listener's holders: %v found from its owner %d, %v by who's walk; want %v", got, owner, listening.PIDs, want)
 	}
 }
 
