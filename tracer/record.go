@@ -88,6 +88,18 @@ func (o OwnerVia) String() string {
 	return "unknown"
 }
 
+// Role says which end of a TCP connection a socket is: the client's, which
+// connected, or the server's, which a listener took in; RoleUnknown for a
+// socket that is neither or where nothing told (a connection older than
+// porttrace whose ends no listener and no port range name).
+type Role uint8
+
+const (
+	RoleUnknown Role = iota
+	RoleClient
+	RoleServer
+)
+
 // Record is one line of porttrace's log: a transition attributed to the
 // process that owns the socket.
 type Record struct {
@@ -106,6 +118,8 @@ type Record struct {
 	// socket's own.
 	Process
 	OwnerVia OwnerVia
+	// Role is which end of its connection the socket is, where known.
+	Role Role
 	// OwnerExited says the owner has exited: the socket outlived it (a
 	// TIME_WAIT, an orphan closing, or a socket nobody else was found to
 	// hold), and its pid may since name another program.

@@ -820,7 +820,10 @@ func TestTopPlainInAPipe(t *testing.T) {
 // yet has its row, a plain TCP one and an MPTCP one (Go's by default: its
 // events come from its TCP subflow); and what the listener's process
 // accepts after top started counts on that same row (the snapshot's
-// holder and the events' owner are one process).
+// holder and the events' owner are one process). A connection the process
+// made to its plain listener before top counts on that row too, both ends:
+// its client end under the port it connected to, not its ephemeral one
+// (top once gave each such client end a row of its own).
 func TestTopEveryPortShowsSocketsOlderThanIt(t *testing.T) {
 	needRoot(t)
 	needMPTCP(t)
@@ -830,6 +833,7 @@ func TestTopEveryPortShowsSocketsOlderThanIt(t *testing.T) {
 		_, port, _ := net.SplitHostPort(h.do("%s 127.0.0.1:0", listen))
 		ports = append(ports, port)
 	}
+	h.do("dial 127.0.0.1:%s", ports[0])
 	out, err := os.Create(filepath.Join(t.TempDir(), "top.txt"))
 	if err != nil {
 		t.Fatal(err)
@@ -850,16 +854,22 @@ func TestTopEveryPortShowsSocketsOlderThanIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, port := range ports {
-		var rows []string
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) > 5 && f[0] == port && f[1] == strconv.Itoa(h.pid) {
-				rows = append(rows, line)
-			}
+	rows := map[string][]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 5 && f[1] == strconv.Itoa(h.pid) {
+			rows[f[0]] = append(rows[f[0]], line)
 		}
-		// PORT PID COMMAND SOCKETS LISTEN ESTAB
-		if len(rows) != 1 || strings.Fields(rows[0])[4] != "1" || strings.Fields(rows[0])[5] != "1" {
-			t.Errorf("rows of port %s and its listener's process %d: %q, want one, with 1 in LISTEN and 1 in ESTAB:\n%s", port, h.pid, rows, b)
+	}
+	if len(rows) != len(ports) {
+		t.Errorf("the listeners' process %d has rows under %d ports, want %d (%v):\n%s", h.pid, len(rows), len(ports), ports, b)
+	}
+	for i, port := range ports {
+		// PORT PID COMMAND SOCKETS LISTEN ESTAB: the plain listener's
+		// process has both ends of its own connection and the one
+		// accepted from this test.
+		estab := map[int]string{0: "3", 1: "1"}[i]
+		if r := rows[port]; len(r) != 1 || strings.Fields(r[0])[4] != "1" || strings.Fields(r[0])[5] != estab {
+			t.Errorf("rows of port %s and its listener's process %d: %q, want one, with 1 in LISTEN and %s in ESTAB:\n%s", port, h.pid, r, estab, b)
 		}
 	}
 }

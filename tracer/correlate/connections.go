@@ -28,12 +28,9 @@ type Connections struct {
 	next tracer.ConnectionSink
 	// ends finds a connection by a traced end's four addresses: the index
 	// of its entry times two, plus one for its server end.
-	ends    map[tupleKey]int32
-	entries []connEntry
-	free    []int32
-	// listening are the ports seen listening, which name the server end
-	// of a connection older than the watch.
-	listening  map[portKey]bool
+	ends       map[tupleKey]int32
+	entries    []connEntry
+	free       []int32
 	live       int
 	capacity   int
 	unfollowed uint64
@@ -61,7 +58,7 @@ type connEntry struct {
 // NewConnections returns a Connections that passes its connections to
 // next.
 func NewConnections(next tracer.ConnectionSink) *Connections {
-	return &Connections{next: next, ends: map[tupleKey]int32{}, listening: map[portKey]bool{}, capacity: connCapacity}
+	return &Connections{next: next, ends: map[tupleKey]int32{}, capacity: connCapacity}
 }
 
 // Unfollowed counts the connections not followed because the table was
@@ -75,9 +72,6 @@ func (cs *Connections) Tick(nowNs int64) int64 { return cs.next.Tick(nowNs) }
 func (cs *Connections) Record(r *tracer.Record) {
 	switch {
 	case r.Type == tracer.RecordBind:
-		return
-	case r.New == tracer.StateListen || r.Old == tracer.StateListen && r.DPort == 0:
-		cs.listening[portKey{r.NetNS, r.SPort}] = r.New == tracer.StateListen
 		return
 	case r.DPort == 0:
 		return // not connected: no connection
@@ -165,16 +159,8 @@ func (cs *Connections) find(r *tracer.Record) (int32, int, bool) {
 	}
 	i := cs.alloc()
 	e := &cs.entries[i]
-	side := roleOf(r)
-	switch {
-	case side >= 0:
-	case cs.listening[portKey{r.NetNS, r.SPort}]:
-		side, e.c.RolesKnown = 1, true
-	case cs.listening[portKey{r.NetNS, r.DPort}]:
-		side, e.c.RolesKnown = 0, true
-	default:
-		side = 0
-	}
+	// Where nothing says, the end seen first stands as the client.
+	side := max(roleOf(r), 0)
 	e.c.Proto, e.c.NetNS, e.c.HandshakeNs = tracer.ProtoTCP, r.NetNS, -1
 	e.c.StartNs = r.TimeNs
 	e.c.OpenSeen = opens(r)
@@ -203,13 +189,14 @@ func (e *connEntry) joinable(side int, r *tracer.Record) bool {
 	return (first == tracer.StateSynSent || first == tracer.StateSynRecv) && first != r.New
 }
 
-// roleOf is the end a socket's line says it is: 0 for a connect, 1 for an
-// accept, -1 where it does not say.
+// roleOf is the end a socket's line says it is: 0 for the client, 1 for
+// the server, -1 where it does not say. The correlator knows it from the
+// socket's opening or, for one older than the watch, from the listeners.
 func roleOf(r *tracer.Record) int {
-	switch {
-	case r.Old == tracer.StateSynSent || r.New == tracer.StateSynSent:
+	switch r.Role {
+	case tracer.RoleClient:
 		return 0
-	case r.Old == tracer.StateSynRecv || r.New == tracer.StateSynRecv:
+	case tracer.RoleServer:
 		return 1
 	}
 	return -1

@@ -2,21 +2,33 @@ package correlate
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/porttrace/porttrace/tracer"
+	"github.com/porttrace/porttrace/tracer/proc"
+	"github.com/porttrace/porttrace/tracer/snapshot"
 )
 
 // connections runs events through a correlator, a window and a
 // Connections, as a watch with --connections does, and stops at endMs.
 func connections(events []tracer.Event, endMs int64) ([]string, *Connections) {
+	return adoptedConnections(nil, events, endMs)
+}
+
+// adoptedConnections is connections for a watch of every port that
+// adopted the sockets of r (nil: none) at its start.
+func adoptedConnections(r *snapshot.PortReport, events []tracer.Event, endMs int64) ([]string, *Connections) {
 	var out []string
 	cs := NewConnections(connFunc(func(c *tracer.Connection) { out = append(out, connLine(c)) }))
 	w := NewWindow(cs)
 	c := NewCorrelator(w.Record)
 	w.Follow(c)
+	if r != nil {
+		c.Adopt(r)
+	}
 	for i := range events {
 		if events[i].Kind == 0 {
 			c.Tick(events[i].TimeNs)
@@ -195,6 +207,45 @@ func TestConnections(t *testing.T) {
 				t.Errorf("got:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
 			}
 		})
+	}
+}
+
+// TestConnectionsOlderThanTheWatchAdopted: a watch of every port adopts
+// the sockets older than it without a line for each; the roles of a
+// connection's ends come from the snapshot (MarkRoles), so its line names
+// client and server, joined as one connection, and the index counts the
+// client's socket as a client's (top files it under the server's port).
+func TestConnectionsOlderThanTheWatchAdopted(t *testing.T) {
+	clientEnd := snapshot.PortSocket{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateEstablished,
+		Local: netip.AddrPortFrom(clientAddr, 40000), Remote: netip.AddrPortFrom(serverAddr, 8080), NetNS: 1,
+		Sock: clientSock, PIDs: []uint32{client}, Role: tracer.RoleClient}
+	serverEnd := snapshotServer(tracer.ProtoTCP, serverSock)
+	serverEnd.Role = tracer.RoleServer
+	r := &snapshot.PortReport{Sockets: []snapshot.PortSocket{serverEnd, clientEnd}, Processes: map[uint32]*proc.Process{
+		client: {Identity: proc.Identity{PID: client}, Name: "p300"}, worker: {Identity: proc.Identity{PID: worker}, Name: "p200"}}}
+
+	c := NewCorrelator(func(*tracer.Record) {})
+	c.Adopt(r)
+	for _, o := range c.appendOwned(nil) {
+		if want := map[int32]tracer.Role{client: tracer.RoleClient, worker: tracer.RoleServer}[int32(o.Process.PID)]; o.Role != want {
+			t.Errorf("index: %d's socket has role %d, want %d", o.Process.PID, o.Role, want)
+		}
+	}
+
+	got, _ := adoptedConnections(r, []tracer.Event{
+		state(20, atServer, serverSock, tracer.StateEstablished, tracer.StateFinWait1, worker),
+		state(21, atClient, clientSock, tracer.StateEstablished, tracer.StateCloseWait, softirq),
+		state(21, atServer, serverSock, tracer.StateFinWait1, tracer.StateFinWait2, softirq),
+		state(25, atClient, clientSock, tracer.StateCloseWait, tracer.StateLastAck, client),
+		state(26, atClient, clientSock, tracer.StateLastAck, tracer.StateClose, softirq),
+		state(26, atServer, serverSock, tracer.StateFinWait2, tracer.StateClose, softirq),
+	}, 100)
+	want := []string{
+		"client 10.0.0.2:40000 300/snapshot [ESTABLISHED CLOSE_WAIT:4 LAST_ACK:1] | server 10.0.0.1:8080 200/snapshot [ESTABLISHED FIN_WAIT1:1 FIN_WAIT2:5]" +
+			" | start 20 end 26 first server",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
 }
 

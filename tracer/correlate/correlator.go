@@ -82,6 +82,10 @@ type sockState struct {
 	// passive marks a socket born from a listener: its owner is whoever
 	// accepts it, which is only known later.
 	passive bool
+	// role is which end of its connection the socket is: known from its
+	// connect or its birth from a listener, or from the snapshot's
+	// listeners for a socket older than the trace.
+	role tracer.Role
 	// handedOver marks a full socket that has handed its connection to a
 	// timewait socket: its coming X -> CLOSE is bookkeeping, not news.
 	handedOver bool
@@ -271,7 +275,7 @@ func (c *Correlator) seed(r *snapshot.PortReport, report func(*sockState, *snaps
 // is the oldest, as when an owner's exit leaves a socket to them.
 func snapshotState(r *snapshot.PortReport, ps *snapshot.PortSocket) sockState {
 	var s sockState
-	s.id, s.proto, s.family, s.state, s.netns, s.inode = ps.Sock, ps.Proto, ps.Family, ps.State, ps.NetNS, ps.Inode
+	s.id, s.proto, s.family, s.state, s.netns, s.inode, s.role = ps.Sock, ps.Proto, ps.Family, ps.State, ps.NetNS, ps.Inode, ps.Role
 	s.saddr, s.sport = ps.Local.Addr(), ps.Local.Port()
 	s.daddr, s.dport = ps.Remote.Addr(), ps.Remote.Port()
 	for _, pid := range ps.PIDs {
@@ -336,7 +340,7 @@ func (c *Correlator) appendOwned(dst []Owned) []Owned {
 		dst = append(dst, Owned{
 			Proto: proto, Family: s.family, State: s.state, SinceNs: s.sinceNs, TimeWait: s.timewait, NetNS: s.netns,
 			Local: netip.AddrPortFrom(s.saddr, s.sport), Remote: netip.AddrPortFrom(s.daddr, s.dport), Inode: s.inode,
-			Sock: held, Process: s.owner, Via: s.ownerVia, Exited: s.ownerExited,
+			Sock: held, Process: s.owner, Via: s.ownerVia, Role: s.role, Exited: s.ownerExited,
 		})
 	}
 	return dst
@@ -580,7 +584,10 @@ func (c *Correlator) onState(ev *tracer.Event) {
 	i, fresh := c.lookupLife(ev, false)
 	s := c.socks.at(i)
 	if fresh && (ev.OldState == tracer.StateListen || ev.OldState == tracer.StateSynRecv) && ev.NewState != tracer.StateClose {
-		s.passive = true
+		s.passive, s.role = true, tracer.RoleServer
+	}
+	if ev.NewState == tracer.StateSynSent {
+		s.role = tracer.RoleClient
 	}
 	if s.handedOver && ev.NewState == tracer.StateClose {
 		c.forget(i)
@@ -608,6 +615,9 @@ func (c *Correlator) onState(ev *tracer.Event) {
 		c.leaveState(i)
 	}
 	s.learn(ev)
+	if fresh && s.role == tracer.RoleUnknown {
+		s.role = c.roleByListeners(s)
+	}
 	s.state, s.sinceNs = ev.NewState, ev.TimeNs
 	if !keep {
 		c.enterState(i)
@@ -780,7 +790,7 @@ func (c *Correlator) onTimeWaitStart(ev *tracer.Event) {
 		f := c.socks.at(full)
 		old, sinceNs = f.state, f.sinceNs
 		c.assignOwner(tw, f.owner, f.ownerVia, f.ownerExited)
-		t.passive, t.sockCgroup = f.passive, f.sockCgroup
+		t.passive, t.role, t.sockCgroup = f.passive, f.role, f.sockCgroup
 		c.freeHeld(tw)
 		t.heldAt, t.nheld, t.heldNs = f.heldAt, f.nheld, f.heldNs
 		c.schedule(tw)
@@ -896,12 +906,28 @@ func (c *Correlator) listenerOf(s *sockState) (*sockState, bool) {
 	return wildcard, wildcard != nil
 }
 
+// roleByListeners is the role of a connection's end first seen after its
+// opening (its events lost, or in a namespace no snapshot covered): the
+// server's if a listener has its local port, the client's if one has its
+// remote port.
+func (c *Correlator) roleByListeners(s *sockState) tracer.Role {
+	switch {
+	case s.dport == 0:
+		return tracer.RoleUnknown
+	case len(c.listeners[portKey{s.netns, s.sport}]) > 0:
+		return tracer.RoleServer
+	case len(c.listeners[portKey{s.netns, s.dport}]) > 0:
+		return tracer.RoleClient
+	}
+	return tracer.RoleUnknown
+}
+
 func (c *Correlator) record(s *sockState, l heldLine) *tracer.Record {
 	r := &c.rec
 	*r = tracer.Record{
 		TimeNs: l.timeNs, Type: l.typ, Proto: s.proto, Family: s.family, Old: l.old, New: l.new,
 		SAddr: s.saddr, DAddr: s.daddr, SPort: s.sport, DPort: s.dport,
-		Process: s.owner, OwnerVia: s.ownerVia, OwnerExited: s.ownerExited, NetNS: s.netns,
+		Process: s.owner, OwnerVia: s.ownerVia, Role: s.role, OwnerExited: s.ownerExited, NetNS: s.netns,
 		DurationNs: l.durationNs, TimeoutNs: l.timeoutNs, Err: l.err,
 	}
 	if r.PID == 0 {

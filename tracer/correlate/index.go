@@ -33,6 +33,8 @@ type Owned struct {
 	// given the same pid.
 	Process tracer.Process
 	Via     tracer.OwnerVia
+	// Role is which end of its connection the socket is, where known.
+	Role tracer.Role
 	// Exited says the owner has exited: the socket outlived it.
 	Exited bool
 }

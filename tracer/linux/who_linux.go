@@ -147,6 +147,13 @@ func WhoIn(port uint16, namespaces []Namespace, resolver *proc.Resolver) (*snaps
 		}
 	}
 	zoneLinkLocal(r, current.Inode)
+	// Other namespaces' port ranges are taken to be this one's: reading
+	// theirs means entering each.
+	ephemeral, err := ephemeralPorts()
+	if err != nil {
+		r.Notes = append(r.Notes, fmt.Sprintf("clients' connections not told from servers' where no listener tells them: %v", err))
+	}
+	r.MarkRoles(ephemeral)
 	return r, nil
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/porttrace/porttrace/tracer/snapshot"
 	"github.com/porttrace/porttrace/tracer/why"
 )
 
@@ -91,19 +92,31 @@ func ReadSystem(port uint16) (why.System, error) {
 	if err != nil {
 		return sys, fmt.Errorf("reading ip_unprivileged_port_start %q: %w", start, err)
 	}
-	rng, err := readSysctl("net/ipv4/ip_local_port_range")
+	ephemeral, err := ephemeralPorts()
 	if err != nil {
 		return sys, err
 	}
-	if _, err := fmt.Sscan(rng, &sys.EphemeralLow, &sys.EphemeralHigh); err != nil {
-		return sys, fmt.Errorf("reading ip_local_port_range %q: %w", rng, err)
-	}
+	sys.EphemeralLow, sys.EphemeralHigh = int(ephemeral.Low), int(ephemeral.High)
 	reserved, err := readSysctl("net/ipv4/ip_local_reserved_ports")
 	if err != nil {
 		return sys, err
 	}
 	sys.Reserved, err = portInList(reserved, port)
 	return sys, err
+}
+
+// ephemeralPorts is net.ipv4.ip_local_port_range of porttrace's network
+// namespace: the ports the kernel picks a connect's local port from.
+func ephemeralPorts() (snapshot.PortRange, error) {
+	var r snapshot.PortRange
+	rng, err := readSysctl("net/ipv4/ip_local_port_range")
+	if err != nil {
+		return r, err
+	}
+	if _, err := fmt.Sscan(rng, &r.Low, &r.High); err != nil {
+		return r, fmt.Errorf("reading ip_local_port_range %q: %w", rng, err)
+	}
+	return r, nil
 }
 
 // BindV6OnlyDefault is net.ipv6.bindv6only: whether an IPv6 socket takes

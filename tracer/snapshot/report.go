@@ -57,6 +57,10 @@ type PortSocket struct {
 	// Seen is the owner porttrace saw for a socket no process holds any
 	// more (TIME_WAIT), if it saw the connection.
 	Seen *proc.Process `json:",omitzero"`
+	// Role is which end of its connection a connected TCP or MPTCP socket
+	// is, as MarkRoles tells it. For a watch starting from the snapshot,
+	// not part of the API's answers.
+	Role tracer.Role `json:"-"`
 }
 
 // Reuse is what a socket set of SO_REUSEADDR and SO_REUSEPORT, with the
@@ -102,6 +106,43 @@ func (r *PortReport) KeepFamily(f tracer.Family) {
 		return !f.Carries(s.Local.Addr(), s.Remote.Addr(), s.V6Only)
 	})
 }
+
+// MarkRoles names the client and server ends of the report's connections,
+// which neither the kernel's tables nor ss keep: an end whose local port
+// a listener of its network namespace has is the server's; else one whose
+// remote port a listener has (a connection between two local processes),
+// or whose local port is in ephemeral, the range the kernel picks a
+// connect's port from, is the client's. Others stay unknown: a server's
+// connection that outlived its listener is not taken for a client.
+func (r *PortReport) MarkRoles(ephemeral PortRange) {
+	type portKey struct {
+		netns uint32
+		port  uint16
+	}
+	listening := map[portKey]bool{}
+	for i := range r.Sockets {
+		if s := &r.Sockets[i]; s.State == tracer.StateListen {
+			listening[portKey{s.NetNS, s.Local.Port()}] = true
+		}
+	}
+	for i := range r.Sockets {
+		s := &r.Sockets[i]
+		if s.Proto == tracer.ProtoUDP || s.State == tracer.StateListen || s.Remote.Port() == 0 {
+			continue
+		}
+		switch {
+		case listening[portKey{s.NetNS, s.Local.Port()}]:
+			s.Role = tracer.RoleServer
+		case listening[portKey{s.NetNS, s.Remote.Port()}] || ephemeral.Contains(s.Local.Port()):
+			s.Role = tracer.RoleClient
+		}
+	}
+}
+
+// PortRange is a range of ports, both ends included.
+type PortRange struct{ Low, High uint16 }
+
+func (pr PortRange) Contains(port uint16) bool { return pr.Low <= port && port <= pr.High }
 
 // KeepPorts keeps the sockets with an end on one of ports: a snapshot of
 // every port cut to the ports a watch asked for.

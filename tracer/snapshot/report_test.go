@@ -97,3 +97,44 @@ func TestKeepPorts(t *testing.T) {
 		t.Errorf("kept %+v, want the four sockets with an end on 8080", r.Sockets)
 	}
 }
+
+// TestMarkRoles: a connection's end on a listening port is the server's;
+// an end connected to a listening port, or on an ephemeral port nothing
+// listens on, the client's; a server's connection that outlived its
+// listener, on a port outside the ephemeral range, is left unknown, as
+// are listeners and UDP sockets. Listeners count in their own namespace.
+func TestMarkRoles(t *testing.T) {
+	socket := func(proto tracer.Proto, state tracer.State, netns uint32, local, remote string) PortSocket {
+		return PortSocket{Proto: proto, State: state, NetNS: netns, Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(remote)}
+	}
+	tcp, est := tracer.ProtoTCP, tracer.StateEstablished
+	cases := []struct {
+		socket PortSocket
+		want   tracer.Role
+	}{
+		{socket(tcp, tracer.StateListen, 1, "0.0.0.0:8080", "0.0.0.0:0"), tracer.RoleUnknown},
+		{socket(tracer.ProtoMPTCP, tracer.StateListen, 1, "[::]:9090", "[::]:0"), tracer.RoleUnknown},
+		{socket(tcp, est, 1, "127.0.0.1:8080", "127.0.0.1:40000"), tracer.RoleServer},
+		{socket(tcp, est, 1, "127.0.0.1:40000", "127.0.0.1:8080"), tracer.RoleClient},
+		{socket(tracer.ProtoMPTCP, est, 1, "[::1]:9090", "[::1]:40001"), tracer.RoleServer},
+		// A listener's port, below the ephemeral range, connected to.
+		{socket(tcp, est, 1, "127.0.0.1:1500", "127.0.0.1:8080"), tracer.RoleClient},
+		// To another machine, from an ephemeral port.
+		{socket(tcp, tracer.StateTimeWait, 1, "10.0.0.1:50000", "10.0.0.2:443"), tracer.RoleClient},
+		// Its listener closed: nothing says.
+		{socket(tcp, est, 1, "10.0.0.1:7000", "10.0.0.2:50001"), tracer.RoleUnknown},
+		// Port 8080 listens in namespace 1 only.
+		{socket(tcp, est, 2, "10.0.0.1:8080", "10.0.0.2:7001"), tracer.RoleUnknown},
+		{socket(tracer.ProtoUDP, est, 1, "127.0.0.1:40002", "127.0.0.1:53"), tracer.RoleUnknown},
+	}
+	r := &PortReport{}
+	for _, c := range cases {
+		r.Sockets = append(r.Sockets, c.socket)
+	}
+	r.MarkRoles(PortRange{Low: 32768, High: 60999})
+	for i, c := range cases {
+		if got := r.Sockets[i].Role; got != c.want {
+			t.Errorf("%v %s > %s in netns %d: role %d, want %d", c.socket.State, c.socket.Local, c.socket.Remote, c.socket.NetNS, got, c.want)
+		}
+	}
+}

@@ -64,14 +64,14 @@ func NewSink(watched tracer.Ports) *Sink {
 }
 
 // ServicePort is the port a socket is counted under: the watched one of
-// its two ends; else, for a socket that connected, the port it connected
+// its two ends; else, for a connection's client end, the port it connected
 // to; else its own. A server's connections and its clients' then fall
 // under the server's port, not under ephemeral ones.
-func ServicePort(local, remote uint16, via tracer.OwnerVia, watched tracer.Ports) uint16 {
+func ServicePort(local, remote uint16, role tracer.Role, watched tracer.Ports) uint16 {
 	if len(watched) > 0 && !watched.Contains(local) && watched.Contains(remote) {
 		return remote
 	}
-	if len(watched) == 0 && via == tracer.OwnerConnect && remote != 0 {
+	if len(watched) == 0 && role == tracer.RoleClient && remote != 0 {
 		return remote
 	}
 	return local
@@ -90,7 +90,7 @@ func (s *Sink) Record(r *tracer.Record) {
 	if !opened && !closed && !bindFailed {
 		return
 	}
-	key := Key{Port: ServicePort(r.SPort, r.DPort, r.OwnerVia, s.watched), PID: r.PID, StartNs: r.StartNs}
+	key := Key{Port: ServicePort(r.SPort, r.DPort, r.Role, s.watched), PID: r.PID, StartNs: r.StartNs}
 	c := s.rows[key]
 	if c == nil {
 		c = &Counts{}

@@ -105,7 +105,7 @@ func Build(ix *correlate.Index, now, prev *Snapshot, watched tracer.Ports, nowNs
 		return &t.Rows[i]
 	}
 	for _, o := range ix.Sockets() {
-		k := Key{Port: ServicePort(o.Local.Port(), o.Remote.Port(), o.Via, watched), PID: o.Process.PID, StartNs: o.Process.StartNs}
+		k := Key{Port: ServicePort(o.Local.Port(), o.Remote.Port(), o.Role, watched), PID: o.Process.PID, StartNs: o.Process.StartNs}
 		r := row(k, o.Process.Comm)
 		r.Exited = r.Exited || o.Exited
 		r.States[o.State]++
