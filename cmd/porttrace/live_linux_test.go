@@ -378,6 +378,34 @@ func TestWatchEveryPortKnowsOwnersOlderThanIt(t *testing.T) {
 	}
 }
 
+// TestWatchKnowsOwnersInOtherNamespaces: the watch traces every network
+// namespace, and starts from a snapshot of all of them: a connection in
+// another namespace, older than the watch, has its owner on the line its
+// peer's FIN makes in a softirq (it read "-  ?" when the snapshot covered
+// the watch's own namespace alone).
+func TestWatchKnowsOwnersInOtherNamespaces(t *testing.T) {
+	needRoot(t)
+	h := startHolder(t, makeNetns(t))
+	listening := h.do("listen 127.0.0.1:0")
+	_, port, _ := net.SplitHostPort(listening)
+	h.do("dial %s", listening)
+	stop := watchJSON(t)
+	h.exit() // its sockets close, each end's FIN takes the other to CLOSE_WAIT
+	found := false
+	for _, ln := range stop() {
+		if ln.New != "CLOSE_WAIT" || strconv.Itoa(ln.SPort) != port && strconv.Itoa(ln.DPort) != port {
+			continue
+		}
+		found = true
+		if ln.PID != h.pid || ln.OwnerVia != "snapshot" {
+			t.Errorf("the CLOSE_WAIT line names %d via %q, want the holder (%d) via snapshot: %s", ln.PID, ln.OwnerVia, h.pid, ln.raw)
+		}
+	}
+	if !found {
+		t.Errorf("no CLOSE_WAIT line for the connection to port %s", port)
+	}
+}
+
 // TestWatchManyPortsStartsFromTheirSockets: a watch of more ports than it
 // looks up one by one starts from one snapshot of every socket, cut to its
 // ports: a listener older than it has its at-start line and its owner, a

@@ -30,6 +30,14 @@ func snapshotPort(port uint16) (*snapshot.PortReport, error) {
 	return linux.Who(port)
 }
 
+// snapshotTraced is what a watch or top starts from: port's sockets (0:
+// every socket) in every network namespace, all of which the tracer
+// follows. Of its own namespace alone, an older connection in a
+// container read "-  ?" on its lines.
+func snapshotTraced(port uint16) (*snapshot.PortReport, error) {
+	return snapshotIn(port, "", true)
+}
+
 // snapshotIn answers who for the namespace --netns names, or every one with
 // --all-netns, or porttrace's own.
 func snapshotIn(port uint16, netns string, all bool) (*snapshot.PortReport, error) {

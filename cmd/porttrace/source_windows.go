@@ -23,6 +23,10 @@ func snapshotPort(port uint16) (*snapshot.PortReport, error) {
 	return windows.Who(port)
 }
 
+// snapshotTraced is what a watch or top starts from: port's sockets (0:
+// every socket).
+func snapshotTraced(port uint16) (*snapshot.PortReport, error) { return windows.Who(port) }
+
 // snapshotIn answers who from the system's tables: Windows has no network
 // namespaces to choose from (compartments aside).
 func snapshotIn(port uint16, netns string, all bool) (*snapshot.PortReport, error) {

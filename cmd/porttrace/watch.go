@@ -164,7 +164,7 @@ func seed(loop *correlate.Loop, ports tracer.Ports, family tracer.Family, stderr
 // and when it was taken.
 func familySnapshot(port uint16, family tracer.Family) (*snapshot.PortReport, int64, error) {
 	snapshotNs := time.Now().UnixNano()
-	report, err := snapshotPort(port)
+	report, err := snapshotTraced(port)
 	if err != nil {
 		return nil, 0, err
 	}
