@@ -244,7 +244,11 @@ func (c *Correlator) Live() int { return len(c.byID) }
 func (c *Correlator) Seed(r *snapshot.PortReport, timeNs int64) {
 	c.seed(r, func(s *sockState, ps *snapshot.PortSocket) {
 		rec := c.record(s, heldLine{timeNs: timeNs, durationNs: -1, new: ps.State, typ: tracer.RecordSocket})
-		rec.TimeoutNs = ps.TimerNs
+		if ps.Timer == snapshot.TimerTimeWait {
+			// The time left to a timewait socket; another timer's
+			// (keepalive, retransmit) says nothing of the socket's end.
+			rec.TimeoutNs = ps.TimerNs
+		}
 		c.output(rec)
 	})
 }

@@ -517,6 +517,24 @@ func TestCorrelatorSeed(t *testing.T) {
 	})
 }
 
+// TestCorrelatorSeedTimeLeftOnlyForTimeWait: an at-start line gives the
+// time left to a timewait socket, never another timer's (an established
+// connection's keepalive read "14.8s left", as if it would end then).
+func TestCorrelatorSeedTimeLeftOnlyForTimeWait(t *testing.T) {
+	var got []string
+	kept := snapshotServer(tracer.ProtoTCP, serverSock)
+	kept.Timer, kept.TimerNs = "keepalive", 14_800_000_000
+	timewait := snapshot.PortSocket{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateTimeWait,
+		Local: netip.AddrPortFrom(serverAddr, 8080), Remote: netip.AddrPortFrom(clientAddr, 40001), NetNS: 1,
+		Timer: snapshot.TimerTimeWait, TimerNs: 42_000_000_000}
+	c, r := seeded(&got, kept, timewait)
+	c.Seed(r, 0)
+	wantLines(t, got, []string{
+		"socket 200 10.0.0.1:8080>40000 UNKNOWN->ESTABLISHED snapshot",
+		"socket 0 10.0.0.1:8080>40001 UNKNOWN->TIME_WAIT unknown timeout=42s",
+	})
+}
+
 // TestCorrelatorSeedKnowsHoldersByExactStart: a snapshot's holders carry
 // /proc's start time, cut to a clock tick, and the kernel's exact one,
 // which the events name them by: a seeded socket closed by its own holder

@@ -40,7 +40,7 @@ const (
 )
 
 // timerNames are inet_diag_msg's idiag_timer values, as ss names them.
-var timerNames = [...]string{1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
+var timerNames = [...]string{1: "on", 2: "keepalive", 3: snapshot.TimerTimeWait, 4: "persist"}
 
 // diagPort lists, in one network namespace, the TCP and UDP sockets whose
 // local or remote port is port: both sides of the port (port 0: all). A

@@ -263,7 +263,7 @@ func socketLine(r *snapshot.PortReport, s *snapshot.PortSocket, peers *peerIndex
 	} else if s.RecvQ > 0 || s.SendQ > 0 {
 		line += fmt.Sprintf("  recv-q %d send-q %d", s.RecvQ, s.SendQ)
 	}
-	if s.Timer != "" && s.Timer != "timewait" {
+	if s.Timer != "" && s.Timer != snapshot.TimerTimeWait {
 		line += fmt.Sprintf("  timer %s %s", s.Timer, time.Duration(s.TimerNs).Round(time.Millisecond))
 	}
 	if !s.Connected() && s.Remote.Port() == 0 {

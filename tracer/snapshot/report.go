@@ -9,6 +9,10 @@ import (
 	"slices"
 )
 
+// TimerTimeWait is PortSocket.Timer of a timewait socket: the time left
+// until the kernel frees it.
+const TimerTimeWait = "timewait"
+
 // PortSocket is one socket on a port, as a snapshot of the kernel shows it.
 // The daemon sends them to who by the ten thousand on a busy port: their
 // JSON leaves zero fields out, which halves it.
