@@ -12,9 +12,10 @@ type Counts struct {
 	SocketsOpened, SocketsClosed uint64
 	// Connections count a local connection's two sockets once: it opened
 	// with its first socket to reach ESTABLISHED, and closed with its
-	// last to close. Only connections whose opening was shown are counted
-	// (where the filters hide it, or it predates the watch, nothing tells
-	// the two sockets of one connection from two connections).
+	// last to close. Only connections whose opening or at-start lines
+	// were shown are counted closed (where the filters hide both, or a
+	// watch of every port prints no at-start lines, nothing tells the two
+	// sockets of one connection from two connections).
 	ConnectionsOpened, ConnectionsClosed uint64
 	Transitions                          [tracer.StateCount]uint64
 	Binds, BindErrors                    uint64
@@ -64,6 +65,12 @@ func (t *Tally) Record(r *tracer.Record) {
 	case tracer.RecordState, tracer.RecordListen:
 		n.Transitions[r.New]++
 		t.socket(r)
+	case tracer.RecordSocket:
+		// Connected before the watch: open, not opened during it, so
+		// that its close counts.
+		if connected(r.New) {
+			t.open[makeTuple(r.NetNS, r.SAddr, r.SPort, r.DAddr, r.DPort)] = struct{}{}
+		}
 	}
 	t.next.Record(r)
 }
