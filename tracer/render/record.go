@@ -254,6 +254,11 @@ func (t *Text) AppendRecord(b []byte, r *tracer.Record) []byte {
 	case tracer.RecordSocket:
 		b = append(b, "at start: "...)
 		b = append(b, r.New.String()...)
+		if r.Proto == tracer.ProtoUDP {
+			// Else a bound UDP socket reads as a TCP socket bound
+			// and not listening: both are CLOSE.
+			b = append(b, " udp"...)
+		}
 	case tracer.RecordOwner:
 		b = append(b, "OWNER "...)
 		b = append(b, r.New.String()...)

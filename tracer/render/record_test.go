@@ -95,6 +95,12 @@ func sampleRecords() []tracer.Record {
 			r.Old, r.New, r.DurationNs, r.NetNS = tracer.StateSynRecv, tracer.StateEstablished, 52_000, otherNetNS
 			r.Process = tracer.Process{PID: 6160, StartNs: 3_000_000_000, Comm: tracer.CommFrom("caddy"), Thread: tracer.CommFrom("caddy"), CgroupID: 9303}
 		}),
+		with(func(r *tracer.Record) {
+			r.Type, r.Proto, r.New, r.OwnerVia, r.DAddr, r.DPort = tracer.RecordSocket, tracer.ProtoUDP, tracer.StateClose, tracer.OwnerSnapshot, v4("0.0.0.0"), 0
+		}),
+		with(func(r *tracer.Record) {
+			r.Type, r.New, r.OwnerVia, r.TimeoutNs = tracer.RecordSocket, tracer.StateTimeWait, tracer.OwnerSnapshot, 42_500_000_000
+		}),
 	}
 }
 
