@@ -1,6 +1,7 @@
 package render
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -340,20 +341,36 @@ func (x *peerIndex) peer(s *snapshot.PortSocket) *snapshot.PortSocket {
 // maxPeers is how many peers a connection summary names per state.
 const maxPeers = 3
 
-// writeConnections counts a process's connections by state and names a few
-// peers of each.
+// connGroup is what a process's connections are summed up by: their
+// state, protocol and, on the serving side, the end they share (a
+// dual-stack listener's IPv4 peers come to another address than its IPv6
+// ones).
+type connGroup struct {
+	state tracer.State
+	proto tracer.Proto
+	local netip.AddrPort
+}
+
+// writeConnections counts a process's connections by state, protocol and
+// local end, and names a few peers of each.
 func writeConnections(w io.Writer, r *snapshot.PortReport, pid uint32, conns []*snapshot.PortSocket, peers *peerIndex) {
-	byState := map[tracer.State][]*snapshot.PortSocket{}
-	var states []tracer.State
+	byGroup := map[connGroup][]*snapshot.PortSocket{}
+	var groups []connGroup
 	for _, c := range conns {
-		if _, ok := byState[c.State]; !ok {
-			states = append(states, c.State)
+		g := connGroup{state: c.State, proto: c.Proto}
+		if r.Serves(c) {
+			g.local = c.Local
 		}
-		byState[c.State] = append(byState[c.State], c)
+		if _, ok := byGroup[g]; !ok {
+			groups = append(groups, g)
+		}
+		byGroup[g] = append(byGroup[g], c)
 	}
-	slices.Sort(states)
-	for _, st := range states {
-		cs := byState[st]
+	slices.SortFunc(groups, func(a, b connGroup) int {
+		return cmp.Or(cmp.Compare(a.state, b.state), cmp.Compare(a.proto, b.proto), a.local.Compare(b.local))
+	})
+	for _, g := range groups {
+		cs := byGroup[g]
 		if len(cs) == 1 {
 			fmt.Fprintf(w, "  %-6s %s\n", fdText(cs[0], slices.Index(cs[0].PIDs, pid)), socketLine(r, cs[0], peers))
 			continue
@@ -376,7 +393,7 @@ func writeConnections(w io.Writer, r *snapshot.PortReport, pid uint32, conns []*
 		if !r.Serves(cs[0]) {
 			ends = "to port " + strconv.Itoa(int(r.Port))
 		}
-		fmt.Fprintf(w, "  %-6s %-5s %-12s %d connections %s: %s%s\n", "", cs[0].Proto, st, len(cs), ends, strings.Join(named, ", "), more)
+		fmt.Fprintf(w, "  %-6s %-5s %-12s %d connections %s: %s%s\n", "", g.proto, g.state, len(cs), ends, strings.Join(named, ", "), more)
 	}
 }
 
