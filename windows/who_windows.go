@@ -32,5 +32,11 @@ func Who(port uint16) (*snapshot.PortReport, error) {
 		}
 	}
 	r.Notes = append(r.Notes, kernelNotes(r)...)
+	r.MarkRoles(dynamicPorts)
 	return r, nil
 }
+
+// dynamicPorts is Windows' dynamic port range since Vista, which connects
+// take their local port from (netsh int ipv4 show dynamicport tcp): where
+// an administrator moved it, client ends outside it are left unknown.
+var dynamicPorts = snapshot.PortRange{Low: 49152, High: 65535}
