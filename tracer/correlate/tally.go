@@ -128,7 +128,11 @@ func (t *Tally) Connection(c *tracer.Connection) {
 	n.Lines++
 	for _, end := range []*tracer.ConnEnd{&c.Client, &c.Server} {
 		for _, st := range end.States[:end.NStates] {
-			n.Transitions[st.State]++
+			// A state it was in when first seen (a connection older
+			// than the watch) is no transition the watch saw.
+			if st.DurationNs >= 0 {
+				n.Transitions[st.State]++
+			}
 		}
 		if end.Gone {
 			n.Transitions[tracer.StateClose]++

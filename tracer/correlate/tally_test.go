@@ -109,3 +109,24 @@ func TestTallyCountsClosesOfConnectionsFoundAtStart(t *testing.T) {
 		t.Errorf("got %+v", got)
 	}
 }
+
+// TestTallyCountsConnectionLinesTransitionsSeen: a connection line of a
+// connection older than the watch counts the transitions the watch saw,
+// not the state its ends were in when first seen, as the lines' own tally
+// does.
+func TestTallyCountsConnectionLinesTransitionsSeen(t *testing.T) {
+	tl := NewTally(discardOutput{})
+	cs := NewConnections(tl)
+	c := NewCorrelator(cs.Record)
+	feed(t, c, []tracer.Event{
+		state(0, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener),
+		state(20, atServer, serverSock, tracer.StateEstablished, tracer.StateCloseWait, softirq),
+		state(25, atServer, serverSock, tracer.StateCloseWait, tracer.StateLastAck, worker),
+		state(26, atServer, serverSock, tracer.StateLastAck, tracer.StateClose, softirq),
+	})
+	got := tl.Counts().Transitions
+	if got[tracer.StateEstablished] != 0 || got[tracer.StateCloseWait] != 1 || got[tracer.StateLastAck] != 1 || got[tracer.StateClose] != 1 {
+		t.Errorf("transitions into ESTABLISHED %d, CLOSE_WAIT %d, LAST_ACK %d, CLOSE %d; want 0, 1, 1, 1",
+			got[tracer.StateEstablished], got[tracer.StateCloseWait], got[tracer.StateLastAck], got[tracer.StateClose])
+	}
+}
