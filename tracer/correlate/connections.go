@@ -149,6 +149,12 @@ func (cs *Connections) find(r *tracer.Record) (int32, int, bool) {
 	peer := makeTuple(r.NetNS, r.DAddr, r.DPort, r.SAddr, r.SPort)
 	if v, ok := cs.ends[peer]; ok {
 		if i, side := v/2, 1-int(v%2); cs.entries[i].joinable(side, r) {
+			if role := roleOf(r); role >= 0 && role != side && !cs.entries[i].c.RolesKnown {
+				// The peer stood as the client for want of knowing;
+				// this end says otherwise.
+				cs.swapEnds(i)
+				side = role
+			}
 			cs.place(i, side, key, r)
 			return i, side, true
 		}
@@ -168,6 +174,25 @@ func (cs *Connections) find(r *tracer.Record) (int32, int, bool) {
 	other.Family, other.Addr, other.Port = r.Family, r.DAddr, r.DPort
 	cs.place(i, side, key, r)
 	return i, side, true
+}
+
+// swapEnds turns entry i's ends round: the end placed as the client was
+// only the one seen first.
+func (cs *Connections) swapEnds(i int32) {
+	e := &cs.entries[i]
+	e.c.Client, e.c.Server = e.c.Server, e.c.Client
+	e.keys[0], e.keys[1] = e.keys[1], e.keys[0]
+	e.current[0], e.current[1] = e.current[1], e.current[0]
+	e.enteredNs[0], e.enteredNs[1] = e.enteredNs[1], e.enteredNs[0]
+	e.closedNs[0], e.closedNs[1] = e.closedNs[1], e.closedNs[0]
+	e.gone[0], e.gone[1] = e.gone[1], e.gone[0]
+	e.closes[0], e.closes[1] = e.closes[1], e.closes[0]
+	e.closedBy[0], e.closedBy[1] = e.closedBy[1], e.closedBy[0]
+	for side, key := range e.keys {
+		if e.end(side).Traced && !e.gone[side] {
+			cs.ends[key] = i*2 + int32(side)
+		}
+	}
 }
 
 // joinable says r's socket, new to Connections, is end side of entry e,

@@ -210,20 +210,39 @@ func TestConnections(t *testing.T) {
 	}
 }
 
+// oldLocalConnection is a local connection older than the watch, as a
+// snapshot finds it (the server end's role as given, the client's told by
+// its ephemeral port), and the events of its close: the client closes
+// first.
+func oldLocalConnection(serverRole tracer.Role) (*snapshot.PortReport, []tracer.Event) {
+	clientEnd := snapshot.PortSocket{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateEstablished,
+		Local: netip.AddrPortFrom(clientAddr, 40000), Remote: netip.AddrPortFrom(serverAddr, 8080), NetNS: 1,
+		Sock: clientSock, PIDs: []uint32{client}, Role: tracer.RoleClient}
+	serverEnd := snapshotServer(tracer.ProtoTCP, serverSock)
+	serverEnd.Role = serverRole
+	r := &snapshot.PortReport{Sockets: []snapshot.PortSocket{serverEnd, clientEnd}, Processes: map[uint32]*proc.Process{
+		client: {Identity: proc.Identity{PID: client}, Name: "p300"}, worker: {Identity: proc.Identity{PID: worker}, Name: "p200"}}}
+	return r, []tracer.Event{
+		state(20, atServer, serverSock, tracer.StateEstablished, tracer.StateFinWait1, worker),
+		state(21, atClient, clientSock, tracer.StateEstablished, tracer.StateCloseWait, softirq),
+		state(21, atServer, serverSock, tracer.StateFinWait1, tracer.StateFinWait2, softirq),
+		state(25, atClient, clientSock, tracer.StateCloseWait, tracer.StateLastAck, client),
+		state(26, atClient, clientSock, tracer.StateLastAck, tracer.StateClose, softirq),
+		state(26, atServer, serverSock, tracer.StateFinWait2, tracer.StateClose, softirq),
+	}
+}
+
+// oldLocalConnectionLine is oldLocalConnection's line, both ends in place.
+const oldLocalConnectionLine = "client 10.0.0.2:40000 300/snapshot [ESTABLISHED CLOSE_WAIT:4 LAST_ACK:1] | server 10.0.0.1:8080 200/snapshot [ESTABLISHED FIN_WAIT1:1 FIN_WAIT2:5]" +
+	" | start 20 end 26 first server"
+
 // TestConnectionsOlderThanTheWatchAdopted: a watch of every port adopts
 // the sockets older than it without a line for each; the roles of a
 // connection's ends come from the snapshot (MarkRoles), so its line names
 // client and server, joined as one connection, and the index counts the
 // client's socket as a client's (top files it under the server's port).
 func TestConnectionsOlderThanTheWatchAdopted(t *testing.T) {
-	clientEnd := snapshot.PortSocket{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateEstablished,
-		Local: netip.AddrPortFrom(clientAddr, 40000), Remote: netip.AddrPortFrom(serverAddr, 8080), NetNS: 1,
-		Sock: clientSock, PIDs: []uint32{client}, Role: tracer.RoleClient}
-	serverEnd := snapshotServer(tracer.ProtoTCP, serverSock)
-	serverEnd.Role = tracer.RoleServer
-	r := &snapshot.PortReport{Sockets: []snapshot.PortSocket{serverEnd, clientEnd}, Processes: map[uint32]*proc.Process{
-		client: {Identity: proc.Identity{PID: client}, Name: "p300"}, worker: {Identity: proc.Identity{PID: worker}, Name: "p200"}}}
-
+	r, events := oldLocalConnection(tracer.RoleServer)
 	c := NewCorrelator(func(*tracer.Record) {})
 	c.Adopt(r)
 	for _, o := range c.appendOwned(nil) {
@@ -231,22 +250,19 @@ func TestConnectionsOlderThanTheWatchAdopted(t *testing.T) {
 			t.Errorf("index: %d's socket has role %d, want %d", o.Process.PID, o.Role, want)
 		}
 	}
+	got, _ := adoptedConnections(r, events, 100)
+	wantLines(t, got, []string{oldLocalConnectionLine})
+}
 
-	got, _ := adoptedConnections(r, []tracer.Event{
-		state(20, atServer, serverSock, tracer.StateEstablished, tracer.StateFinWait1, worker),
-		state(21, atClient, clientSock, tracer.StateEstablished, tracer.StateCloseWait, softirq),
-		state(21, atServer, serverSock, tracer.StateFinWait1, tracer.StateFinWait2, softirq),
-		state(25, atClient, clientSock, tracer.StateCloseWait, tracer.StateLastAck, client),
-		state(26, atClient, clientSock, tracer.StateLastAck, tracer.StateClose, softirq),
-		state(26, atServer, serverSock, tracer.StateFinWait2, tracer.StateClose, softirq),
-	}, 100)
-	want := []string{
-		"client 10.0.0.2:40000 300/snapshot [ESTABLISHED CLOSE_WAIT:4 LAST_ACK:1] | server 10.0.0.1:8080 200/snapshot [ESTABLISHED FIN_WAIT1:1 FIN_WAIT2:5]" +
-			" | start 20 end 26 first server",
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("got:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
-	}
+// TestConnectionsRoleOfTheSecondEndPlacesBoth: an end whose role nothing
+// tells (a server's connection that outlived its listener) is placed as
+// the client for want of knowing; its peer's line, which says it is the
+// client, turns the two round (a watch with --port printed such
+// connections the wrong way round with roles_known true).
+func TestConnectionsRoleOfTheSecondEndPlacesBoth(t *testing.T) {
+	r, events := oldLocalConnection(tracer.RoleUnknown)
+	got, _ := adoptedConnections(r, events, 100)
+	wantLines(t, got, []string{oldLocalConnectionLine})
 }
 
 // TestConnectionsTableBounded: a full table follows no more connections,
