@@ -894,13 +894,18 @@ func (c *Correlator) release(i int32) {
 	c.schedule(i)
 }
 
-// listenerOf finds the listener a passive socket arrived on: one bound to
-// its local address, else a wildcard one.
+// listenerOf finds the listener a passive socket arrived on.
 func (c *Correlator) listenerOf(s *sockState) (*sockState, bool) {
+	return c.listenerAt(s.netns, s.sport, s.saddr)
+}
+
+// listenerAt finds the listener that takes connections to addr and port
+// in namespace netns: one bound to addr, else a wildcard one.
+func (c *Correlator) listenerAt(netns uint32, port uint16, addr netip.Addr) (*sockState, bool) {
 	var wildcard *sockState
-	for _, i := range c.listeners[portKey{s.netns, s.sport}] {
+	for _, i := range c.listeners[portKey{netns, port}] {
 		l := c.socks.at(i)
-		if l.saddr == s.saddr {
+		if l.saddr == addr {
 			return l, true
 		}
 		if l.saddr.IsUnspecified() {
@@ -912,15 +917,16 @@ func (c *Correlator) listenerOf(s *sockState) (*sockState, bool) {
 
 // roleByListeners is the role of a connection's end first seen after its
 // opening (its events lost, or in a namespace no snapshot covered): the
-// server's if a listener has its local port, the client's if one has its
-// remote port.
+// server's if a listener takes connections to its local end, the
+// client's if one takes them to its remote end.
 func (c *Correlator) roleByListeners(s *sockState) tracer.Role {
-	switch {
-	case s.dport == 0:
+	if s.dport == 0 {
 		return tracer.RoleUnknown
-	case len(c.listeners[portKey{s.netns, s.sport}]) > 0:
+	}
+	if _, ok := c.listenerOf(s); ok {
 		return tracer.RoleServer
-	case len(c.listeners[portKey{s.netns, s.dport}]) > 0:
+	}
+	if _, ok := c.listenerAt(s.netns, s.dport, s.daddr); ok {
 		return tracer.RoleClient
 	}
 	return tracer.RoleUnknown

@@ -112,22 +112,27 @@ func (r *PortReport) KeepFamily(f tracer.Family) {
 }
 
 // MarkRoles names the client and server ends of the report's connections,
-// which neither the kernel's tables nor ss keep: an end whose local port
-// a listener of its network namespace has is the server's; else one whose
-// remote port a listener has (a connection between two local processes),
-// or whose local port is in ephemeral, the range the kernel picks a
-// connect's port from, is the client's. Others stay unknown: a server's
-// connection that outlived its listener is not taken for a client.
+// which neither the kernel's tables nor ss keep: an end a listener of its
+// network namespace takes connections to (its address and port) is the
+// server's; else one connected to such a listener (a connection between
+// two local processes), or whose local port is in ephemeral, the range
+// the kernel picks a connect's port from, is the client's. Others stay
+// unknown: a server's connection that outlived its listener is not taken
+// for a client.
 func (r *PortReport) MarkRoles(ephemeral PortRange) {
 	type portKey struct {
 		netns uint32
 		port  uint16
 	}
-	listening := map[portKey]bool{}
+	listeners := map[portKey][]*PortSocket{}
 	for i := range r.Sockets {
 		if s := &r.Sockets[i]; s.State == tracer.StateListen {
-			listening[portKey{s.NetNS, s.Local.Port()}] = true
+			k := portKey{s.NetNS, s.Local.Port()}
+			listeners[k] = append(listeners[k], s)
 		}
+	}
+	listening := func(netns uint32, end netip.AddrPort) bool {
+		return slices.ContainsFunc(listeners[portKey{netns, end.Port()}], func(l *PortSocket) bool { return l.takes(end.Addr()) })
 	}
 	for i := range r.Sockets {
 		s := &r.Sockets[i]
@@ -135,12 +140,28 @@ func (r *PortReport) MarkRoles(ephemeral PortRange) {
 			continue
 		}
 		switch {
-		case listening[portKey{s.NetNS, s.Local.Port()}]:
+		case listening(s.NetNS, s.Local):
 			s.Role = tracer.RoleServer
-		case listening[portKey{s.NetNS, s.Remote.Port()}] || ephemeral.Contains(s.Local.Port()):
+		case listening(s.NetNS, s.Remote) || ephemeral.Contains(s.Local.Port()):
 			s.Role = tracer.RoleClient
 		}
 	}
+}
+
+// takes says listener l takes connections to addr: bound to it, or to
+// the wildcard of its family (an IPv6 one, unless IPV6_V6ONLY, IPv4's
+// too).
+func (l *PortSocket) takes(addr netip.Addr) bool {
+	bound, addr := l.Local.Addr().Unmap(), addr.Unmap()
+	switch {
+	case bound == addr:
+		return true
+	case !bound.IsUnspecified():
+		return false
+	case bound.Is4():
+		return addr.Is4()
+	}
+	return addr.Is6() || !l.V6Only
 }
 
 // PortRange is a range of ports, both ends included.

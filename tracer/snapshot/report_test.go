@@ -125,6 +125,14 @@ func TestMarkRoles(t *testing.T) {
 		{socket(tcp, est, 1, "10.0.0.1:7000", "10.0.0.2:50001"), tracer.RoleUnknown},
 		// Port 8080 listens in namespace 1 only.
 		{socket(tcp, est, 2, "10.0.0.1:8080", "10.0.0.2:7001"), tracer.RoleUnknown},
+		// A listener on 127.0.0.2:7100 takes nothing for 127.0.0.1:7100:
+		// this end, bound there, connected to 127.0.0.1:7101's listener.
+		{socket(tcp, tracer.StateListen, 1, "127.0.0.2:7100", "0.0.0.0:0"), tracer.RoleUnknown},
+		{socket(tcp, tracer.StateListen, 1, "127.0.0.1:7101", "0.0.0.0:0"), tracer.RoleUnknown},
+		{socket(tcp, est, 1, "127.0.0.1:7100", "127.0.0.1:7101"), tracer.RoleClient},
+		{socket(tcp, est, 1, "127.0.0.1:7101", "127.0.0.1:7100"), tracer.RoleServer},
+		// The IPv4 peers of the dual-stack [::]:9090 above.
+		{socket(tracer.ProtoMPTCP, est, 1, "[::ffff:127.0.0.1]:9090", "[::ffff:127.0.0.1]:40003"), tracer.RoleServer},
 		{socket(tracer.ProtoUDP, est, 1, "127.0.0.1:40002", "127.0.0.1:53"), tracer.RoleUnknown},
 	}
 	r := &PortReport{}
