@@ -342,20 +342,27 @@ func TestLinesInTimeOrder(t *testing.T) {
 	}
 }
 
+// plainConnection is a plain TCP connection over IPv4 loopback to a
+// listener on port, which is closed when the test ends.
+func plainConnection(t *testing.T) (port int, client, server net.Conn) {
+	t.Helper()
+	lc, _ := plain()
+	l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	client, server = connectTo(t, l)
+	return l.Addr().(*net.TCPAddr).Port, client, server
+}
+
 // TestWatchEveryPortKnowsOwnersOlderThanIt: a watch of every port starts
 // from a snapshot of every socket, without a line for each: the line a
 // softirq makes for a connection older than the watch (its server end
 // taking the client's FIN) names the process holding it, not nobody.
 func TestWatchEveryPortKnowsOwnersOlderThanIt(t *testing.T) {
 	needRoot(t)
-	lc, _ := plain()
-	l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	port := l.Addr().(*net.TCPAddr).Port
-	client, server := connectTo(t, l)
+	port, client, server := plainConnection(t)
 	defer server.Close()
 	stop := watchJSON(t)
 	client.Close()
@@ -403,6 +410,31 @@ func TestWatchKnowsOwnersInOtherNamespaces(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no CLOSE_WAIT line for the connection to port %s", port)
+	}
+}
+
+// TestConnectionsEveryPortJoinsOldLocalConnections: a watch of every port
+// with --connections knows both ends of a local connection older than it
+// from the start: the server's reset, which ends its end before the
+// client's first line, still makes one line with both ends, client and
+// server in place (it made one line per end).
+func TestConnectionsEveryPortJoinsOldLocalConnections(t *testing.T) {
+	needRoot(t)
+	port, client, server := plainConnection(t)
+	defer client.Close()
+	stop := watchJSON(t, "--connections")
+	server.(*net.TCPConn).SetLinger(0)
+	server.Close() // a reset
+	client.Read(make([]byte, 1))
+	client.Close()
+	var lines []jsonLine
+	for _, ln := range stop() {
+		if ln.Type == "connection" && (ln.Server.Port == port || ln.Client.Port == port) {
+			lines = append(lines, ln)
+		}
+	}
+	if len(lines) != 1 || !lines[0].Client.Traced || !lines[0].Server.Traced || lines[0].Server.Port != port {
+		t.Errorf("connection lines of port %d: %v, want one with both ends traced, the server on the port", port, lines)
 	}
 }
 

@@ -101,7 +101,7 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 
 	sink := top.NewSink(f.ports)
 	loop := correlate.NewLoop(sink)
-	seed(loop, f.ports, cfg.Family, stderr)
+	seed(loop, f.ports, cfg.Family, false, stderr)
 	stopServing, err := serve(loop, f.readyFile, stderr)
 	if err != nil {
 		return err

@@ -92,7 +92,7 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	// Its index is read by porttrace who alone, seldom: it is built when
 	// asked for, not as a storm changes it.
 	loop.PublishOnDemand()
-	seed(loop, f.ports, cfg.Family, stderr)
+	seed(loop, f.ports, cfg.Family, f.connections, stderr)
 	stopServing, err := serve(loop, f.readyFile, stderr)
 	if err != nil {
 		return err
@@ -131,8 +131,8 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 
 // seed starts the watch from what holds its ports now; the probes are
 // attached first, so that nothing happens unseen between the snapshot and
-// the trace.
-func seed(loop *correlate.Loop, ports tracer.Ports, family tracer.Family, stderr io.Writer) {
+// the trace. With connections, the watch makes lines of connections.
+func seed(loop *correlate.Loop, ports tracer.Ports, family tracer.Family, connections bool, stderr io.Writer) {
 	if len(ports) > 0 && len(ports) <= maxSnapshotPorts {
 		for _, port := range ports {
 			report, snapshotNs, err := familySnapshot(port, family)
@@ -154,6 +154,12 @@ func seed(loop *correlate.Loop, ports tracer.Ports, family tracer.Family, stderr
 		// Every port: the lines name the owners of the sockets older
 		// than the watch, without a line for each socket of the machine.
 		loop.Adopt(report, snapshotNs)
+		if connections {
+			// Both ends of a local connection are known before either
+			// acts (one end's reset can end it before the other's first
+			// line): their at-start lines make no line of their own.
+			loop.Seed(report.LocalConnections(), snapshotNs)
+		}
 		return
 	}
 	report.KeepPorts(ports)

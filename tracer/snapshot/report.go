@@ -169,6 +169,26 @@ type PortRange struct{ Low, High uint16 }
 
 func (pr PortRange) Contains(port uint16) bool { return pr.Low <= port && port <= pr.High }
 
+// LocalConnections is a copy of the report with the connections both of
+// whose ends it has: connections between two local processes (of one
+// namespace).
+func (r *PortReport) LocalConnections() *PortReport {
+	ends := map[SocketKey]bool{}
+	for i := range r.Sockets {
+		if s := &r.Sockets[i]; s.Connected() {
+			ends[KeyOf(s.NetNS, s.Local, s.Remote)] = true
+		}
+	}
+	local := *r
+	local.Sockets = nil
+	for _, s := range r.Sockets {
+		if s.Connected() && ends[KeyOf(s.NetNS, s.Remote, s.Local)] {
+			local.Sockets = append(local.Sockets, s)
+		}
+	}
+	return &local
+}
+
 // KeepPorts keeps the sockets with an end on one of ports: a snapshot of
 // every port cut to the ports a watch asked for.
 func (r *PortReport) KeepPorts(ports tracer.Ports) {

@@ -146,3 +146,27 @@ func TestMarkRoles(t *testing.T) {
 		}
 	}
 }
+
+// TestLocalConnections: the connections both of whose ends the report has,
+// a dual-stack server end's mapped address matching its client's plain
+// one, in the same namespace only; the report itself is left whole.
+func TestLocalConnections(t *testing.T) {
+	socket := func(state tracer.State, netns uint32, local, remote string) PortSocket {
+		return PortSocket{Proto: tracer.ProtoTCP, State: state, NetNS: netns, Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(remote)}
+	}
+	r := &PortReport{Sockets: []PortSocket{
+		socket(tracer.StateListen, 1, "[::]:8080", "[::]:0"),
+		socket(tracer.StateEstablished, 1, "[::ffff:127.0.0.1]:8080", "[::ffff:127.0.0.1]:40000"),
+		socket(tracer.StateEstablished, 1, "127.0.0.1:40000", "127.0.0.1:8080"),
+		socket(tracer.StateEstablished, 1, "10.0.0.1:8080", "10.0.0.2:40001"), // to another machine
+		socket(tracer.StateEstablished, 2, "127.0.0.1:8080", "127.0.0.1:40002"),
+		socket(tracer.StateEstablished, 3, "127.0.0.1:40002", "127.0.0.1:8080"), // the other namespace's
+	}}
+	local := r.LocalConnections()
+	if len(local.Sockets) != 2 || local.Sockets[0].Local.Port() != 8080 || local.Sockets[1].Local.Port() != 40000 {
+		t.Errorf("local connections %+v, want the two ends of 40000 -> 8080", local.Sockets)
+	}
+	if len(r.Sockets) != 6 {
+		t.Errorf("the report kept %d of its 6 sockets", len(r.Sockets))
+	}
+}
