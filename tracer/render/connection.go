@@ -110,6 +110,7 @@ func (t *Text) AppendConnection(b []byte, c *tracer.Connection) []byte {
 	case !c.OpenSeen:
 		b = append(b, "  (opened unseen)"...)
 	}
+	b = t.Labels.appendNetNS(b, c.NetNS)
 	return append(b, '\n')
 }
 

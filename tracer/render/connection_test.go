@@ -14,7 +14,8 @@ import (
 // connection with both ends through TIME_WAIT, a refused connect, a
 // reset, one from elsewhere to a dual-stack server, one still open at the
 // end, one older than the watch (roles unknown, then known by the listener
-// of its server's port), and IPv6 endpoints wider than the columns.
+// of its server's port), IPv6 endpoints wider than the columns, and one in
+// another network namespace than the watch's.
 func sampleConnections() []tracer.Connection {
 	t0 := time.Date(2026, 11, 24, 3, 13, 0, 123456789, time.UTC).UnixNano()
 	addr := netip.MustParseAddr
@@ -74,11 +75,13 @@ func sampleConnections() []tracer.Connection {
 	v6 := local
 	v6.Client.Family, v6.Client.Addr = tracer.FamilyIPv6, addr("2001:db8:85a3::8a2e:370:7334")
 	v6.Server.Family, v6.Server.Addr = tracer.FamilyIPv6, addr("2001:db8::1")
-	return []tracer.Connection{local, refused, reset, fromElsewhere, open, older, olderToListener, v6}
+	inContainer := local
+	inContainer.NetNS = otherNetNS
+	return []tracer.Connection{local, refused, reset, fromElsewhere, open, older, olderToListener, v6, inContainer}
 }
 
 func TestConnectionTextGolden(t *testing.T) {
-	text := Text{Location: time.UTC, Connections: true}
+	text := Text{Location: time.UTC, Connections: true, Labels: testLabels()}
 	b := text.AppendHeader(nil)
 	for _, c := range sampleConnections() {
 		b = text.AppendConnection(b, &c)

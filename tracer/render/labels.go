@@ -160,8 +160,13 @@ func (l *Labels) appendText(b []byte, r *tracer.Record) []byte {
 		b = append(b, c.text...)
 		b = append(b, ']')
 	}
-	// A line of another network namespace is not about this host's port.
-	if ns := l.netnsLabel(r.NetNS); ns != nil {
+	return l.appendNetNS(b, r.NetNS)
+}
+
+// appendNetNS labels a line of another network namespace than the
+// watch's: it is not about this host's port.
+func (l *Labels) appendNetNS(b []byte, netns uint32) []byte {
+	if ns := l.netnsLabel(netns); ns != nil {
 		b = append(b, "  ["...)
 		b = append(b, ns...)
 		b = append(b, ']')
