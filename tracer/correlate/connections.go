@@ -136,12 +136,19 @@ func (cs *Connections) find(r *tracer.Record) (int32, int, bool) {
 		if !opens(r) {
 			return i, side, true
 		}
-		// A new socket at the addresses of one whose end no line said
-		// (its events lost): that one is over.
 		e := &cs.entries[i]
-		e.gone[side] = true
-		delete(cs.ends, key)
-		cs.finishIfGone(i, r.TimeNs)
+		if e.foundAtStartOnly() {
+			// The snapshot caught it opening (its at-start lines are
+			// stamped with the time the snapshot began): the same
+			// connection, whose lines from its opening say more.
+			cs.discard(i)
+		} else {
+			// A new socket at the addresses of one whose end no line
+			// said (its events lost): that one is over.
+			e.gone[side] = true
+			delete(cs.ends, key)
+			cs.finishIfGone(i, r.TimeNs)
+		}
 	}
 	// The other end of a known connection: the peer's handshake came
 	// first, so the roles are settled (or, for a connection older than
@@ -159,6 +166,11 @@ func (cs *Connections) find(r *tracer.Record) (int32, int, bool) {
 			return i, side, true
 		}
 	}
+	if r.Type == tracer.RecordOwner {
+		// A change of hands says nothing of a connection's states:
+		// the socket's next line starts its connection.
+		return 0, 0, false
+	}
 	if cs.live >= cs.capacity {
 		cs.unfollowed++
 		return 0, 0, false
@@ -174,6 +186,30 @@ func (cs *Connections) find(r *tracer.Record) (int32, int, bool) {
 	other.Family, other.Addr, other.Port = r.Family, r.DAddr, r.DPort
 	cs.place(i, side, key, r)
 	return i, side, true
+}
+
+// foundAtStartOnly says all the entry holds is what the watch's at-start
+// lines said: no transition of either end.
+func (e *connEntry) foundAtStartOnly() bool {
+	return !e.c.OpenSeen && e.enteredNs == [2]int64{} && e.gone == [2]bool{}
+}
+
+// discard drops entry i without a line.
+func (cs *Connections) discard(i int32) {
+	e := &cs.entries[i]
+	for side := range 2 {
+		if e.end(side).Traced {
+			delete(cs.ends, e.keys[side])
+		}
+	}
+	cs.release(i)
+}
+
+// release frees entry i's place in the table.
+func (cs *Connections) release(i int32) {
+	cs.entries[i].live = false
+	cs.live--
+	cs.free = append(cs.free, i)
 }
 
 // swapEnds turns entry i's ends round: the end placed as the client was
@@ -382,7 +418,5 @@ func (cs *Connections) finish(i int32) {
 		e.c.ClosedNs = 0
 	}
 	cs.next.Connection(&e.c)
-	e.live = false
-	cs.live--
-	cs.free = append(cs.free, i)
+	cs.release(i)
 }

@@ -15,20 +15,24 @@ import (
 // connections runs events through a correlator, a window and a
 // Connections, as a watch with --connections does, and stops at endMs.
 func connections(events []tracer.Event, endMs int64) ([]string, *Connections) {
-	return adoptedConnections(nil, events, endMs)
+	return startedConnections(func(*Correlator) {}, events, endMs)
 }
 
 // adoptedConnections is connections for a watch of every port that
-// adopted the sockets of r (nil: none) at its start.
+// adopted the sockets of r at its start.
 func adoptedConnections(r *snapshot.PortReport, events []tracer.Event, endMs int64) ([]string, *Connections) {
+	return startedConnections(func(c *Correlator) { c.Adopt(r) }, events, endMs)
+}
+
+// startedConnections is connections for a watch that start starts from a
+// snapshot.
+func startedConnections(start func(*Correlator), events []tracer.Event, endMs int64) ([]string, *Connections) {
 	var out []string
 	cs := NewConnections(connFunc(func(c *tracer.Connection) { out = append(out, connLine(c)) }))
 	w := NewWindow(cs)
 	c := NewCorrelator(w.Record)
 	w.Follow(c)
-	if r != nil {
-		c.Adopt(r)
-	}
+	start(c)
 	for i := range events {
 		if events[i].Kind == 0 {
 			c.Tick(events[i].TimeNs)
@@ -263,6 +267,32 @@ func TestConnectionsRoleOfTheSecondEndPlacesBoth(t *testing.T) {
 	r, events := oldLocalConnection(tracer.RoleUnknown)
 	got, _ := adoptedConnections(r, events, 100)
 	wantLines(t, got, []string{oldLocalConnectionLine})
+}
+
+// TestConnectionsOpenedDuringTheSnapshot: a connection made while the
+// watch's snapshot was taken is in the snapshot, at-start lines stamped
+// with the time the snapshot began, and its opening follows: one
+// connection, from its opening, not also one ended by it that held
+// nothing but its state at the start.
+func TestConnectionsOpenedDuringTheSnapshot(t *testing.T) {
+	r, _ := oldLocalConnection(tracer.RoleServer)
+	got, _ := startedConnections(func(c *Correlator) { c.Seed(r, 5e6) }, append(handshake(),
+		ev(13, tracer.KindAccept, atServer, serverSock, 0, tracer.StateEstablished, worker),
+	), 1_012)
+	wantLines(t, got, []string{
+		"client 10.0.0.2:40000 300/connect [SYN_SENT:2 ESTABLISHED:1000] | server 10.0.0.1:8080 200/snapshot [SYN_RECV:1 ESTABLISHED:1000]" +
+			" | start 10 end 1012 handshake 2 life 1002 first unknown open",
+	})
+}
+
+// TestConnectionsNoneFromAChangeOfHands: an OWNER line of a socket no
+// line has shown yet makes no connection of its own (a watch printed one
+// with no states at all); the socket's next line starts it.
+func TestConnectionsNoneFromAChangeOfHands(t *testing.T) {
+	cs := NewConnections(connFunc(func(c *tracer.Connection) { t.Errorf("a connection line: %s", connLine(c)) }))
+	cs.Record(&tracer.Record{Type: tracer.RecordOwner, New: tracer.StateEstablished, NetNS: 1, SAddr: clientAddr, SPort: 40000, DAddr: serverAddr, DPort: 8080,
+		Process: tracer.Process{PID: client}, OwnerVia: tracer.OwnerClose})
+	cs.Flush(100)
 }
 
 // TestConnectionsTableBounded: a full table follows no more connections,
