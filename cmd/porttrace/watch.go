@@ -134,13 +134,25 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 // the trace. With connections, the watch makes lines of connections.
 func seed(loop *correlate.Loop, ports tracer.Ports, family tracer.Family, connections bool, stderr io.Writer) {
 	if len(ports) > 0 && len(ports) <= maxSnapshotPorts {
+		// One report of them all: a connection between two of the ports
+		// is in both ports' snapshots, once at the start, its roles told
+		// by both ports' listeners; its lines carry the time the first
+		// snapshot began.
+		var all *snapshot.PortReport
+		var startNs int64
 		for _, port := range ports {
 			report, snapshotNs, err := familySnapshot(port, family)
-			if err != nil {
+			switch {
+			case err != nil:
 				fmt.Fprintf(stderr, "porttrace: no snapshot of port %d's sockets: %v\n", port, err)
-				continue
+			case all == nil:
+				all, startNs = report, snapshotNs
+			default:
+				all.Merge(report)
 			}
-			loop.Seed(report, snapshotNs)
+		}
+		if all != nil {
+			loop.Seed(all, startNs)
 		}
 		return
 	}
