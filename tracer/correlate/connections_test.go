@@ -103,8 +103,18 @@ func connLine(c *tracer.Connection) string {
 // client connects at 10 ms and closes first at 20, its TIME_WAIT expiring
 // 60 s after 30; the server accepts and closes at 25.
 func localConnection() []tracer.Event {
-	return append(handshake(),
-		ev(13, tracer.KindAccept, atServer, serverSock, 0, tracer.StateEstablished, worker),
+	events := append(handshake(), ev(13, tracer.KindAccept, atServer, serverSock, 0, tracer.StateEstablished, worker))
+	return append(append(events, localClose()...),
+		timewait(60_026, tracer.KindTimeWaitCancel, tracer.StateTimeWait, 0),
+		timewait(60_026, tracer.KindTimeWaitExpire, tracer.StateTimeWait, 0),
+		tick(61_100),
+	)
+}
+
+// localClose is localConnection's close: the client's at 20 ms, the
+// server's at 25, into the client's TIME_WAIT.
+func localClose() []tracer.Event {
+	return []tracer.Event{
 		state(20, atClient, clientSock, tracer.StateEstablished, tracer.StateFinWait1, client),
 		state(21, atServer, serverSock, tracer.StateEstablished, tracer.StateCloseWait, softirq),
 		state(21, atClient, clientSock, tracer.StateFinWait1, tracer.StateFinWait2, softirq),
@@ -113,10 +123,7 @@ func localConnection() []tracer.Event {
 		state(26, atClient, clientSock, tracer.StateFinWait2, tracer.StateClose, softirq),
 		state(26, atServer, serverSock, tracer.StateLastAck, tracer.StateClose, softirq),
 		tick(2_000),
-		timewait(60_026, tracer.KindTimeWaitCancel, tracer.StateTimeWait, 0),
-		timewait(60_026, tracer.KindTimeWaitExpire, tracer.StateTimeWait, 0),
-		tick(61_100),
-	)
+	}
 }
 
 func TestConnections(t *testing.T) {

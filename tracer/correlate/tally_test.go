@@ -1,11 +1,9 @@
 package correlate
 
 import (
-	"net/netip"
 	"testing"
 
 	"github.com/porttrace/porttrace/tracer"
-	"github.com/porttrace/porttrace/tracer/snapshot"
 )
 
 type discardOutput struct{ discard }
@@ -92,19 +90,9 @@ func TestTallyCountsConnectionsOnlyWhoseOpeningItSaw(t *testing.T) {
 func TestTallyCountsClosesOfConnectionsFoundAtStart(t *testing.T) {
 	tl := NewTally(discardOutput{})
 	c := NewCorrelator(tl.Record)
-	clientEnd := snapshot.PortSocket{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateEstablished,
-		Local: netip.AddrPortFrom(clientAddr, 40000), Remote: netip.AddrPortFrom(serverAddr, 8080), NetNS: 1, Sock: clientSock}
-	c.Seed(&snapshot.PortReport{Sockets: []snapshot.PortSocket{snapshotServer(tracer.ProtoTCP, serverSock), clientEnd}}, 0)
-	feed(t, c, []tracer.Event{
-		state(20, atClient, clientSock, tracer.StateEstablished, tracer.StateFinWait1, client),
-		state(21, atServer, serverSock, tracer.StateEstablished, tracer.StateCloseWait, softirq),
-		state(21, atClient, clientSock, tracer.StateFinWait1, tracer.StateFinWait2, softirq),
-		state(25, atServer, serverSock, tracer.StateCloseWait, tracer.StateLastAck, worker),
-		timewait(26, tracer.KindTimeWaitStart, tracer.StateTimeWait, 60_000),
-		state(26, atClient, clientSock, tracer.StateFinWait2, tracer.StateClose, softirq),
-		state(26, atServer, serverSock, tracer.StateLastAck, tracer.StateClose, softirq),
-		tick(2_000),
-	})
+	r, _ := oldLocalConnection(tracer.RoleServer)
+	c.Seed(r, 0)
+	feed(t, c, localClose())
 	if got := tl.Counts(); got.SocketsClosed != 2 || got.ConnectionsClosed != 1 || got.ConnectionsOpened != 0 || got.SocketsOpened != 0 {
 		t.Errorf("got %+v", got)
 	}
