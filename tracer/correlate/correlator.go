@@ -813,6 +813,13 @@ func (c *Correlator) onTimeWaitStart(ev *tracer.Event) {
 	}
 	t.sinceNs = sinceNs
 	duration := t.durationUntil(ev.TimeNs)
+	if old == tracer.StateFinWait1 && ev.NewState == tracer.StateTimeWait {
+		// The kernel reaches TIME_WAIT only through FIN_WAIT2 or
+		// CLOSING: that state change was missed (a run the kernel
+		// skipped), and no duration spans it.
+		c.stats.Gaps++
+		duration = -1
+	}
 	t.state, t.sinceNs = ev.NewState, ev.TimeNs
 	c.enterState(tw)
 	c.line(tw, heldLine{timeNs: ev.TimeNs, durationNs: duration, timeoutNs: ev.TimeoutNs, old: old, new: ev.NewState, typ: tracer.RecordState})

@@ -230,15 +230,17 @@ func TestCorrelator(t *testing.T) {
 		name: "TIME_WAIT killed early: a stopped timer not re-armed within the grace",
 		events: []tracer.Event{
 			state(20, atClient, clientSock, tracer.StateEstablished, tracer.StateFinWait1, client),
+			state(25, atClient, clientSock, tracer.StateFinWait1, tracer.StateFinWait2, softirq),
 			timewait(30, tracer.KindTimeWaitStart, tracer.StateTimeWait, 60_000),
-			state(30, atClient, clientSock, tracer.StateFinWait1, tracer.StateClose, softirq),
+			state(30, atClient, clientSock, tracer.StateFinWait2, tracer.StateClose, softirq),
 			timewait(5_000, tracer.KindTimeWaitCancel, tracer.StateTimeWait, 55_030),
 			tick(5_050),
 			tick(5_100),
 		},
 		want: []string{
 			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 close",
-			"300 10.0.0.2:40000>8080 FIN_WAIT1->TIME_WAIT close 10ms timeout=60s",
+			"300 10.0.0.2:40000>8080 FIN_WAIT1->FIN_WAIT2 close 5ms",
+			"300 10.0.0.2:40000>8080 FIN_WAIT2->TIME_WAIT close 5ms timeout=60s",
 			"300 10.0.0.2:40000>8080 TIME_WAIT->CLOSE close 4970ms killed",
 		},
 	}, {
@@ -311,8 +313,9 @@ func TestCorrelator(t *testing.T) {
 		name: "a timewait socket's address reused by the next connection's timewait socket",
 		events: []tracer.Event{
 			state(20, atClient, clientSock, tracer.StateEstablished, tracer.StateFinWait1, client),
+			state(25, atClient, clientSock, tracer.StateFinWait1, tracer.StateFinWait2, softirq),
 			timewait(30, tracer.KindTimeWaitStart, tracer.StateTimeWait, 60_000),
-			state(30, atClient, clientSock, tracer.StateFinWait1, tracer.StateClose, softirq),
+			state(30, atClient, clientSock, tracer.StateFinWait2, tracer.StateClose, softirq),
 			timewait(40, tracer.KindTimeWaitCancel, tracer.StateTimeWait, 59_990),
 			// The next connection, from port 40001, gets the same memory
 			// for its full and timewait sockets before the grace ends.
@@ -327,23 +330,30 @@ func TestCorrelator(t *testing.T) {
 				return e
 			}(),
 			func() tracer.Event {
+				e := state(45, atClient, clientSock, tracer.StateFinWait1, tracer.StateFinWait2, softirq)
+				e.SPort = 40001
+				return e
+			}(),
+			func() tracer.Event {
 				e := timewait(50, tracer.KindTimeWaitStart, tracer.StateTimeWait, 60_000)
 				e.SPort = 40001
 				return e
 			}(),
 			func() tracer.Event {
-				e := state(50, atClient, clientSock, tracer.StateFinWait1, tracer.StateClose, softirq)
+				e := state(50, atClient, clientSock, tracer.StateFinWait2, tracer.StateClose, softirq)
 				e.SPort = 40001
 				return e
 			}(),
 		},
 		want: []string{
 			"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 close",
-			"300 10.0.0.2:40000>8080 FIN_WAIT1->TIME_WAIT close 10ms timeout=60s",
+			"300 10.0.0.2:40000>8080 FIN_WAIT1->FIN_WAIT2 close 5ms",
+			"300 10.0.0.2:40000>8080 FIN_WAIT2->TIME_WAIT close 5ms timeout=60s",
 			"300 10.0.0.2:40001>8080 CLOSE->SYN_SENT connect",
 			"300 10.0.0.2:40001>8080 SYN_SENT->FIN_WAIT1 connect 1ms",
+			"300 10.0.0.2:40001>8080 FIN_WAIT1->FIN_WAIT2 connect 3ms",
 			"300 10.0.0.2:40000>8080 TIME_WAIT->CLOSE close 10ms killed",
-			"300 10.0.0.2:40001>8080 FIN_WAIT1->TIME_WAIT connect 8ms timeout=60s",
+			"300 10.0.0.2:40001>8080 FIN_WAIT2->TIME_WAIT connect 5ms timeout=60s",
 		},
 	}, {
 		name: "a refused connect, and a reset on the server's side still held for its accept, keep their errors",
@@ -413,6 +423,33 @@ func join(lines []string) string {
 		s += l
 	}
 	return s
+}
+
+// TestCorrelatorCountsTheStepIntoTimeWaitItMissed: a connection seen going
+// from FIN_WAIT1 straight into TIME_WAIT missed its FIN_WAIT2 (or CLOSING),
+// which the kernel never skips: the summary counts the gap, and no duration
+// spans it.
+func TestCorrelatorCountsTheStepIntoTimeWaitItMissed(t *testing.T) {
+	var out []string
+	c := NewCorrelator(func(r *tracer.Record) { out = append(out, line(r)) })
+	feed(t, c, []tracer.Event{
+		state(10, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client),
+		state(12, atClient, clientSock, tracer.StateSynSent, tracer.StateEstablished, softirq),
+		state(20, atClient, clientSock, tracer.StateEstablished, tracer.StateFinWait1, client),
+		// FIN_WAIT1 -> FIN_WAIT2 was skipped.
+		timewait(30, tracer.KindTimeWaitStart, tracer.StateTimeWait, 60_000),
+		state(30, atClient, clientSock, tracer.StateFinWait2, tracer.StateClose, softirq),
+	})
+	c.Flush()
+	wantLines(t, out, []string{
+		"300 10.0.0.2:40000>8080 CLOSE->SYN_SENT connect",
+		"300 10.0.0.2:40000>8080 SYN_SENT->ESTABLISHED connect 2ms",
+		"300 10.0.0.2:40000>8080 ESTABLISHED->FIN_WAIT1 connect 8ms",
+		"300 10.0.0.2:40000>8080 FIN_WAIT1->TIME_WAIT connect timeout=60s",
+	})
+	if gaps := c.Stats().Gaps; gaps != 1 {
+		t.Errorf("gaps %d, want 1", gaps)
+	}
 }
 
 // TestCorrelatorForgetsClosedSockets: memory follows live sockets, so a
