@@ -40,9 +40,10 @@ func needPrivileges(t *testing.T) {
 // from.
 type recorder struct {
 	*correlate.Correlator
-	mu   sync.Mutex
-	recs []tracer.Record
-	evs  []tracer.Event
+	mu    sync.Mutex
+	recs  []tracer.Record
+	evs   []tracer.Event
+	stats correlate.Stats
 }
 
 func (r *recorder) Handle(ev *tracer.Event) {
@@ -50,6 +51,17 @@ func (r *recorder) Handle(ev *tracer.Event) {
 	r.evs = append(r.evs, *ev)
 	r.mu.Unlock()
 	r.Correlator.Handle(ev)
+	r.mu.Lock()
+	r.stats = r.Correlator.Stats()
+	r.mu.Unlock()
+}
+
+// gaps is the correlator's count of transitions it saw without their
+// predecessor, read as the source's goroutine last left it.
+func (r *recorder) gaps() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stats.Gaps
 }
 
 func (r *recorder) events() []tracer.Event {
@@ -156,14 +168,24 @@ func traceLoop(t *testing.T, cfg tracer.Config) *sinkRecorder {
 // waitFor polls the records until done says they are complete.
 func waitFor(t *testing.T, rec recordLister, what string, done func([]tracer.Record) bool) []tracer.Record {
 	t.Helper()
+	recs, ok := pollRecords(rec, done)
+	if !ok {
+		t.Fatalf("timed out waiting for %s; records:\n%s", what, dump(recs))
+	}
+	return recs
+}
+
+// pollRecords polls the records until done says they are complete, for
+// 10 seconds at most; ok says whether they were.
+func pollRecords(rec recordLister, done func([]tracer.Record) bool) (_ []tracer.Record, ok bool) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		recs := rec.records()
 		if done(recs) {
-			return recs
+			return recs, true
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; records:\n%s", what, dump(recs))
+			return recs, false
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -238,11 +260,32 @@ func expected(open, closing []string) []string { return append(slices.Clone(open
 // accepting child, client), tracing with hooks chosen from table, and checks
 // every line: the exact transitions of both sockets in order, and the owner
 // of each.
+//
+// A kernel skips a program's run now and then (a softirq interrupting a run
+// under way on its CPU; under qemu's emulation, often enough to matter), and
+// some kernels and hook forms skip silently: the kprobes of 6.1. When the
+// lines are wrong and the tracer said it missed something (a transition
+// without its predecessor, a skipped run nothing made up for, an event
+// lost), the case is run once more, and must then be right. Wrong lines
+// with nothing said missed fail at once.
 func loopbackCase(t *testing.T, listenHost, dialHost string, first closer, probe tracer.ProbeMode, table []hook) {
+	problems, missed := loopbackAttempt(t, listenHost, dialHost, first, probe, table)
+	if len(problems) > 0 && missed != "" {
+		t.Logf("trying again: the tracer %s, and its lines were wrong:\n%s", missed, strings.Join(problems, "\n"))
+		problems, _ = loopbackAttempt(t, listenHost, dialHost, first, probe, table)
+	}
+	for _, p := range problems {
+		t.Error(p)
+	}
+}
+
+// loopbackAttempt is one run of loopbackCase: what was wrong with its lines,
+// and what the tracer said it missed meanwhile ("" if nothing).
+func loopbackAttempt(t *testing.T, listenHost, dialHost string, first closer, probe tracer.ProbeMode, table []hook) (problems []string, missed string) {
 	port := freePort(t, listenHost)
 	listenAddr := net.JoinHostPort(listenHost, strconv.Itoa(int(port)))
 	dialAddr := net.JoinHostPort(dialHost, strconv.Itoa(int(port)))
-	rec, _ := traceHooks(t, tracer.Config{Ports: tracer.Ports{port}, Probe: probe}, table)
+	rec, src := traceHooks(t, tracer.Config{Ports: tracer.Ports{port}, Probe: probe}, table)
 
 	server := startRole(t, "server", listenAddr, first)
 	listenerPID, acceptorPID := uint32(server.cmd.Process.Pid), server.childPID(t)
@@ -255,24 +298,29 @@ func loopbackCase(t *testing.T, listenHost, dialHost string, first closer, probe
 	if first == clientFirst {
 		wantClient, wantServer = activeClose, expected(acceptOpen, passiveClose)
 	}
-	recs := waitFor(t, rec, "both sockets to close and the listener to go", func(recs []tracer.Record) bool {
+	recs, complete := pollRecords(rec, func(recs []tracer.Record) bool {
 		cport := clientPort(recs, port)
 		c, _ := lines(recs, cport, port)
 		s, _ := lines(recs, port, cport)
 		l, _ := lines(recs, port, 0)
 		return len(c) >= len(wantClient) && len(s) >= len(wantServer) && len(l) >= 2
 	})
+	if gaps, lost := rec.gaps(), src.Lost(); gaps > 0 || lost.Total() > 0 {
+		missed = fmt.Sprintf("saw %d transitions without their predecessor and lost %+v", gaps, lost)
+	}
+	if !complete {
+		return []string{"timed out waiting for both sockets to close and the listener to go; records:\n" + dump(recs)}, missed
+	}
 	cport := clientPort(recs, port)
 
 	check := func(who string, sport, dport uint16, want []string, owner uint32) {
-		t.Helper()
 		got, pids := lines(recs, sport, dport)
 		if !slices.Equal(got, want) {
-			t.Errorf("%s socket transitions:\n got %v\nwant %v\nrecords:\n%s", who, got, want, dump(recs))
+			problems = append(problems, fmt.Sprintf("%s socket transitions:\n got %v\nwant %v\nrecords:\n%s", who, got, want, dump(recs)))
 		}
 		for i, pid := range pids {
 			if pid != owner {
-				t.Errorf("%s socket line %d (%s): owner pid %d, want %d", who, i, got[i], pid, owner)
+				problems = append(problems, fmt.Sprintf("%s socket line %d (%s): owner pid %d, want %d", who, i, got[i], pid, owner))
 			}
 		}
 	}
@@ -290,16 +338,17 @@ func loopbackCase(t *testing.T, listenHost, dialHost string, first closer, probe
 		if r.Type == tracer.RecordBind && r.SAddr == listenIP {
 			binds++
 			if r.PID != listenerPID || r.SPort != port || r.Err != 0 {
-				t.Errorf("bind line: pid %d port %d err %d, want pid %d port %d err 0", r.PID, r.SPort, r.Err, listenerPID, port)
+				problems = append(problems, fmt.Sprintf("bind line: pid %d port %d err %d, want pid %d port %d err 0", r.PID, r.SPort, r.Err, listenerPID, port))
 			}
 		}
 		if r.New == tracer.StateTimeWait && r.TimeoutNs <= 0 {
-			t.Errorf("TIME_WAIT line without its timeout: %+v", r)
+			problems = append(problems, fmt.Sprintf("TIME_WAIT line without its timeout: %+v", r))
 		}
 	}
 	if binds != 1 {
-		t.Errorf("got %d bind lines, want 1; records:\n%s", binds, dump(recs))
+		problems = append(problems, fmt.Sprintf("got %d bind lines, want 1; records:\n%s", binds, dump(recs)))
 	}
+	return problems, missed
 }
 
 // waitForExits waits until the exits of every process pid are reported,
