@@ -438,10 +438,10 @@ func TestConnectionsEveryPortJoinsOldLocalConnections(t *testing.T) {
 	}
 }
 
-// TestWatchManyPortsStartsFromTheirSockets: a watch of more ports than it
-// looks up one by one starts from one snapshot of every socket, cut to its
-// ports: a listener older than it has its at-start line and its owner, a
-// socket on another port none.
+// TestWatchManyPortsStartsFromTheirSockets: a watch of several ports starts
+// from one snapshot of every socket, cut to its ports: a listener older
+// than it has its at-start line and its owner, a socket on another port
+// none.
 func TestWatchManyPortsStartsFromTheirSockets(t *testing.T) {
 	needRoot(t)
 	lc, _ := plain()
@@ -455,8 +455,7 @@ func TestWatchManyPortsStartsFromTheirSockets(t *testing.T) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	watched, other := ports[0], ports[1]
-	// Ports 1-20 and the listener's: more than maxSnapshotPorts.
-	lines := watchJSON(t, fmt.Sprintf("--port=1-%d,%d", maxSnapshotPorts+4, watched))()
+	lines := watchJSON(t, fmt.Sprintf("--port=1-20,%d", watched))()
 	found := false
 	for _, ln := range lines {
 		switch {

@@ -92,8 +92,6 @@ type PortReport struct {
 	// Elsewhere labels the network namespaces the report covers other
 	// than the caller's own, by inode: their sockets are marked.
 	Elsewhere map[uint32]string
-	// ephemeral is the port range MarkRoles was given, for Merge.
-	ephemeral PortRange
 }
 
 // NamespaceLabel names a socket's network namespace when it is not the
@@ -122,7 +120,6 @@ func (r *PortReport) KeepFamily(f tracer.Family) {
 // unknown: a server's connection that outlived its listener is not taken
 // for a client.
 func (r *PortReport) MarkRoles(ephemeral PortRange) {
-	r.ephemeral = ephemeral
 	type portKey struct {
 		netns uint32
 		port  uint16
@@ -165,52 +162,6 @@ func (l *PortSocket) takes(addr netip.Addr) bool {
 		return addr.Is4()
 	}
 	return addr.Is6() || !l.V6Only
-}
-
-// Merge adds to r what o, a snapshot of another port, has that r has not:
-// a watch of several ports snapshots each, and a connection between two of
-// them is in both. The roles are told again from the listeners of both
-// (one port's report lacks the listener of a connection's other end).
-func (r *PortReport) Merge(o *PortReport) {
-	type socketID struct {
-		SocketKey
-		proto tracer.Proto
-		inode uint64 // apart: listeners sharing their ends (SO_REUSEPORT)
-	}
-	id := func(s *PortSocket) socketID {
-		return socketID{KeyOf(s.NetNS, s.Local, s.Remote), s.Proto, s.Inode}
-	}
-	have := make(map[socketID]bool, len(r.Sockets))
-	for i := range r.Sockets {
-		have[id(&r.Sockets[i])] = true
-	}
-	for i := range o.Sockets {
-		if s := &o.Sockets[i]; !have[id(s)] {
-			r.Sockets = append(r.Sockets, *s)
-		}
-	}
-	r.Processes = mergeMap(r.Processes, o.Processes)
-	r.StartNs = mergeMap(r.StartNs, o.StartNs)
-	r.Elsewhere = mergeMap(r.Elsewhere, o.Elsewhere)
-	for _, n := range o.Notes {
-		if !slices.Contains(r.Notes, n) {
-			r.Notes = append(r.Notes, n)
-		}
-	}
-	r.MarkRoles(r.ephemeral)
-}
-
-// mergeMap adds to dst the keys of src it lacks.
-func mergeMap[K comparable, V any](dst, src map[K]V) map[K]V {
-	if dst == nil && len(src) > 0 {
-		dst = make(map[K]V, len(src))
-	}
-	for k, v := range src {
-		if _, ok := dst[k]; !ok {
-			dst[k] = v
-		}
-	}
-	return dst
 }
 
 // PortRange is a range of ports, both ends included.

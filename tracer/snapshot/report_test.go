@@ -170,34 +170,3 @@ func TestLocalConnections(t *testing.T) {
 		t.Errorf("the report kept %d of its 6 sockets", len(r.Sockets))
 	}
 }
-
-// TestMerge: a watch of two ports merges their snapshots: a connection
-// between the two ports, in both, is there once, and the roles its ends
-// could not get from either port's listeners alone are told from both.
-func TestMerge(t *testing.T) {
-	socket := func(state tracer.State, inode uint64, local, remote string) PortSocket {
-		return PortSocket{Proto: tracer.ProtoTCP, State: state, NetNS: 1, Inode: inode, Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(remote)}
-	}
-	client := socket(tracer.StateEstablished, 3, "127.0.0.1:7100", "127.0.0.1:7101")
-	server := socket(tracer.StateEstablished, 4, "127.0.0.1:7101", "127.0.0.1:7100")
-	ephemeral := PortRange{Low: 32768, High: 60999}
-	first := &PortReport{Port: 7100, Sockets: []PortSocket{socket(tracer.StateListen, 1, "127.0.0.2:7100", "0.0.0.0:0"), client, server},
-		Processes: map[uint32]*proc.Process{10: {Name: "a"}}}
-	second := &PortReport{Port: 7101, Sockets: []PortSocket{socket(tracer.StateListen, 2, "127.0.0.1:7101", "0.0.0.0:0"), server, client},
-		Processes: map[uint32]*proc.Process{20: {Name: "b"}}, Notes: []string{"a note"}}
-	first.MarkRoles(ephemeral)
-	second.MarkRoles(ephemeral)
-	if first.Sockets[1].Role != tracer.RoleUnknown {
-		t.Fatalf("port 7100's report alone named the client end: %d", first.Sockets[1].Role)
-	}
-	first.Merge(second)
-	if len(first.Sockets) != 4 || first.Sockets[3].Inode != 2 {
-		t.Fatalf("merged %+v, want the two listeners and the connection's two ends once", first.Sockets)
-	}
-	if first.Sockets[1].Role != tracer.RoleClient || first.Sockets[2].Role != tracer.RoleServer {
-		t.Errorf("roles after the merge: client end %d, server end %d", first.Sockets[1].Role, first.Sockets[2].Role)
-	}
-	if len(first.Processes) != 2 || len(first.Notes) != 1 {
-		t.Errorf("merged processes %v and notes %v", first.Processes, first.Notes)
-	}
-}
