@@ -135,15 +135,15 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 // seen at one moment, their roles told by every listener.
 func seed(loop *correlate.Loop, ports tracer.Ports, family tracer.Family, connections bool, stderr io.Writer) {
 	if len(ports) == 1 {
-		report, snapshotNs, err := familySnapshot(ports[0], family)
+		report, takenNs, err := familySnapshot(ports[0], family)
 		if err != nil {
 			fmt.Fprintf(stderr, "porttrace: no snapshot of port %d's sockets: %v\n", ports[0], err)
 			return
 		}
-		loop.Seed(report, snapshotNs)
+		loop.Seed(report, takenNs)
 		return
 	}
-	report, snapshotNs, err := familySnapshot(0, family)
+	report, takenNs, err := familySnapshot(0, family)
 	if err != nil {
 		fmt.Fprintf(stderr, "porttrace: no snapshot of the sockets open before the watch (their owners are learnt as they act): %v\n", err)
 		return
@@ -151,29 +151,30 @@ func seed(loop *correlate.Loop, ports tracer.Ports, family tracer.Family, connec
 	if len(ports) == 0 {
 		// Every port: the lines name the owners of the sockets older
 		// than the watch, without a line for each socket of the machine.
-		loop.Adopt(report, snapshotNs)
+		loop.Adopt(report, takenNs)
 		if connections {
 			// Both ends of a local connection are known before either
 			// acts (one end's reset can end it before the other's first
 			// line): their at-start lines make no line of their own.
-			loop.Seed(report.LocalConnections(), snapshotNs)
+			loop.Seed(report.LocalConnections(), takenNs)
 		}
 		return
 	}
 	report.KeepPorts(ports)
-	loop.Seed(report, snapshotNs)
+	loop.Seed(report, takenNs)
 }
 
 // familySnapshot is the snapshot of port (0: every port) cut to family,
-// and when it was taken.
+// and when it was complete: the loop takes it after the events until then
+// (Correlator.Seed), and its lines are dated then.
 func familySnapshot(port uint16, family tracer.Family) (*snapshot.PortReport, int64, error) {
-	snapshotNs := time.Now().UnixNano()
 	report, err := snapshotTraced(port)
 	if err != nil {
 		return nil, 0, err
 	}
+	takenNs := time.Now().UnixNano()
 	report.KeepFamily(family)
-	return report, snapshotNs, nil
+	return report, takenNs, nil
 }
 
 // reportLost warns on stderr whenever the kernel's count of lost events or

@@ -58,6 +58,8 @@ func testServer(t *testing.T, wrap func(net.Listener) net.Listener, loop *correl
 	if loop == nil {
 		loop = seeded()
 	}
+	// The loop takes its snapshots, as Run would, and publishes them.
+	loop.Tick(10)
 	path := filepath.Join(t.TempDir(), "test.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -129,6 +131,7 @@ func seededWithConnections() *correlate.Loop {
 		},
 		Processes: map[uint32]*proc.Process{100: {Identity: proc.Identity{PID: 100, StartNs: 5_000_000_000}, Name: "server"}},
 	}, 2)
+	loop.Tick(10)
 	return loop
 }
 

@@ -138,9 +138,9 @@ func (cs *Connections) find(r *tracer.Record) (int32, int, bool) {
 		}
 		e := &cs.entries[i]
 		if e.foundAtStartOnly() {
-			// The snapshot caught it opening (its at-start lines are
-			// stamped with the time the snapshot began): the same
-			// connection, whose lines from its opening say more.
+			// The snapshot caught it opening (an opening whose
+			// events came after the snapshot was complete, late): the
+			// same connection, whose lines from its opening say more.
 			cs.discard(i)
 		} else {
 			// A new socket at the addresses of one whose end no line

@@ -21,7 +21,7 @@ func connections(events []tracer.Event, endMs int64) ([]string, *Connections) {
 // adoptedConnections is connections for a watch of every port that
 // adopted the sockets of r at its start.
 func adoptedConnections(r *snapshot.PortReport, events []tracer.Event, endMs int64) ([]string, *Connections) {
-	return startedConnections(func(c *Correlator) { c.Adopt(r) }, events, endMs)
+	return startedConnections(func(c *Correlator) { c.Adopt(r, 0) }, events, endMs)
 }
 
 // startedConnections is connections for a watch that start starts from a
@@ -255,7 +255,7 @@ const oldLocalConnectionLine = "client 10.0.0.2:40000 300/snapshot [ESTABLISHED 
 func TestConnectionsOlderThanTheWatchAdopted(t *testing.T) {
 	r, events := oldLocalConnection(tracer.RoleServer)
 	c := NewCorrelator(func(*tracer.Record) {})
-	c.Adopt(r)
+	c.Adopt(r, 0)
 	for _, o := range c.appendOwned(nil) {
 		if want := map[int32]tracer.Role{client: tracer.RoleClient, worker: tracer.RoleServer}[int32(o.Process.PID)]; o.Role != want {
 			t.Errorf("index: %d's socket has role %d, want %d", o.Process.PID, o.Role, want)
@@ -277,8 +277,8 @@ func TestConnectionsRoleOfTheSecondEndPlacesBoth(t *testing.T) {
 }
 
 // TestConnectionsOpenedDuringTheSnapshot: a connection made while the
-// watch's snapshot was taken is in the snapshot, at-start lines stamped
-// with the time the snapshot began, and its opening follows: one
+// watch's snapshot was taken is in the snapshot, and its opening's lines,
+// late, follow its at-start lines: one
 // connection, from its opening, not also one ended by it that held
 // nothing but its state at the start.
 func TestConnectionsOpenedDuringTheSnapshot(t *testing.T) {

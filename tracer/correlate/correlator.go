@@ -207,6 +207,20 @@ type Correlator struct {
 	heldLines [][holdCapacity]heldLine
 	heldFree  []int32
 
+	// seeds are snapshots waiting for the events older than them (see
+	// Seed); seedsAtNs is when the last of them was taken.
+	seeds     []waitingSeed
+	seedsAtNs int64
+	// seedListeners are the waiting snapshots' listeners, by port, until
+	// they are taken: a socket first seen mid-life meanwhile (an older
+	// connection closing) learns its role from them.
+	seedListeners map[portKey][]netip.Addr
+	// gone are the sockets the events saw end while snapshots waited, by
+	// id and by ends: one a snapshot still shows was dumped before it
+	// ended (by its ends, where its holder had closed it before the walk
+	// of the processes' files could name it).
+	gone *goneSockets
+
 	rec   tracer.Record
 	stats Stats
 	// ownerExits counts the exits of processes that owned sockets: the
@@ -237,40 +251,144 @@ func (c *Correlator) Stats() Stats { return c.stats }
 func (c *Correlator) Live() int { return len(c.byID) }
 
 // Seed tells the correlator about the sockets that existed before the
-// trace, with the processes holding them, and emits a RecordSocket line for
-// each, so that a watch starts from what is there and later events of those
-// sockets are attributed to their owners. Sockets without a kernel identity
-// (timewait ones) or without a holder are only reported.
+// trace, with the processes holding them, and emits a RecordSocket line,
+// dated timeNs, for each, so that a watch starts from what is there and
+// later events of those sockets are attributed to their owners. Sockets
+// without a kernel identity (timewait ones) or without a holder are only
+// reported.
+//
+// timeNs is when the snapshot r was complete. The tracer was started
+// before it, so the events up to then are still to come: the correlator
+// takes the snapshot only once it has handled them (at its first event
+// after timeNs, or a tick past it). A socket those events told of already,
+// such as a connection opened while the snapshot was taken, or a socket
+// freed and its memory reused meanwhile, keeps what they said (the
+// snapshot only names an owner or role they did not) and gets no line of
+// its own: its lines tell it. Until then the lines are held, for the owner
+// and role the snapshot may name.
 func (c *Correlator) Seed(r *snapshot.PortReport, timeNs int64) {
-	c.seed(r, func(s *sockState, ps *snapshot.PortSocket) {
-		rec := c.record(s, heldLine{timeNs: timeNs, durationNs: -1, new: ps.State, typ: tracer.RecordSocket})
-		if ps.Timer == snapshot.TimerTimeWait {
-			// The time left to a timewait socket; another timer's
-			// (keepalive, retransmit) says nothing of the socket's end.
-			rec.TimeoutNs = ps.TimerNs
-		}
-		c.output(rec)
-	})
+	c.waitSeed(waitingSeed{report: r, timeNs: timeNs, lines: true})
 }
 
 // Adopt is Seed without its lines: a watch of every port knows the owners
 // of the sockets older than it, whose later lines it prints, without a
 // line for each socket of the machine at its start.
-func (c *Correlator) Adopt(r *snapshot.PortReport) {
-	c.seed(r, func(*sockState, *snapshot.PortSocket) {})
+func (c *Correlator) Adopt(r *snapshot.PortReport, timeNs int64) {
+	c.waitSeed(waitingSeed{report: r, timeNs: timeNs})
 }
 
-// seed adopts what r found and hands each socket of it to report.
-func (c *Correlator) seed(r *snapshot.PortReport, report func(*sockState, *snapshot.PortSocket)) {
-	for i := range r.Sockets {
-		ps := &r.Sockets[i]
-		s := snapshotState(r, ps)
-		if traced, ok := tracedState(s, ps); ok {
-			if _, known := c.byID[traced.id]; !known {
-				c.adopt(traced)
+// goneSockets are the sockets that ended while snapshots waited.
+type goneSockets struct {
+	ids  map[tracer.SockID]bool
+	ends map[tupleKey]bool
+}
+
+// waitingSeed is a snapshot that waits for the events older than it.
+type waitingSeed struct {
+	report *snapshot.PortReport
+	timeNs int64
+	lines  bool
+}
+
+func (c *Correlator) waitSeed(sd waitingSeed) {
+	c.seeds = append(c.seeds, sd)
+	c.seedsAtNs = max(c.seedsAtNs, sd.timeNs)
+	if c.seedListeners == nil {
+		c.seedListeners = make(map[portKey][]netip.Addr)
+		c.gone = &goneSockets{ids: make(map[tracer.SockID]bool), ends: make(map[tupleKey]bool)}
+	}
+	for i := range sd.report.Sockets {
+		if ps := &sd.report.Sockets[i]; ps.State == tracer.StateListen && ps.Proto != tracer.ProtoUDP {
+			key := portKey{ps.NetNS, ps.Local.Port()}
+			c.seedListeners[key] = append(c.seedListeners[key], ps.Local.Addr())
+		}
+	}
+}
+
+// waitingSeeds says snapshots wait for the events older than them.
+func (c *Correlator) waitingSeeds() bool { return len(c.seeds) > 0 }
+
+// seedsDue takes the waiting snapshots once the events have reached the
+// time they were taken.
+func (c *Correlator) seedsDue(timeNs int64) {
+	if len(c.seeds) > 0 && timeNs > c.seedsAtNs {
+		c.takeSeeds()
+	}
+}
+
+// takeSeeds adopts what the waiting snapshots found, in the order they
+// were given, and prints the lines the events held for want of an owner.
+func (c *Correlator) takeSeeds() {
+	seeds, gone := c.seeds, c.gone
+	c.seeds, c.seedListeners, c.gone = nil, nil, nil
+	// What the events told of, before any snapshot adds its sockets:
+	// once, at the start, so a map is cheap.
+	known := make(map[tracer.SockID]bool, len(c.byID))
+	timewaits := map[tupleKey]bool{}
+	for id, i := range c.byID {
+		known[id] = true
+		if s := c.socks.at(i); s.timewait {
+			timewaits[s.tuple()] = true
+		}
+	}
+	for _, sd := range seeds {
+		for i := range sd.report.Sockets {
+			ps := &sd.report.Sockets[i]
+			s := snapshotState(sd.report, ps)
+			traced, ok := tracedState(s, ps)
+			switch {
+			case ok && known[traced.id]:
+				c.learnFromSnapshot(c.byID[traced.id], &traced)
+				continue
+			case ok && gone.ids[traced.id], !ok && gone.ends[s.tuple()]:
+				continue
+			case ok:
+				if _, adopted := c.byID[traced.id]; !adopted {
+					c.adopt(traced)
+				}
+			case ps.State == tracer.StateTimeWait && timewaits[s.tuple()]:
+				continue
+			}
+			if sd.lines {
+				c.seedLine(&s, ps, sd.timeNs)
 			}
 		}
-		report(&s, ps)
+	}
+	for _, i := range c.byID {
+		s := c.socks.at(i)
+		if s.role == tracer.RoleUnknown && !s.timewait {
+			// First seen mid-life before the listeners were known.
+			s.role = c.roleByListeners(s)
+		}
+		if s.nheld > 0 && s.complete() {
+			c.release(i)
+		}
+	}
+}
+
+// seedLine emits the line of a socket found at the start.
+func (c *Correlator) seedLine(s *sockState, ps *snapshot.PortSocket, timeNs int64) {
+	rec := c.record(s, heldLine{timeNs: timeNs, durationNs: -1, new: ps.State, typ: tracer.RecordSocket})
+	if ps.Timer == snapshot.TimerTimeWait {
+		// The time left to a timewait socket; another timer's
+		// (keepalive, retransmit) says nothing of the socket's end.
+		rec.TimeoutNs = ps.TimerNs
+	}
+	c.output(rec)
+}
+
+// learnFromSnapshot takes what a snapshot says of socket i, whose events
+// came first, where they did not say it: its holder and its role.
+func (c *Correlator) learnFromSnapshot(i int32, t *sockState) {
+	s := c.socks.at(i)
+	if s.ownerVia == tracer.OwnerUnknown && t.ownerVia != tracer.OwnerUnknown {
+		c.assignOwner(i, t.owner, t.ownerVia, false)
+	}
+	if s.role == tracer.RoleUnknown {
+		s.role = t.role
+	}
+	if s.inode == 0 {
+		s.inode = t.inode
 	}
 }
 
@@ -352,6 +470,7 @@ func (c *Correlator) appendOwned(dst []Owned) []Owned {
 
 // Handle implements Handler.
 func (c *Correlator) Handle(ev *tracer.Event) {
+	c.seedsDue(ev.TimeNs)
 	if ev.Kind == tracer.KindExit {
 		// Any process's: counted apart from the sockets' events.
 		c.onExit(ev)
@@ -388,6 +507,10 @@ func (c *Correlator) Handle(ev *tracer.Event) {
 // from the earliest socket, so the loop ends. It returns the earliest
 // deadline still ahead.
 func (c *Correlator) Tick(nowNs int64) int64 {
+	c.seedsDue(nowNs)
+	if len(c.seeds) > 0 {
+		return c.seedsAtNs + 1
+	}
 	for {
 		i, ok := c.queue.first()
 		if !ok {
@@ -414,6 +537,9 @@ func (c *Correlator) Tick(nowNs int64) int64 {
 // Flush releases everything held, as at the end of a trace. Stopped
 // timewait timers are left unsettled: nothing says yet how they end.
 func (c *Correlator) Flush() {
+	if len(c.seeds) > 0 {
+		c.takeSeeds()
+	}
 	for _, i := range slices.Clone(c.queue.socks) {
 		c.release(i)
 	}
@@ -449,6 +575,9 @@ func (c *Correlator) forget(i int32) {
 	c.leaveState(i)
 	c.unschedule(i)
 	delete(c.byID, s.id)
+	if c.gone != nil {
+		c.gone.ids[s.id], c.gone.ends[s.tuple()] = true, true
+	}
 	c.freeHeld(i)
 	*s = sockState{}
 	c.free = append(c.free, i)
@@ -849,7 +978,9 @@ func (c *Correlator) line(i int32, l heldLine) {
 	if l.new == tracer.StateClose && l.old != tracer.StateListen && l.old != tracer.StateSynSent && l.old != tracer.StateTimeWait {
 		c.stats.Closed++
 	}
-	if s.complete() {
+	// While a snapshot waits, every line waits with it: it may name the
+	// socket's owner and role.
+	if s.complete() && len(c.seeds) == 0 {
 		c.release(i)
 		c.output(c.record(s, l))
 		return
@@ -930,13 +1061,21 @@ func (c *Correlator) roleByListeners(s *sockState) tracer.Role {
 	if s.dport == 0 {
 		return tracer.RoleUnknown
 	}
-	if _, ok := c.listenerOf(s); ok {
+	if _, ok := c.listenerOf(s); ok || c.seedListening(s.netns, s.sport, s.saddr) {
 		return tracer.RoleServer
 	}
-	if _, ok := c.listenerAt(s.netns, s.dport, s.daddr); ok {
+	if _, ok := c.listenerAt(s.netns, s.dport, s.daddr); ok || c.seedListening(s.netns, s.dport, s.daddr) {
 		return tracer.RoleClient
 	}
 	return tracer.RoleUnknown
+}
+
+// seedListening says a waiting snapshot has a listener that takes
+// connections to addr and port in namespace netns (as listenerAt).
+func (c *Correlator) seedListening(netns uint32, port uint16, addr netip.Addr) bool {
+	return slices.ContainsFunc(c.seedListeners[portKey{netns, port}], func(l netip.Addr) bool {
+		return l == addr || l.IsUnspecified()
+	})
 }
 
 func (c *Correlator) record(s *sockState, l heldLine) *tracer.Record {

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -554,6 +555,122 @@ func TestCorrelatorSeed(t *testing.T) {
 	})
 }
 
+// TestCorrelatorSeedAfterOlderEvents: a snapshot is taken after the events
+// older than it, which a watch reads only once it has taken the snapshot.
+// Here a connection ends and its sockets' memory goes to the next one, from
+// the server's end to the client's, before the snapshot is complete: the
+// old connection's lines keep its own ends and roles (the snapshot, taken
+// first, once gave the old server's lines the new client's role), and the
+// new connection, seen opening, gets no at-start line.
+func TestCorrelatorSeedAfterOlderEvents(t *testing.T) {
+	var got []string
+	c := NewCorrelator(func(r *tracer.Record) {
+		got = append(got, fmt.Sprintf("%s %s %s", r.Type, line(r), [...]string{"unknown", "client", "server"}[r.Role]))
+	})
+	const nextClient, nextServer = serverSock, clientSock // the memory, swapped
+	newClient := snapshot.PortSocket{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateEstablished,
+		Local: netip.AddrPortFrom(clientAddr, 40001), Remote: netip.AddrPortFrom(serverAddr, 8080), NetNS: 1,
+		Sock: nextClient, PIDs: []uint32{client}, Role: tracer.RoleClient}
+	newServer := snapshotServer(tracer.ProtoTCP, nextServer)
+	newServer.Remote, newServer.Role = newClient.Local, tracer.RoleServer
+	listening := snapshotListener(tracer.ProtoTCP, listenSock)
+	r := &snapshot.PortReport{Port: 8080, Sockets: []snapshot.PortSocket{listening, newClient, newServer},
+		Processes: map[uint32]*proc.Process{listener: {Identity: proc.Identity{PID: listener}, Name: "p100"},
+			worker: {Identity: proc.Identity{PID: worker}, Name: "p200"}, client: {Identity: proc.Identity{PID: client}, Name: "p300"}}}
+	c.Seed(r, 100e6)
+	next := func(e tracer.Event) tracer.Event { return fromClientPort(e, 40001) }
+	// The old connection, older than the trace, ends; the next one
+	// opens while the snapshot is taken.
+	feed(t, c, append(serverCloses(50, serverSock, 40000),
+		next(state(60, atClient, nextClient, tracer.StateClose, tracer.StateSynSent, client)),
+		next(state(61, atServer, nextServer, tracer.StateListen, tracer.StateSynRecv, softirq)),
+		next(state(61, atServer, nextServer, tracer.StateSynRecv, tracer.StateEstablished, softirq)),
+		next(state(61, atClient, nextClient, tracer.StateSynSent, tracer.StateEstablished, softirq)),
+		next(ev(62, tracer.KindAccept, atServer, nextServer, 0, tracer.StateEstablished, worker)),
+		// After the snapshot.
+		next(state(150, atClient, nextClient, tracer.StateEstablished, tracer.StateFinWait1, client)),
+	))
+	// In the order the correlator puts them out (a watch's window puts
+	// them in time order): the lines held for the snapshot come out as a
+	// socket closes or when the snapshot is taken.
+	wantLines(t, got, []string{
+		"state 200 10.0.0.1:8080>40000 ESTABLISHED->CLOSE_WAIT close server",
+		"state 200 10.0.0.1:8080>40000 CLOSE_WAIT->LAST_ACK close 1ms server",
+		"state 200 10.0.0.1:8080>40000 LAST_ACK->CLOSE close 1ms server",
+		"state 200 10.0.0.1:8080>40001 LISTEN->SYN_RECV accept server",
+		"state 200 10.0.0.1:8080>40001 SYN_RECV->ESTABLISHED accept 0ms server",
+		"socket 100 10.0.0.1:8080>0 UNKNOWN->LISTEN snapshot unknown",
+		"state 300 10.0.0.2:40001>8080 CLOSE->SYN_SENT connect client",
+		"state 300 10.0.0.2:40001>8080 SYN_SENT->ESTABLISHED connect 1ms client",
+		"state 300 10.0.0.2:40001>8080 ESTABLISHED->FIN_WAIT1 connect 89ms client",
+	})
+}
+
+// fromClientPort is e, an event of either end of the synthetic
+// connection, for a connection from the client's port instead.
+func fromClientPort(e tracer.Event, port uint16) tracer.Event {
+	if e.SPort == 8080 {
+		e.DPort = port
+	} else {
+		e.SPort = port
+	}
+	return e
+}
+
+// serverCloses is the passive close of the server's end sock, connected
+// from the client's port, from ms on.
+func serverCloses(ms int64, sock tracer.SockID, port uint16) []tracer.Event {
+	events := []tracer.Event{
+		state(ms, atServer, sock, tracer.StateEstablished, tracer.StateCloseWait, softirq),
+		state(ms+1, atServer, sock, tracer.StateCloseWait, tracer.StateLastAck, worker),
+		state(ms+2, atServer, sock, tracer.StateLastAck, tracer.StateClose, softirq),
+	}
+	for i := range events {
+		events[i].DPort = port
+	}
+	return events
+}
+
+// TestCorrelatorSeedSkipsSocketsGoneMeanwhile: a socket the snapshot shows,
+// but whose end the events before it was complete told, is not brought
+// back as found at the start: not by its id, nor, where the snapshot had
+// none (its holder had closed it before the walk of the files), by its
+// ends.
+func TestCorrelatorSeedSkipsSocketsGoneMeanwhile(t *testing.T) {
+	var got []string
+	unheld := snapshotServer(tracer.ProtoTCP, 0)
+	unheld.Remote, unheld.PIDs = netip.AddrPortFrom(clientAddr, 40001), nil
+	c, r := seeded(&got, snapshotServer(tracer.ProtoTCP, serverSock), unheld)
+	c.Seed(r, 100e6)
+	feed(t, c, append(append(serverCloses(50, serverSock, 40000), serverCloses(53, twSock, 40001)...), tick(200)))
+	for _, l := range got {
+		if strings.HasPrefix(l, "socket") {
+			t.Errorf("an at-start line for a socket gone before the snapshot was complete: %s", l)
+		}
+	}
+	if c.Live() != 0 {
+		t.Errorf("%d sockets live, want none", c.Live())
+	}
+}
+
+// TestCorrelatorSeedNamesOwnersOfLinesHeldForIt: the lines of an older
+// socket that acts before the snapshot is complete wait for it, and carry
+// the holder it names.
+func TestCorrelatorSeedNamesOwnersOfLinesHeldForIt(t *testing.T) {
+	var got []string
+	c, r := seeded(&got, snapshotListener(tracer.ProtoTCP, listenSock), snapshotServer(tracer.ProtoTCP, serverSock))
+	r.Sockets[1].State = tracer.StateCloseWait
+	c.Seed(r, 100e6)
+	feed(t, c, []tracer.Event{
+		state(50, atServer, serverSock, tracer.StateEstablished, tracer.StateCloseWait, softirq),
+		tick(200),
+	})
+	wantLines(t, got, []string{
+		"socket 100 10.0.0.1:8080>0 UNKNOWN->LISTEN snapshot",
+		"state 200 10.0.0.1:8080>40000 ESTABLISHED->CLOSE_WAIT snapshot",
+	})
+}
+
 // TestCorrelatorSeedTimeLeftOnlyForTimeWait: an at-start line gives the
 // time left to a timewait socket, never another timer's (an established
 // connection's keepalive read "14.8s left", as if it would end then).
@@ -566,6 +683,7 @@ func TestCorrelatorSeedTimeLeftOnlyForTimeWait(t *testing.T) {
 		Timer: snapshot.TimerTimeWait, TimerNs: 42_000_000_000}
 	c, r := seeded(&got, kept, timewait)
 	c.Seed(r, 0)
+	c.Tick(1)
 	wantLines(t, got, []string{
 		"socket 200 10.0.0.1:8080>40000 UNKNOWN->ESTABLISHED snapshot",
 		"socket 0 10.0.0.1:8080>40001 UNKNOWN->TIME_WAIT unknown timeout=42s",
@@ -608,6 +726,7 @@ func TestCorrelatorSeedMPTCP(t *testing.T) {
 	listening.Subflow, serving.Subflow = subflow, connSubflow
 	c, r := seeded(&got, listening, serving)
 	c.Seed(r, 0)
+	c.Tick(1)
 	owned := c.appendOwned(nil)
 	if len(owned) != 2 || owned[0].Sock != msk || owned[0].Proto != tracer.ProtoMPTCP || owned[1].Sock != connMsk {
 		t.Errorf("published %+v, want the two MPTCP sockets", owned)
@@ -796,14 +915,7 @@ func TestCorrelatorMPTCPSubflows(t *testing.T) {
 		kworker                  = 9
 	)
 	sub := func(e tracer.Event, parent tracer.SockID) tracer.Event { e.Parent = parent; return e }
-	joined := func(e tracer.Event) tracer.Event {
-		if e.SPort == 8080 {
-			e.DPort = 40001
-		} else {
-			e.SPort = 40001
-		}
-		return e
-	}
+	joined := func(e tracer.Event) tracer.Event { return fromClientPort(e, 40001) }
 	kthread := func(e tracer.Event) tracer.Event { e.KernelThread = true; return e }
 	got := correlate(t, []tracer.Event{
 		sub(state(0, atListener, listenSock, tracer.StateClose, tracer.StateListen, listener), listenMsk),

@@ -66,13 +66,15 @@ type Loop struct {
 	// (FreshIndex), which wanted says it did.
 	onDemand bool
 	wanted   atomic.Bool
+	// seeded is closed once the snapshots are taken and published.
+	seeded chan struct{}
 }
 
 var _ tracer.Handler = (*Loop)(nil)
 
 // NewLoop returns a loop whose correlator's records go to sinks, in order.
 func NewLoop(sinks ...tracer.Sink) *Loop {
-	l := &Loop{sinks: sinks, reseeds: make(chan reseed, 1), publishEvery: publishIntervalNs}
+	l := &Loop{sinks: sinks, reseeds: make(chan reseed, 1), publishEvery: publishIntervalNs, seeded: make(chan struct{})}
 	l.corr = NewCorrelator(l.emit)
 	l.index.Store(newIndex(0, Stats{}, nil))
 	return l
@@ -84,19 +86,20 @@ func (l *Loop) emit(r *tracer.Record) {
 	}
 }
 
-// Seed starts the correlator from a snapshot of the sockets that exist (see
-// Correlator.Seed). Call it before Run only.
-func (l *Loop) Seed(r *snapshot.PortReport, timeNs int64) {
-	l.corr.Seed(r, timeNs)
-	l.publish(timeNs)
-}
+// Seed starts the correlator from a snapshot of the sockets that exist,
+// complete at timeNs (see Correlator.Seed): the loop takes it once Run has
+// handled the events until then, and publishes its index at once. Call it
+// before Run only.
+func (l *Loop) Seed(r *snapshot.PortReport, timeNs int64) { l.corr.Seed(r, timeNs) }
 
 // Adopt is Seed without its lines (see Correlator.Adopt). Call it before
 // Run only.
-func (l *Loop) Adopt(r *snapshot.PortReport, timeNs int64) {
-	l.corr.Adopt(r)
-	l.publish(timeNs)
-}
+func (l *Loop) Adopt(r *snapshot.PortReport, timeNs int64) { l.corr.Adopt(r, timeNs) }
+
+// Seeded is closed once Run has taken the snapshots given to Seed and
+// Adopt and published an index with their sockets: a daemon is ready to
+// answer then.
+func (l *Loop) Seeded() <-chan struct{} { return l.seeded }
 
 // PublishOnDemand has the loop rebuild its index only when a reader asks
 // for it with FreshIndex (and when it stops), not as it changes: for a
@@ -246,6 +249,12 @@ func (l *Loop) Tick(nowNs int64) int64 {
 	for _, s := range l.sinks {
 		next = tracer.EarlierDeadline(next, s.Tick(nowNs))
 	}
+	if l.announceSeeded() {
+		if !l.onDemand {
+			l.publish(nowNs)
+		}
+		close(l.seeded)
+	}
 	switch {
 	case l.onDemand:
 		if l.wanted.Swap(false) {
@@ -259,6 +268,17 @@ func (l *Loop) Tick(nowNs int64) int64 {
 		}
 	}
 	return next
+}
+
+// announceSeeded says the snapshots have just been taken, and Seeded is
+// still open.
+func (l *Loop) announceSeeded() bool {
+	select {
+	case <-l.seeded:
+		return false
+	default:
+		return !l.corr.waitingSeeds()
+	}
 }
 
 // changes counts what can change the index: events, owners' exits, and

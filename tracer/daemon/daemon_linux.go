@@ -52,8 +52,6 @@ type Config struct {
 	Source tracer.Config
 	// Logf receives the daemon's log lines.
 	Logf func(format string, args ...any)
-	// Ready, if set, is called once the daemon serves.
-	Ready func()
 }
 
 // daemon is one running service. The loop owns the correlator; everything
@@ -121,7 +119,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := d.seed(); err != nil {
 		return err
 	}
-	srv, err := api.Listen(cfg.Socket, api.Backend{Index: d.loop.Index, Who: d.who, History: d.history})
+	srv, err := api.Listen(cfg.Socket, api.Backend{Index: d.seededIndex, Who: d.who, History: d.history})
 	if err != nil {
 		return err
 	}
@@ -138,9 +136,6 @@ func Run(ctx context.Context, cfg Config) error {
 	// gets to it, minutes later.
 	debug.FreeOSMemory()
 	cfg.Logf("serving the API on %s", cfg.Socket)
-	if cfg.Ready != nil {
-		cfg.Ready()
-	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -158,14 +153,41 @@ func Run(ctx context.Context, cfg Config) error {
 // seed starts the loop from one snapshot of every socket in every network
 // namespace.
 func (d *daemon) seed() error {
-	r, at, err := d.snapshotAll()
+	r, _, err := d.snapshotAll()
 	if err != nil {
 		return fmt.Errorf("the starting snapshot: %w", err)
 	}
-	d.loop.Seed(r, at)
+	// Dated when it is complete: the loop takes it after every event
+	// until then (Correlator.Seed).
+	takenNs := time.Now().UnixNano()
+	d.loop.Seed(r, takenNs)
+	if d.store != nil {
+		d.store.AwaitSnapshot(takenNs)
+	}
 	d.unheld.remember(r)
 	d.cfg.Logf("started from %d sockets", len(r.Sockets))
 	return nil
+}
+
+// seededWait bounds how long an answer waits for the loop to take the
+// starting snapshot: a loop held up longer answers with what it has.
+const seededWait = 5 * time.Second
+
+// seededIndex is the loop's index, once it holds the starting snapshot:
+// the loop takes that only after the events older than it, so the first
+// answers, asked as the daemon starts, wait for it.
+func (d *daemon) seededIndex() *correlate.Index {
+	select {
+	case <-d.loop.Seeded():
+	default:
+		t := time.NewTimer(seededWait)
+		defer t.Stop()
+		select {
+		case <-d.loop.Seeded():
+		case <-t.C:
+		}
+	}
+	return d.loop.Index()
 }
 
 func (d *daemon) snapshotAll() (*snapshot.PortReport, int64, error) {

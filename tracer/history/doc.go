@@ -12,6 +12,7 @@
 //	store, err := history.Open(dataDir, history.Options{Logf: logf})
 //	loop := correlate.NewLoop(printer, store, metrics)  // a tracer.Sink
 //	loop.Seed(snapshot, now)  // so that holders survive a restart
+//	store.AwaitSnapshot(now)
 //	... loop.Run(ctx, src) ...
 //	store.Close()             // after the loop has stopped
 //	res, err := store.Query(8080, since, until)
@@ -44,8 +45,9 @@
 // Each Open numbers a run. The start-up snapshot's sockets (RecordSocket
 // records, from Loop.Seed) continue the open holders of earlier runs that
 // they find again, by socket and pid; at the first other record or tick
-// the snapshot is taken to be over, and the open holders it did not find
-// end as EndUnseen at that time. Without a seed, every holder of an
+// dated after the snapshot (AwaitSnapshot) the snapshot is taken to be
+// over, and the open holders it did not find end as EndUnseen at that
+// time. Without a seed, every holder of an
 // earlier run ends so.
 //
 // # What the records do not say yet

@@ -79,6 +79,9 @@ type sinkState struct {
 	minute    int64
 	flushedNs int64
 	seenAll   bool
+	// snapshotAtNs is when the start-up snapshot's lines are dated (see
+	// AwaitSnapshot).
+	snapshotAtNs int64
 }
 
 func (st *sinkState) init() {
@@ -191,10 +194,16 @@ func (s *Store) seen(r *tracer.Record) {
 	s.send(&c)
 }
 
+// AwaitSnapshot says the lines of the start-up snapshot given to the
+// loop (Loop.Seed) are dated atNs. The loop takes that snapshot after the
+// events older than it, whose records and ticks, dated earlier, do not end
+// it. Call it before the loop runs.
+func (s *Store) AwaitSnapshot(atNs int64) { s.sink.snapshotAtNs = atNs }
+
 // endSnapshot tells the writer, once, that the start-up snapshot (if any)
-// is over.
+// is over: at timeNs, a record's or a tick's after the snapshot.
 func (s *Store) endSnapshot(timeNs int64) {
-	if s.sink.seenAll {
+	if s.sink.seenAll || timeNs <= s.sink.snapshotAtNs {
 		return
 	}
 	s.sink.seenAll = true

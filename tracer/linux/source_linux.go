@@ -352,7 +352,10 @@ func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 	flowing := false
 	next := tracer.NoDeadline
 	var deliveredNs int64 // see deliveryLag
-	waitFirst := true
+	// The first read ticks the handler whatever it finds: its deadlines,
+	// such as that of a snapshot waiting for the events older than it,
+	// start there.
+	waitFirst, ticked := false, false
 	var until time.Time // zero: until an event comes
 	for {
 		woken := false
@@ -380,8 +383,8 @@ func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 		}
 		// A read that found nothing needs no tick, unless a deadline
 		// has come or Wake asked for one.
-		if n > 0 || woken || (next != tracer.NoDeadline && deliveredNs >= next) || ctx.Err() != nil {
-			next = h.Tick(deliveredNs)
+		if n > 0 || woken || !ticked || (next != tracer.NoDeadline && deliveredNs >= next) || ctx.Err() != nil {
+			next, ticked = h.Tick(deliveredNs), true
 		}
 		if ctx.Err() != nil {
 			return nil

@@ -151,6 +151,7 @@ func seededLoop(sockets ...snapshot.PortSocket) *correlate.Loop {
 	}
 	loop := correlate.NewLoop()
 	loop.Seed(r, 1)
+	loop.Tick(2)
 	return loop
 }
 
