@@ -1073,6 +1073,9 @@ func (c *Correlator) roleByListeners(s *sockState) tracer.Role {
 // seedListening says a waiting snapshot has a listener that takes
 // connections to addr and port in namespace netns (as listenerAt).
 func (c *Correlator) seedListening(netns uint32, port uint16, addr netip.Addr) bool {
+	if c.seedListeners == nil {
+		return false
+	}
 	return slices.ContainsFunc(c.seedListeners[portKey{netns, port}], func(l netip.Addr) bool {
 		return l == addr || l.IsUnspecified()
 	})
