@@ -133,16 +133,31 @@ func (cs *Connections) find(r *tracer.Record) (int32, int, bool) {
 	key := makeTuple(r.NetNS, r.SAddr, r.SPort, r.DAddr, r.DPort)
 	if v, ok := cs.ends[key]; ok {
 		i, side := v/2, int(v%2)
+		e := &cs.entries[i]
 		if !opens(r) {
+			if r.Old == tracer.StateTimeWait && !e.inTimeWait(side) {
+				// The end of a timewait socket whose ends a newer
+				// socket took: its connection ended then.
+				return 0, 0, false
+			}
 			return i, side, true
 		}
-		e := &cs.entries[i]
-		if e.foundAtStartOnly() {
+		switch {
+		case e.inTimeWait(side):
+			// A new socket at a timewait socket's ends (a client's
+			// next connect, tcp_tw_reuse; a server's next SYN): the
+			// kernel kills the timewait socket for it, after the new
+			// socket's first line.
+			killed := tracer.Record{Type: tracer.RecordState, TimeNs: r.TimeNs, Old: tracer.StateTimeWait, New: tracer.StateClose,
+				DurationNs: r.TimeNs - e.enteredNs[side], Reason: ReasonKilled}
+			cs.update(e, side, &killed)
+			cs.finishIfGone(i, r.TimeNs)
+		case e.foundAtStartOnly():
 			// The snapshot caught it opening (an opening whose
 			// events came after the snapshot was complete, late): the
 			// same connection, whose lines from its opening say more.
 			cs.discard(i)
-		} else {
+		default:
 			// A new socket at the addresses of one whose end no line
 			// said (its events lost): that one is over.
 			e.gone[side] = true
@@ -186,6 +201,12 @@ func (cs *Connections) find(r *tracer.Record) (int32, int, bool) {
 	other.Family, other.Addr, other.Port = r.Family, r.DAddr, r.DPort
 	cs.place(i, side, key, r)
 	return i, side, true
+}
+
+// inTimeWait says end side of the entry is in TIME_WAIT.
+func (e *connEntry) inTimeWait(side int) bool {
+	end := e.end(side)
+	return !e.gone[side] && end.NStates > 0 && end.States[e.current[side]].State == tracer.StateTimeWait
 }
 
 // foundAtStartOnly says all the entry holds is what the watch's at-start

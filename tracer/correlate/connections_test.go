@@ -142,6 +142,34 @@ func TestConnections(t *testing.T) {
 				" | start 10 end 60026 handshake 2 life 16 first client",
 		},
 	}, {
+		// Linux reuses a client's own TIME_WAIT ends for its next connect
+		// (tcp_tw_reuse), and kills the timewait socket after the new
+		// socket's SYN_SENT: the kill ends the first connection, not the
+		// second.
+		name: "the client's next connection from the ends of its TIME_WAIT",
+		events: func() []tracer.Event {
+			const nextClient, nextServer tracer.SockID = 0x3500, 0x2500
+			events := append(handshake(), ev(13, tracer.KindAccept, atServer, serverSock, 0, tracer.StateEstablished, worker))
+			events = append(events, localClose()...)
+			return append(events,
+				state(3_000, atClient, nextClient, tracer.StateClose, tracer.StateSynSent, client),
+				timewait(3_000, tracer.KindTimeWaitCancel, tracer.StateTimeWait, 57_026),
+				state(3_001, atServer, nextServer, tracer.StateListen, tracer.StateSynRecv, softirq),
+				state(3_001, atServer, nextServer, tracer.StateSynRecv, tracer.StateEstablished, softirq),
+				state(3_001, atClient, nextClient, tracer.StateSynSent, tracer.StateEstablished, softirq),
+				ev(3_002, tracer.KindAccept, atServer, nextServer, 0, tracer.StateEstablished, worker),
+				tick(4_000),
+			)
+		}(),
+		endMs: 5_000,
+		want: []string{
+			"client 10.0.0.2:40000 300/connect [SYN_SENT:2 ESTABLISHED:8 FIN_WAIT1:1 FIN_WAIT2:5 TIME_WAIT:2974] killed" +
+				" | server 10.0.0.1:8080 200/accept [SYN_RECV:1 ESTABLISHED:9 CLOSE_WAIT:4 LAST_ACK:1]" +
+				" | start 10 end 3000 handshake 2 life 16 first client",
+			"client 10.0.0.2:40000 300/connect [SYN_SENT:1 ESTABLISHED:1999] | server 10.0.0.1:8080 200/accept [SYN_RECV:0 ESTABLISHED:1999]" +
+				" | start 3000 end 5000 handshake 1 life 2000 first unknown open",
+		},
+	}, {
 		name: "a refused connect: one end, its error",
 		events: []tracer.Event{
 			state(10, atClient, clientSock, tracer.StateClose, tracer.StateSynSent, client),
