@@ -277,10 +277,25 @@ func (c *Correlator) Adopt(r *snapshot.PortReport, timeNs int64) {
 	c.waitSeed(waitingSeed{report: r, timeNs: timeNs})
 }
 
-// goneSockets are the sockets that ended while snapshots waited.
+// goneSockets are the sockets that ended while snapshots waited: by id,
+// and by ends, where the last one to end there says whether it may have
+// left a timewait socket unseen (a close from FIN_WAIT2 or CLOSING not
+// handed to one the events showed).
 type goneSockets struct {
 	ids  map[tracer.SockID]bool
-	ends map[tupleKey]bool
+	ends map[tupleKey]goneEnd
+}
+
+type goneEnd struct{ leftTimeWait bool }
+
+// dumpedBefore says a socket without an id that a snapshot found in state
+// at ends was dumped before the events told its end: the last socket
+// there ended, and not into a timewait socket, which the snapshot may show
+// where the events did not (in the first moments of a trace, before the
+// timewait probes are attached).
+func (g *goneSockets) dumpedBefore(ends tupleKey, state tracer.State) bool {
+	e, ok := g.ends[ends]
+	return ok && !(state == tracer.StateTimeWait && e.leftTimeWait)
 }
 
 // waitingSeed is a snapshot that waits for the events older than it.
@@ -295,7 +310,7 @@ func (c *Correlator) waitSeed(sd waitingSeed) {
 	c.seedsAtNs = max(c.seedsAtNs, sd.timeNs)
 	if c.seedListeners == nil {
 		c.seedListeners = make(map[portKey][]netip.Addr)
-		c.gone = &goneSockets{ids: make(map[tracer.SockID]bool), ends: make(map[tupleKey]bool)}
+		c.gone = &goneSockets{ids: make(map[tracer.SockID]bool), ends: make(map[tupleKey]goneEnd)}
 	}
 	for i := range sd.report.Sockets {
 		if ps := &sd.report.Sockets[i]; ps.State == tracer.StateListen && ps.Proto != tracer.ProtoUDP {
@@ -324,12 +339,10 @@ func (c *Correlator) takeSeeds() {
 	// What the events told of, before any snapshot adds its sockets:
 	// once, at the start, so a map is cheap.
 	known := make(map[tracer.SockID]bool, len(c.byID))
-	timewaits := map[tupleKey]bool{}
+	knownEnds := make(map[tupleKey]bool, len(c.byID))
 	for id, i := range c.byID {
 		known[id] = true
-		if s := c.socks.at(i); s.timewait {
-			timewaits[s.tuple()] = true
-		}
+		knownEnds[c.socks.at(i).tuple()] = true
 	}
 	for _, sd := range seeds {
 		for i := range sd.report.Sockets {
@@ -340,13 +353,21 @@ func (c *Correlator) takeSeeds() {
 			case ok && known[traced.id]:
 				c.learnFromSnapshot(c.byID[traced.id], &traced)
 				continue
-			case ok && gone.ids[traced.id], !ok && gone.ends[s.tuple()]:
+			case ok && gone.ids[traced.id]:
 				continue
 			case ok:
 				if _, adopted := c.byID[traced.id]; !adopted {
 					c.adopt(traced)
 				}
-			case ps.State == tracer.StateTimeWait && timewaits[s.tuple()]:
+			case ps.Proto == tracer.ProtoUDP:
+			case knownEnds[s.tuple()]:
+				// A socket without an id (a timewait one; one its
+				// holder closed before the walk of the files) at the
+				// ends of one the events follow: that one, or gone for
+				// it (a new connection's SYN kills a timewait socket at
+				// its ends).
+				continue
+			case gone.dumpedBefore(s.tuple(), ps.State):
 				continue
 			}
 			if sd.lines {
@@ -576,7 +597,7 @@ func (c *Correlator) forget(i int32) {
 	c.unschedule(i)
 	delete(c.byID, s.id)
 	if c.gone != nil {
-		c.gone.ids[s.id], c.gone.ends[s.tuple()] = true, true
+		c.gone.ids[s.id], c.gone.ends[s.tuple()] = true, goneEnd{}
 	}
 	c.freeHeld(i)
 	*s = sockState{}
@@ -783,7 +804,11 @@ func (c *Correlator) onState(ev *tracer.Event) {
 	c.line(i, heldLine{timeNs: ev.TimeNs, durationNs: duration, err: -ev.Err, old: ev.OldState, new: ev.NewState, typ: typ})
 	if ev.NewState == tracer.StateClose {
 		c.release(i)
+		key := s.tuple()
 		c.forget(i)
+		if c.gone != nil && (ev.OldState == tracer.StateFinWait2 || ev.OldState == tracer.StateClosing) {
+			c.gone.ends[key] = goneEnd{leftTimeWait: true}
+		}
 	}
 	if ev.OldState == tracer.StateLastAck && ev.NewState == tracer.StateClose {
 		c.peerAcked(ev)

@@ -653,6 +653,41 @@ func TestCorrelatorSeedSkipsSocketsGoneMeanwhile(t *testing.T) {
 	}
 }
 
+// TestCorrelatorSeedTimeWaitAtTheStart: a timewait socket the snapshot
+// shows (without an id) is found at the start, even where the events saw
+// the full socket before it close unseen into it; but not where a socket
+// the events follow holds its ends now, or held them and ended without a
+// timewait socket (a new connection's SYN killed the one the snapshot saw).
+func TestCorrelatorSeedTimeWaitAtTheStart(t *testing.T) {
+	var got []string
+	atEnds := func(port uint16) snapshot.PortSocket {
+		return snapshot.PortSocket{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateTimeWait,
+			Local: netip.AddrPortFrom(serverAddr, 8080), Remote: netip.AddrPortFrom(clientAddr, port), NetNS: 1,
+			Timer: snapshot.TimerTimeWait, TimerNs: 59e9}
+	}
+	c, r := seeded(&got, atEnds(40000), atEnds(40001), atEnds(40002))
+	c.Seed(r, 100e6)
+	const next, another = tracer.SockID(0x5000), tracer.SockID(0x6000)
+	feed(t, c, append([]tracer.Event{
+		// The full socket at the first ends closes; its timewait
+		// socket is not seen (the timer probes were still attaching).
+		state(50, atServer, serverSock, tracer.StateFinWait2, tracer.StateClose, softirq),
+		// A new connection at the second ends.
+		fromClientPort(state(60, atServer, next, tracer.StateListen, tracer.StateSynRecv, softirq), 40001),
+		// And one at the third, which the client closes first: no
+		// timewait socket of this end.
+		fromClientPort(state(61, atServer, another, tracer.StateListen, tracer.StateSynRecv, softirq), 40002),
+		fromClientPort(state(61, atServer, another, tracer.StateSynRecv, tracer.StateEstablished, softirq), 40002),
+	}, append(serverCloses(70, another, 40002), tick(2000))...))
+	var atStart []string
+	for _, l := range got {
+		if strings.HasPrefix(l, "socket") {
+			atStart = append(atStart, l)
+		}
+	}
+	wantLines(t, atStart, []string{"socket 0 10.0.0.1:8080>40000 UNKNOWN->TIME_WAIT unknown timeout=59s"})
+}
+
 // TestCorrelatorSeedNamesOwnersOfLinesHeldForIt: the lines of an older
 // socket that acts before the snapshot is complete wait for it, and carry
 // the holder it names.
