@@ -65,7 +65,7 @@ func (f *watchFlags) define(fs *pflag.FlagSet) {
 	fs.BoolVarP(&f.ipv4, "ipv4", "4", false, "IPv4 only")
 	fs.BoolVarP(&f.ipv6, "ipv6", "6", false, "IPv6 only")
 	fs.BoolVar(&f.json, "json", false, "print one JSON object per line (fields in the README)")
-	fs.DurationVar(&f.duration, "duration", 0, "stop after this `DURATION` (30s, 5m); default (or 0): at Ctrl-C or SIGTERM")
+	fs.DurationVar(&f.duration, "duration", 0, "trace for this `DURATION` (30s, 5m), from when the trace has started; default (or 0): until Ctrl-C or SIGTERM")
 	f.defineSource(fs)
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 }
@@ -81,13 +81,15 @@ func (f *watchFlags) defineSource(fs *pflag.FlagSet) {
 	fs.BoolVarP(&f.verbose, "verbose", "v", false, "say which hooks were attached and why")
 }
 
-// runContext is the context a watch or top runs in: it ends with ctx (the
-// signals), after duration where one is given, or at stop.
-func runContext(ctx context.Context, duration time.Duration) (_ context.Context, stop context.CancelFunc) {
+// forDuration ends ctx, the one a watch or top traces in, after duration
+// where one is given. It is called as the tracing begins, once the probes
+// are attached and the sockets found: a start that a loaded machine slows
+// down to seconds does not eat into the time asked for.
+func forDuration(ctx context.Context, duration time.Duration) (context.Context, context.CancelFunc) {
 	if duration > 0 {
 		return context.WithTimeout(ctx, duration)
 	}
-	return context.WithCancel(ctx)
+	return ctx, func() {}
 }
 
 // watchCommand is porttrace without a command: the live watch.

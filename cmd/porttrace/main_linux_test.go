@@ -692,6 +692,30 @@ func TestPIDMustBeAProcess(t *testing.T) {
 	t.Fatal("the test process has no thread but its main one")
 }
 
+// TestDurationCountsTracingTime: --duration is the time traced, counted
+// once the probes are attached and the sockets found; the start (a fifth of
+// a second here, seconds on a loaded machine) used to eat into it.
+func TestDurationCountsTracingTime(t *testing.T) {
+	needRoot(t)
+	const duration = 300 * time.Millisecond
+	var stdout, stderr bytes.Buffer
+	port := strconv.Itoa(freeLoopbackPort(t))
+	if err := run(context.Background(), []string{"--port", port, "--json", "--duration", duration.String()}, &stdout, &stderr); err != nil {
+		t.Fatalf("porttrace: %v\n%s", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var summary struct {
+		Type      string `json:"type"`
+		ElapsedNs int64  `json:"elapsed_ns"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &summary); err != nil || summary.Type != "summary" {
+		t.Fatalf("last line %q, want the summary (%v)", lines[len(lines)-1], err)
+	}
+	if summary.ElapsedNs < int64(duration) {
+		t.Errorf("traced for %v, want the %v asked for", time.Duration(summary.ElapsedNs), duration)
+	}
+}
+
 // TestFamilyFlagStartingSnapshot: -4 and -6 apply to the sockets a watch
 // starts from as to the events: by the traffic they carry, a dual-stack
 // [::] listener under both.

@@ -35,7 +35,7 @@ func (f *topFlags) define(fs *pflag.FlagSet) {
 	fs.IntVarP(&f.iterations, "iterations", "n", 0, "stop after `N` tables; default: at q, Ctrl-C or SIGTERM")
 	fs.StringVar(&f.sortName, "sort", "port", "sort the rows by `KEY`: "+strings.Join(top.SortNames(), ", "))
 	clidoc.Values(fs, "sort", top.SortNames()...)
-	fs.DurationVar(&f.duration, "duration", 0, "stop after this `DURATION` (30s, 5m); default (or 0): at q, Ctrl-C or SIGTERM")
+	fs.DurationVar(&f.duration, "duration", 0, "trace for this `DURATION` (30s, 5m), from when the trace has started; default (or 0): until q, Ctrl-C or SIGTERM")
 	f.defineSource(fs)
 }
 
@@ -96,7 +96,7 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 		return err
 	}
 	defer src.Close()
-	ctx, stop := runContext(ctx, f.duration)
+	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 
 	sink := top.NewSink(f.ports)
@@ -107,6 +107,8 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 		return err
 	}
 	defer stopServing()
+	ctx, stopTracing := forDuration(ctx, f.duration)
+	defer stopTracing()
 	ran := make(chan error, 1)
 	go func() { ran <- loop.Run(ctx, src) }()
 

@@ -47,7 +47,7 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	defer src.Close()
 	fmt.Fprintf(stderr, "porttrace: watching %s\n", f.watching())
 
-	ctx, stop := runContext(ctx, f.duration)
+	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	labels, err := lineLabels()
 	if err != nil {
@@ -95,7 +95,9 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	defer stopServing()
 	lostDone := reportLost(ctx, src, printer, stderr)
 	start := time.Now()
-	runErr := loop.Run(ctx, src)
+	traceCtx, stopTracing := forDuration(ctx, f.duration)
+	defer stopTracing()
+	runErr := loop.Run(traceCtx, src)
 	window.Flush()
 	end := time.Now()
 	summary := render.Summary{EndNs: end.UnixNano(), Elapsed: end.Sub(start), Stats: loop.Index().Stats,
