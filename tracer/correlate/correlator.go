@@ -381,7 +381,7 @@ func (c *Correlator) forget(i int32) {
 	c.unschedule(i)
 	delete(c.byID, s.id)
 	if c.gone != nil {
-		c.gone.ids[s.id], c.gone.ends[s.tuple()] = true, goneEnd{}
+		c.gone.ids[s.id], c.gone.ends[s.tuple()] = true, false
 	}
 	c.freeHeld(i)
 	*s = sockState{}
@@ -591,7 +591,7 @@ func (c *Correlator) onState(ev *tracer.Event) {
 		key := s.tuple()
 		c.forget(i)
 		if c.gone != nil && (ev.OldState == tracer.StateFinWait2 || ev.OldState == tracer.StateClosing) {
-			c.gone.ends[key] = goneEnd{leftTimeWait: true}
+			c.gone.ends[key] = true
 		}
 	}
 	if ev.OldState == tracer.StateLastAck && ev.NewState == tracer.StateClose {

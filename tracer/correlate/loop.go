@@ -88,8 +88,8 @@ func (l *Loop) emit(r *tracer.Record) {
 
 // Seed starts the correlator from a snapshot of the sockets that exist,
 // complete at timeNs (see Correlator.Seed): the loop takes it once Run has
-// handled the events until then, and publishes its index at once. Call it
-// before Run only.
+// handled the events until then, and then publishes its index (a loop
+// that publishes on demand, when asked). Call it before Run only.
 func (l *Loop) Seed(r *snapshot.PortReport, timeNs int64) { l.corr.Seed(r, timeNs) }
 
 // Adopt is Seed without its lines (see Correlator.Adopt). Call it before

@@ -40,11 +40,11 @@ func (c *Correlator) Adopt(r *snapshot.PortReport, timeNs int64) {
 // left a timewait socket unseen (a close from FIN_WAIT2 or CLOSING not
 // handed to one the events showed).
 type goneSockets struct {
-	ids  map[tracer.SockID]bool
-	ends map[tupleKey]goneEnd
+	ids map[tracer.SockID]bool
+	// ends says, by ends, whether the last socket to end there may have
+	// left a timewait socket.
+	ends map[tupleKey]bool
 }
-
-type goneEnd struct{ leftTimeWait bool }
 
 // dumpedBefore says a socket without an id that a snapshot found in state
 // at ends was dumped before the events told its end: the last socket
@@ -52,8 +52,8 @@ type goneEnd struct{ leftTimeWait bool }
 // where the events did not (in the first moments of a trace, before the
 // timewait probes are attached).
 func (g *goneSockets) dumpedBefore(ends tupleKey, state tracer.State) bool {
-	e, ok := g.ends[ends]
-	return ok && !(state == tracer.StateTimeWait && e.leftTimeWait)
+	leftTimeWait, ok := g.ends[ends]
+	return ok && !(state == tracer.StateTimeWait && leftTimeWait)
 }
 
 // waitingSeed is a snapshot that waits for the events older than it.
@@ -68,7 +68,7 @@ func (c *Correlator) waitSeed(sd waitingSeed) {
 	c.seedsAtNs = max(c.seedsAtNs, sd.timeNs)
 	if c.seedListeners == nil {
 		c.seedListeners = make(map[portKey][]netip.Addr)
-		c.gone = &goneSockets{ids: make(map[tracer.SockID]bool), ends: make(map[tupleKey]goneEnd)}
+		c.gone = &goneSockets{ids: make(map[tracer.SockID]bool), ends: make(map[tupleKey]bool)}
 	}
 	for i := range sd.report.Sockets {
 		if ps := &sd.report.Sockets[i]; ps.State == tracer.StateListen && ps.Proto != tracer.ProtoUDP {

@@ -108,7 +108,7 @@ func Run(ctx context.Context, cfg Config) error {
 	cfg.Logf("who: iter/task socket_refs finds the sockets held more than once, iter/task held_sockets which processes a fork left holding them")
 	var m *metrics.Metrics
 	if cfg.MetricsAddress != "" {
-		opts := metrics.Options{Index: func() *correlate.Index { return d.loop.Index() }, Lost: src.Lost}
+		opts := metrics.Options{Index: d.seededIndex, Lost: src.Lost}
 		if d.store != nil {
 			opts.HistoryDropped = d.store.Dropped
 		}
@@ -175,7 +175,8 @@ const seededWait = 5 * time.Second
 
 // seededIndex is the loop's index, once it holds the starting snapshot:
 // the loop takes that only after the events older than it, so the first
-// answers, asked as the daemon starts, wait for it.
+// answers (the API's, who's, the metrics'), asked as the daemon starts,
+// wait for it.
 func (d *daemon) seededIndex() *correlate.Index {
 	select {
 	case <-d.loop.Seeded():
@@ -270,7 +271,7 @@ func (d *daemon) who(ctx context.Context, port uint16, peerPID int32) (*api.WhoR
 
 // answer answers who for port in ns.
 func (d *daemon) answer(port uint16, ns linux.Namespace) (*api.WhoResponse, error) {
-	x := d.loop.Index()
+	x := d.seededIndex()
 	if n := connections(x, port, ns.Inode); n > maxLookups {
 		return nil, fmt.Errorf("port %d has %d connections: a snapshot answers sooner", port, n)
 	}
