@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/porttrace/porttrace/tracer/api"
@@ -101,9 +102,13 @@ func (b *bench) historySection(ctx context.Context) error {
 	cpu = cpu.sub(cpu0)
 	size := fileSize(db)
 	recorded := 0
-	for _, port := range sampled {
-		if b.historyCloses(ctx, port, start) {
+	var missing []string
+	for i, port := range sampled {
+		found, seen := b.historyCloses(ctx, port, start)
+		if found {
 			recorded++
+		} else {
+			missing = append(missing, fmt.Sprintf("listener %d on port %d: %s", i*max(1, n/100), port, seen))
 		}
 	}
 	dropped, err := b.historyDropped(ctx)
@@ -124,6 +129,11 @@ func (b *bench) historySection(ctx context.Context) error {
 		{"changes history dropped (its writer behind the storm of listeners)", fmt.Sprintf("%d of about %d", dropped, 3*n)},
 		{"events lost / skipped by kernel", fmt.Sprintf("%d / %d", res.lost.lost, res.bpf.misses)},
 	})
+	if len(missing) > 0 {
+		// What history had instead tells a missed event from a misdated
+		// or misattributed one.
+		fmt.Fprintf(b.out, "sampled listeners missing from history (times from the first listener's start):\n  %s\n", strings.Join(missing, "\n  "))
+	}
 	if recorded < len(sampled) && res.lost.lost == 0 && dropped == 0 {
 		b.problem("history: %d of %d sampled listeners missing, with no event lost and no change dropped", len(sampled)-recorded, len(sampled))
 	}
@@ -143,12 +153,43 @@ func (b *bench) historyDropped(ctx context.Context) (uint64, error) {
 }
 
 // historyCloses says whether the daemon's history has the harness's
-// listener on port, since start, and its close.
-func (b *bench) historyCloses(ctx context.Context, port int, start time.Time) bool {
+// listener on port, since start, and its close; if not, what it has of
+// the port.
+func (b *bench) historyCloses(ctx context.Context, port int, start time.Time) (bool, string) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	res, err := api.History(ctx, b.daemonSocket(), uint16(port), start, time.Time{})
-	return err == nil && closedBy(res, os.Getpid())
+	if err != nil {
+		return false, err.Error()
+	}
+	if closedBy(res, os.Getpid()) {
+		return true, ""
+	}
+	// Asked again with no time bound: a holder dated before start is
+	// one the daemon's clock put there.
+	if all, err := api.History(ctx, b.daemonSocket(), uint16(port), time.Time{}, time.Time{}); err == nil {
+		res = all
+	}
+	return false, describeHolders(res.Holders, start)
+}
+
+// describeHolders says what history holds of a port, in one line.
+func describeHolders(holders []history.Holder, start time.Time) string {
+	if len(holders) == 0 {
+		return "no holder"
+	}
+	rel := func(ns int64) string {
+		if ns == 0 {
+			return "-"
+		}
+		return time.Duration(ns - start.UnixNano()).String()
+	}
+	var out []string
+	for _, h := range holders {
+		out = append(out, fmt.Sprintf("pid %d via %s from %s listen %s until %s end %q",
+			h.Owner.PID, h.Via, rel(h.FromNs), rel(h.ListenNs), rel(h.UntilNs), h.End))
+	}
+	return strings.Join(out, "; ")
 }
 
 // closedBy says whether history has a listener of pid's that closed.
