@@ -452,8 +452,8 @@ func (k sockKey) String() string {
 // report: the same sockets (by protocol, state, ends and namespace; by
 // inode where a process holds one); each held socket held by the daemon's
 // account too, by one of its holders (from the cache) or by all of them
-// (from a walk); a TIME_WAIT owner the daemon names equal to the one the
-// one-shot names.
+// (from a walk), with their descriptors; a TIME_WAIT owner the daemon
+// names equal to the one the one-shot names.
 func compareWho(answer *api.WhoResponse, oneShot *snapshot.PortReport) []string {
 	daemon := answer.Report
 	var diffs []string
@@ -502,9 +502,10 @@ func compareWho(answer *api.WhoResponse, oneShot *snapshot.PortReport) []string 
 		case !slices.Equal(slices.Sorted(slices.Values(s.PIDs)), slices.Sorted(slices.Values(o.PIDs))):
 			diffs = append(diffs, fmt.Sprintf("%s (inode %d): the daemon's %s names %v, the one-shot %v", k, s.Inode, answer.From, s.PIDs, o.PIDs))
 		}
-		// The cache does not know the descriptor of a socket only its
-		// owner holds; where it names several holders, it read theirs.
-		if len(s.FDs) > 0 && len(s.FDs) == len(s.PIDs) {
+		// Where the daemon names holders, it read their descriptors.
+		if len(s.FDs) != len(s.PIDs) {
+			diffs = append(diffs, fmt.Sprintf("%s: the daemon names holders %v with descriptors %v", k, s.PIDs, s.FDs))
+		} else {
 			for i, pid := range s.PIDs {
 				if j := slices.Index(o.PIDs, pid); j >= 0 && j < len(o.FDs) && o.FDs[j] != s.FDs[i] {
 					diffs = append(diffs, fmt.Sprintf("%s: the daemon has %d hold it as fd %d, the one-shot as fd %d", k, pid, s.FDs[i], o.FDs[j]))

@@ -408,7 +408,9 @@ func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.S
 			return nil, false, nil // held by a process the cache does not know
 		}
 	}
-	shared, err := d.sharers.Find(byOwner)
+	// Every holder, with its descriptor: the owner's, and its children's
+	// through a fork.
+	holding, err := d.sharers.Find(byOwner)
 	if errors.Is(err, linux.ErrSearchIncomplete) {
 		return nil, false, nil
 	}
@@ -416,9 +418,9 @@ func (d *daemon) fromCache(port uint16, ns linux.Namespace, owned map[snapshot.S
 		return nil, false, err
 	}
 	for i := range r.Sockets {
-		if s := &r.Sockets[i]; len(shared[s.Inode]) > 0 {
+		if s := &r.Sockets[i]; len(holding[s.Inode]) > 0 {
 			s.PIDs, s.FDs = nil, nil
-			for _, h := range shared[s.Inode] {
+			for _, h := range holding[s.Inode] {
 				if !lookup(h.Process) {
 					return nil, false, nil
 				}

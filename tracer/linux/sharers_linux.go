@@ -84,11 +84,12 @@ type Holding struct {
 	FD      int32
 }
 
-// Find says, of the sockets each owner holds by its events, which are
-// held by some process other than their owner, through a fork, and then
-// every process holding them: the owner when it still does, and its
-// descendants, in pid order with each one's first descriptor, as who's
-// walk lists them. A socket only its owner holds is left out.
+// Find says, of the sockets each owner holds by its events, every process
+// holding them: the owner when it still does, and its descendants
+// (through a fork), in pid order with each one's first descriptor, as
+// who's walk lists them. A socket with several descriptors, none of them
+// a descendant's, is left out: they are its owner's, whose table the
+// search did not read for it.
 //
 // A socket's file counts its descriptors (socket_refs). With one, it is
 // the owner's, or, where a master accepted, forked and closed its copy
@@ -169,8 +170,10 @@ func (s *Sharers) Find(owned map[proc.Identity][]OwnedSocket) (map[uint64][]Hold
 			}
 		}
 	}
-	shared := map[uint64][]Holding{}
-	for owner, of := range owned {
+	// The tables read list every socket of their processes: keep the
+	// owners'.
+	holding := map[uint64][]Holding{}
+	for _, of := range owned {
 		for _, o := range of {
 			holders := found[o.Inode]
 			switch {
@@ -179,13 +182,13 @@ func (s *Sharers) Find(owned map[proc.Identity][]OwnedSocket) (map[uint64][]Hold
 				// descendant's: passed over a unix socket, or left to
 				// a sibling by an owner that exited.
 				return nil, ErrSearchIncomplete
-			case slices.ContainsFunc(holders, func(h Holding) bool { return h.Process.PID != owner.PID }):
+			case len(holders) > 0:
 				slices.SortFunc(holders, func(a, b Holding) int { return cmp.Compare(a.Process.PID, b.Process.PID) })
-				shared[o.Inode] = holders
+				holding[o.Inode] = holders
 			}
 		}
 	}
-	return shared, nil
+	return holding, nil
 }
 
 // heldSocket is one record of the iterator.

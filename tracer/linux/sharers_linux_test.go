@@ -113,7 +113,8 @@ func TestKernelSharers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h, ok := found[aloneInode]; ok {
+		// Its owner's table is read for the shared one, and lists it.
+		if h := found[aloneInode]; len(h) > 1 || len(h) == 1 && h[0].Process.PID != self {
 			t.Errorf("a socket no descendant holds is found held by %v", h)
 		}
 		var pids []uint32
@@ -167,8 +168,11 @@ func TestKernelSharers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer mine.Close()
-	if found, err := s.Find(map[proc.Identity][]OwnedSocket{owner: {ownedSocket(t, mine)}}); err != nil || len(found) != 0 {
-		t.Errorf("a listener only its owner holds: %v, %v; want nothing shared", found, err)
+	mineSock := ownedSocket(t, mine)
+	mineFD := descriptorOf(t, mine)
+	if found, err := s.Find(map[proc.Identity][]OwnedSocket{owner: {mineSock}}); err != nil ||
+		len(found[mineSock.Inode]) != 1 || found[mineSock.Inode][0].Process.PID != self || found[mineSock.Inode][0].FD != mineFD || len(found) != 1 {
+		t.Errorf("a listener only its owner holds: %v, %v; want this process's descriptor %d alone", found, err, mineFD)
 	}
 	handed, handedTo := oneHolder("sleep", "60")
 	if found, err := s.Find(map[proc.Identity][]OwnedSocket{owner: {handed}}); err != nil ||
@@ -222,6 +226,20 @@ func listenerFile(t testing.TB) (net.Listener, *os.File) {
 
 // ownedSocket is the listener l as the daemon's index knows it: who's walk
 // finds its struct sock and inode.
+// descriptorOf is this process's descriptor of l.
+func descriptorOf(t testing.TB, l net.Listener) int32 {
+	t.Helper()
+	raw, err := l.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int32
+	if err := raw.Control(func(d uintptr) { fd = int32(d) }); err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}
+
 func ownedSocket(t testing.TB, l net.Listener) OwnedSocket {
 	t.Helper()
 	port := uint16(l.Addr().(*net.TCPAddr).Port)
@@ -240,7 +258,7 @@ func ownedSocket(t testing.TB, l net.Listener) OwnedSocket {
 
 // BenchmarkSharersFind: what the daemon's who pays per port for its
 // owners' sharers. alone: a listener no other descriptor names, the usual
-// case (its reference count read, nothing searched); shared: one a child
+// case (its reference count read, then its owner's table); shared: one a child
 // holds too (both passes over the tasks, the child's table read).
 func BenchmarkSharersFind(b *testing.B) {
 	if err := checkPrivileges(); err != nil {
