@@ -99,6 +99,12 @@ func (t *Text) AppendConnection(b []byte, c *tracer.Connection) []byte {
 			b = append(b, ' ')
 			b = append(b, tracer.ErrnoName(e.end.Err)...)
 		}
+		if e.end.OwnerVia == tracer.OwnerListener {
+			b = append(b, " (not accepted: listener's owner)"...)
+		}
+		if e.end.OwnerExited {
+			b = append(b, " (owner exited)"...)
+		}
 		sep = "; "
 	}
 	if c.Open {

@@ -72,12 +72,15 @@ func sampleConnections() []tracer.Connection {
 	olderToListener.RolesKnown, olderToListener.ClosedFirst = true, tracer.CloserServer
 	olderToListener.Client, olderToListener.Server = older.Server, older.Client
 
+	notAccepted := open
+	notAccepted.Server.OwnerVia = tracer.OwnerListener
+
 	v6 := local
 	v6.Client.Family, v6.Client.Addr = tracer.FamilyIPv6, addr("2001:db8:85a3::8a2e:370:7334")
 	v6.Server.Family, v6.Server.Addr = tracer.FamilyIPv6, addr("2001:db8::1")
 	inContainer := local
 	inContainer.NetNS = otherNetNS
-	return []tracer.Connection{local, refused, reset, fromElsewhere, open, older, olderToListener, v6, inContainer}
+	return []tracer.Connection{local, refused, reset, fromElsewhere, open, notAccepted, older, olderToListener, v6, inContainer}
 }
 
 func TestConnectionTextGolden(t *testing.T) {
