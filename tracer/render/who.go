@@ -284,6 +284,15 @@ func endpoint(ap netip.AddrPort) string {
 	return ap.String()
 }
 
+// anyPort is an address with any port, bracketed as endpoint brackets an
+// IPv6 one: [::1]:*, 127.0.0.1:*.
+func anyPort(a netip.Addr) string {
+	if a = a.Unmap(); a.Is6() {
+		return "[" + a.String() + "]:*"
+	}
+	return a.String() + ":*"
+}
+
 // peerIndex finds, for a connection in the report, the socket at its other
 // end when that end is on this host too. A busy port's text names only a
 // few peers (maxPeers for each state of each process): its first
@@ -425,9 +434,9 @@ func writeUnheld(w io.Writer, r *snapshot.PortReport, opts WhoOptions) {
 		case opts.All:
 			ends = endpoint(s.Local) + " -> " + endpoint(s.Remote)
 		case r.Serves(s):
-			ends = fmt.Sprintf("%s -> %s:*", endpoint(s.Local), s.Remote.Addr().Unmap())
+			ends = endpoint(s.Local) + " -> " + anyPort(s.Remote.Addr())
 		default:
-			ends = fmt.Sprintf("%s:* -> %s", s.Local.Addr().Unmap(), endpoint(s.Remote))
+			ends = anyPort(s.Local.Addr()) + " -> " + endpoint(s.Remote)
 		}
 		label := fmt.Sprintf("%-5s %-12s %s  %s", s.Proto, socketState(s), ends, owner)
 		if ns := r.NamespaceLabel(s.NetNS); ns != "" {
