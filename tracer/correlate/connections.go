@@ -76,8 +76,9 @@ func (cs *Connections) Record(r *tracer.Record) {
 	case r.DPort == 0:
 		return // not connected: no connection
 	case r.Type == tracer.RecordSocket && r.New == tracer.StateTimeWait:
-		// Found in TIME_WAIT at the start: a timewait socket has no
-		// identity to follow, and no line will say when it goes.
+		// Found in TIME_WAIT at the start: its connection closed before
+		// the watch (its TIME_WAIT -> CLOSE line is left out too, in
+		// find).
 		return
 	}
 	i, side, ok := cs.find(r)
@@ -164,6 +165,11 @@ func (cs *Connections) find(r *tracer.Record) (int32, int, bool) {
 			delete(cs.ends, key)
 			cs.finishIfGone(i, r.TimeNs)
 		}
+	}
+	if r.Old == tracer.StateTimeWait {
+		// A timewait socket found at the start goes: its connection
+		// closed before the watch.
+		return 0, 0, false
 	}
 	// The other end of a known connection: the peer's handshake came
 	// first, so the roles are settled (or, for a connection older than

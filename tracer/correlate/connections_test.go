@@ -284,13 +284,26 @@ func TestConnectionsOlderThanTheWatchAdopted(t *testing.T) {
 	r, events := oldLocalConnection(tracer.RoleServer)
 	c := NewCorrelator(func(*tracer.Record) {})
 	c.Adopt(r, 0)
-	for _, o := range c.appendOwned(nil) {
+	for _, o := range ownedOf(c) {
 		if want := map[int32]tracer.Role{client: tracer.RoleClient, worker: tracer.RoleServer}[int32(o.Process.PID)]; o.Role != want {
 			t.Errorf("index: %d's socket has role %d, want %d", o.Process.PID, o.Role, want)
 		}
 	}
 	got, _ := adoptedConnections(r, events, 100)
 	wantLines(t, got, []string{oldLocalConnectionLine})
+}
+
+// TestConnectionsNoneForTimeWaitFoundAtTheStart: a timewait socket found
+// at the start has lines, its end among them, but its connection closed
+// before the watch: no connection line, and none counted.
+func TestConnectionsNoneForTimeWaitFoundAtTheStart(t *testing.T) {
+	timewait := snapshot.PortSocket{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateTimeWait,
+		Local: netip.AddrPortFrom(clientAddr, 40000), Remote: netip.AddrPortFrom(serverAddr, 8080), NetNS: 1,
+		Timer: snapshot.TimerTimeWait, TimerNs: 20e9}
+	r := &snapshot.PortReport{Sockets: []snapshot.PortSocket{timewait}}
+	expiry := ev(20_100, tracer.KindTimeWaitExpire, atClient, twSock, 0, tracer.StateTimeWait, softirq)
+	got, _ := startedConnections(func(c *Correlator) { c.Seed(r, 0) }, []tracer.Event{tick(1), expiry, tick(21_000)}, 30_000)
+	wantLines(t, got, nil)
 }
 
 // TestConnectionsRoleOfTheSecondEndPlacesBoth: an end whose role nothing

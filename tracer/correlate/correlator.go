@@ -214,6 +214,12 @@ type Correlator struct {
 	// they are taken: a socket first seen mid-life meanwhile (an older
 	// connection closing) learns its role from them.
 	seedListeners map[portKey][]netip.Addr
+	// startTimeWaits are the timewait sockets a snapshot found, by their
+	// ends, under the ids they were given (startTimeWaitIDs counts them):
+	// the snapshot has no kernel address for them, their first timer
+	// event gives it (claimStartTimeWait).
+	startTimeWaits   map[tupleKey]tracer.SockID
+	startTimeWaitIDs uint64
 	// gone are the sockets the events saw end while snapshots waited, by
 	// id and by ends: one a snapshot still shows was dumped before it
 	// ended (by its ends, where its holder had closed it before the walk
@@ -249,14 +255,16 @@ func (c *Correlator) Stats() Stats { return c.stats }
 // Live returns how many sockets the correlator is tracking.
 func (c *Correlator) Live() int { return len(c.byID) }
 
-// appendOwned appends every live socket with a known owner, timewait
-// sockets included: what readers of the published index need.
-func (c *Correlator) appendOwned(dst []Owned) []Owned {
+// appendIndexed appends to owned every live socket with a known owner,
+// timewait sockets included, and to unowned the timewait sockets whose
+// owner porttrace never saw (older than the trace): what readers of the
+// published index need.
+func (c *Correlator) appendIndexed(owned, unowned []Owned) ([]Owned, []Owned) {
 	// The table in its own order, not the map's: the map's is a cache
 	// miss a socket. A free slot is zeroed (no id).
 	for i := range c.socks.len() {
 		s := c.socks.at(i)
-		if s.id == 0 || s.ownerVia == tracer.OwnerUnknown {
+		if s.id == 0 || s.ownerVia == tracer.OwnerUnknown && !s.timewait {
 			continue
 		}
 		proto, held := s.proto, s.id
@@ -264,13 +272,18 @@ func (c *Correlator) appendOwned(dst []Owned) []Owned {
 			// A subflow: its process holds the MPTCP socket.
 			proto, held = tracer.ProtoMPTCP, s.parent
 		}
-		dst = append(dst, Owned{
-			Proto: proto, Family: s.family, State: s.state, SinceNs: s.sinceNs, TimeWait: s.timewait, NetNS: s.netns,
+		o := Owned{
+			Proto: proto, Family: s.family, State: s.state, SinceNs: s.ageSince(), TimeWait: s.timewait, NetNS: s.netns,
 			Local: netip.AddrPortFrom(s.saddr, s.sport), Remote: netip.AddrPortFrom(s.daddr, s.dport), Inode: s.inode,
 			Sock: held, Process: s.owner, Via: s.ownerVia, Role: s.role, Exited: s.ownerExited,
-		})
+		}
+		if s.ownerVia == tracer.OwnerUnknown {
+			unowned = append(unowned, o)
+		} else {
+			owned = append(owned, o)
+		}
 	}
-	return dst
+	return owned, unowned
 }
 
 // Handle implements Handler.
@@ -290,14 +303,17 @@ func (c *Correlator) Handle(ev *tracer.Event) {
 	case tracer.KindBind:
 		c.onBind(ev)
 	case tracer.KindTimeWaitStart:
+		c.claimStartTimeWait(ev)
 		c.onTimeWaitStart(ev)
 	case tracer.KindTimeWaitCancel:
+		c.claimStartTimeWait(ev)
 		if i, ok := c.byID[ev.Sock]; ok && c.socks.at(i).timewait {
 			s := c.socks.at(i)
 			s.cancelNs, s.endState, s.endExpiresNs = ev.TimeNs, ev.NewState, ev.TimeNs+ev.TimeoutNs
 			c.schedule(i)
 		}
 	case tracer.KindTimeWaitExpire:
+		c.claimStartTimeWait(ev)
 		if i, ok := c.byID[ev.Sock]; ok && c.socks.at(i).timewait {
 			s := c.socks.at(i)
 			s.endState, s.endExpiresNs = ev.NewState, ev.TimeNs+ev.TimeoutNs
@@ -436,6 +452,17 @@ func (s *sockState) complete() bool {
 		return false
 	}
 	return !(s.state == tracer.StateSynSent && s.sport == 0)
+}
+
+// ageSince is when the socket entered its state as the index tells it:
+// for a timewait socket found in TIME_WAIT at the start, when its timer
+// was armed (TIME_WAIT lasts a fixed time, so its expiry dates it); else
+// sinceNs.
+func (s *sockState) ageSince() int64 {
+	if s.sinceNs == 0 && s.timewait && s.state == tracer.StateTimeWait && s.endState == tracer.StateTimeWait && s.cancelNs == 0 {
+		return s.endExpiresNs - timeWaitLenNs
+	}
+	return s.sinceNs
 }
 
 // durationUntil is the time from entering the current state to timeNs, or -1

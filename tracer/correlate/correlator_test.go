@@ -762,7 +762,7 @@ func TestCorrelatorSeedMPTCP(t *testing.T) {
 	c, r := seeded(&got, listening, serving)
 	c.Seed(r, 0)
 	c.Tick(1)
-	owned := c.appendOwned(nil)
+	owned := ownedOf(c)
 	if len(owned) != 2 || owned[0].Sock != msk || owned[0].Proto != tracer.ProtoMPTCP || owned[1].Sock != connMsk {
 		t.Errorf("published %+v, want the two MPTCP sockets", owned)
 	}
@@ -1034,7 +1034,7 @@ func TestIndexNamesWhatProcessesHold(t *testing.T) {
 		pid   uint32
 	}
 	got := map[tracer.State]map[uint16]held{}
-	for _, o := range c.appendOwned(nil) {
+	for _, o := range ownedOf(c) {
 		if got[o.State] == nil {
 			got[o.State] = map[uint16]held{}
 		}
@@ -1050,5 +1050,53 @@ func TestIndexNamesWhatProcessesHold(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("owned:\n %v\nwant\n %v", got, want)
+	}
+}
+
+// ownedOf is what the index publishes of the sockets whose owner c knows.
+func ownedOf(c *Correlator) []Owned {
+	owned, _ := c.appendIndexed(nil, nil)
+	return owned
+}
+
+// TestCorrelatorFollowsTimeWaitFoundAtTheStart: a timewait socket the
+// snapshot found, which has no kernel address there, is in the index from
+// the start (no owner: counted apart), dated from its timer (its lines
+// give no duration: the watch did not see it start); its expiry,
+// named by the kernel's address and its ends, ends it with a line, as a
+// kill settles another. A timer event of other ends leaves it be.
+func TestCorrelatorFollowsTimeWaitFoundAtTheStart(t *testing.T) {
+	var got []string
+	atClientPort := func(port uint16, timerMs int64) snapshot.PortSocket {
+		return snapshot.PortSocket{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: tracer.StateTimeWait,
+			Local: netip.AddrPortFrom(clientAddr, port), Remote: netip.AddrPortFrom(serverAddr, 8080), NetNS: 1,
+			Timer: snapshot.TimerTimeWait, TimerNs: timerMs * 1e6}
+	}
+	c, r := seeded(&got, atClientPort(40000, 20_000), atClientPort(40001, 30_000))
+	c.Seed(r, 100e6)
+	c.Tick(101e6)
+	_, unowned := c.appendIndexed(nil, nil)
+	if len(unowned) != 2 || !unowned[0].TimeWait || unowned[0].State != tracer.StateTimeWait {
+		t.Fatalf("index: %+v, want both timewait sockets, unowned", unowned)
+	}
+	for _, o := range unowned {
+		if since := map[uint16]int64{40000: 100e6 + 20e9 - 60e9, 40001: 100e6 + 30e9 - 60e9}[o.Local.Port()]; o.SinceNs != since {
+			t.Errorf("%s: in TIME_WAIT since %d, want %d (its timer's expiry, 60 s before)", o.Local, o.SinceNs, since)
+		}
+	}
+	elsewhere := fromClientPort(timewait(19_000, tracer.KindTimeWaitExpire, tracer.StateTimeWait, 0), 40009)
+	elsewhere.Sock = 0x7000
+	expiry := timewait(20_100, tracer.KindTimeWaitExpire, tracer.StateTimeWait, 0)
+	kill := fromClientPort(timewait(25_000, tracer.KindTimeWaitCancel, tracer.StateTimeWait, 35_100), 40001)
+	kill.Sock = 0x8000
+	feed(t, c, []tracer.Event{elsewhere, expiry, kill, tick(30_000)})
+	wantLines(t, got, []string{
+		"socket 0 10.0.0.2:40000>8080 UNKNOWN->TIME_WAIT unknown timeout=20s",
+		"socket 0 10.0.0.2:40001>8080 UNKNOWN->TIME_WAIT unknown timeout=30s",
+		"state 0 10.0.0.2:40000>8080 TIME_WAIT->CLOSE unknown expired",
+		"state 0 10.0.0.2:40001>8080 TIME_WAIT->CLOSE unknown killed",
+	})
+	if owned, unowned := c.appendIndexed(nil, nil); len(owned)+len(unowned) != 0 {
+		t.Errorf("index after both ended: %+v %+v", owned, unowned)
 	}
 }

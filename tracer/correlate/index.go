@@ -46,19 +46,21 @@ type Index struct {
 	AtNs  int64
 	Stats Stats
 	// sockets are sorted by local port; byRemote indexes them by remote
-	// port.
+	// port. unowned are the timewait sockets whose owner porttrace never
+	// saw, which who and the API, asked for owners, leave out.
 	sockets  []Owned
 	byRemote []int32
+	unowned  []Owned
 }
 
-func newIndex(atNs int64, stats Stats, sockets []Owned) *Index {
+func newIndex(atNs int64, stats Stats, sockets, unowned []Owned) *Index {
 	slices.SortFunc(sockets, func(a, b Owned) int { return int(a.Local.Port()) - int(b.Local.Port()) })
 	byRemote := make([]int32, len(sockets))
 	for i := range byRemote {
 		byRemote[i] = int32(i)
 	}
 	slices.SortFunc(byRemote, func(a, b int32) int { return int(sockets[a].Remote.Port()) - int(sockets[b].Remote.Port()) })
-	return &Index{AtNs: atNs, Stats: stats, sockets: sockets, byRemote: byRemote}
+	return &Index{AtNs: atNs, Stats: stats, sockets: sockets, byRemote: byRemote, unowned: unowned}
 }
 
 // OnPort yields the sockets on both sides of port, as who shows them:
@@ -112,6 +114,17 @@ func (x *Index) Sockets() []Owned {
 		return nil
 	}
 	return x.sockets[:len(x.sockets):len(x.sockets)]
+}
+
+// Unowned returns the timewait sockets whose owner porttrace never saw
+// (they ended before the trace began): counted by state (top, the
+// metrics), never named as anyone's. The slice is shared: readers must not
+// change it.
+func (x *Index) Unowned() []Owned {
+	if x == nil {
+		return nil
+	}
+	return x.unowned[:len(x.unowned):len(x.unowned)]
 }
 
 // Len is how many sockets the index holds.

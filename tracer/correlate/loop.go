@@ -76,7 +76,7 @@ var _ tracer.Handler = (*Loop)(nil)
 func NewLoop(sinks ...tracer.Sink) *Loop {
 	l := &Loop{sinks: sinks, reseeds: make(chan reseed, 1), publishEvery: publishIntervalNs, seeded: make(chan struct{})}
 	l.corr = NewCorrelator(l.emit)
-	l.index.Store(newIndex(0, Stats{}, nil))
+	l.index.Store(newIndex(0, Stats{}, nil, nil))
 	return l
 }
 
@@ -290,7 +290,8 @@ func (l *Loop) changes() uint64 {
 
 func (l *Loop) publish(nowNs int64) {
 	start := time.Now()
-	l.index.Store(newIndex(nowNs, l.corr.Stats(), l.corr.appendOwned(nil)))
+	owned, unowned := l.corr.appendIndexed(nil, nil)
+	l.index.Store(newIndex(nowNs, l.corr.Stats(), owned, unowned))
 	l.publishedNs, l.publishedAt = nowNs, l.changes()
 	l.publishCostNs = publishCost(l.publishCostNs, int64(time.Since(start)))
 	l.publishEvery = min(max(publishIntervalNs, publishCostFactor*l.publishCostNs), publishMaxIntervalNs)

@@ -427,7 +427,7 @@ func TestIndexOnPort(t *testing.T) {
 		{State: tracer.StateEstablished, Local: end(8080), Remote: end(8080)},
 		{State: tracer.StateEstablished, Local: end(9090), Remote: end(40001)},
 		{State: tracer.StateEstablished, Local: end(40001), Remote: end(9090)},
-	})
+	}, nil)
 	var got []string
 	for o := range x.OnPort(8080) {
 		got = append(got, o.Local.String()+">"+o.Remote.String())

@@ -131,6 +131,9 @@ func (c *Correlator) takeSeeds() {
 			if sd.lines {
 				c.seedLine(&s, ps, sd.timeNs)
 			}
+			if !ok && ps.Proto == tracer.ProtoTCP && ps.Timer == snapshot.TimerTimeWait {
+				c.adoptTimeWait(s, sd.timeNs+ps.TimerNs)
+			}
 		}
 	}
 	for _, i := range c.byID {
@@ -221,6 +224,46 @@ func (c *Correlator) adopt(s sockState) {
 	if _, ok := c.mptcp[s.parent]; s.parent != 0 && s.state != tracer.StateListen && !ok {
 		c.mptcp[s.parent] = i
 	}
+}
+
+// adoptTimeWait follows a timewait socket a snapshot found, so that the
+// index counts it (top, the metrics) and its end is told. Its first timer
+// event (its expiry, or its kill) names it by the kernel's address, which
+// the snapshot did not have: until then it goes by an id below any
+// address, and by its ends, which no other timewait socket has.
+// expiresNs is when its timer expires, which dates its TIME_WAIT in the
+// index (ageSince); its lines, as any socket's older than the trace, give
+// no duration for the state it was found in.
+func (c *Correlator) adoptTimeWait(s sockState, expiresNs int64) {
+	if c.startTimeWaits == nil {
+		c.startTimeWaits = make(map[tupleKey]tracer.SockID)
+	}
+	c.startTimeWaitIDs++
+	s.id, s.timewait, s.sinceNs = tracer.SockID(c.startTimeWaitIDs), true, 0
+	s.endState, s.endExpiresNs = s.state, expiresNs
+	c.startTimeWaits[s.tuple()] = s.id
+	c.adopt(s)
+}
+
+// claimStartTimeWait gives a timewait socket found by a snapshot the
+// kernel's address a timer event names it by, the first time one does.
+func (c *Correlator) claimStartTimeWait(ev *tracer.Event) {
+	if len(c.startTimeWaits) == 0 {
+		return
+	}
+	key := eventTuple(ev)
+	id, ok := c.startTimeWaits[key]
+	if !ok {
+		return
+	}
+	delete(c.startTimeWaits, key)
+	i, adopted := c.byID[id]
+	if _, known := c.byID[ev.Sock]; !adopted || known {
+		return
+	}
+	delete(c.byID, id)
+	c.socks.at(i).id = ev.Sock
+	c.byID[ev.Sock] = i
 }
 
 // seedListening says a waiting snapshot has a listener that takes

@@ -104,18 +104,23 @@ func Build(ix *correlate.Index, now, prev *Snapshot, watched tracer.Ports, nowNs
 		}
 		return &t.Rows[i]
 	}
-	for _, o := range ix.Sockets() {
-		k := Key{Port: ServicePort(o.Local.Port(), o.Remote.Port(), o.Role, watched), PID: o.Process.PID, StartNs: o.Process.StartNs}
-		r := row(k, o.Process.Comm)
-		r.Exited = r.Exited || o.Exited
-		r.States[o.State]++
-		r.Sockets++
-		t.Sockets++
-		switch o.State {
-		case tracer.StateCloseWait:
-			r.CloseWait.older(nowNs, o.SinceNs, startNs)
-		case tracer.StateTimeWait:
-			r.TimeWait.older(nowNs, o.SinceNs, startNs)
+	// The timewait sockets of connections older than the watch have no
+	// owner: a row of their own (PID 0) per port.
+	for _, sockets := range [][]correlate.Owned{ix.Sockets(), ix.Unowned()} {
+		for i := range sockets {
+			o := &sockets[i]
+			k := Key{Port: ServicePort(o.Local.Port(), o.Remote.Port(), o.Role, watched), PID: o.Process.PID, StartNs: o.Process.StartNs}
+			r := row(k, o.Process.Comm)
+			r.Exited = r.Exited || o.Exited
+			r.States[o.State]++
+			r.Sockets++
+			t.Sockets++
+			switch o.State {
+			case tracer.StateCloseWait:
+				r.CloseWait.older(nowNs, o.SinceNs, startNs)
+			case tracer.StateTimeWait:
+				r.TimeWait.older(nowNs, o.SinceNs, startNs)
+			}
 		}
 	}
 	secs := elapsed.Seconds()
