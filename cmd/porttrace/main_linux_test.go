@@ -839,6 +839,78 @@ func TestTopPlainInAPipe(t *testing.T) {
 	}
 }
 
+// TestTopOnATerminalStartsFromTheSockets: top on a terminal draws its
+// first table at once, and that table already has the sockets older than
+// top (it once drew an empty one before the loop had them, and -n 1 ended
+// there); -n counts tables, not redraws.
+func TestTopOnATerminalStartsFromTheSockets(t *testing.T) {
+	needRoot(t)
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	master, terminal := openPty(t)
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "TERM=xterm", "PORTTRACE_ARGS="+strings.Join([]string{"top", "--port", strconv.Itoa(port), "-n", "1", "--interval", "1m"}, " "))
+	cmd.Stdin, cmd.Stdout = terminal, terminal
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	terminal.Close()
+	var screen bytes.Buffer
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		io.Copy(&screen, master) // until the last process holding the terminal ends (EIO)
+	}()
+	if code := waitExit(t, cmd, stderr); code != 0 {
+		t.Fatalf("exit status %d; stderr: %s", code, stderr.String())
+	}
+	<-read
+	if n := strings.Count(screen.String(), "porttrace top "); n != 1 {
+		t.Errorf("%d tables drawn, want 1:\n%q", n, screen.String())
+	}
+	row := false
+	for _, line := range strings.Split(screen.String(), "\r\n") {
+		f := strings.Fields(line)
+		row = row || (len(f) > 4 && f[0] == strconv.Itoa(port) && f[1] == strconv.Itoa(os.Getpid()) && f[4] == "1")
+	}
+	if !row {
+		t.Errorf("no row for port %d and its listener's process (%d) in the first table:\n%q", port, os.Getpid(), screen.String())
+	}
+}
+
+// openPty opens a pseudo-terminal of 40 rows and 200 columns: its master
+// side, and the terminal a program is given.
+func openPty(t *testing.T) (master, terminal *os.File) {
+	t.Helper()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { master.Close() })
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	terminal, err = os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetWinsize(int(terminal.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 40, Col: 200}); err != nil {
+		t.Fatal(err)
+	}
+	return master, terminal
+}
+
 // TestTopEveryPortShowsSocketsOlderThanIt: top without --port starts, as
 // with one, from the sockets that exist: a listener no event has mentioned
 // yet has its row, a plain TCP one and an MPTCP one (Go's by default: its

@@ -111,6 +111,14 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 	defer stopTracing()
 	ran := make(chan error, 1)
 	go func() { ran <- loop.Run(ctx, src) }()
+	// The first table waits for the sockets older than top: before the
+	// loop has them, it would show none.
+	select {
+	case <-loop.Seeded():
+	case <-ctx.Done():
+	case err := <-ran:
+		ran <- err
+	}
 
 	screen, err := openScreen(stdin, stdout)
 	if err != nil {
@@ -188,13 +196,14 @@ func (v *topView) plain(ctx context.Context, w io.Writer) error {
 }
 
 // interactive redraws the table in place every interval, at once after a
-// key that changes the sort or a resize, until q.
+// key that changes the sort or a resize, until q. A redraw is no new
+// table: --iterations counts those.
 func (v *topView) interactive(ctx context.Context, s *screen) error {
 	tick := time.NewTicker(v.flags.interval)
 	defer tick.Stop()
 	var frame bytes.Buffer
 	t := v.next()
-	for n := 0; ; {
+	for n := 1; ; {
 		frame.Reset()
 		frame.WriteString(clearScreen)
 		fmt.Fprintf(&frame, "%s\r\nsort: %s (%s, q quit)\r\n\r\n", v.title(t), v.sort, top.SortHelp())
@@ -213,7 +222,7 @@ func (v *topView) interactive(ctx context.Context, s *screen) error {
 		if _, err := s.out.Write(frame.Bytes()); err != nil {
 			return fmt.Errorf("writing to the terminal: %w", err)
 		}
-		if n++; v.flags.iterations > 0 && n >= v.flags.iterations {
+		if v.flags.iterations > 0 && n >= v.flags.iterations {
 			return nil
 		}
 		select {
@@ -221,6 +230,7 @@ func (v *topView) interactive(ctx context.Context, s *screen) error {
 			return nil
 		case <-tick.C:
 			t = v.next()
+			n++
 		case <-s.resized:
 		case key := <-s.keys:
 			if key == 'q' || key == 'Q' {
