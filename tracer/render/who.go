@@ -52,13 +52,22 @@ func WhoText(w io.Writer, r *snapshot.PortReport, opts WhoOptions) {
 	}
 	peers := &peerIndex{r: r}
 	if len(serving) > 0 {
-		fmt.Fprintf(w, "\nSERVES ON %d\n", r.Port)
+		title := "SERVES ON %d"
+		if sideAll(r, true, tracer.RoleClient) {
+			// A client's port (an ephemeral one): its connections.
+			title = "CONNECTS FROM %d"
+		}
+		fmt.Fprintf(w, "\n"+title+"\n", r.Port)
 		for _, pid := range serving {
 			writeProcess(w, r, pid, true, peers, opts)
 		}
 	}
 	if len(connecting) > 0 {
-		fmt.Fprintf(w, "\nCONNECTS TO %d (from this host)\n", r.Port)
+		title := "CONNECTS TO %d (from this host)"
+		if sideAll(r, false, tracer.RoleServer) {
+			title = "SERVES CONNECTIONS FROM %d (on this host)"
+		}
+		fmt.Fprintf(w, "\n"+title+"\n", r.Port)
 		for _, pid := range connecting {
 			writeProcess(w, r, pid, false, peers, opts)
 		}
@@ -75,6 +84,22 @@ func WhoText(w io.Writer, r *snapshot.PortReport, opts WhoOptions) {
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "\nnote: %s\n", n)
 	}
+}
+
+// sideAll says whether every held socket on one side of the port (serving:
+// its local end is the port) is known to be the role's end of its
+// connection.
+func sideAll(r *snapshot.PortReport, serving bool, role tracer.Role) bool {
+	any := false
+	for i := range r.Sockets {
+		if s := &r.Sockets[i]; s.Held() && r.Serves(s) == serving {
+			if s.Role != role {
+				return false
+			}
+			any = true
+		}
+	}
+	return any
 }
 
 // headline is who's answer in one line; for a free port it says whether

@@ -195,7 +195,22 @@ func sampleReports() []whoCase {
 		}},
 		bothSides(),
 		elsewhere(),
+		clientPort(),
 	}
+}
+
+// clientPort is who asked about a client's ephemeral port: the port is the
+// client's (it connects from it), and the server's end is its peer.
+func clientPort() whoCase {
+	client := &proc.Process{Identity: proc.Identity{PID: 3300}, Name: "python3", User: "alice"}
+	server := &proc.Process{Identity: proc.Identity{PID: 3400}, Name: "nginx", User: "www-data"}
+	from := portSocket(tracer.ProtoTCP, tracer.StateEstablished, "127.0.0.1:57622", "127.0.0.1:18580", 3300)
+	from.Role = tracer.RoleClient
+	to := portSocket(tracer.ProtoTCP, tracer.StateEstablished, "127.0.0.1:18580", "127.0.0.1:57622", 3400)
+	to.Role = tracer.RoleServer
+	return whoCase{name: "a client's ephemeral port", report: &snapshot.PortReport{
+		Port: 57622, Sockets: []snapshot.PortSocket{from, to}, Processes: procs(client, server),
+	}}
 }
 
 // elsewhere is who --all-netns: the same port here and in the network
