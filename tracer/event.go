@@ -212,6 +212,11 @@ func CommFrom(s string) Comm {
 	return c
 }
 
+// TrialBindThread names the thread porttrace's own trial binds (why,
+// free) run on: the tracer leaves out the binds of a thread so named,
+// porttrace asking the kernel rather than a program binding.
+var TrialBindThread = CommFrom("porttrace-trial")
+
 // Bytes returns the name without its NUL padding.
 func (c *Comm) Bytes() []byte {
 	for i, b := range c {

@@ -717,6 +717,9 @@ func (c *Correlator) onOwner(ev *tracer.Event) {
 }
 
 func (c *Correlator) onBind(ev *tracer.Event) {
+	if ev.Process.Thread == tracer.TrialBindThread {
+		return // porttrace's own trial (why, free)
+	}
 	c.stats.Binds++
 	if ev.Err != 0 {
 		c.stats.BindErrors++

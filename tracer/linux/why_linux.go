@@ -6,11 +6,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/porttrace/porttrace/tracer"
 	"github.com/porttrace/porttrace/tracer/snapshot"
 	"github.com/porttrace/porttrace/tracer/why"
 )
@@ -19,7 +22,25 @@ import (
 // once: the kernel's own answer to "would this bind succeed now?". It
 // returns the errno's name when the kernel refuses ("EADDRINUSE"), "" when
 // it accepts, and an error when the trial itself could not be made.
+//
+// It binds from a thread named tracer.TrialBindThread, whose binds a
+// running porttrace leaves out: its history would otherwise keep a holder
+// that never was, and its failed binds count against the port.
 func TrialBind(req why.Request) (string, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var name [tracer.CommLen]byte
+	if err := unix.Prctl(unix.PR_GET_NAME, uintptr(unsafe.Pointer(&name[0])), 0, 0, 0); err == nil {
+		defer unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&name[0])), 0, 0, 0)
+	}
+	trial := tracer.TrialBindThread
+	if err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&trial[0])), 0, 0, 0); err != nil {
+		return "", fmt.Errorf("naming the trial's thread: %w", err)
+	}
+	return trialBind(req)
+}
+
+func trialBind(req why.Request) (string, error) {
 	addr := req.Address()
 	family, sa, err := sockaddr(addr, req.Port)
 	if err != nil {

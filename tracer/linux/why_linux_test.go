@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -176,4 +177,47 @@ func leaveTimeWait(t *testing.T, port uint16) {
 	}
 	serverClosesFirst(t, l, 0)
 	l.Close()
+}
+
+// TestKernelTrialBindsNotTraced: why's and free's trial binds, refused or
+// accepted, make no bind line (history kept a holder for each that never
+// was, and counted the refused ones as the port's failed binds); a plain
+// bind after them does.
+func TestKernelTrialBindsNotTraced(t *testing.T) {
+	needPrivileges(t)
+	rec, _ := trace(t, tracer.Config{})
+	held, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	heldPort := uint16(held.Addr().(*net.TCPAddr).Port)
+	freePort := freePort(t, "127.0.0.1")
+	for port, want := range map[uint16]string{heldPort: "EADDRINUSE", freePort: ""} {
+		if got, err := TrialBind(why.Request{Addr: netip.MustParseAddr("127.0.0.1"), Port: port}); err != nil || got != want {
+			t.Fatalf("trial bind of %d: %q, %v; want %q", port, got, err, want)
+		}
+	}
+	marker, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer marker.Close()
+	markerPort := uint16(marker.Addr().(*net.TCPAddr).Port)
+	recs := waitFor(t, rec, "the marker's bind", func(recs []tracer.Record) bool {
+		return slices.ContainsFunc(recs, func(r tracer.Record) bool { return r.Type == tracer.RecordBind && r.SPort == markerPort })
+	})
+	// Each port had one bind of this test's own before the trials: the
+	// listener's, and the one that found the free port.
+	binds := map[uint16][]string{}
+	for _, r := range recs {
+		if r.Type == tracer.RecordBind && (r.SPort == heldPort || r.SPort == freePort) {
+			binds[r.SPort] = append(binds[r.SPort], fmt.Sprintf("error %d thread %q", r.Err, r.Thread))
+		}
+	}
+	for _, port := range []uint16{heldPort, freePort} {
+		if len(binds[port]) != 1 {
+			t.Errorf("port %d: bind lines %q, want the test's own one alone", port, binds[port])
+		}
+	}
 }
