@@ -447,7 +447,7 @@ func writeUnheld(w io.Writer, r *snapshot.PortReport, opts WhoOptions) {
 		if s.Held() {
 			continue
 		}
-		owner := "owner unknown (closed before porttrace watched)"
+		owner := "owner unknown (no running porttrace saw it close)"
 		if s.Seen != nil {
 			owner = fmt.Sprintf("last owned by %s %d (seen by porttrace)", tracer.Printable(s.Seen.Name), s.Seen.PID)
 			if s.Seen.Exited {
