@@ -70,6 +70,8 @@ func TestBadInput(t *testing.T) {
 		{[]string{"who", "0"}, 2, "invalid port 0: must be 1-65535"},
 		{[]string{"who", "80/sctp"}, 2, `invalid protocol in "80/sctp": want tcp or udp`},
 		{[]string{"who", "--netns", "a", "--all-netns", "80"}, 2, "--netns and --all-netns exclude each other"},
+		{[]string{"who", "--pids", "--json", "80"}, 2, "--pids prints only pids: it excludes --json and --all"},
+		{[]string{"who", "-t", "--all", "80"}, 2, "--pids prints only pids: it excludes --json and --all"},
 		{[]string{"why"}, 2, "why takes a port and, optionally, an address"},
 		{[]string{"why", "80", "localhost"}, 2, `invalid address "localhost"`},
 		{[]string{"free"}, 2, "free takes one port"},

@@ -60,6 +60,9 @@ whether a bind would still fail.`,
 			if o.netns != "" && o.allNetNS {
 				return usageError("--netns and --all-netns exclude each other")
 			}
+			if o.pids && (o.json || o.all) {
+				return usageError("--pids prints only pids: it excludes --json and --all")
+			}
 			var queries []portQuery
 			for _, arg := range args {
 				q, err := parsePortQuery(arg)
