@@ -1,6 +1,17 @@
 package tracer
 
-import "unicode/utf8"
+import (
+	"net/netip"
+	"unicode/utf8"
+)
+
+// Endpoint is an address and port as text shows them: an IPv4-mapped
+// address as the IPv4 address it is (a dual-stack server's peers then read
+// as they do on their own side, and as the kernel treats them when it
+// binds), an IPv6 one in brackets.
+func Endpoint(ap netip.AddrPort) string {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+}
 
 // AppendPrintable appends s to b with everything that could steer the
 // operator's terminal or hide what it shows written as a visible escape:

@@ -277,9 +277,9 @@ func fdText(s *snapshot.PortSocket, i int) string {
 // socketLine is one socket: protocol, state, its ends, its queues and
 // timer, and what its address admits or who its peer is.
 func socketLine(r *snapshot.PortReport, s *snapshot.PortSocket, peers *peerIndex) string {
-	line := fmt.Sprintf("%-5s %-12s %s", s.Proto, socketState(s), endpoint(s.Local))
+	line := fmt.Sprintf("%-5s %-12s %s", s.Proto, socketState(s), tracer.Endpoint(s.Local))
 	if s.Connected() || s.Remote.Port() != 0 {
-		line += " -> " + endpoint(s.Remote)
+		line += " -> " + tracer.Endpoint(s.Remote)
 		if name := peers.name(s); name != "" {
 			line += " (" + name + ")"
 		}
@@ -301,15 +301,7 @@ func socketLine(r *snapshot.PortReport, s *snapshot.PortSocket, peers *peerIndex
 	return line
 }
 
-// endpoint prints an address and port, an IPv4-mapped address as IPv4.
-func endpoint(ap netip.AddrPort) string {
-	if ap.Addr().Is4In6() {
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
-	}
-	return ap.String()
-}
-
-// anyPort is an address with any port, bracketed as endpoint brackets an
+// anyPort is an address with any port, bracketed as tracer.Endpoint brackets an
 // IPv6 one: [::1]:*, 127.0.0.1:*.
 func anyPort(a netip.Addr) string {
 	if a = a.Unmap(); a.Is6() {
@@ -411,7 +403,7 @@ func writeConnections(w io.Writer, r *snapshot.PortReport, pid uint32, conns []*
 		}
 		var named []string
 		for _, c := range cs[:min(len(cs), maxPeers)] {
-			peer := endpoint(c.Remote)
+			peer := tracer.Endpoint(c.Remote)
 			if name := peers.name(c); name != "" {
 				peer += " (" + name + ")"
 			}
@@ -423,7 +415,7 @@ func writeConnections(w io.Writer, r *snapshot.PortReport, pid uint32, conns []*
 		}
 		// A server's connections share its end; a client's each have an
 		// ephemeral one, and share only the port they go to.
-		ends := "from " + endpoint(cs[0].Local)
+		ends := "from " + tracer.Endpoint(cs[0].Local)
 		if !r.Serves(cs[0]) {
 			ends = "to port " + strconv.Itoa(int(r.Port))
 		}
@@ -457,11 +449,11 @@ func writeUnheld(w io.Writer, r *snapshot.PortReport, opts WhoOptions) {
 		var ends string
 		switch {
 		case opts.All:
-			ends = endpoint(s.Local) + " -> " + endpoint(s.Remote)
+			ends = tracer.Endpoint(s.Local) + " -> " + tracer.Endpoint(s.Remote)
 		case r.Serves(s):
-			ends = endpoint(s.Local) + " -> " + anyPort(s.Remote.Addr())
+			ends = tracer.Endpoint(s.Local) + " -> " + anyPort(s.Remote.Addr())
 		default:
-			ends = anyPort(s.Local.Addr()) + " -> " + endpoint(s.Remote)
+			ends = anyPort(s.Local.Addr()) + " -> " + tracer.Endpoint(s.Remote)
 		}
 		label := fmt.Sprintf("%-5s %-12s %s  %s", s.Proto, socketState(s), ends, owner)
 		if ns := r.NamespaceLabel(s.NetNS); ns != "" {

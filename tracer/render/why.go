@@ -26,7 +26,7 @@ func WhyText(w io.Writer, v *why.Verdict) {
 		if n := len(v.Sharing); n > 0 {
 			fmt.Fprintf(w, "\nit would share the port with %d socket(s) that allow it:\n", n)
 			for _, s := range v.Sharing {
-				fmt.Fprintf(w, "  %-5s %-12s %s\n", s.Proto, socketState(&s), s.Local)
+				fmt.Fprintf(w, "  %-5s %-12s %s\n", s.Proto, socketState(&s), tracer.Endpoint(s.Local))
 			}
 		}
 	} else {

@@ -172,7 +172,7 @@ func conflicts(req Request, s *snapshot.PortSocket) (reason string, unblock []st
 		if req.ReuseAddr && s.Reuse.Known && s.Reuse.Addr {
 			return "", nil, false
 		}
-		return fmt.Sprintf("a UDP socket is bound to %s%s", s.Local, covers), stopOwner(s, "both sockets set SO_REUSEADDR, or SO_REUSEPORT under one user"), true
+		return fmt.Sprintf("a UDP socket is bound to %s%s", tracer.Endpoint(s.Local), covers), stopOwner(s, "both sockets set SO_REUSEADDR, or SO_REUSEPORT under one user"), true
 	}
 	switch {
 	case timeWaitLike(s):
@@ -183,7 +183,7 @@ func conflicts(req Request, s *snapshot.PortSocket) (reason string, unblock []st
 		if s.TimerNs > 0 {
 			left = fmt.Sprintf(" for %s more", time.Duration(s.TimerNs).Round(time.Second))
 		}
-		reason = fmt.Sprintf("connection %s -> %s is in %s%s, held by no process: the kernel keeps it%s", s.Local, s.Remote, s.State, left, covers)
+		reason = fmt.Sprintf("connection %s -> %s is in %s%s, held by no process: the kernel keeps it%s", tracer.Endpoint(s.Local), tracer.Endpoint(s.Remote), s.State, left, covers)
 		unblock = []string{
 			waitFor(s),
 			"set SO_REUSEADDR before bind() (it passes a TIME_WAIT socket whose connection also had it, as accepted connections of a listener with SO_REUSEADDR do)",
@@ -197,7 +197,7 @@ func conflicts(req Request, s *snapshot.PortSocket) (reason string, unblock []st
 		if req.ReusePort && s.Reuse.Known && s.Reuse.Port && s.Reuse.UID == req.UID {
 			return "", nil, false
 		}
-		reason = fmt.Sprintf("a listener on %s%s", s.Local, covers)
+		reason = fmt.Sprintf("a listener on %s%s", tracer.Endpoint(s.Local), covers)
 		if s.Reuse.Known && s.Reuse.Port {
 			return reason + " (with SO_REUSEPORT)", stopOwner(s, fmt.Sprintf("set SO_REUSEPORT and run as uid %d to join its group", s.Reuse.UID)), true
 		}
@@ -209,13 +209,13 @@ func conflicts(req Request, s *snapshot.PortSocket) (reason string, unblock []st
 		if req.ReusePort && s.Reuse.Known && s.Reuse.Port && s.Reuse.UID == req.UID {
 			return "", nil, false
 		}
-		return fmt.Sprintf("a socket is bound to %s but not listening (ss -l shows it only from Linux 6.8, with -B)%s", s.Local, covers),
+		return fmt.Sprintf("a socket is bound to %s but not listening (ss -l shows it only from Linux 6.8, with -B)%s", tracer.Endpoint(s.Local), covers),
 			stopOwner(s, "both sockets set SO_REUSEADDR"), true
 	default:
 		if req.ReuseAddr && s.Reuse.Known && s.Reuse.Addr {
 			return "", nil, false
 		}
-		return fmt.Sprintf("connection %s -> %s (%s) holds the port%s", s.Local, s.Remote, s.State, covers),
+		return fmt.Sprintf("connection %s -> %s (%s) holds the port%s", tracer.Endpoint(s.Local), tracer.Endpoint(s.Remote), s.State, covers),
 			stopOwner(s, "set SO_REUSEADDR before bind() (it passes connections whose socket also had it)"), true
 	}
 }

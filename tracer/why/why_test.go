@@ -31,6 +31,7 @@ func TestConflicts(t *testing.T) {
 	group := listener4
 	group.Reuse = snapshot.Reuse{Known: true, Port: true, UID: 33}
 	other := sock(tracer.ProtoTCP, tracer.StateListen, "0.0.0.0:9090", 1)
+	mapped := sock(tracer.ProtoTCP, tracer.StateListen, "[::ffff:127.0.0.1]:8080", 1)
 
 	v4 := Request{Port: 8080}
 	lo := Request{Port: 8080, Addr: netip.MustParseAddr("127.0.0.1")}
@@ -68,6 +69,7 @@ func TestConflicts(t *testing.T) {
 		{"SO_REUSEPORT group of the same uid", reuseport33, group, ""},
 		{"SO_REUSEPORT group of another uid", reuseport0, group, "join its group"},
 		{"another port", v4, other, ""},
+		{"an IPv4-mapped listener reads as IPv4, as who shows it", lo, mapped, "a listener on 127.0.0.1:8080"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			reason, unblock, conflict := conflicts(tc.req, &tc.s)
