@@ -78,9 +78,18 @@ func freePort(ctx context.Context, port uint16, o freeOptions, stdin io.Reader, 
 	plan := free.Make(report)
 	writePlan(stdout, &plan, o.tree)
 	if o.dryRun {
-		// As why: 1 while something holds or blocks the port.
-		if len(plan.Targets) > 0 || plan.TimeWait > 0 {
+		// As free would end: 1 while a process holds the port, or
+		// while a server's bind, which free waits for, fails (sockets
+		// no process holds; TIME_WAIT ones let SO_REUSEADDR through).
+		if len(plan.Targets) > 0 {
 			return exitError{code: 1}
+		}
+		blocked, err := bindBlocked(port)
+		if err != nil {
+			return err
+		}
+		if blocked != "" {
+			return exitError{code: 1, msg: blocked}
 		}
 		return nil
 	}
