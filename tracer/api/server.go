@@ -208,6 +208,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// Vacant says whether a server could listen at path, removing a dead
+// server's socket: it fails, naming why, when another live server answers
+// there or path is not a socket. A service checks it before its costly
+// start (loading and attaching its programs, the first snapshot); Listen
+// checks again.
+func Vacant(path string) error { return removeStale(path) }
+
 // removeStale removes a socket at path that nobody answers on: the remains
 // of a server that was killed before it could clean up.
 func removeStale(path string) error {

@@ -74,6 +74,10 @@ type daemon struct {
 // committed.
 func Run(ctx context.Context, cfg Config) error {
 	d := &daemon{cfg: cfg, resolver: proc.NewResolver()}
+	// Another daemon on the socket: said before the start, not after it.
+	if err := api.Vacant(cfg.Socket); err != nil {
+		return err
+	}
 	var err error
 	if d.own, err = linux.CurrentNamespace(); err != nil {
 		return fmt.Errorf("reading the network namespace: %w", err)
