@@ -72,19 +72,20 @@ func inodeAt(path string) (uint32, error) {
 // FindNamespace reads --netns: an `ip netns` name, a path such as
 // /proc/PID/ns/net, or a process id.
 func FindNamespace(spec string) (Namespace, error) {
-	path := spec
+	path, hint := spec, "see ip netns list"
 	switch {
 	case spec == "":
 		return Namespace{}, errors.New("empty --netns: want an ip netns name, a path or a pid")
 	case strings.Contains(spec, "/"):
+		hint = "want a namespace file such as /proc/PID/ns/net or /run/netns/NAME"
 	case isDigits(spec):
-		path = "/proc/" + spec + "/ns/net"
+		path, hint = "/proc/"+spec+"/ns/net", "a pid: is process "+spec+" running?"
 	default:
 		path = filepath.Join(netnsDir, spec)
 	}
 	ns, err := namespaceAt(path)
 	if err != nil {
-		return Namespace{}, fmt.Errorf("network namespace %q: %w (see ip netns list)", spec, err)
+		return Namespace{}, fmt.Errorf("network namespace %q: %w (%s)", spec, err, hint)
 	}
 	return ns, nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -160,6 +161,21 @@ func TestKernelWhoTimeWaitPerNamespace(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("%s: TIME_WAIT owners by namespace %v after 10s, want %v", c.name, got, c.want)
 			}
+		}
+	}
+}
+
+// TestFindNamespaceNamesTheFix: a --netns that names nothing says what
+// kind of thing porttrace took it for (a pid was told to see ip netns
+// list).
+func TestFindNamespaceNamesTheFix(t *testing.T) {
+	for spec, want := range map[string]string{
+		"4194305":            "(a pid: is process 4194305 running?)",
+		"/nonexistent/ns":    "(want a namespace file such as /proc/PID/ns/net or /run/netns/NAME)",
+		"porttrace-no-netns": "(see ip netns list)",
+	} {
+		if _, err := FindNamespace(spec); err == nil || !strings.HasSuffix(err.Error(), want) {
+			t.Errorf("--netns %s: %v, want it to end with %q", spec, err, want)
 		}
 	}
 }
