@@ -99,6 +99,10 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 
+	labels, err := lineLabels()
+	if err != nil {
+		return err
+	}
 	sink := top.NewSink(f.ports)
 	loop := correlate.NewLoop(sink)
 	seed(loop, f.ports, cfg.Family, false, stderr)
@@ -126,7 +130,7 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 		<-ran
 		return err
 	}
-	v := &topView{flags: f, loop: loop, sink: sink, src: src, sort: f.sort, startNs: time.Now().UnixNano(), last: time.Now()}
+	v := &topView{flags: f, loop: loop, sink: sink, src: src, sort: f.sort, labels: labels, startNs: time.Now().UnixNano(), last: time.Now()}
 	if screen == nil {
 		err = v.plain(ctx, stdout)
 	} else {
@@ -143,11 +147,13 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 // topView makes the tables: it keeps the counts of the last one, from
 // which the next one's rates are taken.
 type topView struct {
-	flags   *topFlags
-	loop    *correlate.Loop
-	sink    *top.Sink
-	src     tracer.Source
-	sort    top.SortKey
+	flags *topFlags
+	loop  *correlate.Loop
+	sink  *top.Sink
+	src   tracer.Source
+	sort  top.SortKey
+	// labels names the network namespaces of rows in another.
+	labels  *render.Labels
 	startNs int64
 	prev    *top.Snapshot
 	last    time.Time
@@ -185,7 +191,7 @@ func (v *topView) plain(ctx context.Context, w io.Writer) error {
 			fmt.Fprintln(w)
 		}
 		fmt.Fprintln(w, v.title(t))
-		if err := t.WriteRows(w, -1); err != nil {
+		if err := t.WriteRows(w, -1, v.labels.NetNS); err != nil {
 			if readerGone(err) {
 				return nil
 			}
@@ -209,7 +215,7 @@ func (v *topView) interactive(ctx context.Context, s *screen) error {
 		fmt.Fprintf(&frame, "%s\r\nsort: %s (%s, q quit)\r\n\r\n", v.title(t), v.sort, top.SortHelp())
 		rows, cols := s.size()
 		var table bytes.Buffer
-		if err := t.WriteRows(&table, max(rows-5, 1)); err != nil {
+		if err := t.WriteRows(&table, max(rows-5, 1), v.labels.NetNS); err != nil {
 			return err
 		}
 		for _, line := range strings.SplitAfter(strings.TrimSuffix(table.String(), "\n"), "\n") {

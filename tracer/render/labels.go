@@ -68,6 +68,10 @@ type cgroupLabel struct {
 // asked about again.
 const cgroupRetryNs = 3e9
 
+// NetNS labels a network namespace other than the watch's own, "" for
+// its own or one it cannot name: what top prints after a command.
+func (l *Labels) NetNS(netns uint32) string { return string(l.netnsLabel(netns)) }
+
 // netnsLabel is namespace netns's label, printable, nil for the watch's
 // own or an unknown one (0).
 func (l *Labels) netnsLabel(netns uint32) []byte {

@@ -15,11 +15,13 @@ import (
 // screen, which reads them about once a second.
 const publishIntervalNs = int64(250e6)
 
-// Key is a row of the table: a port and a process. The port is the one
-// the socket serves (see ServicePort); PID 0 is a socket whose owner is
-// unknown.
+// Key is a row of the table: a port, a network namespace and a process.
+// The port is the one the socket serves (see ServicePort); PID 0 is a
+// socket whose owner is unknown. The namespace tells apart the same port
+// in two containers.
 type Key struct {
 	Port    uint16
+	NetNS   uint32
 	PID     uint32
 	StartNs uint64
 }
@@ -90,7 +92,7 @@ func (s *Sink) Record(r *tracer.Record) {
 	if !opened && !closed && !bindFailed {
 		return
 	}
-	key := Key{Port: ServicePort(r.SPort, r.DPort, r.Role, s.watched), PID: r.PID, StartNs: r.StartNs}
+	key := Key{Port: ServicePort(r.SPort, r.DPort, r.Role, s.watched), NetNS: r.NetNS, PID: r.PID, StartNs: r.StartNs}
 	c := s.rows[key]
 	if c == nil {
 		c = &Counts{}

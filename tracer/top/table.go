@@ -109,7 +109,7 @@ func Build(ix *correlate.Index, now, prev *Snapshot, watched tracer.Ports, nowNs
 	for _, sockets := range [][]correlate.Owned{ix.Sockets(), ix.Unowned()} {
 		for i := range sockets {
 			o := &sockets[i]
-			k := Key{Port: ServicePort(o.Local.Port(), o.Remote.Port(), o.Role, watched), PID: o.Process.PID, StartNs: o.Process.StartNs}
+			k := Key{Port: ServicePort(o.Local.Port(), o.Remote.Port(), o.Role, watched), NetNS: o.NetNS, PID: o.Process.PID, StartNs: o.Process.StartNs}
 			r := row(k, o.Process.Comm)
 			r.Exited = r.Exited || o.Exited
 			r.States[o.State]++
@@ -210,7 +210,7 @@ func (t *Table) Sort(key SortKey) {
 		case SortBinds:
 			c = cmp.Compare(b.BindFailures, a.BindFailures)
 		}
-		return cmp.Or(c, cmp.Compare(a.Port, b.Port), cmp.Compare(a.PID, b.PID), cmp.Compare(a.StartNs, b.StartNs))
+		return cmp.Or(c, cmp.Compare(a.Port, b.Port), cmp.Compare(a.NetNS, b.NetNS), cmp.Compare(a.PID, b.PID), cmp.Compare(a.StartNs, b.StartNs))
 	})
 }
 
@@ -218,8 +218,10 @@ func (t *Table) Sort(key SortKey) {
 const Header = "PORT\tPID\tCOMMAND\tSOCKETS\tLISTEN\tESTAB\tCLOSE_WAIT\tTIME_WAIT\tOTHER\tOPENED/s\tCLOSED/s\tOLDEST_CW\tOLDEST_TW\tBIND_FAILS"
 
 // WriteRows writes the header and at most limit rows (limit < 0: all) as
-// aligned plain text, and says how many rows did not fit.
-func (t *Table) WriteRows(w io.Writer, limit int) error {
+// aligned plain text, and says how many rows did not fit. netnsLabel
+// labels a network namespace other than top's own ("" for its own; nil:
+// no labels), after the command.
+func (t *Table) WriteRows(w io.Writer, limit int, netnsLabel func(uint32) string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, Header)
 	rows := t.Rows
@@ -233,6 +235,11 @@ func (t *Table) WriteRows(w io.Writer, limit int) error {
 			pid, comm = strconv.FormatUint(uint64(r.PID), 10), r.Comm.String()
 			if r.Exited {
 				comm += " (exited)"
+			}
+		}
+		if netnsLabel != nil {
+			if label := netnsLabel(r.NetNS); label != "" {
+				comm += " [" + label + "]"
 			}
 		}
 		other := r.Sockets - r.States[tracer.StateListen] - r.States[tracer.StateEstablished] - r.States[tracer.StateCloseWait] - r.States[tracer.StateTimeWait]

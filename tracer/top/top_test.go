@@ -22,6 +22,7 @@ var (
 	curl   = tracer.Process{PID: 200, StartNs: 2, Comm: tracer.CommFrom("curl")}
 	python = tracer.Process{PID: 300, StartNs: 3, Comm: tracer.CommFrom("python3")}
 	redis  = tracer.Process{PID: 400, StartNs: 4, Comm: tracer.CommFrom("redis-server")}
+	caddy  = tracer.Process{PID: 500, StartNs: 5, Comm: tracer.CommFrom("caddy")}
 	nobody = tracer.Process{}
 	local  = netip.MustParseAddr("127.0.0.1")
 )
@@ -31,9 +32,22 @@ func ev(ms int64, kind tracer.Kind, sock tracer.SockID, sport, dport uint16, old
 		Sock: sock, SAddr: local, DAddr: local, SPort: sport, DPort: dport, OldState: old, NewState: new, Process: p}
 }
 
+// containerNetNS is the network namespace of a container, which top's rows
+// label.
+const containerNetNS = 4026532288
+
+// netnsLabel labels containerNetNS as top's screen would.
+func netnsLabel(netns uint32) string {
+	if netns == containerNetNS {
+		return "ctr1"
+	}
+	return ""
+}
+
 // scenario is a server that leaks a CLOSE_WAIT: curl connects to nginx on
 // 8080 and closes, nginx never does; a second listener on 6379; a bind to
-// 8080 that fails. It returns the loop and sink after the events.
+// 8080 that fails; 8080 again in a container, another server's. It returns
+// the loop and sink after the events.
 func scenario(t *testing.T) (*correlate.Loop, *Sink) {
 	sink := NewSink(nil)
 	loop := correlate.NewLoop(sink)
@@ -42,9 +56,13 @@ func scenario(t *testing.T) (*correlate.Loop, *Sink) {
 		client
 		server
 		redisListener
+		containerListener
 	)
 	st := tracer.KindState
+	inContainer := ev(6, st, containerListener, 8080, 0, tracer.StateClose, tracer.StateListen, caddy)
+	inContainer.NetNS = containerNetNS
 	for _, e := range []tracer.Event{
+		inContainer,
 		ev(0, st, listener, 8080, 0, tracer.StateClose, tracer.StateListen, nginx),
 		ev(5, st, redisListener, 6379, 0, tracer.StateClose, tracer.StateListen, redis),
 		ev(10, st, client, 40000, 8080, tracer.StateClose, tracer.StateSynSent, curl),
@@ -73,12 +91,12 @@ func TestTablePlainGolden(t *testing.T) {
 		table := Build(loop.Index(), sink.Snapshot(), nil, nil, startNs+90e9, startNs, 2*time.Second)
 		table.Sort(k)
 		out.WriteString("=== sorted by " + k.String() + "\n")
-		if err := table.WriteRows(&out, -1); err != nil {
+		if err := table.WriteRows(&out, -1, netnsLabel); err != nil {
 			t.Fatal(err)
 		}
 	}
 	out.WriteString("=== two rows fit\n")
-	if err := Build(loop.Index(), sink.Snapshot(), nil, nil, startNs+90e9, startNs, 2*time.Second).WriteRows(&out, 2); err != nil {
+	if err := Build(loop.Index(), sink.Snapshot(), nil, nil, startNs+90e9, startNs, 2*time.Second).WriteRows(&out, 2, netnsLabel); err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "table.txt", out.Bytes())
