@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -117,10 +118,50 @@ func writeBlockers(w io.Writer, blockers []why.Blocker) {
 		fmt.Fprintf(w, "; the last is freed in %s", time.Duration(last).Round(time.Second))
 	}
 	fmt.Fprintf(w, "\n   e.g. %s\n", tracer.Printable(ownerless[0].Reason))
+	if owners := seenOwners(ownerless); owners != "" {
+		fmt.Fprintf(w, "   owners porttrace saw before they closed: %s\n", owners)
+	}
 	writeUnblock(w, ownerless[0].Unblock[1:])
 	if last > 0 {
 		fmt.Fprintf(w, "   or wait %s\n", time.Duration(last).Round(time.Second))
 	}
+}
+
+// maxSeenOwners is how many owners a group of connections no process
+// holds names.
+const maxSeenOwners = 3
+
+// seenOwners names the owners porttrace saw of connections no process
+// holds, the most connections first, with their counts: "nginx 16451 (30),
+// curl 4242 (2)"; "" where it saw none.
+func seenOwners(blockers []why.Blocker) string {
+	type owner struct {
+		name string
+		pid  uint32
+		n    int
+	}
+	var owners []owner
+	for _, b := range blockers {
+		if b.Owner == nil {
+			continue
+		}
+		i := slices.IndexFunc(owners, func(o owner) bool { return o.pid == b.Owner.PID && o.name == b.Owner.Name })
+		if i < 0 {
+			i = len(owners)
+			owners = append(owners, owner{name: b.Owner.Name, pid: b.Owner.PID})
+		}
+		owners[i].n++
+	}
+	slices.SortStableFunc(owners, func(a, b owner) int { return b.n - a.n })
+	var parts []string
+	for i, o := range owners {
+		if i == maxSeenOwners {
+			parts = append(parts, fmt.Sprintf("%d more", len(owners)-i))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s %d (%d)", tracer.Printable(o.name), o.pid, o.n))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func writeUnblock(w io.Writer, unblock []string) {
