@@ -334,6 +334,8 @@ func (x *peerIndex) name(s *snapshot.PortSocket) string {
 	switch {
 	case len(peer.PIDs) > 0:
 		return processLabel(r, peer.PIDs[0])
+	case peer.Seen != nil && peer.Seen.Exited:
+		return fmt.Sprintf("%s %d, since exited, %s", tracer.Printable(peer.Seen.Name), peer.Seen.PID, peer.State)
 	case peer.Seen != nil:
 		return fmt.Sprintf("%s %d, %s", tracer.Printable(peer.Seen.Name), peer.Seen.PID, peer.State)
 	}

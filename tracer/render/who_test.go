@@ -208,8 +208,13 @@ func clientPort() whoCase {
 	from.Role = tracer.RoleClient
 	to := portSocket(tracer.ProtoTCP, tracer.StateEstablished, "127.0.0.1:18580", "127.0.0.1:57622", 3400)
 	to.Role = tracer.RoleServer
+	// And one whose server end a worker, exited since, left in FIN_WAIT2.
+	closing := portSocket(tracer.ProtoTCP, tracer.StateCloseWait, "127.0.0.1:57622", "127.0.0.1:18581", 3300)
+	closing.Role = tracer.RoleClient
+	orphan := portSocket(tracer.ProtoTCP, tracer.StateFinWait2, "127.0.0.1:18581", "127.0.0.1:57622")
+	orphan.Role, orphan.Seen = tracer.RoleServer, &proc.Process{Identity: proc.Identity{PID: 3401}, Name: "nginx", Exited: true}
 	return whoCase{name: "a client's ephemeral port", report: &snapshot.PortReport{
-		Port: 57622, Sockets: []snapshot.PortSocket{from, to}, Processes: procs(client, server),
+		Port: 57622, Sockets: []snapshot.PortSocket{from, to, closing, orphan}, Processes: procs(client, server),
 	}}
 }
 
