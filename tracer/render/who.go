@@ -228,6 +228,11 @@ func writeProcess(w io.Writer, r *snapshot.PortReport, pid uint32, serving bool,
 		fmt.Fprintf(w, "  cmd      %s\n", p.CmdlineText(cmdlineWidth))
 	}
 	var conns []*snapshot.PortSocket
+	type own struct {
+		fd   int32
+		line string
+	}
+	var lines []own
 	for j := range r.Sockets {
 		s := &r.Sockets[j]
 		i := slices.Index(s.PIDs, pid)
@@ -238,7 +243,17 @@ func writeProcess(w io.Writer, r *snapshot.PortReport, pid uint32, serving bool,
 			conns = append(conns, s)
 			continue
 		}
-		fmt.Fprintf(w, "  %-6s %s\n", fdText(s, i), socketLine(r, s, peers))
+		fd := int32(-1)
+		if i < len(s.FDs) {
+			fd = s.FDs[i]
+		}
+		lines = append(lines, own{fd, fmt.Sprintf("  %-6s %s\n", fdText(s, i), socketLine(r, s, peers))})
+	}
+	// In descriptor order, as lsof lists them; the kernel's tables keep
+	// none.
+	slices.SortStableFunc(lines, func(a, b own) int { return cmp.Compare(a.fd, b.fd) })
+	for _, l := range lines {
+		io.WriteString(w, l.line)
 	}
 	writeConnections(w, r, pid, conns, peers)
 }

@@ -120,11 +120,12 @@ func sampleReports() []whoCase {
 			},
 			Processes: procs(&proc.Process{Identity: proc.Identity{PID: 880}, Name: "caddy", User: "caddy", Exe: "/usr/bin/caddy", Cmdline: "/usr/bin/caddy run --environ --config /etc/caddy/Caddyfile"}),
 		}},
-		{"0.0.0.0 and a V6Only [::] listener, held by a master and its forked workers", &snapshot.PortReport{
+		{"0.0.0.0 and a V6Only [::] listener, held by a master and its forked workers, in descriptor order", &snapshot.PortReport{
 			Port: 80,
 			Sockets: []snapshot.PortSocket{
-				portSocket(tcp, tracer.StateListen, "0.0.0.0:80", "", 700, 701, 702),
-				v6only(portSocket(tcp, tracer.StateListen, "[::]:80", "", 700, 701, 702)),
+				// The kernel's tables list the later descriptor first.
+				withFD(v6only(portSocket(tcp, tracer.StateListen, "[::]:80", "", 700, 701, 702)), 7),
+				withFD(portSocket(tcp, tracer.StateListen, "0.0.0.0:80", "", 700, 701, 702), 6),
 			},
 			Processes: procs(
 				&proc.Process{Identity: proc.Identity{PID: 700}, Name: "nginx", User: "root", Exe: "/usr/sbin/nginx", Cmdline: "nginx: master process /usr/sbin/nginx -g daemon on; master_process on;"},
