@@ -318,6 +318,9 @@ func (c *Correlator) Handle(ev *tracer.Event) {
 			s := c.socks.at(i)
 			s.endState, s.endExpiresNs = ev.NewState, ev.TimeNs+ev.TimeoutNs
 			c.endTimeWait(i, ev.TimeNs, ReasonExpired)
+		} else if c.gone != nil {
+			// One a waiting snapshot may list: gone before it is taken.
+			c.gone.ends[eventTuple(ev)] = false
 		}
 	}
 }

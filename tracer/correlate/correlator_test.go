@@ -1100,3 +1100,54 @@ func TestCorrelatorFollowsTimeWaitFoundAtTheStart(t *testing.T) {
 		t.Errorf("index after both ended: %+v %+v", owned, unowned)
 	}
 }
+
+// TestCorrelatorTimeWaitFoundAtTheStartOnce: a timewait socket found at
+// the start is followed once, and leaves the index, however it goes: in
+// both snapshots of a watch of every port with --connections (it was
+// adopted twice, the second copy never claimed); expired before the
+// snapshot was complete (its expiry came first: it stayed for good); at
+// an address the events had left to a socket whose end they missed (the
+// claim gave up, and it stayed too).
+func TestCorrelatorTimeWaitFoundAtTheStartOnce(t *testing.T) {
+	timewait := func(port uint16, state tracer.State) snapshot.PortSocket {
+		return snapshot.PortSocket{Proto: tracer.ProtoTCP, Family: tracer.FamilyIPv4, State: state,
+			Local: netip.AddrPortFrom(clientAddr, port), Remote: netip.AddrPortFrom(serverAddr, 8080), NetNS: 1,
+			Timer: snapshot.TimerTimeWait, TimerNs: 20e9}
+	}
+	expiry := func(ms int64, port uint16, sock tracer.SockID) tracer.Event {
+		return fromClientPort(ev(ms, tracer.KindTimeWaitExpire, atClient, sock, 0, tracer.StateTimeWait, softirq), port)
+	}
+	for _, tc := range []struct {
+		name   string
+		start  func(c *Correlator, r *snapshot.PortReport)
+		events []tracer.Event
+	}{
+		{"in both snapshots of --connections",
+			func(c *Correlator, r *snapshot.PortReport) {
+				c.Adopt(r, 100e6)
+				c.Seed(r.LocalConnections(), 100e6)
+			},
+			[]tracer.Event{tick(101), expiry(20_100, 40000, twSock)}},
+		{"expired before the snapshot was complete",
+			func(c *Correlator, r *snapshot.PortReport) { c.Seed(r, 100e6) },
+			[]tracer.Event{expiry(60, 40000, twSock), tick(101)}},
+		{"at the address of a socket whose end the events missed",
+			func(c *Correlator, r *snapshot.PortReport) { c.Seed(r, 100e6) },
+			[]tracer.Event{
+				fromClientPort(state(50, atClient, twSock, tracer.StateClose, tracer.StateSynSent, client), 40001),
+				tick(101), expiry(20_100, 40000, twSock)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			peer := snapshotServer(tracer.ProtoTCP, serverSock)
+			peer.State = tracer.StateCloseWait
+			c, r := seeded(&got, timewait(40000, tracer.StateFinWait2), peer)
+			tc.start(c, r)
+			feed(t, c, append(tc.events, tick(30_000)))
+			_, unowned := c.appendIndexed(nil, nil)
+			if len(unowned) != 0 || len(c.startTimeWaits) != 0 {
+				t.Errorf("still indexed after its end: %+v (waiting for a claim: %v)", unowned, c.startTimeWaits)
+			}
+		})
+	}
+}

@@ -238,6 +238,9 @@ func (c *Correlator) adoptTimeWait(s sockState, expiresNs int64) {
 	if c.startTimeWaits == nil {
 		c.startTimeWaits = make(map[tupleKey]tracer.SockID)
 	}
+	if _, adopted := c.startTimeWaits[s.tuple()]; adopted {
+		return // in two snapshots (a watch with --connections gives two)
+	}
 	c.startTimeWaitIDs++
 	s.id, s.timewait, s.sinceNs = tracer.SockID(c.startTimeWaitIDs), true, 0
 	s.endState, s.endExpiresNs = s.state, expiresNs
@@ -258,8 +261,24 @@ func (c *Correlator) claimStartTimeWait(ev *tracer.Event) {
 	}
 	delete(c.startTimeWaits, key)
 	i, adopted := c.byID[id]
-	if _, known := c.byID[ev.Sock]; !adopted || known {
+	if !adopted {
 		return
+	}
+	if j, known := c.byID[ev.Sock]; known {
+		if t := c.socks.at(j); t.timewait && t.tuple() == key {
+			// The events follow the timewait socket at these ends
+			// already: the snapshot's is that one, told twice.
+			c.forget(i)
+			return
+		}
+		// Its memory is this timewait socket's now: that one is gone,
+		// its end unseen.
+		if c.socks.at(j).timewait {
+			c.endTimeWait(j, ev.TimeNs, ReasonKilled)
+		} else {
+			c.release(j)
+			c.forget(j)
+		}
 	}
 	delete(c.byID, id)
 	c.socks.at(i).id = ev.Sock
