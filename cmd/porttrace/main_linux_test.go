@@ -842,15 +842,14 @@ func TestTopPlainInAPipe(t *testing.T) {
 // TestTopOnATerminalStartsFromTheSockets: top on a terminal draws its
 // first table at once, and that table already has the sockets older than
 // top (it once drew an empty one before the loop had them, and -n 1 ended
-// there); -n counts tables, not redraws.
+// there), with rates over the time since top started (a connection every
+// 20 ms once read 3,663,003.7 a second: counts over the microseconds since
+// the snapshot); -n counts tables, not redraws.
 func TestTopOnATerminalStartsFromTheSockets(t *testing.T) {
 	needRoot(t)
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	port := l.Addr().(*net.TCPAddr).Port
+	port := freeLoopbackPort(t)
+	stop := connectLoop(t, port)
+	defer stop()
 	master, terminal := openPty(t)
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "TERM=xterm", "PORTTRACE_ARGS="+strings.Join([]string{"top", "--port", strconv.Itoa(port), "-n", "1", "--interval", "1m"}, " "))
@@ -877,8 +876,14 @@ func TestTopOnATerminalStartsFromTheSockets(t *testing.T) {
 	}
 	row := false
 	for _, line := range strings.Split(screen.String(), "\r\n") {
+		// PORT PID COMMAND SOCKETS LISTEN ESTAB CLOSE_WAIT TIME_WAIT OTHER OPENED/s
 		f := strings.Fields(line)
-		row = row || (len(f) > 4 && f[0] == strconv.Itoa(port) && f[1] == strconv.Itoa(os.Getpid()) && f[4] == "1")
+		if len(f) > 9 && f[0] == strconv.Itoa(port) && f[1] == strconv.Itoa(os.Getpid()) && f[4] == "1" {
+			row = true
+			if opened, err := strconv.ParseFloat(f[9], 64); err != nil || opened > 1000 {
+				t.Errorf("connections opened a second: %s, want at most 100 (one every 20 ms, both ends):\n%s", f[9], line)
+			}
+		}
 	}
 	if !row {
 		t.Errorf("no row for port %d and its listener's process (%d) in the first table:\n%q", port, os.Getpid(), screen.String())

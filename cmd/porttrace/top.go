@@ -96,6 +96,9 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 		return err
 	}
 	defer src.Close()
+	// The probes are attached: the sink counts what they saw from here,
+	// and the first table's rates are over the time since.
+	started := time.Now()
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 
@@ -130,7 +133,7 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 		<-ran
 		return err
 	}
-	v := &topView{flags: f, loop: loop, sink: sink, src: src, sort: f.sort, labels: labels, startNs: time.Now().UnixNano(), last: time.Now()}
+	v := &topView{flags: f, loop: loop, sink: sink, src: src, sort: f.sort, labels: labels, startNs: started.UnixNano(), last: started}
 	if screen == nil {
 		err = v.plain(ctx, stdout)
 	} else {
