@@ -381,7 +381,7 @@ func TestWatchEveryPortKnowsOwnersOlderThanIt(t *testing.T) {
 		}
 	}
 	if !found {
-		t.Errorf("no CLOSE_WAIT line for the server end on port %d", port)
+		t.Errorf("no CLOSE_WAIT line for the server end on port %d; lines of the port and the summary:\n%s", port, linesOfPort(lines, port))
 	}
 }
 
@@ -399,7 +399,8 @@ func TestWatchKnowsOwnersInOtherNamespaces(t *testing.T) {
 	stop := watchJSON(t)
 	h.exit() // its sockets close, each end's FIN takes the other to CLOSE_WAIT
 	found := false
-	for _, ln := range stop() {
+	lines := stop()
+	for _, ln := range lines {
 		if ln.New != "CLOSE_WAIT" || strconv.Itoa(ln.SPort) != port && strconv.Itoa(ln.DPort) != port {
 			continue
 		}
@@ -409,8 +410,21 @@ func TestWatchKnowsOwnersInOtherNamespaces(t *testing.T) {
 		}
 	}
 	if !found {
-		t.Errorf("no CLOSE_WAIT line for the connection to port %s", port)
+		n, _ := strconv.Atoi(port)
+		t.Errorf("no CLOSE_WAIT line for the connection to port %s; lines of the port and the summary:\n%s", port, linesOfPort(lines, n))
 	}
+}
+
+// linesOfPort are a watch's lines on either side of port, and its summary:
+// what a failure shows.
+func linesOfPort(lines []jsonLine, port int) string {
+	var out []string
+	for _, ln := range lines {
+		if ln.SPort == port || ln.DPort == port || ln.Type == "summary" {
+			out = append(out, ln.raw)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // TestConnectionsEveryPortJoinsOldLocalConnections: a watch of every port

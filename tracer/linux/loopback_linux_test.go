@@ -691,7 +691,7 @@ func TestKernelDetachesEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Programs are freed after an RCU grace period.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * batchInterval) {
 		var left []ebpf.ProgramID
 		for _, id := range programIDs(t) {
 			if !slices.Contains(before, id) {
@@ -809,5 +809,66 @@ func TestKernelFamilyFollowsTheTraffic(t *testing.T) {
 				t.Errorf("-%d shows a connection line of %v -> %v:\n%s", tc.family, r.SAddr, r.DAddr, dump(recs))
 			}
 		}
+	}
+}
+
+// handlerFunc is a tracer.Handler of events alone.
+type handlerFunc func(ev *tracer.Event)
+
+func (f handlerFunc) Handle(ev *tracer.Event) { f(ev) }
+func (handlerFunc) Tick(int64) int64         { return tracer.NoDeadline }
+
+// TestKernelStopReadsWhatCameBefore: a source stopped while a batch is
+// read (its handler slow, as under a snapshot of thousands of sockets
+// taken at its first event) still hands on every event written before the
+// stop. It used to return at the batch's clock check, and a watch stopped
+// right after a connection closed lost its lines.
+func TestKernelStopReadsWhatCameBefore(t *testing.T) {
+	needPrivileges(t)
+	src, err := open(tracer.Config{}, defaultHooks, inPlaceReads{sock: true, task: true, cast: true})
+	if err != nil {
+		t.Fatalf("opening tracer: %v", err)
+	}
+	defer src.Close()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	// Some thousands of events, more than a batch's clock check.
+	for range 200 {
+		if c, err := net.Dial("tcp4", l.Addr().String()); err == nil {
+			c.Close()
+		}
+	}
+	marker, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	markerPort := uint16(marker.Addr().(*net.TCPAddr).Port)
+	marker.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	events, seen := 0, false
+	err = src.Run(ctx, handlerFunc(func(ev *tracer.Event) {
+		if events++; events == 1 {
+			time.Sleep(2 * batchInterval)
+		}
+		seen = seen || ev.Kind == tracer.KindState && ev.NewState == tracer.StateListen && ev.SPort == markerPort
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !seen {
+		t.Errorf("the last event before the stop (a listen on %d) not handed on; %d events were", markerPort, events)
 	}
 }

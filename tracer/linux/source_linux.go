@@ -37,6 +37,10 @@ const batchInterval = 25 * time.Millisecond
 // clock within a batch.
 const clockCheckEvery = 256
 
+// stopDrainLimit bounds how long a stopped source goes on reading what the
+// programs wrote before the stop, under a storm that keeps writing.
+const stopDrainLimit = time.Second
+
 // busyFraction of the ring buffer read in one batch makes the reader read
 // again at once rather than let the next batch gather: the ring the
 // programs write while the reader keeps up must not fill up while it
@@ -356,6 +360,7 @@ func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 	// such as that of a snapshot waiting for the events older than it,
 	// start there.
 	waitFirst, ticked := false, false
+	var stopping time.Time // when the stop was first seen
 	var until time.Time // zero: until an event comes
 	for {
 		woken := false
@@ -387,7 +392,17 @@ func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 			next, ticked = h.Tick(deliveredNs), true
 		}
 		if ctx.Err() != nil {
-			return nil
+			// Stopped: what the programs wrote before the stop is read
+			// first. A read cut for the clock left some; a storm that
+			// never lets the ring run dry is cut off at stopDrainLimit.
+			if stopping.IsZero() {
+				stopping = time.Now()
+			}
+			if !cut || time.Since(stopping) >= stopDrainLimit {
+				return nil
+			}
+			waitFirst = false
+			continue
 		}
 		flowing = n > 0 && (flowing || woke.Sub(previous) < batchInterval)
 		switch {
