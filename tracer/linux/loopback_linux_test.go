@@ -816,7 +816,7 @@ func TestKernelFamilyFollowsTheTraffic(t *testing.T) {
 type handlerFunc func(ev *tracer.Event)
 
 func (f handlerFunc) Handle(ev *tracer.Event) { f(ev) }
-func (handlerFunc) Tick(int64) int64         { return tracer.NoDeadline }
+func (handlerFunc) Tick(int64) int64          { return tracer.NoDeadline }
 
 // TestKernelStopReadsWhatCameBefore: a source stopped while a batch is
 // read (its handler slow, as under a snapshot of thousands of sockets
@@ -835,20 +835,16 @@ func TestKernelStopReadsWhatCameBefore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 	// Some thousands of events, more than a batch's clock check.
 	for range 200 {
-		if c, err := net.Dial("tcp4", l.Addr().String()); err == nil {
-			c.Close()
+		c, err := net.Dial("tcp4", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
 		}
+		if s, err := l.Accept(); err == nil {
+			s.Close()
+		}
+		c.Close()
 	}
 	marker, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {

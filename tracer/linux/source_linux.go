@@ -361,7 +361,7 @@ func (s *LinuxSource) Run(ctx context.Context, h tracer.Handler) error {
 	// start there.
 	waitFirst, ticked := false, false
 	var stopping time.Time // when the stop was first seen
-	var until time.Time // zero: until an event comes
+	var until time.Time    // zero: until an event comes
 	for {
 		woken := false
 		if waitFirst {
