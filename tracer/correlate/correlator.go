@@ -533,19 +533,25 @@ func (c *Correlator) lookupLife(ev *tracer.Event, newLife bool) (int32, bool) {
 	case !newLife && !c.socks.at(i).reused(ev):
 		return i, false
 	}
-	if s := c.socks.at(i); s.timewait {
-		// Its memory is reused, so it was freed: killed when its timer
-		// was stopped, or now if that went unseen.
-		end := ev.TimeNs
-		if s.cancelNs != 0 {
-			end = s.cancelNs
-		}
-		c.endTimeWait(i, end, ReasonKilled)
-	} else {
+	c.endReused(i, ev.TimeNs)
+	return c.lookup(ev)
+}
+
+// endReused ends socket i, whose memory an event at timeNs names as
+// another socket's: it was freed, its end unseen. A timewait socket was
+// killed when its timer was stopped, or then if that went unseen.
+func (c *Correlator) endReused(i int32, timeNs int64) {
+	s := c.socks.at(i)
+	if !s.timewait {
 		c.release(i)
 		c.forget(i)
+		return
 	}
-	return c.lookup(ev)
+	end := timeNs
+	if s.cancelNs != 0 {
+		end = s.cancelNs
+	}
+	c.endTimeWait(i, end, ReasonKilled)
 }
 
 func (c *Correlator) onState(ev *tracer.Event) {

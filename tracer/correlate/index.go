@@ -127,6 +127,21 @@ func (x *Index) Unowned() []Owned {
 	return x.unowned[:len(x.unowned):len(x.unowned)]
 }
 
+// EverySocket yields the sockets whose owner is known, then the unowned
+// timewait ones: what counts sockets by state (top, the metrics) reads.
+// They are the index's own: readers must not change them.
+func (x *Index) EverySocket() iter.Seq[*Owned] {
+	return func(yield func(*Owned) bool) {
+		for _, list := range [][]Owned{x.Sockets(), x.Unowned()} {
+			for i := range list {
+				if !yield(&list[i]) {
+					return
+				}
+			}
+		}
+	}
+}
+
 // Len is how many sockets the index holds.
 func (x *Index) Len() int {
 	if x == nil {

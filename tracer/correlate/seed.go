@@ -271,14 +271,7 @@ func (c *Correlator) claimStartTimeWait(ev *tracer.Event) {
 			c.forget(i)
 			return
 		}
-		// Its memory is this timewait socket's now: that one is gone,
-		// its end unseen.
-		if c.socks.at(j).timewait {
-			c.endTimeWait(j, ev.TimeNs, ReasonKilled)
-		} else {
-			c.release(j)
-			c.forget(j)
-		}
+		c.endReused(j, ev.TimeNs) // its memory is this timewait socket's now
 	}
 	delete(c.byID, id)
 	c.socks.at(i).id = ev.Sock

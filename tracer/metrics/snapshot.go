@@ -1,10 +1,6 @@
 package metrics
 
-import (
-	"slices"
-
-	"github.com/porttrace/porttrace/tracer"
-)
+import "github.com/porttrace/porttrace/tracer"
 
 // gaugeStates are the states porttrace_tcp_sockets reports for each port:
 // those a live socket can be in (CLOSE ones are gone, NEW_SYN_RECV ones
@@ -48,9 +44,7 @@ func (m *Metrics) writeSockets(e *exposition) {
 	counts := map[uint16]*[tracer.StateCount]int{}
 	// The timewait sockets of connections older than porttrace count by
 	// state too, though no owner is known.
-	sockets = slices.Concat(sockets, idx.Unowned())
-	for i := range sockets {
-		s := &sockets[i]
+	for s := range idx.EverySocket() {
 		if s.Proto == tracer.ProtoUDP || s.State >= tracer.StateCount {
 			continue
 		}

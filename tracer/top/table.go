@@ -106,21 +106,18 @@ func Build(ix *correlate.Index, now, prev *Snapshot, watched tracer.Ports, nowNs
 	}
 	// The timewait sockets of connections older than the watch have no
 	// owner: a row of their own (PID 0) per port.
-	for _, sockets := range [][]correlate.Owned{ix.Sockets(), ix.Unowned()} {
-		for i := range sockets {
-			o := &sockets[i]
-			k := Key{Port: ServicePort(o.Local.Port(), o.Remote.Port(), o.Role, watched), NetNS: o.NetNS, PID: o.Process.PID, StartNs: o.Process.StartNs}
-			r := row(k, o.Process.Comm)
-			r.Exited = r.Exited || o.Exited
-			r.States[o.State]++
-			r.Sockets++
-			t.Sockets++
-			switch o.State {
-			case tracer.StateCloseWait:
-				r.CloseWait.older(nowNs, o.SinceNs, startNs)
-			case tracer.StateTimeWait:
-				r.TimeWait.older(nowNs, o.SinceNs, startNs)
-			}
+	for o := range ix.EverySocket() {
+		k := Key{Port: ServicePort(o.Local.Port(), o.Remote.Port(), o.Role, watched), NetNS: o.NetNS, PID: o.Process.PID, StartNs: o.Process.StartNs}
+		r := row(k, o.Process.Comm)
+		r.Exited = r.Exited || o.Exited
+		r.States[o.State]++
+		r.Sockets++
+		t.Sockets++
+		switch o.State {
+		case tracer.StateCloseWait:
+			r.CloseWait.older(nowNs, o.SinceNs, startNs)
+		case tracer.StateTimeWait:
+			r.TimeWait.older(nowNs, o.SinceNs, startNs)
 		}
 	}
 	secs := elapsed.Seconds()
