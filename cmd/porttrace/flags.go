@@ -73,7 +73,7 @@ func (f *watchFlags) define(fs *pflag.FlagSet) {
 // defineSource defines the flags of the kernel source, which the watch
 // and top share.
 func (f *watchFlags) defineSource(fs *pflag.FlagSet) {
-	fs.StringVar(&f.readyFile, "ready-file", "", "write this `FILE` (porttrace's pid) once every probe is attached")
+	fs.StringVar(&f.readyFile, "ready-file", "", "write this `FILE` (porttrace's pid) once every probe is attached and the sockets already open are known")
 	clidoc.File(fs, "ready-file")
 	fs.StringVar(&f.probeName, "probe", "auto", "hook `FAMILY`: auto, tracepoint or kprobe")
 	clidoc.Values(fs, "probe", "auto", "tracepoint", "kprobe")

@@ -308,15 +308,7 @@ func (b *lockedBuffer) String() string {
 func startWatch(t *testing.T, stdout *os.File, args ...string) (*exec.Cmd, *lockedBuffer) {
 	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "PORTTRACE_ARGS="+strings.Join(append(args, "--ready-file", ready), " "))
-	cmd.Stdout = stdout
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill() })
+	cmd, stderr := launchWatch(t, stdout, append(args, "--ready-file", ready)...)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if _, err := os.Stat(ready); err == nil {
 			return cmd, stderr
@@ -325,6 +317,22 @@ func startWatch(t *testing.T, stdout *os.File, args ...string) (*exec.Cmd, *lock
 			t.Fatalf("no ready file after 10s; stderr: %s", stderr.String())
 		}
 	}
+}
+
+// launchWatch runs porttrace with args, without waiting for it to be
+// ready: for a watch that ends before it is.
+func launchWatch(t *testing.T, stdout *os.File, args ...string) (*exec.Cmd, *lockedBuffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "PORTTRACE_ARGS="+strings.Join(args, " "))
+	cmd.Stdout = stdout
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return cmd, stderr
 }
 
 // TestStalledStdout: a watch whose reader stopped reading keeps answering
@@ -584,7 +592,8 @@ func TestReaderGone(t *testing.T) {
 }
 
 // TestOutputFails: with stdout on /dev/full the watch stops at once, with
-// one line naming the error and exit status 1.
+// one line naming the error and exit status 1. Its header fails, maybe
+// before it is ready: then it leaves no ready file, whole or half written.
 func TestOutputFails(t *testing.T) {
 	needRoot(t)
 	port := freeLoopbackPort(t)
@@ -593,7 +602,8 @@ func TestOutputFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer full.Close()
-	watch, stderr := startWatch(t, full, "--port", strconv.Itoa(port))
+	ready := filepath.Join(t.TempDir(), "ready")
+	watch, stderr := launchWatch(t, full, "--port", strconv.Itoa(port), "--ready-file", ready)
 	stop := connectLoop(t, port)
 	defer stop()
 	if code := waitExit(t, watch, stderr); code != 1 {
@@ -602,6 +612,9 @@ func TestOutputFails(t *testing.T) {
 	want := "porttrace: writing output: write /dev/stdout: no space left on device"
 	if lines := stderrLines(t, stderr); len(lines) != 1 || lines[0] != want {
 		t.Errorf("stderr after the first line: %q, want only %q", lines, want)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(ready)); len(entries) > 1 || len(entries) == 1 && entries[0].Name() != "ready" {
+		t.Errorf("the watch left %v, want its ready file or nothing", entries)
 	}
 	checkSocketRemoved(t, watch.Process.Pid)
 }

@@ -109,7 +109,7 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 	sink := top.NewSink(f.ports)
 	loop := correlate.NewLoop(sink)
 	seed(loop, f.ports, cfg.Family, false, stderr)
-	stopServing, err := serve(loop, f.readyFile, stderr)
+	stopServing, ready, err := serve(ctx, loop, f.readyFile, stop, stderr)
 	if err != nil {
 		return err
 	}
@@ -141,7 +141,11 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 		screen.restore()
 	}
 	stop()
-	if runErr := <-ran; runErr != nil {
+	runErr := <-ran
+	if readyErr := ready(); runErr == nil {
+		runErr = readyErr
+	}
+	if runErr != nil {
 		return runErr
 	}
 	return err

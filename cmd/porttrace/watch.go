@@ -88,7 +88,7 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	// asked for, not as a storm changes it.
 	loop.PublishOnDemand()
 	seed(loop, f.ports, cfg.Family, f.connections, stderr)
-	stopServing, err := serve(loop, f.readyFile, stderr)
+	stopServing, ready, err := serve(ctx, loop, f.readyFile, stop, stderr)
 	if err != nil {
 		return err
 	}
@@ -98,6 +98,9 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	traceCtx, stopTracing := forDuration(ctx, f.duration)
 	defer stopTracing()
 	runErr := loop.Run(traceCtx, src)
+	if err := ready(); err != nil && runErr == nil {
+		runErr = err
+	}
 	window.Flush()
 	end := time.Now()
 	summary := render.Summary{EndNs: end.UnixNano(), Elapsed: end.Sub(start), Stats: loop.Index().Stats,
@@ -214,44 +217,81 @@ func reportLost(ctx context.Context, src tracer.Source, printer *render.Printer,
 }
 
 // serve starts the watch's API, which porttrace who asks for the owners
-// of TIME_WAIT sockets, and then writes the ready file, if asked for. The
-// returned function stops the API.
-func serve(loop *correlate.Loop, readyFile string, stderr io.Writer) (stop func(), err error) {
-	stop = func() {}
+// of TIME_WAIT sockets, and writes the ready file, if asked for, once the
+// loop has taken the sockets older than the watch (Loop.Seeded): a
+// script that waits for it starts its load on a watch that is done
+// starting, whose first lines name what held the port before. The file is
+// created at once, so that a path it cannot be written at is refused
+// before the watch starts; failing to put it in place later ends the watch
+// (cancel). stop stops the API; ready, called once the loop has stopped,
+// says why the ready file was not put in place.
+func serve(ctx context.Context, loop *correlate.Loop, readyFile string, cancel func(), stderr io.Writer) (stop func(), ready func() error, err error) {
+	stopAPI := func() {}
 	if srv, err := api.Listen(api.WatchSocket(os.Getpid()), api.Backend{Index: loop.FreshIndex}); err != nil {
 		fmt.Fprintf(stderr, "porttrace: %v (porttrace who will not name TIME_WAIT owners from this watch)\n", err)
 	} else {
-		stop = func() { srv.Close() }
+		stopAPI = func() { srv.Close() }
 	}
-	if readyFile != "" {
-		if err := writeReadyFile(readyFile); err != nil {
-			stop()
-			return nil, err
+	if readyFile == "" {
+		return stopAPI, func() error { return nil }, nil
+	}
+	file, err := newReadyFile(readyFile)
+	if err != nil {
+		stopAPI()
+		return nil, nil, err
+	}
+	quit, published := make(chan struct{}), make(chan error, 1)
+	go func() {
+		select {
+		case <-loop.Seeded():
+			err := file.publish()
+			if err != nil {
+				cancel()
+			}
+			published <- err
+		case <-ctx.Done():
+			file.discard()
+			published <- nil
+		case <-quit:
+			file.discard()
+			published <- nil
 		}
-	}
-	return stop, nil
+	}()
+	return stopAPI, func() error {
+		close(quit)
+		return <-published
+	}, nil
 }
 
-// writeReadyFile creates the file atomically, so that whoever waits for it
-// never reads it half written.
-func writeReadyFile(path string) error {
+// readyFile is a ready file written but not yet in place: renamed into
+// place, so that whoever waits for it never reads it half written.
+type readyFile struct{ tmp, path string }
+
+func newReadyFile(path string) (*readyFile, error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".porttrace-ready-*")
 	if err != nil {
-		return fmt.Errorf("writing ready file: %w", err)
+		return nil, fmt.Errorf("writing ready file: %w", err)
 	}
 	_, err = tmp.WriteString(strconv.Itoa(os.Getpid()) + "\n")
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
 	if err != nil {
 		os.Remove(tmp.Name())
+		return nil, fmt.Errorf("writing ready file: %w", err)
+	}
+	return &readyFile{tmp: tmp.Name(), path: path}, nil
+}
+
+func (r *readyFile) publish() error {
+	if err := os.Rename(r.tmp, r.path); err != nil {
+		r.discard()
 		return fmt.Errorf("writing ready file: %w", err)
 	}
 	return nil
 }
+
+func (r *readyFile) discard() { os.Remove(r.tmp) }
 
 // colorWanted: colours only on a terminal, and never when NO_COLOR is set.
 func colorWanted(w io.Writer) bool {
