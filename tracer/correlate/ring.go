@@ -2,7 +2,7 @@ package correlate
 
 // ring is a queue in chunks that never move: the Window's lines in time
 // order, each of its runs of held-back lines, and the correlator's
-// sockets (sockTable). A buffer that doubled
+// sockets and held-back records (table). A buffer that doubled
 // when full copied every line it held into fresh pages, each a page fault
 // (some 10 us on a virtual machine), while a storm was at its height, and
 // left the old buffer to the collector. A chunk is taken when the last is

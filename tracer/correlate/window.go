@@ -45,7 +45,7 @@ type Window struct {
 	// and heap move small entries.
 	runs  [heldRuns]ring[heapEntry]
 	heap  []heapEntry
-	slots []tracer.Record
+	slots table[tracer.Record]
 	free  []int32
 	seq   uint64
 	// passedNs is the time of the latest line passed on: a line older
@@ -118,10 +118,9 @@ func (w *Window) Record(r *tracer.Record) {
 		if n := len(w.free); n > 0 {
 			slot, w.free = w.free[n-1], w.free[:n-1]
 		} else {
-			w.slots = append(w.slots, tracer.Record{})
-			slot = int32(len(w.slots) - 1)
+			slot = w.slots.add()
 		}
-		w.slots[slot] = *r
+		*w.slots.at(slot) = *r
 		w.hold(heapEntry{timeNs: r.TimeNs, seq: w.seq, slot: slot})
 	}
 	if w.lines.n+w.held() > w.capacity {
@@ -207,7 +206,7 @@ func (w *Window) oldest() (r *tracer.Record, from int) {
 	if first == nil {
 		return nil, fromRing
 	}
-	return &w.slots[first.slot], from
+	return w.slots.at(first.slot), from
 }
 
 // Tick implements tracer.Sink: the lines older than nowNs, up to which the

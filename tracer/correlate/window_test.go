@@ -112,8 +112,8 @@ func TestWindowSequences(t *testing.T) {
 			if room := w.lines.room(); room > chunks*ringChunkSize {
 				t.Errorf("ring room for %d lines for a capacity of %d", room, tc.capacity)
 			}
-			if len(w.slots) > tc.capacity+1 {
-				t.Errorf("%d slots for a capacity of %d", len(w.slots), tc.capacity)
+			if int(w.slots.len()) > tc.capacity+1 {
+				t.Errorf("%d slots for a capacity of %d", w.slots.len(), tc.capacity)
 			}
 		})
 	}
