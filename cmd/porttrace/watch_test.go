@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,7 +20,18 @@ import (
 // load on a watch done starting. A watch stopped before that leaves no
 // file, written or half written.
 func TestReadyFileWaitsForTheSockets(t *testing.T) {
-	dir := t.TempDir()
+	// Not t.TempDir: under wine, a file renamed into place by another
+	// thread cannot be removed ("Invalid function"), which fails its
+	// cleanup. Wine's prefix goes when the run ends.
+	dir, err := os.MkdirTemp("", "porttrace-ready-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Logf("cleaning up: %v", err)
+		}
+	})
 	path := filepath.Join(dir, "ready")
 	loop := correlate.NewLoop()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -29,21 +41,21 @@ func TestReadyFileWaitsForTheSockets(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	if _, err := os.Stat(path); err == nil {
-		t.Fatal("the ready file is there before the loop has taken its snapshot")
+	if names := dirNames(t, dir); len(names) != 1 || !strings.HasPrefix(names[0], ".porttrace-ready-") {
+		t.Fatalf("before the loop has taken its snapshot: %q, want the ready file's temporary alone", names)
 	}
 	loop.Tick(time.Now().UnixNano()) // no snapshot waits: the loop is seeded
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-		b, err := os.ReadFile(path)
-		if err == nil {
-			if got := strings.TrimSpace(string(b)); got != strconv.Itoa(os.Getpid()) {
-				t.Errorf("ready file holds %q, want this process's pid", got)
-			}
-			break
-		}
+	for deadline := time.Now().Add(5 * time.Second); !slices.ContainsFunc(dirNames(t, dir), func(name string) bool { return name == "ready" }); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no ready file 5 s after the loop was seeded")
 		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(b)); got != strconv.Itoa(os.Getpid()) {
+		t.Errorf("ready file holds %q, want this process's pid", got)
 	}
 	if err := ready(); err != nil {
 		t.Errorf("ready: %v", err)
@@ -60,11 +72,20 @@ func TestReadyFileWaitsForTheSockets(t *testing.T) {
 	if err := ready(); err != nil {
 		t.Errorf("ready: %v", err)
 	}
+	if names := dirNames(t, dir); !slices.Equal(names, []string{"ready"}) {
+		t.Errorf("after a watch stopped before it was seeded: %q, want the first watch's ready file alone", names)
+	}
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 1 {
-		t.Errorf("after a watch stopped before it was seeded: %v, want the first watch's ready file alone", entries)
+	names := make([]string, len(entries))
+	for i, e := range entries {
+		names[i] = e.Name()
 	}
+	return names
 }
