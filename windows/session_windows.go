@@ -212,6 +212,20 @@ func (s *session) stop() error {
 	return nil
 }
 
+// flush has ETW hand the consumer what its buffers hold now, rather than
+// at the next flush timer: what happened before a watch stops.
+func (s *session) flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.control == 0 {
+		return nil
+	}
+	if _, err := controlTrace(s.control, nil, winapi.EventTraceControlFlush); err != nil {
+		return fmt.Errorf("flushing etw session %q: %w", s.name, err)
+	}
+	return nil
+}
+
 // lost returns how many events the session dropped so far.
 func (s *session) lost() (uint64, error) {
 	s.mu.Lock()

@@ -139,7 +139,9 @@ func tcpipHook() string {
 		tcpipKeywords, strings.Join(ids, ","))
 }
 
-// Run delivers events to h until ctx is done or the session ends.
+// Run delivers events to h until ctx is done or the session ends. Once ctx
+// is done it delivers what ETW holds from before first (for at most
+// stopDrainLimit), as the Linux source reads its ring dry.
 func (s *Source) Run(ctx context.Context, h tracer.Handler) error {
 	joiner := newTCBJoiner(&s.cfg, s.deliverTo(h))
 	processed := make(chan error, 1)
@@ -164,6 +166,12 @@ func (s *Source) Run(ctx context.Context, h tracer.Handler) error {
 			close(s.runDone)
 			return s.processEnded(err)
 		case <-ctx.Done():
+			// What happened before the stop is handed on first: the
+			// events queued, and those still in ETW's buffers.
+			if err := s.session.flush(); err != nil {
+				s.logf("etw: %v", err)
+			}
+			drainAtStop(s.events, &s.received, joiner.push, stopQuiet, stopDrainLimit)
 			close(s.runDone)
 			return s.stopProcessing(processed)
 		}

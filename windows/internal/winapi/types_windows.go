@@ -26,6 +26,7 @@ const (
 
 	EventTraceControlQuery = 0
 	EventTraceControlStop  = 1
+	EventTraceControlFlush = 3
 
 	ProcessTraceModeRealTime    = 0x00000100
 	ProcessTraceModeEventRecord = 0x10000000
