@@ -131,6 +131,7 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 	if err != nil {
 		stop()
 		<-ran
+		ready()
 		return err
 	}
 	v := &topView{flags: f, loop: loop, sink: sink, src: src, sort: f.sort, labels: labels, startNs: started.UnixNano(), last: started}

@@ -244,15 +244,19 @@ func serve(ctx context.Context, loop *correlate.Loop, readyFile string, cancel f
 	go func() {
 		select {
 		case <-loop.Seeded():
+		case <-ctx.Done():
+		case <-quit:
+		}
+		select {
+		case <-loop.Seeded():
+			// Seeded, even if the watch stops at the same moment: the
+			// file says so.
 			err := file.publish()
 			if err != nil {
 				cancel()
 			}
 			published <- err
-		case <-ctx.Done():
-			file.discard()
-			published <- nil
-		case <-quit:
+		default:
 			file.discard()
 			published <- nil
 		}
@@ -267,7 +271,17 @@ func serve(ctx context.Context, loop *correlate.Loop, readyFile string, cancel f
 // place, so that whoever waits for it never reads it half written.
 type readyFile struct{ tmp, path string }
 
+// newReadyFile writes the file beside path. A file an earlier run left at
+// path is removed first: it would say ready before this watch is.
 func newReadyFile(path string) (*readyFile, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.IsDir() {
+			return nil, fmt.Errorf("writing ready file: %s is a directory", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing the ready file an earlier run left: %w", err)
+		}
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".porttrace-ready-*")
 	if err != nil {
 		return nil, fmt.Errorf("writing ready file: %w", err)

@@ -17,22 +17,15 @@ import (
 // TestReadyFileWaitsForTheSockets: the ready file appears once the loop
 // has taken the sockets older than the watch, not as soon as the probes
 // are attached: a script waiting for it (make bench's storm) starts its
-// load on a watch done starting. A watch stopped before that leaves no
-// file, written or half written.
+// load on a watch done starting. One an earlier run left is removed at
+// once: it would say ready too soon. A watch stopped before it is seeded
+// leaves no file, written or half written.
 func TestReadyFileWaitsForTheSockets(t *testing.T) {
-	// Not t.TempDir: under wine, a file renamed into place by another
-	// thread cannot be removed ("Invalid function"), which fails its
-	// cleanup. Wine's prefix goes when the run ends.
-	dir, err := os.MkdirTemp("", "porttrace-ready-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := os.RemoveAll(dir); err != nil {
-			t.Logf("cleaning up: %v", err)
-		}
-	})
+	dir := scratchDir(t)
 	path := filepath.Join(dir, "ready")
+	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
+		t.Fatal(err) // an earlier run's
+	}
 	loop := correlate.NewLoop()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -42,7 +35,7 @@ func TestReadyFileWaitsForTheSockets(t *testing.T) {
 	}
 	defer stop()
 	if names := dirNames(t, dir); len(names) != 1 || !strings.HasPrefix(names[0], ".porttrace-ready-") {
-		t.Fatalf("before the loop has taken its snapshot: %q, want the ready file's temporary alone", names)
+		t.Fatalf("before the loop has taken its snapshot: %q, want the ready file's temporary alone (an earlier run's removed)", names)
 	}
 	loop.Tick(time.Now().UnixNano()) // no snapshot waits: the loop is seeded
 	for deadline := time.Now().Add(5 * time.Second); !slices.ContainsFunc(dirNames(t, dir), func(name string) bool { return name == "ready" }); time.Sleep(time.Millisecond) {
@@ -75,6 +68,38 @@ func TestReadyFileWaitsForTheSockets(t *testing.T) {
 	if names := dirNames(t, dir); !slices.Equal(names, []string{"ready"}) {
 		t.Errorf("after a watch stopped before it was seeded: %q, want the first watch's ready file alone", names)
 	}
+}
+
+// TestReadyFileThatIsADirectory: a ready file path that names a directory
+// is refused before the watch starts, and the directory left be.
+func TestReadyFileThatIsADirectory(t *testing.T) {
+	dir := scratchDir(t)
+	_, _, err := serve(context.Background(), correlate.NewLoop(), dir, func() {}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "is a directory") {
+		t.Fatalf("serve with a directory for its ready file: %v", err)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Errorf("the directory: %v", err)
+	}
+}
+
+// scratchDir is a directory the test removes when it ends. Not
+// t.TempDir: under wine, a directory or a file that was looked up (Lstat)
+// and then renamed or left in place cannot always be removed ("Invalid
+// function"), which would fail its cleanup. Wine's prefix goes when the
+// run ends.
+func scratchDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "porttrace-ready-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Logf("cleaning up: %v", err)
+		}
+	})
+	return dir
 }
 
 func dirNames(t *testing.T, dir string) []string {
