@@ -8,8 +8,10 @@ import (
 )
 
 // TestDrainAtStop: a stopping source hands on what is queued and what
-// comes soon after, in order; it ends once nothing has come for a while,
-// and under events that never stop, at its limit.
+// comes soon after, in order, leaving out what happened after the stop;
+// it ends once nothing of before the stop has come for a while, however
+// much of after it keeps coming, and under events of before the stop that
+// never stop, at its limit.
 func TestDrainAtStop(t *testing.T) {
 	events := make(chan tracer.Event, 8)
 	for i := range 5 {
@@ -19,13 +21,14 @@ func TestDrainAtStop(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // ETW's flushed buffers, a little later
 		for i := 5; i < 8; i++ {
 			events <- tracer.Event{TimeNs: int64(i)}
+			events <- tracer.Event{TimeNs: 100 + int64(i)} // after the stop
 		}
 	}()
 	var got []int64
 	var slot tracer.Event
-	n := drainAtStop(events, &slot, func(ev *tracer.Event) { got = append(got, ev.TimeNs) }, time.Second, time.Minute)
+	n := drainAtStop(events, &slot, func(ev *tracer.Event) { got = append(got, ev.TimeNs) }, 50, time.Second, time.Minute)
 	if n != 8 || len(got) != 8 {
-		t.Fatalf("handed on %d (%v), want the 8 queued and flushed", n, got)
+		t.Fatalf("handed on %d (%v), want the 8 queued and flushed of before the stop", n, got)
 	}
 	for i, ns := range got {
 		if ns != int64(i) {
@@ -46,7 +49,7 @@ func TestDrainAtStop(t *testing.T) {
 		}
 	}()
 	done := make(chan int)
-	go func() { done <- drainAtStop(endless, &slot, func(*tracer.Event) {}, time.Hour, 50*time.Millisecond) }()
+	go func() { done <- drainAtStop(endless, &slot, func(*tracer.Event) {}, 0, time.Hour, 50*time.Millisecond) }()
 	select {
 	case n := <-done:
 		if n == 0 {
@@ -54,5 +57,27 @@ func TestDrainAtStop(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("still draining an endless stream a minute after its 50 ms limit")
+	}
+
+	// A busy port's events of after the stop keep coming: the drain ends
+	// once those of before have stopped, long before its limit.
+	after := make(chan tracer.Event)
+	go func() {
+		for {
+			select {
+			case after <- tracer.Event{TimeNs: 100}:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	go func() { done <- drainAtStop(after, &slot, func(*tracer.Event) {}, 50, 10*time.Millisecond, time.Hour) }()
+	select {
+	case n := <-done:
+		if n != 0 {
+			t.Errorf("handed on %d events of after the stop", n)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("a busy port's events of after the stop kept the drain going a minute")
 	}
 }

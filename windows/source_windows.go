@@ -168,10 +168,12 @@ func (s *Source) Run(ctx context.Context, h tracer.Handler) error {
 		case <-ctx.Done():
 			// What happened before the stop is handed on first: the
 			// events queued, and those still in ETW's buffers.
+			stopNs, quiet := time.Now().UnixNano(), stopQuiet
 			if err := s.session.flush(); err != nil {
 				s.logf("etw: %v", err)
+				quiet = deliveryLag
 			}
-			drainAtStop(s.events, &s.received, joiner.push, stopQuiet, stopDrainLimit)
+			drainAtStop(s.events, &s.received, joiner.push, stopNs, quiet, stopDrainLimit)
 			close(s.runDone)
 			return s.stopProcessing(processed)
 		}
