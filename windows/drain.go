@@ -23,11 +23,10 @@ const (
 // buffers, flushed at the stop), each through slot: until none of them
 // has come for quiet, and for at most limit. Events of after the stop are
 // left out, so that a busy port's keep no stop waiting, and no watch
-// prints past its --duration. It returns how many it handed on. Without
+// prints past its --duration. Without
 // it, a watch stopped right after a connection closed printed none of the
 // teardown that ETW had yet to deliver.
-func drainAtStop(events <-chan tracer.Event, slot *tracer.Event, push func(*tracer.Event), stopNs int64, quiet, limit time.Duration) int {
-	n := 0
+func drainAtStop(events <-chan tracer.Event, slot *tracer.Event, push func(*tracer.Event), stopNs int64, quiet, limit time.Duration) {
 	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
 	idle := time.NewTimer(quiet)
@@ -39,12 +38,11 @@ func drainAtStop(events <-chan tracer.Event, slot *tracer.Event, push func(*trac
 				continue
 			}
 			push(slot)
-			n++
 			idle.Reset(quiet)
 		case <-idle.C:
-			return n
+			return
 		case <-deadline.C:
-			return n
+			return
 		}
 	}
 }

@@ -26,9 +26,9 @@ func TestDrainAtStop(t *testing.T) {
 	}()
 	var got []int64
 	var slot tracer.Event
-	n := drainAtStop(events, &slot, func(ev *tracer.Event) { got = append(got, ev.TimeNs) }, 50, time.Second, time.Minute)
-	if n != 8 || len(got) != 8 {
-		t.Fatalf("handed on %d (%v), want the 8 queued and flushed of before the stop", n, got)
+	drainAtStop(events, &slot, func(ev *tracer.Event) { got = append(got, ev.TimeNs) }, 50, time.Second, time.Minute)
+	if len(got) != 8 {
+		t.Fatalf("handed on %v, want the 8 queued and flushed of before the stop", got)
 	}
 	for i, ns := range got {
 		if ns != int64(i) {
@@ -48,11 +48,13 @@ func TestDrainAtStop(t *testing.T) {
 			}
 		}
 	}()
-	done := make(chan int)
-	go func() { done <- drainAtStop(endless, &slot, func(*tracer.Event) {}, 0, time.Hour, 50*time.Millisecond) }()
+	handed := 0
+	count := func(*tracer.Event) { handed++ }
+	done := make(chan struct{})
+	go func() { drainAtStop(endless, &slot, count, 0, time.Hour, 50*time.Millisecond); done <- struct{}{} }()
 	select {
-	case n := <-done:
-		if n == 0 {
+	case <-done:
+		if handed == 0 {
 			t.Error("read none of an endless stream")
 		}
 	case <-time.After(time.Minute):
@@ -71,11 +73,12 @@ func TestDrainAtStop(t *testing.T) {
 			}
 		}
 	}()
-	go func() { done <- drainAtStop(after, &slot, func(*tracer.Event) {}, 50, 10*time.Millisecond, time.Hour) }()
+	handed = 0
+	go func() { drainAtStop(after, &slot, count, 50, 10*time.Millisecond, time.Hour); done <- struct{}{} }()
 	select {
-	case n := <-done:
-		if n != 0 {
-			t.Errorf("handed on %d events of after the stop", n)
+	case <-done:
+		if handed != 0 {
+			t.Errorf("handed on %d events of after the stop", handed)
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("a busy port's events of after the stop kept the drain going a minute")

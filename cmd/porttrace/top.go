@@ -90,6 +90,11 @@ prints one table of five seconds.`,
 // until ctx ends, q is pressed, --duration passes or --iterations tables
 // were printed.
 func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.Writer) error {
+	ready, err := newReadyFile(f.readyFile)
+	if err != nil {
+		return err
+	}
+	defer ready.discard()
 	cfg := f.config(stderr)
 	src, err := openSource(cfg)
 	if err != nil {
@@ -109,10 +114,7 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 	sink := top.NewSink(f.ports)
 	loop := correlate.NewLoop(sink)
 	seed(loop, f.ports, cfg.Family, false, stderr)
-	stopServing, ready, err := serve(ctx, loop, f.readyFile, stop, stderr)
-	if err != nil {
-		return err
-	}
+	stopServing, readyErr := serve(loop, ready, stop, stderr)
 	defer stopServing()
 	ctx, stopTracing := forDuration(ctx, f.duration)
 	defer stopTracing()
@@ -131,7 +133,7 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 	if err != nil {
 		stop()
 		<-ran
-		ready()
+		readyErr()
 		return err
 	}
 	v := &topView{flags: f, loop: loop, sink: sink, src: src, sort: f.sort, labels: labels, startNs: started.UnixNano(), last: started}
@@ -143,8 +145,8 @@ func runTop(ctx context.Context, f *topFlags, stdin *os.File, stdout, stderr io.
 	}
 	stop()
 	runErr := <-ran
-	if readyErr := ready(); runErr == nil {
-		runErr = readyErr
+	if err := readyErr(); runErr == nil {
+		runErr = err
 	}
 	if runErr != nil {
 		return runErr

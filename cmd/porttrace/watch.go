@@ -39,6 +39,11 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	// with EPIPE instead, and that ends the watch quietly.
 	ctx, stopSignal := signal.NotifyContext(ctx, syscall.SIGPIPE)
 	defer stopSignal()
+	ready, err := newReadyFile(f.readyFile)
+	if err != nil {
+		return err
+	}
+	defer ready.discard()
 	cfg := f.config(stderr)
 	src, err := openSource(cfg)
 	if err != nil {
@@ -88,17 +93,14 @@ func watch(ctx context.Context, f *watchFlags, stdout, stderr io.Writer) error {
 	// asked for, not as a storm changes it.
 	loop.PublishOnDemand()
 	seed(loop, f.ports, cfg.Family, f.connections, stderr)
-	stopServing, ready, err := serve(ctx, loop, f.readyFile, stop, stderr)
-	if err != nil {
-		return err
-	}
+	stopServing, readyErr := serve(loop, ready, stop, stderr)
 	defer stopServing()
 	lostDone := reportLost(ctx, src, printer, stderr)
 	start := time.Now()
 	traceCtx, stopTracing := forDuration(ctx, f.duration)
 	defer stopTracing()
 	runErr := loop.Run(traceCtx, src)
-	if err := ready(); err != nil && runErr == nil {
+	if err := readyErr(); err != nil && runErr == nil {
 		runErr = err
 	}
 	window.Flush()
@@ -217,63 +219,62 @@ func reportLost(ctx context.Context, src tracer.Source, printer *render.Printer,
 }
 
 // serve starts the watch's API, which porttrace who asks for the owners
-// of TIME_WAIT sockets, and writes the ready file, if asked for, once the
-// loop has taken the sockets older than the watch (Loop.Seeded): a
-// script that waits for it starts its load on a watch that is done
-// starting, whose first lines name what held the port before. The file is
-// created at once, so that a path it cannot be written at is refused
-// before the watch starts; failing to put it in place later ends the watch
-// (cancel). stop stops the API; ready, called once the loop has stopped,
-// says why the ready file was not put in place.
-func serve(ctx context.Context, loop *correlate.Loop, readyFile string, cancel func(), stderr io.Writer) (stop func(), ready func() error, err error) {
-	stopAPI := func() {}
+// of TIME_WAIT sockets, and puts the ready file in place, if asked for,
+// once the loop has taken the sockets older than the watch (Loop.Seeded):
+// a script that waits for it starts its load on a watch that is done
+// starting, whose first lines name what held the port before. Failing to
+// put it in place ends the watch (cancel). stop stops the API; readyErr,
+// called once the loop has stopped (always: it ends the wait for the loop
+// to be seeded), says why the ready file was not put in place.
+func serve(loop *correlate.Loop, ready *readyFile, cancel func(), stderr io.Writer) (stop func(), readyErr func() error) {
+	stop = func() {}
 	if srv, err := api.Listen(api.WatchSocket(os.Getpid()), api.Backend{Index: loop.FreshIndex}); err != nil {
 		fmt.Fprintf(stderr, "porttrace: %v (porttrace who will not name TIME_WAIT owners from this watch)\n", err)
 	} else {
-		stopAPI = func() { srv.Close() }
+		stop = func() { srv.Close() }
 	}
-	if readyFile == "" {
-		return stopAPI, func() error { return nil }, nil
-	}
-	file, err := newReadyFile(readyFile)
-	if err != nil {
-		stopAPI()
-		return nil, nil, err
+	if ready == nil {
+		return stop, func() error { return nil }
 	}
 	quit, published := make(chan struct{}), make(chan error, 1)
 	go func() {
 		select {
 		case <-loop.Seeded():
-		case <-ctx.Done():
 		case <-quit:
 		}
 		select {
 		case <-loop.Seeded():
 			// Seeded, even if the watch stops at the same moment: the
 			// file says so.
-			err := file.publish()
+			err := ready.publish()
 			if err != nil {
 				cancel()
 			}
 			published <- err
 		default:
-			file.discard()
+			ready.discard()
 			published <- nil
 		}
 	}()
-	return stopAPI, func() error {
+	return stop, func() error {
 		close(quit)
 		return <-published
-	}, nil
+	}
 }
 
 // readyFile is a ready file written but not yet in place: renamed into
 // place, so that whoever waits for it never reads it half written.
 type readyFile struct{ tmp, path string }
 
-// newReadyFile writes the file beside path. A file an earlier run left at
-// path is removed first: it would say ready before this watch is.
+// newReadyFile writes the ready file for path ("": none, nil) beside it,
+// before the watch attaches its probes: a path it cannot be written at is
+// refused at once, and a file an earlier run left at path, which would
+// say ready before this watch is, is removed before a script can take it
+// for this watch's.
 func newReadyFile(path string) (*readyFile, error) {
+	if path == "" {
+		return nil, nil
+	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.IsDir() {
 			return nil, fmt.Errorf("writing ready file: %s is a directory", path)
@@ -305,7 +306,13 @@ func (r *readyFile) publish() error {
 	return nil
 }
 
-func (r *readyFile) discard() { os.Remove(r.tmp) }
+// discard removes the file not put in place; once it is, or when none was
+// asked for, it does nothing.
+func (r *readyFile) discard() {
+	if r != nil {
+		os.Remove(r.tmp)
+	}
+}
 
 // colorWanted: colours only on a terminal, and never when NO_COLOR is set.
 func colorWanted(w io.Writer) bool {

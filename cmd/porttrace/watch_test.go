@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -26,19 +25,18 @@ func TestReadyFileWaitsForTheSockets(t *testing.T) {
 	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
 		t.Fatal(err) // an earlier run's
 	}
-	loop := correlate.NewLoop()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stop, ready, err := serve(ctx, loop, path, cancel, io.Discard)
+	file, err := newReadyFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	loop := correlate.NewLoop()
+	stop, readyErr := serve(loop, file, func() {}, io.Discard)
 	defer stop()
 	if names := dirNames(t, dir); len(names) != 1 || !strings.HasPrefix(names[0], ".porttrace-ready-") {
 		t.Fatalf("before the loop has taken its snapshot: %q, want the ready file's temporary alone (an earlier run's removed)", names)
 	}
 	loop.Tick(time.Now().UnixNano()) // no snapshot waits: the loop is seeded
-	for deadline := time.Now().Add(5 * time.Second); !slices.ContainsFunc(dirNames(t, dir), func(name string) bool { return name == "ready" }); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); !slices.Contains(dirNames(t, dir), "ready"); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no ready file 5 s after the loop was seeded")
 		}
@@ -50,19 +48,18 @@ func TestReadyFileWaitsForTheSockets(t *testing.T) {
 	if got := strings.TrimSpace(string(b)); got != strconv.Itoa(os.Getpid()) {
 		t.Errorf("ready file holds %q, want this process's pid", got)
 	}
-	if err := ready(); err != nil {
+	if err := readyErr(); err != nil {
 		t.Errorf("ready: %v", err)
 	}
 
-	stopped := filepath.Join(dir, "stopped")
-	ctx, cancel = context.WithCancel(context.Background())
-	stop, ready, err = serve(ctx, correlate.NewLoop(), stopped, cancel, io.Discard)
+	// A watch stopped before it is seeded: readyErr is what it calls then.
+	file, err = newReadyFile(filepath.Join(dir, "stopped"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	stop, readyErr = serve(correlate.NewLoop(), file, func() {}, io.Discard)
 	defer stop()
-	cancel()
-	if err := ready(); err != nil {
+	if err := readyErr(); err != nil {
 		t.Errorf("ready: %v", err)
 	}
 	if names := dirNames(t, dir); !slices.Equal(names, []string{"ready"}) {
@@ -74,9 +71,8 @@ func TestReadyFileWaitsForTheSockets(t *testing.T) {
 // is refused before the watch starts, and the directory left be.
 func TestReadyFileThatIsADirectory(t *testing.T) {
 	dir := scratchDir(t)
-	_, _, err := serve(context.Background(), correlate.NewLoop(), dir, func() {}, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "is a directory") {
-		t.Fatalf("serve with a directory for its ready file: %v", err)
+	if _, err := newReadyFile(dir); err == nil || !strings.Contains(err.Error(), "is a directory") {
+		t.Fatalf("a directory for the ready file: %v", err)
 	}
 	if _, err := os.Stat(dir); err != nil {
 		t.Errorf("the directory: %v", err)

@@ -228,8 +228,8 @@ func (c *Correlator) adopt(s sockState) {
 	}
 }
 
-// reserveTimeWaits sizes the maps that the snapshots' timewait sockets
-// are adopted into (adoptTimeWait) for all of them at once: beside a busy
+// reserveTimeWaits makes the maps that the snapshots' timewait sockets
+// are adopted into (adoptTimeWait), sized for all of them at once: beside a busy
 // port they are thousands (14,000 in make bench's storm), and maps grown
 // one doubling at a time for them took a third of a watch's start.
 func (c *Correlator) reserveTimeWaits(seeds []waitingSeed) {
@@ -261,9 +261,6 @@ func (c *Correlator) reserveTimeWaits(seeds []waitingSeed) {
 // index (ageSince); its lines, as any socket's older than the trace, give
 // no duration for the state it was found in.
 func (c *Correlator) adoptTimeWait(s sockState, expiresNs int64) {
-	if c.startTimeWaits == nil {
-		c.startTimeWaits = make(map[tupleKey]tracer.SockID)
-	}
 	if _, adopted := c.startTimeWaits[s.tuple()]; adopted {
 		return // in two snapshots (a watch with --connections gives two)
 	}
